@@ -1,0 +1,761 @@
+//! The YAML configuration. Every key of the original Go tool keeps its name and
+//! meaning (`debug`, `apiProxies`, `prometheus.*`, `storage.*`); promduck's additions
+//! use the same camelCase style. Unknown keys are errors, because a misspelt key that
+//! is silently ignored (a `pasword:` that never authenticates) is worse than none.
+//!
+//! Errors name the file, the line and the key: `config.yaml:7:12: prometheus.timeout:
+//! unknown unit `d` in duration `1d` ...`. Values are validated while deserializing
+//! so that serde_yaml_ng can point at the offending line.
+
+use crate::duration::GoDuration;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, with the file and (where known) the line at fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A secret string (password, token). Its `Debug` and `Display` never show the value,
+/// so a secret cannot leak through a log line or an error message by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself: call only where it is sent to Prometheus.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Parquet compression codecs the original tool's `storage.compression` named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Snappy,
+    Gzip,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "snappy" => Ok(Compression::Snappy),
+            "gzip" => Ok(Compression::Gzip),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd),
+            "none" | "uncompressed" => Ok(Compression::None),
+            _ => Err(format!(
+                "unknown compression `{s}`, expected one of snappy, gzip, lz4, zstd, none"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Compression::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A timezone for day boundaries, by IANA name (`UTC`, `Europe/Berlin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeZone(pub chrono_tz::Tz);
+
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<chrono_tz::Tz>().map(TimeZone).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown timezone `{s}` (use an IANA name such as UTC or Europe/Berlin)"
+            ))
+        })
+    }
+}
+
+/// The Prometheus base URL, checked when read. Credentials written into the URL
+/// (`http://user:pass@host`) are moved out of it so that the URL can be logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromUrl {
+    pub url: reqwest::Url,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl PromUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut url = reqwest::Url::parse(s.trim()).map_err(|e| {
+            // Never echo the input: it may carry a password.
+            format!("invalid URL ({e}); expected something like http://prometheus:9090")
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(format!("URL scheme `{}` is not supported, use http or https", url.scheme()));
+        }
+        if url.host_str().map_or(true, |h| h.is_empty()) {
+            return Err("URL has no host".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("URL must not have a query string or fragment".into());
+        }
+        let username = (!url.username().is_empty()).then(|| percent_decode(url.username()));
+        let password = url.password().map(|p| Secret::new(percent_decode(p)));
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        // Keep a path prefix (`http://host/prometheus`) but normalise the trailing slash.
+        let path = url.path().trim_end_matches('/').to_string();
+        url.set_path(&path);
+        Ok(PromUrl { url, username, password })
+    }
+
+    /// `<base>/api/v1/<endpoint>`.
+    pub fn api(&self, endpoint: &str) -> reqwest::Url {
+        let mut u = self.url.clone();
+        let path = format!("{}/api/v1/{}", u.path().trim_end_matches('/'), endpoint);
+        u.set_path(&path);
+        u
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl<'de> Deserialize<'de> for PromUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PromUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A metric's PromQL with its `%s` placeholder for the proxy name, checked when read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryTemplate(pub String);
+
+impl<'de> Deserialize<'de> for QueryTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::promql::check_template(&s).map_err(serde::de::Error::custom)?;
+        Ok(QueryTemplate(s))
+    }
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<GoDuration>, D::Error> {
+    let v = Option::<GoDuration>::deserialize(d)?;
+    if let Some(v) = v {
+        if v.0.is_zero() {
+            return Err(serde::de::Error::custom("must be greater than zero"));
+        }
+        if v.0 < Duration::from_millis(1) {
+            return Err(serde::de::Error::custom("must be at least 1ms"));
+        }
+    }
+    Ok(v)
+}
+
+fn nonempty_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Err(serde::de::Error::custom("must not be empty"));
+    }
+    Ok(s)
+}
+
+fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = Option::<i64>::deserialize(d)?;
+    match v {
+        Some(n) if n <= 0 => Err(serde::de::Error::custom(format!("must be a positive number, got {n}"))),
+        Some(n) => Ok(Some(n as u64)),
+        None => Ok(None),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    debug: bool,
+    #[serde(default)]
+    api_proxies: Vec<String>,
+    prometheus: RawPrometheus,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    timezone: Option<TimeZone>,
+    #[serde(default, deserialize_with = "positive_duration")]
+    interval: Option<GoDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPrometheus {
+    url: PromUrl,
+    #[serde(default, deserialize_with = "positive_duration")]
+    timeout: Option<GoDuration>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    bearer_token: Option<String>,
+    #[serde(default)]
+    bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    bearer_token_env: Option<String>,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default, deserialize_with = "positive_u64")]
+    concurrency: Option<u64>,
+    #[serde(default, deserialize_with = "positive_u64")]
+    batch_size: Option<u64>,
+    #[serde(default)]
+    metrics: Vec<RawMetric>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTls {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMetric {
+    #[serde(deserialize_with = "nonempty_string")]
+    name: String,
+    query: QueryTemplate,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default, deserialize_with = "positive_duration")]
+    step: Option<GoDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawStorage {
+    #[serde(default)]
+    output_dir: Option<PathBuf>,
+    #[serde(default)]
+    compression: Option<Compression>,
+    #[serde(default, deserialize_with = "positive_u64")]
+    row_group_size: Option<u64>,
+}
+
+/// How to reach Prometheus. Built from the config file, or directly by the
+/// extension's live-PromQL functions.
+#[derive(Clone, Debug)]
+pub struct PrometheusConfig {
+    pub url: PromUrl,
+    pub timeout: Duration,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub bearer_token: Option<Secret>,
+    pub tls: TlsConfig,
+    pub headers: BTreeMap<String, String>,
+    /// Retries after the first attempt for transient failures.
+    pub retries: u32,
+    /// Queries in flight at once.
+    pub concurrency: usize,
+    /// Proxies per batched query (1 disables batching).
+    pub batch_size: usize,
+}
+
+impl PrometheusConfig {
+    /// A connection with defaults for everything but the URL.
+    pub fn new(url: PromUrl) -> Self {
+        PrometheusConfig {
+            username: url.username.clone(),
+            password: url.password.clone(),
+            url,
+            timeout: Duration::from_secs(30),
+            bearer_token: None,
+            tls: TlsConfig::default(),
+            headers: BTreeMap::new(),
+            retries: 3,
+            concurrency: 8,
+            batch_size: 1,
+        }
+    }
+
+    /// All secrets of this connection, so callers can scrub them from any text.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = Vec::new();
+        if let Some(p) = &self.password {
+            v.push(p.expose());
+        }
+        if let Some(t) = &self.bearer_token {
+            v.push(t.expose());
+        }
+        v.retain(|s| !s.is_empty());
+        v
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricConfig {
+    pub name: String,
+    pub query: String,
+    pub labels: Vec<String>,
+    pub step: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageConfig {
+    pub output_dir: PathBuf,
+    pub compression: Compression,
+    /// Target row-group size in bytes (the original tool's unit).
+    pub row_group_size: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            output_dir: PathBuf::from("./data"),
+            compression: Compression::Snappy,
+            row_group_size: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub source: PathBuf,
+    pub debug: bool,
+    pub api_proxies: Vec<String>,
+    pub prometheus: PrometheusConfig,
+    pub metrics: Vec<MetricConfig>,
+    pub storage: StorageConfig,
+    pub timezone: chrono_tz::Tz,
+    /// Daemon period: `interval`, else 24 h (1 min in debug mode, as the original).
+    pub interval: Duration,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("cannot read config file: {e}"),
+        })?;
+        Config::from_yaml_str(&text, path)
+    }
+
+    /// Parses and validates YAML text; `source` names it in errors.
+    pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        let err_at = |key: &str, message: String| {
+            let line = find_key_line(text, key);
+            ConfigError {
+                file: source.to_path_buf(),
+                line,
+                column: None,
+                message: format!("{key}: {message}"),
+            }
+        };
+        if text.trim().is_empty() {
+            return Err(ConfigError {
+                file: source.to_path_buf(),
+                line: None,
+                column: None,
+                message: "config file is empty".into(),
+            });
+        }
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            let loc = e.location();
+            let mut message = e.to_string();
+            if let Some(l) = &loc {
+                let suffix = format!(" at line {} column {}", l.line(), l.column());
+                if let Some(stripped) = message.strip_suffix(&suffix) {
+                    message = stripped.to_string();
+                }
+            }
+            ConfigError {
+                file: source.to_path_buf(),
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                message,
+            }
+        })?;
+
+        let base_dir = source.parent().unwrap_or(Path::new("."));
+        let p = raw.prometheus;
+
+        if raw.api_proxies.is_empty() {
+            return Err(err_at("apiProxies", "at least one API proxy is required".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, proxy) in raw.api_proxies.iter().enumerate() {
+            if let Err(reason) = crate::layout::check_proxy_name(proxy) {
+                return Err(err_at("apiProxies", format!("entry {i} {proxy:?}: {reason}")));
+            }
+            if !seen.insert(proxy.as_str()) {
+                return Err(err_at("apiProxies", format!("proxy {proxy:?} is listed twice")));
+            }
+        }
+        if p.metrics.is_empty() {
+            return Err(err_at("metrics", "prometheus.metrics: at least one metric is required".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for m in &p.metrics {
+            if !names.insert(m.name.as_str()) {
+                return Err(err_at("name", format!("prometheus.metrics: metric name {:?} is used twice", m.name)));
+            }
+        }
+
+        let password = resolve_secret(
+            "prometheus.password",
+            p.password,
+            p.password_file,
+            p.password_env,
+            base_dir,
+        )
+        .map_err(|(key, m)| err_at(key, m))?;
+        let bearer_token = resolve_secret(
+            "prometheus.bearerToken",
+            p.bearer_token,
+            p.bearer_token_file,
+            p.bearer_token_env,
+            base_dir,
+        )
+        .map_err(|(key, m)| err_at(key, m))?;
+        let username = p.username.or_else(|| p.url.username.clone());
+        let password = password.or_else(|| p.url.password.clone());
+        if password.is_some() && username.is_none() {
+            return Err(err_at("password", "prometheus.password is set but prometheus.username is not".into()));
+        }
+        if bearer_token.is_some() && username.is_some() {
+            return Err(err_at(
+                "bearerToken",
+                "prometheus: set either username/password or bearerToken, not both".into(),
+            ));
+        }
+
+        let resolve = |p: Option<PathBuf>| p.map(|p| if p.is_relative() { base_dir.join(p) } else { p });
+        let tls = TlsConfig {
+            ca_file: resolve(p.tls.ca_file),
+            cert_file: resolve(p.tls.cert_file),
+            key_file: resolve(p.tls.key_file),
+            insecure_skip_verify: p.tls.insecure_skip_verify,
+        };
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(err_at("tls", "prometheus.tls: certFile and keyFile go together".into()));
+        }
+        for (key, file) in [("caFile", &tls.ca_file), ("certFile", &tls.cert_file), ("keyFile", &tls.key_file)] {
+            if let Some(f) = file {
+                if let Err(e) = std::fs::metadata(f) {
+                    return Err(err_at(key, format!("prometheus.tls.{key}: cannot read {}: {e}", f.display())));
+                }
+            }
+        }
+        for (name, value) in &p.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(err_at("headers", format!("prometheus.headers: invalid header name {name:?}")));
+            }
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                return Err(err_at("headers", format!("prometheus.headers: invalid value for header {name:?}")));
+            }
+        }
+
+        let metrics = p
+            .metrics
+            .into_iter()
+            .map(|m| MetricConfig { name: m.name, query: m.query.0, labels: m.labels, step: m.step.map(|s| s.0) })
+            .collect();
+
+        let storage_default = StorageConfig::default();
+        let storage = StorageConfig {
+            output_dir: raw.storage.output_dir.unwrap_or(storage_default.output_dir),
+            compression: raw.storage.compression.unwrap_or(storage_default.compression),
+            row_group_size: raw.storage.row_group_size.unwrap_or(storage_default.row_group_size),
+        };
+        let concurrency = p.concurrency.unwrap_or(8).min(256) as usize;
+        let batch_size = p.batch_size.unwrap_or(50).min(1000) as usize;
+        let url = p.url;
+        Ok(Config {
+            source: source.to_path_buf(),
+            debug: raw.debug,
+            api_proxies: raw.api_proxies,
+            prometheus: PrometheusConfig {
+                url,
+                timeout: p.timeout.map(|t| t.0).unwrap_or(Duration::from_secs(30)),
+                username,
+                password,
+                bearer_token,
+                tls,
+                headers: p.headers,
+                retries: p.retries.unwrap_or(3).min(20),
+                concurrency,
+                batch_size,
+            },
+            metrics,
+            storage,
+            timezone: raw.timezone.map(|t| t.0).unwrap_or(chrono_tz::UTC),
+            interval: raw.interval.map(|i| i.0).unwrap_or(if raw.debug {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_secs(24 * 3600)
+            }),
+        })
+    }
+}
+
+/// One secret from at most one of: the value, a file, an environment variable.
+fn resolve_secret(
+    key: &'static str,
+    value: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+    base_dir: &Path,
+) -> Result<Option<Secret>, (&'static str, String)> {
+    let short = key.rsplit('.').next().unwrap_or(key);
+    let count = value.is_some() as u8 + file.is_some() as u8 + env.is_some() as u8;
+    if count > 1 {
+        return Err((short, format!("{key}: set only one of {short}, {short}File, {short}Env")));
+    }
+    if let Some(v) = value {
+        return Ok(Some(Secret::new(v)));
+    }
+    if let Some(f) = file {
+        let path = if f.is_relative() { base_dir.join(&f) } else { f };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| (short, format!("{key}File: cannot read {}: {e}", path.display())))?;
+        let text = text.trim_end_matches(['\n', '\r']).to_string();
+        if text.is_empty() {
+            return Err((short, format!("{key}File: {} is empty", path.display())));
+        }
+        return Ok(Some(Secret::new(text)));
+    }
+    if let Some(var) = env {
+        let v = std::env::var(&var)
+            .map_err(|_| (short, format!("{key}Env: environment variable {var} is not set")))?;
+        if v.is_empty() {
+            return Err((short, format!("{key}Env: environment variable {var} is empty")));
+        }
+        return Ok(Some(Secret::new(v)));
+    }
+    Ok(None)
+}
+
+/// The 1-based line where `key:` first appears, for errors found after parsing.
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let key = key.rsplit('.').next().unwrap_or(key);
+    text.lines().position(|l| {
+        let t = l.trim_start().trim_start_matches("- ");
+        t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
+    })
+    .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"
+# Debug mode enables more verbose logging and shorter collection intervals
+debug: false
+
+apiProxies:
+  - "api-proxy-1"
+  - "api-proxy-2"
+
+prometheus:
+  url: "http://prometheus:9090"
+  timeout: 30s
+  # username: "prometheus"
+  # password: "secret"
+  metrics:
+    - name: "request_count"
+      query: 'sum(increase(apigee_request_count{apiproxy="%s"}[1d])) by (apiproxy, environment)'
+      labels:
+        - "apiproxy"
+        - "environment"
+
+storage:
+  outputDir: "./data"
+  compression: "snappy"
+  rowGroupSize: 134217728
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_str(text, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn seed_config_parses_unchanged() {
+        let c = parse(SEED).unwrap();
+        assert!(!c.debug);
+        assert_eq!(c.api_proxies, vec!["api-proxy-1", "api-proxy-2"]);
+        assert_eq!(c.prometheus.url.url.as_str(), "http://prometheus:9090/");
+        assert_eq!(c.prometheus.timeout, Duration::from_secs(30));
+        assert_eq!(c.metrics.len(), 1);
+        assert_eq!(c.metrics[0].labels, vec!["apiproxy", "environment"]);
+        assert_eq!(c.storage.compression, Compression::Snappy);
+        assert_eq!(c.storage.row_group_size, 134217728);
+        assert_eq!(c.timezone, chrono_tz::UTC);
+        assert_eq!(c.interval, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = SEED.replace("  timeout: 30s", "  timeot: 30s");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, Some(11), "{e}");
+        assert!(e.message.contains("prometheus"), "{e}");
+        assert!(e.message.contains("unknown field `timeot`"), "{e}");
+        assert!(e.to_string().starts_with("test.yaml:11:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_line() {
+        let cases = [
+            ("timeout: 30s", "timeout: 30 seconds", 11, "duration"),
+            ("compression: \"snappy\"", "compression: \"brotli\"", 23, "unknown compression `brotli`"),
+            ("url: \"http://prometheus:9090\"", "url: \"prometheus:9090\"", 10, "scheme"),
+            ("rowGroupSize: 134217728", "rowGroupSize: -5", 24, "positive"),
+            ("apigee_request_count{apiproxy=\"%s\"}", "apigee_request_count{apiproxy=\"x\"}", 16, "%s"),
+        ];
+        for (from, to, line, needle) in cases {
+            let e = parse(&SEED.replace(from, to)).unwrap_err();
+            assert_eq!(e.line, Some(line), "{to}: {e}");
+            assert!(e.message.contains(needle), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn url_credentials_move_out_of_url() {
+        let c = parse(&SEED.replace("http://prometheus:9090", "https://bob:s%40cret@prom.example:443/prom/")).unwrap();
+        assert_eq!(c.prometheus.url.url.as_str(), "https://prom.example/prom");
+        assert_eq!(c.prometheus.username.as_deref(), Some("bob"));
+        assert_eq!(c.prometheus.password.as_ref().unwrap().expose(), "s@cret");
+        assert_eq!(c.prometheus.url.api("query").as_str(), "https://prom.example/prom/api/v1/query");
+        assert!(!format!("{:?}", c.prometheus).contains("s@cret"));
+    }
+
+    #[test]
+    fn secrets_from_file_and_env() {
+        let dir = std::env::temp_dir().join(format!("promduck-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "hunter2\n").unwrap();
+        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  username: u\n  passwordFile: pw");
+        let c = Config::from_yaml_str(&text, &dir.join("c.yaml")).unwrap();
+        assert_eq!(c.prometheus.password.unwrap().expose(), "hunter2");
+
+        std::env::set_var("PROMDUCK_TEST_TOKEN_X", "tok");
+        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  bearerTokenEnv: PROMDUCK_TEST_TOKEN_X");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.prometheus.bearer_token.unwrap().expose(), "tok");
+
+        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  username: u\n  passwordFile: /nonexistent/pw");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("passwordFile") && e.message.contains("/nonexistent/pw"), "{e}");
+        assert_eq!(e.line, Some(13));
+        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  bearerTokenEnv: PROMDUCK_DEFINITELY_UNSET");
+        assert!(parse(&text).unwrap_err().message.contains("PROMDUCK_DEFINITELY_UNSET is not set"));
+    }
+
+    #[test]
+    fn extras_parse() {
+        let text = SEED.replace(
+            "timeout: 30s",
+            "timeout: 1m30s\n  retries: 5\n  concurrency: 4\n  headers: {X-Scope-OrgID: team-a}",
+        )
+        .replace("debug: false", "debug: false\ntimezone: Europe/Berlin")
+        .replace("      labels:", "      step: 1h\n      labels:");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.prometheus.timeout, Duration::from_secs(90));
+        assert_eq!(c.prometheus.retries, 5);
+        assert_eq!(c.prometheus.concurrency, 4);
+        assert_eq!(c.prometheus.headers["X-Scope-OrgID"], "team-a");
+        assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(c.metrics[0].step, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn structural_errors() {
+        assert!(parse("").unwrap_err().message.contains("empty"));
+        assert!(parse("debug: [").is_err());
+        let e = parse(&SEED.replace("  - \"api-proxy-2\"", "  - \"api-proxy-1\"")).unwrap_err();
+        assert!(e.message.contains("listed twice"), "{e}");
+        let e = parse(&SEED.replace("timezone", "x").replace("debug: false", "debug: false\ntimezone: Mars/Base")).unwrap_err();
+        assert!(e.message.contains("unknown timezone"), "{e}");
+        let e = parse(&SEED.replace("\"api-proxy-2\"", "\"\"")).unwrap_err();
+        assert!(e.message.contains("apiProxies"), "{e}");
+    }
+}

@@ -1,0 +1,148 @@
+//! Go-style durations (`30s`, `5m`, `1h30m`, `1.5h`, `250ms`), as the original tool's
+//! YAML used them. Go's `time.ParseDuration` grammar is small and exact, so it is
+//! implemented here rather than approximated with a human-friendly parser that
+//! accepts a different language.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::time::Duration;
+
+/// A non-negative duration parsed with Go's `time.ParseDuration` rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GoDuration(pub Duration);
+
+impl GoDuration {
+    pub fn as_duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 3_600_000 == 0 && ms > 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 && ms > 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+/// Parses a Go duration string. Negative durations are rejected: nothing in
+/// promduck's configuration can meaningfully be negative.
+pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    if let Some(r) = rest.strip_prefix('+') {
+        rest = r;
+    } else if rest.starts_with('-') {
+        return Err(format!("duration `{input}` is negative"));
+    }
+    if rest.is_empty() {
+        return Err(format!("invalid duration `{input}`"));
+    }
+    let mut total_nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num = &rest[..num_len];
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err(format!(
+                "invalid duration `{input}` (expected a number followed by a unit such as 30s, 5m, 1h)"
+            ));
+        }
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let scale: f64 = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => {
+                return Err(format!(
+                    "missing unit in duration `{input}` (valid units: ns, us, ms, s, m, h)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in duration `{input}` (valid units: ns, us, ms, s, m, h)"
+                ))
+            }
+        };
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid number `{num}` in duration `{input}`"))?;
+        total_nanos += value * scale;
+    }
+    if !total_nanos.is_finite() || total_nanos > 1e9 * 60.0 * 60.0 * 24.0 * 366.0 * 100.0 {
+        return Err(format!("duration `{input}` is too large"));
+    }
+    Ok(Duration::from_nanos(total_nanos.round() as u64))
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Accept a bare integer too and read it as seconds, as a YAML user writing
+        // `timeout: 30` clearly means.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            N(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::S(s) => parse_go_duration(&s).map(GoDuration).map_err(serde::de::Error::custom),
+            Raw::N(n) => Ok(GoDuration(Duration::from_secs(n))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_forms() {
+        assert_eq!(parse_go_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_go_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_go_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_go_duration("2m3.5s").unwrap(), Duration::from_millis(123_500));
+        assert_eq!(parse_go_duration("10us").unwrap(), Duration::from_micros(10));
+        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn rejects_bad_forms() {
+        for bad in ["", "30", "abc", "5x", "-5s", "1..5s", "s", "h1", "1d"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad} should fail");
+        }
+        assert!(parse_go_duration("1d").unwrap_err().contains("unknown unit `d`"));
+    }
+
+    #[test]
+    fn displays_compactly() {
+        assert_eq!(GoDuration(Duration::from_secs(3600)).to_string(), "1h");
+        assert_eq!(GoDuration(Duration::from_secs(90)).to_string(), "90s");
+        assert_eq!(GoDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+    }
+}

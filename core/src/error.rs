@@ -1,0 +1,54 @@
+//! The library's error type. Every variant names the thing at fault (file, key,
+//! proxy, date, path) so that shells can print it as is.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file could not be read or is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+
+    /// A Prometheus request failed (after retries, where retrying made sense).
+    #[error(transparent)]
+    Prometheus(#[from] crate::prometheus::PromError),
+
+    /// A PromQL template could not be expanded for a proxy.
+    #[error("{0}")]
+    Template(String),
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A Parquet file could not be written or read.
+    #[error("{path}: {message}")]
+    Parquet { path: PathBuf, message: String },
+
+    /// A proxy name cannot be stored as a file name.
+    #[error("proxy name {name:?}: {reason}")]
+    ProxyName { name: String, reason: String },
+
+    /// Anything a caller asked for that makes no sense (bad date range, ...).
+    #[error("{0}")]
+    Invalid(String),
+
+    /// The run was cancelled (SIGTERM, Ctrl-C) before this piece finished.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn parquet(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::Parquet { path: path.into(), message: message.to_string() }
+    }
+}

@@ -1,0 +1,148 @@
+//! Where partitions live: `<outputDir>/<YYYY-MM-DD>/<proxy>.parquet`, the original
+//! tool's layout, so its SQL globs (`data/*/*.parquet`) keep working.
+//!
+//! A proxy name becomes a file name through a reversible codec: bytes outside
+//! `[A-Za-z0-9._-]` (and a leading `.`) are written as `%XX`. Ordinary names stay
+//! readable and unchanged; `/`, `..` or a leading dot can never escape `outputDir`
+//! or hide a file. The `api_proxy` column always holds the real name.
+
+use chrono::NaiveDate;
+use std::path::{Path, PathBuf};
+
+/// The file extension of partitions.
+pub const PARQUET_EXT: &str = "parquet";
+/// Marker in temporary file names; readers skip such files.
+pub const TMP_MARKER: &str = ".promduck-tmp";
+
+/// Rejects proxy names that cannot be stored at all (the rest are encoded).
+pub fn check_proxy_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("proxy name is empty".into());
+    }
+    if name.contains('\0') {
+        return Err("proxy name contains a NUL byte".into());
+    }
+    if encode_proxy(name).len() + PARQUET_EXT.len() + 1 > 255 {
+        return Err("proxy name is too long to be a file name (over 255 bytes once encoded)".into());
+    }
+    Ok(())
+}
+
+/// Encodes a proxy name as a file stem.
+pub fn encode_proxy(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        let safe = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
+        if safe {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes a file stem back into the proxy name. `None` if the stem is not
+/// something [`encode_proxy`] produces.
+pub fn decode_proxy(stem: &str) -> Option<String> {
+    let bytes = stem.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = stem.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `YYYY-MM-DD`.
+pub fn day_dir_name(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+/// Parses a day folder name; anything else under the data dir is ignored.
+pub fn parse_day_dir(name: &str) -> Option<NaiveDate> {
+    if name.len() != 10 {
+        return None;
+    }
+    NaiveDate::parse_from_str(name, "%Y-%m-%d").ok()
+}
+
+/// The partition file of one (day, proxy).
+pub fn partition_path(output_dir: &Path, day: NaiveDate, proxy: &str) -> PathBuf {
+    output_dir
+        .join(day_dir_name(day))
+        .join(format!("{}.{PARQUET_EXT}", encode_proxy(proxy)))
+}
+
+/// Whether a file name is one of our in-progress temporary files.
+pub fn is_temp_file(name: &str) -> bool {
+    name.contains(TMP_MARKER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_names_unchanged() {
+        for n in ["api-proxy-1", "orders_v2", "a.b.c", "X9"] {
+            assert_eq!(encode_proxy(n), n);
+        }
+    }
+
+    #[test]
+    fn hostile_names_are_encoded_and_round_trip() {
+        let cases = [
+            ("..", "%2E."),
+            (".hidden", "%2Ehidden"),
+            ("a/b", "a%2Fb"),
+            ("../../etc/passwd", "%2E.%2F%2E.%2Fetc%2Fpasswd"),
+            ("we\"ird", "we%22ird"),
+            ("50%", "50%25"),
+            ("sp ace", "sp%20ace"),
+            ("ü", "%C3%BC"),
+        ];
+        for (name, enc) in cases {
+            assert_eq!(encode_proxy(name), enc, "{name}");
+            assert_eq!(decode_proxy(enc).as_deref(), Some(name));
+        }
+    }
+
+    #[test]
+    fn paths_stay_inside_output_dir() {
+        let out = Path::new("/data");
+        let day = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        for name in ["..", "../x", "/abs", "a/../../b", ".", "\\..\\"] {
+            let p = partition_path(out, day, name);
+            assert_eq!(p.parent().unwrap(), Path::new("/data/2024-03-01"), "{name}");
+            assert!(p.components().all(|c| !matches!(c, std::path::Component::ParentDir)));
+            let stem = p.file_stem().unwrap().to_str().unwrap();
+            assert_eq!(decode_proxy(stem).as_deref(), Some(name));
+            assert!(!stem.starts_with('.'));
+        }
+    }
+
+    #[test]
+    fn day_dirs() {
+        let d = NaiveDate::from_ymd_opt(2023, 4, 1).unwrap();
+        assert_eq!(day_dir_name(d), "2023-04-01");
+        assert_eq!(parse_day_dir("2023-04-01"), Some(d));
+        assert_eq!(parse_day_dir("2023-4-1"), None);
+        assert_eq!(parse_day_dir("year=2023"), None);
+    }
+
+    #[test]
+    fn rejects_unstorable() {
+        assert!(check_proxy_name("").is_err());
+        assert!(check_proxy_name("a\0b").is_err());
+        assert!(check_proxy_name(&"/".repeat(100)).is_err());
+        assert!(check_proxy_name("ok").is_ok());
+    }
+}

@@ -1,0 +1,24 @@
+//! promduck's core: everything the collector binary and the DuckDB extension share.
+//!
+//! Data flows one way: [`config`] → [`plan`] → [`prometheus`] → [`schema`] (Arrow
+//! batches) → [`writer`] (Parquet files laid out by [`layout`]) → [`reader`] (DuckDB).
+//! [`collect`] drives the first half for a set of days; both shells call it, so a
+//! collection run from SQL and one from cron behave identically.
+
+pub mod collect;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod layout;
+pub mod plan;
+pub mod prometheus;
+pub mod promql;
+pub mod reader;
+pub mod schema;
+pub mod writer;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// The version written into every Parquet file's metadata.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

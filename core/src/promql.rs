@@ -1,0 +1,293 @@
+//! PromQL templating: put a proxy name where a metric's query says `%s`.
+//!
+//! The original tool used Go's `fmt.Sprintf(query, proxy)`: a proxy name with a `"`
+//! could rewrite the query, and PromQL's own `%` (modulo) operator broke the format.
+//! Here only `%s` is a placeholder (`%%` still means a literal `%`, as it did in Go,
+//! and any other `%` is PromQL's), and the name is escaped for the string literal it
+//! sits in: the quote character around the placeholder decides the escaping, and a
+//! regex matcher (`=~`, `!~`) also gets the name regex-quoted so that it matches the
+//! name literally.
+
+/// Checks that a template has a `%s` placeholder.
+pub fn check_template(template: &str) -> Result<(), String> {
+    if placeholders(template).is_empty() {
+        return Err(format!(
+            "query {template:?} has no %s placeholder for the API proxy name"
+        ));
+    }
+    Ok(())
+}
+
+/// How the text around a placeholder quotes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Double,
+    Single,
+    Backtick,
+    Bare,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Placeholder {
+    /// Byte offset of the `%`.
+    at: usize,
+    context: Context,
+    regex: bool,
+}
+
+/// Finds `%s` placeholders (skipping `%%`), with the string context each sits in.
+fn placeholders(template: &str) -> Vec<Placeholder> {
+    let bytes = template.as_bytes();
+    let mut out = Vec::new();
+    let mut quote: Option<(u8, usize)> = None; // (quote char, offset of the opening quote)
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some((q, _)) if b == b'\\' && q != b'`' => {
+                i += 2;
+                continue;
+            }
+            Some((q, _)) if b == q => quote = None,
+            None if b == b'"' || b == b'\'' || b == b'`' => quote = Some((b, i)),
+            None if b == b'#' => {
+                // A PromQL comment runs to the end of the line.
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if b == b'%' && i + 1 < bytes.len() {
+            if bytes[i + 1] == b'%' {
+                i += 2;
+                continue;
+            }
+            if bytes[i + 1] == b's' {
+                let (context, regex) = match quote {
+                    Some((q, open)) => {
+                        let ctx = match q {
+                            b'"' => Context::Double,
+                            b'\'' => Context::Single,
+                            _ => Context::Backtick,
+                        };
+                        let before = template[..open].trim_end();
+                        (ctx, before.ends_with("=~") || before.ends_with("!~"))
+                    }
+                    None => (Context::Bare, false),
+                };
+                out.push(Placeholder { at: i, context, regex });
+                i += 2;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Escapes text for a PromQL string literal quoted with `quote` (`"` or `'`).
+pub fn escape_string(s: &str, quote: char) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Quotes regex metacharacters (RE2 syntax, as Go's `regexp.QuoteMeta`).
+pub fn regex_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Expands the template for one proxy name.
+pub fn expand(template: &str, proxy: &str) -> Result<String, String> {
+    expand_with(template, |ctx_regex| {
+        let (context, regex) = ctx_regex;
+        let value = if regex { regex_quote(proxy) } else { proxy.to_string() };
+        encode(&value, context, proxy)
+    })
+}
+
+/// Expands the template for a batch of proxies at once: each placeholder must sit
+/// in an `=` or `=~` matcher's string, which becomes `=~"p1|p2|..."`. Returns `None`
+/// when the template is not of that form (the caller then queries proxy by proxy).
+pub fn expand_batch(template: &str, proxies: &[String]) -> Option<String> {
+    let places = placeholders(template);
+    if places.is_empty() {
+        return None;
+    }
+    let bytes = template.as_bytes();
+    let mut out = String::with_capacity(template.len() + proxies.len() * 16);
+    let mut last = 0;
+    for p in &places {
+        if !matches!(p.context, Context::Double | Context::Single) {
+            return None;
+        }
+        // The placeholder must be the whole string literal: `"%s"`.
+        let q = if p.context == Context::Double { b'"' } else { b'\'' };
+        if p.at == 0 || bytes[p.at - 1] != q || bytes.get(p.at + 2) != Some(&q) {
+            return None;
+        }
+        let before = template[..p.at - 1].trim_end();
+        // `label="%s"` and `label=~"%s"` both select exactly the named proxy
+        // (the regex form after quoting), so both become one alternation.
+        let op_start = if before.ends_with("=~") {
+            before.len() - 2
+        } else if before.ends_with("!=") || before.ends_with("!~") || before.ends_with("==") {
+            return None;
+        } else if before.ends_with('=') {
+            before.len() - 1
+        } else {
+            return None;
+        };
+        let alternation: Vec<String> = proxies.iter().map(|x| regex_quote(x)).collect();
+        let quote = q as char;
+        out.push_str(&unescape_percent(&template[last..op_start]));
+        out.push_str("=~");
+        out.push(quote);
+        out.push_str(&escape_string(&alternation.join("|"), quote));
+        out.push(quote);
+        last = p.at + 3;
+    }
+    out.push_str(&unescape_percent(&template[last..]));
+    Some(out)
+}
+
+fn encode(value: &str, context: Context, original: &str) -> Result<String, String> {
+    Ok(match context {
+        Context::Double => escape_string(value, '"'),
+        Context::Single => escape_string(value, '\''),
+        Context::Backtick => {
+            if value.contains('`') {
+                return Err(format!(
+                    "proxy name {original:?} contains a backtick and cannot go into a `raw string`; quote %s with \" in the query"
+                ));
+            }
+            value.to_string()
+        }
+        Context::Bare => {
+            // Outside a string the name is PromQL syntax: allow only what cannot
+            // change the query's structure.
+            if value.is_empty()
+                || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            {
+                return Err(format!(
+                    "proxy name {original:?} cannot be placed outside a string literal; quote %s in the query"
+                ));
+            }
+            value.to_string()
+        }
+    })
+}
+
+fn expand_with<F>(template: &str, mut f: F) -> Result<String, String>
+where
+    F: FnMut((Context, bool)) -> Result<String, String>,
+{
+    let places = placeholders(template);
+    if places.is_empty() {
+        return Err(format!("query {template:?} has no %s placeholder"));
+    }
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut last = 0;
+    for p in places {
+        out.push_str(&unescape_percent(&template[last..p.at]));
+        out.push_str(&f((p.context, p.regex))?);
+        last = p.at + 2;
+    }
+    out.push_str(&unescape_percent(&template[last..]));
+    Ok(out)
+}
+
+/// `%%` → `%` in template text outside placeholders (Go's `Sprintf` convention).
+fn unescape_percent(s: &str) -> String {
+    s.replace("%%", "%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED_Q: &str = r#"sum(increase(apigee_request_count{apiproxy="%s"}[1d])) by (apiproxy, environment)"#;
+
+    #[test]
+    fn plain_names() {
+        assert_eq!(
+            expand(SEED_Q, "api-proxy-1").unwrap(),
+            r#"sum(increase(apigee_request_count{apiproxy="api-proxy-1"}[1d])) by (apiproxy, environment)"#
+        );
+    }
+
+    #[test]
+    fn hostile_names_stay_inside_the_string() {
+        let q = expand(SEED_Q, r#"x"} or vector(1) #"#).unwrap();
+        assert_eq!(
+            q,
+            r#"sum(increase(apigee_request_count{apiproxy="x\"} or vector(1) #"}[1d])) by (apiproxy, environment)"#
+        );
+        assert_eq!(expand(r#"m{a="%s"}"#, "a\\b").unwrap(), r#"m{a="a\\b"}"#);
+        assert_eq!(expand(r#"m{a="%s"}"#, "l1\nl2").unwrap(), r#"m{a="l1\nl2"}"#);
+        assert_eq!(expand("m{a='%s'}", "it's").unwrap(), r#"m{a='it\'s'}"#);
+        assert_eq!(expand(r#"m{a='%s'}"#, r#"say "hi""#).unwrap(), r#"m{a='say "hi"'}"#);
+        assert!(expand("m{a=`%s`}", "a`b").is_err());
+        assert!(expand("m{a=\"x\"} + %s", "1 or up").is_err());
+    }
+
+    #[test]
+    fn regex_matchers_quote_metacharacters() {
+        assert_eq!(expand(r#"m{a=~"%s"}"#, "a.b").unwrap(), r#"m{a=~"a\\.b"}"#);
+        assert_eq!(expand(r#"m{a=~"%s-.*"}"#, "p(1)").unwrap(), r#"m{a=~"p\\(1\\)-.*"}"#);
+    }
+
+    #[test]
+    fn percent_operator_survives() {
+        assert_eq!(
+            expand(r#"m{a="%s"} % 60"#, "p").unwrap(),
+            r#"m{a="p"} % 60"#
+        );
+        assert_eq!(expand(r#"m{a="%s"} %% 60"#, "p").unwrap(), r#"m{a="p"} % 60"#);
+        // A `%s` inside a comment is not a placeholder.
+        assert!(check_template("up # %s").is_err());
+        assert_eq!(expand("m{a=\"%s\"} # %s", "p").unwrap(), "m{a=\"p\"} # %s");
+    }
+
+    #[test]
+    fn every_placeholder_is_replaced() {
+        assert_eq!(
+            expand(r#"a{p="%s"} / b{p="%s"}"#, "x").unwrap(),
+            r#"a{p="x"} / b{p="x"}"#
+        );
+    }
+
+    #[test]
+    fn batch_rewrites_equality_to_regex() {
+        let proxies = vec!["p1".to_string(), "a.b".to_string(), "q\"x".to_string()];
+        assert_eq!(
+            expand_batch(SEED_Q, &proxies).unwrap(),
+            r#"sum(increase(apigee_request_count{apiproxy=~"p1|a\\.b|q\"x"}[1d])) by (apiproxy, environment)"#
+        );
+        assert!(expand_batch(r#"m{a!="%s"}"#, &proxies).is_none());
+        assert!(expand_batch(r#"m{a="%s-suffix"}"#, &proxies).is_none());
+        assert!(expand_batch("m{a=`%s`}", &proxies).is_none());
+    }
+}

@@ -1,0 +1,89 @@
+"""Shared pytest fixtures: a real Prometheus serving generated history.
+
+Fixtures (all documented below):
+  repo_root          Path of the repository
+  prometheus_bin     Path of the dir with the prometheus / promtool binaries
+  history            promfixture.History: 4 complete days from 2024-03-01
+  prometheus         PrometheusServer over ``history`` (no auth), session wide
+  prometheus_auth    PrometheusServer over ``history`` with basic auth
+                     (credentials in ``PROMETHEUS_AUTH``), session wide
+  start_prometheus   factory: start_prometheus(history, basic_auth=None) ->
+                     started PrometheusServer, stopped at the end of the test
+
+Fixtures for the Rust binaries live in other conftest/plugin files; this one
+only knows about Prometheus.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import promfixture  # noqa: E402
+from promfixture import PrometheusServer, generate_history  # noqa: E402
+
+HISTORY_START = date(2024, 3, 1)
+HISTORY_DAYS = 4
+HISTORY_PROXIES = ["api-proxy-1", "api-proxy-2", "api-proxy-3", 'we"ird/proxy']
+HISTORY_ENVIRONMENTS = ["prod", "test"]
+PROMETHEUS_AUTH = ("promduck", "s3cret pa:ss")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return promfixture.REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> Path:
+    return promfixture.prometheus_bin_dir()
+
+
+@pytest.fixture(scope="session")
+def history(tmp_path_factory) -> promfixture.History:
+    path = tmp_path_factory.mktemp("history") / "history.om"
+    return generate_history(path, HISTORY_START, HISTORY_DAYS, HISTORY_PROXIES,
+                            HISTORY_ENVIRONMENTS, seed=1)
+
+
+@pytest.fixture(scope="session")
+def prometheus(history, prometheus_bin, tmp_path_factory):
+    server = PrometheusServer(history.path, tmp_path_factory.mktemp("prometheus"),
+                              bin_dir=prometheus_bin)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_auth(history, prometheus_bin, tmp_path_factory):
+    server = PrometheusServer(history.path, tmp_path_factory.mktemp("prometheus-auth"),
+                              basic_auth=PROMETHEUS_AUTH, bin_dir=prometheus_bin)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_prometheus(prometheus_bin, tmp_path_factory):
+    """Factory for extra servers: ``start_prometheus(history, basic_auth=None)``."""
+    servers: list[PrometheusServer] = []
+
+    def start(hist: promfixture.History, basic_auth=None) -> PrometheusServer:
+        server = PrometheusServer(hist.path, tmp_path_factory.mktemp("prometheus-extra"),
+                                  basic_auth=basic_auth, bin_dir=prometheus_bin)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
