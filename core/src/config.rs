@@ -64,6 +64,29 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Deserializes a string through `parse` inside the visitor, so that a rejected
+/// value is reported at its own line (an error raised after `String::deserialize`
+/// returns would point at the enclosing mapping instead).
+fn parse_str<'de, D, T>(d: D, expecting: &'static str, parse: fn(&str) -> Result<T, String>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct V<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<T> serde::de::Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
+            (self.parse)(s).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V { expecting, parse })
+}
+
 /// Parquet compression codecs the original tool's `storage.compression` named.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -91,8 +114,7 @@ impl Compression {
 
 impl<'de> Deserialize<'de> for Compression {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Compression::parse(&s).map_err(serde::de::Error::custom)
+        parse_str(d, "a compression name", Compression::parse)
     }
 }
 
@@ -102,11 +124,10 @@ pub struct TimeZone(pub chrono_tz::Tz);
 
 impl<'de> Deserialize<'de> for TimeZone {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse::<chrono_tz::Tz>().map(TimeZone).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "unknown timezone `{s}` (use an IANA name such as UTC or Europe/Berlin)"
-            ))
+        parse_str(d, "a timezone name", |s| {
+            s.parse::<chrono_tz::Tz>()
+                .map(TimeZone)
+                .map_err(|_| format!("unknown timezone `{s}` (use an IANA name such as UTC or Europe/Berlin)"))
         })
     }
 }
@@ -174,8 +195,7 @@ fn percent_decode(s: &str) -> String {
 
 impl<'de> Deserialize<'de> for PromUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        PromUrl::parse(&s).map_err(serde::de::Error::custom)
+        parse_str(d, "a URL", PromUrl::parse)
     }
 }
 
@@ -185,9 +205,7 @@ pub struct QueryTemplate(pub String);
 
 impl<'de> Deserialize<'de> for QueryTemplate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        crate::promql::check_template(&s).map_err(serde::de::Error::custom)?;
-        Ok(QueryTemplate(s))
+        parse_str(d, "a PromQL query", |s| crate::promql::check_template(s).map(|()| QueryTemplate(s.to_string())))
     }
 }
 
@@ -205,20 +223,46 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<GoDuratio
 }
 
 fn nonempty_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.trim().is_empty() {
-        return Err(serde::de::Error::custom("must not be empty"));
+    parse_str(d, "a non-empty string", |s| {
+        if s.trim().is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(s.to_string())
+        }
+    })
+}
+
+/// A positive integer, rejected at its own line otherwise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Positive(u64);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Positive;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a positive whole number")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Positive, E> {
+                if n == 0 {
+                    return Err(E::custom("must be a positive number, got 0"));
+                }
+                Ok(Positive(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Positive, E> {
+                if n <= 0 {
+                    return Err(E::custom(format!("must be a positive number, got {n}")));
+                }
+                Ok(Positive(n as u64))
+            }
+        }
+        d.deserialize_any(V)
     }
-    Ok(s)
 }
 
 fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let v = Option::<i64>::deserialize(d)?;
-    match v {
-        Some(n) if n <= 0 => Err(serde::de::Error::custom(format!("must be a positive number, got {n}"))),
-        Some(n) => Ok(Some(n as u64)),
-        None => Ok(None),
-    }
+    Ok(Option::<Positive>::deserialize(d)?.map(|p| p.0))
 }
 
 #[derive(Deserialize)]
@@ -486,7 +530,7 @@ impl Config {
             p.password_env,
             base_dir,
         )
-        .map_err(|(key, m)| err_at(key, m))?;
+        .map_err(|(key, m)| err_at(&key, m))?;
         let bearer_token = resolve_secret(
             "prometheus.bearerToken",
             p.bearer_token,
@@ -494,7 +538,7 @@ impl Config {
             p.bearer_token_env,
             base_dir,
         )
-        .map_err(|(key, m)| err_at(key, m))?;
+        .map_err(|(key, m)| err_at(&key, m))?;
         let username = p.username.or_else(|| p.url.username.clone());
         let password = password.or_else(|| p.url.password.clone());
         if password.is_some() && username.is_none() {
@@ -583,11 +627,11 @@ fn resolve_secret(
     file: Option<PathBuf>,
     env: Option<String>,
     base_dir: &Path,
-) -> Result<Option<Secret>, (&'static str, String)> {
+) -> Result<Option<Secret>, (String, String)> {
     let short = key.rsplit('.').next().unwrap_or(key);
     let count = value.is_some() as u8 + file.is_some() as u8 + env.is_some() as u8;
     if count > 1 {
-        return Err((short, format!("{key}: set only one of {short}, {short}File, {short}Env")));
+        return Err((short.to_string(), format!("{key}: set only one of {short}, {short}File, {short}Env")));
     }
     if let Some(v) = value {
         return Ok(Some(Secret::new(v)));
@@ -595,18 +639,18 @@ fn resolve_secret(
     if let Some(f) = file {
         let path = if f.is_relative() { base_dir.join(&f) } else { f };
         let text = std::fs::read_to_string(&path)
-            .map_err(|e| (short, format!("{key}File: cannot read {}: {e}", path.display())))?;
+            .map_err(|e| (format!("{short}File"), format!("{key}File: cannot read {}: {e}", path.display())))?;
         let text = text.trim_end_matches(['\n', '\r']).to_string();
         if text.is_empty() {
-            return Err((short, format!("{key}File: {} is empty", path.display())));
+            return Err((format!("{short}File"), format!("{key}File: {} is empty", path.display())));
         }
         return Ok(Some(Secret::new(text)));
     }
     if let Some(var) = env {
         let v = std::env::var(&var)
-            .map_err(|_| (short, format!("{key}Env: environment variable {var} is not set")))?;
+            .map_err(|_| (format!("{short}Env"), format!("{key}Env: environment variable {var} is not set")))?;
         if v.is_empty() {
-            return Err((short, format!("{key}Env: environment variable {var} is empty")));
+            return Err((format!("{short}Env"), format!("{key}Env: environment variable {var} is empty")));
         }
         return Ok(Some(Secret::new(v)));
     }

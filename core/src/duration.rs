@@ -99,18 +99,27 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
 
 impl<'de> Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Accept a bare integer too and read it as seconds, as a YAML user writing
-        // `timeout: 30` clearly means.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(u64),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = GoDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 30s, 5m or 1h")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<GoDuration, E> {
+                parse_go_duration(s).map(GoDuration).map_err(E::custom)
+            }
+            // A bare number reads as seconds, as a YAML user writing `timeout: 30` means.
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<GoDuration, E> {
+                Ok(GoDuration(Duration::from_secs(n)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<GoDuration, E> {
+                if n < 0 {
+                    return Err(E::custom(format!("duration {n} is negative")));
+                }
+                Ok(GoDuration(Duration::from_secs(n as u64)))
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => parse_go_duration(&s).map(GoDuration).map_err(serde::de::Error::custom),
-            Raw::N(n) => Ok(GoDuration(Duration::from_secs(n))),
-        }
+        d.deserialize_any(V)
     }
 }
 

@@ -103,7 +103,7 @@ mod tests {
             ("..", "%2E."),
             (".hidden", "%2Ehidden"),
             ("a/b", "a%2Fb"),
-            ("../../etc/passwd", "%2E.%2F%2E.%2Fetc%2Fpasswd"),
+            ("../../etc/passwd", "%2E.%2F..%2Fetc%2Fpasswd"),
             ("we\"ird", "we%22ird"),
             ("50%", "50%25"),
             ("sp ace", "sp%20ace"),

@@ -78,7 +78,7 @@ enum QueryData {
     Vector(Vec<VectorItem>),
     Matrix(Vec<MatrixItem>),
     Scalar(RawPoint),
-    String(RawPoint),
+    String(serde::de::IgnoredAny),
 }
 
 #[derive(Deserialize)]

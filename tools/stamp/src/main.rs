@@ -1,1 +1,105 @@
-fn main() {}
+//! `promduck-stamp IN OUT [--version v0.1.0] [--duckdb-version v1.2.0] [--platform P]`
+//!
+//! Appends DuckDB's extension metadata footer to a shared library, producing a file
+//! DuckDB's `LOAD` accepts. The footer is 512 bytes: eight 32-byte NUL-padded fields
+//! (three unused, ABI type, extension version, C API version, platform, magic "4"),
+//! in that order, followed by a 256-byte signature area, zero for unsigned builds.
+//! (Layout from DuckDB's `src/main/extension/extension_load.cpp`.)
+
+use std::process::ExitCode;
+
+const FIELD: usize = 32;
+
+fn field(value: &str) -> Result<[u8; FIELD], String> {
+    if value.len() > FIELD {
+        return Err(format!("footer field {value:?} is longer than {FIELD} bytes"));
+    }
+    let mut f = [0u8; FIELD];
+    f[..value.len()].copy_from_slice(value.as_bytes());
+    Ok(f)
+}
+
+/// DuckDB's platform name for the machine this tool was built for.
+fn default_platform() -> String {
+    let os = match std::env::consts::OS {
+        "macos" => "osx",
+        other => other,
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("{os}_{arch}")
+}
+
+/// Builds the 512-byte footer.
+pub fn footer(ext_version: &str, capi_version: &str, platform: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(512);
+    for value in ["", "", "", "C_STRUCT", ext_version, capi_version, platform, "4"] {
+        out.extend_from_slice(&field(value)?);
+    }
+    out.extend_from_slice(&[0u8; 256]);
+    Ok(out)
+}
+
+fn run() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let mut positional = Vec::new();
+    let mut version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let mut capi = "v1.2.0".to_string();
+    let mut platform = default_platform();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--version" => version = args.next().ok_or("--version needs a value")?,
+            "--duckdb-version" => capi = args.next().ok_or("--duckdb-version needs a value")?,
+            "--platform" => platform = args.next().ok_or("--platform needs a value")?,
+            "-h" | "--help" => {
+                println!("usage: promduck-stamp IN.so OUT.duckdb_extension [--version vX.Y.Z] [--duckdb-version v1.2.0] [--platform {}]", default_platform());
+                return Ok(());
+            }
+            _ => positional.push(a),
+        }
+    }
+    let [input, output] = positional.as_slice() else {
+        return Err("usage: promduck-stamp IN.so OUT.duckdb_extension (see --help)".into());
+    };
+    let mut bytes = std::fs::read(input).map_err(|e| format!("{input}: {e}"))?;
+    if !bytes.starts_with(b"\x7fELF") && !bytes.starts_with(&[0xcf, 0xfa, 0xed, 0xfe]) && !bytes.starts_with(b"MZ") {
+        return Err(format!("{input}: not a shared library"));
+    }
+    bytes.extend(footer(&version, &capi, &platform)?);
+    let tmp = format!("{output}.tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| format!("{tmp}: {e}"))?;
+    std::fs::rename(&tmp, output).map_err(|e| format!("{output}: {e}"))?;
+    eprintln!("stamped {output} ({platform}, extension {version}, C API {capi})");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("promduck-stamp: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn footer_layout() {
+        let f = footer("v0.1.0", "v1.2.0", "linux_amd64").unwrap();
+        assert_eq!(f.len(), 512);
+        assert_eq!(&f[96..104], b"C_STRUCT");
+        assert_eq!(&f[128..134], b"v0.1.0");
+        assert_eq!(&f[160..166], b"v1.2.0");
+        assert_eq!(&f[192..203], b"linux_amd64");
+        assert_eq!(f[224], b'4');
+        assert!(f[225..].iter().all(|&b| b == 0));
+        assert!(footer(&"x".repeat(33), "v", "p").is_err());
+    }
+}
