@@ -15,9 +15,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Rows handed to the Parquet writer at a time; between slices the writer checks
-/// the row group's size against `storage.rowGroupSize` (bytes, as the original).
-const SLICE_ROWS: usize = 4096;
+/// At most this many rows go to the Parquet writer at a time; between slices the
+/// row group's size is checked against `storage.rowGroupSize` (bytes, as the
+/// original tool's setting), so slices are also kept well below that size.
+const MAX_SLICE_ROWS: usize = 4096;
 
 fn parquet_compression(c: Compression) -> parquet::basic::Compression {
     use parquet::basic::Compression as P;
@@ -61,9 +62,11 @@ fn write_file(tmp: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Resul
         .build();
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| Error::parquet(tmp, e))?;
     let limit = storage.row_group_size as usize;
+    let row_bytes = (batch.get_array_memory_size() / batch.num_rows().max(1)).max(1);
+    let slice_rows = (limit / row_bytes / 4).clamp(1, MAX_SLICE_ROWS);
     let mut offset = 0;
     while offset < batch.num_rows() {
-        let len = SLICE_ROWS.min(batch.num_rows() - offset);
+        let len = slice_rows.min(batch.num_rows() - offset);
         writer.write(&batch.slice(offset, len)).map_err(|e| Error::parquet(tmp, e))?;
         if writer.in_progress_size() >= limit {
             writer.flush().map_err(|e| Error::parquet(tmp, e))?;
