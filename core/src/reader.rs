@@ -193,3 +193,207 @@ mod tests {
         assert!(select_files(&root.join("missing"), &Selection::default()).unwrap_err().to_string().contains("missing"));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Reading a selected file into normalised Arrow columns.
+// ---------------------------------------------------------------------------
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray};
+use arrow::buffer::OffsetBuffer;
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+/// The columns `prom_metrics` returns, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Column {
+    Timestamp,
+    Date,
+    Proxy,
+    Metric,
+    Value,
+    Labels,
+}
+
+impl Column {
+    pub const ALL: [Column; 6] = [Column::Timestamp, Column::Date, Column::Proxy, Column::Metric, Column::Value, Column::Labels];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Timestamp => crate::schema::COL_TIMESTAMP,
+            Column::Date => crate::schema::COL_DATE,
+            Column::Proxy => crate::schema::COL_PROXY,
+            Column::Metric => crate::schema::COL_METRIC,
+            Column::Value => crate::schema::COL_VALUE,
+            Column::Labels => crate::schema::COL_LABELS,
+        }
+    }
+}
+
+/// Labels of a batch: row `i` has entries `offsets[i]..offsets[i+1]` of `keys`/`values`.
+#[derive(Debug, Clone)]
+pub struct LabelColumn {
+    pub offsets: OffsetBuffer<i32>,
+    pub keys: StringArray,
+    pub values: StringArray,
+    /// Null rows (a missing map), if any.
+    pub nulls: Option<arrow::buffer::NullBuffer>,
+}
+
+/// One batch of rows in `prom_metrics`' shape. Only requested columns are set.
+/// `api_proxy` and `date` fall back to the partition's path when the file has no
+/// such column (the Hive layout).
+#[derive(Debug, Clone)]
+pub struct ReadBatch {
+    pub len: usize,
+    pub timestamp_ms: Option<Int64Array>,
+    pub date: Option<Date32Array>,
+    pub proxy: Option<StringArray>,
+    pub metric: Option<StringArray>,
+    pub value: Option<Float64Array>,
+    pub labels: Option<LabelColumn>,
+}
+
+fn parquet_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::parquet(path, format!("cannot read Parquet file: {e}"))
+}
+
+/// Reads one partition file: only the columns in `want` (plus `metric_name` when
+/// filtering by `metrics`), in batches of at most `batch_rows` rows.
+pub fn read_partition(file: &PartitionFile, want: &[Column], metrics: Option<&[String]>, batch_rows: usize) -> Result<Vec<ReadBatch>> {
+    let path = file.path.as_path();
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| parquet_err(path, e))?;
+    let schema = builder.schema().clone();
+    let top_level: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut needed: Vec<&str> = want.iter().map(|c| c.name()).collect();
+    if metrics.is_some() {
+        needed.push(Column::Metric.name());
+    }
+    if !top_level.contains(&Column::Timestamp.name()) || !top_level.contains(&Column::Value.name()) {
+        return Err(Error::parquet(path, "not a metrics partition: it has no `timestamp` and `value` columns"));
+    }
+    let roots: Vec<usize> = top_level.iter().enumerate().filter(|(_, n)| needed.contains(n)).map(|(i, _)| i).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder.with_projection(mask).with_batch_size(batch_rows.max(1)).build().map_err(|e| parquet_err(path, e))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let mut batch = batch.map_err(|e| parquet_err(path, e))?;
+        if let Some(ms) = metrics {
+            let col = batch
+                .column_by_name(Column::Metric.name())
+                .ok_or_else(|| Error::parquet(path, "no `metric_name` column to filter on"))?;
+            let names = to_utf8(col, path, "metric_name")?;
+            let mask: BooleanArray = names.iter().map(|n| Some(n.is_some_and(|n| ms.iter().any(|m| m == n)))).collect();
+            batch = filter_record_batch(&batch, &mask).map_err(|e| parquet_err(path, e))?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+        }
+        out.push(normalise(&batch, file, want)?);
+    }
+    Ok(out)
+}
+
+fn to_utf8(col: &ArrayRef, path: &Path, name: &str) -> Result<StringArray> {
+    let c = cast(col, &DataType::Utf8).map_err(|e| Error::parquet(path, format!("column `{name}`: {e}")))?;
+    Ok(c.as_string::<i32>().clone())
+}
+
+fn normalise(batch: &RecordBatch, file: &PartitionFile, want: &[Column]) -> Result<ReadBatch> {
+    let path = file.path.as_path();
+    let n = batch.num_rows();
+    let mut out = ReadBatch { len: n, timestamp_ms: None, date: None, proxy: None, metric: None, value: None, labels: None };
+    for &c in want {
+        let col = batch.column_by_name(c.name());
+        match c {
+            Column::Timestamp => {
+                let col = col.ok_or_else(|| Error::parquet(path, "no `timestamp` column"))?;
+                out.timestamp_ms = Some(timestamp_ms(col, path)?);
+            }
+            Column::Date => {
+                out.date = Some(match col {
+                    Some(col) => {
+                        let c = cast(col, &DataType::Date32).map_err(|e| Error::parquet(path, format!("column `date`: {e}")))?;
+                        c.as_primitive::<arrow::datatypes::Date32Type>().clone()
+                    }
+                    None => Date32Array::from(vec![crate::schema::date32(file.day); n]),
+                });
+            }
+            Column::Proxy => {
+                out.proxy = Some(match col {
+                    Some(col) => to_utf8(col, path, "api_proxy")?,
+                    None => StringArray::from_iter_values(std::iter::repeat(file.proxy.as_str()).take(n)),
+                });
+            }
+            Column::Metric => {
+                let col = col.ok_or_else(|| Error::parquet(path, "no `metric_name` column"))?;
+                out.metric = Some(to_utf8(col, path, "metric_name")?);
+            }
+            Column::Value => {
+                let col = col.ok_or_else(|| Error::parquet(path, "no `value` column"))?;
+                let c = cast(col, &DataType::Float64).map_err(|e| Error::parquet(path, format!("column `value`: {e}")))?;
+                out.value = Some(c.as_primitive::<arrow::datatypes::Float64Type>().clone());
+            }
+            Column::Labels => {
+                out.labels = Some(match col {
+                    Some(col) => label_column(col, path)?,
+                    None => LabelColumn {
+                        offsets: OffsetBuffer::new_zeroed(n),
+                        keys: StringArray::from(Vec::<&str>::new()),
+                        values: StringArray::from(Vec::<&str>::new()),
+                        nulls: None,
+                    },
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Epoch milliseconds from an integer (the seed's BIGINT ms) or a timestamp column.
+fn timestamp_ms(col: &ArrayRef, path: &Path) -> Result<Int64Array> {
+    let scale = |a: &Int64Array, f: fn(i64) -> i64| -> Int64Array { a.unary(f) };
+    Ok(match col.data_type() {
+        DataType::Int64 => col.as_primitive::<arrow::datatypes::Int64Type>().clone(),
+        DataType::Int32 | DataType::UInt32 | DataType::UInt64 | DataType::Int16 => {
+            cast(col, &DataType::Int64).map_err(|e| Error::parquet(path, e))?.as_primitive::<arrow::datatypes::Int64Type>().clone()
+        }
+        DataType::Timestamp(unit, _) => {
+            let raw = cast(col, &DataType::Int64).map_err(|e| Error::parquet(path, e))?;
+            let raw = raw.as_primitive::<arrow::datatypes::Int64Type>();
+            match unit {
+                TimeUnit::Second => scale(raw, |v| v * 1000),
+                TimeUnit::Millisecond => raw.clone(),
+                TimeUnit::Microsecond => scale(raw, |v| v.div_euclid(1000)),
+                TimeUnit::Nanosecond => scale(raw, |v| v.div_euclid(1_000_000)),
+            }
+        }
+        other => return Err(Error::parquet(path, format!("column `timestamp` has unsupported type {other}"))),
+    })
+}
+
+/// A `MAP(VARCHAR, VARCHAR)` or the Go tool's `LIST(STRUCT(key, value))`.
+fn label_column(col: &ArrayRef, path: &Path) -> Result<LabelColumn> {
+    let bad = |what: &str| Error::parquet(path, format!("column `labels`: {what}"));
+    let (offsets, entries, nulls) = match col.data_type() {
+        DataType::Map(_, _) => {
+            let m = col.as_map();
+            (m.offsets().clone(), m.entries().clone(), m.nulls().cloned())
+        }
+        DataType::List(_) => {
+            let l = col.as_list::<i32>();
+            let entries = l.values().as_struct_opt().ok_or_else(|| bad("expected a list of key/value structs"))?.clone();
+            (l.offsets().clone(), entries, l.nulls().cloned())
+        }
+        other => return Err(bad(&format!("unsupported type {other}"))),
+    };
+    if entries.num_columns() < 2 {
+        return Err(bad("entries need a key and a value"));
+    }
+    let key_col = entries.column_by_name("key").or_else(|| entries.column_by_name("keys")).unwrap_or(entries.column(0));
+    let val_col = entries.column_by_name("value").or_else(|| entries.column_by_name("values")).unwrap_or(entries.column(1));
+    Ok(LabelColumn { offsets, keys: to_utf8(key_col, path, "labels.key")?, values: to_utf8(val_col, path, "labels.value")?, nulls })
+}

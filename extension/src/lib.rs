@@ -1,4 +1,50 @@
+//! promduck as a DuckDB loadable extension: `LOAD promduck` adds
+//!
+//! - `prom_metrics(...)`: the collector's partitioned Parquet, pruned by day and proxy;
+//! - `prom_collect(...)`: a collection run from SQL (same code as the collector binary);
+//! - `prom_query`, `prom_query_range`, `prom_labels`, `prom_label_values`,
+//!   `prom_series`: live PromQL;
+//! - `timestamp_ms(BIGINT)`: the function the original README's SQL calls.
+//!
+//! Every callback's panics are caught by duckdb-rs and become DuckDB errors; the
+//! entrypoint catches its own. Nothing here runs `CREATE MACRO` (it would land in
+//! the user's database file): SQL helpers ship as files in `sql/`.
+
+mod collect;
+mod live;
+mod metrics;
+mod params;
+mod runtime;
+mod scalar;
+mod vectors;
+
 use duckdb::Connection;
 use std::error::Error;
+
+fn register(con: &Connection) -> Result<(), Box<dyn Error>> {
+    // The named form first: DuckDB 1.5/2.0 hosts keep only the first C-API
+    // registration of a table function name (a second one with other positional
+    // parameters succeeds but is not added as an overload). The positional short
+    // forms, `prom_metrics(date_range)` and `prom_metrics(date_range, proxy)`, are
+    // registered too so that hosts which merge overloads offer them; everywhere the
+    // same arguments work by name: `prom_metrics(date_range := ..., proxy := ...)`.
+    con.register_table_function::<metrics::PromMetrics<0>>("prom_metrics")?;
+    con.register_table_function::<metrics::PromMetrics<2>>("prom_metrics")?;
+    con.register_table_function::<metrics::PromMetrics<1>>("prom_metrics")?;
+    con.register_table_function::<collect::PromCollect>("prom_collect")?;
+    con.register_table_function::<live::PromQuery>("prom_query")?;
+    con.register_table_function::<live::PromQueryRange>("prom_query_range")?;
+    con.register_table_function::<live::PromLabels>("prom_labels")?;
+    con.register_table_function::<live::PromLabelValues>("prom_label_values")?;
+    con.register_table_function::<live::PromSeries>("prom_series")?;
+    con.register_scalar_function::<scalar::TimestampMs>("timestamp_ms")?;
+    Ok(())
+}
+
 #[duckdb::duckdb_entrypoint_c_api(ext_name = "promduck", min_duckdb_version = "v1.2.0")]
-pub fn extension_entrypoint(_con: Connection) -> Result<(), Box<dyn Error>> { Ok(()) }
+pub fn extension_entrypoint(con: Connection) -> Result<(), Box<dyn Error>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| register(&con))) {
+        Ok(r) => r,
+        Err(_) => Err("promduck: internal error while registering functions".into()),
+    }
+}

@@ -1,0 +1,105 @@
+//! `prom_collect(config := 'config.yaml', date | start_date/end_date)`: a collection
+//! run from SQL through the same code as the collector binary. The run happens on
+//! the first `func` call, never in `bind` (which DESCRIBE and some clients call
+//! without executing).
+
+use crate::params::{date_value, err, named, named_string, BoxError};
+use crate::runtime::block_on;
+use crate::vectors::{varchar, write_strings, write_values};
+use chrono::Utc;
+use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
+use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
+use promduck_core::collect::{Cancel, Collector, PartitionOutcome};
+use promduck_core::config::Config;
+use promduck_core::plan::{days_between, last_complete_day};
+use std::path::Path;
+use std::sync::Mutex;
+
+pub struct CollectBind {
+    config: Config,
+    days: Vec<chrono::NaiveDate>,
+}
+
+pub struct CollectInit {
+    state: Mutex<Option<(Vec<PartitionOutcome>, usize)>>,
+}
+
+pub struct PromCollect;
+
+impl VTab for PromCollect {
+    type BindData = CollectBind;
+    type InitData = CollectInit;
+
+    fn bind(bind: &BindInfo) -> Result<CollectBind, BoxError> {
+        bind.add_result_column("date", LogicalTypeHandle::from(LogicalTypeId::Date));
+        bind.add_result_column("api_proxy", varchar());
+        bind.add_result_column("rows", LogicalTypeHandle::from(LogicalTypeId::Bigint));
+        bind.add_result_column("path", varchar());
+        bind.add_result_column("status", varchar());
+        bind.add_result_column("error", varchar());
+        let path = match named_string(bind, "config") {
+            Some(p) => p,
+            None => std::env::var("PROMDUCK_CONFIG")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| err("prom_collect needs config := 'path/to/config.yaml' (or PROMDUCK_CONFIG)"))?,
+        };
+        let config = Config::load(Path::new(&path)).map_err(|e| err(e.to_string()))?;
+        let now = Utc::now();
+        let date = named(bind, "date").map(|v| date_value(&v, "date")).transpose()?;
+        let start = named(bind, "start_date").map(|v| date_value(&v, "start_date")).transpose()?;
+        let end = named(bind, "end_date").map(|v| date_value(&v, "end_date")).transpose()?;
+        let (from, to) = match (date, start, end) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => return Err(err("use either date or start_date/end_date, not both")),
+            (Some(d), None, None) => (d, d),
+            (None, Some(s), Some(e)) => (s, e),
+            (None, Some(_), None) | (None, None, Some(_)) => return Err(err("start_date and end_date go together")),
+            (None, None, None) => {
+                let d = last_complete_day(now, config.timezone);
+                (d, d)
+            }
+        };
+        let days = days_between(from, to, now, config.timezone).map_err(|e| err(e.to_string()))?;
+        bind.set_cardinality((days.len() * config.api_proxies.len()) as u64, true);
+        Ok(CollectBind { config, days })
+    }
+
+    fn init(_: &InitInfo) -> Result<CollectInit, BoxError> {
+        Ok(CollectInit { state: Mutex::new(None) })
+    }
+
+    fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
+        let bind = func.get_bind_data();
+        let init = func.get_init_data();
+        let mut state = init.state.lock().map_err(|_| err("internal lock poisoned"))?;
+        if state.is_none() {
+            let collector = Collector::new(bind.config.clone()).map_err(|e| err(e.to_string()))?;
+            let outcomes = block_on(async { collector.run(&bind.days, &Cancel::new(), |_| {}).await }).map_err(err)?;
+            *state = Some((outcomes, 0));
+        }
+        let (rows, offset) = state.as_mut().expect("set above");
+        let n = (rows.len() - *offset).min(2048);
+        let slice = &rows[*offset..*offset + n];
+        write_values(out, 0, slice.iter().map(|o| Some(promduck_core::schema::date32(o.day))));
+        write_strings(out, 1, slice.iter().map(|o| Some(o.proxy.as_str())));
+        write_values(out, 2, slice.iter().map(|o| Some(o.rows as i64)));
+        let paths: Vec<String> = slice.iter().map(|o| o.path.display().to_string()).collect();
+        write_strings(out, 3, paths.iter().map(|p| Some(p.as_str())));
+        write_strings(out, 4, slice.iter().map(|o| Some(o.status.as_str())));
+        let errors: Vec<Option<String>> = slice.iter().map(|o| o.error_message()).collect();
+        write_strings(out, 5, errors.iter().map(|e| e.as_deref()));
+        out.set_len(n);
+        *offset += n;
+        Ok(())
+    }
+
+    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
+        let any = || LogicalTypeHandle::from(LogicalTypeId::Any);
+        Some(vec![
+            ("config".into(), varchar()),
+            ("date".into(), any()),
+            ("start_date".into(), any()),
+            ("end_date".into(), any()),
+        ])
+    }
+}

@@ -1,0 +1,324 @@
+//! Live PromQL from SQL: `prom_query`, `prom_query_range`, `prom_labels`,
+//! `prom_label_values`, `prom_series`. The request runs on the first `func` call
+//! (never in `bind`, which DuckDB may call more than once or alone for DESCRIBE);
+//! its rows are then handed out chunk by chunk.
+
+use crate::params::{err, named, named_string, parse_step, timestamp_value, BoxError};
+use crate::runtime::block_on;
+use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
+use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
+use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
+use promduck_core::config::{Config, PromUrl, PrometheusConfig, Secret};
+use promduck_core::prometheus::{PromClient, Series};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const CHUNK_ROWS: usize = 2048;
+
+/// Connection named parameters shared by every live function.
+fn connection_params() -> Vec<(String, LogicalTypeHandle)> {
+    ["url", "username", "password", "bearer_token", "config", "timeout"]
+        .into_iter()
+        .map(|n| (n.to_string(), varchar()))
+        .collect()
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
+}
+
+/// How to reach Prometheus: named parameters, else `config := file.yaml`, else
+/// `PROMDUCK_PROMETHEUS_URL` (+ `_USERNAME`, `_PASSWORD`, `_BEARER_TOKEN`).
+fn connection(bind: &BindInfo) -> Result<PrometheusConfig, BoxError> {
+    let mut cfg = match named_string(bind, "config") {
+        Some(path) => Config::load(Path::new(&path)).map_err(|e| err(e.to_string()))?.prometheus,
+        None => {
+            let url = named_string(bind, "url").or_else(|| env("PROMDUCK_PROMETHEUS_URL")).ok_or_else(|| {
+                err("no Prometheus URL: pass url := 'http://host:9090', config := 'config.yaml', or set PROMDUCK_PROMETHEUS_URL")
+            })?;
+            let url = PromUrl::parse(&url).map_err(|e| err(format!("url: {e}")))?;
+            let mut c = PrometheusConfig::new(url);
+            c.username = c.username.or_else(|| env("PROMDUCK_PROMETHEUS_USERNAME"));
+            c.password = c.password.or_else(|| env("PROMDUCK_PROMETHEUS_PASSWORD").map(Secret::new));
+            c.bearer_token = env("PROMDUCK_PROMETHEUS_BEARER_TOKEN").map(Secret::new);
+            c
+        }
+    };
+    if let Some(url) = named_string(bind, "url") {
+        if named_string(bind, "config").is_some() {
+            cfg.url = PromUrl::parse(&url).map_err(|e| err(format!("url: {e}")))?;
+        }
+    }
+    if let Some(u) = named_string(bind, "username") {
+        cfg.username = Some(u);
+    }
+    if let Some(p) = named_string(bind, "password") {
+        cfg.password = Some(Secret::new(p));
+    }
+    if let Some(t) = named_string(bind, "bearer_token") {
+        cfg.bearer_token = Some(Secret::new(t));
+    }
+    if let Some(t) = named_string(bind, "timeout") {
+        cfg.timeout = promduck_core::duration::parse_go_duration(&t).map_err(|e| err(format!("timeout: {e}")))?;
+    }
+    if cfg.password.is_some() && cfg.username.is_none() {
+        return Err(err("password given without username"));
+    }
+    Ok(cfg)
+}
+
+fn client(cfg: &PrometheusConfig) -> Result<PromClient, BoxError> {
+    PromClient::new(cfg).map_err(|e| err(e.to_string()))
+}
+
+/// What a live function asks Prometheus for.
+enum Request {
+    Instant { query: String, time_ms: i64 },
+    Range { query: String, start_ms: i64, end_ms: i64, step_ms: i64 },
+    Labels,
+    LabelValues(String),
+    Series(Vec<String>),
+}
+
+pub struct LiveBind {
+    cfg: PrometheusConfig,
+    request: Request,
+}
+
+enum Rows {
+    Samples(Vec<(Option<String>, Vec<(String, String)>, i64, f64)>),
+    Strings(Vec<String>),
+    SeriesList(Vec<(Option<String>, Vec<(String, String)>)>),
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Samples(v) => v.len(),
+            Rows::Strings(v) => v.len(),
+            Rows::SeriesList(v) => v.len(),
+        }
+    }
+}
+
+pub struct LiveInit {
+    state: Mutex<Option<(Rows, usize)>>,
+}
+
+fn split_name(mut labels: BTreeMap<String, String>) -> (Option<String>, Vec<(String, String)>) {
+    let name = labels.remove("__name__");
+    (name, labels.into_iter().collect())
+}
+
+fn samples(series: Vec<Series>) -> Rows {
+    let mut out = Vec::new();
+    for s in series {
+        let (name, labels) = split_name(s.labels);
+        for (ts, v) in s.points {
+            out.push((name.clone(), labels.clone(), ts, v));
+        }
+    }
+    Rows::Samples(out)
+}
+
+fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
+    let client = client(&bind.cfg)?;
+    let scrub = |e: promduck_core::prometheus::PromError| {
+        let mut msg = e.to_string();
+        for s in bind.cfg.secrets() {
+            msg = msg.replace(s, "***");
+        }
+        err(msg)
+    };
+    let rows = block_on(async {
+        Ok::<Rows, BoxError>(match &bind.request {
+            Request::Instant { query, time_ms } => samples(client.instant(query, *time_ms).await.map_err(scrub)?),
+            Request::Range { query, start_ms, end_ms, step_ms } => {
+                samples(client.range(query, *start_ms, *end_ms, *step_ms).await.map_err(scrub)?)
+            }
+            Request::Labels => Rows::Strings(client.labels().await.map_err(scrub)?),
+            Request::LabelValues(l) => Rows::Strings(client.label_values(l).await.map_err(scrub)?),
+            Request::Series(m) => Rows::SeriesList(client.series(m, None).await.map_err(scrub)?.into_iter().map(split_name).collect()),
+        })
+    })
+    .map_err(err)??;
+    Ok(rows)
+}
+
+fn emit(rows: &Rows, from: usize, out: &mut DataChunkHandle) -> usize {
+    let n = (rows.len() - from).min(CHUNK_ROWS);
+    let r = from..from + n;
+    match rows {
+        Rows::Samples(v) => {
+            let s = &v[r];
+            write_strings(out, 0, s.iter().map(|x| x.0.as_deref()));
+            write_maps(out, 1, s.iter().map(|x| Some(x.1.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))));
+            write_values(out, 2, s.iter().map(|x| Some(x.2.saturating_mul(1000))));
+            write_values(out, 3, s.iter().map(|x| Some(x.3)));
+        }
+        Rows::Strings(v) => write_strings(out, 0, v[r].iter().map(|x| Some(x.as_str()))),
+        Rows::SeriesList(v) => {
+            let s = &v[r];
+            write_strings(out, 0, s.iter().map(|x| x.0.as_deref()));
+            write_maps(out, 1, s.iter().map(|x| Some(x.1.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))));
+        }
+    }
+    out.set_len(n);
+    n
+}
+
+fn live_init() -> Result<LiveInit, BoxError> {
+    Ok(LiveInit { state: Mutex::new(None) })
+}
+
+fn live_func(bind: &LiveBind, init: &LiveInit, out: &mut DataChunkHandle) -> Result<(), BoxError> {
+    let mut state = init.state.lock().map_err(|_| err("internal lock poisoned"))?;
+    if state.is_none() {
+        *state = Some((execute(bind)?, 0));
+    }
+    let (rows, offset) = state.as_mut().expect("set above");
+    if *offset >= rows.len() {
+        out.set_len(0);
+        return Ok(());
+    }
+    *offset += emit(rows, *offset, out);
+    Ok(())
+}
+
+fn sample_columns(bind: &BindInfo) {
+    bind.add_result_column("metric_name", varchar());
+    bind.add_result_column("labels", labels_type());
+    bind.add_result_column("timestamp", LogicalTypeHandle::from(LogicalTypeId::TimestampTZ));
+    bind.add_result_column("value", LogicalTypeHandle::from(LogicalTypeId::Double));
+}
+
+fn query_arg(bind: &BindInfo) -> Result<String, BoxError> {
+    let v = bind.get_parameter(0);
+    if v.is_null() {
+        return Err(err("query must not be NULL"));
+    }
+    let q = v.to_string();
+    if q.trim().is_empty() {
+        return Err(err("query is empty"));
+    }
+    Ok(q)
+}
+
+macro_rules! live_vtab {
+    ($name:ident, $bind:expr, $params:expr, $named:expr) => {
+        pub struct $name;
+        impl VTab for $name {
+            type BindData = LiveBind;
+            type InitData = LiveInit;
+            fn bind(bind: &BindInfo) -> Result<LiveBind, BoxError> {
+                let f: fn(&BindInfo) -> Result<LiveBind, BoxError> = $bind;
+                f(bind)
+            }
+            fn init(_: &InitInfo) -> Result<LiveInit, BoxError> {
+                live_init()
+            }
+            fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
+                live_func(func.get_bind_data(), func.get_init_data(), output)
+            }
+            fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+                Some($params)
+            }
+            fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
+                let mut p = connection_params();
+                let extra: Vec<(String, LogicalTypeHandle)> = $named;
+                p.extend(extra);
+                Some(p)
+            }
+        }
+    };
+}
+
+fn tstz() -> LogicalTypeHandle {
+    LogicalTypeHandle::from(LogicalTypeId::TimestampTZ)
+}
+
+live_vtab!(
+    PromQuery,
+    |bind| {
+        sample_columns(bind);
+        let query = query_arg(bind)?;
+        let time_ms = match named(bind, "time") {
+            Some(v) => timestamp_value(&v, "time")?.timestamp_millis(),
+            None => chrono::Utc::now().timestamp_millis(),
+        };
+        Ok(LiveBind { cfg: connection(bind)?, request: Request::Instant { query, time_ms } })
+    },
+    vec![varchar()],
+    vec![("time".to_string(), tstz())]
+);
+
+live_vtab!(
+    PromQueryRange,
+    |bind| {
+        sample_columns(bind);
+        let query = query_arg(bind)?;
+        let start = bind.get_parameter(1);
+        let end = bind.get_parameter(2);
+        let step = bind.get_parameter(3);
+        if start.is_null() || end.is_null() || step.is_null() {
+            return Err(err("prom_query_range(query, start, end, step): start, end and step must not be NULL"));
+        }
+        let start_ms = timestamp_value(&start, "start")?.timestamp_millis();
+        let end_ms = timestamp_value(&end, "end")?.timestamp_millis();
+        if start_ms > end_ms {
+            return Err(err(format!("start {start} is after end {end}")));
+        }
+        let step_text = step.to_string();
+        let step: Duration = parse_step(&step_text)
+            .ok_or_else(|| err(format!("step: invalid step {step_text:?}; use an INTERVAL, a duration such as '1m', or seconds")))?;
+        let step_ms = (step.as_millis() as i64).max(1);
+        if (end_ms - start_ms) / step_ms > 10_000_000 {
+            return Err(err("prom_query_range: more than 10 million points per series; use a larger step"));
+        }
+        Ok(LiveBind { cfg: connection(bind)?, request: Request::Range { query, start_ms, end_ms, step_ms } })
+    },
+    vec![varchar(), tstz(), tstz(), LogicalTypeHandle::from(LogicalTypeId::Any)],
+    vec![]
+);
+
+live_vtab!(
+    PromLabels,
+    |bind| {
+        bind.add_result_column("label", varchar());
+        Ok(LiveBind { cfg: connection(bind)?, request: Request::Labels })
+    },
+    vec![],
+    vec![]
+);
+
+live_vtab!(
+    PromLabelValues,
+    |bind| {
+        bind.add_result_column("value", varchar());
+        let v = bind.get_parameter(0);
+        if v.is_null() {
+            return Err(err("label must not be NULL"));
+        }
+        Ok(LiveBind { cfg: connection(bind)?, request: Request::LabelValues(v.to_string()) })
+    },
+    vec![varchar()],
+    vec![]
+);
+
+live_vtab!(
+    PromSeries,
+    |bind| {
+        bind.add_result_column("metric_name", varchar());
+        bind.add_result_column("labels", labels_type());
+        let v = bind.get_parameter(0);
+        if v.is_null() {
+            return Err(err("match must not be NULL"));
+        }
+        let matchers = crate::params::string_list(&v, "match")?;
+        Ok(LiveBind { cfg: connection(bind)?, request: Request::Series(matchers) })
+    },
+    vec![LogicalTypeHandle::from(LogicalTypeId::Any)],
+    vec![]
+);

@@ -1,0 +1,269 @@
+//! `prom_metrics(...)`: the collector's partitions as a table, pruned by day and
+//! proxy from the parameters (the C API has no filter pushdown, so pruning must
+//! come from arguments), with projection pushdown and a parallel scan: DuckDB's
+//! threads take files from a shared cursor.
+
+use crate::params::{date_value, err, named, named_string, string_list, BoxError};
+use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
+use chrono::{NaiveDate, Utc};
+use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
+use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
+use promduck_core::reader::{read_partition, select_files, Column, PartitionFile, ReadBatch, Selection};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// DuckDB's vector size: one read batch fills at most one output chunk.
+const CHUNK_ROWS: usize = 2048;
+
+pub struct MetricsBind {
+    files: Vec<PartitionFile>,
+    metrics: Option<Vec<String>>,
+}
+
+pub struct MetricsInit {
+    /// Output column i shows this column (`None`: a column DuckDB asked for that we
+    /// do not fill, e.g. a row id for `count(*)`).
+    columns: Vec<Option<Column>>,
+    next_file: AtomicUsize,
+    pending: Mutex<VecDeque<ReadBatch>>,
+}
+
+/// `prom_metrics` with `N` positional arguments: 0 (named only), 1 (date range) or
+/// 2 (date range, proxy). Each is registered as an overload of one name.
+pub struct PromMetrics<const N: usize>;
+
+fn column_type(c: Column) -> LogicalTypeHandle {
+    match c {
+        Column::Timestamp => LogicalTypeHandle::from(LogicalTypeId::TimestampTZ),
+        Column::Date => LogicalTypeHandle::from(LogicalTypeId::Date),
+        Column::Proxy | Column::Metric => varchar(),
+        Column::Value => LogicalTypeHandle::from(LogicalTypeId::Double),
+        Column::Labels => labels_type(),
+    }
+}
+
+/// The short form's first argument: a day (`DATE`/`'2024-03-01'`), a range
+/// (`'2024-03-01..2024-03-07'` or `['2024-03-01', '2024-03-07']`), or an integer
+/// N for the last N complete days.
+fn date_range_arg(v: &Value, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), BoxError> {
+    if let Some(items) = v.to_list() {
+        if items.len() != 2 {
+            return Err(err(format!("date_range: a list needs exactly two dates [start, end], got {}", items.len())));
+        }
+        return Ok((date_value(&items[0], "date_range start")?, date_value(&items[1], "date_range end")?));
+    }
+    match v.logical_type_id() {
+        LogicalTypeId::Integer | LogicalTypeId::Bigint | LogicalTypeId::Smallint | LogicalTypeId::Tinyint => {
+            return last_days(v.to_int64(), today);
+        }
+        _ => {}
+    }
+    let s = v.to_string();
+    for sep in ["..", "/"] {
+        if let Some((a, b)) = s.split_once(sep) {
+            let a = crate::params::parse_day(a).ok_or_else(|| err(format!("date_range: invalid start {a:?} in {s:?}")))?;
+            let b = crate::params::parse_day(b).ok_or_else(|| err(format!("date_range: invalid end {b:?} in {s:?}")))?;
+            return Ok((a, b));
+        }
+    }
+    let d = date_value(v, "date_range")?;
+    Ok((d, d))
+}
+
+fn last_days(n: i64, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), BoxError> {
+    if !(1..=36600).contains(&n) {
+        return Err(err(format!("last_days must be between 1 and 36600, got {n}")));
+    }
+    Ok((today - chrono::Days::new(n as u64), today - chrono::Days::new(1)))
+}
+
+fn bind_selection(bind: &BindInfo, positional: usize) -> Result<(PathBuf, Selection, Option<Vec<String>>), BoxError> {
+    let today = Utc::now().date_naive();
+    let data_dir = named_string(bind, "data_dir")
+        .or_else(|| std::env::var("PROMDUCK_DATA_DIR").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "./data".to_string());
+    let mut range: Option<(NaiveDate, NaiveDate)> = None;
+    let mut set_range = |r: (NaiveDate, NaiveDate), what: &str| -> Result<(), BoxError> {
+        if range.is_some() {
+            return Err(err(format!("{what} conflicts with another date parameter: use one of date, start_date/end_date, last_days or the positional date range")));
+        }
+        range = Some(r);
+        Ok(())
+    };
+    if positional >= 1 {
+        let v = bind.get_parameter(0);
+        if !v.is_null() {
+            set_range(date_range_arg(&v, today)?, "the date range argument")?;
+        }
+    }
+    if let Some(v) = named(bind, "date_range") {
+        set_range(date_range_arg(&v, today)?, "date_range")?;
+    }
+    if let Some(v) = named(bind, "date") {
+        let d = date_value(&v, "date")?;
+        set_range((d, d), "date")?;
+    }
+    let start = named(bind, "start_date").map(|v| date_value(&v, "start_date")).transpose()?;
+    let end = named(bind, "end_date").map(|v| date_value(&v, "end_date")).transpose()?;
+    if start.is_some() || end.is_some() {
+        let s = start.unwrap_or(NaiveDate::MIN);
+        let e = end.unwrap_or(NaiveDate::MAX);
+        set_range((s, e), "start_date/end_date")?;
+    }
+    if let Some(v) = named(bind, "last_days") {
+        set_range(last_days(v.to_int64(), today)?, "last_days")?;
+    }
+    if let Some((s, e)) = range {
+        if s > e {
+            return Err(err(format!("start date {s} is after end date {e}")));
+        }
+    }
+    let mut proxies = None;
+    if positional >= 2 {
+        let v = bind.get_parameter(1);
+        if !v.is_null() {
+            proxies = Some(string_list(&v, "proxy")?);
+        }
+    }
+    if let Some(v) = named(bind, "proxy") {
+        if proxies.is_some() {
+            return Err(err("proxy is given twice (positionally and by name)"));
+        }
+        proxies = Some(string_list(&v, "proxy")?);
+    }
+    let metrics = named(bind, "metric").map(|v| string_list(&v, "metric")).transpose()?;
+    let sel = Selection {
+        from: range.map(|r| r.0).filter(|d| *d != NaiveDate::MIN),
+        to: range.map(|r| r.1).filter(|d| *d != NaiveDate::MAX),
+        proxies,
+    };
+    Ok((PathBuf::from(data_dir), sel, metrics))
+}
+
+impl<const N: usize> VTab for PromMetrics<N> {
+    type BindData = MetricsBind;
+    type InitData = MetricsInit;
+
+    fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
+        for c in Column::ALL {
+            bind.add_result_column(c.name(), column_type(c));
+        }
+        let (data_dir, sel, metrics) = bind_selection(bind, N)?;
+        // Listing folders is read-only, so it may happen here; it also gives DuckDB
+        // a cardinality estimate.
+        let files = select_files(&data_dir, &sel).map_err(|e| err(format!("prom_metrics: {e}")))?;
+        bind.set_cardinality((files.len() as u64) * 8, false);
+        Ok(MetricsBind { files, metrics })
+    }
+
+    fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
+        let columns = init.get_column_indices().into_iter().map(|i| Column::ALL.get(i as usize).copied()).collect();
+        let bind = unsafe { &*init.get_bind_data::<MetricsBind>() };
+        init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
+        Ok(MetricsInit { columns, next_file: AtomicUsize::new(0), pending: Mutex::new(VecDeque::new()) })
+    }
+
+    fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
+        let bind = func.get_bind_data();
+        let init = func.get_init_data();
+        let wanted: Vec<Column> = init.columns.iter().flatten().copied().collect();
+        loop {
+            let next = init.pending.lock().map_err(|_| err("prom_metrics: internal lock poisoned"))?.pop_front();
+            if let Some(batch) = next {
+                write_batch(output, &init.columns, &batch);
+                return Ok(());
+            }
+            let i = init.next_file.fetch_add(1, Ordering::Relaxed);
+            let Some(file) = bind.files.get(i) else {
+                output.set_len(0);
+                return Ok(());
+            };
+            let batches = read_partition(file, &wanted, bind.metrics.as_deref(), CHUNK_ROWS)
+                .map_err(|e| err(format!("prom_metrics: {e}")))?;
+            let mut batches = VecDeque::from(batches);
+            if let Some(first) = batches.pop_front() {
+                if !batches.is_empty() {
+                    init.pending.lock().map_err(|_| err("prom_metrics: internal lock poisoned"))?.extend(batches);
+                }
+                write_batch(output, &init.columns, &first);
+                return Ok(());
+            }
+        }
+    }
+
+    fn supports_pushdown() -> bool {
+        true
+    }
+
+    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+        Some((0..N).map(|_| LogicalTypeHandle::from(LogicalTypeId::Any)).collect())
+    }
+
+    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
+        let any = || LogicalTypeHandle::from(LogicalTypeId::Any);
+        Some(vec![
+            ("data_dir".into(), varchar()),
+            ("date".into(), any()),
+            ("date_range".into(), any()),
+            ("start_date".into(), any()),
+            ("end_date".into(), any()),
+            ("last_days".into(), LogicalTypeHandle::from(LogicalTypeId::Bigint)),
+            ("proxy".into(), any()),
+            ("metric".into(), any()),
+        ])
+    }
+}
+
+fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBatch) {
+    let n = b.len;
+    for (i, c) in columns.iter().enumerate() {
+        match c {
+            Some(Column::Timestamp) => {
+                if let Some(a) = &b.timestamp_ms {
+                    write_values(out, i, a.iter().map(|v| v.map(|ms| ms.saturating_mul(1000))));
+                }
+            }
+            Some(Column::Date) => {
+                if let Some(a) = &b.date {
+                    write_values(out, i, a.iter());
+                }
+            }
+            Some(Column::Proxy) => {
+                if let Some(a) = &b.proxy {
+                    write_strings(out, i, a.iter());
+                }
+            }
+            Some(Column::Metric) => {
+                if let Some(a) = &b.metric {
+                    write_strings(out, i, a.iter());
+                }
+            }
+            Some(Column::Value) => {
+                if let Some(a) = &b.value {
+                    write_values(out, i, a.iter());
+                }
+            }
+            Some(Column::Labels) => {
+                if let Some(l) = &b.labels {
+                    let offs = l.offsets.as_ref();
+                    let rows = (0..n).map(|r| {
+                        if l.nulls.as_ref().is_some_and(|nb| nb.is_null(r)) {
+                            return None;
+                        }
+                        let (s, e) = (offs[r] as usize, offs[r + 1] as usize);
+                        Some((s..e).map(move |j| {
+                            use arrow::array::Array;
+                            let v = (!l.values.is_null(j)).then(|| l.values.value(j));
+                            (l.keys.value(j), v)
+                        }))
+                    });
+                    write_maps(out, i, rows);
+                }
+            }
+            None => {}
+        }
+    }
+    out.set_len(n);
+}
