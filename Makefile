@@ -8,6 +8,10 @@ PY       := $(VENV)/bin/python
 DUCKDB   := $(VENV)/bin/duckdb
 BUILD    := build
 RELEASE  := target/release
+PLATFORM := $(shell uname -s | tr A-Z a-z)_$(shell uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)
+# DuckDB releases whose C API (v1.2.0 and later) the extension targets.
+DUCKDB_VERSIONS ?= v1.2.0 v1.2.1 v1.2.2 v1.3.0 v1.3.1 v1.3.2 v1.4.0 v1.4.1 v1.4.2 v1.4.3 v1.4.4 v1.4.5 \
+                   v1.5.0 v1.5.1 v1.5.2 v1.5.3 v1.5.4 v1.5.5 v1.5.6 v2.0.0 v2.0.1 v2.0.2
 
 .PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean
 
@@ -19,7 +23,13 @@ build:
 	@mkdir -p $(BUILD)
 	cp $(RELEASE)/promduck-collector $(BUILD)/promduck-collector
 	$(RELEASE)/promduck-stamp $(RELEASE)/libpromduck_extension.so $(BUILD)/promduck.duckdb_extension
-	@echo "built: $(BUILD)/promduck-collector $(BUILD)/promduck.duckdb_extension"
+	@# A local extension repository for `INSTALL promduck FROM 'build/repository'`:
+	@# DuckDB looks in <repo>/<its version>/<platform>/; one binary serves them all.
+	@for v in $(DUCKDB_VERSIONS); do \
+	  mkdir -p $(BUILD)/repository/$$v/$(PLATFORM); \
+	  ln -f $(BUILD)/promduck.duckdb_extension $(BUILD)/repository/$$v/$(PLATFORM)/promduck.duckdb_extension; \
+	done
+	@echo "built: $(BUILD)/promduck-collector $(BUILD)/promduck.duckdb_extension $(BUILD)/repository/"
 
 $(VENV)/.installed: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -244,14 +244,17 @@ live_vtab!(
     |bind| {
         sample_columns(bind);
         let query = query_arg(bind)?;
-        let time_ms = match named(bind, "time") {
-            Some(v) => timestamp_value(&v, "time")?.timestamp_millis(),
-            None => chrono::Utc::now().timestamp_millis(),
+        // `time` is a keyword in DuckDB's grammar (write `"time" := ...`), so `at` is offered too.
+        let time_ms = match (named(bind, "time"), named(bind, "at")) {
+            (Some(_), Some(_)) => return Err(err("give the evaluation time once: either \"time\" or at")),
+            (Some(v), None) => timestamp_value(&v, "time")?.timestamp_millis(),
+            (None, Some(v)) => timestamp_value(&v, "at")?.timestamp_millis(),
+            (None, None) => chrono::Utc::now().timestamp_millis(),
         };
         Ok(LiveBind { cfg: connection(bind)?, request: Request::Instant { query, time_ms } })
     },
     vec![varchar()],
-    vec![("time".to_string(), tstz())]
+    vec![("time".to_string(), tstz()), ("at".to_string(), tstz())]
 );
 
 live_vtab!(

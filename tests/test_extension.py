@@ -1,0 +1,478 @@
+"""End-to-end: the DuckDB extension in the real hosts (Python `duckdb`, the
+`duckdb-cli` CLI) against partitions collected from a real Prometheus.
+
+Expected values come from the history generator, never from promduck itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import (DUCKDB_CLI, EXTENSION, LATENCY_Q, day_end_ms, partition_files, run_cli_sql, run_collector,
+                     write_config)
+
+WEIRD = 'we"ird/proxy'
+
+
+def connect(threads=None):
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    con.execute(f"LOAD '{EXTENSION}'")
+    if threads:
+        con.execute(f"SET threads = {threads}")
+    return con
+
+
+@pytest.fixture(scope="module")
+def data(prometheus, history, tmp_path_factory) -> Path:
+    """Every day of the history collected into <tmp>/data, with the latency metric too."""
+    work = tmp_path_factory.mktemp("ext-data")
+    metrics = [
+        {"name": "request_count", "query": 'sum(increase(apigee_request_count{apiproxy="%s"}[1d])) by (apiproxy, environment)',
+         "labels": ["apiproxy", "environment"]},
+        {"name": "error_count", "query": 'sum(increase(apigee_error_count{apiproxy="%s"}[1d])) by (apiproxy, environment)',
+         "labels": ["apiproxy", "environment"]},
+        {"name": "latency_ms", "query": LATENCY_Q, "labels": ["apiproxy", "environment"], "step": "1h"},
+    ]
+    cfg = write_config(work / "config.yaml", prometheus.url, history.proxies, metrics=metrics)
+    r = run_collector("--config", cfg, "--from", history.days_list[0], "--to", history.days_list[-1], cwd=work)
+    assert r.returncode == 0, r.stderr
+    return work / "data"
+
+
+@pytest.fixture
+def con():
+    c = connect()
+    yield c
+    c.close()
+
+
+def totals(history, days, proxies, metric="request_count"):
+    return {p: sum(history.expected[(d, p, e, metric)] for d in days for e in history.environments) for p in proxies}
+
+
+def q(con, sql, params=None):
+    return con.execute(sql, params or []).fetchall()
+
+
+# --- prom_metrics -------------------------------------------------------------------------------------------------
+
+def test_full_scan_matches_expected(con, data, history):
+    rows = q(con, "SELECT api_proxy, metric_name, sum(value), count(*) FROM prom_metrics(data_dir := ?) "
+                  "WHERE metric_name <> 'latency_ms' GROUP BY ALL ORDER BY ALL", [str(data)])
+    want = []
+    for p in sorted(history.proxies):
+        for m in ("error_count", "request_count"):
+            want.append((p, m, totals(history, history.days_list, [p], m)[p],
+                         len(history.days_list) * len(history.environments)))
+    assert rows == want
+
+
+def test_columns_and_types(con, data, history):
+    d = history.days_list[0]
+    desc = q(con, "DESCRIBE SELECT * FROM prom_metrics(data_dir := ?)", [str(data)])
+    assert [(r[0], r[1]) for r in desc] == [
+        ("timestamp", "TIMESTAMP WITH TIME ZONE"), ("date", "DATE"), ("api_proxy", "VARCHAR"),
+        ("metric_name", "VARCHAR"), ("value", "DOUBLE"), ("labels", "MAP(VARCHAR, VARCHAR)")]
+    con.execute("SET TimeZone = 'UTC'")
+    row = q(con, "SELECT epoch_ms(timestamp), date, api_proxy, metric_name, value, labels FROM prom_metrics("
+                 "data_dir := ?, date := ?, proxy := 'api-proxy-1', metric := 'request_count') "
+                 "WHERE labels['environment'] = 'prod'", [str(data), str(d)])
+    assert row == [(day_end_ms(d), d, "api-proxy-1", "request_count",
+                    history.expected[(d, "api-proxy-1", "prod", "request_count")],
+                    {"apiproxy": "api-proxy-1", "environment": "prod"})]
+
+
+@pytest.mark.parametrize("args", [
+    "date := '{d1}'",
+    "date := DATE '{d1}'",
+    "start_date := '{d1}', end_date := '{d2}'",
+    "start_date := DATE '{d1}', end_date := DATE '{d2}'",
+    "date_range := '{d1}..{d2}'",
+    "date_range := ['{d1}', '{d2}']",
+    "date_range := '{d1}'",
+])
+def test_date_parameter_forms(con, data, history, args):
+    d1, d2 = history.days_list[1], history.days_list[2]
+    args = args.format(d1=d1, d2=d2)
+    days = [d1] if "d2" not in args and str(d2) not in args else [d1, d2]
+    got = dict(q(con, f"SELECT api_proxy, sum(value) FROM prom_metrics(data_dir := ?, {args}, metric := 'request_count') "
+                      "GROUP BY 1", [str(data)]))
+    assert got == totals(history, days, history.proxies)
+
+
+def test_open_ended_ranges(con, data, history):
+    d = history.days_list[2]
+    got = q(con, "SELECT DISTINCT date FROM prom_metrics(data_dir := ?, start_date := ?) ORDER BY 1", [str(data), str(d)])
+    assert [r[0] for r in got] == [x for x in history.days_list if x >= d]
+    got = q(con, "SELECT DISTINCT date FROM prom_metrics(data_dir := ?, end_date := ?) ORDER BY 1", [str(data), str(d)])
+    assert [r[0] for r in got] == [x for x in history.days_list if x <= d]
+
+
+def test_proxy_and_metric_filters(con, data, history):
+    got = dict(q(con, "SELECT api_proxy, sum(value) FROM prom_metrics(data_dir := ?, proxy := ['api-proxy-2', ?], "
+                      "metric := ['request_count']) GROUP BY 1", [str(data), WEIRD]))
+    assert got == totals(history, history.days_list, ["api-proxy-2", WEIRD])
+    got = q(con, "SELECT DISTINCT metric_name FROM prom_metrics(data_dir := ?, metric := ['error_count', 'latency_ms']) "
+                 "ORDER BY 1", [str(data)])
+    assert got == [("error_count",), ("latency_ms",)]
+    assert q(con, "SELECT count(*) FROM prom_metrics(data_dir := ?, proxy := 'no-such-proxy')", [str(data)]) == [(0,)]
+
+
+def test_gauge_points_are_exact(con, data, history):
+    d = history.days_list[3]
+    con.execute("SET TimeZone = 'UTC'")
+    got = q(con, "SELECT epoch(timestamp)::BIGINT, value FROM prom_metrics(data_dir := ?, date := ?, proxy := 'api-proxy-3', "
+                 "metric := 'latency_ms') WHERE labels['environment'] = 'test' ORDER BY 1", [str(data), str(d)])
+    start = int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp())
+    samples = dict(history.gauge_samples[("api-proxy-3", "test")])
+    assert got == [(start + h * 3600, samples[start + h * 3600]) for h in range(24)]
+
+
+def test_projection_pushdown_and_count(con, data, history):
+    n_counter = len(history.days_list) * len(history.proxies) * len(history.environments) * 2
+    n_gauge = len(history.days_list) * len(history.proxies) * len(history.environments) * 24
+    assert q(con, "SELECT count(*) FROM prom_metrics(data_dir := ?)", [str(data)]) == [(n_counter + n_gauge,)]
+    assert q(con, "SELECT sum(value) FROM prom_metrics(data_dir := ?, metric := 'error_count')", [str(data)]) == [
+        (sum(totals(history, history.days_list, history.proxies, "error_count").values()),)]
+    plan = "\n".join(r[1] for r in q(con, "EXPLAIN SELECT value FROM prom_metrics(data_dir := ?)", [str(data)]))
+    assert "prom_metrics" in plan.lower() or "PROM_METRICS" in plan
+
+
+def test_parallel_scan_equals_serial(data):
+    sql = "SELECT * FROM prom_metrics(data_dir := ?) ORDER BY api_proxy, date, metric_name, timestamp, labels::VARCHAR"
+    serial = connect(threads=1).execute(sql, [str(data)]).fetchall()
+    parallel = connect(threads=4).execute(sql, [str(data)]).fetchall()
+    assert len(serial) == 4 * 4 * 2 * (2 + 24)
+    assert serial == parallel
+
+
+def test_pruning_never_opens_files_outside_the_selection(con, data, history, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    bad_day, good_day = history.days_list[0], history.days_list[1]
+    corrupt = copy / str(bad_day) / "api-proxy-1.parquet"
+    corrupt.write_bytes(b"this is not parquet")
+    (copy / str(good_day) / "api-proxy-3.parquet").write_bytes(b"PAR1 broken too")
+    # Other days: fine. Same day, other proxies: fine.
+    got = dict(q(con, "SELECT api_proxy, sum(value) FROM prom_metrics(data_dir := ?, date := ?, metric := 'request_count') "
+                      "GROUP BY 1", [str(copy), str(history.days_list[2])]))
+    assert got == totals(history, [history.days_list[2]], history.proxies)
+    got = dict(q(con, "SELECT api_proxy, sum(value) FROM prom_metrics(data_dir := ?, proxy := 'api-proxy-2', "
+                      "metric := 'request_count') GROUP BY 1", [str(copy)]))
+    assert got == totals(history, history.days_list, ["api-proxy-2"])
+    # Selecting the corrupt file is an error that names it, and the connection lives on.
+    with pytest.raises(duckdb.Error) as e:
+        q(con, "SELECT count(*) FROM prom_metrics(data_dir := ?, date := ?)", [str(copy), str(bad_day)])
+    assert str(corrupt) in str(e.value)
+    assert q(con, "SELECT 1") == [(1,)]
+
+
+def test_temp_files_and_foreign_files_are_ignored(con, data, history, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    d = history.days_list[0]
+    (copy / str(d) / ".api-proxy-1.parquet.123-0.promduck-tmp").write_bytes(b"half written")
+    (copy / str(d) / "README.txt").write_text("not data")
+    (copy / "not-a-day").mkdir()
+    got = dict(q(con, "SELECT api_proxy, sum(value) FROM prom_metrics(data_dir := ?, date := ?, metric := 'request_count') "
+                      "GROUP BY 1", [str(copy), str(d)]))
+    assert got == totals(history, [d], history.proxies)
+
+
+def test_empty_selection_and_missing_dir(con, data, tmp_path):
+    assert q(con, "SELECT count(*) FROM prom_metrics(data_dir := ?, date := '1999-01-01')", [str(data)]) == [(0,)]
+    (tmp_path / "empty").mkdir()
+    assert q(con, "SELECT count(*) FROM prom_metrics(data_dir := ?)", [str(tmp_path / "empty")]) == [(0,)]
+    with pytest.raises(duckdb.Error) as e:
+        q(con, "SELECT * FROM prom_metrics(data_dir := ?)", [str(tmp_path / "nope")])
+    assert str(tmp_path / "nope") in str(e.value)
+
+
+def test_default_data_dir_from_environment(data, history):
+    env = dict(os.environ, PROMDUCK_DATA_DIR=str(data))
+    code = ("import duckdb; c = duckdb.connect(config={'allow_unsigned_extensions': 'true'}); "
+            f"c.execute(\"LOAD '{EXTENSION}'\"); "
+            "print(c.execute(\"SELECT count(DISTINCT api_proxy) FROM prom_metrics()\").fetchone()[0])")
+    r = subprocess.run([str(Path(DUCKDB_CLI).parent / "python"), "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(len(history.proxies))
+
+
+def test_last_days_is_relative_to_today(con, tmp_path):
+    """Partitions for recent days written with pyarrow in the collector's schema."""
+    today = datetime.now(timezone.utc).date()
+    root = tmp_path / "data"
+    for back in range(0, 10):
+        day = today - timedelta(days=back)
+        write_partition(root / str(day) / "p.parquet", day, "p", [("m", float(back))])
+    for n in (1, 3, 7):
+        got = q(con, "SELECT sum(value), min(date), max(date) FROM prom_metrics(data_dir := ?, last_days := ?)", [str(root), n])
+        assert got == [(float(sum(range(1, n + 1))), today - timedelta(days=n), today - timedelta(days=1))]
+    got = q(con, "SELECT count(*) FROM prom_metrics(data_dir := ?, date_range := 3)", [str(root)])
+    assert got == [(3,)]
+
+
+def write_partition(path: Path, day: date, proxy: str, rows, labels_as_list=False, extra_cols=True):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ts = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
+    cols = {"timestamp": pa.array([ts + i for i in range(len(rows))], pa.int64()),
+            "metric_name": pa.array([r[0] for r in rows]), "value": pa.array([r[1] for r in rows], pa.float64())}
+    if extra_cols:
+        cols["api_proxy"] = pa.array([proxy] * len(rows))
+        cols["date"] = pa.array([day] * len(rows), pa.date32())
+    if labels_as_list:
+        t = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
+        cols["labels"] = pa.array([[{"key": "environment", "value": "prod"}]] * len(rows), t)
+    else:
+        cols["labels"] = pa.array([[("environment", "prod")]] * len(rows), pa.map_(pa.string(), pa.string()))
+    pq.write_table(pa.table(cols), path)
+
+
+def test_reads_the_original_tools_layouts(con, tmp_path):
+    root = tmp_path / "archive"
+    d = date(2023, 4, 1)
+    # The Go tool's daily layout, its `date` as a string.
+    p = root / "2023-04-01" / "api-proxy-1.parquet"
+    p.parent.mkdir(parents=True)
+    pq.write_table(pa.table({
+        "timestamp": pa.array([1680393600000], pa.int64()), "metric_name": ["request_count"], "value": [10.0],
+        "api_proxy": ["api-proxy-1"], "date": ["2023-04-01"],
+        "labels": pa.array([[{"key": "environment", "value": "prod"}]],
+                           pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())])))}), p)
+    # Its Hive layout: year=/month=/day=/app=, labels as a list of key/value structs, no api_proxy/date columns.
+    write_partition(root / "year=2023" / "month=04" / "day=02" / "app=api-proxy-2" / "part-0.parquet", date(2023, 4, 2),
+                    "api-proxy-2", [("request_count", 5.0), ("error_count", 1.0)], labels_as_list=True, extra_cols=False)
+    write_partition(root / "year=2023" / "month=05" / "day=01" / "app=api-proxy-2" / "part-0.parquet", date(2023, 5, 1),
+                    "api-proxy-2", [("request_count", 7.0)], labels_as_list=True, extra_cols=False)
+    got = q(con, "SELECT date, api_proxy, metric_name, value, labels FROM prom_metrics(data_dir := ?, "
+                 "start_date := '2023-04-01', end_date := '2023-04-30') ORDER BY ALL", [str(root)])
+    env = {"environment": "prod"}
+    assert got == [(d, "api-proxy-1", "request_count", 10.0, env),
+                   (date(2023, 4, 2), "api-proxy-2", "error_count", 1.0, env),
+                   (date(2023, 4, 2), "api-proxy-2", "request_count", 5.0, env)]
+    got = q(con, "SELECT sum(value) FROM prom_metrics(data_dir := ?, proxy := 'api-proxy-2', metric := 'request_count')",
+            [str(root)])
+    assert got == [(12.0,)]
+
+
+# --- timestamp_ms and the seed's SQL --------------------------------------------------------------------------
+
+def test_timestamp_ms_scalar(con):
+    assert q(con, "SELECT timestamp_ms(1709337600123), timestamp_ms(NULL)") == [
+        (datetime(2024, 3, 2, 0, 0, 0, 123000), None)]
+    with pytest.raises(duckdb.Error, match="out of the TIMESTAMP range"):
+        q(con, "SELECT timestamp_ms(9223372036854775807)")
+    assert q(con, "SELECT 2") == [(2,)]
+
+
+def test_seed_basic_query_runs_unchanged_in_cli(data, history):
+    day = history.days_list[0]
+    sql = f"""SELECT
+    TIMESTAMP_MS(timestamp) as timestamp,
+    metric_name,
+    value,
+    api_proxy,
+    date
+FROM '{data}/{day}/api-proxy-1.parquet'
+ORDER BY timestamp, metric_name, value;"""
+    r = run_cli_sql(sql, cwd=data.parent, load_extension=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "timestamp,metric_name,value,api_proxy,date"
+    counters = [l.split(",") for l in lines[1:] if not l.split(",")[1].startswith("latency")]
+    end = datetime.fromtimestamp(day_end_ms(day) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    assert sorted((r[0], r[1], float(r[2])) for r in counters) == sorted(
+        (end, m, history.expected[(day, "api-proxy-1", e, m)]) for m in ("request_count", "error_count")
+        for e in history.environments)
+
+
+def test_cli_done_criterion_query(data, history):
+    sql = ("SELECT api_proxy, sum(value) FROM prom_metrics(data_dir := '%s', start_date := '%s', end_date := '%s') "
+           "WHERE metric_name = 'request_count' GROUP BY 1 ORDER BY 1;" % (data, history.days_list[0], history.days_list[-1]))
+    r = run_cli_sql(sql, cwd=data.parent, load_extension=True)
+    assert r.returncode == 0, r.stderr
+    import csv
+    import io
+    rows = list(csv.reader(io.StringIO(r.stdout)))[1:]
+    assert {p: float(v) for p, v in rows} == totals(history, history.days_list, history.proxies)
+
+
+def test_install_and_load_by_name_from_local_repository(tmp_path):
+    repo = EXTENSION.parent / "repository"
+    sql = (f"SET extension_directory = '{tmp_path / 'ext'}'; INSTALL promduck FROM '{repo}'; LOAD promduck; "
+           "SELECT timestamp_ms(86400000);")
+    r = subprocess.run([str(DUCKDB_CLI), "-unsigned", "-csv", "-c", sql], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "1970-01-02 00:00:00"
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true", "extension_directory": str(tmp_path / "ext2")})
+    con.execute(f"INSTALL promduck FROM '{repo}'")
+    con.execute("LOAD promduck")
+    assert con.execute("SELECT timestamp_ms(0)").fetchone()[0] == datetime(1970, 1, 1)
+
+
+# --- prom_collect ---------------------------------------------------------------------------------------------
+
+def test_prom_collect_writes_partitions_idempotently(con, prometheus, history, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1", WEIRD])
+    d1, d2 = history.days_list[0], history.days_list[1]
+    # DESCRIBE binds without executing: nothing may be written.
+    q(con, "DESCRIBE SELECT * FROM prom_collect(config := ?, start_date := ?, end_date := ?)", [str(cfg), str(d1), str(d2)])
+    assert not (tmp_path / "data").exists()
+    for _ in range(2):
+        rows = q(con, "SELECT date, api_proxy, rows, status, error, path FROM prom_collect(config := ?, "
+                      "start_date := ?, end_date := ?) ORDER BY 1, 2", [str(cfg), str(d1), str(d2)])
+        assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+            (d, p, 2 * len(history.environments), "written", None) for d in (d1, d2) for p in sorted(["api-proxy-1", WEIRD])]
+        assert all(Path(r[5]).is_file() for r in rows)
+    got = dict(q(con, "SELECT api_proxy, sum(value) FROM prom_metrics(data_dir := ?, metric := 'request_count') GROUP BY 1",
+                 [str(tmp_path / "data")]))
+    assert got == totals(history, [d1, d2], ["api-proxy-1", WEIRD])
+    assert partition_files(tmp_path / "data") == {f"{d}/{n}.parquet" for d in (d1, d2)
+                                                  for n in ("api-proxy-1", "we%22ird%2Fproxy")}
+
+
+def test_prom_collect_reports_failures_per_partition(con, prometheus, history, tmp_path):
+    metrics = [{"name": "broken", "query": 'rate(x{apiproxy="%s"}[5m]'}]
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"], metrics=metrics)
+    rows = q(con, "SELECT status, error FROM prom_collect(config := ?, date := ?)", [str(cfg), str(history.days_list[0])])
+    assert rows[0][0] == "failed"
+    assert rows[0][1].startswith("broken: Prometheus returned HTTP 400 (bad_data)")
+    assert not (tmp_path / "data").exists() or partition_files(tmp_path / "data") == set()
+
+
+# --- live PromQL ----------------------------------------------------------------------------------------------
+
+def test_prom_query_instant_exact(con, prometheus, history):
+    d = history.days_list[1]
+    at = datetime.fromtimestamp(day_end_ms(d) / 1000, tz=timezone.utc)
+    rows = q(con, "SELECT labels['apiproxy'], labels['environment'], value, timestamp FROM prom_query("
+                  "'sum(increase(apigee_request_count[1d])) by (apiproxy, environment)', url := ?, at := ?)",
+             [prometheus.url, at])
+    assert {(r[0], r[1]): r[2] for r in rows} == {(p, e): history.expected[(d, p, e, "request_count")]
+                                                  for p in history.proxies for e in history.environments}
+    assert {r[3] for r in rows} == {at}
+    rows = q(con, 'SELECT metric_name, value FROM prom_query(\'apigee_latency_ms{apiproxy="api-proxy-1",environment="prod"}\', '
+                  'url := ?, "time" := ?)', [prometheus.url, at])
+    samples = dict(history.gauge_samples[("api-proxy-1", "prod")])
+    assert rows == [("apigee_latency_ms", samples[int(at.timestamp())])]
+
+
+def test_prom_query_range_splits_past_the_point_limit(con, prometheus, history):
+    d = history.days_list[2]
+    start = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+    end = start + timedelta(hours=4)  # 14,401 points at 1 s: more than Prometheus's 11,000 per request
+    rows = q(con, "SELECT epoch(timestamp)::BIGINT, value FROM prom_query_range("
+                  "'apigee_latency_ms{apiproxy=\"api-proxy-2\",environment=\"test\"}', ?, ?, INTERVAL 1 SECOND, url := ?) "
+                  "ORDER BY 1", [start, end, prometheus.url])
+    samples = dict(history.gauge_samples[("api-proxy-2", "test")])
+    s0 = int(start.timestamp())
+    assert len(rows) == 4 * 3600 + 1
+    assert rows == [(t, samples[t - (t - s0) % 60]) for t in range(s0, s0 + 4 * 3600 + 1)]
+    rows = q(con, "SELECT count(*) FROM prom_query_range('apigee_latency_ms', ?, ?, '1h', url := ?)",
+             [start, start + timedelta(days=1), prometheus.url])
+    assert rows == [(25 * len(history.proxies) * len(history.environments),)]
+
+
+def test_labels_values_series(con, prometheus, history):
+    labels = [r[0] for r in q(con, "SELECT * FROM prom_labels(url := ?) ORDER BY 1", [prometheus.url])]
+    assert labels == ["__name__", "apiproxy", "environment"]
+    values = [r[0] for r in q(con, "SELECT * FROM prom_label_values('apiproxy', url := ?) ORDER BY 1", [prometheus.url])]
+    assert values == sorted(history.proxies)
+    series = q(con, "SELECT metric_name, labels FROM prom_series('apigee_error_count{environment=\"prod\"}', url := ?) "
+                    "ORDER BY labels['apiproxy']", [prometheus.url])
+    assert series == [("apigee_error_count", {"apiproxy": p, "environment": "prod"}) for p in sorted(history.proxies)]
+
+
+def test_connection_from_config_and_environment(prometheus, history, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
+    con = connect()
+    assert sorted(r[0] for r in q(con, "SELECT * FROM prom_label_values('environment', config := ?)", [str(cfg)])) == \
+        sorted(history.environments)
+    env = dict(os.environ, PROMDUCK_PROMETHEUS_URL=prometheus.url)
+    code = ("import duckdb; c = duckdb.connect(config={'allow_unsigned_extensions': 'true'}); "
+            f"c.execute(\"LOAD '{EXTENSION}'\"); print(len(c.execute('SELECT * FROM prom_labels()').fetchall()))")
+    r = subprocess.run([str(Path(DUCKDB_CLI).parent / "python"), "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "3"
+
+
+def test_basic_auth_and_no_leak(con, prometheus_auth):
+    user, password = prometheus_auth.basic_auth
+    rows = q(con, "SELECT * FROM prom_label_values('environment', url := ?, username := ?, password := ?)",
+             [prometheus_auth.url, user, password])
+    assert sorted(r[0] for r in rows) == ["prod", "test"]
+    secret = "wrong-secret-314159"
+    with pytest.raises(duckdb.Error) as e:
+        q(con, "SELECT * FROM prom_labels(url := ?, username := ?, password := ?)", [prometheus_auth.url, user, secret])
+    assert "401" in str(e.value) and secret not in str(e.value)
+    with pytest.raises(duckdb.Error) as e:
+        q(con, "SELECT * FROM prom_labels(url := ?)", [prometheus_auth.url.replace("http://", f"http://{user}:{secret}@")])
+    assert "401" in str(e.value) and secret not in str(e.value)
+    assert q(con, "SELECT 3") == [(3,)]
+
+
+def test_double_bind_in_python_runs_collection_once(prometheus, history, tmp_path):
+    """Python's con.sql(...).fetchall() binds twice; the side effect must happen once (in func)."""
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
+    con = connect()
+    rows = con.sql(f"SELECT status FROM prom_collect(config := '{cfg}', date := '{history.days_list[0]}')").fetchall()
+    assert rows == [("written",)]
+    assert partition_files(tmp_path / "data") == {f"{history.days_list[0]}/api-proxy-1.parquet"}
+
+
+# --- misuse: each error is clear, and the connection keeps working ------------------------------------------------
+
+MISUSE = [
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', last_days := 'abc')", "Could not convert string 'abc'"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', no_such_param := 1)", "no_such_param"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', start_date := '2024-03-04', end_date := '2024-03-01')",
+     "start date 2024-03-04 is after end date 2024-03-01"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', date := '2024-02-30')", 'date: invalid date "2024-02-30"'),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', date := '2024-03-01', last_days := 3)", "conflicts"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', last_days := 0)", "last_days must be between 1"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', proxy := 42)", "proxy must be a string or a list"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', date_range := ['2024-03-01'])", "exactly two dates"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}/missing')", "missing"),
+    ("SELECT * FROM prom_query('up', url := 'http://127.0.0.1:9')", "cannot reach Prometheus at http://127.0.0.1:9/"),
+    ("SELECT * FROM prom_query('sum(up', url := '{url}')", "parse error"),
+    ("SELECT * FROM prom_query('up', url := 'ftp://x')", "scheme `ftp` is not supported"),
+    ("SELECT * FROM prom_query('up')", "no Prometheus URL"),
+    ("SELECT * FROM prom_query(NULL, url := '{url}')", "query must not be NULL"),
+    ("SELECT * FROM prom_query('up', url := '{url}', timeout := 'soon')", "timeout: invalid duration"),
+    ("SELECT * FROM prom_query_range('up', '2024-03-02', '2024-03-01', '1m', url := '{url}')", "is after end"),
+    ("SELECT * FROM prom_query_range('up', '2024-03-01', '2024-03-02', 'often', url := '{url}')", "step: invalid step"),
+    ("SELECT * FROM prom_query_range('up', '2024-03-01', '2024-03-02', 'often')", "step: invalid step"),
+    ("SELECT * FROM prom_collect(date := '2024-03-01')", "prom_collect needs config"),
+    ("SELECT * FROM prom_collect(config := '/nonexistent/c.yaml')", "/nonexistent/c.yaml: cannot read config file"),
+    ("SELECT * FROM prom_collect(config := '{cfg}', date := '2999-01-01')", "has not ended yet"),
+    ("SELECT * FROM prom_collect(config := '{cfg}', start_date := '2024-03-01')", "start_date and end_date go together"),
+    ("SELECT timestamp_ms('x')", "Could not convert"),
+]
+
+
+@pytest.mark.parametrize("sql,needle", MISUSE)
+def test_misuse_errors_are_clear_and_connection_survives(con, data, prometheus, tmp_path, sql, needle):
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
+    sql = sql.format(data=data, url=prometheus.url, cfg=cfg)
+    with pytest.raises(duckdb.Error) as e:
+        con.execute(sql).fetchall()
+    assert needle in str(e.value)
+    assert q(con, "SELECT count(*) FROM prom_metrics(data_dir := ?, date := '2024-03-01')", [str(data)])[0][0] > 0
+
+
+def test_misuse_in_cli_keeps_session(data):
+    sql = (f"SELECT * FROM prom_metrics(data_dir := '{data}', date := 'nope');\n"
+           f"SELECT count(*) AS n FROM prom_metrics(data_dir := '{data}', date := '2024-03-01');")
+    r = subprocess.run([str(DUCKDB_CLI), "-unsigned", "-csv"], input=f"LOAD '{EXTENSION}';\n{sql}\n",
+                       capture_output=True, text=True, timeout=60)
+    assert 'invalid date "nope"' in r.stderr
+    assert r.stdout.strip().splitlines()[-1].isdigit() and int(r.stdout.strip().splitlines()[-1]) > 0
