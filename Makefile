@@ -48,7 +48,7 @@ prometheus:
 test: build venv prometheus test-rust test-python
 
 test-rust:
-	$(CARGO) test --release --workspace --exclude promduck-extension
+	$(CARGO) test --release --workspace
 
 test-python: build venv prometheus
 	$(PY) -m pytest tests -q -p no:cacheprovider

@@ -129,47 +129,51 @@ impl Collector {
     /// Collects every (day, proxy) of `days` for all configured proxies. Outcomes
     /// are reported through `on_done` as they finish and returned sorted by day
     /// and proxy order.
+    ///
+    /// Work is split into units of one day and up to `batchSize` proxies; a unit
+    /// runs each metric once for all its proxies when the query allows it (see
+    /// [`crate::promql::batch_label`]) and per proxy otherwise.
     pub async fn run(
         &self,
         days: &[NaiveDate],
         cancel: &Cancel,
         mut on_done: impl FnMut(&PartitionOutcome),
     ) -> Vec<PartitionOutcome> {
-        let in_flight = self.cfg.prometheus.concurrency.max(1) * 2;
-        let mut tasks: JoinSet<PartitionOutcome> = JoinSet::new();
+        let batch = self.cfg.prometheus.batch_size.max(1);
+        let in_flight = (self.cfg.prometheus.concurrency.max(1) * 2).div_ceil(batch.min(self.cfg.api_proxies.len()).max(1)).max(2);
+        let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
         let mut outcomes = Vec::with_capacity(days.len() * self.cfg.api_proxies.len());
-        let units = days.iter().flat_map(|d| self.cfg.api_proxies.iter().map(move |p| (*d, p.clone())));
-        let mut cleaned_day = None;
-        for (day, proxy) in units {
-            if cleaned_day != Some(day) {
-                let dir = self.cfg.storage.output_dir.join(crate::layout::day_dir_name(day));
-                let removed = remove_stale_temp_files(&dir);
-                if removed > 0 {
-                    tracing::info!(day = %day, removed, "removed temporary files left by an interrupted run");
-                }
-                cleaned_day = Some(day);
-            }
-            while tasks.len() >= in_flight {
-                if let Some(done) = tasks.join_next().await {
-                    let o = unwrap_join(done);
-                    on_done(&o);
-                    outcomes.push(o);
-                }
-            }
-            if cancel.is_cancelled() {
-                let o = self.cancelled_outcome(day, &proxy);
+        let chunks: Vec<Vec<String>> = self.cfg.api_proxies.chunks(batch).map(|c| c.to_vec()).collect();
+        let mut finish = |done: Vec<PartitionOutcome>, outcomes: &mut Vec<PartitionOutcome>| {
+            for o in done {
                 on_done(&o);
                 outcomes.push(o);
-                continue;
             }
-            let this = self.clone();
-            let cancel = cancel.clone();
-            tasks.spawn(async move { this.collect_partition(day, &proxy, &cancel).await });
+        };
+        for &day in days {
+            let dir = self.cfg.storage.output_dir.join(crate::layout::day_dir_name(day));
+            let removed = remove_stale_temp_files(&dir);
+            if removed > 0 {
+                tracing::info!(day = %day, removed, "removed temporary files left by an interrupted run");
+            }
+            for chunk in &chunks {
+                while tasks.len() >= in_flight {
+                    if let Some(done) = tasks.join_next().await {
+                        finish(unwrap_join(done), &mut outcomes);
+                    }
+                }
+                if cancel.is_cancelled() {
+                    finish(chunk.iter().map(|p| self.cancelled_outcome(day, p)).collect(), &mut outcomes);
+                    continue;
+                }
+                let this = self.clone();
+                let cancel = cancel.clone();
+                let chunk = chunk.clone();
+                tasks.spawn(async move { this.collect_unit(day, &chunk, &cancel).await });
+            }
         }
         while let Some(done) = tasks.join_next().await {
-            let o = unwrap_join(done);
-            on_done(&o);
-            outcomes.push(o);
+            finish(unwrap_join(done), &mut outcomes);
         }
         let order: std::collections::HashMap<&str, usize> =
             self.cfg.api_proxies.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
@@ -190,19 +194,41 @@ impl Collector {
 
     /// Queries every metric for one (day, proxy) and writes its partition.
     pub async fn collect_partition(&self, day: NaiveDate, proxy: &str, cancel: &Cancel) -> PartitionOutcome {
+        let proxies = [proxy.to_string()];
+        self.collect_unit(day, &proxies, cancel).await.pop().expect("one outcome per proxy")
+    }
+
+    /// Queries every metric for one day and a group of proxies, then writes each
+    /// proxy's partition (only if all its metrics succeeded).
+    async fn collect_unit(&self, day: NaiveDate, proxies: &[String], cancel: &Cancel) -> Vec<PartitionOutcome> {
         let window = day_window(day, self.cfg.timezone);
-        let path = partition_path(&self.cfg.storage.output_dir, day, proxy);
         let queries = async {
-            let mut results = Vec::with_capacity(self.cfg.metrics.len());
+            let mut per_metric = Vec::with_capacity(self.cfg.metrics.len());
             for metric in &self.cfg.metrics {
-                results.push((metric, self.query_metric(metric, proxy, &window).await));
+                per_metric.push(self.query_metric_for(metric, proxies, &window).await);
             }
-            results
+            per_metric
         };
-        let results = tokio::select! {
+        let per_metric: Vec<Vec<Result<Vec<Series>>>> = tokio::select! {
             r = queries => r,
-            _ = cancel.cancelled() => return self.cancelled_outcome(day, proxy),
+            _ = cancel.cancelled() => return proxies.iter().map(|p| self.cancelled_outcome(day, p)).collect(),
         };
+        // Transpose: per proxy, the results of every metric.
+        let mut by_proxy: Vec<Vec<(&MetricConfig, Result<Vec<Series>>)>> = proxies.iter().map(|_| Vec::new()).collect();
+        for (metric, results) in self.cfg.metrics.iter().zip(per_metric) {
+            for (i, r) in results.into_iter().enumerate() {
+                by_proxy[i].push((metric, r));
+            }
+        }
+        let mut outcomes = Vec::with_capacity(proxies.len());
+        for (proxy, results) in proxies.iter().zip(by_proxy) {
+            outcomes.push(self.write_outcome(day, proxy, results).await);
+        }
+        outcomes
+    }
+
+    async fn write_outcome(&self, day: NaiveDate, proxy: &str, results: Vec<(&MetricConfig, Result<Vec<Series>>)>) -> PartitionOutcome {
+        let path = partition_path(&self.cfg.storage.output_dir, day, proxy);
         let mut failures = Vec::new();
         let mut builder = PartitionBuilder::new();
         for (metric, result) in results {
@@ -227,10 +253,9 @@ impl Collector {
         }
         let batch = builder.finish(proxy, day);
         let storage = self.cfg.storage.clone();
-        let write_path = path.clone();
         // The write runs to completion even if the run is cancelled meanwhile:
         // it is short and atomic, so there is nothing to gain by abandoning it.
-        let written = tokio::task::spawn_blocking(move || write_partition(&write_path, &batch, &storage)).await;
+        let written = tokio::task::spawn_blocking(move || write_partition(&path, &batch, &storage)).await;
         match written {
             Ok(Ok(())) => outcome.status = Status::Written,
             Ok(Err(e)) => outcome.failures.push(MetricFailure { metric: "(write)".into(), error: e.to_string() }),
@@ -239,23 +264,75 @@ impl Collector {
         outcome
     }
 
-    async fn query_metric(&self, metric: &MetricConfig, proxy: &str, window: &DayWindow) -> Result<Vec<Series>> {
-        let query = crate::promql::expand(&metric.query, proxy).map_err(Error::Template)?;
+    /// One metric for a group of proxies: one batched query split by the proxy
+    /// label when the query allows it and the answer is unambiguous, else one
+    /// query per proxy (concurrently; the client bounds requests in flight).
+    async fn query_metric_for(&self, metric: &MetricConfig, proxies: &[String], window: &DayWindow) -> Vec<Result<Vec<Series>>> {
+        if proxies.len() > 1 {
+            if let Some(label) = crate::promql::batch_label(&metric.query) {
+                if let Some(query) = crate::promql::expand_batch(&metric.query, proxies) {
+                    if let Ok(series) = self.run_query(metric, &query, window).await {
+                        if let Some(split) = split_by_label(series, &label, proxies) {
+                            tracing::debug!(metric = %metric.name, proxies = proxies.len(), "one batched query answered for all proxies");
+                            return split.into_iter().map(Ok).collect();
+                        }
+                        tracing::debug!(metric = %metric.name, "batched answer lacks the proxy label; querying proxy by proxy");
+                    }
+                }
+            }
+        }
+        let mut set = JoinSet::new();
+        for (i, proxy) in proxies.iter().enumerate() {
+            let this = self.clone();
+            let metric = metric.clone();
+            let proxy = proxy.clone();
+            let window = *window;
+            set.spawn(async move {
+                let r = match crate::promql::expand(&metric.query, &proxy) {
+                    Ok(q) => this.run_query(&metric, &q, &window).await,
+                    Err(e) => Err(Error::Template(e)),
+                };
+                (i, r)
+            });
+        }
+        let mut out: Vec<Option<Result<Vec<Series>>>> = proxies.iter().map(|_| None).collect();
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok((i, r)) => out[i] = Some(r),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        out.into_iter().map(|r| r.expect("every proxy answered")).collect()
+    }
+
+    async fn run_query(&self, metric: &MetricConfig, query: &str, window: &DayWindow) -> Result<Vec<Series>> {
         let r = match metric.step {
-            None => self.client.instant(&query, window.end.timestamp_millis()).await,
+            None => self.client.instant(query, window.end.timestamp_millis()).await,
             Some(step) => {
                 let step_ms = step.as_millis().max(1) as i64;
                 let start = window.start.timestamp_millis();
                 let end = window.end.timestamp_millis() - 1;
                 let last = start + (end - start) / step_ms * step_ms;
-                self.client.range(&query, start, last, step_ms).await
+                self.client.range(query, start, last, step_ms).await
             }
         };
         r.map_err(Error::from)
     }
 }
 
-fn unwrap_join(r: std::result::Result<PartitionOutcome, tokio::task::JoinError>) -> PartitionOutcome {
+/// Splits a batched answer by the proxy label. `None` when a series lacks the
+/// label or names a proxy outside the batch (then the batch is not trusted).
+fn split_by_label(series: Vec<Series>, label: &str, proxies: &[String]) -> Option<Vec<Vec<Series>>> {
+    let index: std::collections::HashMap<&str, usize> = proxies.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
+    let mut out: Vec<Vec<Series>> = proxies.iter().map(|_| Vec::new()).collect();
+    for s in series {
+        let i = *index.get(s.labels.get(label)?.as_str())?;
+        out[i].push(s);
+    }
+    Some(out)
+}
+
+fn unwrap_join<T>(r: std::result::Result<T, tokio::task::JoinError>) -> T {
     match r {
         Ok(o) => o,
         // A panicking task is a bug; surface it instead of hiding the partition.
@@ -276,4 +353,39 @@ fn existing_rows(path: &std::path::Path) -> i64 {
 /// A Prometheus failure during a check, for shells that only ping.
 pub async fn check_prometheus(client: &PromClient) -> std::result::Result<(), PromError> {
     client.ping().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)]) -> Series {
+        Series { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), points: vec![(0, 1.0)] }
+    }
+
+    #[test]
+    fn split_by_label_assigns_series_to_proxies() {
+        let proxies = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let got = split_by_label(
+            vec![series(&[("p", "b"), ("env", "x")]), series(&[("p", "a")]), series(&[("p", "b"), ("env", "y")])],
+            "p",
+            &proxies,
+        )
+        .unwrap();
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert!(split_by_label(vec![series(&[("env", "x")])], "p", &proxies).is_none());
+        assert!(split_by_label(vec![series(&[("p", "zzz")])], "p", &proxies).is_none());
+    }
+
+    #[tokio::test]
+    async fn cancel_wakes_waiters() {
+        let c = Cancel::new();
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move { c2.cancelled().await });
+        tokio::task::yield_now().await;
+        c.cancel();
+        waiter.await.unwrap();
+        assert!(c.is_cancelled());
+        c.cancelled().await; // already cancelled: returns at once
+    }
 }

@@ -173,6 +173,170 @@ pub fn expand_batch(template: &str, proxies: &[String]) -> Option<String> {
     Some(out)
 }
 
+/// Whether a template can be run for many proxies at once and split by a label,
+/// giving exactly the per-proxy results. Returns the label the proxy name is
+/// matched on. Deliberately conservative: every placeholder must be the whole
+/// string of an `=`/`=~` matcher on one label, every aggregation must keep that
+/// label (`by (..., label)` or `without (...)` not naming it), and constructs that
+/// can mix series across proxies (`on`, `ignoring`, `group_left/right`, `scalar`,
+/// `vector`, `absent`, `count_values`, ...) rule batching out. The caller still
+/// checks that every returned series carries the label and falls back otherwise.
+pub fn batch_label(template: &str) -> Option<String> {
+    let places = placeholders(template);
+    if places.is_empty() {
+        return None;
+    }
+    let bytes = template.as_bytes();
+    let mut label: Option<String> = None;
+    for p in &places {
+        let q = match p.context {
+            Context::Double => b'"',
+            Context::Single => b'\'',
+            _ => return None,
+        };
+        if p.at == 0 || bytes[p.at - 1] != q || bytes.get(p.at + 2) != Some(&q) {
+            return None;
+        }
+        let before = template[..p.at - 1].trim_end();
+        let before = if let Some(b) = before.strip_suffix("=~") {
+            b
+        } else if before.ends_with("!=") || before.ends_with("!~") || before.ends_with("==") {
+            return None;
+        } else if let Some(b) = before.strip_suffix('=') {
+            b
+        } else {
+            return None;
+        };
+        let before = before.trim_end();
+        let name_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let name = &before[name_start..];
+        if name.is_empty() {
+            return None;
+        }
+        match &label {
+            Some(l) if l != name => return None,
+            _ => label = Some(name.to_string()),
+        }
+    }
+    let label = label?;
+    let code = strip_strings(template);
+    let words = words(&code);
+    const MIXING: [&str; 13] = [
+        "on", "ignoring", "group_left", "group_right", "scalar", "vector", "absent", "absent_over_time",
+        "count_values", "time", "limitk", "limit_ratio", "sort_by_label",
+    ];
+    const AGGREGATIONS: [&str; 12] =
+        ["sum", "avg", "min", "max", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "group", "count_values"];
+    for (i, w) in words.iter().enumerate() {
+        if MIXING.contains(&w.text.as_str()) {
+            return None;
+        }
+        if AGGREGATIONS.contains(&w.text.as_str()) && w.next_char == Some('(') || AGGREGATIONS.contains(&w.text.as_str()) && matches!(words.get(i + 1), Some(n) if n.text == "by" || n.text == "without") {
+            if !aggregation_keeps(&code, w.end, &label) {
+                return None;
+            }
+        }
+    }
+    Some(label)
+}
+
+/// The template with string literals blanked (so words inside strings don't count).
+fn strip_strings(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in s.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q != '`' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    out.push(c);
+                    continue;
+                }
+                out.push(' ');
+            }
+            None => {
+                if c == '"' || c == '\'' || c == '`' {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+struct Word {
+    text: String,
+    end: usize,
+    next_char: Option<char>,
+}
+
+fn words(code: &str) -> Vec<Word> {
+    let mut out = Vec::new();
+    let b = code.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_alphabetic() || b[i] == b'_' {
+            let s = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+                i += 1;
+            }
+            let next_char = code[i..].trim_start().chars().next();
+            out.push(Word { text: code[s..i].to_ascii_lowercase(), end: i, next_char });
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// For an aggregation whose name ends at `at`: does its `by (...)` name `label`, or
+/// its `without (...)` not name it? (The clause may come before or after the
+/// argument list.)
+fn aggregation_keeps(code: &str, at: usize, label: &str) -> bool {
+    let rest = code[at..].trim_start();
+    let clause = |s: &str| -> Option<(bool, Vec<String>)> {
+        let s = s.trim_start();
+        let (by, tail) = if let Some(t) = s.strip_prefix("by") {
+            (true, t)
+        } else if let Some(t) = s.strip_prefix("without") {
+            (false, t)
+        } else {
+            return None;
+        };
+        let tail = tail.trim_start().strip_prefix('(')?;
+        let close = tail.find(')')?;
+        Some((by, tail[..close].split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()))
+    };
+    let decide = |(by, labels): (bool, Vec<String>)| if by { labels.iter().any(|l| l == label) } else { !labels.iter().any(|l| l == label) };
+    if let Some(c) = clause(rest) {
+        return decide(c);
+    }
+    // `agg(args) by (...)`: skip the balanced argument list.
+    let Some(args) = rest.strip_prefix('(') else { return false };
+    let mut depth = 1;
+    for (i, c) in args.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return clause(&args[i + 1..]).map_or(false, decide);
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 fn encode(value: &str, context: Context, original: &str) -> Result<String, String> {
     Ok(match context {
         Context::Double => escape_string(value, '"'),
@@ -277,6 +441,34 @@ mod tests {
             expand(r#"a{p="%s"} / b{p="%s"}"#, "x").unwrap(),
             r#"a{p="x"} / b{p="x"}"#
         );
+    }
+
+    #[test]
+    fn batch_label_is_conservative() {
+        assert_eq!(batch_label(SEED_Q).as_deref(), Some("apiproxy"));
+        assert_eq!(batch_label(r#"max(apigee_latency_ms{apiproxy="%s"}) by (apiproxy, environment)"#).as_deref(), Some("apiproxy"));
+        assert_eq!(batch_label(r#"sum by (environment, apiproxy) (rate(x{apiproxy="%s"}[5m]))"#).as_deref(), Some("apiproxy"));
+        assert_eq!(batch_label(r#"rate(x{apiproxy="%s"}[5m])"#).as_deref(), Some("apiproxy"));
+        assert_eq!(batch_label(r#"sum without (instance) (x{apiproxy="%s"})"#).as_deref(), Some("apiproxy"));
+        assert_eq!(batch_label(r#"a{p="%s"} / b{p="%s"}"#).as_deref(), Some("p"));
+        // Aggregations that drop the proxy label, cross-series functions, other matchers.
+        for t in [
+            r#"sum(x{apiproxy="%s"})"#,
+            r#"sum(x{apiproxy="%s"}) by (environment)"#,
+            r#"sum without (apiproxy) (x{apiproxy="%s"})"#,
+            r#"topk(3, x{apiproxy="%s"})"#,
+            r#"x{apiproxy="%s"} / on() group_left sum(y)"#,
+            r#"scalar(x{apiproxy="%s"})"#,
+            r#"absent(x{apiproxy="%s"})"#,
+            r#"x{apiproxy!="%s"}"#,
+            r#"x{apiproxy="%s-v2"}"#,
+            r#"x{a="%s"} / y{b="%s"}"#,
+            r#"count_values("v", x{apiproxy="%s"})"#,
+        ] {
+            assert_eq!(batch_label(t), None, "{t}");
+        }
+        // A word inside a string is not syntax.
+        assert_eq!(batch_label(r#"rate(x{apiproxy="%s", job="on"}[5m])"#).as_deref(), Some("apiproxy"));
     }
 
     #[test]
