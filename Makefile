@@ -13,7 +13,7 @@ PLATFORM := $(shell uname -s | tr A-Z a-z)_$(shell uname -m | sed -e s/x86_64/am
 DUCKDB_VERSIONS ?= v1.2.0 v1.2.1 v1.2.2 v1.3.0 v1.3.1 v1.3.2 v1.4.0 v1.4.1 v1.4.2 v1.4.3 v1.4.4 v1.4.5 \
                    v1.5.0 v1.5.1 v1.5.2 v1.5.3 v1.5.4 v1.5.5 v1.5.6 v2.0.0 v2.0.1 v2.0.2
 
-.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean
+.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress
 
 all: build
 
@@ -52,6 +52,15 @@ test-rust:
 
 test-python: build venv prometheus
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+## fuzz: the property-based fuzz targets with a million cases each (CI runs a few hundred)
+fuzz:
+	PROPTEST_CASES=$${PROPTEST_CASES:-1000000} $(CARGO) test --release -p promduck-core --test fuzz -- --nocapture
+
+## stress: the crash-safety and concurrent-reader suites with many more trials
+stress: build venv prometheus
+	PROMDUCK_CRASH_TRIALS=$${PROMDUCK_CRASH_TRIALS:-500} PROMDUCK_READS=$${PROMDUCK_READS:-2000} \
+	  $(PY) -m pytest tests/test_reliability.py -q -s -p no:cacheprovider
 
 ## demo: a local Prometheus with a week of history → collector → ./data → the
 ## original README's queries in the DuckDB CLI

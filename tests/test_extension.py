@@ -476,3 +476,33 @@ def test_misuse_in_cli_keeps_session(data):
                        capture_output=True, text=True, timeout=60)
     assert 'invalid date "nope"' in r.stderr
     assert r.stdout.strip().splitlines()[-1].isdigit() and int(r.stdout.strip().splitlines()[-1]) > 0
+
+
+def test_panics_never_cross_into_duckdb():
+    """A deliberate panic in bind, init and func (test-only function, registered when
+    PROMDUCK_TEST_PANIC=1) becomes a DuckDB error; the process and connection live on."""
+    code = f"""
+import duckdb
+con = duckdb.connect(config={{'allow_unsigned_extensions': 'true'}})
+con.execute("LOAD '{EXTENSION}'")
+for stage in ['bind', 'init', 'func']:
+    try:
+        con.execute(f"SELECT * FROM promduck_test_panic('{{stage}}')").fetchall()
+        print('no error', stage)
+    except duckdb.Error as e:
+        print('error', stage, str(e).splitlines()[0])
+    print('alive', con.execute('SELECT 40 + 2').fetchone()[0])
+"""
+    env = dict(os.environ, PROMDUCK_TEST_PANIC="1", RUST_BACKTRACE="0")
+    r = subprocess.run([str(Path(DUCKDB_CLI).parent / "python"), "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines == [
+        "error bind Binder Error: Rust callback panicked: promduck_test_panic: deliberate panic in bind", "alive 42",
+        "error init Invalid Input Error: Rust callback panicked: promduck_test_panic: deliberate panic in init", "alive 42",
+        "error func Invalid Input Error: Rust callback panicked: promduck_test_panic: deliberate panic in func", "alive 42",
+    ]
+    # Without the variable the test function does not exist.
+    r = subprocess.run([str(Path(DUCKDB_CLI).parent / "python"), "-c", code],
+                       env={k: v for k, v in os.environ.items() if k != "PROMDUCK_TEST_PANIC"}, capture_output=True, text=True)
+    assert "error bind Catalog Error: Table Function with name promduck_test_panic does not exist" in r.stdout

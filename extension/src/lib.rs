@@ -16,6 +16,7 @@ mod metrics;
 mod params;
 mod runtime;
 mod scalar;
+mod testing;
 mod vectors;
 
 use duckdb::Connection;
@@ -38,6 +39,9 @@ fn register(con: &Connection) -> Result<(), Box<dyn Error>> {
     con.register_table_function::<live::PromLabelValues>("prom_label_values")?;
     con.register_table_function::<live::PromSeries>("prom_series")?;
     con.register_scalar_function::<scalar::TimestampMs>("timestamp_ms")?;
+    if std::env::var("PROMDUCK_TEST_PANIC").as_deref() == Ok("1") {
+        con.register_table_function::<testing::PanicTest>("promduck_test_panic")?;
+    }
     Ok(())
 }
 
