@@ -13,7 +13,7 @@ PLATFORM := $(shell uname -s | tr A-Z a-z)_$(shell uname -m | sed -e s/x86_64/am
 DUCKDB_VERSIONS ?= v1.2.0 v1.2.1 v1.2.2 v1.3.0 v1.3.1 v1.3.2 v1.4.0 v1.4.1 v1.4.2 v1.4.3 v1.4.4 v1.4.5 \
                    v1.5.0 v1.5.1 v1.5.2 v1.5.3 v1.5.4 v1.5.5 v1.5.6 v2.0.0 v2.0.1 v2.0.2
 
-.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress
+.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser
 
 all: build
 
@@ -31,9 +31,10 @@ build:
 	done
 	@echo "built: $(BUILD)/promduck-collector $(BUILD)/promduck.duckdb_extension $(BUILD)/repository/"
 
-$(VENV)/.installed: tests/requirements.txt
+$(VENV)/.installed: tests/requirements.txt tests/requirements-dashboard.txt examples/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt \
+	  -r tests/requirements-dashboard.txt -r examples/requirements.txt
 	touch $@
 
 ## venv: Python packages for tests and the demo (duckdb, duckdb-cli, pytest, ...)
@@ -43,14 +44,19 @@ venv: $(VENV)/.installed
 prometheus:
 	@bash scripts/get-prometheus.sh >/dev/null
 
+## browser: Debian's Chromium for the dashboard's browser test (no browser download)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium could not be installed (apt-get install chromium)"; exit 1; }
+
 ## test: every test — Rust unit tests, then end-to-end tests against a real
 ## Prometheus and the real DuckDB CLI and Python package
-test: build venv prometheus test-rust test-python
+test: build venv prometheus browser test-rust test-python
 
 test-rust:
 	$(CARGO) test --release --workspace
 
-test-python: build venv prometheus
+test-python: build venv prometheus browser
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 ## fuzz: the property-based fuzz targets with a million cases each (CI runs a few hundred)
@@ -62,10 +68,20 @@ stress: build venv prometheus
 	PROMDUCK_CRASH_TRIALS=$${PROMDUCK_CRASH_TRIALS:-500} PROMDUCK_READS=$${PROMDUCK_READS:-2000} \
 	  $(PY) -m pytest tests/test_reliability.py -q -s -p no:cacheprovider
 
+## bench: every benchmark, each printing promduck's figure, its baseline's and the ratio
+bench: build venv prometheus
+	$(CARGO) build --release -p promduck-core --example gen_partitions
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 ## demo: a local Prometheus with a week of history → collector → ./data → the
 ## original README's queries in the DuckDB CLI
 demo: build venv prometheus
 	bash scripts/demo.sh
+
+## dashboard: the Streamlit dashboard on http://127.0.0.1:8501 over ./data (or PROMDUCK_DATA_DIR)
+dashboard: build venv
+	PROMDUCK_DATA_DIR=$${PROMDUCK_DATA_DIR:-$(CURDIR)/data} $(VENV)/bin/streamlit run examples/streamlit/dashboard.py \
+	  --server.address 127.0.0.1 --server.port $${PORT:-8501} --server.headless true --browser.gatherUsageStats false
 
 demo-stop:
 	$(PY) scripts/demo-prometheus.py --workdir .cache/demo stop

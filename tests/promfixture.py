@@ -205,14 +205,14 @@ def _counter_values(rng: random.Random, n: int, max_inc: int, reset_at: int | No
     return values, reset_at
 
 
-def _daily_increases(values: Sequence[int], days: int) -> list[float]:
+def _daily_increases(values: Sequence[int], days: int, per_day: int = SAMPLES_PER_DAY) -> list[float]:
     """Prometheus' increase() over each day window (both ends included)."""
     out = []
     for d in range(days):
-        lo = d * SAMPLES_PER_DAY
+        lo = d * per_day
         total = 0
         prev = values[lo]
-        for v in values[lo + 1 : lo + SAMPLES_PER_DAY + 1]:
+        for v in values[lo + 1 : lo + per_day + 1]:
             total += v - prev if v >= prev else v
             prev = v
         out.append(float(total))
@@ -227,6 +227,9 @@ def generate_history(
     environments: Iterable[str] = ("prod", "test"),
     seed: int = 1,
     resets: bool = True,
+    interval: int = SAMPLE_INTERVAL,
+    counters: dict | None = None,
+    gauges: dict | None = None,
 ) -> History:
     """Write an OpenMetrics file (for ``promtool tsdb create-blocks-from
     openmetrics``) and return the ``History`` with the exact expected values.
@@ -238,12 +241,17 @@ def generate_history(
     """
     if days < 1:
         raise ValueError("days must be >= 1")
+    if interval <= 0 or 86400 % interval:
+        raise ValueError("interval must divide a day")
+    per_day = 86400 // interval
+    counters = COUNTERS if counters is None else counters
+    gauges = GAUGES if gauges is None else gauges
     path = Path(path)
     proxies = list(proxies)
     environments = list(environments)
-    n = days * SAMPLES_PER_DAY + 1
+    n = days * per_day + 1
     t0 = day_start_ts(start_day)
-    ts_strs = [str(t0 + i * SAMPLE_INTERVAL) for i in range(n)]
+    ts_strs = [str(t0 + i * interval) for i in range(n)]
     day_list = [start_day + timedelta(days=i) for i in range(days)]
 
     hist = History(
@@ -252,8 +260,8 @@ def generate_history(
         days=days,
         proxies=proxies,
         environments=environments,
-        series={**{k: (v, "counter") for k, v in COUNTERS.items()},
-                **{k: (v, "gauge") for k, v in GAUGES.items()}},
+        series={**{k: (v, "counter") for k, v in counters.items()},
+                **{k: (v, "gauge") for k, v in gauges.items()}},
         seed=seed,
     )
 
@@ -262,38 +270,38 @@ def generate_history(
             return None
         day_idx = (i + 1) % days
         minute = 600 + (37 * i + 11 * j) % 600  # between 10:00 and 19:59
-        return day_idx * SAMPLES_PER_DAY + minute
+        return day_idx * per_day + minute * per_day // 1440
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", buffering=1 << 20) as f:
-        for name, prom_name in COUNTERS.items():
+        for name, prom_name in counters.items():
             f.write(f"# TYPE {prom_name} counter\n")
             for i, proxy in enumerate(proxies):
                 for j, env in enumerate(environments):
                     rng = random.Random(f"{seed}|{prom_name}|{proxy}|{env}")
                     values, r = _counter_values(
-                        rng, n, COUNTER_MAX_INCREMENT[name], reset_index(i, j)
+                        rng, n, COUNTER_MAX_INCREMENT.get(name, 50), reset_index(i, j)
                     )
                     if r is not None:
                         hist.resets.append(
-                            (day_list[r // SAMPLES_PER_DAY], proxy, env, name,
-                             t0 + r * SAMPLE_INTERVAL)
+                            (day_list[r // per_day], proxy, env, name,
+                             t0 + r * interval)
                         )
                     prefix = prom_name + _labels(proxy, env) + " "
                     f.write("".join(
                         [f"{prefix}{v} {t}\n" for v, t in zip(values, ts_strs)]
                     ))
-                    for d, inc in zip(day_list, _daily_increases(values, days)):
+                    for d, inc in zip(day_list, _daily_increases(values, days, per_day)):
                         hist.expected[(d, proxy, env, name)] = inc
         lo, hi = GAUGE_RANGE
-        for name, prom_name in GAUGES.items():
+        for name, prom_name in gauges.items():
             f.write(f"# TYPE {prom_name} gauge\n")
             for proxy in proxies:
                 for env in environments:
                     rng = random.Random(f"{seed}|{prom_name}|{proxy}|{env}")
                     values = rng.choices(range(lo, hi + 1), k=n)
                     hist.gauge_samples[(proxy, env)] = [
-                        (t0 + i * SAMPLE_INTERVAL, float(v)) for i, v in enumerate(values)
+                        (t0 + i * interval, float(v)) for i, v in enumerate(values)
                     ]
                     prefix = prom_name + _labels(proxy, env) + " "
                     f.write("".join(

@@ -13,7 +13,7 @@ use crate::layout::partition_path;
 use crate::plan::{day_window, DayWindow};
 use crate::prometheus::{PromClient, PromError, Series};
 use crate::schema::PartitionBuilder;
-use crate::writer::{remove_stale_temp_files, write_partition};
+use crate::writer::{remove_stale_temp_files, sync_dir, write_partition_unsynced_rename};
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -220,14 +220,59 @@ impl Collector {
                 by_proxy[i].push((metric, r));
             }
         }
+        // Build every partition, write them all concurrently (their fsyncs overlap,
+        // which the filesystem can commit together), then make the renames durable
+        // with one fsync of the day's folder.
         let mut outcomes = Vec::with_capacity(proxies.len());
-        for (proxy, results) in proxies.iter().zip(by_proxy) {
-            outcomes.push(self.write_outcome(day, proxy, results).await);
+        let mut writes = JoinSet::new();
+        for (i, (proxy, results)) in proxies.iter().zip(by_proxy).enumerate() {
+            let (outcome, batch) = self.prepare_outcome(day, proxy, results);
+            if let Some(batch) = batch {
+                let storage = self.cfg.storage.clone();
+                let path = outcome.path.clone();
+                // A started write runs to completion even if the run is cancelled
+                // meanwhile: it is short and atomic.
+                writes.spawn_blocking(move || (i, write_partition_unsynced_rename(&path, &batch, &storage)));
+            }
+            outcomes.push(outcome);
+        }
+        let mut any_written = false;
+        while let Some(done) = writes.join_next().await {
+            match done {
+                Ok((i, Ok(()))) => {
+                    outcomes[i].status = Status::Written;
+                    any_written = true;
+                }
+                Ok((i, Err(e))) => outcomes[i].failures.push(MetricFailure { metric: "(write)".into(), error: e.to_string() }),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        if any_written && self.cfg.storage.durable {
+            let dir = self.cfg.storage.output_dir.join(crate::layout::day_dir_name(day));
+            let synced = tokio::task::spawn_blocking(move || sync_dir(&dir)).await;
+            let err = match synced {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(format!("sync task failed: {e}")),
+            };
+            if let Some(err) = err {
+                for o in outcomes.iter_mut().filter(|o| o.status == Status::Written) {
+                    o.status = Status::Failed;
+                    o.failures.push(MetricFailure { metric: "(sync)".into(), error: err.clone() });
+                }
+            }
         }
         outcomes
     }
 
-    async fn write_outcome(&self, day: NaiveDate, proxy: &str, results: Vec<(&MetricConfig, Result<Vec<Series>>)>) -> PartitionOutcome {
+    /// The outcome of one partition before writing, and the batch to write if all
+    /// its metrics succeeded and there is something to write.
+    fn prepare_outcome(
+        &self,
+        day: NaiveDate,
+        proxy: &str,
+        results: Vec<(&MetricConfig, Result<Vec<Series>>)>,
+    ) -> (PartitionOutcome, Option<arrow::record_batch::RecordBatch>) {
         let path = partition_path(&self.cfg.storage.output_dir, day, proxy);
         let mut failures = Vec::new();
         let mut builder = PartitionBuilder::new();
@@ -243,25 +288,15 @@ impl Collector {
             }
         }
         let rows = builder.rows();
-        let mut outcome = PartitionOutcome { day, proxy: proxy.to_string(), path: path.clone(), rows, status: Status::Failed, failures };
+        let mut outcome = PartitionOutcome { day, proxy: proxy.to_string(), path, rows, status: Status::Failed, failures };
         if !outcome.failures.is_empty() {
-            return outcome;
+            return (outcome, None);
         }
-        if rows == 0 && existing_rows(&path) > 0 {
+        if rows == 0 && existing_rows(&outcome.path) > 0 {
             outcome.status = Status::Kept;
-            return outcome;
+            return (outcome, None);
         }
-        let batch = builder.finish(proxy, day);
-        let storage = self.cfg.storage.clone();
-        // The write runs to completion even if the run is cancelled meanwhile:
-        // it is short and atomic, so there is nothing to gain by abandoning it.
-        let written = tokio::task::spawn_blocking(move || write_partition(&path, &batch, &storage)).await;
-        match written {
-            Ok(Ok(())) => outcome.status = Status::Written,
-            Ok(Err(e)) => outcome.failures.push(MetricFailure { metric: "(write)".into(), error: e.to_string() }),
-            Err(e) => outcome.failures.push(MetricFailure { metric: "(write)".into(), error: format!("writer task failed: {e}") }),
-        }
-        outcome
+        (outcome, Some(builder.finish(proxy, day)))
     }
 
     /// One metric for a group of proxies: one batched query split by the proxy

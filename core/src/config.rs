@@ -423,6 +423,9 @@ pub struct StorageConfig {
     pub compression: Compression,
     /// Target row-group size in bytes (the original tool's unit).
     pub row_group_size: u64,
+    /// fsync files and folders before and after the rename. Always on for
+    /// collections; only bulk generators of throw-away data (benchmarks) turn it off.
+    pub durable: bool,
 }
 
 impl Default for StorageConfig {
@@ -431,6 +434,7 @@ impl Default for StorageConfig {
             output_dir: PathBuf::from("./data"),
             compression: Compression::Snappy,
             row_group_size: 128 * 1024 * 1024,
+            durable: true,
         }
     }
 }
@@ -588,6 +592,7 @@ impl Config {
             output_dir: raw.storage.output_dir.unwrap_or(storage_default.output_dir),
             compression: raw.storage.compression.unwrap_or(storage_default.compression),
             row_group_size: raw.storage.row_group_size.unwrap_or(storage_default.row_group_size),
+            durable: true,
         };
         let concurrency = p.concurrency.unwrap_or(8).min(256) as usize;
         let batch_size = p.batch_size.unwrap_or(50).min(1000) as usize;

@@ -38,20 +38,34 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}{TMP_MARKER}", std::process::id()))
 }
 
-/// Writes `batch` to `path` atomically, creating its folder if needed.
+/// Writes `batch` to `path` atomically, creating its folder if needed, and makes
+/// the rename durable.
 pub fn write_partition(path: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
+    write_partition_unsynced_rename(path, batch, storage)?;
+    match path.parent() {
+        Some(dir) if storage.durable => sync_dir(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Like [`write_partition`] but leaves the folder's fsync to the caller, who can
+/// then make many renames in one folder durable with one [`sync_dir`]. The file's
+/// contents are synced before the rename, so a crash leaves the old file or the
+/// complete new one, never a torn one.
+pub fn write_partition_unsynced_rename(path: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
     let dir = path.parent().ok_or_else(|| Error::Invalid(format!("{} has no parent folder", path.display())))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = temp_path(path);
-    let result = write_file(&tmp, batch, storage).and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        // Make the rename itself durable.
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
-    });
+    let result = write_file(&tmp, batch, storage).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// fsyncs a folder, making the renames done in it durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
 }
 
 fn write_file(tmp: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
@@ -74,7 +88,9 @@ fn write_file(tmp: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Resul
         offset += len;
     }
     let file = writer.into_inner().map_err(|e| Error::parquet(tmp, e))?;
-    file.sync_all().map_err(|e| Error::io(tmp, e))?;
+    if storage.durable {
+        file.sync_data().map_err(|e| Error::io(tmp, e))?;
+    }
     Ok(())
 }
 
@@ -124,7 +140,7 @@ mod tests {
         let dir = tmpdir("codec");
         for (c, name) in [(Compression::Zstd, "ZSTD"), (Compression::Gzip, "GZIP"), (Compression::Snappy, "SNAPPY"), (Compression::Lz4, "LZ4_RAW")] {
             let path = dir.join("2024-03-01").join("p.parquet");
-            let storage = StorageConfig { output_dir: dir.clone(), compression: c, row_group_size: 20_000 };
+            let storage = StorageConfig { output_dir: dir.clone(), compression: c, row_group_size: 20_000, durable: true };
             write_partition(&path, &batch(10_000), &storage).unwrap();
             let r = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
             let md = r.metadata();

@@ -1,6 +1,7 @@
 //! promduck as a DuckDB loadable extension: `LOAD promduck` adds
 //!
 //! - `prom_metrics(...)`: the collector's partitioned Parquet, pruned by day and proxy;
+//! - `prom_partitions(...)`: which partitions exist, from the folder listing alone;
 //! - `prom_collect(...)`: a collection run from SQL (same code as the collector binary);
 //! - `prom_query`, `prom_query_range`, `prom_labels`, `prom_label_values`,
 //!   `prom_series`: live PromQL;
@@ -32,6 +33,7 @@ fn register(con: &Connection) -> Result<(), Box<dyn Error>> {
     con.register_table_function::<metrics::PromMetrics<0>>("prom_metrics")?;
     con.register_table_function::<metrics::PromMetrics<2>>("prom_metrics")?;
     con.register_table_function::<metrics::PromMetrics<1>>("prom_metrics")?;
+    con.register_table_function::<metrics::PromPartitions>("prom_partitions")?;
     con.register_table_function::<collect::PromCollect>("prom_collect")?;
     con.register_table_function::<live::PromQuery>("prom_query")?;
     con.register_table_function::<live::PromQueryRange>("prom_query_range")?;

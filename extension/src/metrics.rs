@@ -61,6 +61,7 @@ fn date_range_arg(v: &Value, today: NaiveDate) -> Result<(NaiveDate, NaiveDate),
         _ => {}
     }
     let s = v.to_string();
+    crate::params::check_not_macro_parameter(&s, "date_range")?;
     for sep in ["..", "/"] {
         if let Some((a, b)) = s.split_once(sep) {
             let a = crate::params::parse_day(a).ok_or_else(|| err(format!("date_range: invalid start {a:?} in {s:?}")))?;
@@ -84,6 +85,7 @@ fn bind_selection(bind: &BindInfo, positional: usize) -> Result<(PathBuf, Select
     let data_dir = named_string(bind, "data_dir")
         .or_else(|| std::env::var("PROMDUCK_DATA_DIR").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "./data".to_string());
+    crate::params::check_not_macro_parameter(&data_dir, "data_dir")?;
     let mut range: Option<(NaiveDate, NaiveDate)> = None;
     let mut set_range = |r: (NaiveDate, NaiveDate), what: &str| -> Result<(), BoxError> {
         if range.is_some() {
@@ -266,4 +268,51 @@ fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBa
         }
     }
     out.set_len(n);
+}
+
+/// `prom_partitions(...)`: which partitions exist, from the folder listing alone
+/// (no file is opened): `date, api_proxy, path, bytes`. Takes `prom_metrics`'
+/// selection parameters, so a dashboard or script can list days and proxies cheaply.
+pub struct PromPartitions;
+
+pub struct PartitionsInit {
+    next: Mutex<usize>,
+}
+
+impl VTab for PromPartitions {
+    type BindData = MetricsBind;
+    type InitData = PartitionsInit;
+
+    fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
+        bind.add_result_column("date", LogicalTypeHandle::from(LogicalTypeId::Date));
+        bind.add_result_column("api_proxy", varchar());
+        bind.add_result_column("path", varchar());
+        bind.add_result_column("bytes", LogicalTypeHandle::from(LogicalTypeId::Bigint));
+        let (data_dir, sel, _) = bind_selection(bind, 0)?;
+        let files = select_files(&data_dir, &sel).map_err(|e| err(format!("prom_partitions: {e}")))?;
+        bind.set_cardinality(files.len() as u64, true);
+        Ok(MetricsBind { files, metrics: None })
+    }
+
+    fn init(_: &InitInfo) -> Result<Self::InitData, BoxError> {
+        Ok(PartitionsInit { next: Mutex::new(0) })
+    }
+
+    fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
+        let files = &func.get_bind_data().files;
+        let mut next = func.get_init_data().next.lock().map_err(|_| err("prom_partitions: internal lock poisoned"))?;
+        let slice = &files[*next..(*next + CHUNK_ROWS).min(files.len())];
+        write_values(out, 0, slice.iter().map(|f| Some(promduck_core::schema::date32(f.day))));
+        write_strings(out, 1, slice.iter().map(|f| Some(f.proxy.as_str())));
+        let paths: Vec<String> = slice.iter().map(|f| f.path.display().to_string()).collect();
+        write_strings(out, 2, paths.iter().map(|p| Some(p.as_str())));
+        write_values(out, 3, slice.iter().map(|f| std::fs::metadata(&f.path).ok().map(|m| m.len() as i64)));
+        out.set_len(slice.len());
+        *next += slice.len();
+        Ok(())
+    }
+
+    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
+        PromMetrics::<0>::named_parameters()
+    }
 }

@@ -23,16 +23,17 @@ pub fn named_string(bind: &BindInfo, name: &str) -> Option<String> {
 }
 
 /// One string or a list of strings (`proxy := 'a'`, `proxy := ['a', 'b']`).
+/// An empty list (or one of NULLs) selects nothing.
 pub fn string_list(v: &Value, param: &str) -> Result<Vec<String>, BoxError> {
-    let items = match v.to_list() {
+    let items: Vec<String> = match v.to_list() {
         Some(items) => items.iter().filter(|i| !i.is_null()).map(|i| i.to_string()).collect(),
         None => match v.logical_type_id() {
             LogicalTypeId::Varchar => vec![v.to_string()],
             other => return Err(err(format!("{param} must be a string or a list of strings, got {other:?}"))),
         },
     };
-    if items.is_empty() {
-        return Err(err(format!("{param} is an empty list")));
+    for i in &items {
+        check_not_macro_parameter(i, param)?;
     }
     Ok(items)
 }
@@ -40,6 +41,7 @@ pub fn string_list(v: &Value, param: &str) -> Result<Vec<String>, BoxError> {
 /// A day from a DATE, TIMESTAMP or `'YYYY-MM-DD'` string.
 pub fn date_value(v: &Value, param: &str) -> Result<NaiveDate, BoxError> {
     let s = v.to_string();
+    check_not_macro_parameter(&s, param)?;
     parse_day(&s).ok_or_else(|| err(format!("{param}: invalid date {s:?}, expected YYYY-MM-DD")))
 }
 
@@ -47,13 +49,26 @@ pub fn parse_day(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
     let head = s.get(..10).unwrap_or(s);
     let d = NaiveDate::parse_from_str(head, "%Y-%m-%d").ok()?;
-    // Anything after the date must be a time (TIMESTAMP values print as `2024-03-01 00:00:00`).
+    // Anything after the date must be a time (TIMESTAMP values print as
+    // `2024-03-01 00:00:00`, TIMESTAMPTZ ones with an offset).
     let rest = &s[head.len()..];
-    if rest.is_empty() || rest.starts_with(' ') || rest.starts_with('T') {
+    if rest.is_empty() || parse_timestamp(s).is_some() {
         Some(d)
     } else {
         None
     }
+}
+
+/// DuckDB hands a table macro's parameter to a table function as an internal
+/// column name instead of its value (in some versions); say so plainly.
+pub fn check_not_macro_parameter(s: &str, param: &str) -> Result<(), BoxError> {
+    if s.starts_with("0_macro_parameters") {
+        return Err(err(format!(
+            "{param}: got a table-macro parameter, which DuckDB does not pass to table functions as a value; \
+             use SET VARIABLE and getvariable('name') for {param}, or filter with WHERE"
+        )));
+    }
+    Ok(())
 }
 
 /// An instant from a TIMESTAMPTZ/TIMESTAMP/DATE value or string; naive times are UTC.
@@ -123,6 +138,8 @@ mod tests {
         assert_eq!(parse_day("2024-03-01"), NaiveDate::from_ymd_opt(2024, 3, 1));
         assert_eq!(parse_day("2024-03-01 00:00:00"), NaiveDate::from_ymd_opt(2024, 3, 1));
         assert_eq!(parse_day("2024-03-01x"), None);
+        assert_eq!(parse_day("2024-03-01 garbage"), None);
+        assert_eq!(parse_day("2024-03-01 00:00:00+00"), NaiveDate::from_ymd_opt(2024, 3, 1));
         assert_eq!(parse_day("yesterday"), None);
     }
 

@@ -1,0 +1,347 @@
+"""examples/streamlit/dashboard.py in a real browser: `streamlit run` on
+127.0.0.1 against collected test data, driven through Debian's Chromium
+(/usr/bin/chromium) with Playwright (no browser is downloaded).
+
+The numbers are read from the page (Plotly's traces, the aggregates table, the
+downloaded CSV) and compared with the generator's history. A screenshot is
+saved to tests/output/dashboard.png.
+
+Needs: apt-get install chromium; pip install -r tests/requirements-dashboard.txt.
+Missing either is a failure with a message, never a skip.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from fixtures_data import COUNTERS, LATENCY, collected_data, daily_total, expected_rows, free_port, latency_points
+from helpers import REPO_ROOT
+
+DASHBOARD = REPO_ROOT / "examples" / "streamlit" / "dashboard.py"
+OUTPUT = REPO_ROOT / "tests" / "output"
+CHROMIUM = Path(os.environ.get("PROMDUCK_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WEIRD = 'we"ird/proxy'
+TIMEOUT_MS = 20_000
+METRICS = sorted((*COUNTERS, LATENCY))
+
+TRACES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
+  .map(gd => ({title: (gd.layout.title && gd.layout.title.text || '').replace(/<[^>]*>/g, ''),
+               traces: gd._fullData.map(t => ({name: t.name, type: t.type,
+                                              x: Array.from(t.x, String), y: Array.from(t.y, Number)}))}))"""
+TABLES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stTable"] table'))
+  .map(t => Array.from(t.querySelectorAll('tr')).map(tr => Array.from(tr.children, c => c.innerText.trim())))"""
+
+
+def require_tools():
+    if not CHROMIUM.is_file():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's package "
+                    "(apt-get install -y chromium; `make test` does) or set PROMDUCK_CHROMIUM")
+    for mod in ("streamlit", "plotly", "pandas", "playwright"):
+        try:
+            __import__(mod)
+        except ImportError:
+            pytest.fail(f"Python package {mod!r} missing: pip install -r tests/requirements-dashboard.txt")
+
+
+@pytest.fixture(scope="module")
+def data(prometheus, history, tmp_path_factory) -> Path:
+    return collected_data(prometheus, history, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(data, tmp_path_factory):
+    require_tools()
+    work = tmp_path_factory.mktemp("streamlit")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMDUCK_EXTENSION"}
+    env.update(PROMDUCK_DATA_DIR=str(data), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    log = open(work / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(DASHBOARD), "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{(work / 'streamlit.log').read_text()}")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit not healthy after 30 s:\n{(work / 'streamlit.log').read_text()}")
+            time.sleep(0.1)
+        yield url, work / "streamlit.log"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        try:
+            pg = context.pages[0] if context.pages else context.new_page()
+            pg.set_default_timeout(TIMEOUT_MS)
+            pg.goto(url)
+            yield pg
+        finally:
+            context.close()
+
+
+# ---------------------------------------------------------------------------
+# reading the page
+
+
+def charts(pg) -> dict:
+    return {c["title"]: c["traces"] for c in pg.evaluate(TRACES_JS)}
+
+
+def wait_for(pg, what, check, timeout=TIMEOUT_MS / 1000):
+    """Polls ``check()`` (page state read in Python) until it is truthy; an
+    exception (e.g. a failed assert while Streamlit is still rerunning) counts
+    as not yet, and the last one is reported on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as e:  # page in the middle of a rerun
+            last = e
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def settled(pg, what, check):
+    """Polls until ``check()`` passes (returns without raising)."""
+    def ok():
+        check()
+        return True
+    wait_for(pg, what, ok)
+
+
+def no_exception(pg):
+    assert pg.locator('[data-testid="stException"]').count() == 0, \
+        pg.locator('[data-testid="stException"]').first.inner_text()
+
+
+def ts_iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def expected_series(history, proxies, split_env=False):
+    """{metric: {trace name: [(x, y), ...]}} for the time series charts
+    (combine = sum over the other labels)."""
+    out = {}
+    for m in METRICS:
+        series = {}
+        for p in sorted(proxies):
+            for env in history.environments:
+                name = f"{p} · {env}" if split_env else p
+                if m == LATENCY:
+                    pts = [(ts, v) for d in history.days_list for ts, v in latency_points(history, d, p, env)]
+                else:
+                    pts = [(int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()) + 86400,
+                            history.expected[(d, p, env, m)]) for d in history.days_list]
+                acc = series.setdefault(name, {})
+                for ts, v in pts:
+                    acc[ts] = acc.get(ts, 0.0) + v
+        out[m] = {name: [(ts_iso(ts), v) for ts, v in sorted(acc.items())] for name, acc in series.items()}
+    return out
+
+
+def assert_time_series(got: dict, want: dict):
+    for m in METRICS:
+        traces = got[m]
+        assert [t["name"] for t in traces] == list(want[m]), m
+        for t in traces:
+            assert t["type"] == "scatter"
+            xs = [x[:19] for x in t["x"]]  # Plotly shows e.g. 2024-03-02T00:00:00.000000
+            assert list(zip(xs, t["y"])) == want[m][t["name"]], (m, t["name"])
+
+
+def num(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
+def assert_aggregates(pg, history, proxies, days):
+    tables = pg.evaluate(TABLES_JS)
+    assert len(tables) == len(METRICS)
+    for m, rows in zip(METRICS, tables):
+        assert rows[0] == ["API proxy", "days", "total", "daily average", "daily max", "busiest day", "rows",
+                           "value average", "value max"], rows[0]
+        body = {r[0]: r[1:] for r in rows[1:]}
+        assert sorted(body) == sorted(proxies)
+        for p in proxies:
+            daily = {d: daily_total(history, d, p, m) if m != LATENCY else
+                     sum(v for env in history.environments for _, v in latency_points(history, d, p, env))
+                     for d in days}
+            values = ([history.expected[(d, p, env, m)] for d in days for env in history.environments]
+                      if m != LATENCY else
+                      [v for d in days for env in history.environments for _, v in latency_points(history, d, p, env)])
+            busiest = max(daily.values())
+            cells = body[p]
+            assert int(cells[0]) == len(days)
+            assert num(cells[1]) == sum(daily.values())
+            assert abs(num(cells[2]) - sum(daily.values()) / len(days)) <= 0.005 + 1e-9
+            assert num(cells[3]) == busiest
+            assert date.fromisoformat(cells[4]) in [d for d, v in daily.items() if v == busiest]
+            assert int(cells[5]) == len(values)
+            assert abs(num(cells[6]) - sum(values) / len(values)) <= 0.005 + 1e-9
+            assert num(cells[7]) == max(values)
+
+
+# ---------------------------------------------------------------------------
+# the tests run in this order on one page
+
+
+def test_time_series_show_every_proxy_with_exact_values(page, history):
+    want = expected_series(history, history.proxies)
+    settled(page, "the three time series charts", lambda: assert_time_series(charts(page), want))
+    no_exception(page)
+    caption = page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+    n = len(expected_rows(history))
+    assert f"{history.days_list[0]} to {history.days_list[-1]}" in caption and f"{n:,} rows" in caption
+    # the date range spans the days present
+    shown = "".join(page.locator('[data-testid="stDateInputField"]').first.inner_text().split())
+    assert shown.startswith(f"{history.days_list[0]}") and shown.endswith(f"{history.days_list[-1]}"), shown
+
+
+def test_aggregates_bars_and_table(page, history):
+    page.get_by_role("tab", name="Aggregates by API proxy").click()
+
+    def check_bars():
+        bars = {k.split(":")[0]: v for k, v in charts(page).items() if k.endswith("daily total per API proxy")}
+        assert sorted(bars) == METRICS
+        for m in COUNTERS:
+            assert [t["name"] for t in bars[m]] == sorted(history.proxies)
+            for t in bars[m]:
+                assert t["type"] == "bar"
+                assert list(zip(t["x"], t["y"])) == [(d.isoformat(), daily_total(history, d, t["name"], m))
+                                                     for d in history.days_list]
+
+    settled(page, "the bar charts", check_bars)
+    settled(page, "the aggregates tables",
+            lambda: assert_aggregates(page, history, history.proxies, history.days_list))
+    no_exception(page)
+
+
+def screenshot(page, name):
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": 1900})
+    time.sleep(0.5)  # let Plotly resize to the new viewport
+    page.screenshot(path=str(OUTPUT / name))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    assert (OUTPUT / name).stat().st_size > 20_000
+
+
+def test_screenshots(page, history):
+    screenshot(page, "dashboard-aggregates.png")
+    page.get_by_role("tab", name="Time series").click()
+    screenshot(page, "dashboard.png")
+    no_exception(page)
+
+
+def test_deselecting_a_proxy_changes_charts_and_table(page, history):
+    page.get_by_role("button", name="Remove api-proxy-2").first.click()
+    left = [p for p in history.proxies if p != "api-proxy-2"]
+    want = expected_series(history, left)
+    settled(page, "charts without api-proxy-2", lambda: assert_time_series(charts(page), want))
+    settled(page, "aggregates without api-proxy-2",
+            lambda: assert_aggregates(page, history, left, history.days_list))
+    no_exception(page)
+
+
+def test_lines_per_proxy_and_environment(page, history):
+    left = [p for p in history.proxies if p != "api-proxy-2"]
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Lines per").click()
+    page.get_by_role("option", name="API proxy and environment").click()
+    want = expected_series(history, left, split_env=True)
+    settled(page, "one line per proxy and environment", lambda: assert_time_series(charts(page), want))
+    no_exception(page)
+
+
+def test_raw_data_paging_and_csv_download(page, history, tmp_path):
+    left = [p for p in history.proxies if p != "api-proxy-2"]
+    page.get_by_role("tab", name="Raw data").click()
+    n = len(expected_rows(history, proxies=left))
+    wait_for(page, "the first page", lambda: page.get_by_text(f"Rows 1–25 of {n:,}").count() == 1)
+    with page.expect_download() as dl:
+        page.get_by_role("button", name=f"Download all {n:,} rows as CSV").click()
+    path = tmp_path / "download.csv"
+    dl.value.save_as(path)
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    assert rows[0] == ["timestamp", "date", "api_proxy", "metric_name", "value", "labels"]
+    got = sorted((r[0], r[1], r[2], r[3], json.loads(r[5])["environment"], float(r[4])) for r in rows[1:])
+    want = sorted((ts_iso(ts) + "Z", d.isoformat(), p, m, e, v)
+                  for ts, d, p, m, e, v in expected_rows(history, proxies=left))
+    assert got == want
+    assert all(json.loads(r[5]) == {"apiproxy": r[2], "environment": json.loads(r[5])["environment"]}
+               for r in rows[1:])
+    # next page
+    page.locator('[data-testid="stNumberInput"] button').last.click()  # "+"
+    wait_for(page, "page 2", lambda: page.get_by_text(f"Rows 26–50 of {n:,}").count() == 1)
+    no_exception(page)
+
+
+def test_date_range_narrows_everything(page, history):
+    days = history.days_list
+    left = [p for p in history.proxies if p != "api-proxy-2"]
+    caption = page.locator('[data-testid="stCaptionContainer"]').first
+    for which, day, shown in (("start", days[1], f"{days[1]} to {days[-1]}"),
+                              ("end", days[2], f"{days[1]} to {days[2]}")):
+        field = page.locator(f'[aria-label="day, Date range {which} date"]')
+        field.click()
+        page.keyboard.type(f"{day.day:02d}")
+        page.locator("h1").first.click()  # the field commits when it loses focus
+        wait_for(page, f"the {which} day in the caption", lambda: shown in caption.inner_text())
+    page.get_by_role("tab", name="Aggregates by API proxy").click()
+    settled(page, "aggregates of two days", lambda: assert_aggregates(page, history, left, days[1:3]))
+    no_exception(page)
+
+
+def test_missing_and_empty_data_dir_show_a_message(page, tmp_path):
+    field = page.get_by_role("textbox", name="Data directory", exact=True)
+    field.fill(str(tmp_path / "nowhere"))
+    field.press("Enter")
+    wait_for(page, "the missing-directory message", lambda: page.get_by_text("No data directory at").count() == 1)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 0
+    no_exception(page)
+
+    (tmp_path / "empty").mkdir()
+    field.fill(str(tmp_path / "empty"))
+    field.press("Enter")
+    wait_for(page, "the empty-directory message", lambda: page.get_by_text("holds no metrics yet").count() == 1)
+    no_exception(page)
