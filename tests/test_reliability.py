@@ -174,3 +174,30 @@ def test_readers_never_see_half_written_files(setup, history):
     assert rewrites["failures"] == 0
     assert sum(reads.values()) >= READS
     assert rewrites["runs"] >= 3
+
+
+def test_sigterm_finishes_cleanly(setup, history):
+    """SIGTERM mid-backfill: files in progress are finished, no new ones start, the
+    process exits 130, and every visible file is complete."""
+    work, args, clean, _ = setup
+    data = work / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    # One query at a time makes the run long enough to be interrupted reliably.
+    slow_cfg = work / "slow.yaml"
+    cfg = json.loads((work / "c.yaml").read_text())
+    cfg["prometheus"].update({"concurrency": 1, "batchSize": 1})
+    slow_cfg.write_text(json.dumps(cfg))
+    slow_args = [a if a != str(work / "c.yaml") else str(slow_cfg) for a in args]
+    started = time.monotonic()
+    subprocess.run(slow_args, cwd=work, check=True, capture_output=True)
+    full = time.monotonic() - started
+    shutil.rmtree(data)
+    proc = subprocess.Popen(slow_args, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(full / 2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (full, err[-2000:])
+    assert "signal received" in err
+    visible = snapshot(data) if data.exists() else {}
+    assert all(rows == clean[path] for path, rows in visible.items())
+    assert temp_files(data) == [] if data.exists() else True

@@ -102,9 +102,13 @@ fn main() -> ExitCode {
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            init_logging(cli.log_format, false);
-            tracing::error!("invalid configuration: {e}");
-            eprintln!("error: {e}");
+            // Once: as a JSON log event for log pipelines, else as a plain line.
+            if cli.log_format == LogFormat::Json {
+                init_logging(cli.log_format, false);
+                tracing::error!("invalid configuration: {e}");
+            } else {
+                eprintln!("error: {e}");
+            }
             return ExitCode::from(2);
         }
     };

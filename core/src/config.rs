@@ -210,16 +210,7 @@ impl<'de> Deserialize<'de> for QueryTemplate {
 }
 
 fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<GoDuration>, D::Error> {
-    let v = Option::<GoDuration>::deserialize(d)?;
-    if let Some(v) = v {
-        if v.0.is_zero() {
-            return Err(serde::de::Error::custom("must be greater than zero"));
-        }
-        if v.0 < Duration::from_millis(1) {
-            return Err(serde::de::Error::custom("must be at least 1ms"));
-        }
-    }
-    Ok(v)
+    Ok(Option::<crate::duration::PositiveDuration>::deserialize(d)?.map(|p| GoDuration(p.0)))
 }
 
 fn nonempty_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -494,12 +485,22 @@ impl Config {
                     message = stripped.to_string();
                 }
             }
-            ConfigError {
-                file: source.to_path_buf(),
-                line: loc.as_ref().map(|l| l.line()),
-                column: loc.as_ref().map(|l| l.column()),
-                message,
+            // Internal type names mean nothing to the user.
+            let message = message
+                .replace("struct RawConfig", "a mapping of configuration keys")
+                .replace("struct RawPrometheus", "a mapping (the prometheus section)")
+                .replace("struct RawStorage", "a mapping (the storage section)")
+                .replace("struct RawMetric", "a mapping (a metric)")
+                .replace("struct RawTls", "a mapping (the tls section)");
+            let (mut line, mut column) = (loc.as_ref().map(|l| l.line()), loc.as_ref().map(|l| l.column()));
+            // serde reports a duplicate key at its mapping; point at the duplicate itself.
+            if let (Some(start), Some(name)) = (line, duplicate_field(&message)) {
+                if let Some(dup) = second_key_line(text, start, &name) {
+                    line = Some(dup);
+                    column = None;
+                }
             }
+            ConfigError { file: source.to_path_buf(), line, column, message }
         })?;
 
         let base_dir = source.parent().unwrap_or(Path::new("."));
@@ -581,6 +582,13 @@ impl Config {
             }
         }
 
+        for m in &p.metrics {
+            for proxy in &raw.api_proxies {
+                if let Err(e) = crate::promql::expand(&m.query.0, proxy) {
+                    return Err(err_at("query", format!("prometheus.metrics {:?}: {e}", m.name)));
+                }
+            }
+        }
         let metrics = p
             .metrics
             .into_iter()
@@ -652,6 +660,13 @@ fn resolve_secret(
         return Ok(Some(Secret::new(text)));
     }
     if let Some(var) = env {
+        let valid = !var.is_empty()
+            && !var.starts_with(|c: char| c.is_ascii_digit())
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            // Do not echo it: a secret pasted here by mistake must not reach a log.
+            return Err((format!("{short}Env"), format!("{key}Env: not a valid environment variable name (letters, digits, _)")));
+        }
         let v = std::env::var(&var)
             .map_err(|_| (format!("{short}Env"), format!("{key}Env: environment variable {var} is not set")))?;
         if v.is_empty() {
@@ -660,6 +675,32 @@ fn resolve_secret(
         return Ok(Some(Secret::new(v)));
     }
     Ok(None)
+}
+
+fn duplicate_field(message: &str) -> Option<String> {
+    let rest = message.split("duplicate field `").nth(1)?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// The 1-based line of the second `key:` at or after line `start`, at the indentation
+/// of the first one.
+fn second_key_line(text: &str, start: usize, key: &str) -> Option<usize> {
+    let mut first_indent = None;
+    for (i, l) in text.lines().enumerate().skip(start.saturating_sub(1)) {
+        let trimmed = l.trim_start().trim_start_matches("- ");
+        let indent = l.len() - l.trim_start().len();
+        let k = trimmed.strip_prefix(key).map(|r| r.trim_start().starts_with(':')).unwrap_or(false)
+            || trimmed.strip_prefix(&format!("\"{key}\"")).map(|r| r.trim_start().starts_with(':')).unwrap_or(false);
+        if !k {
+            continue;
+        }
+        match first_indent {
+            None => first_indent = Some(indent),
+            Some(fi) if fi == indent => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The 1-based line where `key:` first appears, for errors found after parsing.
@@ -777,6 +818,14 @@ storage:
         assert_eq!(e.line, Some(13));
         let text = SEED.replace("timeout: 30s", "timeout: 30s\n  bearerTokenEnv: PROMDUCK_DEFINITELY_UNSET");
         assert!(parse(&text).unwrap_err().message.contains("PROMDUCK_DEFINITELY_UNSET is not set"));
+    }
+
+    #[test]
+    fn duplicate_key_points_at_the_duplicate() {
+        let text = SEED.replace("  timeout: 30s\n", "  timeout: 30s\n  # again\n  timeout: 10s\n");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("duplicate field `timeout`"), "{e}");
+        assert_eq!(e.line, Some(13), "{e}");
     }
 
     #[test]

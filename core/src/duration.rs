@@ -97,29 +97,54 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_nanos.round() as u64))
 }
 
+/// A Go duration of at least one millisecond (timeouts, intervals, steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PositiveDuration(pub Duration);
+
+/// Deserializes inside the visitor so that a rejected value is reported at its
+/// own line (an error raised after deserializing points at the enclosing mapping).
+struct DurationVisitor {
+    positive: bool,
+}
+
+impl DurationVisitor {
+    fn check<E: serde::de::Error>(&self, d: Duration) -> Result<Duration, E> {
+        if self.positive && d < Duration::from_millis(1) {
+            return Err(E::custom(if d.is_zero() { "must be greater than zero".to_string() } else { "must be at least 1ms".to_string() }));
+        }
+        Ok(d)
+    }
+}
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a duration such as 30s, 5m or 1h")
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+        self.check(parse_go_duration(s).map_err(E::custom)?)
+    }
+    // A bare number reads as seconds, as a YAML user writing `timeout: 30` means.
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+        self.check(Duration::from_secs(n))
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+        if n < 0 {
+            return Err(E::custom(format!("duration {n} is negative")));
+        }
+        self.check(Duration::from_secs(n as u64))
+    }
+}
+
 impl<'de> Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = GoDuration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as 30s, 5m or 1h")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<GoDuration, E> {
-                parse_go_duration(s).map(GoDuration).map_err(E::custom)
-            }
-            // A bare number reads as seconds, as a YAML user writing `timeout: 30` means.
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<GoDuration, E> {
-                Ok(GoDuration(Duration::from_secs(n)))
-            }
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<GoDuration, E> {
-                if n < 0 {
-                    return Err(E::custom(format!("duration {n} is negative")));
-                }
-                Ok(GoDuration(Duration::from_secs(n as u64)))
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(DurationVisitor { positive: false }).map(GoDuration)
+    }
+}
+
+impl<'de> Deserialize<'de> for PositiveDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DurationVisitor { positive: true }).map(PositiveDuration)
     }
 }
 

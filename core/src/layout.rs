@@ -81,9 +81,10 @@ pub fn partition_path(output_dir: &Path, day: NaiveDate, proxy: &str) -> PathBuf
         .join(format!("{}.{PARQUET_EXT}", encode_proxy(proxy)))
 }
 
-/// Whether a file name is one of our in-progress temporary files.
+/// Whether a file name is one of our in-progress temporary files (hidden, ending
+/// in the marker; a proxy named `x.promduck-tmp` is an ordinary partition).
 pub fn is_temp_file(name: &str) -> bool {
-    name.contains(TMP_MARKER)
+    name.starts_with('.') && name.ends_with(TMP_MARKER)
 }
 
 #[cfg(test)]

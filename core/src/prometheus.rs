@@ -232,8 +232,7 @@ impl PromClient {
     /// Instant query at `time_ms`.
     pub async fn instant(&self, query: &str, time_ms: i64) -> Result<Vec<Series>, PromError> {
         let form = vec![("query", query.to_string()), ("time", fmt_seconds(time_ms)), ("timeout", self.server_timeout())];
-        let body = self.request("query", &form).await?;
-        decode_query_response(&body)
+        self.request("query", &form, decode_query_response).await
     }
 
     /// Range query over `[start_ms, end_ms]` at `step_ms`, split into requests of at
@@ -256,8 +255,7 @@ impl PromClient {
                 ("step", fmt_seconds(step_ms)),
                 ("timeout", self.server_timeout()),
             ];
-            let body = self.request("query_range", &form).await?;
-            for s in decode_query_response(&body)? {
+            for s in self.request("query_range", &form, decode_query_response).await? {
                 merged.entry(s.labels).or_default().extend(s.points);
             }
             chunk_start = chunk_end + step_ms;
@@ -267,15 +265,13 @@ impl PromClient {
 
     /// All label names.
     pub async fn labels(&self) -> Result<Vec<String>, PromError> {
-        let body = self.request("labels", &[]).await?;
-        decode_strings(&body)
+        self.request("labels", &[], decode_strings).await
     }
 
     /// All values of one label.
     pub async fn label_values(&self, label: &str) -> Result<Vec<String>, PromError> {
         let endpoint = format!("label/{}/values", urlencode_path(label));
-        let body = self.request(&endpoint, &[]).await?;
-        decode_strings(&body)
+        self.request(&endpoint, &[], decode_strings).await
     }
 
     /// Series matching the selectors.
@@ -285,9 +281,11 @@ impl PromClient {
             form.push(("start", fmt_seconds(s)));
             form.push(("end", fmt_seconds(e)));
         }
-        let body = self.request("series", &form).await?;
-        let data = decode_envelope(&body)?;
-        serde_json::from_value(data).map_err(|e| PromError::Decode(format!("unexpected series result: {e}")))
+        self.request("series", &form, |body| {
+            let data = decode_envelope(body)?;
+            serde_json::from_value(data).map_err(|e| PromError::Decode(format!("unexpected series result: {e}")))
+        })
+        .await
     }
 
     /// Checks that the server answers the query API (used by `--check`).
@@ -299,15 +297,23 @@ impl PromClient {
         format!("{}ms", self.cfg.timeout.as_millis().max(1))
     }
 
-    /// One API call with retries. GET for bodiless calls, POST form otherwise.
-    async fn request(&self, endpoint: &str, form: &[(&str, String)]) -> Result<Vec<u8>, PromError> {
+    /// One API call with retries, decoded by `decode`. GET for bodiless calls, POST
+    /// form otherwise. A body that does not decode, or an API error Prometheus
+    /// marks as transient (`timeout`, `unavailable`), is retried like a 5xx.
+    async fn request<T>(
+        &self,
+        endpoint: &str,
+        form: &[(&str, String)],
+        decode: impl Fn(&[u8]) -> Result<T, PromError>,
+    ) -> Result<T, PromError> {
         let url = self.cfg.url.api(endpoint);
         let mut attempt: u32 = 0;
         loop {
             let result = {
                 let _permit = self.permits.acquire().await.expect("semaphore is never closed");
                 self.send_once(&url, form).await
-            };
+            }
+            .and_then(|body| decode(&body));
             match result {
                 Ok(body) => return Ok(body),
                 Err(e) if e.is_transient() && attempt < self.cfg.retries => {

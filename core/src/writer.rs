@@ -101,6 +101,9 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if !crate::layout::is_temp_file(&name) {
+            continue;
+        }
         let Some(stem) = name.strip_suffix(TMP_MARKER) else { continue };
         let pid = stem.rsplit('.').next().and_then(|s| s.split('-').next()).and_then(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());

@@ -87,6 +87,11 @@ pub struct LiveBind {
     request: Request,
 }
 
+/// What `bind` found. Argument errors are reported from `func`, not `bind`:
+/// DuckDB appends the statement's text to binder errors (`LINE 1: SELECT ...`),
+/// and that text may hold a password or token.
+pub struct LiveBindResult(Result<LiveBind, String>);
+
 enum Rows {
     Samples(Vec<(Option<String>, Vec<(String, String)>, i64, f64)>),
     Strings(Vec<String>),
@@ -173,7 +178,8 @@ fn live_init() -> Result<LiveInit, BoxError> {
     Ok(LiveInit { state: Mutex::new(None) })
 }
 
-fn live_func(bind: &LiveBind, init: &LiveInit, out: &mut DataChunkHandle) -> Result<(), BoxError> {
+fn live_func(bind: &LiveBindResult, init: &LiveInit, out: &mut DataChunkHandle) -> Result<(), BoxError> {
+    let bind = bind.0.as_ref().map_err(|e| err(e.clone()))?;
     let mut state = init.state.lock().map_err(|_| err("internal lock poisoned"))?;
     if state.is_none() {
         *state = Some((execute(bind)?, 0));
@@ -210,11 +216,12 @@ macro_rules! live_vtab {
     ($name:ident, $bind:expr, $params:expr, $named:expr) => {
         pub struct $name;
         impl VTab for $name {
-            type BindData = LiveBind;
+            type BindData = LiveBindResult;
             type InitData = LiveInit;
-            fn bind(bind: &BindInfo) -> Result<LiveBind, BoxError> {
+            fn bind(bind: &BindInfo) -> Result<LiveBindResult, BoxError> {
+                // Every bind closure adds its result columns before it can fail.
                 let f: fn(&BindInfo) -> Result<LiveBind, BoxError> = $bind;
-                f(bind)
+                Ok(LiveBindResult(f(bind).map_err(|e| e.to_string())))
             }
             fn init(_: &InitInfo) -> Result<LiveInit, BoxError> {
                 live_init()
