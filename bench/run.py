@@ -46,6 +46,7 @@ METRICS3 = [
     {"name": "latency_ms", "query": LATENCY_Q, "labels": ["apiproxy", "environment"], "step": "1h"},
 ]
 RESULTS: dict = {}
+REMOTE_DELAY_MS = 2
 
 
 def log(msg):
@@ -106,6 +107,13 @@ def bench_collector(tmp: Path):
     work.mkdir()
     server, hist, names = start_prometheus(work, 7, 200, ["prod", "test"], 300)
     try:
+        bench_collector_on(server, hist, names, work)
+    finally:
+        server.stop()
+
+
+def bench_collector_on(server, hist, names, work: Path):
+    if True:
         first, last = hist.days_list[0], hist.days_list[-1]
         base = work / "baseline"
         base.mkdir()
@@ -122,17 +130,90 @@ def bench_collector(tmp: Path):
         t_new = run_collector(cfg, first, last, new)
         same = rows_of(base / "data") == rows_of(new / "data")
         n_rows = len(rows_of(new / "data"))
-    finally:
-        server.stop()
     queries_base = 200 * 3 * 7
     RESULTS["collector"] = {"baseline_s": round(t_base, 2), "promduck_s": round(t_new, 2),
                             "ratio": round(t_base / t_new, 1), "identical_rows": same, "rows": n_rows,
                             "baseline_queries": queries_base}
-    log(f"  baseline (sequential, one query per proxy/metric/day, {queries_base} queries): {t_base:.2f} s")
-    log(f"  promduck (concurrency 8, batches of 50 proxies): {t_new:.2f} s")
-    log(f"  ratio: {t_base / t_new:.1f}x faster; Parquet contents identical: {same} ({n_rows} rows)")
+    log(f"  Prometheus on loopback (no network latency):")
+    log(f"    baseline (sequential, one query per proxy/metric/day, {queries_base} queries): {t_base:.2f} s")
+    log(f"    promduck (concurrency 8, batches of 50 proxies, {4 * 3 * 7} queries): {t_new:.2f} s")
+    log(f"    ratio: {t_base / t_new:.1f}x faster; Parquet contents identical: {same} ({n_rows} rows)")
     if not same:
         raise SystemExit("collector outputs differ")
+    lat = RESULTS["collector_remote"] = {}
+    log(f"  Prometheus behind a proxy adding {REMOTE_DELAY_MS} ms per request (a Prometheus across a network):")
+    if True:
+        with LatencyProxy(server.url, REMOTE_DELAY_MS / 1000) as proxy:
+            for label, extra, out in [("baseline", {"concurrency": 1, "batchSize": 1}, "rbase"),
+                                      ("promduck", {}, "rnew")]:
+                d = work / out
+                d.mkdir()
+                cfg = write_config(d / "c.yaml", proxy.url, names, metrics=METRICS3, output_dir=d / "data",
+                                   prometheus_extra=dict({"timeout": "60s"}, **extra))
+                lat[label + "_s"] = round(run_collector(cfg, first, last, d), 2)
+            same_remote = rows_of(work / "rbase" / "data") == rows_of(work / "rnew" / "data") == rows_of(new / "data")
+    lat["ratio"] = round(lat["baseline_s"] / lat["promduck_s"], 1)
+    lat["identical_rows"] = same_remote
+    log(f"    baseline {lat['baseline_s']:.2f} s, promduck {lat['promduck_s']:.2f} s -> ratio {lat['ratio']:.1f}x; "
+        f"identical: {same_remote}")
+    if not same_remote:
+        raise SystemExit("collector outputs differ (remote)")
+
+
+class LatencyProxy:
+    """Forwards HTTP to `upstream` after `delay` seconds per request: a Prometheus
+    across a network. Keep-alive on both sides and TCP_NODELAY, so the only added
+    cost is the delay itself (plus Python's forwarding, the same for both runs)."""
+
+    def __init__(self, upstream: str, delay: float):
+        import http.client
+        import http.server
+        import socket
+        import threading
+        import urllib.parse
+
+        up = urllib.parse.urlsplit(upstream)
+        local = threading.local()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def log_message(self, *a):
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(delay)
+                if getattr(local, "conn", None) is None:
+                    local.conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
+                local.conn.request(self.command, self.path, body=body or None, headers=headers)
+                resp = local.conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                self.send_header("Content-Type", resp.getheader("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def timed(con, sql, params=(), repeat=3):

@@ -226,7 +226,7 @@ async fn collect(collector: &Collector, days: &[NaiveDate], cancel: &Cancel, pro
         _ => return true,
     }
     let started = Instant::now();
-    let outcomes = collector
+    let summary = collector
         .run(days, cancel, |o: &PartitionOutcome| {
             report(o, bar.as_ref());
         })
@@ -234,19 +234,16 @@ async fn collect(collector: &Collector, days: &[NaiveDate], cancel: &Cancel, pro
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
-    let rows: usize = outcomes.iter().filter(|o| o.status == Status::Written).map(|o| o.rows).sum();
-    let failed = count(Status::Failed);
     tracing::info!(
-        written = count(Status::Written),
-        kept = count(Status::Kept),
-        failed,
-        cancelled = count(Status::Cancelled),
-        rows,
+        written = summary.written,
+        kept = summary.kept,
+        failed = summary.failed,
+        cancelled = summary.cancelled,
+        rows = summary.rows,
         seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
         "collection finished"
     );
-    failed == 0 && count(Status::Cancelled) == 0
+    summary.failed == 0 && summary.cancelled == 0
 }
 
 fn report(o: &PartitionOutcome, bar: Option<&ProgressBar>) {

@@ -101,6 +101,31 @@ impl PartitionOutcome {
     }
 }
 
+/// Counts of a run's outcomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub written: usize,
+    pub kept: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    /// Rows in the partitions written.
+    pub rows: usize,
+}
+
+impl RunSummary {
+    fn add(&mut self, o: &PartitionOutcome) {
+        match o.status {
+            Status::Written => {
+                self.written += 1;
+                self.rows += o.rows;
+            }
+            Status::Kept => self.kept += 1,
+            Status::Failed => self.failed += 1,
+            Status::Cancelled => self.cancelled += 1,
+        }
+    }
+}
+
 /// Runs collections for one configuration.
 #[derive(Clone)]
 pub struct Collector {
@@ -126,9 +151,20 @@ impl Collector {
         &self.client
     }
 
+    /// Collects every (day, proxy) of `days` and returns the outcomes sorted by
+    /// day and proxy order (for callers that show them all, like `prom_collect`).
+    pub async fn run_collecting(&self, days: &[NaiveDate], cancel: &Cancel) -> Vec<PartitionOutcome> {
+        let mut outcomes = Vec::with_capacity(days.len() * self.cfg.api_proxies.len());
+        self.run(days, cancel, |o| outcomes.push(o.clone())).await;
+        let order: std::collections::HashMap<&str, usize> =
+            self.cfg.api_proxies.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
+        outcomes.sort_by_key(|o| (o.day, order.get(o.proxy.as_str()).copied().unwrap_or(usize::MAX)));
+        outcomes
+    }
+
     /// Collects every (day, proxy) of `days` for all configured proxies. Outcomes
-    /// are reported through `on_done` as they finish and returned sorted by day
-    /// and proxy order.
+    /// are reported through `on_done` as they finish and only counted here, so a
+    /// year-long backfill holds no more than the units in flight.
     ///
     /// Work is split into units of one day and up to `batchSize` proxies; a unit
     /// runs each metric once for all its proxies when the query allows it (see
@@ -138,16 +174,16 @@ impl Collector {
         days: &[NaiveDate],
         cancel: &Cancel,
         mut on_done: impl FnMut(&PartitionOutcome),
-    ) -> Vec<PartitionOutcome> {
+    ) -> RunSummary {
         let batch = self.cfg.prometheus.batch_size.max(1);
         let in_flight = (self.cfg.prometheus.concurrency.max(1) * 2).div_ceil(batch.min(self.cfg.api_proxies.len()).max(1)).max(2);
         let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
-        let mut outcomes = Vec::with_capacity(days.len() * self.cfg.api_proxies.len());
+        let mut outcomes = RunSummary::default();
         let chunks: Vec<Vec<String>> = self.cfg.api_proxies.chunks(batch).map(|c| c.to_vec()).collect();
-        let mut finish = |done: Vec<PartitionOutcome>, outcomes: &mut Vec<PartitionOutcome>| {
+        let mut finish = |done: Vec<PartitionOutcome>, summary: &mut RunSummary| {
             for o in done {
                 on_done(&o);
-                outcomes.push(o);
+                summary.add(&o);
             }
         };
         for &day in days {
@@ -175,9 +211,6 @@ impl Collector {
         while let Some(done) = tasks.join_next().await {
             finish(unwrap_join(done), &mut outcomes);
         }
-        let order: std::collections::HashMap<&str, usize> =
-            self.cfg.api_proxies.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
-        outcomes.sort_by_key(|o| (o.day, order.get(o.proxy.as_str()).copied().unwrap_or(usize::MAX)));
         outcomes
     }
 

@@ -74,7 +74,7 @@ impl VTab for PromCollect {
         let mut state = init.state.lock().map_err(|_| err("internal lock poisoned"))?;
         if state.is_none() {
             let collector = Collector::new(bind.config.clone()).map_err(|e| err(e.to_string()))?;
-            let outcomes = block_on(async { collector.run(&bind.days, &Cancel::new(), |_| {}).await }).map_err(err)?;
+            let outcomes = block_on(async { collector.run_collecting(&bind.days, &Cancel::new()).await }).map_err(err)?;
             *state = Some((outcomes, 0));
         }
         let (rows, offset) = state.as_mut().expect("set above");
