@@ -113,7 +113,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format, config.debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Partition writes run on blocking threads; a small pool bounds both the
+    // threads and the memory they hold, and is plenty to keep fsyncs overlapping.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().max_blocking_threads(16).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

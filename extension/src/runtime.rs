@@ -10,6 +10,7 @@ pub fn block_on<F: Future>(f: F) -> Result<F::Output, String> {
     let rt = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .max_blocking_threads(16)
             .thread_name("promduck-io")
             .enable_all()
             .build()
