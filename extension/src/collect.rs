@@ -77,7 +77,7 @@ impl VTab for PromCollect {
             let outcomes = block_on(async { collector.run_collecting(&bind.days, &Cancel::new()).await }).map_err(err)?;
             *state = Some((outcomes, 0));
         }
-        let (rows, offset) = state.as_mut().expect("set above");
+        let (rows, offset) = state.as_mut().ok_or_else(|| err("internal error: no result state"))?;
         let n = (rows.len() - *offset).min(2048);
         let slice = &rows[*offset..*offset + n];
         write_values(out, 0, slice.iter().map(|o| Some(promduck_core::schema::date32(o.day))));

@@ -184,7 +184,7 @@ fn live_func(bind: &LiveBindResult, init: &LiveInit, out: &mut DataChunkHandle) 
     if state.is_none() {
         *state = Some((execute(bind)?, 0));
     }
-    let (rows, offset) = state.as_mut().expect("set above");
+    let (rows, offset) = state.as_mut().ok_or_else(|| err("internal error: no result state"))?;
     if *offset >= rows.len() {
         out.set_len(0);
         return Ok(());
