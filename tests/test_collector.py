@@ -340,3 +340,35 @@ def test_batched_queries_equal_per_proxy_queries(prometheus, history, tmp_path):
     relabelled = sorted((r[4], r[3], r[2]) for r in runs[50] if r[1] == "relabelled")
     assert relabelled == sorted((d, p, history.expected[(d, p, e, "error_count")])
                                 for d in history.days_list for p in history.proxies for e in history.environments)
+
+
+def test_daemon_catches_up_missed_days_then_stops_on_sigterm(prometheus, tmp_path):
+    """Daemon mode: collects the last complete day plus up to --catch-up-days missed days
+    (days whose partitions are not all on disk), then waits; SIGTERM stops it cleanly."""
+    import signal
+    import subprocess
+    import time
+    from datetime import timedelta
+    from helpers import COLLECTOR
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1", "api-proxy-2"])
+    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    # Day -3 is already complete on disk: catching up stops there.
+    done_day = yesterday - timedelta(days=3)
+    r = run_collector("--config", cfg, "--date", done_day, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / str(done_day)).iterdir()}
+    proc = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "7"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    want = {f"{d}/{p}.parquet" for d in (yesterday - timedelta(days=i) for i in range(4))
+            for p in ("api-proxy-1", "api-proxy-2")}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not want <= partition_files(tmp_path / "data"):
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "started as a daemon" in err and "waiting for the next collection" in err and "stopped" in err
+    # Yesterday and the two missed days before it were collected; the complete day was not touched.
+    assert partition_files(tmp_path / "data") == want
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / str(done_day)).iterdir()} == before
