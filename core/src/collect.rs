@@ -11,7 +11,7 @@ use crate::config::{Config, MetricConfig};
 use crate::error::{Error, Result};
 use crate::layout::partition_path;
 use crate::plan::{day_window, DayWindow};
-use crate::prometheus::{PromClient, PromError, Series};
+use crate::prometheus::{PromClient, Series};
 use crate::schema::PartitionBuilder;
 use crate::writer::{remove_stale_temp_files, sync_dir, write_partition_unsynced_rename};
 use chrono::NaiveDate;
@@ -139,10 +139,6 @@ impl Collector {
         Ok(Collector { cfg: Arc::new(cfg), client })
     }
 
-    pub fn with_client(cfg: Config, client: PromClient) -> Self {
-        Collector { cfg: Arc::new(cfg), client }
-    }
-
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -223,12 +219,6 @@ impl Collector {
             status: Status::Cancelled,
             failures: vec![],
         }
-    }
-
-    /// Queries every metric for one (day, proxy) and writes its partition.
-    pub async fn collect_partition(&self, day: NaiveDate, proxy: &str, cancel: &Cancel) -> PartitionOutcome {
-        let proxies = [proxy.to_string()];
-        self.collect_unit(day, &proxies, cancel).await.pop().expect("one outcome per proxy")
     }
 
     /// Queries every metric for one day and a group of proxies, then writes each
@@ -416,11 +406,6 @@ fn existing_rows(path: &std::path::Path) -> i64 {
         .and_then(|f| SerializedFileReader::new(f).ok())
         .map(|r| r.metadata().file_metadata().num_rows())
         .unwrap_or(0)
-}
-
-/// A Prometheus failure during a check, for shells that only ping.
-pub async fn check_prometheus(client: &PromClient) -> std::result::Result<(), PromError> {
-    client.ping().await
 }
 
 #[cfg(test)]

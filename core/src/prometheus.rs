@@ -223,12 +223,6 @@ impl PromClient {
         self.cfg.url.url.as_str()
     }
 
-    /// Shortens the retry backoff (tests of fault handling).
-    pub fn with_backoff_base(mut self, base: Duration) -> Self {
-        self.backoff_base = base;
-        self
-    }
-
     /// Instant query at `time_ms`.
     pub async fn instant(&self, query: &str, time_ms: i64) -> Result<Vec<Series>, PromError> {
         let form = vec![("query", query.to_string()), ("time", fmt_seconds(time_ms)), ("timeout", self.server_timeout())];
