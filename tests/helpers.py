@@ -73,3 +73,22 @@ def partition_files(data_dir: Path) -> set[str]:
 
 def days(start: date, n: int):
     return [start + timedelta(days=i) for i in range(n)]
+
+
+def expected_rows(history, days=None, proxies=None, metrics=("error_count", "request_count")):
+    """The rows a collection of the counter metrics must write (from the generator's exact
+    values), in read_rows() order after normalise()."""
+    rows = []
+    for day in days or history.days_list:
+        for proxy in proxies or history.proxies:
+            for metric in metrics:
+                for env in history.environments:
+                    rows.append((day_end_ms(day), metric, history.expected[(day, proxy, env, metric)], proxy, day,
+                                 {"apiproxy": proxy, "environment": env}))
+    rows.sort(key=lambda r: (r[4], r[3], r[1], r[0], str(r[5])))
+    return rows
+
+
+def normalise(rows):
+    """read_rows() output with labels as plain dicts, comparable with expected_rows()."""
+    return [(r[0], r[1], r[2], r[3], r[4], dict(r[5])) for r in rows]

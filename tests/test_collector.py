@@ -14,27 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import (DEFAULT_METRICS, LATENCY_Q, REQUEST_Q, day_end_ms, partition_files, read_rows,
-                     run_cli_sql, run_collector, write_config)
+from helpers import (DEFAULT_METRICS, LATENCY_Q, REQUEST_Q, day_end_ms, expected_rows, normalise, partition_files,
+                     read_rows, run_cli_sql, run_collector, write_config)
 
 WEIRD = 'we"ird/proxy'
-
-
-def expected_rows(history, days=None, proxies=None, metrics=("error_count", "request_count")):
-    """Rows the collector must write for the counter metrics, in read_rows() order."""
-    rows = []
-    for day in days or history.days_list:
-        for proxy in sorted(proxies or history.proxies):
-            for metric in sorted(metrics):
-                for env in sorted(history.environments):
-                    rows.append((day_end_ms(day), metric, history.expected[(day, proxy, env, metric)], proxy, day,
-                                 {"apiproxy": proxy, "environment": env}))
-    rows.sort(key=lambda r: (r[4], r[3], r[1], r[0], str(r[5])))
-    return rows
-
-
-def normalise(rows):
-    return [(r[0], r[1], r[2], r[3], r[4], dict(r[5])) for r in rows]
 
 
 @pytest.fixture(scope="module")

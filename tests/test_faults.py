@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from faultproxy import FaultProxy, label_matchers, promql_skeleton, regex_literal_alternatives
-from helpers import COLLECTOR, DEFAULT_METRICS, EXTENSION, day_end_ms, partition_files, read_rows, run_collector, write_config
+from helpers import (COLLECTOR, DEFAULT_METRICS, EXTENSION, day_end_ms, expected_rows, normalise, partition_files,
+                     read_rows, run_collector, write_config)
 
 PROXIES = ["api-proxy-1", "api-proxy-2"]
 TARGET = "api-proxy-2"  # the proxy whose queries get the faults
@@ -34,23 +35,6 @@ METRIC_SELECTORS = {"request_count": "apigee_request_count", "error_count": "api
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
-
-def expected_rows(history, days, proxies, metrics=("error_count", "request_count")):
-    """The rows a clean collection writes, in read_rows() order."""
-    rows = []
-    for day in days:
-        for proxy in proxies:
-            for metric in metrics:
-                for env in history.environments:
-                    rows.append((day_end_ms(day), metric, history.expected[(day, proxy, env, metric)], proxy, day,
-                                 {"apiproxy": proxy, "environment": env}))
-    rows.sort(key=lambda r: (r[4], r[3], r[1], r[0], str(r[5])))
-    return rows
-
-
-def normalise(rows):
-    return [(r[0], r[1], r[2], r[3], r[4], dict(r[5])) for r in rows]
-
 
 def day_end_param(day) -> str:
     """The `time` parameter of a daily instant query for ``day`` (D+1 00:00 UTC, whole seconds)."""
