@@ -13,7 +13,7 @@ PLATFORM := $(shell uname -s | tr A-Z a-z)_$(shell uname -m | sed -e s/x86_64/am
 DUCKDB_VERSIONS ?= v1.2.0 v1.2.1 v1.2.2 v1.3.0 v1.3.1 v1.3.2 v1.4.0 v1.4.1 v1.4.2 v1.4.3 v1.4.4 v1.4.5 \
                    v1.5.0 v1.5.1 v1.5.2 v1.5.3 v1.5.4 v1.5.5 v1.5.6 v2.0.0 v2.0.1 v2.0.2
 
-.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser
+.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb
 
 all: build
 
@@ -44,6 +44,14 @@ venv: $(VENV)/.installed
 prometheus:
 	@bash scripts/get-prometheus.sh >/dev/null
 
+## old-duckdb: a second Python with DuckDB 1.4 (the oldest release line the tests load the extension in)
+OLD_DUCKDB := .cache/duckdb-1.4
+$(OLD_DUCKDB)/.installed:
+	$(PYTHON) -m venv $(OLD_DUCKDB)
+	$(OLD_DUCKDB)/bin/pip install --quiet --disable-pip-version-check "duckdb==1.4.5"
+	touch $@
+old-duckdb: $(OLD_DUCKDB)/.installed
+
 ## browser: Debian's Chromium for the dashboard's browser test (no browser download)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
@@ -51,12 +59,12 @@ browser:
 
 ## test: every test — Rust unit tests, then end-to-end tests against a real
 ## Prometheus and the real DuckDB CLI and Python package
-test: build venv prometheus browser test-rust test-python
+test: build venv prometheus browser old-duckdb test-rust test-python
 
 test-rust:
 	$(CARGO) test --release --workspace
 
-test-python: build venv prometheus browser
+test-python: build venv prometheus browser old-duckdb
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 ## fuzz: the property-based fuzz targets with a million cases each (CI runs a few hundred)

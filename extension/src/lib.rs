@@ -30,9 +30,11 @@ fn register(con: &Connection) -> Result<(), Box<dyn Error>> {
     // forms, `prom_metrics(date_range)` and `prom_metrics(date_range, proxy)`, are
     // registered too so that hosts which merge overloads offer them; everywhere the
     // same arguments work by name: `prom_metrics(date_range := ..., proxy := ...)`.
+    // Older hosts (DuckDB 1.4) refuse a second registration of a name outright;
+    // the overloads are a convenience, so their failure must not fail LOAD.
     con.register_table_function::<metrics::PromMetrics<0>>("prom_metrics")?;
-    con.register_table_function::<metrics::PromMetrics<2>>("prom_metrics")?;
-    con.register_table_function::<metrics::PromMetrics<1>>("prom_metrics")?;
+    let _ = con.register_table_function::<metrics::PromMetrics<2>>("prom_metrics");
+    let _ = con.register_table_function::<metrics::PromMetrics<1>>("prom_metrics");
     con.register_table_function::<metrics::PromPartitions>("prom_partitions")?;
     con.register_table_function::<collect::PromCollect>("prom_collect")?;
     con.register_table_function::<live::PromQuery>("prom_query")?;
