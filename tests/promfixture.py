@@ -326,10 +326,14 @@ class PrometheusServer:
     READY_TIMEOUT = 30.0
 
     def __init__(self, history_file, workdir, basic_auth=None, port: int | None = None,
-                 bin_dir=None):
+                 bin_dir=None, tls: dict | None = None):
+        """``tls``: serve HTTPS with ``{"cert", "key"}`` (PEM paths), requiring client
+        certificates signed by ``"client_ca"`` if given; ``"ca"`` (and optionally
+        ``"client_cert"``/``"client_key"``) are what this fixture itself connects with."""
         self.history_file = Path(history_file).resolve()
         self.workdir = Path(workdir).resolve()
         self.basic_auth = tuple(basic_auth) if basic_auth else None
+        self.tls = dict(tls) if tls else None
         self.port: int | None = port
         self._fixed_port = port is not None
         self.bin_dir = Path(bin_dir) if bin_dir else None
@@ -353,7 +357,7 @@ class PrometheusServer:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("PrometheusServer not started")
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def _bin(self, name: str) -> str:
         if self.bin_dir is None:
@@ -390,14 +394,22 @@ class PrometheusServer:
         cfg.write_text("global:\n  scrape_interval: 1h\n  evaluation_interval: 1h\n"
                        "scrape_configs: []\n")
         args = [f"--config.file={cfg}"]
+        web_lines = []
         if self.basic_auth:
             import bcrypt  # lazily: only needed for basic auth
 
             user, password = self.basic_auth
             hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+            web_lines.append("basic_auth_users:\n  " + json.dumps(user) + ": " + json.dumps(hashed))
+        if self.tls:
+            web_lines.append("tls_server_config:\n  cert_file: " + json.dumps(str(self.tls["cert"]))
+                             + "\n  key_file: " + json.dumps(str(self.tls["key"])))
+            if self.tls.get("client_ca"):
+                web_lines.append("  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: "
+                                 + json.dumps(str(self.tls["client_ca"])))
+        if web_lines:
             web = self.workdir / "web.yml"
-            web.write_text("basic_auth_users:\n  " + json.dumps(user) + ": "
-                           + json.dumps(hashed) + "\n")
+            web.write_text("\n".join(web_lines) + "\n")
             args.append(f"--web.config.file={web}")
         return args
 
@@ -531,8 +543,15 @@ class PrometheusServer:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             headers = {"Authorization": f"Basic {token}"}
         req = urllib.request.Request(url, headers=headers)
+        context = None
+        if self.tls:
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.tls["ca"]))
+            if self.tls.get("client_cert"):
+                context.load_cert_chain(str(self.tls["client_cert"]), str(self.tls["client_key"]))
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()

@@ -122,11 +122,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let json_logs = cli.log_format == LogFormat::Json;
     match runtime.block_on(run(cli, config)) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            // Once: as a JSON log event for log pipelines, else as a plain line.
+            if json_logs {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::from(2)
         }
     }

@@ -190,6 +190,9 @@ impl PromClient {
             let pem = std::fs::read(ca).map_err(|e| PromError::Setup(format!("tls caFile {}: {e}", ca.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| PromError::Setup(format!("tls caFile {}: not a PEM certificate: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(PromError::Setup(format!("tls caFile {}: no PEM certificate in it", ca.display())));
+            }
             for c in certs {
                 b = b.add_root_certificate(c);
             }
