@@ -28,5 +28,14 @@ run_sql "Aggregation by API proxy" sql/seed/aggregation_by_proxy.sql
 run_sql "Time series analysis" sql/seed/time_series.sql
 
 echo
+echo "== installing the extension for the DuckDB CLI (INSTALL promduck FROM 'build/repository')"
+"$DUCKDB" -unsigned -c "INSTALL promduck FROM '$(pwd)/build/repository';"
+echo
+echo "== prom_metrics through the extension: LOAD promduck; requests per proxy over the last 7 days"
+"$DUCKDB" -unsigned -c "LOAD promduck; SELECT api_proxy, sum(value) AS requests FROM prom_metrics(last_days := 7) WHERE metric_name = 'request_count' GROUP BY 1 ORDER BY 1;"
+
+echo
 echo "Prometheus keeps running at $(cat .cache/demo/url) (make demo-stop stops it)."
 echo "Data: ./data/YYYY-MM-DD/<proxy>.parquet"
+echo "Try: $DUCKDB -unsigned    then    LOAD promduck; SELECT * FROM prom_metrics(last_days := 7) LIMIT 10;"
+echo "Dashboard: make dashboard (http://127.0.0.1:8501)"
