@@ -173,7 +173,8 @@ def expected_series(history, proxies, split_env=False):
                 if m == LATENCY:
                     pts = [(ts, v) for d in history.days_list for ts, v in latency_points(history, d, p, env)]
                 else:
-                    pts = [(int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()) + 86400,
+                    # Daily values are plotted on their day (D 00:00), not at their sample time.
+                    pts = [(int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()),
                             history.expected[(d, p, env, m)]) for d in history.days_list]
                 acc = series.setdefault(name, {})
                 for ts, v in pts:

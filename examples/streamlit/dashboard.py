@@ -222,11 +222,16 @@ with tab_ts:
         if sub.empty:
             st.info(f"No {metric} rows for this selection.")
             continue
-        series = (sub.groupby(["series", "timestamp"], as_index=False)["value"].agg(COMBINE[combine])
-                  .sort_values(["series", "timestamp"]))
-        fig = px.line(series, x="timestamp", y="value", color="series", markers=True, title=metric,
-                      labels={"timestamp": "time (UTC)", "value": f"{metric} ({combine})",
-                              "series": split})
+        # A daily value (an instant query at the end of day D) carries the timestamp
+        # D+1 00:00; plot it on its day D so that the chart reads as the calendar.
+        day_start = pd.to_datetime(sub["date"])  # naive UTC, like the timestamp column
+        daily = bool((sub["timestamp"] == day_start + pd.Timedelta(days=1)).all())
+        x, x_label = ("day", "day") if daily else ("timestamp", "time (UTC)")
+        sub = sub.assign(day=day_start)
+        series = (sub.groupby(["series", x], as_index=False)["value"].agg(COMBINE[combine])
+                  .sort_values(["series", x]))
+        fig = px.line(series, x=x, y="value", color="series", markers=True, title=metric,
+                      labels={x: x_label, "value": f"{metric} ({combine})", "series": split})
         fig.update_layout(legend_title_text=split, margin=dict(t=50, b=10))
         st.plotly_chart(fig, key=f"ts-{metric}")
 
