@@ -38,10 +38,6 @@ pub enum Error {
     /// Anything a caller asked for that makes no sense (bad date range, ...).
     #[error("{0}")]
     Invalid(String),
-
-    /// The run was cancelled (SIGTERM, Ctrl-C) before this piece finished.
-    #[error("cancelled")]
-    Cancelled,
 }
 
 impl Error {

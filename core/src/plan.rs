@@ -3,7 +3,8 @@
 //! Day D is `[D 00:00, D+1 00:00)` local time. A metric without `step` is an instant
 //! query evaluated at D+1 00:00 (so `increase(x[1d])` is exactly day D's increase,
 //! where the original evaluated at `now()`); a metric with `step` is a range query
-//! over the day's points `D 00:00, D 00:00 + step, ...` strictly before D+1 00:00.
+//! over the day's points `D 00:00, D 00:00 + step, ...` strictly before D+1 00:00
+//! (the client splits it past Prometheus's points limit).
 //! Days are 23 or 25 hours long across DST changes; the window follows the clock.
 
 use crate::error::{Error, Result};
@@ -68,28 +69,6 @@ pub fn days_between(from: NaiveDate, to: NaiveDate, now: DateTime<Utc>, tz: Tz) 
         return Err(Error::Invalid(format!("date range {from}..{to} spans {n} days; at most 20 years at once")));
     }
     Ok(from.iter_days().take(n as usize).collect())
-}
-
-/// Range-query windows for one day at `step`, split so that no request asks for
-/// more than `max_points` points (Prometheus refuses over 11,000). Returns
-/// `(start, end)` pairs, both inclusive, in milliseconds.
-pub fn range_chunks(window: &DayWindow, step_ms: i64, max_points: i64) -> Vec<(i64, i64)> {
-    let start = window.start.timestamp_millis();
-    let last = window.end.timestamp_millis() - 1; // strictly before the next day
-    let mut out = Vec::new();
-    if step_ms <= 0 || last < start {
-        return out;
-    }
-    let total_points = (last - start) / step_ms + 1;
-    let per = max_points.max(1);
-    let mut i = 0;
-    while i < total_points {
-        let n = per.min(total_points - i);
-        let s = start + i * step_ms;
-        out.push((s, s + (n - 1) * step_ms));
-        i += n;
-    }
-    out
 }
 
 /// Parses `YYYY-MM-DD`, naming the offending input.
@@ -158,23 +137,5 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("has not ended"));
-    }
-
-    #[test]
-    fn range_chunks_cover_the_day_without_overlap() {
-        let w = day_window(d("2024-03-01"), chrono_tz::UTC);
-        let c = range_chunks(&w, 3_600_000, 11_000);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].0, w.start.timestamp_millis());
-        assert_eq!(c[0].1, w.start.timestamp_millis() + 23 * 3_600_000);
-        // 1 s steps: 86,400 points → 8 chunks of at most 11,000.
-        let c = range_chunks(&w, 1000, 11_000);
-        assert_eq!(c.len(), 8);
-        let points: i64 = c.iter().map(|(s, e)| (e - s) / 1000 + 1).sum();
-        assert_eq!(points, 86_400);
-        for pair in c.windows(2) {
-            assert_eq!(pair[1].0, pair[0].1 + 1000);
-        }
-        assert!(c.last().unwrap().1 < w.end.timestamp_millis());
     }
 }

@@ -10,24 +10,8 @@ use promduck_core::promql::{expand, regex_quote};
 use proptest::prelude::*;
 use std::path::Path;
 
-const SEED: &str = r#"debug: false
-apiProxies:
-  - "api-proxy-1"
-  - "api-proxy-2"
-prometheus:
-  url: "http://prometheus:9090"
-  timeout: 30s
-  metrics:
-    - name: "request_count"
-      query: 'sum(increase(apigee_request_count{apiproxy="%s"}[1d])) by (apiproxy, environment)'
-      labels:
-        - "apiproxy"
-        - "environment"
-storage:
-  outputDir: "./data"
-  compression: "snappy"
-  rowGroupSize: 134217728
-"#;
+/// The shipped sample config (the original tool's), mutated by the fuzzer.
+const SEED: &str = include_str!("../../config/config.yaml");
 
 /// Reads a PromQL string literal starting right after its opening quote `q`;
 /// returns the unescaped value and the rest after the closing quote.
