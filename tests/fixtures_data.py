@@ -68,10 +68,11 @@ def daily_total(history, day, proxy, metric, envs=None) -> float:
 
 def latency_points(history, day, proxy, env) -> list[tuple[int, float]]:
     """The collector's hourly latency points of ``day``: (ts_seconds, value) at
-    00:00 .. 23:00 UTC, each the generator's sample at that instant."""
+    01:00 .. 24:00 UTC (the day is (00:00, 24:00]), each the generator's sample at
+    that instant."""
     samples = dict(history.gauge_samples[(proxy, env)])
     start = day_start(day)
-    return [(start + h * 3600, samples[start + h * 3600]) for h in range(24)]
+    return [(start + h * 3600, samples[start + h * 3600]) for h in range(1, 25)]
 
 
 def expected_rows(history, days=None, proxies=None, metrics=(*COUNTERS, LATENCY)):

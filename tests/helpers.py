@@ -11,7 +11,8 @@ from pathlib import Path
 import duckdb
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILD = REPO_ROOT / "build"
+# PROMDUCK_BUILD points the tests at another build (e.g. a copy of main's, to see a new test fail there).
+BUILD = Path(os.environ.get("PROMDUCK_BUILD") or REPO_ROOT / "build")
 COLLECTOR = BUILD / "promduck-collector"
 EXTENSION = BUILD / "promduck.duckdb_extension"
 DUCKDB_CLI = REPO_ROOT / ".venv" / "bin" / "duckdb"

@@ -127,7 +127,8 @@ def test_range_metric_with_step(prometheus, history, tmp_path):
     want = []
     for env in history.environments:
         samples = dict(history.gauge_samples[("api-proxy-2", env)])
-        for h in range(24):
+        # The day is (00:00, 24:00]: points 01:00 .. 24:00, the last where the instant mode evaluates.
+        for h in range(1, 25):
             ts = start + h * 3600
             want.append((ts * 1000, env, samples[ts]))
     got = sorted((r[0], dict(r[5])["environment"], r[2]) for r in rows)

@@ -40,8 +40,8 @@ struct Cli {
     #[arg(long, conflicts_with_all = ["date", "from", "to", "check"])]
     once: bool,
 
-    /// Collect one day (YYYY-MM-DD) and exit.
-    #[arg(long, value_parser = parse_day, conflicts_with_all = ["from", "to", "check"])]
+    /// Collect one day (YYYY-MM-DD) and exit. With --check: the day to check (default: the last complete day).
+    #[arg(long, value_parser = parse_day, conflicts_with_all = ["from", "to"])]
     date: Option<NaiveDate>,
 
     /// First day of a backfill (inclusive, YYYY-MM-DD); needs --to.
@@ -55,6 +55,12 @@ struct Cli {
     /// Validate the configuration, check that Prometheus answers every metric's query, and exit.
     #[arg(long)]
     check: bool,
+
+    /// Replace partitions with exactly what Prometheus answers now. By default a
+    /// metric that answers with no data for a day keeps the rows the existing file
+    /// has for it (Prometheus's retention forgets; the archive must not).
+    #[arg(long, conflicts_with = "check")]
+    replace: bool,
 
     /// Daemon only: how many missed days to catch up at start at most.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(0..=3660))]
@@ -138,13 +144,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
-    let collector = Collector::new(config).context("cannot set up the Prometheus client")?;
+    let collector = Collector::new(config).context("cannot set up the Prometheus client")?.with_replace(cli.replace);
     let cfg = collector.config().clone();
     let cancel = Cancel::new();
     spawn_signal_handler(cancel.clone());
 
     if cli.check {
-        return Ok(check(&collector).await);
+        return Ok(check(&collector, cli.date).await);
     }
     let now = Utc::now();
     let days: Option<Vec<NaiveDate>> = if let Some(d) = cli.date {
@@ -243,6 +249,7 @@ async fn collect(collector: &Collector, days: &[NaiveDate], cancel: &Cancel, pro
     }
     tracing::info!(
         written = summary.written,
+        empty = summary.empty,
         kept = summary.kept,
         failed = summary.failed,
         cancelled = summary.cancelled,
@@ -255,7 +262,11 @@ async fn collect(collector: &Collector, days: &[NaiveDate], cancel: &Cancel, pro
 
 fn report(o: &PartitionOutcome, bar: Option<&ProgressBar>) {
     let line = || match o.status {
-        Status::Written => tracing::info!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written"),
+        Status::Written => match o.kept_note() {
+            None => tracing::info!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written"),
+            Some(note) => tracing::warn!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written; {note}"),
+        },
+        Status::Empty => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data for any metric; wrote an empty partition"),
         Status::Kept => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data; kept the existing file"),
         Status::Cancelled => tracing::warn!(day = %o.day, proxy = %o.proxy, "cancelled; existing file untouched"),
         Status::Failed => {
@@ -275,7 +286,7 @@ fn report(o: &PartitionOutcome, bar: Option<&ProgressBar>) {
     }
 }
 
-async fn check(collector: &Collector) -> ExitCode {
+async fn check(collector: &Collector, day: Option<NaiveDate>) -> ExitCode {
     let cfg = collector.config();
     println!("config {}: ok ({} proxies, {} metrics, output {})", cfg.source.display(), cfg.api_proxies.len(), cfg.metrics.len(), cfg.storage.output_dir.display());
     if let Err(e) = collector.client().ping().await {
@@ -283,20 +294,13 @@ async fn check(collector: &Collector) -> ExitCode {
         return ExitCode::from(1);
     }
     println!("prometheus {}: ok", collector.client().url());
-    let day = last_complete_day(Utc::now(), cfg.timezone);
-    let window = promduck_core::plan::day_window(day, cfg.timezone);
+    let day = day.unwrap_or_else(|| last_complete_day(Utc::now(), cfg.timezone));
     let proxy = &cfg.api_proxies[0];
     let mut ok = true;
+    // The same query a collection runs (instant or the step grid), and the same
+    // checks on its answer (series that would collide once labels are dropped).
     for m in &cfg.metrics {
-        let q = match promduck_core::promql::expand(&m.query, proxy) {
-            Ok(q) => q,
-            Err(e) => {
-                println!("metric {}: FAILED: {e}", m.name);
-                ok = false;
-                continue;
-            }
-        };
-        match collector.client().instant(&q, window.end.timestamp_millis()).await {
+        match collector.query_metric(m, proxy, day).await {
             Ok(series) => println!("metric {}: ok ({} series for proxy {proxy:?} on {day})", m.name, series.len()),
             Err(e) => {
                 println!("metric {}: FAILED: {e}", m.name);

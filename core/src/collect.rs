@@ -3,9 +3,11 @@
 //! `prom_collect` both call [`Collector::run`].
 //!
 //! A partition is replaced only when every metric for it succeeded; otherwise the
-//! old file stays and the failures are reported per metric. Work units are run
-//! with a bounded number in flight (the client also bounds queries), so memory
-//! stays flat however many days a backfill spans.
+//! old file stays and the failures are reported per metric. A metric that now
+//! answers with no data keeps the rows the old file has for it (Prometheus's
+//! retention forgets; the archive must not), unless the run was asked to replace.
+//! Work units are run with a bounded number in flight (the client also bounds
+//! queries), so memory stays flat however many days a backfill spans.
 
 use crate::config::{Config, MetricConfig};
 use crate::error::{Error, Result};
@@ -50,6 +52,9 @@ impl Cancel {
 pub enum Status {
     /// The partition was written.
     Written,
+    /// Every metric answered with no data and there was no file: an empty
+    /// partition was written (it records that the day was collected).
+    Empty,
     /// Every metric answered with no data and an existing file with data was kept.
     Kept,
     /// Some metric failed; the old file (if any) is untouched.
@@ -62,6 +67,7 @@ impl Status {
     pub fn as_str(&self) -> &'static str {
         match self {
             Status::Written => "written",
+            Status::Empty => "empty",
             Status::Kept => "kept",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
@@ -85,13 +91,17 @@ pub struct PartitionOutcome {
     pub rows: usize,
     pub status: Status,
     pub failures: Vec<MetricFailure>,
+    /// Metrics that answered with no data and whose rows were carried over from
+    /// the old file, with how many rows each.
+    pub kept_metrics: Vec<(String, usize)>,
 }
 
 impl PartitionOutcome {
     /// The failures as one line (`metric: error; metric: error`).
     pub fn error_message(&self) -> Option<String> {
         match self.status {
-            Status::Written => None,
+            Status::Written => self.kept_note(),
+            Status::Empty => Some("no data returned for any metric; an empty partition was written".into()),
             Status::Kept => Some("no data returned; the existing file with data was kept".into()),
             Status::Cancelled => Some("cancelled".into()),
             Status::Failed => Some(
@@ -101,10 +111,23 @@ impl PartitionOutcome {
     }
 }
 
+impl PartitionOutcome {
+    /// For a written partition that carried rows over: which, and why.
+    pub fn kept_note(&self) -> Option<String> {
+        if self.kept_metrics.is_empty() {
+            return None;
+        }
+        let list = self.kept_metrics.iter().map(|(m, n)| format!("{m} ({n} rows)")).collect::<Vec<_>>().join(", ");
+        Some(format!("no data returned for {list}; kept the existing rows (replace to drop them)"))
+    }
+}
+
 /// Counts of a run's outcomes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunSummary {
     pub written: usize,
+    /// Partitions written with no rows (no metric had data).
+    pub empty: usize,
     pub kept: usize,
     pub failed: usize,
     pub cancelled: usize,
@@ -119,6 +142,7 @@ impl RunSummary {
                 self.written += 1;
                 self.rows += o.rows;
             }
+            Status::Empty => self.empty += 1,
             Status::Kept => self.kept += 1,
             Status::Failed => self.failed += 1,
             Status::Cancelled => self.cancelled += 1,
@@ -131,12 +155,20 @@ impl RunSummary {
 pub struct Collector {
     cfg: Arc<Config>,
     client: PromClient,
+    replace: bool,
 }
 
 impl Collector {
     pub fn new(cfg: Config) -> Result<Self> {
         let client = PromClient::new(&cfg.prometheus)?;
-        Ok(Collector { cfg: Arc::new(cfg), client })
+        Ok(Collector { cfg: Arc::new(cfg), client, replace: false })
+    }
+
+    /// Replace partitions with exactly what Prometheus answers now: a metric that
+    /// answers with no data loses its old rows (off by default).
+    pub fn with_replace(mut self, replace: bool) -> Self {
+        self.replace = replace;
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -218,6 +250,7 @@ impl Collector {
             rows: 0,
             status: Status::Cancelled,
             failures: vec![],
+            kept_metrics: vec![],
         }
     }
 
@@ -263,7 +296,7 @@ impl Collector {
         while let Some(done) = writes.join_next().await {
             match done {
                 Ok((i, Ok(()))) => {
-                    outcomes[i].status = Status::Written;
+                    outcomes[i].status = if outcomes[i].rows == 0 { Status::Empty } else { Status::Written };
                     any_written = true;
                 }
                 Ok((i, Err(e))) => outcomes[i].failures.push(MetricFailure { metric: "(write)".into(), error: e.to_string() }),
@@ -279,7 +312,7 @@ impl Collector {
                 Err(e) => Some(format!("sync task failed: {e}")),
             };
             if let Some(err) = err {
-                for o in outcomes.iter_mut().filter(|o| o.status == Status::Written) {
+                for o in outcomes.iter_mut().filter(|o| matches!(o.status, Status::Written | Status::Empty)) {
                     o.status = Status::Failed;
                     o.failures.push(MetricFailure { metric: "(sync)".into(), error: err.clone() });
                 }
@@ -298,10 +331,16 @@ impl Collector {
     ) -> (PartitionOutcome, Option<arrow::record_batch::RecordBatch>) {
         let path = partition_path(&self.cfg.storage.output_dir, day, proxy);
         let mut failures = Vec::new();
+        let mut empty_metrics = Vec::new();
         let mut builder = PartitionBuilder::new();
         for (metric, result) in results {
             match result {
+                Ok(series) if series.is_empty() => empty_metrics.push(metric.name.clone()),
                 Ok(mut series) => {
+                    if let Err(e) = check_label_collisions(&series, &metric.labels) {
+                        failures.push(MetricFailure { metric: metric.name.clone(), error: e });
+                        continue;
+                    }
                     series.sort_by(|a, b| a.labels.cmp(&b.labels));
                     for s in &series {
                         builder.push_series(&metric.name, s, &metric.labels);
@@ -311,15 +350,57 @@ impl Collector {
             }
         }
         let rows = builder.rows();
-        let mut outcome = PartitionOutcome { day, proxy: proxy.to_string(), path, rows, status: Status::Failed, failures };
+        let mut outcome =
+            PartitionOutcome { day, proxy: proxy.to_string(), path, rows, status: Status::Failed, failures, kept_metrics: vec![] };
         if !outcome.failures.is_empty() {
             return (outcome, None);
         }
-        if rows == 0 && existing_rows(&outcome.path) > 0 {
+        let batch = builder.finish(proxy, day);
+        if empty_metrics.is_empty() || self.replace {
+            return (outcome, Some(batch));
+        }
+        // Some metrics answered with no data: keep what the old file has of them.
+        let old = match crate::writer::read_metric_rows(&outcome.path, &empty_metrics) {
+            Ok(old) => old,
+            Err(e) => {
+                outcome.failures.push(MetricFailure {
+                    metric: "(existing file)".into(),
+                    error: format!(
+                        "{e}; it is needed to keep the rows of {} (no data returned now); \
+                         the file was left untouched (replace to overwrite it)",
+                        empty_metrics.join(", ")
+                    ),
+                });
+                return (outcome, None);
+            }
+        };
+        let Some(old) = old.filter(|o| o.num_rows() > 0) else { return (outcome, Some(batch)) };
+        if rows == 0 {
+            // Nothing new at all: the old file stays as it is.
             outcome.status = Status::Kept;
+            outcome.rows = old.num_rows();
             return (outcome, None);
         }
-        (outcome, Some(builder.finish(proxy, day)))
+        outcome.kept_metrics = count_by_metric(&old);
+        match arrow::compute::concat_batches(&batch.schema(), [&batch, &old]) {
+            Ok(merged) => {
+                outcome.rows = merged.num_rows();
+                (outcome, Some(merged))
+            }
+            Err(e) => {
+                outcome.failures.push(MetricFailure { metric: "(existing file)".into(), error: format!("cannot merge the kept rows: {e}") });
+                (outcome, None)
+            }
+        }
+    }
+
+    /// The series one metric gives for one proxy and day, exactly as a collection
+    /// asks for them (instant or range on the day's grid); `--check` uses it too.
+    pub async fn query_metric(&self, metric: &MetricConfig, proxy: &str, day: NaiveDate) -> Result<Vec<Series>> {
+        let query = crate::promql::expand(&metric.query, proxy).map_err(Error::Template)?;
+        let series = self.run_query(metric, &query, &day_window(day, self.cfg.timezone)).await?;
+        check_label_collisions(&series, &metric.labels).map_err(Error::Invalid)?;
+        Ok(series)
     }
 
     /// One metric for a group of proxies: one batched query split by the proxy
@@ -367,11 +448,8 @@ impl Collector {
         let r = match metric.step {
             None => self.client.instant(query, window.end.timestamp_millis()).await,
             Some(step) => {
-                let step_ms = step.as_millis().max(1) as i64;
-                let start = window.start.timestamp_millis();
-                let end = window.end.timestamp_millis() - 1;
-                let last = start + (end - start) / step_ms * step_ms;
-                self.client.range(query, start, last, step_ms).await
+                let grid = window.step_grid(step);
+                self.client.range(query, grid.first_ms, grid.last_ms, grid.step_ms).await
             }
         };
         r.map_err(Error::from)
@@ -398,14 +476,59 @@ fn unwrap_join<T>(r: std::result::Result<T, tokio::task::JoinError>) -> T {
     }
 }
 
-/// Rows in an existing partition (0 if absent or unreadable).
-fn existing_rows(path: &std::path::Path) -> i64 {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    std::fs::File::open(path)
-        .ok()
-        .and_then(|f| SerializedFileReader::new(f).ok())
-        .map(|r| r.metadata().file_metadata().num_rows())
-        .unwrap_or(0)
+/// Series that would become indistinguishable rows once only the `keep` labels are
+/// stored (all labels when `keep` is empty): an error naming both label sets and
+/// the dropped labels they differ in. Storing them would put two values with the
+/// same labels at the same instant, and sums over the archive would double count.
+pub fn check_label_collisions(series: &[Series], keep: &[String]) -> std::result::Result<(), String> {
+    if keep.is_empty() || series.len() < 2 {
+        return Ok(());
+    }
+    let kept = |s: &Series| -> Vec<(String, String)> {
+        s.labels.iter().filter(|(k, _)| keep.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let mut seen: std::collections::HashMap<Vec<(String, String)>, usize> = std::collections::HashMap::new();
+    for (i, s) in series.iter().enumerate() {
+        if let Some(&j) = seen.get(&kept(s)) {
+            let a = &series[j].labels;
+            let b = &s.labels;
+            let differ: std::collections::BTreeSet<&str> = a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(v))
+                .map(|(k, _)| k.as_str())
+                .chain(b.keys().filter(|k| !a.contains_key(*k)).map(|k| k.as_str()))
+                .collect();
+            let show = |l: &std::collections::BTreeMap<String, String>| {
+                format!("{{{}}}", l.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", "))
+            };
+            return Err(format!(
+                "series {} and {} become the same once only the labels [{}] are kept (they differ in the dropped \
+                 label(s) {}); add them to `labels`, or aggregate them away in the query (e.g. `sum by ({})`)",
+                show(a),
+                show(b),
+                keep.join(", "),
+                differ.into_iter().collect::<Vec<_>>().join(", "),
+                keep.join(", ")
+            ));
+        }
+        seen.insert(kept(s), i);
+    }
+    Ok(())
+}
+
+/// Rows per metric name in a batch of the partition schema, in first-seen order.
+fn count_by_metric(batch: &arrow::record_batch::RecordBatch) -> Vec<(String, usize)> {
+    use arrow::array::AsArray;
+    let mut out: Vec<(String, usize)> = Vec::new();
+    let Some(col) = batch.column_by_name(crate::schema::COL_METRIC) else { return out };
+    let Some(names) = col.as_string_opt::<i32>() else { return out };
+    for n in names.iter().flatten() {
+        match out.iter_mut().find(|(m, _)| m == n) {
+            Some((_, c)) => *c += 1,
+            None => out.push((n.to_string(), 1)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -428,6 +551,21 @@ mod tests {
         assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 2, 0]);
         assert!(split_by_label(vec![series(&[("env", "x")])], "p", &proxies).is_none());
         assert!(split_by_label(vec![series(&[("p", "zzz")])], "p", &proxies).is_none());
+    }
+
+    #[test]
+    fn label_collisions_are_named() {
+        let keep = vec!["apiproxy".to_string()];
+        let a = series(&[("apiproxy", "p"), ("environment", "prod")]);
+        let b = series(&[("apiproxy", "p"), ("environment", "test")]);
+        let e = check_label_collisions(&[a.clone(), b.clone()], &keep).unwrap_err();
+        assert!(e.contains("environment"), "{e}");
+        assert!(e.contains(r#"{apiproxy="p", environment="prod"}"#), "{e}");
+        // Distinct after dropping, or nothing dropped: fine.
+        let c = series(&[("apiproxy", "q"), ("environment", "test")]);
+        check_label_collisions(&[a.clone(), c], &keep).unwrap();
+        check_label_collisions(&[a.clone(), b.clone()], &[]).unwrap();
+        check_label_collisions(&[a, b], &["apiproxy".into(), "environment".into()]).unwrap();
     }
 
     #[tokio::test]

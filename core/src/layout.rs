@@ -13,6 +13,15 @@ use std::path::{Path, PathBuf};
 pub const PARQUET_EXT: &str = "parquet";
 /// Marker in temporary file names; readers skip such files.
 pub const TMP_MARKER: &str = ".promduck-tmp";
+/// Random characters in a temporary file's name (unique across hosts and PID
+/// namespaces sharing a volume).
+pub const TMP_RAND_CHARS: usize = 12;
+/// A temporary file is named `.<file name>.<random><TMP_MARKER>`: this many bytes
+/// longer than the partition's file name.
+pub const TMP_NAME_OVERHEAD: usize = 1 + 1 + TMP_RAND_CHARS + TMP_MARKER.len();
+/// The longest file name the filesystems we target accept (ext4, xfs, btrfs, S3 keys
+/// are longer but the local layout is the limit).
+pub const MAX_FILE_NAME: usize = 255;
 
 /// Rejects proxy names that cannot be stored at all (the rest are encoded).
 pub fn check_proxy_name(name: &str) -> Result<(), String> {
@@ -22,8 +31,15 @@ pub fn check_proxy_name(name: &str) -> Result<(), String> {
     if name.contains('\0') {
         return Err("proxy name contains a NUL byte".into());
     }
-    if encode_proxy(name).len() + PARQUET_EXT.len() + 1 > 255 {
-        return Err("proxy name is too long to be a file name (over 255 bytes once encoded)".into());
+    let file_name = encode_proxy(name).len() + PARQUET_EXT.len() + 1;
+    if file_name + TMP_NAME_OVERHEAD > MAX_FILE_NAME {
+        return Err(format!(
+            "proxy name is too long to be stored: its file name would be {file_name} bytes once encoded, \
+             and with the temporary name used while writing it, {} bytes; the limit is {MAX_FILE_NAME} \
+             (at most {} bytes of plain [A-Za-z0-9._-] characters)",
+            file_name + TMP_NAME_OVERHEAD,
+            MAX_FILE_NAME - TMP_NAME_OVERHEAD - PARQUET_EXT.len() - 1
+        ));
     }
     Ok(())
 }
@@ -61,6 +77,24 @@ pub fn decode_proxy(stem: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The Parquet key-value metadata key promduck's writer stamps on every file it
+/// writes. The original Go tool's files do not have it.
+pub const CREATED_BY_KEY: &str = "created_by_promduck";
+
+/// If `stem` is exactly what [`encode_proxy`] makes of some name *and* differs from
+/// that name (it holds `%XX`), that name. Such a stem is ambiguous: the original Go
+/// tool named files after the raw proxy name, so in its archives `a%2Fb.parquet`
+/// is the proxy literally named `a%2Fb`; only the file itself (its
+/// [`CREATED_BY_KEY`] stamp) can tell. Every other stem is its own proxy name in
+/// both tools' archives (`api-1`, `sp ace`, `x%zz`, `.hidden`, `a%2fb`).
+pub fn ambiguous_stem(stem: &str) -> Option<String> {
+    if !stem.contains('%') {
+        return None;
+    }
+    let name = decode_proxy(stem)?;
+    (encode_proxy(&name) == stem).then_some(name)
+}
+
 /// `YYYY-MM-DD`.
 pub fn day_dir_name(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
@@ -71,7 +105,9 @@ pub fn parse_day_dir(name: &str) -> Option<NaiveDate> {
     if name.len() != 10 {
         return None;
     }
-    NaiveDate::parse_from_str(name, "%Y-%m-%d").ok()
+    // Only the canonical spelling: `02024-3-01` also parses as 2024-03-01, and two
+    // folders must never claim the same day.
+    NaiveDate::parse_from_str(name, "%Y-%m-%d").ok().filter(|d| day_dir_name(*d) == name)
 }
 
 /// The partition file of one (day, proxy).
@@ -137,6 +173,21 @@ mod tests {
         assert_eq!(parse_day_dir("2023-04-01"), Some(d));
         assert_eq!(parse_day_dir("2023-4-1"), None);
         assert_eq!(parse_day_dir("year=2023"), None);
+        assert_eq!(parse_day_dir("02023-4-01"), None);
+        assert_eq!(parse_day_dir("2023-04-1 "), None);
+    }
+
+    #[test]
+    fn ambiguous_stems_are_exactly_the_encoded_ones() {
+        // Encodings that differ from the name: only the file can tell which tool wrote it.
+        for (stem, name) in [("a%2Fb", "a/b"), ("sp%20ace", "sp ace"), ("%2Ehidden", ".hidden"), ("50%25", "50%"), ("%C3%A9", "é")] {
+            assert_eq!(ambiguous_stem(stem).as_deref(), Some(name), "{stem}");
+            assert_eq!(encode_proxy(name), stem);
+        }
+        // Never produced by encode_proxy: the raw name in both tools' archives.
+        for stem in ["api-proxy-1", "sp ace", "é", "x%zz", "a%2fb", "%41", ".hidden", "50%", "a%", "%2E%2E", "%FF"] {
+            assert_eq!(ambiguous_stem(stem), None, "{stem}");
+        }
     }
 
     #[test]
@@ -145,5 +196,11 @@ mod tests {
         assert!(check_proxy_name("a\0b").is_err());
         assert!(check_proxy_name(&"/".repeat(100)).is_err());
         assert!(check_proxy_name("ok").is_ok());
+        // The longest storable plain name, and one byte more: the temporary name
+        // written next to the partition must fit in a file name too.
+        let max = MAX_FILE_NAME - TMP_NAME_OVERHEAD - PARQUET_EXT.len() - 1;
+        assert!(check_proxy_name(&"a".repeat(max)).is_ok());
+        let e = check_proxy_name(&"a".repeat(max + 1)).unwrap_err();
+        assert!(e.contains("too long"), "{e}");
     }
 }

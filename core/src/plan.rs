@@ -1,10 +1,14 @@
 //! What to ask Prometheus for: calendar days in the configured timezone.
 //!
-//! Day D is `[D 00:00, D+1 00:00)` local time. A metric without `step` is an instant
-//! query evaluated at D+1 00:00 (so `increase(x[1d])` is exactly day D's increase,
-//! where the original evaluated at `now()`); a metric with `step` is a range query
-//! over the day's points `D 00:00, D 00:00 + step, ...` strictly before D+1 00:00
-//! (the client splits it past Prometheus's points limit).
+//! Day D is the interval `(D 00:00, D+1 00:00]` local time, the interval a look-back
+//! function (`increase(x[1d])`, `max_over_time(x[1h])`) evaluated at D+1 00:00 covers.
+//! A metric without `step` is an instant query evaluated at D+1 00:00 (so
+//! `increase(x[1d])` is exactly day D's increase, where the original evaluated at
+//! `now()`); a metric with `step` is a range query on the grid that ends at
+//! D+1 00:00 and steps back to just after D 00:00: `D 00:00 + step, ..., D+1 00:00`
+//! when the step divides the day. So `increase(x[1h])` at a 1 h step gives the
+//! day's 24 hours, which sum to the instant mode's daily total (the client splits
+//! the range past Prometheus's points limit).
 //! Days are 23 or 25 hours long across DST changes; the window follows the clock.
 
 use crate::error::{Error, Result};
@@ -41,6 +45,34 @@ pub fn local_midnight(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
     }
 }
 
+/// The evaluation instants of a range query for one day: `first_ms, first_ms +
+/// step_ms, ..., last_ms`, all inside `(start, end]`, ending at `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepGrid {
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub step_ms: i64,
+}
+
+impl StepGrid {
+    pub fn points(&self) -> i64 {
+        (self.last_ms - self.first_ms) / self.step_ms + 1
+    }
+}
+
+impl DayWindow {
+    /// The grid of a metric with `step` (at least 1 ms; a step longer than the day
+    /// gives the single point at the day's end, like the instant mode).
+    pub fn step_grid(&self, step: std::time::Duration) -> StepGrid {
+        let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
+        let start = self.start.timestamp_millis();
+        let end = self.end.timestamp_millis();
+        // Every grid point inside (start, end]: ceil(length / step) of them.
+        let n = ((end - start).saturating_add(step_ms - 1) / step_ms).max(1);
+        StepGrid { first_ms: end - (n - 1) * step_ms, last_ms: end, step_ms }
+    }
+}
+
 pub fn day_window(day: NaiveDate, tz: Tz) -> DayWindow {
     let next = day.succ_opt().unwrap_or(day);
     DayWindow { day, start: local_midnight(day, tz), end: local_midnight(next, tz) }
@@ -71,10 +103,17 @@ pub fn days_between(from: NaiveDate, to: NaiveDate, now: DateTime<Utc>, tz: Tz) 
     Ok(from.iter_days().take(n as usize).collect())
 }
 
-/// Parses `YYYY-MM-DD`, naming the offending input.
+/// Parses `YYYY-MM-DD` with a four-digit year (chrono alone reads `24-01-01` as the
+/// year 24), naming the offending input.
 pub fn parse_date(s: &str) -> Result<NaiveDate> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|_| Error::Invalid(format!("invalid date {s:?}: expected YYYY-MM-DD")))
+    let t = s.trim();
+    let shaped = t.len() == 10
+        && t.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    let bad = || Error::Invalid(format!("invalid date {s:?}: expected YYYY-MM-DD with a four-digit year"));
+    if !shaped {
+        return Err(bad());
+    }
+    NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -122,6 +161,38 @@ mod tests {
         assert_eq!(last_complete_day(now, chrono_tz::UTC), d("2024-03-01"));
         // 00:30 UTC is still 2024-03-01 in New York: the last complete day is 02-29.
         assert_eq!(last_complete_day(now, chrono_tz::America::New_York), d("2024-02-29"));
+    }
+
+    #[test]
+    fn dates_need_four_digit_years() {
+        assert_eq!(parse_date("2024-01-01").unwrap(), d("2024-01-01"));
+        for bad in ["24-01-01", "024-01-01", "2024-1-01", "2024-01-1", "20240-01-01", "2024/01/01", "2024-02-30", "+2024-01-01"] {
+            let e = parse_date(bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("four-digit"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn step_grid_covers_the_day_like_the_instant_mode() {
+        let hour = std::time::Duration::from_secs(3600);
+        let w = day_window(d("2024-03-01"), chrono_tz::UTC);
+        let g = w.step_grid(hour);
+        // 01:00 .. 24:00: the last point is where the instant mode evaluates.
+        assert_eq!(g.first_ms, w.start.timestamp_millis() + 3_600_000);
+        assert_eq!(g.last_ms, w.end.timestamp_millis());
+        assert_eq!(g.points(), 24);
+        // DST days have 23 and 25 hourly points, still ending at local midnight.
+        assert_eq!(day_window(d("2024-03-31"), chrono_tz::Europe::Berlin).step_grid(hour).points(), 23);
+        let fall = day_window(d("2024-10-27"), chrono_tz::Europe::Berlin);
+        assert_eq!(fall.step_grid(hour).points(), 25);
+        assert_eq!(fall.step_grid(hour).last_ms, fall.end.timestamp_millis());
+        // A step that does not divide the day: every point inside (start, end], ending at end.
+        let g = w.step_grid(std::time::Duration::from_secs(7 * 60));
+        assert_eq!(g.last_ms, w.end.timestamp_millis());
+        assert!(g.first_ms > w.start.timestamp_millis() && g.first_ms - g.step_ms <= w.start.timestamp_millis());
+        // Longer than the day: one point, at the end.
+        let g = w.step_grid(std::time::Duration::from_secs(2 * 86400));
+        assert_eq!((g.first_ms, g.last_ms, g.points()), (w.end.timestamp_millis(), w.end.timestamp_millis(), 1));
     }
 
     #[test]

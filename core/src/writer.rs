@@ -2,18 +2,24 @@
 //! own folder, fsynced, renamed over the old file, and the folder fsynced: a reader
 //! sees the old file or the new one, never half of either, and a crash leaves at
 //! most a temporary file that readers skip and the next run removes.
+//!
+//! Temporary names carry a random part and are created exclusively (`O_EXCL`), so
+//! two collectors sharing a volume never write the same temporary file, even when
+//! their PIDs are equal (containers that are each PID 1). A writer holds an
+//! advisory lock on its temporary file until the rename; clean-up removes only
+//! temporary files nobody holds, which is exact across PID namespaces, unlike a
+//! PID in the name.
 
 use crate::config::{Compression, StorageConfig};
 use crate::error::{Error, Result};
-use crate::layout::TMP_MARKER;
+use crate::layout::{TMP_MARKER, TMP_RAND_CHARS};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{GzipLevel, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 /// At most this many rows go to the Parquet writer at a time; between slices the
 /// row group's size is checked against `storage.rowGroupSize` (bytes, as the
@@ -31,11 +37,21 @@ fn parquet_compression(c: Compression) -> parquet::basic::Compression {
     }
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+/// Creates `.<file name>.<random>.promduck-tmp` next to `path`, exclusively, and
+/// locks it (see the module docs). Permissions follow the umask like any new file.
+fn create_temp(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}-{n}{TMP_MARKER}", std::process::id()))
+    let prefix = format!(".{name}.");
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix).suffix(TMP_MARKER).rand_bytes(TMP_RAND_CHARS);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let tmp = b.tempfile_in(dir).map_err(|e| Error::io(dir.join(format!(".{name}.*{TMP_MARKER}")), e))?;
+    tmp.as_file().lock().map_err(|e| Error::io(tmp.path(), e))?;
+    Ok(tmp)
 }
 
 /// Writes `batch` to `path` atomically, creating its folder if needed, and makes
@@ -55,12 +71,11 @@ pub fn write_partition(path: &Path, batch: &RecordBatch, storage: &StorageConfig
 pub fn write_partition_unsynced_rename(path: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
     let dir = path.parent().ok_or_else(|| Error::Invalid(format!("{} has no parent folder", path.display())))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = temp_path(path);
-    let result = write_file(&tmp, batch, storage).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let tmp = create_temp(dir, path)?;
+    write_file(tmp.as_file(), tmp.path(), batch, storage)?;
+    // On error the temporary file is removed when `tmp` drops; the old file is untouched.
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
 }
 
 /// fsyncs a folder, making the renames done in it durable.
@@ -68,8 +83,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
 }
 
-fn write_file(tmp: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
-    let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+fn write_file(file: &File, tmp: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
     let props = WriterProperties::builder()
         .set_compression(parquet_compression(storage.compression))
         .set_key_value_metadata(Some(vec![KeyValue::new("created_by_promduck".to_string(), crate::VERSION.to_string())]))
@@ -94,8 +108,52 @@ fn write_file(tmp: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Resul
     Ok(())
 }
 
-/// Removes temporary files left in `dir` by processes that no longer run (a crash,
-/// a SIGKILL). Files of a live process are left alone.
+/// The rows of an existing partition whose `metric_name` is one of `metrics`, in
+/// the partition schema; `None` when there is no file. A file whose columns cannot
+/// be converted exactly to the partition schema is an error naming it: rows are
+/// never carried over approximately.
+pub fn read_metric_rows(path: &Path, metrics: &[String]) -> Result<Option<RecordBatch>> {
+    use arrow::array::{AsArray, BooleanArray};
+    use arrow::compute::{cast_with_options, concat_batches, filter_record_batch, CastOptions};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let bad = |e: &dyn std::fmt::Display| Error::parquet(path, format!("cannot read the existing partition: {e}"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?.build().map_err(|e| bad(&e))?;
+    let schema = crate::schema::partition_schema();
+    let exact = CastOptions { safe: false, ..Default::default() };
+    let mut kept = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(&e))?;
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let col = batch
+                .column_by_name(field.name())
+                .ok_or_else(|| bad(&format!("it has no `{}` column", field.name())))?;
+            let col = if col.data_type() == field.data_type() {
+                col.clone()
+            } else {
+                cast_with_options(col, field.data_type(), &exact).map_err(|e| bad(&format!("column `{}`: {e}", field.name())))?
+            };
+            columns.push(col);
+        }
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| bad(&e))?;
+        let names = batch.column(1).as_string::<i32>();
+        let mask: BooleanArray = names.iter().map(|n| Some(n.is_some_and(|n| metrics.iter().any(|m| m == n)))).collect();
+        let batch = filter_record_batch(&batch, &mask).map_err(|e| bad(&e))?;
+        if batch.num_rows() > 0 {
+            kept.push(batch);
+        }
+    }
+    Ok(Some(concat_batches(&schema, &kept).map_err(|e| bad(&e))?))
+}
+
+/// Removes temporary files left in `dir` by writers that no longer run (a crash, a
+/// SIGKILL): those whose advisory lock nobody holds. A file a live writer holds,
+/// in this process or any other on this host, is left alone.
 pub fn remove_stale_temp_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut removed = 0;
@@ -104,10 +162,11 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
         if !crate::layout::is_temp_file(&name) {
             continue;
         }
-        let Some(stem) = name.strip_suffix(TMP_MARKER) else { continue };
-        let pid = stem.rsplit('.').next().and_then(|s| s.split('-').next()).and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
-        if !alive && std::fs::remove_file(entry.path()).is_ok() {
+        let Ok(f) = File::open(entry.path()) else { continue };
+        // Holding the lock while unlinking: no writer can be using it now, and a
+        // writer that had only created it (not yet locked) fails its rename
+        // cleanly instead of publishing anything.
+        if f.try_lock().is_ok() && std::fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
     }
@@ -121,6 +180,7 @@ mod tests {
     use crate::schema::PartitionBuilder;
     use chrono::NaiveDate;
     use parquet::file::reader::{FileReader, SerializedFileReader};
+    use std::path::PathBuf;
 
     fn batch(rows: usize) -> RecordBatch {
         let mut b = PartitionBuilder::new();
@@ -156,15 +216,43 @@ mod tests {
     }
 
     #[test]
-    fn stale_temp_files_are_removed() {
+    fn stale_temp_files_are_removed_held_ones_kept() {
         let dir = tmpdir("stale");
         std::fs::create_dir_all(&dir).unwrap();
-        let dead = dir.join(format!(".p.parquet.999999999-0{TMP_MARKER}"));
-        let live = dir.join(format!(".p.parquet.{}-7{TMP_MARKER}", std::process::id()));
+        let dead = dir.join(format!(".p.parquet.abcdefghijkl{TMP_MARKER}"));
         std::fs::write(&dead, b"x").unwrap();
-        std::fs::write(&live, b"x").unwrap();
+        let held = create_temp(&dir, &dir.join("q.parquet")).unwrap();
         assert_eq!(remove_stale_temp_files(&dir), 1);
         assert!(!dead.exists());
-        assert!(live.exists());
+        assert!(held.path().exists(), "a temporary file a writer holds must stay");
+        drop(held);
+    }
+
+    #[test]
+    fn temp_names_are_unique_and_sized_as_layout_says() {
+        let dir = tmpdir("names");
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("p.parquet");
+        let a = create_temp(&dir, &target).unwrap();
+        let b = create_temp(&dir, &target).unwrap();
+        assert_ne!(a.path(), b.path());
+        for t in [&a, &b] {
+            let name = t.path().file_name().unwrap().to_str().unwrap().to_string();
+            assert!(crate::layout::is_temp_file(&name), "{name}");
+            assert_eq!(name.len(), "p.parquet".len() + crate::layout::TMP_NAME_OVERHEAD, "{name}");
+        }
+    }
+
+    #[test]
+    fn longest_storable_proxy_name_can_be_written() {
+        use crate::layout::{check_proxy_name, partition_path, MAX_FILE_NAME, PARQUET_EXT, TMP_NAME_OVERHEAD};
+        let dir = tmpdir("long");
+        let name = "p".repeat(MAX_FILE_NAME - TMP_NAME_OVERHEAD - PARQUET_EXT.len() - 1);
+        check_proxy_name(&name).unwrap();
+        let day = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        let path = partition_path(&dir, day, &name);
+        let storage = StorageConfig { output_dir: dir.clone(), compression: Compression::Zstd, row_group_size: 1 << 20, durable: false };
+        write_partition(&path, &batch(3), &storage).unwrap();
+        assert!(path.is_file());
     }
 }

@@ -1,10 +1,16 @@
-//! `prom_collect(config := 'config.yaml', date | start_date/end_date)`: a collection
-//! run from SQL through the same code as the collector binary. The run happens on
-//! the first `func` call, never in `bind` (which DESCRIBE and some clients call
-//! without executing).
+//! `prom_collect(config := 'config.yaml', date | start_date/end_date [, replace])`:
+//! a collection run from SQL through the same code as the collector binary. The run
+//! starts on the first `func` call, never in `bind` (which DESCRIBE and some clients
+//! call without executing).
+//!
+//! Outcomes are streamed: each `func` call returns the partitions finished so far,
+//! in the order they finish. DuckDB checks for an interrupt (Ctrl-C,
+//! `con.interrupt()`) between chunks and then drops the init data, which cancels
+//! the run: no new partition starts and requests in flight are abandoned, while a
+//! partition already being written completes atomically.
 
 use crate::params::{date_value, err, named, named_string, BoxError};
-use crate::runtime::block_on;
+use crate::runtime::spawn;
 use crate::vectors::{varchar, write_strings, write_values};
 use chrono::Utc;
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
@@ -13,15 +19,35 @@ use promduck_core::collect::{Cancel, Collector, PartitionOutcome};
 use promduck_core::config::Config;
 use promduck_core::plan::{days_between, last_complete_day};
 use std::path::Path;
+use std::sync::mpsc::{channel, Receiver, RecvError};
 use std::sync::Mutex;
 
 pub struct CollectBind {
     config: Config,
     days: Vec<chrono::NaiveDate>,
+    replace: bool,
+}
+
+/// A started run: its outcomes arrive on `rx`; the sender drops when it ends.
+struct Running {
+    rx: Receiver<PartitionOutcome>,
+    cancel: Cancel,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct CollectInit {
-    state: Mutex<Option<(Vec<PartitionOutcome>, usize)>>,
+    state: Mutex<Option<Running>>,
+}
+
+impl Drop for CollectInit {
+    fn drop(&mut self) {
+        // The query ended early (interrupt, LIMIT, error): stop the run.
+        if let Ok(state) = self.state.get_mut() {
+            if let Some(r) = state.as_ref() {
+                r.cancel.cancel();
+            }
+        }
+    }
 }
 
 pub struct PromCollect;
@@ -60,8 +86,16 @@ impl VTab for PromCollect {
             }
         };
         let days = days_between(from, to, now, config.timezone).map_err(|e| err(e.to_string()))?;
+        let replace = match named(bind, "replace") {
+            None => false,
+            Some(v) => match v.to_string().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                other => return Err(err(format!("replace must be true or false, got {other:?}"))),
+            },
+        };
         bind.set_cardinality((days.len() * config.api_proxies.len()) as u64, true);
-        Ok(CollectBind { config, days })
+        Ok(CollectBind { config, days, replace })
     }
 
     fn init(_: &InitInfo) -> Result<CollectInit, BoxError> {
@@ -73,13 +107,42 @@ impl VTab for PromCollect {
         let init = func.get_init_data();
         let mut state = init.state.lock().map_err(|_| err("internal lock poisoned"))?;
         if state.is_none() {
-            let collector = Collector::new(bind.config.clone()).map_err(|e| err(e.to_string()))?;
-            let outcomes = block_on(async { collector.run_collecting(&bind.days, &Cancel::new()).await }).map_err(err)?;
-            *state = Some((outcomes, 0));
+            let collector = Collector::new(bind.config.clone()).map_err(|e| err(e.to_string()))?.with_replace(bind.replace);
+            let (tx, rx) = channel();
+            let cancel = Cancel::new();
+            let (days, run_cancel) = (bind.days.clone(), cancel.clone());
+            let task = spawn(async move {
+                collector
+                    .run(&days, &run_cancel, |o| {
+                        let _ = tx.send(o.clone());
+                    })
+                    .await;
+            })
+            .map_err(err)?;
+            *state = Some(Running { rx, cancel, task: Some(task) });
         }
-        let (rows, offset) = state.as_mut().ok_or_else(|| err("internal error: no result state"))?;
-        let n = (rows.len() - *offset).min(2048);
-        let slice = &rows[*offset..*offset + n];
+        let running = state.as_mut().ok_or_else(|| err("internal error: no result state"))?;
+        // Wait for the next finished partition, then take whatever else is ready.
+        let mut rows: Vec<PartitionOutcome> = match running.rx.recv() {
+            Ok(o) => vec![o],
+            Err(RecvError) => {
+                // The run ended; a run that died (a bug) must not look complete.
+                if let Some(task) = running.task.take() {
+                    crate::runtime::block_on(task)
+                        .map_err(err)?
+                        .map_err(|e| err(format!("prom_collect: the collection stopped unexpectedly: {e}")))?;
+                }
+                Vec::new()
+            }
+        };
+        while rows.len() < 2048 {
+            match running.rx.try_recv() {
+                Ok(o) => rows.push(o),
+                Err(_) => break,
+            }
+        }
+        let n = rows.len();
+        let slice = &rows[..];
         write_values(out, 0, slice.iter().map(|o| Some(promduck_core::schema::date32(o.day))));
         write_strings(out, 1, slice.iter().map(|o| Some(o.proxy.as_str())));
         write_values(out, 2, slice.iter().map(|o| Some(o.rows as i64)));
@@ -89,7 +152,6 @@ impl VTab for PromCollect {
         let errors: Vec<Option<String>> = slice.iter().map(|o| o.error_message()).collect();
         write_strings(out, 5, errors.iter().map(|e| e.as_deref()));
         out.set_len(n);
-        *offset += n;
         Ok(())
     }
 
@@ -100,6 +162,7 @@ impl VTab for PromCollect {
             ("date".into(), any()),
             ("start_date".into(), any()),
             ("end_date".into(), any()),
+            ("replace".into(), LogicalTypeHandle::from(LogicalTypeId::Boolean)),
         ])
     }
 }

@@ -48,7 +48,8 @@ pub fn date_value(v: &Value, param: &str) -> Result<NaiveDate, BoxError> {
 pub fn parse_day(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
     let head = s.get(..10).unwrap_or(s);
-    let d = NaiveDate::parse_from_str(head, "%Y-%m-%d").ok()?;
+    // Four-digit years only: chrono alone reads `24-01-01` as the year 24.
+    let d = promduck_core::plan::parse_date(head).ok()?;
     // Anything after the date must be a time (TIMESTAMP values print as
     // `2024-03-01 00:00:00`, TIMESTAMPTZ ones with an offset).
     let rest = &s[head.len()..];
@@ -103,30 +104,165 @@ pub fn timestamp_value(v: &Value, param: &str) -> Result<DateTime<Utc>, BoxError
     parse_timestamp(&s).ok_or_else(|| err(format!("{param}: invalid timestamp {s:?}")))
 }
 
-/// A step: an INTERVAL (`00:01:00`, `1 day`), a Go duration (`1m`, `30s`), or seconds.
-pub fn parse_step(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if let Ok(d) = promduck_core::duration::parse_go_duration(s) {
-        return (!d.is_zero()).then_some(d);
+/// The longest step accepted (as Go durations: 100 years).
+const MAX_STEP_MS: i128 = 100 * 366 * 86_400_000;
+
+/// A step: an INTERVAL (`00:01:00`, `1 day`), a Go duration (`1m`, `30s`), or
+/// seconds (`15`, `0.5`, `1e3`). It must be positive, finite, at most 100 years
+/// and a whole number of milliseconds (Prometheus's resolution); anything else
+/// is an error naming `step` and the value, never a silent adjustment.
+pub fn parse_step(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let hint = "use an INTERVAL, a duration such as '1m', or a number of seconds";
+    if t.is_empty() {
+        return Err(format!("step: the step is empty; {hint}"));
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs));
+    let bare = t.trim_start_matches(['+', '-']).to_ascii_lowercase();
+    if matches!(bare.as_str(), "inf" | "infinity" | "nan") {
+        return Err(format!("step: {s:?} is not a finite number; the step must be a positive duration"));
     }
-    // DuckDB's INTERVAL text: `[N day[s]] [HH:MM:SS[.ffffff]]`.
-    let mut total = 0f64;
-    let mut rest = s;
-    if let Some((n, tail)) = rest.split_once(" day") {
-        total += n.trim().parse::<f64>().ok()? * 86400.0;
-        rest = tail.trim_start_matches('s').trim();
+    let nanos: i128 = if let Some(r) = decimal_seconds_nanos(t) {
+        r.map_err(|why| format!("step: {s:?} {why}"))?
+    } else if t.contains(':') || t.contains(' ') {
+        interval_nanos(t).map_err(|why| format!("step: {s:?} {why}; {hint}"))?
+    } else {
+        let d = promduck_core::duration::parse_go_duration(t).map_err(|e| {
+            if t.starts_with('-') {
+                format!("step: {s:?} is negative; the step must be positive")
+            } else {
+                format!("step: {e}; {hint}")
+            }
+        })?;
+        d.as_nanos() as i128
+    };
+    if nanos < 0 {
+        return Err(format!("step: {s:?} is negative; the step must be positive"));
     }
-    if !rest.is_empty() {
-        let parts: Vec<&str> = rest.split(':').collect();
-        if parts.len() != 3 {
-            return None;
+    if nanos == 0 {
+        return Err(format!("step: {s:?} is zero; the step must be positive"));
+    }
+    if nanos < 1_000_000 {
+        return Err(format!("step: {s:?} is shorter than 1 millisecond, the smallest step"));
+    }
+    if nanos % 1_000_000 != 0 {
+        return Err(format!("step: {s:?} is not a whole number of milliseconds"));
+    }
+    if nanos / 1_000_000 > MAX_STEP_MS {
+        return Err(format!("step: {s:?} is too large (at most 100 years)"));
+    }
+    Ok(Duration::from_millis((nanos / 1_000_000) as u64))
+}
+
+/// `Some` when `t` is a plain number of seconds (`15`, `-2.5`, `1e30`, `.5`):
+/// its exact value in nanoseconds (a fraction of a nanosecond stands in as a
+/// value that fails the same check), or why it cannot be a step. Decimal digits are
+/// read exactly (no float rounding), so `0.0015` is a fraction of a millisecond
+/// and `1.001` is 1001 ms.
+fn decimal_seconds_nanos(t: &str) -> Option<Result<i128, String>> {
+    let (neg, rest) = match t.as_bytes().first()? {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int.is_empty() && frac.is_empty()) || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let exp: i64 = match exp {
+        Some(e) => {
+            let digits = e.trim_start_matches(['+', '-']);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || e.len() - digits.len() > 1 {
+                return None;
+            }
+            match e.parse::<i64>() {
+                Ok(v) if v.abs() <= 100_000 => v,
+                _ => return Some(Err(if e.starts_with('-') { "is shorter than 1 millisecond, the smallest step".into() } else { "is too large (at most 100 years)".into() })),
+            }
         }
-        total += parts[0].parse::<f64>().ok()? * 3600.0 + parts[1].parse::<f64>().ok()? * 60.0 + parts[2].parse::<f64>().ok()?;
+        None => 0,
+    };
+    // value = digits × 10^(exp - frac.len()) seconds = digits × 10^(scale) ns.
+    let mut digits: String = format!("{int}{frac}").trim_start_matches('0').to_string();
+    let mut scale = exp - frac.len() as i64 + 9;
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+        scale += 1;
     }
-    (total > 0.0).then(|| Duration::from_secs_f64(total))
+    if digits.is_empty() {
+        return Some(Ok(0));
+    }
+    let sign = if neg { -1 } else { 1 };
+    if scale < 0 {
+        // A fraction of a nanosecond: below 1 ms, or a fractional millisecond.
+        let magnitude = digits.len() as i64 + scale; // digits before the decimal point, in ns
+        return Some(Ok(sign * if magnitude <= 6 { 1 } else { 1_000_001 }));
+    }
+    if digits.len() as i64 + scale > 30 {
+        return Some(Ok(sign * (MAX_STEP_MS + 1) * 1_000_000));
+    }
+    let v: i128 = digits.parse().ok()?;
+    Some(Ok(sign * v * 10i128.pow(scale as u32)))
+}
+
+/// DuckDB's INTERVAL text (`2 days 01:00:00`, `-00:01:00`, `1 day -00:00:01.5`) or
+/// the same words written by hand (`90 seconds`, `1 hour 30 minutes`), in
+/// nanoseconds. Months and years have no fixed length and are refused.
+fn interval_nanos(t: &str) -> Result<i128, String> {
+    let bad = || "is not an interval".to_string();
+    let mut total: i128 = 0;
+    let words: Vec<&str> = t.split_whitespace().collect();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        if w.contains(':') {
+            let (neg, hms) = match w.strip_prefix('-') {
+                Some(r) => (true, r),
+                None => (false, w.strip_prefix('+').unwrap_or(w)),
+            };
+            let parts: Vec<&str> = hms.split(':').collect();
+            if parts.len() != 3 {
+                return Err(bad());
+            }
+            let h: i128 = int_part(parts[0]).ok_or_else(bad)?;
+            let m: i128 = int_part(parts[1]).ok_or_else(bad)?;
+            let (sec, frac) = parts[2].split_once('.').unwrap_or((parts[2], ""));
+            let sec: i128 = int_part(sec).ok_or_else(bad)?;
+            if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let nanos: i128 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
+            let v = ((h * 60 + m) * 60 + sec) * 1_000_000_000 + nanos;
+            total += if neg { -v } else { v };
+            i += 1;
+            continue;
+        }
+        let n: i128 = w.parse::<i64>().map_err(|_| bad())? as i128;
+        let unit = words.get(i + 1).ok_or_else(bad)?.to_ascii_lowercase();
+        let per: i128 = match unit.trim_end_matches('s') {
+            "year" | "mon" | "month" => return Err("has months or years, which have no fixed length; give the step in days or less".into()),
+            "day" => 86_400_000_000_000,
+            "hour" => 3_600_000_000_000,
+            "minute" | "min" => 60_000_000_000,
+            "second" | "sec" => 1_000_000_000,
+            "millisecond" | "msec" => 1_000_000,
+            "microsecond" | "usec" => 1000,
+            _ => return Err(bad()),
+        };
+        total += n.checked_mul(per).ok_or_else(bad)?;
+        i += 2;
+    }
+    Ok(total)
+}
+
+fn int_part(s: &str) -> Option<i128> {
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -157,12 +293,85 @@ mod tests {
 
     #[test]
     fn steps() {
-        assert_eq!(parse_step("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_step("00:01:00"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_step("1 day"), Some(Duration::from_secs(86400)));
-        assert_eq!(parse_step("2 days 01:00:00"), Some(Duration::from_secs(2 * 86400 + 3600)));
-        assert_eq!(parse_step("15"), Some(Duration::from_secs(15)));
-        assert_eq!(parse_step("0"), None);
-        assert_eq!(parse_step("fast"), None);
+        let ok = |s| parse_step(s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        assert_eq!(ok("1m"), Duration::from_secs(60));
+        assert_eq!(ok("00:01:00"), Duration::from_secs(60));
+        assert_eq!(ok("1 day"), Duration::from_secs(86400));
+        assert_eq!(ok("2 days 01:00:00"), Duration::from_secs(2 * 86400 + 3600));
+        assert_eq!(ok("1 day -01:00:00"), Duration::from_secs(23 * 3600));
+        assert_eq!(ok("00:00:00.5"), Duration::from_millis(500));
+        assert_eq!(ok("00:00:00.001"), Duration::from_millis(1));
+        assert_eq!(ok("90 seconds"), Duration::from_secs(90));
+        assert_eq!(ok("15"), Duration::from_secs(15));
+        assert_eq!(ok("1.001"), Duration::from_millis(1001));
+        assert_eq!(ok("0.001"), Duration::from_millis(1));
+        assert_eq!(ok("1e3"), Duration::from_secs(1000));
+        assert_eq!(ok("1.5e+1"), Duration::from_secs(15));
+        assert_eq!(ok("+30"), Duration::from_secs(30));
+        assert_eq!(ok("1ms"), Duration::from_millis(1));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("2400h"), Duration::from_secs(2400 * 3600));
+    }
+
+    #[test]
+    fn bad_steps_are_errors_naming_step_and_value() {
+        let cases: &[(&str, &str)] = &[
+            // negative
+            ("-00:01:00", "is negative"),
+            ("-1 day", "is negative"),
+            ("1 day -25:00:00", "is negative"),
+            ("-1m", "is negative"),
+            ("-15", "is negative"),
+            ("-1e3", "is negative"),
+            // zero
+            ("0", "is zero"),
+            ("0.0", "is zero"),
+            ("0s", "is zero"),
+            ("00:00:00", "is zero"),
+            ("0e5", "is zero"),
+            // non-finite
+            ("inf", "not a finite number"),
+            ("-Infinity", "not a finite number"),
+            ("NaN", "not a finite number"),
+            // overflowing
+            ("1e30", "too large"),
+            ("18446744073709551", "too large"),
+            ("18446744073709551616", "too large"),
+            ("1e100000000", "too large"),
+            ("876000000:00:00", "too large"),
+            ("99999999999999 days", "too large"),
+            ("1000000h", "too large"),
+            // below a millisecond
+            ("0.0005", "shorter than 1 millisecond"),
+            ("1e-4", "shorter than 1 millisecond"),
+            ("1e-12", "shorter than 1 millisecond"),
+            ("00:00:00.0000001", "shorter than 1 millisecond"),
+            ("1ns", "shorter than 1 millisecond"),
+            ("1e-1000000", "shorter than 1 millisecond"),
+            ("500us", "shorter than 1 millisecond"),
+            ("00:00:00.000001", "shorter than 1 millisecond"),
+            ("1 microsecond", "shorter than 1 millisecond"),
+            // fractional milliseconds
+            ("0.0015", "not a whole number of milliseconds"),
+            ("1.0000001", "not a whole number of milliseconds"),
+            ("1.5ms", "not a whole number of milliseconds"),
+            ("1000001ns", "not a whole number of milliseconds"),
+            ("1.000000000001", "not a whole number of milliseconds"),
+            ("00:00:01.0005", "not a whole number of milliseconds"),
+            // no fixed length, or not a step at all
+            ("1 month", "months or years"),
+            ("1 year 2 mons", "months or years"),
+            ("fast", "invalid duration"),
+            ("", "empty"),
+            ("1.2.3", "invalid duration"),
+        ];
+        for (input, needle) in cases {
+            let e = parse_step(input).expect_err(input);
+            assert!(e.starts_with("step: "), "{input:?}: {e}");
+            assert!(e.contains(needle), "{input:?}: {e}");
+            if !input.is_empty() {
+                assert!(e.contains(&format!("{input:?}")) || e.contains(&format!("`{input}`")), "{input:?}: {e}");
+            }
+        }
     }
 }
