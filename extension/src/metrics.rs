@@ -135,7 +135,14 @@ fn bind_selection(bind: &BindInfo, positional: usize) -> Result<(PathBuf, Select
         }
         proxies = Some(string_list(&v, "proxy")?);
     }
-    let metrics = named(bind, "metric").map(|v| string_list(&v, "metric")).transpose()?;
+    // Repeated names select once (`metric := ['m', 'm']`, `proxy := ['a', 'a']`).
+    let dedup = |mut v: Vec<String>| {
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|x| seen.insert(x.clone()));
+        v
+    };
+    let metrics = named(bind, "metric").map(|v| string_list(&v, "metric")).transpose()?.map(dedup);
+    let proxies = proxies.map(dedup);
     let sel = Selection {
         from: range.map(|r| r.0).filter(|d| *d != NaiveDate::MIN),
         to: range.map(|r| r.1).filter(|d| *d != NaiveDate::MAX),
@@ -223,8 +230,9 @@ fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBa
     for (i, c) in columns.iter().enumerate() {
         match c {
             Some(Column::Timestamp) => {
-                if let Some(a) = &b.timestamp_ms {
-                    write_values(out, i, a.iter().map(|v| v.map(|ms| ms.saturating_mul(1000))));
+                // Microseconds, range-checked by the reader.
+                if let Some(a) = &b.timestamp_us {
+                    write_values(out, i, a.iter());
                 }
             }
             Some(Column::Date) => {
@@ -270,8 +278,9 @@ fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBa
     out.set_len(n);
 }
 
-/// `prom_partitions(...)`: which partitions exist, from the folder listing alone
-/// (no file is opened): `date, api_proxy, path, bytes`. Takes `prom_metrics`'
+/// `prom_partitions(...)`: which partitions exist, from the folder listing
+/// (no file is opened, except the footer of a file whose name could be either
+/// tool's, see `reader`): `date, api_proxy, path, bytes`. Takes `prom_metrics`'
 /// selection parameters, so a dashboard or script can list days and proxies cheaply.
 pub struct PromPartitions;
 
