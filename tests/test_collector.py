@@ -327,8 +327,9 @@ def test_batched_queries_equal_per_proxy_queries(prometheus, history, tmp_path):
 
 
 def test_daemon_catches_up_missed_days_then_stops_on_sigterm(prometheus, tmp_path):
-    """Daemon mode: collects the last complete day plus up to --catch-up-days missed days
-    (days whose partitions are not all on disk), then waits; SIGTERM stops it cleanly."""
+    """Daemon mode: collects the last complete day plus every missing (day, proxy) of the
+    --catch-up-days before it — holes behind a complete day too — then waits; SIGTERM
+    stops it cleanly with exit 0."""
     import signal
     import subprocess
     import time
@@ -336,14 +337,14 @@ def test_daemon_catches_up_missed_days_then_stops_on_sigterm(prometheus, tmp_pat
     from helpers import COLLECTOR
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1", "api-proxy-2"])
     yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date()
-    # Day -3 is already complete on disk: catching up stops there.
+    # Day -3 is already complete on disk: it is left alone, the days on both sides are filled.
     done_day = yesterday - timedelta(days=3)
     r = run_collector("--config", cfg, "--date", done_day, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / str(done_day)).iterdir()}
     proc = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "7"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    want = {f"{d}/{p}.parquet" for d in (yesterday - timedelta(days=i) for i in range(4))
+    want = {f"{d}/{p}.parquet" for d in (yesterday - timedelta(days=i) for i in range(8))
             for p in ("api-proxy-1", "api-proxy-2")}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not want <= partition_files(tmp_path / "data"):
@@ -353,6 +354,6 @@ def test_daemon_catches_up_missed_days_then_stops_on_sigterm(prometheus, tmp_pat
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "started as a daemon" in err and "waiting for the next collection" in err and "stopped" in err
-    # Yesterday and the two missed days before it were collected; the complete day was not touched.
+    # Yesterday and the seven days before it were collected; the complete day was not touched.
     assert partition_files(tmp_path / "data") == want
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / str(done_day)).iterdir()} == before

@@ -1,14 +1,16 @@
 //! `promduck-collector`: the command-line shell over `promduck_core::collect`.
 //!
 //! Modes: daemon (default; the original tool's behaviour), `--once` (cron),
-//! `--date`/`--from --to` (backfill) and `--check`. Exit codes: 0 all good,
-//! 1 some (day, proxy, metric) failed (the rest is written), 2 bad config or usage.
+//! `--date`/`--from --to` (backfill) and `--check`. Exit codes: 0 all good (and a
+//! daemon stopped on request), 1 some (day, proxy, metric) failed (the rest is
+//! written), 2 bad config or usage, 130 a one-shot run stopped by a signal with
+//! partitions left uncollected.
 
 use anyhow::Context;
 use chrono::{NaiveDate, Utc};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use promduck_core::collect::{Cancel, Collector, PartitionOutcome, Status};
+use promduck_core::collect::{Cancel, Collector, PartitionOutcome, RunSummary, Status};
 use promduck_core::config::Config;
 use promduck_core::plan::{days_between, last_complete_day, parse_date};
 use std::io::IsTerminal;
@@ -25,14 +27,16 @@ use std::time::Instant;
                   (<outputDir>/<YYYY-MM-DD>/<proxy>.parquet).\n\n\
                   Without a mode flag it runs as a daemon: it collects the last complete day, \
                   catches up days it missed, then repeats every 24 h (every minute with debug: true).",
-    after_help = "Exit status: 0 everything collected, 1 some (day, proxy, metric) failed \
-                  (everything else was written), 2 bad configuration or usage.\n\n\
+    after_help = "Exit status: 0 everything collected (a daemon stopped by SIGTERM/SIGINT/SIGHUP \
+                  also exits 0), 1 some (day, proxy, metric) failed (everything else was written), \
+                  2 bad configuration or usage, 130 a one-shot run stopped by a signal before \
+                  every partition was collected.\n\n\
                   Examples:\n  promduck-collector --config config/config.yaml --once\n  \
                   promduck-collector --config config/config.yaml --from 2024-03-01 --to 2024-03-31\n  \
                   promduck-collector --config config/config.yaml --check"
 )]
 struct Cli {
-    /// YAML configuration file (the original tool's format).
+    /// YAML configuration file (the original tool's format); `-` reads it from standard input.
     #[arg(short, long, env = "PROMDUCK_CONFIG", default_value = "config/config.yaml")]
     config: PathBuf,
 
@@ -103,9 +107,22 @@ fn init_logging(format: LogFormat, debug: bool) {
     }
 }
 
+fn load_config(path: &std::path::Path) -> Result<Config, String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| format!("<stdin>: cannot read the configuration: {e}"))?;
+        return Config::from_yaml_str(&text, std::path::Path::new("<stdin>")).map_err(|e| e.to_string());
+    }
+    Config::load(path).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
+    // An empty PROMDUCK_CONFIG= (common in templates) means unset, not "no value".
+    if std::env::var_os("PROMDUCK_CONFIG").is_some_and(|v| v.is_empty()) {
+        std::env::remove_var("PROMDUCK_CONFIG");
+    }
     let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
+    let config = match load_config(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             // Once: as a JSON log event for log pipelines, else as a plain line.
@@ -150,7 +167,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     spawn_signal_handler(cancel.clone());
 
     if cli.check {
-        return Ok(check(&collector, cli.date).await);
+        return Ok(check(&collector, cli.date, cli.catch_up_days).await);
     }
     let now = Utc::now();
     let days: Option<Vec<NaiveDate>> = if let Some(d) = cli.date {
@@ -162,9 +179,21 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let swept = promduck_core::writer::remove_stale_temp_files_everywhere(&cfg.storage.output_dir);
+    if swept > 0 {
+        tracing::info!(removed = swept, "removed temporary files left by an interrupted run");
+    }
     if let Some(days) = days {
-        let ok = collect(&collector, &days, &cancel, cli.progress).await;
-        return Ok(if cancel.is_cancelled() { ExitCode::from(130) } else if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        let all: Vec<(NaiveDate, &[String])> = days.iter().map(|&d| (d, cfg.api_proxies.as_slice())).collect();
+        let summary = collect(&collector, &all, &cancel, cli.progress).await;
+        // 130 only when the stop actually left partitions uncollected.
+        return Ok(if summary.cancelled > 0 {
+            ExitCode::from(130)
+        } else if summary.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
 
     // Daemon.
@@ -176,11 +205,11 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         output_dir = %cfg.storage.output_dir.display(),
         "promduck collector started as a daemon"
     );
-    let mut all_ok = true;
     loop {
         let last = last_complete_day(Utc::now(), cfg.timezone);
-        let days = missing_days(&cfg, last, cli.catch_up_days);
-        all_ok &= collect(&collector, &days, &cancel, cli.progress).await;
+        let units = daemon_partitions(&cfg, last, cli.catch_up_days);
+        let units: Vec<(NaiveDate, &[String])> = units.iter().map(|(d, p)| (*d, p.as_slice())).collect();
+        collect(&collector, &units, &cancel, cli.progress).await;
         if cancel.is_cancelled() {
             break;
         }
@@ -190,36 +219,51 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             _ = cancel.cancelled() => break,
         }
     }
+    // A requested stop is a normal end for a service (systemd, Kubernetes): exit 0.
+    // Failures of earlier ticks were logged when they happened.
     tracing::info!("stopped");
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Days from the newest complete day on disk (exclusive) to `last` (inclusive),
-/// at most `catch_up + 1` of them; always at least `last` itself.
-fn missing_days(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<NaiveDate> {
-    let complete = |d: NaiveDate| {
-        cfg.api_proxies
-            .iter()
-            .all(|p| promduck_core::layout::partition_path(&cfg.storage.output_dir, d, p).is_file())
-    };
-    let mut days = vec![last];
-    let mut d = last;
-    for _ in 0..catch_up {
-        let Some(prev) = d.pred_opt() else { break };
-        if complete(prev) {
-            break;
+/// The (day, proxies) a daemon tick collects: the last complete day whole, and for
+/// each earlier day of the catch-up window the proxies that have no partition yet
+/// (a hole behind a complete day is filled too, not only a missing tail).
+fn daemon_partitions(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<String>)> {
+    let mut out: Vec<(NaiveDate, Vec<String>)> = gaps(cfg, last, catch_up).into_iter().filter(|(d, _)| *d != last).collect();
+    out.push((last, cfg.api_proxies.clone()));
+    out
+}
+
+/// For each day of `last - catch_up ..= last`, the proxies without a partition file
+/// (days with none missing left out), oldest first.
+fn gaps(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut day = last;
+    for i in 0..=catch_up {
+        if i > 0 {
+            match day.pred_opt() {
+                Some(d) => day = d,
+                None => break,
+            }
         }
-        days.push(prev);
-        d = prev;
+        let missing: Vec<String> = cfg
+            .api_proxies
+            .iter()
+            .filter(|p| !promduck_core::layout::partition_path(&cfg.storage.output_dir, day, p).is_file())
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            out.push((day, missing));
+        }
     }
-    days.reverse();
-    days
+    out.reverse();
+    out
 }
 
-/// Runs a collection with progress and a summary; true when nothing failed.
-async fn collect(collector: &Collector, days: &[NaiveDate], cancel: &Cancel, progress: Progress) -> bool {
-    let cfg = collector.config();
-    let total = (days.len() * cfg.api_proxies.len()) as u64;
+/// Runs a collection with progress and a summary.
+async fn collect(collector: &Collector, units: &[(NaiveDate, &[String])], cancel: &Cancel, progress: Progress) -> RunSummary {
+    let days: Vec<NaiveDate> = units.iter().map(|u| u.0).collect();
+    let total = units.iter().map(|u| u.1.len()).sum::<usize>() as u64;
     let show_bar = match progress {
         Progress::Always => true,
         Progress::Never => false,
@@ -236,11 +280,11 @@ async fn collect(collector: &Collector, days: &[NaiveDate], cancel: &Cancel, pro
     match (days.first(), days.last()) {
         (Some(f), Some(l)) if f == l => tracing::info!(day = %f, partitions = total, "collecting"),
         (Some(f), Some(l)) => tracing::info!(from = %f, to = %l, days = days.len(), partitions = total, "collecting"),
-        _ => return true,
+        _ => return RunSummary::default(),
     }
     let started = Instant::now();
     let summary = collector
-        .run(days, cancel, |o: &PartitionOutcome| {
+        .run_partitions(units, cancel, |o: &PartitionOutcome| {
             report(o, bar.as_ref());
         })
         .await;
@@ -257,7 +301,7 @@ async fn collect(collector: &Collector, days: &[NaiveDate], cancel: &Cancel, pro
         seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
         "collection finished"
     );
-    summary.failed == 0 && summary.cancelled == 0
+    summary
 }
 
 fn report(o: &PartitionOutcome, bar: Option<&ProgressBar>) {
@@ -268,7 +312,7 @@ fn report(o: &PartitionOutcome, bar: Option<&ProgressBar>) {
         },
         Status::Empty => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data for any metric; wrote an empty partition"),
         Status::Kept => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data; kept the existing file"),
-        Status::Cancelled => tracing::warn!(day = %o.day, proxy = %o.proxy, "cancelled; existing file untouched"),
+        Status::Cancelled => tracing::warn!(day = %o.day, proxy = %o.proxy, "cancelled before it started; existing file untouched"),
         Status::Failed => {
             for f in &o.failures {
                 tracing::error!(day = %o.day, proxy = %o.proxy, metric = %f.metric, error = %f.error, "failed; existing file untouched");
@@ -286,9 +330,26 @@ fn report(o: &PartitionOutcome, bar: Option<&ProgressBar>) {
     }
 }
 
-async fn check(collector: &Collector, day: Option<NaiveDate>) -> ExitCode {
+async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> ExitCode {
     let cfg = collector.config();
     println!("config {}: ok ({} proxies, {} metrics, output {})", cfg.source.display(), cfg.api_proxies.len(), cfg.metrics.len(), cfg.storage.output_dir.display());
+    if let Err(e) = promduck_core::writer::check_writable(&cfg.storage.output_dir) {
+        println!("output {}: FAILED: {e}", cfg.storage.output_dir.display());
+        return ExitCode::from(1);
+    }
+    println!("output {}: ok (writable)", cfg.storage.output_dir.display());
+    // Holes the daemon will fill (within its catch-up window), listed for the operator.
+    let last = last_complete_day(Utc::now(), cfg.timezone);
+    let holes = gaps(cfg, last.pred_opt().unwrap_or(last), catch_up.saturating_sub(1));
+    if holes.is_empty() {
+        println!("gaps: none in the {catch_up} days before {last}");
+    } else {
+        let n: usize = holes.iter().map(|h| h.1.len()).sum();
+        println!("gaps: {n} missing partitions in the {catch_up} days before {last}:");
+        for (d, ps) in &holes {
+            println!("  {d}: {}", ps.join(", "));
+        }
+    }
     if let Err(e) = collector.client().ping().await {
         println!("prometheus {}: FAILED: {e}", collector.client().url());
         return ExitCode::from(1);
@@ -326,9 +387,25 @@ fn spawn_signal_handler(cancel: Cancel) {
             #[cfg(not(unix))]
             std::future::pending::<()>().await
         };
+        let hup = async {
+            #[cfg(unix)]
+            {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await
+        };
+        // SIGHUP (a closed terminal, `systemctl reload` without ExecReload) stops
+        // cleanly like SIGTERM: no write is cut off, no temporary file left behind.
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term => {}
+            _ = hup => {}
         }
         tracing::warn!("signal received: finishing files in progress, starting no new ones (signal again to exit now)");
         cancel.cancel();

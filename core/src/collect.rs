@@ -197,9 +197,16 @@ impl Collector {
     /// Work is split into units of one day and up to `batchSize` proxies; a unit
     /// runs each metric once for all its proxies when the query allows it (see
     /// [`crate::promql::batch_label`]) and per proxy otherwise.
-    pub async fn run(
+    pub async fn run(&self, days: &[NaiveDate], cancel: &Cancel, on_done: impl FnMut(&PartitionOutcome)) -> RunSummary {
+        let all: Vec<(NaiveDate, &[String])> = days.iter().map(|&d| (d, self.cfg.api_proxies.as_slice())).collect();
+        self.run_partitions(&all, cancel, on_done).await
+    }
+
+    /// Like [`Collector::run`] for chosen proxies per day (the daemon fills the
+    /// holes of earlier days this way without rewriting what exists).
+    pub async fn run_partitions(
         &self,
-        days: &[NaiveDate],
+        units: &[(NaiveDate, &[String])],
         cancel: &Cancel,
         mut on_done: impl FnMut(&PartitionOutcome),
     ) -> RunSummary {
@@ -207,20 +214,19 @@ impl Collector {
         let in_flight = (self.cfg.prometheus.concurrency.max(1) * 2).div_ceil(batch.min(self.cfg.api_proxies.len()).max(1)).max(2);
         let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
         let mut outcomes = RunSummary::default();
-        let chunks: Vec<Vec<String>> = self.cfg.api_proxies.chunks(batch).map(|c| c.to_vec()).collect();
         let mut finish = |done: Vec<PartitionOutcome>, summary: &mut RunSummary| {
             for o in done {
                 on_done(&o);
                 summary.add(&o);
             }
         };
-        for &day in days {
+        for &(day, proxies) in units {
             let dir = self.cfg.storage.output_dir.join(crate::layout::day_dir_name(day));
             let removed = remove_stale_temp_files(&dir);
             if removed > 0 {
                 tracing::info!(day = %day, removed, "removed temporary files left by an interrupted run");
             }
-            for chunk in &chunks {
+            for chunk in proxies.chunks(batch) {
                 while tasks.len() >= in_flight {
                     if let Some(done) = tasks.join_next().await {
                         finish(unwrap_join(done), &mut outcomes);
@@ -232,7 +238,7 @@ impl Collector {
                 }
                 let this = self.clone();
                 let cancel = cancel.clone();
-                let chunk = chunk.clone();
+                let chunk = chunk.to_vec();
                 tasks.spawn(async move { this.collect_unit(day, &chunk, &cancel).await });
             }
         }

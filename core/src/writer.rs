@@ -108,6 +108,48 @@ fn write_file(file: &File, tmp: &Path, batch: &RecordBatch, storage: &StorageCon
     Ok(())
 }
 
+/// Removes stale temporary files (see [`remove_stale_temp_files`]) in every day
+/// folder of `output_dir`; run at start so an interrupted write leaves nothing
+/// behind until its day happens to be collected again.
+pub fn remove_stale_temp_files_everywhere(output_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(output_dir) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| crate::layout::parse_day_dir(&e.file_name().to_string_lossy()).is_some())
+        .map(|e| remove_stale_temp_files(&e.path()))
+        .sum()
+}
+
+/// Whether partitions can be written under `output_dir`, checked without leaving
+/// anything behind: a temporary file is created (and removed) in `output_dir`, or
+/// in its nearest existing ancestor when it does not exist yet.
+pub fn check_writable(output_dir: &Path) -> Result<()> {
+    let mut probe = output_dir.to_path_buf();
+    loop {
+        match std::fs::metadata(&probe) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(Error::Invalid(format!(
+                    "{}: not a directory, so output directory {} cannot be created",
+                    probe.display(),
+                    output_dir.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match probe.parent() {
+                Some(p) if !p.as_os_str().is_empty() => probe = p.to_path_buf(),
+                _ => probe = std::path::PathBuf::from("."),
+            },
+            Err(e) => return Err(Error::io(&probe, e)),
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(".promduck-check.")
+        .suffix(TMP_MARKER)
+        .tempfile_in(&probe)
+        .map(drop)
+        .map_err(|e| Error::Invalid(format!("cannot create files in {}: {e}", probe.display())))
+}
+
 /// The rows of an existing partition whose `metric_name` is one of `metrics`, in
 /// the partition schema; `None` when there is no file. A file whose columns cannot
 /// be converted exactly to the partition schema is an error naming it: rows are
