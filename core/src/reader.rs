@@ -77,7 +77,8 @@ fn list_dir(dir: &Path) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for e in entries {
         let e = e.map_err(|err| Error::io(dir, err))?;
-        let ft = e.file_type().map_err(|err| Error::io(e.path(), err))?;
+        // An entry gone since the listing (a temporary file renamed meanwhile) is skipped.
+        let Ok(ft) = e.file_type() else { continue };
         let symlink = ft.is_symlink();
         let path = e.path();
         let is_dir = if symlink { path.is_dir() } else { ft.is_dir() };
