@@ -48,7 +48,8 @@ prometheus:
 OLD_DUCKDB := .cache/duckdb-1.4
 $(OLD_DUCKDB)/.installed:
 	$(PYTHON) -m venv $(OLD_DUCKDB)
-	$(OLD_DUCKDB)/bin/pip install --quiet --disable-pip-version-check "duckdb==1.4.5"
+	@# What the README's Python section installs: duckdb and pytz (TIMESTAMPTZ before 2.0).
+	$(OLD_DUCKDB)/bin/pip install --quiet --disable-pip-version-check "duckdb==1.4.5" pytz
 	touch $@
 old-duckdb: $(OLD_DUCKDB)/.installed
 

@@ -69,3 +69,25 @@ def test_extension_loads_in_the_cli(collected, history):
     assert lines[1].startswith("v1.5.")
     assert float(lines[-1]) == sum(history.expected[(day, p, e, "request_count")]
                                    for p in history.proxies for e in history.environments)
+
+
+@pytest.mark.parametrize("python", ["venv", "duckdb-1.4"])
+def test_readme_python_section_returns_timestamps(collected, history, python):
+    """The README's Python section (`pip install duckdb pytz`) fetches every column of
+    prom_metrics, TIMESTAMPTZ included, in each Python host: DuckDB's Python package
+    before 2.0 needs pytz for it, which current pandas no longer brings."""
+    exe = REPO_ROOT / ".venv" / "bin" / "python" if python == "venv" else OLD_PYTHON
+    data, day = collected
+    script = (
+        "import duckdb, sys\n"
+        "con = duckdb.connect(config={'allow_unsigned_extensions': 'true'})\n"
+        f"con.execute(\"LOAD '{EXTENSION}'\")\n"
+        "rows = con.execute(\"SELECT timestamp, api_proxy, metric_name, value FROM prom_metrics(data_dir := ?, date := ?, "
+        "proxy := 'api-proxy-1', metric := 'request_count') ORDER BY value\", [sys.argv[1], sys.argv[2]]).fetchall()\n"
+        "print(repr([(r[0].isoformat(), r[1], r[2], r[3]) for r in rows]))\n"
+    )
+    r = subprocess.run([str(exe), "-c", script, str(data), str(day)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    end = f"{day + __import__('datetime').timedelta(days=1)}T00:00:00+00:00"
+    want = sorted(history.expected[(day, "api-proxy-1", e, "request_count")] for e in history.environments)
+    assert r.stdout.strip() == repr([(end, "api-proxy-1", "request_count", v) for v in want])
