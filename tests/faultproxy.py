@@ -54,6 +54,23 @@ Actions (see ``ACTIONS``):
 ``delay``
     wait ``delay_seconds`` (default 0.2), then forward normally (for observing
     how many requests a client keeps in flight).
+``endless``
+    200 with a Prometheus-like matrix answer that never ends: series objects are
+    written in 64 KiB blocks, as fast as the client reads, until it hangs up (or
+    the proxy stops). ``chunked=False`` sends no framing at all (the body runs to
+    the connection's end); ``content_length=N`` announces ``N`` bytes instead (and
+    still never stops before the client goes).
+``trickle``
+    200 with the start of a valid answer, then one space every
+    ``trickle_interval`` seconds (default 0.1) for ``trickle_seconds`` (default
+    300): a body that keeps arriving but never completes.
+``echo_headers``
+    ``status`` (default 401) with a body that quotes the request line and every
+    request header (``Authorization`` included) and the form body, as a server or
+    proxy that echoes its input might: plain text, or with ``json=True`` a
+    Prometheus JSON error whose message holds the same text. ``auth_at=N`` puts the
+    ``Authorization`` line ``N`` characters into the text (after filler), to put it
+    where a client cuts its quote of the body.
 
 Each error action's message can be set with ``message=``; the default names the
 action and the rule (``injected http_400 by faultproxy rule #1``) so tests can
@@ -86,7 +103,8 @@ from typing import Callable, Optional
 
 ACTIONS = (
     "http_500", "http_502", "http_503", "http_429", "hang", "reset", "truncate", "malformed",
-    "api_error", "wrong_type", "http_400", "http_422", "http_401", "empty", "delay",
+    "api_error", "wrong_type", "http_400", "http_422", "http_401", "empty", "delay", "endless", "trickle",
+    "echo_headers",
 )
 
 #: Hop-by-hop and framing headers that are not copied between client and upstream.
@@ -232,7 +250,9 @@ class FaultProxy:
         """Adds a rule; rules are tried in the order added, the first live match wins.
 
         Options: ``message`` (error text), ``text`` (plain-text body for 5xx),
-        ``retry_after`` (429), ``hang_seconds`` (hang), ``delay_seconds`` (delay).
+        ``retry_after`` (429), ``hang_seconds`` (hang), ``delay_seconds`` (delay),
+        ``chunked``/``content_length`` (endless), ``trickle_interval``/
+        ``trickle_seconds`` (trickle), ``status``/``json``/``auth_at`` (echo_headers).
         """
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}; one of {ACTIONS}")
@@ -466,6 +486,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif action == "hang":
             self.owner._stopping.wait(rule.options.get("hang_seconds", 5.0))
             self.close_connection = True
+        elif action == "endless":
+            self._endless(req, rule)
+        elif action == "trickle":
+            self._trickle(req, rule)
+        elif action == "echo_headers":
+            self._echo_headers(req, rule)
         elif action == "reset":
             self.close_connection = True
             try:
@@ -477,6 +503,65 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
         else:  # pragma: no cover - add_rule validates
             raise AssertionError(action)
+
+    def _stream_headers(self, req: RecordedRequest, chunked: bool, content_length=None) -> None:
+        req.status = 200
+        self._answered()
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if content_length is not None:
+            self.send_header("Content-Length", str(content_length))
+        elif chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _write_part(self, data: bytes, chunked: bool) -> None:
+        if chunked:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.wfile.write(data)
+
+    def _endless(self, req: RecordedRequest, rule: Rule) -> None:
+        content_length = rule.options.get("content_length")
+        chunked = rule.options.get("chunked", True) and content_length is None
+        self._stream_headers(req, chunked, content_length)
+        item = b'{"metric":{"__name__":"endless","job":"faultproxy"},"values":[[1709251200,"1"],[1709251201,"2"]]},'
+        block = item * (65536 // len(item))
+        try:
+            self._write_part(b'{"status":"success","data":{"resultType":"matrix","result":[', chunked)
+            while not self.owner._stopping.is_set():
+                self._write_part(block, chunked)
+        except OSError:
+            pass  # the client hung up, as it should
+
+    def _trickle(self, req: RecordedRequest, rule: Rule) -> None:
+        chunked = rule.options.get("chunked", True)
+        self._stream_headers(req, chunked)
+        interval = rule.options.get("trickle_interval", 0.1)
+        end = time.monotonic() + rule.options.get("trickle_seconds", 300.0)
+        try:
+            self._write_part(b'{"status":"success","data":{"resultType":"vector","result":[', chunked)
+            self.wfile.flush()
+            while time.monotonic() < end and not self.owner._stopping.wait(interval):
+                self._write_part(b" ", chunked)
+                self.wfile.flush()
+        except OSError:
+            pass
+
+    def _echo_headers(self, req: RecordedRequest, rule: Rule) -> None:
+        lines = [self.requestline] + [f"{k}: {v}" for k, v in self.headers.items()]
+        auth_at = rule.options.get("auth_at")
+        if auth_at is not None:
+            auth = [l for l in lines if l.lower().startswith("authorization:")]
+            rest = [l for l in lines if not l.lower().startswith("authorization:")]
+            lines = ["x" * auth_at + (auth[0] if auth else "")] + rest
+        text = "\n".join(lines) + "\n" + req.body.decode("utf-8", "replace")
+        status = rule.options.get("status", 401)
+        if rule.options.get("json"):
+            self._send(req, status, _prom_error("unauthorized", text))
+        else:
+            self._send(req, status, text.encode(), "text/plain; charset=utf-8")
 
     def finish(self):
         try:

@@ -256,6 +256,97 @@ fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
     Ok(Option::<Positive>::deserialize(d)?.map(|p| p.0))
 }
 
+/// Default for `prometheus.maxResponseBytes`: the largest answer read from Prometheus.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default for `prometheus.maxSamples`: the most samples one query may return, over
+/// all the requests a range query is split into.
+pub const DEFAULT_MAX_SAMPLES: u64 = 5_000_000;
+
+/// Parses a size in bytes: a whole number (`268435456`) or a number with a unit,
+/// decimal (`kB`, `MB`, `GB`, `TB`: powers of 1000) or binary (`KiB`, `MiB`, `GiB`,
+/// `TiB`: powers of 1024; `K`, `M`, `G`, `T` alone are decimal). Units are
+/// case-insensitive, a space before the unit is allowed, fractions must come to
+/// whole bytes (`1.5KiB` is 1536). Zero is rejected.
+pub fn parse_byte_size(input: &str) -> Result<u64, String> {
+    let s = input.trim();
+    let bad = || format!("invalid size `{input}`; expected a number of bytes or a number with a unit such as 256MiB or 1GB");
+    let num_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = (&s[..num_len], s[num_len..].trim_start());
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 18 || int.len() > 20 {
+        return Err(bad());
+    }
+    let mult: u128 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "ki" | "kib" => 1 << 10,
+        "m" | "mb" => 1000u128.pow(2),
+        "mi" | "mib" => 1 << 20,
+        "g" | "gb" => 1000u128.pow(3),
+        "gi" | "gib" => 1 << 30,
+        "t" | "tb" => 1000u128.pow(4),
+        "ti" | "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+    let frac_num: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
+    let scale = 10u128.pow(frac.len() as u32);
+    let frac_bytes = frac_num * mult;
+    if frac_bytes % scale != 0 {
+        return Err(format!("size `{input}` is not a whole number of bytes"));
+    }
+    let total = int.checked_mul(mult).and_then(|v| v.checked_add(frac_bytes / scale)).ok_or_else(|| format!("size `{input}` is too large"))?;
+    if total == 0 {
+        return Err(format!("size `{input}` must be greater than zero"));
+    }
+    u64::try_from(total).map_err(|_| format!("size `{input}` is too large"))
+}
+
+/// A size for messages: `268435456 bytes (256MiB)`, or `1000 bytes`.
+pub fn format_byte_size(n: u64) -> String {
+    for (unit, size) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= size && n % size == 0 {
+            return format!("{n} bytes ({}{unit})", n / size);
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// A byte size from a YAML integer or a string with a unit, rejected at its own line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ByteSize(u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size in bytes, such as 268435456 or 256MiB")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                if n == 0 {
+                    return Err(E::custom("must be greater than zero"));
+                }
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                if n <= 0 {
+                    return Err(E::custom(format!("must be greater than zero, got {n}")));
+                }
+                Ok(ByteSize(n as u64))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                parse_byte_size(s).map(ByteSize).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<ByteSize, E> {
+                Err(E::custom(format!("{n} is not a whole number of bytes")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawConfig {
@@ -302,6 +393,10 @@ struct RawPrometheus {
     concurrency: Option<u64>,
     #[serde(default, deserialize_with = "positive_u64")]
     batch_size: Option<u64>,
+    #[serde(default)]
+    max_response_bytes: Option<ByteSize>,
+    #[serde(default, deserialize_with = "positive_u64")]
+    max_samples: Option<u64>,
     #[serde(default)]
     metrics: Vec<RawMetric>,
 }
@@ -359,6 +454,11 @@ pub struct PrometheusConfig {
     pub concurrency: usize,
     /// Proxies per batched query (1 disables batching).
     pub batch_size: usize,
+    /// The largest answer read from Prometheus, in bytes; a larger one is an error.
+    pub max_response_bytes: u64,
+    /// The most samples one query may return, over all the requests a range
+    /// query is split into; more is an error.
+    pub max_samples: u64,
 }
 
 impl PrometheusConfig {
@@ -375,6 +475,8 @@ impl PrometheusConfig {
             retries: 3,
             concurrency: 8,
             batch_size: 1,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_samples: DEFAULT_MAX_SAMPLES,
         }
     }
 
@@ -620,6 +722,8 @@ impl Config {
                 retries: p.retries.unwrap_or(3).min(20),
                 concurrency,
                 batch_size,
+                max_response_bytes: p.max_response_bytes.map(|b| b.0).unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+                max_samples: p.max_samples.unwrap_or(DEFAULT_MAX_SAMPLES),
             },
             metrics,
             storage,
@@ -843,6 +947,57 @@ storage:
         assert_eq!(c.prometheus.headers["X-Scope-OrgID"], "team-a");
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
         assert_eq!(c.metrics[0].step, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn byte_sizes_parse() {
+        assert_eq!(parse_byte_size("268435456"), Ok(268_435_456));
+        assert_eq!(parse_byte_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_byte_size("256 mib"), Ok(256 << 20));
+        assert_eq!(parse_byte_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_byte_size("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_byte_size("1.5KiB"), Ok(1536));
+        assert_eq!(parse_byte_size("2Ti"), Ok(2 << 40));
+        assert_eq!(parse_byte_size("10B"), Ok(10));
+        for bad in ["", "0", "0MiB", "-5", "1.5", "5 parsecs", "1e6", "MiB", "1..5KiB", "99999999999999999999TiB"] {
+            assert!(parse_byte_size(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(parse_byte_size("1.5").unwrap_err(), "size `1.5` is not a whole number of bytes");
+        assert_eq!(parse_byte_size("0").unwrap_err(), "size `0` must be greater than zero");
+        assert_eq!(parse_byte_size("99999999999999999999TiB").unwrap_err(), "size `99999999999999999999TiB` is too large");
+        assert_eq!(format_byte_size(256 << 20), "268435456 bytes (256MiB)");
+        assert_eq!(format_byte_size(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn response_limits_parse_and_default() {
+        let c = parse(SEED).unwrap();
+        assert_eq!(c.prometheus.max_response_bytes, 256 << 20);
+        assert_eq!(c.prometheus.max_samples, 5_000_000);
+        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  maxResponseBytes: 64MiB\n  maxSamples: 1000");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.prometheus.max_response_bytes, 64 << 20);
+        assert_eq!(c.prometheus.max_samples, 1000);
+        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  maxResponseBytes: 1048576");
+        assert_eq!(parse(&text).unwrap().prometheus.max_response_bytes, 1 << 20);
+        // Bad values are reported at their own line (12), naming the key.
+        let cases = [
+            ("maxResponseBytes: 64 parsecs", "invalid size `64 parsecs`"),
+            ("maxResponseBytes: 0", "greater than zero"),
+            ("maxResponseBytes: -1", "greater than zero"),
+            ("maxResponseBytes: 1.5", "not a whole number of bytes"),
+            ("maxSamples: 0", "positive"),
+            ("maxSamples: -3", "positive"),
+            ("maxSamples: lots", "positive whole number"),
+        ];
+        for (line, needle) in cases {
+            let e = parse(&SEED.replace("timeout: 30s", &format!("timeout: 30s\n  {line}"))).unwrap_err();
+            assert_eq!(e.line, Some(12), "{line}: {e}");
+            assert!(e.to_string().starts_with("test.yaml:12:"), "{line}: {e}");
+            assert!(e.message.contains(needle), "{line}: {e}");
+            let key = line.split(':').next().unwrap();
+            assert!(e.message.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]

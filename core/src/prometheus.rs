@@ -7,24 +7,48 @@
 //! not the API's JSON). 400 and 422 are the query's fault and are never retried;
 //! Prometheus's own error text is kept for the user.
 
-use crate::config::PrometheusConfig;
+use crate::collect::Cancel;
+use crate::config::{format_byte_size, PrometheusConfig};
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 /// Prometheus refuses range queries over this many points per series.
 pub const MAX_POINTS: i64 = 11_000;
+
+/// How much of an error answer (4xx/5xx) is read: enough for any message.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// How much of a server's text an error message quotes.
+const SNIPPET_CHARS: usize = 120;
+/// The longest server message an error carries.
+const MAX_MESSAGE_CHARS: usize = 2000;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PromError {
     /// Could not connect, or the connection broke.
     #[error("cannot reach Prometheus at {url}: {message}")]
     Transport { url: String, message: String },
-    /// No answer within the configured timeout.
+    /// No complete answer (headers and body) within the configured timeout.
     #[error("Prometheus at {url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
+    /// The call's overall deadline (retries and split range requests included) passed.
+    #[error("Prometheus at {url} gave no complete answer within the timeout of {timeout:?} for the whole call (retries and split requests included){}", last.as_ref().map(|l| format!("; last error: {l}")).unwrap_or_default())]
+    Deadline { url: String, timeout: Duration, last: Option<String> },
+    /// The caller cancelled the call.
+    #[error("the Prometheus request was cancelled")]
+    Cancelled,
+    /// The answer was larger than `max_response_bytes`.
+    #[error("Prometheus's answer is larger than the limit of {}; narrow the query or the time range, use a larger step, or raise the limit (prometheus.maxResponseBytes in the config file, max_response_bytes := ... in SQL)", format_byte_size(*limit))]
+    TooLarge { limit: u64 },
+    /// The query returned more than `max_samples` samples.
+    #[error("too many samples: {what}, more than the limit of {limit}; narrow the query or the time range, use a larger step, or raise the limit (prometheus.maxSamples in the config file, max_samples := ... in SQL)")]
+    TooManySamples { limit: u64, what: String },
     /// An HTTP error status; `error_type`/`message` are Prometheus's own when it sent JSON.
     #[error("Prometheus returned HTTP {status}{}: {message}", error_type.as_ref().map(|t| format!(" ({t})")).unwrap_or_default())]
     Http { status: u16, error_type: Option<String>, message: String, retry_after: Option<Duration> },
@@ -43,15 +67,239 @@ pub enum PromError {
 }
 
 impl PromError {
-    /// Whether trying again may help.
+    /// Whether trying again may help. Limits (size, samples), the deadline and
+    /// cancellation are final: the same request would meet them again.
     pub fn is_transient(&self) -> bool {
         match self {
             PromError::Transport { .. } | PromError::Timeout { .. } | PromError::Decode(_) => true,
             PromError::Http { status, .. } => *status == 429 || *status >= 500,
             PromError::Api { error_type, .. } => error_type == "timeout" || error_type == "unavailable",
-            PromError::Unsupported(_) | PromError::Setup(_) => false,
+            PromError::Deadline { .. }
+            | PromError::Cancelled
+            | PromError::TooLarge { .. }
+            | PromError::TooManySamples { .. }
+            | PromError::Unsupported(_)
+            | PromError::Setup(_) => false,
         }
     }
+
+    /// The error with every credential form `r` knows replaced by `***`.
+    fn redacted(self, r: &Redactor) -> PromError {
+        let f = |s: String| r.redact(&s);
+        match self {
+            PromError::Transport { url, message } => PromError::Transport { url, message: f(message) },
+            PromError::Deadline { url, timeout, last } => PromError::Deadline { url, timeout, last: last.map(f) },
+            PromError::TooManySamples { limit, what } => PromError::TooManySamples { limit, what: f(what) },
+            PromError::Http { status, error_type, message, retry_after } => {
+                PromError::Http { status, error_type: error_type.map(f), message: f(message), retry_after }
+            }
+            PromError::Api { error_type, message } => PromError::Api { error_type: f(error_type), message: f(message) },
+            PromError::Decode(m) => PromError::Decode(f(m)),
+            PromError::Unsupported(m) => PromError::Unsupported(f(m)),
+            PromError::Setup(m) => PromError::Setup(f(m)),
+            e @ (PromError::Timeout { .. } | PromError::Cancelled | PromError::TooLarge { .. }) => e,
+        }
+    }
+}
+
+/// Replaces every spelling of a connection's credentials in text that quotes a
+/// server (an error body may echo the request's `Authorization` header): the
+/// password, token and credential-bearing header values themselves, their
+/// base64 (standard and URL-safe, with and without padding; of `user:password`
+/// too), percent-encoded, JSON- and HTML-escaped forms, and whole `Basic …` /
+/// `Bearer …` header values.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    /// Longest first, so that a form containing another is replaced whole.
+    forms: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(cfg: &PrometheusConfig) -> Self {
+        let mut forms = std::collections::BTreeSet::new();
+        if let Some(p) = cfg.password.as_ref().map(|p| p.expose()).filter(|p| !p.is_empty()) {
+            add_secret_forms(&mut forms, p);
+            if let Some(u) = &cfg.username {
+                add_basic_forms(&mut forms, u, p);
+            }
+        }
+        if let Some(t) = cfg.bearer_token.as_ref().map(|t| t.expose()).filter(|t| !t.is_empty()) {
+            add_secret_forms(&mut forms, t);
+            for v in text_forms(&format!("Bearer {t}")) {
+                forms.insert(v);
+            }
+        }
+        // Extra headers carry tenant ids and API keys as often as `Authorization`
+        // values; values too short to be credentials would only garble messages.
+        for v in cfg.headers.values() {
+            let v = v.trim();
+            if v.len() < 4 {
+                continue;
+            }
+            add_secret_forms(&mut forms, v);
+            if let Some((scheme, cred)) = v.split_once(' ') {
+                let cred = cred.trim();
+                if cred.len() >= 4 {
+                    add_secret_forms(&mut forms, cred);
+                    if scheme.eq_ignore_ascii_case("basic") {
+                        if let Some((u, p)) = base64_decode(cred)
+                            .and_then(|b| String::from_utf8(b).ok())
+                            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+                        {
+                            if !p.is_empty() {
+                                add_secret_forms(&mut forms, &p);
+                                add_basic_forms(&mut forms, &u, &p);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut forms: Vec<String> = forms.into_iter().filter(|f| !f.is_empty()).collect();
+        forms.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        Redactor { forms }
+    }
+
+    /// `s` with every credential form replaced by `***`.
+    pub fn redact(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for f in &self.forms {
+            if out.contains(f.as_str()) {
+                out = out.replace(f.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    fn longest(&self) -> usize {
+        self.forms.first().map_or(0, |f| f.len())
+    }
+}
+
+/// `s` as it may appear in text: itself, JSON-escaped (`\"`, `\/`), HTML-escaped.
+fn text_forms(s: &str) -> Vec<String> {
+    let mut v = vec![s.to_string()];
+    let json = serde_json::to_string(s).unwrap_or_default();
+    let json = json.trim_matches('"').to_string();
+    v.push(json.replace('/', "\\/"));
+    v.push(json);
+    let html = s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    v.push(html.replace('\'', "&#39;"));
+    v.push(html.replace('\'', "&#x27;"));
+    v
+}
+
+fn add_secret_forms(forms: &mut std::collections::BTreeSet<String>, secret: &str) {
+    let mut spellings = vec![secret.to_string()];
+    for plus in [false, true] {
+        let enc = percent_encode(secret, plus);
+        spellings.push(lower_hex(&enc));
+        spellings.push(enc);
+    }
+    spellings.extend(base64_forms(secret.as_bytes()));
+    for s in spellings {
+        forms.extend(text_forms(&s));
+    }
+}
+
+fn add_basic_forms(forms: &mut std::collections::BTreeSet<String>, user: &str, password: &str) {
+    for b in base64_forms(format!("{user}:{password}").as_bytes()) {
+        forms.extend(text_forms(&format!("Basic {b}")));
+        forms.extend(text_forms(&b));
+    }
+}
+
+/// Percent escapes with lower-case hex digits (`%3a`), everything else unchanged.
+fn lower_hex(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push('%');
+            out.push((b[i + 1] as char).to_ascii_lowercase());
+            out.push((b[i + 2] as char).to_ascii_lowercase());
+            i += 3;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Every byte but `A-Za-z0-9-._~` as `%XX` (a space as `+` when `plus`).
+fn percent_encode(s: &str, plus: bool) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else if plus && b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_encode(data: &[u8], url_safe: bool, pad: bool) -> String {
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.len();
+        let v = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= n {
+                let c = B64_STD[(v >> (18 - 6 * i) & 63) as usize];
+                out.push(match (url_safe, c) {
+                    (true, b'+') => '-',
+                    (true, b'/') => '_',
+                    _ => c as char,
+                });
+            } else if pad {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Standard and URL-safe base64 of `data`, with and without padding.
+fn base64_forms(data: &[u8]) -> Vec<String> {
+    let mut v = Vec::new();
+    for url_safe in [false, true] {
+        for pad in [true, false] {
+            v.push(base64_encode(data, url_safe, pad));
+        }
+    }
+    v
+}
+
+/// Decodes standard or URL-safe base64, padded or not.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut bits: u32 = 0;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.trim().trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        bits = bits << 6 | v as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// One time series: its labels and its points `(epoch ms, value)`.
@@ -61,51 +309,168 @@ pub struct Series {
     pub points: Vec<(i64, f64)>,
 }
 
+/// The API's envelope, decoded straight into the caller's type (no
+/// intermediate JSON tree: an answer is held in memory once, as its result).
 #[derive(Deserialize)]
-struct Envelope {
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+struct Envelope<T> {
     status: String,
     #[serde(default)]
-    data: Option<serde_json::Value>,
+    data: Option<T>,
     #[serde(default, rename = "errorType")]
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
 }
 
+/// `data` of a query answer. `result` is read whatever the order of the two keys,
+/// without buffering: its elements are series objects (vector, matrix) or a bare
+/// `[timestamp, "value"]` (scalar, string), told apart by their JSON shape and
+/// checked against `resultType` afterwards.
 #[derive(Deserialize)]
-#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
-enum QueryData {
-    Vector(Vec<VectorItem>),
-    Matrix(Vec<MatrixItem>),
-    Scalar(RawPoint),
-    String(serde::de::IgnoredAny),
-}
-
-#[derive(Deserialize)]
-struct VectorItem {
+struct QueryData {
+    #[serde(rename = "resultType")]
+    result_type: String,
     #[serde(default)]
-    metric: BTreeMap<String, String>,
-    value: RawPoint,
+    result: Option<Vec<Elem>>,
 }
 
 #[derive(Deserialize)]
-struct MatrixItem {
+struct SeriesItem {
     #[serde(default)]
     metric: BTreeMap<String, String>,
     #[serde(default)]
-    values: Vec<RawPoint>,
+    value: Option<Point>,
+    #[serde(default)]
+    values: Option<Vec<Point>>,
 }
 
-#[derive(Deserialize)]
-struct RawPoint(f64, String);
+enum Elem {
+    Series(SeriesItem),
+    Num(f64),
+    Str(String),
+}
 
-impl RawPoint {
-    fn decode(&self) -> Result<(i64, f64), PromError> {
-        if !self.0.is_finite() {
-            return Err(PromError::Decode(format!("invalid sample timestamp {}", self.0)));
+impl<'de> Deserialize<'de> for Elem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Elem;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a series object, a timestamp or a value")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Elem, A::Error> {
+                SeriesItem::deserialize(de::value::MapAccessDeserializer::new(map)).map(Elem::Series)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Elem, E> {
+                Ok(Elem::Num(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Elem, E> {
+                Ok(Elem::Num(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Elem, E> {
+                Ok(Elem::Num(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Elem, E> {
+                Ok(Elem::Str(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Elem, E> {
+                Ok(Elem::Str(v))
+            }
         }
-        let ms = (self.0 * 1000.0).round() as i64;
-        Ok((ms, parse_value(&self.1)?))
+        d.deserialize_any(V)
+    }
+}
+
+// The samples a decode may still produce, counted down as points are read so that
+// an answer over the limit stops decoding at once. Decoding is synchronous, so a
+// thread-local is exact: `SampleBudget` sets it for one decode and restores it.
+thread_local! {
+    static SAMPLES_LEFT: Cell<u64> = const { Cell::new(u64::MAX) };
+    static SAMPLES_EXCEEDED: Cell<bool> = const { Cell::new(false) };
+}
+const SAMPLE_LIMIT_MARKER: &str = "promduck: sample limit reached";
+
+struct SampleBudget {
+    saved: (u64, bool),
+}
+
+impl SampleBudget {
+    fn set(left: u64) -> Self {
+        let saved = (SAMPLES_LEFT.with(|c| c.replace(left)), SAMPLES_EXCEEDED.with(|c| c.replace(false)));
+        SampleBudget { saved }
+    }
+    fn exceeded(&self) -> bool {
+        SAMPLES_EXCEEDED.with(|c| c.get())
+    }
+}
+
+impl Drop for SampleBudget {
+    fn drop(&mut self) {
+        SAMPLES_LEFT.with(|c| c.set(self.saved.0));
+        SAMPLES_EXCEEDED.with(|c| c.set(self.saved.1));
+    }
+}
+
+fn take_sample() -> bool {
+    SAMPLES_LEFT.with(|c| match c.get() {
+        0 => {
+            SAMPLES_EXCEEDED.with(|e| e.set(true));
+            false
+        }
+        n => {
+            c.set(n - 1);
+            true
+        }
+    })
+}
+
+/// One sample `[seconds, "value"]`, decoded to `(epoch ms, value)` without
+/// allocating the value's text.
+struct Point(i64, f64);
+
+impl<'de> Deserialize<'de> for Point {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Point;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sample [timestamp, \"value\"]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Point, A::Error> {
+                let ts: f64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let value: SampleValue = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    return Err(de::Error::invalid_length(3, &self));
+                }
+                if !ts.is_finite() || ts.abs() > 9.0e15 {
+                    return Err(de::Error::custom(format!("invalid sample timestamp {ts}")));
+                }
+                if !take_sample() {
+                    return Err(de::Error::custom(SAMPLE_LIMIT_MARKER));
+                }
+                Ok(Point((ts * 1000.0).round() as i64, value.0))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+struct SampleValue(f64);
+
+impl<'de> Deserialize<'de> for SampleValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SampleValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sample value string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SampleValue, E> {
+                parse_value(s).map(SampleValue).map_err(|_| E::custom(format!("invalid sample value {s:?}")))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -121,42 +486,96 @@ pub fn parse_value(s: &str) -> Result<f64, PromError> {
 
 /// Decodes a query API body into series. Exposed for fuzzing and tests.
 pub fn decode_query_response(body: &[u8]) -> Result<Vec<Series>, PromError> {
-    let data = decode_envelope(body)?;
-    let data: QueryData = serde_json::from_value(data).map_err(|e| PromError::Decode(format!("unexpected query result: {e}")))?;
-    match data {
-        QueryData::Vector(items) => items
-            .into_iter()
-            .map(|it| Ok(Series { labels: it.metric, points: vec![it.value.decode()?] }))
-            .collect(),
-        QueryData::Matrix(items) => items
-            .into_iter()
-            .map(|it| {
-                let points = it.values.iter().map(RawPoint::decode).collect::<Result<Vec<_>, _>>()?;
-                Ok(Series { labels: it.metric, points })
-            })
-            .collect(),
-        QueryData::Scalar(p) => Ok(vec![Series { labels: BTreeMap::new(), points: vec![p.decode()?] }]),
-        QueryData::String(_) => Err(PromError::Unsupported(
-            "the query returned a string, not numbers; use a query that returns a vector, matrix or scalar".into(),
-        )),
-    }
+    decode_query(body, &Redactor::default(), u64::MAX, u64::MAX).map(|(s, _)| s)
 }
 
-fn decode_envelope(body: &[u8]) -> Result<serde_json::Value, PromError> {
-    let env: Envelope = serde_json::from_slice(body).map_err(|e| PromError::Decode(format!("{e} (body starts {:?})", snippet(body))))?;
+/// Decodes a query answer of at most `left` samples (`limit` is the whole
+/// query's, for the message); returns the series and their number of samples.
+fn decode_query(body: &[u8], redactor: &Redactor, left: u64, limit: u64) -> Result<(Vec<Series>, u64), PromError> {
+    let budget = SampleBudget::set(left);
+    let decoded = decode_envelope::<QueryData>(body, redactor);
+    if budget.exceeded() {
+        return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") });
+    }
+    drop(budget);
+    let data = decoded?;
+    let bad = |what: &str| PromError::Decode(format!("unexpected query result: {what}"));
+    let elems = data.result.unwrap_or_default();
+    let series: Vec<Series> = match data.result_type.as_str() {
+        "vector" => elems
+            .into_iter()
+            .map(|e| match e {
+                Elem::Series(SeriesItem { metric, value: Some(p), .. }) => Ok(Series { labels: metric, points: vec![(p.0, p.1)] }),
+                Elem::Series(_) => Err(bad("a vector sample without a value")),
+                _ => Err(bad("a vector element that is not a series")),
+            })
+            .collect::<Result<_, _>>()?,
+        "matrix" => elems
+            .into_iter()
+            .map(|e| match e {
+                Elem::Series(SeriesItem { metric, values, .. }) => {
+                    Ok(Series { labels: metric, points: values.unwrap_or_default().into_iter().map(|p| (p.0, p.1)).collect() })
+                }
+                _ => Err(bad("a matrix element that is not a series")),
+            })
+            .collect::<Result<_, _>>()?,
+        "scalar" => match elems.as_slice() {
+            [Elem::Num(ts), Elem::Str(v)] if ts.is_finite() && ts.abs() <= 9.0e15 => {
+                let v = parse_value(v).map_err(|_| bad(&format!("invalid sample value {v:?}")))?;
+                vec![Series { labels: BTreeMap::new(), points: vec![((ts * 1000.0).round() as i64, v)] }]
+            }
+            _ => return Err(bad("a scalar that is not [timestamp, \"value\"]")),
+        },
+        "string" => {
+            return Err(PromError::Unsupported(
+                "the query returned a string, not numbers; use a query that returns a vector, matrix or scalar".into(),
+            ))
+        }
+        other => return Err(bad(&format!("unknown resultType {:?}", redactor.redact(other)))),
+    };
+    let n = series.iter().map(|s| s.points.len() as u64).sum::<u64>();
+    if n > left {
+        return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") });
+    }
+    Ok((series, n))
+}
+
+/// The envelope's `data` on success, Prometheus's error otherwise.
+fn decode_envelope<T: for<'de> Deserialize<'de>>(body: &[u8], redactor: &Redactor) -> Result<T, PromError> {
+    let env: Envelope<T> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            PromError::Decode(redactor.redact(&format!("{e} (body starts {:?})", snippet(body, redactor))))
+        } else {
+            PromError::Decode(redactor.redact(&format!("unexpected answer: {e}")))
+        }
+    })?;
     match env.status.as_str() {
         "success" => env.data.ok_or_else(|| PromError::Decode("response has no data".into())),
         "error" => Err(PromError::Api {
-            error_type: env.error_type.unwrap_or_else(|| "unknown".into()),
-            message: env.error.unwrap_or_default(),
+            error_type: redactor.redact(&env.error_type.unwrap_or_else(|| "unknown".into())),
+            message: cap_message(redactor.redact(&env.error.unwrap_or_default())),
         }),
-        other => Err(PromError::Decode(format!("unknown status {other:?}"))),
+        other => Err(PromError::Decode(format!("unknown status {:?}", cap_message(redactor.redact(other))))),
     }
 }
 
-fn snippet(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
-    s.trim().to_string()
+/// The start of a body for a message, credentials redacted. Redaction runs on a
+/// window longer than the snippet by the longest credential form, so a credential
+/// that starts inside the snippet is replaced whole, never cut in half.
+fn snippet(body: &[u8], redactor: &Redactor) -> String {
+    let window = &body[..body.len().min(SNIPPET_CHARS * 4 + redactor.longest() + 16)];
+    let text = redactor.redact(&String::from_utf8_lossy(window));
+    let cut: String = text.chars().take(SNIPPET_CHARS).collect();
+    cut.trim().to_string()
+}
+
+fn cap_message(s: String) -> String {
+    if s.chars().count() <= MAX_MESSAGE_CHARS {
+        return s;
+    }
+    let mut out: String = s.chars().take(MAX_MESSAGE_CHARS).collect();
+    out.push_str(" …");
+    out
 }
 
 /// The client. Cheap to clone; clones share the connection pool and the
@@ -167,10 +586,15 @@ pub struct PromClient {
     cfg: Arc<PrometheusConfig>,
     permits: Arc<Semaphore>,
     backoff_base: Duration,
+    redactor: Arc<Redactor>,
+    /// Every call ends by then (see [`PromClient::with_overall_timeout`]).
+    deadline: Option<(Instant, Duration)>,
+    cancel: Option<Cancel>,
 }
 
 impl PromClient {
     pub fn new(cfg: &PrometheusConfig) -> Result<Self, PromError> {
+        let redactor = Redactor::new(cfg);
         let mut b = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
@@ -208,17 +632,45 @@ impl PromClient {
         if cfg.tls.insecure_skip_verify {
             b = b.danger_accept_invalid_certs(true);
         }
-        let http = b.build().map_err(|e| PromError::Setup(format!("cannot build HTTP client: {}", error_chain(&e))))?;
+        let http = b.build().map_err(|e| PromError::Setup(redactor.redact(&format!("cannot build HTTP client: {}", error_chain(&e)))))?;
         Ok(PromClient {
             http,
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             cfg: Arc::new(cfg.clone()),
             backoff_base: Duration::from_millis(200),
+            redactor: Arc::new(redactor),
+            deadline: None,
+            cancel: None,
         })
+    }
+
+    /// This client with an overall deadline `total` from now: every call made
+    /// through it (all its attempts, retries' backoff and a range query's split
+    /// requests included) ends by then, with [`PromError::Deadline`]. Each attempt
+    /// is still bounded by the configured `timeout` too.
+    pub fn with_overall_timeout(&self, total: Duration) -> PromClient {
+        let mut c = self.clone();
+        c.deadline = Some((Instant::now() + total, total));
+        c
+    }
+
+    /// This client with a cancellation signal: once `cancel` fires, a call in
+    /// flight (an attempt, a backoff wait, a split range request) stops at once
+    /// with [`PromError::Cancelled`], and no retry starts.
+    pub fn with_cancel(&self, cancel: &Cancel) -> PromClient {
+        let mut c = self.clone();
+        c.cancel = Some(cancel.clone());
+        c
     }
 
     pub fn config(&self) -> &PrometheusConfig {
         &self.cfg
+    }
+
+    /// The credential scrubber every error of this client has been through;
+    /// callers that quote server text themselves can use it too.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// The base URL, safe to print (credentials are never part of it).
@@ -226,14 +678,16 @@ impl PromClient {
         self.cfg.url.url.as_str()
     }
 
-    /// Instant query at `time_ms`.
+    /// Instant query at `time_ms`. At most `max_samples` samples.
     pub async fn instant(&self, query: &str, time_ms: i64) -> Result<Vec<Series>, PromError> {
         let form = vec![("query", query.to_string()), ("time", fmt_seconds(time_ms)), ("timeout", self.server_timeout())];
-        self.request("query", &form, decode_query_response).await
+        let limit = self.cfg.max_samples.max(1);
+        self.request("query", &form, |b| decode_query(b, &self.redactor, limit, limit)).await.map(|(s, _)| s)
     }
 
     /// Range query over `[start_ms, end_ms]` at `step_ms`, split into requests of at
-    /// most [`MAX_POINTS`] points and merged by series.
+    /// most [`MAX_POINTS`] points and merged by series. At most `max_samples`
+    /// samples over all the requests.
     pub async fn range(&self, query: &str, start_ms: i64, end_ms: i64, step_ms: i64) -> Result<Vec<Series>, PromError> {
         if step_ms <= 0 {
             return Err(PromError::Unsupported("step must be positive".into()));
@@ -241,10 +695,16 @@ impl PromClient {
         if end_ms < start_ms {
             return Err(PromError::Unsupported("range end is before its start".into()));
         }
+        let limit = self.cfg.max_samples.max(1);
+        let steps = (end_ms as i128 - start_ms as i128) / step_ms as i128 + 1;
+        if steps > limit as i128 {
+            return Err(PromError::TooManySamples { limit, what: format!("the range has {steps} steps per series") });
+        }
         let mut merged: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut used: u64 = 0;
         let mut chunk_start = start_ms;
-        while chunk_start <= end_ms {
-            let chunk_end = (chunk_start + (MAX_POINTS - 1) * step_ms).min(end_ms);
+        loop {
+            let chunk_end = chunk_start.saturating_add((MAX_POINTS - 1).saturating_mul(step_ms)).min(end_ms);
             let form = vec![
                 ("query", query.to_string()),
                 ("start", fmt_seconds(chunk_start)),
@@ -252,23 +712,29 @@ impl PromClient {
                 ("step", fmt_seconds(step_ms)),
                 ("timeout", self.server_timeout()),
             ];
-            for s in self.request("query_range", &form, decode_query_response).await? {
+            let left = limit - used;
+            let (series, n) = self.request("query_range", &form, |b| decode_query(b, &self.redactor, left, limit)).await?;
+            used += n;
+            for s in series {
                 merged.entry(s.labels).or_default().extend(s.points);
             }
-            chunk_start = chunk_end + step_ms;
+            match chunk_end.checked_add(step_ms) {
+                Some(next) if chunk_end < end_ms => chunk_start = next,
+                _ => break,
+            }
         }
         Ok(merged.into_iter().map(|(labels, points)| Series { labels, points }).collect())
     }
 
     /// All label names.
     pub async fn labels(&self) -> Result<Vec<String>, PromError> {
-        self.request("labels", &[], decode_strings).await
+        self.request("labels", &[], |b| decode_envelope(b, &self.redactor)).await
     }
 
     /// All values of one label.
     pub async fn label_values(&self, label: &str) -> Result<Vec<String>, PromError> {
         let endpoint = format!("label/{}/values", urlencode_path(label));
-        self.request(&endpoint, &[], decode_strings).await
+        self.request(&endpoint, &[], |b| decode_envelope(b, &self.redactor)).await
     }
 
     /// Series matching the selectors.
@@ -278,11 +744,7 @@ impl PromClient {
             form.push(("start", fmt_seconds(s)));
             form.push(("end", fmt_seconds(e)));
         }
-        self.request("series", &form, |body| {
-            let data = decode_envelope(body)?;
-            serde_json::from_value(data).map_err(|e| PromError::Decode(format!("unexpected series result: {e}")))
-        })
-        .await
+        self.request("series", &form, |b| decode_envelope(b, &self.redactor)).await
     }
 
     /// Checks that the server answers the query API (used by `--check`).
@@ -294,9 +756,23 @@ impl PromClient {
         format!("{}ms", self.cfg.timeout.as_millis().max(1))
     }
 
+    fn deadline_error(&self, last: Option<&PromError>) -> PromError {
+        let total = self.deadline.map_or(self.cfg.timeout, |(_, t)| t);
+        PromError::Deadline { url: self.url().to_string(), timeout: total, last: last.map(|e| e.to_string()) }
+    }
+
+    /// Resolves when the cancellation signal fires (never without one).
+    async fn cancelled(&self) {
+        match &self.cancel {
+            Some(c) => c.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// One API call with retries, decoded by `decode`. GET for bodiless calls, POST
     /// form otherwise. A body that does not decode, or an API error Prometheus
-    /// marks as transient (`timeout`, `unavailable`), is retried like a 5xx.
+    /// marks as transient (`timeout`, `unavailable`), is retried like a 5xx. Every
+    /// error leaves here with the connection's credentials redacted.
     async fn request<T>(
         &self,
         endpoint: &str,
@@ -306,11 +782,7 @@ impl PromClient {
         let url = self.cfg.url.api(endpoint);
         let mut attempt: u32 = 0;
         loop {
-            let result = {
-                let _permit = self.permits.acquire().await.expect("semaphore is never closed");
-                self.send_once(&url, form).await
-            }
-            .and_then(|body| decode(&body));
+            let result = self.attempt(&url, form, &decode).await.map_err(|e| e.redacted(&self.redactor));
             match result {
                 Ok(body) => return Ok(body),
                 Err(e) if e.is_transient() && attempt < self.cfg.retries => {
@@ -319,13 +791,62 @@ impl PromClient {
                         wait = wait.max(*ra);
                     }
                     let wait = wait.min(Duration::from_secs(30));
+                    if let Some((deadline, _)) = self.deadline {
+                        if Instant::now() + wait >= deadline {
+                            return Err(self.deadline_error(Some(&e)));
+                        }
+                    }
                     tracing::debug!(endpoint, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, error = %e, "retrying Prometheus request");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.cancelled() => return Err(PromError::Cancelled),
+                    }
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// One attempt: a permit, then the request and its whole body within the
+    /// timeout (and the overall deadline), then `decode`.
+    async fn attempt<T>(
+        &self,
+        url: &reqwest::Url,
+        form: &[(&str, String)],
+        decode: &impl Fn(&[u8]) -> Result<T, PromError>,
+    ) -> Result<T, PromError> {
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(PromError::Cancelled);
+        }
+        let deadline = self.deadline.map(|(d, _)| d);
+        let body = tokio::select! {
+            biased;
+            _ = self.cancelled() => return Err(PromError::Cancelled),
+            r = async {
+                let _permit = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, self.permits.acquire()).await.map_err(|_| self.deadline_error(None))?,
+                    None => self.permits.acquire().await,
+                }
+                .expect("semaphore is never closed");
+                // The timeout covers the headers and the whole body: a server that
+                // keeps sending (however slowly) is cut off at the timeout.
+                let mut limit = Instant::now() + self.cfg.timeout;
+                let mut by_deadline = false;
+                if let Some(d) = deadline {
+                    if d <= limit {
+                        limit = d;
+                        by_deadline = true;
+                    }
+                }
+                match tokio::time::timeout_at(limit, self.send_once(url, form)).await {
+                    Ok(r) => r,
+                    Err(_) if by_deadline => Err(self.deadline_error(None)),
+                    Err(_) => Err(PromError::Timeout { url: self.url().to_string(), timeout: self.cfg.timeout }),
+                }
+            } => r?,
+        };
+        decode(&body)
     }
 
     async fn send_once(&self, url: &reqwest::Url, form: &[(&str, String)]) -> Result<Vec<u8>, PromError> {
@@ -343,7 +864,7 @@ impl PromClient {
                 PromError::Transport { url: shown_url.clone(), message: error_chain(&e) }
             }
         };
-        let resp = req.send().await.map_err(map_err)?;
+        let mut resp = req.send().await.map_err(map_err)?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -351,22 +872,46 @@ impl PromClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(60)));
-        let body = resp.bytes().await.map_err(map_err)?.to_vec();
+        // The body is read chunk by chunk and given up as soon as it passes the
+        // limit, so an endless answer costs at most the limit in memory. Of an
+        // error answer only its start is read: it is only quoted.
+        let limit = self.cfg.max_response_bytes.max(1);
+        let cap = if status.is_success() { limit } else { limit.min(MAX_ERROR_BODY) } as usize;
+        if status.is_success() && resp.content_length().is_some_and(|n| n > limit) {
+            return Err(PromError::TooLarge { limit });
+        }
+        let mut body: Vec<u8> = Vec::new();
+        if let Some(n) = resp.content_length() {
+            body.reserve_exact((n as usize).min(cap));
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
+            if body.len() + chunk.len() > cap {
+                if !status.is_success() {
+                    body.extend_from_slice(&chunk[..cap - body.len()]);
+                    break;
+                }
+                return Err(PromError::TooLarge { limit });
+            }
+            if body.capacity() - body.len() < chunk.len() {
+                // Doubling, but never past the limit.
+                let want = (body.capacity() * 2).max(body.len() + chunk.len()).min(cap);
+                body.reserve_exact(want - body.len());
+            }
+            body.extend_from_slice(&chunk);
+        }
         if status.is_success() {
             return Ok(body);
         }
         // Prometheus explains errors in its JSON envelope; other servers (and 401s) in text.
-        let (error_type, message) = match serde_json::from_slice::<Envelope>(&body) {
-            Ok(env) if env.error.is_some() => (env.error_type, env.error.unwrap_or_default()),
-            _ => (None, snippet(&body)),
+        let (error_type, message) = match serde_json::from_slice::<Envelope<IgnoredAny>>(&body) {
+            Ok(env) if env.error.is_some() => (
+                env.error_type.map(|t| self.redactor.redact(&t)),
+                cap_message(self.redactor.redact(&env.error.unwrap_or_default())),
+            ),
+            _ => (None, snippet(&body, &self.redactor)),
         };
         Err(PromError::Http { status: status.as_u16(), error_type, message, retry_after })
     }
-}
-
-fn decode_strings(body: &[u8]) -> Result<Vec<String>, PromError> {
-    let data = decode_envelope(body)?;
-    serde_json::from_value(data).map_err(|e| PromError::Decode(format!("expected a list of strings: {e}")))
 }
 
 /// Seconds with millisecond precision, as the API expects (`1709251200.5`).
@@ -455,6 +1000,399 @@ mod tests {
         assert!(!http(400).is_transient());
         assert!(!http(422).is_transient());
         assert!(!http(401).is_transient());
+    }
+
+    #[test]
+    fn decodes_whatever_the_key_order() {
+        let m = br#"{"data":{"result":[{"values":[[1,"2"]],"metric":{"a":"b"}}],"resultType":"matrix"},"status":"success"}"#;
+        let s = decode_query_response(m).unwrap();
+        assert_eq!(s, vec![Series { labels: BTreeMap::from([("a".into(), "b".into())]), points: vec![(1000, 2.0)] }]);
+        let v = br#"{"status":"success","data":{"result":[{"value":[2,"3"]}],"resultType":"vector"}}"#;
+        assert_eq!(decode_query_response(v).unwrap()[0].points, vec![(2000, 3.0)]);
+        // A vector item without a value, a scalar of the wrong shape: malformed.
+        let v = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{}}]}}"#;
+        assert!(matches!(decode_query_response(v), Err(PromError::Decode(_))));
+        let sc = br#"{"status":"success","data":{"resultType":"scalar","result":[{"metric":{}}]}}"#;
+        assert!(matches!(decode_query_response(sc), Err(PromError::Decode(_))));
+    }
+
+    #[test]
+    fn sample_budget_stops_decoding() {
+        let body = br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[[1,"1"],[2,"1"],[3,"1"]]},{"metric":{"a":"2"},"values":[[1,"1"],[2,"1"]]}]}}"#;
+        let r = Redactor::default();
+        let (s, n) = decode_query(body, &r, 5, 5).unwrap();
+        assert_eq!((s.len(), n), (2, 5));
+        let e = decode_query(body, &r, 4, 9).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "too many samples: the answer has more than 9 samples, more than the limit of 9; narrow the query or the time range, \
+             use a larger step, or raise the limit (prometheus.maxSamples in the config file, max_samples := ... in SQL)"
+        );
+        assert!(!e.is_transient());
+        // The budget is per decode: the next decode on this thread is unlimited again.
+        assert_eq!(decode_query_response(body).unwrap().len(), 2);
+    }
+
+    // --- a tiny HTTP server for the client's tests --------------------------------------------------------------
+
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant as StdInstant;
+
+    /// The request as received: head (request line and headers) and body.
+    struct Req {
+        head: String,
+        body: String,
+    }
+
+    fn read_req(s: &mut TcpStream) -> Option<Req> {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut b).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&b[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let len = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let n = s.read(&mut b).ok()?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&b[..n]);
+        }
+        Some(Req { head, body: String::from_utf8_lossy(&buf[head_end..]).into_owned() })
+    }
+
+    /// Serves every connection with `handler` on its own thread; counts requests.
+    fn serve(handler: impl Fn(&mut TcpStream, Req) + Send + Sync + 'static) -> (String, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let handler = Arc::new(handler);
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let h = handler.clone();
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    while let Some(req) = read_req(&mut s) {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        h(&mut s, req);
+                    }
+                });
+            }
+        });
+        (url, count)
+    }
+
+    fn respond(s: &mut TcpStream, status: &str, body: &str) {
+        let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    }
+
+    fn client_for(url: &str, f: impl FnOnce(&mut PrometheusConfig)) -> PromClient {
+        let mut cfg = PrometheusConfig::new(crate::config::PromUrl::parse(url).unwrap());
+        f(&mut cfg);
+        let mut c = PromClient::new(&cfg).unwrap();
+        c.backoff_base = Duration::from_millis(20);
+        c
+    }
+
+    const MATRIX_START: &str = r#"{"status":"success","data":{"resultType":"matrix","result":["#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn endless_body_stops_at_the_limit_and_is_not_retried() {
+        // Chunked, no Content-Length, never ends.
+        let (url, count) = serve(|s, _| {
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+            let item = r#"{"metric":{"a":"b"},"values":[[1,"1"],[2,"2"],[3,"3"]]},"#.repeat(1000);
+            let mut first = format!("{MATRIX_START}{item}");
+            loop {
+                if write!(s, "{:x}\r\n{first}\r\n", first.len()).is_err() {
+                    return;
+                }
+                first = item.clone();
+            }
+        });
+        let c = client_for(&url, |c| {
+            c.max_response_bytes = 1 << 20;
+            c.retries = 3;
+        });
+        let t = StdInstant::now();
+        let e = c.instant("up", 0).await.unwrap_err();
+        assert!(matches!(e, PromError::TooLarge { limit: 1048576 }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "Prometheus's answer is larger than the limit of 1048576 bytes (1MiB); narrow the query or the time range, \
+             use a larger step, or raise the limit (prometheus.maxResponseBytes in the config file, max_response_bytes := ... in SQL)"
+        );
+        assert!(!e.is_transient());
+        assert_eq!(count.load(Ordering::SeqCst), 1, "a too-large answer must not be retried");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn announced_length_over_the_limit_is_refused_unread() {
+        let (url, count) = serve(|s, _| {
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n{MATRIX_START}");
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        let c = client_for(&url, |c| c.max_response_bytes = 1000);
+        let t = StdInstant::now();
+        let e = c.labels().await.unwrap_err();
+        assert!(matches!(e, PromError::TooLarge { limit: 1000 }), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trickling_body_ends_at_the_timeout() {
+        let (url, count) = serve(|s, _| {
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+            let _ = write!(s, "{:x}\r\n{MATRIX_START}\r\n", MATRIX_START.len());
+            while write!(s, "1\r\n \r\n").is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let c = client_for(&url, |c| {
+            c.timeout = Duration::from_millis(600);
+            c.retries = 1;
+        });
+        let t = StdInstant::now();
+        let e = c.instant("up", 0).await.unwrap_err();
+        let took = t.elapsed();
+        assert!(matches!(e, PromError::Timeout { .. }), "{e}");
+        assert_eq!(count.load(Ordering::SeqCst), 2, "one retry");
+        assert!(took >= Duration::from_millis(1200) && took < Duration::from_millis(2500), "{took:?}");
+    }
+
+    /// Accepts connections and never answers.
+    fn silent_server() -> (String, Arc<AtomicUsize>) {
+        serve(|_, _| std::thread::sleep(Duration::from_secs(60)))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overall_timeout_bounds_retries() {
+        let (url, count) = silent_server();
+        let c = client_for(&url, |c| {
+            c.timeout = Duration::from_millis(400);
+            c.retries = 5;
+        })
+        .with_overall_timeout(Duration::from_millis(1000));
+        let t = StdInstant::now();
+        let e = c.instant("up", 0).await.unwrap_err();
+        let took = t.elapsed();
+        assert!(matches!(e, PromError::Deadline { .. }), "{e}");
+        assert!(e.to_string().contains("within the timeout of 1s for the whole call"), "{e}");
+        assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(1500), "{took:?}");
+        assert!(!e.is_transient());
+        // 400 ms, 400 ms + 20 ms backoff, then the rest of the second.
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overall_timeout_bounds_split_range_requests() {
+        // Every request answers an empty matrix after 300 ms; 4 split requests need 1.2 s.
+        let (url, count) = serve(|s, _| {
+            std::thread::sleep(Duration::from_millis(300));
+            respond(s, "200 OK", r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#);
+        });
+        let c = client_for(&url, |c| c.timeout = Duration::from_secs(5)).with_overall_timeout(Duration::from_millis(800));
+        let t = StdInstant::now();
+        let e = c.range("up", 0, 4 * MAX_POINTS * 1000, 1000).await.unwrap_err();
+        assert!(matches!(e, PromError::Deadline { .. }), "{e}");
+        assert!(t.elapsed() < Duration::from_millis(1100), "{:?}", t.elapsed());
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_stops_an_attempt_and_a_backoff() {
+        let (url, _) = silent_server();
+        let cancel = Cancel::new();
+        let c = client_for(&url, |c| c.timeout = Duration::from_secs(30)).with_cancel(&cancel);
+        let t = StdInstant::now();
+        let cc = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cc.cancel();
+        });
+        let e = c.instant("up", 0).await.unwrap_err();
+        assert!(matches!(e, PromError::Cancelled), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // Already cancelled: no request at all.
+        let (url2, count2) = silent_server();
+        let c2 = client_for(&url2, |_| {}).with_cancel(&cancel);
+        assert!(matches!(c2.labels().await, Err(PromError::Cancelled)));
+        assert_eq!(count2.load(Ordering::SeqCst), 0);
+
+        // 503 with Retry-After: 20: cancelled during the backoff wait.
+        let (url3, count3) = serve(|s, _| {
+            let body = r#"{"status":"error","errorType":"unavailable","error":"busy"}"#;
+            let _ = write!(s, "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 20\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        });
+        let cancel = Cancel::new();
+        let c3 = client_for(&url3, |_| {}).with_cancel(&cancel);
+        let cc = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cc.cancel();
+        });
+        let t = StdInstant::now();
+        assert!(matches!(c3.instant("up", 0).await, Err(PromError::Cancelled)));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(count3.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_samples_counts_over_all_split_requests() {
+        // Each request of the range answers one series of 6000 points.
+        let (url, count) = serve(|s, _| {
+            let pts: Vec<String> = (0..6000).map(|i| format!("[{i},\"1\"]")).collect();
+            respond(s, "200 OK", &format!("{MATRIX_START}{{\"metric\":{{\"a\":\"b\"}},\"values\":[{}]}}]}}}}", pts.join(",")));
+        });
+        let end = (MAX_POINTS + 100) * 1000; // 11,101 steps: two requests
+        let c = client_for(&url, |c| c.max_samples = 11_500);
+        let e = c.range("up", 0, end, 1000).await.unwrap_err();
+        assert!(matches!(e, PromError::TooManySamples { limit: 11_500, .. }), "{e}");
+        assert!(e.to_string().starts_with("too many samples: the answer has more than 11500 samples"), "{e}");
+        assert_eq!(count.load(Ordering::SeqCst), 2, "not retried");
+        let c = client_for(&url, |c| c.max_samples = 12_000);
+        let s = c.range("up", 0, end, 1000).await.unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].points.len(), 12_000);
+        // A range with more steps than the limit is refused before any request.
+        let before = count.load(Ordering::SeqCst);
+        let c = client_for(&url, |c| c.max_samples = 1000);
+        let e = c.range("up", 0, 1_000_000, 1000).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "too many samples: the range has 1001 steps per series, more than the limit of 1000; narrow the query or the time range, \
+             use a larger step, or raise the limit (prometheus.maxSamples in the config file, max_samples := ... in SQL)"
+        );
+        assert_eq!(count.load(Ordering::SeqCst), before);
+        // Huge steps do not overflow.
+        let c = client_for(&url, |_| {});
+        assert!(c.range("up", i64::MIN / 2, i64::MAX / 2, i64::MAX / 4).await.is_ok());
+    }
+
+    const USER: &str = "bob";
+    const PASSWORD: &str = "p4ss:w/rd \"q\"+&é";
+    const TOKEN: &str = "tok-Zq9/+s3cr3t=";
+    const API_KEY: &str = "key-7781-abcd";
+
+    /// Every spelling of `s` that must never appear.
+    fn forms_of(s: &str) -> Vec<String> {
+        let mut v = vec![s.to_string()];
+        v.extend(base64_forms(s.as_bytes()));
+        v.push(percent_encode(s, false));
+        v.push(percent_encode(s, true));
+        v.push(lower_hex(&percent_encode(s, false)));
+        v.push(serde_json::to_string(s).unwrap().trim_matches('"').to_string());
+        v
+    }
+
+    /// Every spelling of the test credentials that must never appear, and their starts.
+    fn forbidden() -> Vec<String> {
+        let mut v = Vec::new();
+        for s in [PASSWORD, TOKEN, API_KEY, &format!("{USER}:{PASSWORD}")] {
+            v.extend(forms_of(s));
+        }
+        v.push(PASSWORD[..8].to_string());
+        v.push(TOKEN[..8].to_string());
+        v
+    }
+
+    #[test]
+    fn redactor_replaces_every_form() {
+        let mut cfg = PrometheusConfig::new(crate::config::PromUrl::parse("http://x:1").unwrap());
+        cfg.username = Some(USER.into());
+        cfg.password = Some(crate::config::Secret::new(PASSWORD));
+        cfg.headers.insert("X-Api-Key".into(), API_KEY.into());
+        cfg.headers.insert("X-Scope-OrgID".into(), "a".into());
+        let r = Redactor::new(&cfg);
+        let forms = [forms_of(PASSWORD), forms_of(&format!("{USER}:{PASSWORD}")), forms_of(API_KEY)].concat();
+        for f in &forms {
+            let text = format!("before {f} after");
+            let out = r.redact(&text);
+            assert!(!out.contains(f.as_str()), "{f:?} survived: {out}");
+            assert!(out.contains("***"), "{out}");
+        }
+        let basic = format!("Basic {}", base64_encode(format!("{USER}:{PASSWORD}").as_bytes(), false, true));
+        assert_eq!(r.redact(&format!("Authorization: {basic}\n")), "Authorization: ***\n");
+        // Short header values are not credentials and are left alone.
+        assert_eq!(r.redact("a tenant"), "a tenant");
+
+        let mut cfg = PrometheusConfig::new(crate::config::PromUrl::parse("http://x:1").unwrap());
+        cfg.bearer_token = Some(crate::config::Secret::new(TOKEN));
+        let r = Redactor::new(&cfg);
+        assert_eq!(r.redact(&format!("authorization: Bearer {TOKEN}")), "authorization: ***");
+        // A Basic credential given as a header is decoded, and its password redacted too.
+        let mut cfg = PrometheusConfig::new(crate::config::PromUrl::parse("http://x:1").unwrap());
+        cfg.headers.insert("Authorization".into(), basic.clone());
+        let r = Redactor::new(&cfg);
+        assert_eq!(r.redact(&format!("{basic} / {PASSWORD} / {}", percent_encode(PASSWORD, true))), "*** / *** / ***");
+    }
+
+    /// Echoes the request head (every header, `Authorization` included) in a 401 body:
+    /// plain text, or as a Prometheus JSON error.
+    fn echo_server(json: bool) -> String {
+        serve(move |s, req| {
+            let echoed = format!("{}{}", req.head, req.body);
+            let body = if json {
+                serde_json::json!({"status": "error", "errorType": "unauthorized", "error": format!("denied: {echoed}")}).to_string()
+            } else {
+                // With X-Pad, the Authorization line starts 105 characters in, so the
+                // 120 characters quoted end inside the credential.
+                let lower = echoed.to_ascii_lowercase();
+                match (lower.contains("x-pad"), lower.find("authorization:")) {
+                    (true, Some(i)) => format!("{}{}{}", "x".repeat(105), &echoed[i..], &echoed[..i]),
+                    _ => echoed,
+                }
+            };
+            let _ = write!(s, "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        })
+        .0
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn errors_quoting_the_server_never_carry_credentials() {
+        for json in [false, true] {
+            let url = echo_server(json);
+            for (auth, pad) in [("basic", false), ("basic", true), ("bearer", false), ("bearer", true)] {
+                let c = client_for(&url, |c| {
+                    c.retries = 0;
+                    if auth == "basic" {
+                        c.username = Some(USER.into());
+                        c.password = Some(crate::config::Secret::new(PASSWORD));
+                    } else {
+                        c.bearer_token = Some(crate::config::Secret::new(TOKEN));
+                    }
+                    c.headers.insert("X-Api-Key".into(), API_KEY.into());
+                    if pad {
+                        c.headers.insert("X-Pad".into(), "1".into());
+                    }
+                });
+                for e in [c.instant("up", 0).await.unwrap_err(), c.labels().await.unwrap_err()] {
+                    let msg = e.to_string();
+                    assert!(msg.contains("HTTP 401"), "{msg}");
+                    assert!(msg.contains("***") || pad, "{msg}");
+                    for f in forbidden() {
+                        assert!(!msg.contains(&f), "{f:?} leaked (json={json}, {auth}, pad={pad}): {msg}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,13 +2,23 @@
 //! `prom_label_values`, `prom_series`. The request runs on the first `func` call
 //! (never in `bind`, which DuckDB may call more than once or alone for DESCRIBE);
 //! its rows are then handed out chunk by chunk.
+//!
+//! Bounds, so that a query can neither hang a session nor exhaust its memory:
+//! - `timeout` (default 30s) is the deadline for the whole call: every attempt,
+//!   the retries' backoff and all the requests a range query is split into. DuckDB
+//!   cannot interrupt a table function that is waiting (Ctrl-C, `interrupt()`), so
+//!   this is what ends a call to a server that does not answer.
+//! - `max_response_bytes` (default 256MiB; bytes or `'64MiB'`, `'1GB'`) bounds each
+//!   answer's size; a larger one is an error, read no further than the limit.
+//! - `max_samples` (default 5,000,000) bounds the samples of one query over all its
+//!   requests; more is an error naming the limit.
 
 use crate::params::{err, named, named_string, parse_step, timestamp_value, BoxError};
 use crate::runtime::block_on;
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
-use promduck_core::config::{Config, PromUrl, PrometheusConfig, Secret};
+use promduck_core::config::{parse_byte_size, Config, PromUrl, PrometheusConfig, Secret};
 use promduck_core::prometheus::{PromClient, Series};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,10 +29,18 @@ const CHUNK_ROWS: usize = 2048;
 
 /// Connection named parameters shared by every live function.
 fn connection_params() -> Vec<(String, LogicalTypeHandle)> {
-    ["url", "username", "password", "bearer_token", "config", "timeout"]
+    let mut p: Vec<(String, LogicalTypeHandle)> = ["url", "username", "password", "bearer_token", "config", "timeout"]
         .into_iter()
         .map(|n| (n.to_string(), varchar()))
-        .collect()
+        .collect();
+    // A number of bytes or a size with a unit ('64MiB').
+    p.push(("max_response_bytes".to_string(), LogicalTypeHandle::from(LogicalTypeId::Any)));
+    p
+}
+
+/// `max_samples`, for the functions that return samples.
+fn samples_param() -> (String, LogicalTypeHandle) {
+    ("max_samples".to_string(), LogicalTypeHandle::from(LogicalTypeId::Any))
 }
 
 fn env(name: &str) -> Option<String> {
@@ -62,6 +80,18 @@ fn connection(bind: &BindInfo) -> Result<PrometheusConfig, BoxError> {
     }
     if let Some(t) = named_string(bind, "timeout") {
         cfg.timeout = promduck_core::duration::parse_go_duration(&t).map_err(|e| err(format!("timeout: {e}")))?;
+        if cfg.timeout < Duration::from_millis(1) {
+            return Err(err(format!("timeout: {t:?} must be at least 1ms")));
+        }
+    }
+    if let Some(v) = named_string(bind, "max_response_bytes") {
+        cfg.max_response_bytes = parse_byte_size(&v).map_err(|e| err(format!("max_response_bytes: {e}")))?;
+    }
+    if let Some(v) = named_string(bind, "max_samples") {
+        cfg.max_samples = match v.trim().parse::<i64>() {
+            Ok(n) if n > 0 => n as u64,
+            _ => return Err(err(format!("max_samples: {v:?} is not a positive whole number"))),
+        };
     }
     if cfg.password.is_some() && cfg.username.is_none() {
         return Err(err("password given without username"));
@@ -92,16 +122,21 @@ pub struct LiveBind {
 /// and that text may hold a password or token.
 pub struct LiveBindResult(Result<LiveBind, String>);
 
+/// A series' metric name and other labels.
+type SeriesKey = (Option<String>, Vec<(String, String)>);
+
 enum Rows {
-    Samples(Vec<(Option<String>, Vec<(String, String)>, i64, f64)>),
+    /// Each series' labels once, and its points as `(series index, ms, value)`:
+    /// labels are not copied per point.
+    Samples { series: Vec<SeriesKey>, points: Vec<(usize, i64, f64)> },
     Strings(Vec<String>),
-    SeriesList(Vec<(Option<String>, Vec<(String, String)>)>),
+    SeriesList(Vec<SeriesKey>),
 }
 
 impl Rows {
     fn len(&self) -> usize {
         match self {
-            Rows::Samples(v) => v.len(),
+            Rows::Samples { points, .. } => points.len(),
             Rows::Strings(v) => v.len(),
             Rows::SeriesList(v) => v.len(),
         }
@@ -112,24 +147,24 @@ pub struct LiveInit {
     state: Mutex<Option<(Rows, usize)>>,
 }
 
-fn split_name(mut labels: BTreeMap<String, String>) -> (Option<String>, Vec<(String, String)>) {
+fn split_name(mut labels: BTreeMap<String, String>) -> SeriesKey {
     let name = labels.remove("__name__");
     (name, labels.into_iter().collect())
 }
 
 fn samples(series: Vec<Series>) -> Rows {
-    let mut out = Vec::new();
-    for s in series {
-        let (name, labels) = split_name(s.labels);
-        for (ts, v) in s.points {
-            out.push((name.clone(), labels.clone(), ts, v));
-        }
+    let mut keys = Vec::with_capacity(series.len());
+    let mut points = Vec::with_capacity(series.iter().map(|s| s.points.len()).sum());
+    for (i, s) in series.into_iter().enumerate() {
+        keys.push(split_name(s.labels));
+        points.extend(s.points.into_iter().map(|(ts, v)| (i, ts, v)));
     }
-    Rows::Samples(out)
+    Rows::Samples { series: keys, points }
 }
 
 fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
-    let client = client(&bind.cfg)?;
+    // `timeout` bounds the whole call, retries and split requests included.
+    let client = client(&bind.cfg)?.with_overall_timeout(bind.cfg.timeout);
     let scrub = |e: promduck_core::prometheus::PromError| {
         let mut msg = e.to_string();
         for s in bind.cfg.secrets() {
@@ -156,12 +191,12 @@ fn emit(rows: &Rows, from: usize, out: &mut DataChunkHandle) -> usize {
     let n = (rows.len() - from).min(CHUNK_ROWS);
     let r = from..from + n;
     match rows {
-        Rows::Samples(v) => {
-            let s = &v[r];
-            write_strings(out, 0, s.iter().map(|x| x.0.as_deref()));
-            write_maps(out, 1, s.iter().map(|x| Some(x.1.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))));
-            write_values(out, 2, s.iter().map(|x| Some(x.2.saturating_mul(1000))));
-            write_values(out, 3, s.iter().map(|x| Some(x.3)));
+        Rows::Samples { series, points } => {
+            let p = &points[r];
+            write_strings(out, 0, p.iter().map(|x| series[x.0].0.as_deref()));
+            write_maps(out, 1, p.iter().map(|x| Some(series[x.0].1.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))));
+            write_values(out, 2, p.iter().map(|x| Some(x.1.saturating_mul(1000))));
+            write_values(out, 3, p.iter().map(|x| Some(x.2)));
         }
         Rows::Strings(v) => write_strings(out, 0, v[r].iter().map(|x| Some(x.as_str()))),
         Rows::SeriesList(v) => {
@@ -261,7 +296,7 @@ live_vtab!(
         Ok(LiveBind { cfg: connection(bind)?, request: Request::Instant { query, time_ms } })
     },
     vec![varchar()],
-    vec![("time".to_string(), tstz()), ("at".to_string(), tstz())]
+    vec![("time".to_string(), tstz()), ("at".to_string(), tstz()), samples_param()]
 );
 
 live_vtab!(
@@ -280,17 +315,13 @@ live_vtab!(
         if start_ms > end_ms {
             return Err(err(format!("start {start} is after end {end}")));
         }
-        let step_text = step.to_string();
-        let step: Duration = parse_step(&step_text)
-            .ok_or_else(|| err(format!("step: invalid step {step_text:?}; use an INTERVAL, a duration such as '1m', or seconds")))?;
-        let step_ms = (step.as_millis() as i64).max(1);
-        if (end_ms - start_ms) / step_ms > 10_000_000 {
-            return Err(err("prom_query_range: more than 10 million points per series; use a larger step"));
-        }
+        let step: Duration = parse_step(&step.to_string()).map_err(err)?;
+        // Whole milliseconds of at most 100 years: parse_step checked both.
+        let step_ms = step.as_millis() as i64;
         Ok(LiveBind { cfg: connection(bind)?, request: Request::Range { query, start_ms, end_ms, step_ms } })
     },
     vec![varchar(), tstz(), tstz(), LogicalTypeHandle::from(LogicalTypeId::Any)],
-    vec![]
+    vec![samples_param()]
 );
 
 live_vtab!(
