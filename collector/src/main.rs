@@ -360,11 +360,26 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
     let mut ok = true;
     // The same query a collection runs (instant or the step grid), and the same
     // checks on its answer (series that would collide once labels are dropped).
-    for m in &cfg.metrics {
+    let window = collector.plan().window(day);
+    let hours = window.length_ms() as f64 / 3_600_000.0;
+    println!(
+        "day {day} ({}): {} .. {} ({hours} h){}",
+        cfg.timezone,
+        window.start.to_rfc3339(),
+        window.end.to_rfc3339(),
+        if window.length_ms() != 86_400_000 { "; ranges of exactly one day in instant queries span this day's length" } else { "" }
+    );
+    for m in &collector.plan().metrics {
         match collector.query_metric(m, proxy, day).await {
-            Ok(series) => println!("metric {}: ok ({} series for proxy {proxy:?} on {day})", m.name, series.len()),
+            Ok((request, series)) => {
+                let how = match request.eval {
+                    promduck_core::plan::Eval::Instant { .. } => "instant at the day's end".to_string(),
+                    promduck_core::plan::Eval::Range(g) => format!("{} points every {} ms", g.points(), g.step_ms),
+                };
+                println!("metric {}: ok ({} series for proxy {proxy:?} on {day}; {how}; query {})", m.config.name, series.len(), request.query)
+            }
             Err(e) => {
-                println!("metric {}: FAILED: {e}", m.name);
+                println!("metric {}: FAILED: {e}", m.config.name);
                 ok = false;
             }
         }

@@ -9,10 +9,10 @@
 //! Work units are run with a bounded number in flight (the client also bounds
 //! queries), so memory stays flat however many days a backfill spans.
 
-use crate::config::{Config, MetricConfig};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::partition_path;
-use crate::plan::{day_window, DayWindow};
+use crate::plan::{Eval, MetricPlan, MetricRequests, Plan, Request};
 use crate::prometheus::{PromClient, Series};
 use crate::schema::PartitionBuilder;
 use crate::writer::{remove_stale_temp_files, sync_dir, write_partition_unsynced_rename};
@@ -154,6 +154,7 @@ impl RunSummary {
 #[derive(Clone)]
 pub struct Collector {
     cfg: Arc<Config>,
+    plan: Arc<Plan>,
     client: PromClient,
     replace: bool,
 }
@@ -161,7 +162,8 @@ pub struct Collector {
 impl Collector {
     pub fn new(cfg: Config) -> Result<Self> {
         let client = PromClient::new(&cfg.prometheus)?;
-        Ok(Collector { cfg: Arc::new(cfg), client, replace: false })
+        let plan = Arc::new(Plan::new(&cfg));
+        Ok(Collector { cfg: Arc::new(cfg), plan, client, replace: false })
     }
 
     /// Replace partitions with exactly what Prometheus answers now: a metric that
@@ -177,6 +179,11 @@ impl Collector {
 
     pub fn client(&self) -> &PromClient {
         &self.client
+    }
+
+    /// What this collector asks for, decided from the configuration.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Collects every (day, proxy) of `days` and returns the outcomes sorted by
@@ -210,7 +217,7 @@ impl Collector {
         cancel: &Cancel,
         mut on_done: impl FnMut(&PartitionOutcome),
     ) -> RunSummary {
-        let batch = self.cfg.prometheus.batch_size.max(1);
+        let batch = self.plan.batch_size;
         let in_flight = (self.cfg.prometheus.concurrency.max(1) * 2).div_ceil(batch.min(self.cfg.api_proxies.len()).max(1)).max(2);
         let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
         let mut outcomes = RunSummary::default();
@@ -263,11 +270,10 @@ impl Collector {
     /// Queries every metric for one day and a group of proxies, then writes each
     /// proxy's partition (only if all its metrics succeeded).
     async fn collect_unit(&self, day: NaiveDate, proxies: &[String], cancel: &Cancel) -> Vec<PartitionOutcome> {
-        let window = day_window(day, self.cfg.timezone);
         let queries = async {
-            let mut per_metric = Vec::with_capacity(self.cfg.metrics.len());
-            for metric in &self.cfg.metrics {
-                per_metric.push(self.query_metric_for(metric, proxies, &window).await);
+            let mut per_metric = Vec::with_capacity(self.plan.metrics.len());
+            for metric in &self.plan.metrics {
+                per_metric.push(self.query_metric_for(metric, proxies, day).await);
             }
             per_metric
         };
@@ -276,8 +282,8 @@ impl Collector {
             _ = cancel.cancelled() => return proxies.iter().map(|p| self.cancelled_outcome(day, p)).collect(),
         };
         // Transpose: per proxy, the results of every metric.
-        let mut by_proxy: Vec<Vec<(&MetricConfig, Result<Vec<Series>>)>> = proxies.iter().map(|_| Vec::new()).collect();
-        for (metric, results) in self.cfg.metrics.iter().zip(per_metric) {
+        let mut by_proxy: Vec<Vec<(&crate::config::MetricConfig, Result<Vec<Series>>)>> = proxies.iter().map(|_| Vec::new()).collect();
+        for (metric, results) in self.plan.metrics.iter().map(|m| &m.config).zip(per_metric) {
             for (i, r) in results.into_iter().enumerate() {
                 by_proxy[i].push((metric, r));
             }
@@ -333,7 +339,7 @@ impl Collector {
         &self,
         day: NaiveDate,
         proxy: &str,
-        results: Vec<(&MetricConfig, Result<Vec<Series>>)>,
+        results: Vec<(&crate::config::MetricConfig, Result<Vec<Series>>)>,
     ) -> (PartitionOutcome, Option<arrow::record_batch::RecordBatch>) {
         let path = partition_path(&self.cfg.storage.output_dir, day, proxy);
         let mut failures = Vec::new();
@@ -401,40 +407,41 @@ impl Collector {
     }
 
     /// The series one metric gives for one proxy and day, exactly as a collection
-    /// asks for them (instant or range on the day's grid); `--check` uses it too.
-    pub async fn query_metric(&self, metric: &MetricConfig, proxy: &str, day: NaiveDate) -> Result<Vec<Series>> {
-        let query = crate::promql::expand(&metric.query, proxy).map_err(Error::Template)?;
-        let series = self.run_query(metric, &query, &day_window(day, self.cfg.timezone)).await?;
-        check_label_collisions(&series, &metric.labels).map_err(Error::Invalid)?;
-        Ok(series)
+    /// asks for them (the plan's query, instant or on the day's grid); `--check`
+    /// uses it too. Also returns the request that was sent.
+    pub async fn query_metric(&self, metric: &MetricPlan, proxy: &str, day: NaiveDate) -> Result<(Request, Vec<Series>)> {
+        let request = match self.plan.requests(metric, day, std::slice::from_ref(&proxy.to_string())) {
+            MetricRequests::PerProxy(mut r) | MetricRequests::Batched { fallback: mut r, .. } => r.remove(0),
+        }
+        .map_err(Error::Template)?;
+        let series = self.send(&request).await?;
+        check_label_collisions(&series, &metric.config.labels).map_err(Error::Invalid)?;
+        Ok((request, series))
     }
 
-    /// One metric for a group of proxies: one batched query split by the proxy
-    /// label when the query allows it and the answer is unambiguous, else one
-    /// query per proxy (concurrently; the client bounds requests in flight).
-    async fn query_metric_for(&self, metric: &MetricConfig, proxies: &[String], window: &DayWindow) -> Vec<Result<Vec<Series>>> {
-        if proxies.len() > 1 {
-            if let Some(label) = crate::promql::batch_label(&metric.query) {
-                if let Some(query) = crate::promql::expand_batch(&metric.query, proxies) {
-                    if let Ok(series) = self.run_query(metric, &query, window).await {
-                        if let Some(split) = split_by_label(series, &label, proxies) {
-                            tracing::debug!(metric = %metric.name, proxies = proxies.len(), "one batched query answered for all proxies");
-                            return split.into_iter().map(Ok).collect();
-                        }
-                        tracing::debug!(metric = %metric.name, "batched answer lacks the proxy label; querying proxy by proxy");
+    /// One metric for a group of proxies, as the plan says: one batched query split
+    /// by the proxy label when the answer is unambiguous, else one query per proxy
+    /// (concurrently; the client bounds requests in flight).
+    async fn query_metric_for(&self, metric: &MetricPlan, proxies: &[String], day: NaiveDate) -> Vec<Result<Vec<Series>>> {
+        let per_proxy = match self.plan.requests(metric, day, proxies) {
+            MetricRequests::Batched { request, label, fallback } => {
+                if let Ok(series) = self.send(&request).await {
+                    if let Some(split) = split_by_label(series, &label, proxies) {
+                        tracing::debug!(metric = %metric.config.name, proxies = proxies.len(), "one batched query answered for all proxies");
+                        return split.into_iter().map(Ok).collect();
                     }
+                    tracing::debug!(metric = %metric.config.name, "batched answer lacks the proxy label; querying proxy by proxy");
                 }
+                fallback
             }
-        }
+            MetricRequests::PerProxy(requests) => requests,
+        };
         let mut set = JoinSet::new();
-        for (i, proxy) in proxies.iter().enumerate() {
+        for (i, request) in per_proxy.into_iter().enumerate() {
             let this = self.clone();
-            let metric = metric.clone();
-            let proxy = proxy.clone();
-            let window = *window;
             set.spawn(async move {
-                let r = match crate::promql::expand(&metric.query, &proxy) {
-                    Ok(q) => this.run_query(&metric, &q, &window).await,
+                let r = match request {
+                    Ok(request) => this.send(&request).await,
                     Err(e) => Err(Error::Template(e)),
                 };
                 (i, r)
@@ -450,13 +457,10 @@ impl Collector {
         out.into_iter().map(|r| r.expect("every proxy answered")).collect()
     }
 
-    async fn run_query(&self, metric: &MetricConfig, query: &str, window: &DayWindow) -> Result<Vec<Series>> {
-        let r = match metric.step {
-            None => self.client.instant(query, window.end.timestamp_millis()).await,
-            Some(step) => {
-                let grid = window.step_grid(step);
-                self.client.range(query, grid.first_ms, grid.last_ms, grid.step_ms).await
-            }
+    async fn send(&self, request: &Request) -> Result<Vec<Series>> {
+        let r = match request.eval {
+            Eval::Instant { at_ms } => self.client.instant(&request.query, at_ms).await,
+            Eval::Range(grid) => self.client.range(&request.query, grid.first_ms, grid.last_ms, grid.step_ms).await,
         };
         r.map_err(Error::from)
     }

@@ -9,8 +9,17 @@
 //! when the step divides the day. So `increase(x[1h])` at a 1 h step gives the
 //! day's 24 hours, which sum to the instant mode's daily total (the client splits
 //! the range past Prometheus's points limit).
-//! Days are 23 or 25 hours long across DST changes; the window follows the clock.
+//! Days are 23 or 25 hours long across DST changes; the window follows the clock,
+//! and an instant query's ranges that span exactly one day (`[1d]`, `[24h]`) are
+//! rewritten to the day's real length, so `increase(x[1d])` is the calendar day's
+//! increase on DST days too.
+//!
+//! [`Plan`] holds every decision of a collection as a value, made before any request:
+//! per metric, instant or range and the step grid, whether and on which label it is
+//! batched, and the query text per batch of proxies and day. The collector, `--check`
+//! and `prom_collect` execute the same plan.
 
+use crate::config::{Config, MetricConfig};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -116,8 +125,193 @@ pub fn parse_date(s: &str) -> Result<NaiveDate> {
     NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| bad())
 }
 
+/// How one request is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eval {
+    /// An instant query at the day's end.
+    Instant { at_ms: i64 },
+    /// A range query on the day's step grid.
+    Range(StepGrid),
+}
+
+/// One query to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub query: String,
+    pub eval: Eval,
+}
+
+/// The requests for one metric, one day and a group of proxies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricRequests {
+    /// One request for the whole group, whose answer is split by `label`; if a
+    /// series lacks the label (or names a proxy outside the group) the answer is
+    /// not trusted and the `fallback` requests run instead, one per proxy.
+    Batched { request: Request, label: String, fallback: Vec<std::result::Result<Request, String>> },
+    /// One request per proxy (or why the template cannot be expanded for it).
+    PerProxy(Vec<std::result::Result<Request, String>>),
+}
+
+/// One metric's collection, decided once from its configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPlan {
+    pub config: MetricConfig,
+    /// The label the proxy is matched on, when the query can be batched
+    /// ([`crate::promql::batch_label`]).
+    pub batch_label: Option<String>,
+}
+
+/// A collection's decisions for a configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub metrics: Vec<MetricPlan>,
+    pub timezone: Tz,
+    /// Proxies per unit of work (and per batched query).
+    pub batch_size: usize,
+}
+
+impl Plan {
+    pub fn new(cfg: &Config) -> Plan {
+        let batch_size = cfg.prometheus.batch_size.max(1);
+        let metrics = cfg
+            .metrics
+            .iter()
+            .map(|m| MetricPlan {
+                config: m.clone(),
+                batch_label: if batch_size > 1 { crate::promql::batch_label(&m.query) } else { None },
+            })
+            .collect();
+        Plan { metrics, timezone: cfg.timezone, batch_size }
+    }
+
+    pub fn window(&self, day: NaiveDate) -> DayWindow {
+        day_window(day, self.timezone)
+    }
+
+    /// How `metric` is evaluated on the day of `window`.
+    pub fn eval(&self, metric: &MetricPlan, window: &DayWindow) -> Eval {
+        match metric.config.step {
+            None => Eval::Instant { at_ms: window.end.timestamp_millis() },
+            Some(step) => Eval::Range(window.step_grid(step)),
+        }
+    }
+
+    /// The query text for the day of `window`, from an expanded template: an
+    /// instant query's day-long ranges get the day's real length.
+    pub fn query_for_day(&self, metric: &MetricPlan, expanded: String, window: &DayWindow) -> String {
+        match metric.config.step {
+            None => crate::promql::rewrite_day_ranges(&expanded, window.length_ms()),
+            Some(_) => expanded,
+        }
+    }
+
+    /// The requests for `metric` on `day` for a group of proxies.
+    pub fn requests(&self, metric: &MetricPlan, day: NaiveDate, proxies: &[String]) -> MetricRequests {
+        let window = self.window(day);
+        let eval = self.eval(metric, &window);
+        let per_proxy: Vec<std::result::Result<Request, String>> = proxies
+            .iter()
+            .map(|p| {
+                crate::promql::expand(&metric.config.query, p)
+                    .map(|q| Request { query: self.query_for_day(metric, q, &window), eval })
+            })
+            .collect();
+        if proxies.len() > 1 {
+            if let Some(label) = &metric.batch_label {
+                if let Some(q) = crate::promql::expand_batch(&metric.config.query, proxies) {
+                    let request = Request { query: self.query_for_day(metric, q, &window), eval };
+                    return MetricRequests::Batched { request, label: label.clone(), fallback: per_proxy };
+                }
+            }
+        }
+        MetricRequests::PerProxy(per_proxy)
+    }
+}
+
+impl DayWindow {
+    /// The day's real length: 24 h, or 23/25 h (23.5/24.5 h in some zones) on DST days.
+    pub fn length_ms(&self) -> i64 {
+        (self.end - self.start).num_milliseconds()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    fn config(metrics: &[(&str, &str, Option<u64>)], batch_size: usize, tz: Tz) -> Config {
+        let yaml = format!(
+            "apiProxies: [a, b]\ntimezone: {tz}\nprometheus:\n  url: http://127.0.0.1:9090\n  batchSize: {batch_size}\n  metrics:\n{}",
+            metrics
+                .iter()
+                .map(|(n, q, step)| {
+                    let step = step.map(|s| format!("\n      step: {s}s")).unwrap_or_default();
+                    format!("    - name: {n}\n      query: '{q}'{step}\n")
+                })
+                .collect::<String>()
+        );
+        Config::from_yaml_str(&yaml, std::path::Path::new("test.yaml")).unwrap()
+    }
+
+    #[test]
+    fn plan_batches_only_queries_that_allow_it() {
+        let cfg = config(
+            &[
+                ("kept", r#"sum(increase(c{apiproxy="%s"}[1d])) by (apiproxy, environment)"#, None),
+                ("dropped", r#"sum(increase(c{apiproxy="%s"}[1d]))"#, None),
+                ("mixing", r#"sum(c{apiproxy="%s"}) by (apiproxy) / ignoring(apiproxy) sum(d)"#, None),
+            ],
+            50,
+            chrono_tz::UTC,
+        );
+        let plan = Plan::new(&cfg);
+        let labels: Vec<Option<&str>> = plan.metrics.iter().map(|m| m.batch_label.as_deref()).collect();
+        assert_eq!(labels, vec![Some("apiproxy"), None, None]);
+        let proxies = vec!["a".to_string(), "b".to_string()];
+        match plan.requests(&plan.metrics[0], d("2024-03-01"), &proxies) {
+            MetricRequests::Batched { request, label, fallback } => {
+                assert_eq!(label, "apiproxy");
+                assert_eq!(request.query, r#"sum(increase(c{apiproxy=~"a|b"}[1d])) by (apiproxy, environment)"#);
+                assert_eq!(request.eval, Eval::Instant { at_ms: day_window(d("2024-03-01"), chrono_tz::UTC).end.timestamp_millis() });
+                assert_eq!(fallback.len(), 2);
+                assert_eq!(fallback[1].as_ref().unwrap().query, r#"sum(increase(c{apiproxy="b"}[1d])) by (apiproxy, environment)"#);
+            }
+            other => panic!("expected a batched request, got {other:?}"),
+        }
+        assert!(matches!(plan.requests(&plan.metrics[1], d("2024-03-01"), &proxies), MetricRequests::PerProxy(r) if r.len() == 2));
+        // One proxy, or batchSize 1: never batched.
+        assert!(matches!(plan.requests(&plan.metrics[0], d("2024-03-01"), &proxies[..1]), MetricRequests::PerProxy(_)));
+        let plan1 = Plan::new(&config(&[("kept", r#"sum(c{apiproxy="%s"}) by (apiproxy)"#, None)], 1, chrono_tz::UTC));
+        assert_eq!(plan1.metrics[0].batch_label, None);
+    }
+
+    #[test]
+    fn plan_rewrites_day_ranges_on_dst_days_for_instant_queries_only() {
+        let q = r#"sum(increase(c{apiproxy="%s"}[1d])) by (apiproxy)"#;
+        let cfg = config(&[("daily", q, None), ("hourly", q, Some(3600))], 1, chrono_tz::Europe::Berlin);
+        let plan = Plan::new(&cfg);
+        let one = vec!["a".to_string()];
+        let query = |m: usize, day: &str| match plan.requests(&plan.metrics[m], d(day), &one) {
+            MetricRequests::PerProxy(r) => r[0].clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert!(query(0, "2026-03-29").query.contains("[82800s]"));
+        assert!(query(0, "2026-10-25").query.contains("[90000s]"));
+        assert!(query(0, "2026-06-01").query.contains("[1d]"));
+        // A range metric's look-back is a rolling window: unchanged, on a 23-point grid.
+        let r = query(1, "2026-03-29");
+        assert!(r.query.contains("[1d]"));
+        match r.eval {
+            Eval::Range(g) => assert_eq!(g.points(), 23),
+            other => panic!("{other:?}"),
+        }
+        // Lord Howe moves its clocks by 30 minutes.
+        let lh = Plan::new(&config(&[("daily", q, None)], 1, chrono_tz::Australia::Lord_Howe));
+        match lh.requests(&lh.metrics[0], d("2026-04-05"), &one) {
+            MetricRequests::PerProxy(r) => assert!(r[0].as_ref().unwrap().query.contains("[88200s]"), "{r:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     use super::*;
 
     fn d(s: &str) -> NaiveDate {

@@ -388,8 +388,119 @@ fn unescape_percent(s: &str) -> String {
     s.replace("%%", "%")
 }
 
+/// Milliseconds of a PromQL duration (`1d`, `24h`, `1h30m`, `86400s`, `500ms`); `None`
+/// for anything else (a number alone, an unknown unit, units out of order).
+pub fn duration_ms(text: &str) -> Option<i64> {
+    const UNITS: [(&str, i64); 7] =
+        [("y", 365 * 86_400_000), ("w", 7 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000), ("ms", 1), ("m", 60_000), ("s", 1000)];
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    let mut rest = t;
+    let mut total: i64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        // `ms` before `m`: the longest unit that matches.
+        let (unit, scale) = UNITS.iter().find(|(u, _)| rest.starts_with(u))?;
+        total = total.checked_add(n.checked_mul(*scale)?)?;
+        rest = &rest[unit.len()..];
+    }
+    Some(total)
+}
+
+/// Rewrites every range (`x[1d]`) and subquery range (`x[1d:5m]`) that spans exactly
+/// 24 hours to `day_ms`, the real length of the calendar day being collected (23 or 25
+/// hours across DST changes, 23.5/24.5 in Australia/Lord_Howe). A query written for
+/// "one day" then covers the calendar day exactly; on 24-hour days nothing changes.
+/// String literals and comments are left alone.
+pub fn rewrite_day_ranges(query: &str, day_ms: i64) -> String {
+    const DAY_MS: i64 = 86_400_000;
+    if day_ms == DAY_MS || day_ms <= 0 {
+        return query.to_string();
+    }
+    let replacement = if day_ms % 1000 == 0 { format!("{}s", day_ms / 1000) } else { format!("{day_ms}ms") };
+    let bytes = query.as_bytes();
+    let mut out = String::with_capacity(query.len() + 8);
+    let mut last = 0;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == b'\\' && q != b'`' => {
+                i += 2;
+                continue;
+            }
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'"' || b == b'\'' || b == b'`' => quote = Some(b),
+            None if b == b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            None if b == b'[' => {
+                let start = i + 1;
+                let end = query[start..].find([']', ':']).map(|e| start + e);
+                if let Some(end) = end {
+                    let inner = &query[start..end];
+                    if duration_ms(inner) == Some(DAY_MS) {
+                        let lead = inner.len() - inner.trim_start().len();
+                        let trail = inner.len() - inner.trim_end().len();
+                        out.push_str(&query[last..start + lead]);
+                        out.push_str(&replacement);
+                        last = end - trail;
+                    }
+                    i = end;
+                    continue;
+                }
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    out.push_str(&query[last..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms("1d"), Some(86_400_000));
+        assert_eq!(duration_ms("24h"), Some(86_400_000));
+        assert_eq!(duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(duration_ms("1440m"), Some(86_400_000));
+        assert_eq!(duration_ms("86400000ms"), Some(86_400_000));
+        assert_eq!(duration_ms("5m"), Some(300_000));
+        for bad in ["", "1", "d", "1x", "1.5h", "-1d"] {
+            assert_eq!(duration_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn day_long_ranges_follow_the_calendar_day() {
+        let q = r#"sum(increase(c{apiproxy="p[1d]"}[1d])) by (apiproxy) # [1d] in a comment"#;
+        assert_eq!(rewrite_day_ranges(q, 86_400_000), q);
+        assert_eq!(
+            rewrite_day_ranges(q, 23 * 3_600_000),
+            r#"sum(increase(c{apiproxy="p[1d]"}[82800s])) by (apiproxy) # [1d] in a comment"#
+        );
+        assert_eq!(rewrite_day_ranges("max_over_time(x[24h:5m])", 25 * 3_600_000), "max_over_time(x[90000s:5m])");
+        assert_eq!(rewrite_day_ranges("rate(x[ 1d ])", 84_600_000), "rate(x[ 84600s ])");
+        // Other ranges, and day ranges that are not exactly one day, stay.
+        assert_eq!(rewrite_day_ranges("rate(x[5m]) + increase(y[2d])", 23 * 3_600_000), "rate(x[5m]) + increase(y[2d])");
+        assert_eq!(rewrite_day_ranges("x[1d] offset 1d", 23 * 3_600_000), "x[82800s] offset 1d");
+    }
+
     use super::*;
 
     const SEED_Q: &str = r#"sum(increase(apigee_request_count{apiproxy="%s"}[1d])) by (apiproxy, environment)"#;
