@@ -49,9 +49,34 @@ fn create_temp(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {
         use std::os::unix::fs::PermissionsExt;
         b.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let tmp = b.tempfile_in(dir).map_err(|e| Error::io(dir.join(format!(".{name}.*{TMP_MARKER}")), e))?;
-    tmp.as_file().lock().map_err(|e| Error::io(tmp.path(), e))?;
-    Ok(tmp)
+    // Another process's clean-up may take the lock between our create and our lock
+    // and unlink the file: after locking, the name must still be our file, else try
+    // again with a new name (a write then never fails for someone else's sweep).
+    let mut attempts = 0;
+    loop {
+        let tmp = b.tempfile_in(dir).map_err(|e| Error::io(dir.join(format!(".{name}.*{TMP_MARKER}")), e))?;
+        tmp.as_file().lock().map_err(|e| Error::io(tmp.path(), e))?;
+        if still_named(&tmp) || attempts >= 5 {
+            return Ok(tmp);
+        }
+        attempts += 1;
+    }
+}
+
+/// Whether the temporary file's name still refers to the file we hold.
+fn still_named(tmp: &tempfile::NamedTempFile) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::symlink_metadata(tmp.path()), tmp.as_file().metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tmp.path().exists()
+    }
 }
 
 /// Writes `batch` to `path` atomically, creating its folder if needed, and makes
