@@ -394,6 +394,24 @@ def test_live_call_retries_within_the_deadline_still_succeed(con, fault_proxy, h
     assert [r.action for r in fault_proxy.snapshot()] == ["http_503", "http_503", "forward"]
 
 
+def test_attempt_timeout_leaves_time_to_retry_a_hung_attempt(con, fault_proxy, history):
+    """`attempt_timeout` bounds each attempt inside the call's `timeout`: a first attempt
+    that hangs is given up after 1 s and retried, and the call still succeeds."""
+    day = history.days_list[1]
+    rule = fault_proxy.add_rule("hang", path="/api/v1/query", times=1, hang_seconds=4)
+    t = time.monotonic()
+    rows = con.execute("SELECT labels['environment'], value FROM prom_query(?, url := ?, at := ?, timeout := '5s', "
+                       "attempt_timeout := '1s')",
+                       ['sum(increase(apigee_request_count{apiproxy="api-proxy-1"}[1d])) by (environment)',
+                        fault_proxy.url, _day_at(day)]).fetchall()
+    took = time.monotonic() - t
+    assert dict(rows) == {e: history.expected[(day, "api-proxy-1", e, "request_count")] for e in history.environments}
+    assert rule.fired == 1 and [r.action for r in fault_proxy.snapshot()] == ["hang", "forward"]
+    assert 1.0 <= took < 2.5, took
+    msg = duck_error(con, "SELECT * FROM prom_labels(url := 'http://127.0.0.1:9', attempt_timeout := 'soon')")
+    assert "attempt_timeout: invalid duration `soon`" in msg, msg
+
+
 # --- (11) steps of prom_query_range ------------------------------------------------------------------------------
 
 BAD_STEPS = [
@@ -414,7 +432,7 @@ BAD_STEPS = [
     ("'1.5ms'", 'step: "1.5ms" is not a whole number of milliseconds'),
     ("'0.0015'", 'step: "0.0015" is not a whole number of milliseconds'),
     ("INTERVAL '1500 microseconds'", 'step: "00:00:00.0015" is not a whole number of milliseconds'),
-    ("INTERVAL '1 month'", 'step: "1 month" has months or years, which have no fixed length'),
+    ("INTERVAL '1 month'", 'step: invalid step "1 month": months and years have no fixed length'),
 ]
 
 

@@ -8,6 +8,8 @@
 //!   the retries' backoff and all the requests a range query is split into. DuckDB
 //!   cannot interrupt a table function that is waiting (Ctrl-C, `interrupt()`), so
 //!   this is what ends a call to a server that does not answer.
+//!   `attempt_timeout` (default: `timeout`) bounds each attempt within it, leaving
+//!   time for retries after an attempt that hangs.
 //! - `max_response_bytes` (default 256MiB; bytes or `'64MiB'`, `'1GB'`) bounds each
 //!   answer's size; a larger one is an error, read no further than the limit.
 //! - `max_samples` (default 5,000,000) bounds the samples of one query over all its
@@ -29,7 +31,8 @@ const CHUNK_ROWS: usize = 2048;
 
 /// Connection named parameters shared by every live function.
 fn connection_params() -> Vec<(String, LogicalTypeHandle)> {
-    let mut p: Vec<(String, LogicalTypeHandle)> = ["url", "username", "password", "bearer_token", "config", "timeout"]
+    let mut p: Vec<(String, LogicalTypeHandle)> =
+        ["url", "username", "password", "bearer_token", "config", "timeout", "attempt_timeout"]
         .into_iter()
         .map(|n| (n.to_string(), varchar()))
         .collect();
@@ -49,7 +52,9 @@ fn env(name: &str) -> Option<String> {
 
 /// How to reach Prometheus: named parameters, else `config := file.yaml`, else
 /// `PROMDUCK_PROMETHEUS_URL` (+ `_USERNAME`, `_PASSWORD`, `_BEARER_TOKEN`).
-fn connection(bind: &BindInfo) -> Result<PrometheusConfig, BoxError> {
+/// `timeout` becomes the whole call's deadline (returned), `attempt_timeout` (or
+/// else `timeout`) the per-attempt bound in the config.
+fn connection(bind: &BindInfo) -> Result<(PrometheusConfig, Duration), BoxError> {
     let mut cfg = match named_string(bind, "config") {
         Some(path) => Config::load(Path::new(&path)).map_err(|e| err(e.to_string()))?.prometheus,
         None => {
@@ -78,11 +83,20 @@ fn connection(bind: &BindInfo) -> Result<PrometheusConfig, BoxError> {
     if let Some(t) = named_string(bind, "bearer_token") {
         cfg.bearer_token = Some(Secret::new(t));
     }
-    if let Some(t) = named_string(bind, "timeout") {
-        cfg.timeout = promduck_core::duration::parse_go_duration(&t).map_err(|e| err(format!("timeout: {e}")))?;
-        if cfg.timeout < Duration::from_millis(1) {
-            return Err(err(format!("timeout: {t:?} must be at least 1ms")));
+    let duration_param = |name: &str| -> Result<Option<Duration>, BoxError> {
+        let Some(t) = named_string(bind, name) else { return Ok(None) };
+        let d = promduck_core::duration::parse_go_duration(&t).map_err(|e| err(format!("{name}: {e}")))?;
+        if d < Duration::from_millis(1) {
+            return Err(err(format!("{name}: {t:?} must be at least 1ms")));
         }
+        Ok(Some(d))
+    };
+    if let Some(t) = duration_param("timeout")? {
+        cfg.timeout = t;
+    }
+    let deadline = cfg.timeout;
+    if let Some(t) = duration_param("attempt_timeout")? {
+        cfg.timeout = t.min(deadline);
     }
     if let Some(v) = named_string(bind, "max_response_bytes") {
         cfg.max_response_bytes = parse_byte_size(&v).map_err(|e| err(format!("max_response_bytes: {e}")))?;
@@ -96,7 +110,7 @@ fn connection(bind: &BindInfo) -> Result<PrometheusConfig, BoxError> {
     if cfg.password.is_some() && cfg.username.is_none() {
         return Err(err("password given without username"));
     }
-    Ok(cfg)
+    Ok((cfg, deadline))
 }
 
 fn client(cfg: &PrometheusConfig) -> Result<PromClient, BoxError> {
@@ -114,7 +128,15 @@ enum Request {
 
 pub struct LiveBind {
     cfg: PrometheusConfig,
+    /// The whole call's deadline (`timeout`).
+    deadline: Duration,
     request: Request,
+}
+
+impl LiveBind {
+    fn new(conn: (PrometheusConfig, Duration), request: Request) -> Self {
+        LiveBind { cfg: conn.0, deadline: conn.1, request }
+    }
 }
 
 /// What `bind` found. Argument errors are reported from `func`, not `bind`:
@@ -164,7 +186,7 @@ fn samples(series: Vec<Series>) -> Rows {
 
 fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
     // `timeout` bounds the whole call, retries and split requests included.
-    let client = client(&bind.cfg)?.with_overall_timeout(bind.cfg.timeout);
+    let client = client(&bind.cfg)?.with_overall_timeout(bind.deadline);
     let scrub = |e: promduck_core::prometheus::PromError| {
         let mut msg = e.to_string();
         for s in bind.cfg.secrets() {
@@ -293,7 +315,7 @@ live_vtab!(
             (None, Some(v)) => timestamp_value(&v, "at")?.timestamp_millis(),
             (None, None) => chrono::Utc::now().timestamp_millis(),
         };
-        Ok(LiveBind { cfg: connection(bind)?, request: Request::Instant { query, time_ms } })
+        Ok(LiveBind::new(connection(bind)?, Request::Instant { query, time_ms }))
     },
     vec![varchar()],
     vec![("time".to_string(), tstz()), ("at".to_string(), tstz()), samples_param()]
@@ -318,7 +340,7 @@ live_vtab!(
         let step: Duration = parse_step(&step.to_string()).map_err(err)?;
         // Whole milliseconds of at most 100 years: parse_step checked both.
         let step_ms = step.as_millis() as i64;
-        Ok(LiveBind { cfg: connection(bind)?, request: Request::Range { query, start_ms, end_ms, step_ms } })
+        Ok(LiveBind::new(connection(bind)?, Request::Range { query, start_ms, end_ms, step_ms }))
     },
     vec![varchar(), tstz(), tstz(), LogicalTypeHandle::from(LogicalTypeId::Any)],
     vec![samples_param()]
@@ -328,7 +350,7 @@ live_vtab!(
     PromLabels,
     |bind| {
         bind.add_result_column("label", varchar());
-        Ok(LiveBind { cfg: connection(bind)?, request: Request::Labels })
+        Ok(LiveBind::new(connection(bind)?, Request::Labels))
     },
     vec![],
     vec![]
@@ -342,7 +364,7 @@ live_vtab!(
         if v.is_null() {
             return Err(err("label must not be NULL"));
         }
-        Ok(LiveBind { cfg: connection(bind)?, request: Request::LabelValues(v.to_string()) })
+        Ok(LiveBind::new(connection(bind)?, Request::LabelValues(v.to_string())))
     },
     vec![varchar()],
     vec![]
@@ -358,7 +380,7 @@ live_vtab!(
             return Err(err("match must not be NULL"));
         }
         let matchers = crate::params::string_list(&v, "match")?;
-        Ok(LiveBind { cfg: connection(bind)?, request: Request::Series(matchers) })
+        Ok(LiveBind::new(connection(bind)?, Request::Series(matchers)))
     },
     vec![LogicalTypeHandle::from(LogicalTypeId::Any)],
     vec![]

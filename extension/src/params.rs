@@ -124,13 +124,15 @@ pub fn parse_step(s: &str) -> Result<Duration, String> {
     let nanos: i128 = if let Some(r) = decimal_seconds_nanos(t) {
         r.map_err(|why| format!("step: {s:?} {why}"))?
     } else if t.contains(':') || t.contains(' ') {
-        interval_nanos(t).map_err(|why| format!("step: {s:?} {why}; {hint}"))?
+        interval_nanos(t).map_err(|why| format!("step: invalid step {s:?}: {why}; {hint}"))?
     } else {
         let d = promduck_core::duration::parse_go_duration(t).map_err(|e| {
             if t.starts_with('-') {
                 format!("step: {s:?} is negative; the step must be positive")
+            } else if e.ends_with("is too large") {
+                format!("step: {s:?} is too large (at most 100 years)")
             } else {
-                format!("step: {e}; {hint}")
+                format!("step: invalid step {s:?} ({e}); {hint}")
             }
         })?;
         d.as_nanos() as i128
@@ -212,7 +214,7 @@ fn decimal_seconds_nanos(t: &str) -> Option<Result<i128, String>> {
 /// the same words written by hand (`90 seconds`, `1 hour 30 minutes`), in
 /// nanoseconds. Months and years have no fixed length and are refused.
 fn interval_nanos(t: &str) -> Result<i128, String> {
-    let bad = || "is not an interval".to_string();
+    let bad = || "not an interval".to_string();
     let mut total: i128 = 0;
     let words: Vec<&str> = t.split_whitespace().collect();
     let mut i = 0;
@@ -243,7 +245,7 @@ fn interval_nanos(t: &str) -> Result<i128, String> {
         let n: i128 = w.parse::<i64>().map_err(|_| bad())? as i128;
         let unit = words.get(i + 1).ok_or_else(bad)?.to_ascii_lowercase();
         let per: i128 = match unit.trim_end_matches('s') {
-            "year" | "mon" | "month" => return Err("has months or years, which have no fixed length; give the step in days or less".into()),
+            "year" | "mon" | "month" => return Err("months and years have no fixed length; give the step in days or less".into()),
             "day" => 86_400_000_000_000,
             "hour" => 3_600_000_000_000,
             "minute" | "min" => 60_000_000_000,
@@ -359,11 +361,12 @@ mod tests {
             ("1.000000000001", "not a whole number of milliseconds"),
             ("00:00:01.0005", "not a whole number of milliseconds"),
             // no fixed length, or not a step at all
-            ("1 month", "months or years"),
-            ("1 year 2 mons", "months or years"),
-            ("fast", "invalid duration"),
+            ("1 month", "invalid step \"1 month\": months and years have no fixed length"),
+            ("1 year 2 mons", "months and years have no fixed length"),
+            ("fast", "invalid step \"fast\" (invalid duration `fast`"),
             ("", "empty"),
-            ("1.2.3", "invalid duration"),
+            ("1.2.3", "invalid step \"1.2.3\""),
+            ("1 fortnight", "invalid step \"1 fortnight\": not an interval"),
         ];
         for (input, needle) in cases {
             let e = parse_step(input).expect_err(input);
