@@ -347,7 +347,8 @@ use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use std::sync::Arc;
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
@@ -418,75 +419,135 @@ fn col_err(path: &Path, column: &str, e: impl std::fmt::Display) -> Error {
     Error::parquet(path, format!("column `{column}`: {e}"))
 }
 
-/// Reads one partition file: only the columns in `want` (plus `metric_name` when
-/// filtering by `metrics`, and `date` when its statistics cannot vouch for the
-/// folder's day), in batches of at most `batch_rows` rows.
-pub fn read_partition(file: &PartitionFile, want: &[Column], metrics: Option<&[String]>, batch_rows: usize) -> Result<Vec<ReadBatch>> {
-    let path = file.path.as_path();
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // The embedded Arrow schema is not needed (columns are normalised below) and
-    // decoding it is a measurable part of the per-file cost on small partitions.
-    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true);
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options).map_err(|e| parquet_err(path, e))?;
-    let schema = builder.schema().clone();
-    let top_level: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let mut needed: Vec<&str> = want.iter().map(|c| c.name()).collect();
-    if metrics.is_some() {
-        needed.push(Column::Metric.name());
-    }
-    if !top_level.contains(&Column::Timestamp.name()) || !top_level.contains(&Column::Value.name()) {
-        return Err(Error::parquet(path, "not a metrics partition: it has no `timestamp` and `value` columns"));
-    }
-    let day = crate::schema::date32(file.day);
-    let kv = builder.metadata().file_metadata().key_value_metadata();
-    let ours = kv.is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY));
-    let date_field = schema.field_with_name(Column::Date.name()).ok();
-    // Every row's date must be the folder's day. promduck's own files say so in
-    // their statistics (no decoding); anything else is checked row by row.
-    let check_dates = date_field.is_some_and(|f| !(ours && date_stats_prove_day(builder.metadata(), builder.parquet_schema(), f.data_type(), day)));
-    // A plain INT64 `timestamp` is epoch milliseconds, unless an Arrow writer's
-    // schema hint says seconds (Parquet has no annotation for them). promduck's
-    // files hold milliseconds; only foreign ones pay for decoding the hint.
-    let mut int_unit = TimeUnit::Millisecond;
-    if !ours && want.contains(&Column::Timestamp) && schema.field_with_name(Column::Timestamp.name()).is_ok_and(|f| *f.data_type() == DataType::Int64) {
-        if let Some(kv) = kv.filter(|kv| kv.iter().any(|k| k.key == "ARROW:schema")) {
-            let hinted = parquet::arrow::parquet_to_arrow_schema(builder.parquet_schema(), Some(kv)).map_err(|e| parquet_err(path, e))?;
-            if let Ok(f) = hinted.field_with_name(Column::Timestamp.name()) {
-                if let DataType::Timestamp(TimeUnit::Second, _) = f.data_type() {
-                    int_unit = TimeUnit::Second;
+/// What to read from each partition file of a scan: the columns in `want` (plus
+/// `metric_name` when filtering by `metrics`, and `date` when its statistics
+/// cannot vouch for the folder's day), in batches of at most `batch_rows` rows.
+/// Shared by every file of a scan, so opening a file copies nothing of it.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub want: Vec<Column>,
+    pub metrics: Option<Vec<String>>,
+    pub batch_rows: usize,
+}
+
+/// One open partition file, decoded a batch at a time: it holds the file, the
+/// Parquet reader's current pages and nothing decoded beyond the batch it
+/// returns, so memory stays bounded whatever the file's size, and a consumer
+/// that stops early (a `LIMIT`) never decodes the rest. Every check of
+/// [`read_partition`] applies to each batch as it is read; a file's footer
+/// (its schema, the `date` statistics of promduck's files) is checked on open.
+pub struct PartitionReader {
+    file: PartitionFile,
+    spec: Arc<ReadSpec>,
+    reader: ParquetRecordBatchReader,
+    check_dates: bool,
+    int_unit: TimeUnit,
+    /// Rows decoded so far (before the metric filter) and the file's total.
+    first_row: usize,
+    total_rows: usize,
+}
+
+impl PartitionReader {
+    /// Opens `file` and checks its footer; no row is decoded yet.
+    pub fn open(file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
+        let path = file.path.as_path();
+        let want = spec.want.as_slice();
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // The embedded Arrow schema is not needed (columns are normalised below) and
+        // decoding it is a measurable part of the per-file cost on small partitions.
+        let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options).map_err(|e| parquet_err(path, e))?;
+        let schema = builder.schema().clone();
+        let top_level: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let mut needed: Vec<&str> = want.iter().map(|c| c.name()).collect();
+        if spec.metrics.is_some() {
+            needed.push(Column::Metric.name());
+        }
+        if !top_level.contains(&Column::Timestamp.name()) || !top_level.contains(&Column::Value.name()) {
+            return Err(Error::parquet(path, "not a metrics partition: it has no `timestamp` and `value` columns"));
+        }
+        let day = crate::schema::date32(file.day);
+        let kv = builder.metadata().file_metadata().key_value_metadata();
+        let ours = kv.is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY));
+        let date_field = schema.field_with_name(Column::Date.name()).ok();
+        // Every row's date must be the folder's day. promduck's own files say so in
+        // their statistics (no decoding); anything else is checked row by row.
+        let check_dates = date_field.is_some_and(|f| !(ours && date_stats_prove_day(builder.metadata(), builder.parquet_schema(), f.data_type(), day)));
+        // A plain INT64 `timestamp` is epoch milliseconds, unless an Arrow writer's
+        // schema hint says seconds (Parquet has no annotation for them). promduck's
+        // files hold milliseconds; only foreign ones pay for decoding the hint.
+        let mut int_unit = TimeUnit::Millisecond;
+        if !ours && want.contains(&Column::Timestamp) && schema.field_with_name(Column::Timestamp.name()).is_ok_and(|f| *f.data_type() == DataType::Int64) {
+            if let Some(kv) = kv.filter(|kv| kv.iter().any(|k| k.key == "ARROW:schema")) {
+                let hinted = parquet::arrow::parquet_to_arrow_schema(builder.parquet_schema(), Some(kv)).map_err(|e| parquet_err(path, e))?;
+                if let Ok(f) = hinted.field_with_name(Column::Timestamp.name()) {
+                    if let DataType::Timestamp(TimeUnit::Second, _) = f.data_type() {
+                        int_unit = TimeUnit::Second;
+                    }
                 }
             }
         }
-    }
-    if check_dates {
-        needed.push(Column::Date.name());
-    }
-    let roots: Vec<usize> = top_level.iter().enumerate().filter(|(_, n)| needed.contains(n)).map(|(i, _)| i).collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder.with_projection(mask).with_batch_size(batch_rows.max(1)).build().map_err(|e| parquet_err(path, e))?;
-    let mut out = Vec::new();
-    let mut first_row = 0usize;
-    for batch in reader {
-        let mut batch = batch.map_err(|e| parquet_err(path, e))?;
-        let rows = batch.num_rows();
         if check_dates {
-            if let Some(col) = batch.column_by_name(Column::Date.name()) {
-                check_dates_are(col, file, first_row)?;
-            }
+            needed.push(Column::Date.name());
         }
-        first_row += rows;
-        if let Some(ms) = metrics {
-            let col = batch
-                .column_by_name(Column::Metric.name())
-                .ok_or_else(|| Error::parquet(path, "no `metric_name` column to filter on"))?;
-            let names = to_utf8(col, path, "metric_name")?;
-            let mask: BooleanArray = names.iter().map(|n| Some(n.is_some_and(|n| ms.iter().any(|m| m == n)))).collect();
-            batch = filter_record_batch(&batch, &mask).map_err(|e| parquet_err(path, e))?;
+        let total_rows = builder.metadata().row_groups().iter().map(|rg| rg.num_rows().max(0) as usize).sum();
+        let roots: Vec<usize> = top_level.iter().enumerate().filter(|(_, n)| needed.contains(n)).map(|(i, _)| i).collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder.with_projection(mask).with_batch_size(spec.batch_rows.max(1)).build().map_err(|e| parquet_err(path, e))?;
+        Ok(PartitionReader { file: file.clone(), spec: spec.clone(), reader, check_dates, int_unit, first_row: 0, total_rows })
+    }
+
+    /// The file being read.
+    pub fn file(&self) -> &PartitionFile {
+        &self.file
+    }
+
+    /// Whether every row of the file has been decoded (the next call of
+    /// [`next_batch`](Self::next_batch) would return `None`), known without a read.
+    pub fn is_exhausted(&self) -> bool {
+        self.first_row >= self.total_rows
+    }
+
+    /// The next batch with at least one row, or `None` at the end of the file.
+    /// Batches whose rows the metric filter drops entirely are skipped.
+    pub fn next_batch(&mut self) -> Result<Option<ReadBatch>> {
+        let path = self.file.path.as_path();
+        loop {
+            let Some(batch) = self.reader.next() else {
+                self.first_row = self.total_rows;
+                return Ok(None);
+            };
+            let mut batch = batch.map_err(|e| parquet_err(path, e))?;
+            let rows = batch.num_rows();
+            if self.check_dates {
+                if let Some(col) = batch.column_by_name(Column::Date.name()) {
+                    check_dates_are(col, &self.file, self.first_row)?;
+                }
+            }
+            self.first_row += rows;
+            if let Some(ms) = &self.spec.metrics {
+                let col = batch
+                    .column_by_name(Column::Metric.name())
+                    .ok_or_else(|| Error::parquet(path, "no `metric_name` column to filter on"))?;
+                let names = to_utf8(col, path, "metric_name")?;
+                let mask: BooleanArray = names.iter().map(|n| Some(n.is_some_and(|n| ms.iter().any(|m| m == n)))).collect();
+                batch = filter_record_batch(&batch, &mask).map_err(|e| parquet_err(path, e))?;
+            }
             if batch.num_rows() == 0 {
                 continue;
             }
+            return normalise(&batch, &self.file, &self.spec.want, self.int_unit).map(Some);
         }
-        out.push(normalise(&batch, file, want, int_unit)?);
+    }
+}
+
+/// Reads a whole partition file into memory (see [`PartitionReader`] to stream it).
+pub fn read_partition(file: &PartitionFile, want: &[Column], metrics: Option<&[String]>, batch_rows: usize) -> Result<Vec<ReadBatch>> {
+    let spec = Arc::new(ReadSpec { want: want.to_vec(), metrics: metrics.map(<[String]>::to_vec), batch_rows });
+    let mut reader = PartitionReader::open(file, &spec)?;
+    let mut out = Vec::new();
+    while let Some(b) = reader.next_batch()? {
+        out.push(b);
     }
     Ok(out)
 }
@@ -970,6 +1031,61 @@ mod tests {
             let e = read_err(&f, &[Column::Timestamp]);
             assert!(e.contains("p.parquet") && e.contains("`timestamp`") && e.contains(needle), "{e}");
         }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn partitions_are_read_a_batch_at_a_time() {
+        let root = scratch("stream");
+        let path = root.join("2024-03-01").join("p.parquet");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let n = 5_000usize;
+        let day = crate::schema::date32(d("2024-03-01"));
+        // A foreign file (dates checked row by row) of 1,000-row row groups; row 4,500 has another day.
+        let batch = RecordBatch::try_from_iter(vec![
+            ("timestamp", Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| 1_709_251_200_000 + i))) as ArrayRef),
+            ("metric_name", Arc::new(Utf8::from_iter_values((0..n).map(|i| if (3_000..3_010).contains(&i) { "z" } else { "m" })))),
+            ("value", Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64)))),
+            ("date", Arc::new(Date32Array::from_iter_values((0..n).map(|i| if i == 4_500 { day - 1 } else { day })))),
+        ])
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(1_000)).build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let file = PartitionFile { day: d("2024-03-01"), proxy: "p".into(), path, layout: Layout::Daily };
+
+        // Batches come one per call; the bad date is found when its batch is read.
+        let spec = Arc::new(ReadSpec { want: vec![Column::Value], metrics: None, batch_rows: 1_024 });
+        let mut r = PartitionReader::open(&file, &spec).unwrap();
+        let mut seen = 0;
+        for _ in 0..4 {
+            assert!(!r.is_exhausted());
+            let b = r.next_batch().unwrap().unwrap();
+            assert_eq!(b.value.as_ref().unwrap().value(0), seen as f64);
+            seen += b.len;
+        }
+        assert_eq!(seen, 4_096);
+        let e = r.next_batch().unwrap_err().to_string();
+        assert!(e.contains("p.parquet") && e.contains("`date`") && e.contains("row 4500 holds 2024-02-29"), "{e}");
+        assert!(read_partition(&file, &[Column::Value], None, 1_024).is_err());
+
+        // A metric filter skips batches it empties; the reader knows when it is done.
+        let spec = Arc::new(ReadSpec { want: vec![Column::Value], metrics: Some(vec!["z".into()]), batch_rows: 4_096 });
+        let mut r = PartitionReader::open(&file, &spec).unwrap();
+        let b = r.next_batch().unwrap().unwrap();
+        assert_eq!(b.value.as_ref().unwrap(), &Float64Array::from_iter_values((3_000..3_010).map(|i| i as f64)));
+        assert!(!r.is_exhausted());
+        assert!(r.next_batch().unwrap_err().to_string().contains("row 4500"));
+
+        // A small file is exhausted right after its only batch, without another read.
+        let small = file_with(&root, "2024-03-02", vec![], true);
+        let spec = Arc::new(ReadSpec { want: Column::ALL.to_vec(), metrics: None, batch_rows: 2_048 });
+        let mut r = PartitionReader::open(&small, &spec).unwrap();
+        assert!(!r.is_exhausted());
+        assert_eq!(r.next_batch().unwrap().unwrap().len, 2);
+        assert!(r.is_exhausted());
+        assert!(r.next_batch().unwrap().is_none());
         let _ = std::fs::remove_dir_all(&root);
     }
 

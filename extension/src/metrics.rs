@@ -2,17 +2,23 @@
 //! proxy from the parameters (the C API has no filter pushdown, so pruning must
 //! come from arguments), with projection pushdown and a parallel scan: DuckDB's
 //! threads take files from a shared cursor.
+//!
+//! Files are streamed, never read whole: a file is an open [`PartitionReader`]
+//! that returns one batch (at most one output chunk) per call. A call takes an
+//! open reader from a small pool (or opens the next file when the pool is empty),
+//! reads one batch and puts the reader back unless the file is done; so at most
+//! one reader per thread exists, each holding its current Parquet pages and one
+//! batch, and a `LIMIT` that stops calling stops the reading.
 
 use crate::params::{date_value, err, named, named_string, string_list, BoxError};
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
 use chrono::{NaiveDate, Utc};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
-use promduck_core::reader::{read_partition, select_files, Column, PartitionFile, ReadBatch, Selection};
-use std::collections::VecDeque;
+use promduck_core::reader::{select_files, Column, PartitionFile, PartitionReader, ReadBatch, ReadSpec, Selection};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// DuckDB's vector size: one read batch fills at most one output chunk.
 const CHUNK_ROWS: usize = 2048;
@@ -26,8 +32,19 @@ pub struct MetricsInit {
     /// Output column i shows this column (`None`: a column DuckDB asked for that we
     /// do not fill, e.g. a row id for `count(*)`).
     columns: Vec<Option<Column>>,
+    spec: Arc<ReadSpec>,
+    /// The next file nobody has opened yet.
     next_file: AtomicUsize,
-    pending: Mutex<VecDeque<ReadBatch>>,
+    /// Files opened and not finished, each waiting for a call to read its next
+    /// batch. A call holds at most one, and opens a file only when this is empty,
+    /// so there are never more than DuckDB's threads.
+    open: Mutex<Vec<PartitionReader>>,
+}
+
+impl MetricsInit {
+    fn open_readers(&self) -> Result<std::sync::MutexGuard<'_, Vec<PartitionReader>>, BoxError> {
+        self.open.lock().map_err(|_| err("prom_metrics: internal lock poisoned"))
+    }
 }
 
 /// `prom_metrics` with `N` positional arguments: 0 (named only), 1 (date range) or
@@ -168,37 +185,41 @@ impl<const N: usize> VTab for PromMetrics<N> {
     }
 
     fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
-        let columns = init.get_column_indices().into_iter().map(|i| Column::ALL.get(i as usize).copied()).collect();
+        let columns: Vec<Option<Column>> = init.get_column_indices().into_iter().map(|i| Column::ALL.get(i as usize).copied()).collect();
         let bind = unsafe { &*init.get_bind_data::<MetricsBind>() };
         init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
-        Ok(MetricsInit { columns, next_file: AtomicUsize::new(0), pending: Mutex::new(VecDeque::new()) })
+        let want: Vec<Column> = columns.iter().flatten().copied().collect();
+        let spec = Arc::new(ReadSpec { want, metrics: bind.metrics.clone(), batch_rows: CHUNK_ROWS });
+        Ok(MetricsInit { columns, spec, next_file: AtomicUsize::new(0), open: Mutex::new(Vec::new()) })
     }
 
     fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
         let bind = func.get_bind_data();
         let init = func.get_init_data();
-        let wanted: Vec<Column> = init.columns.iter().flatten().copied().collect();
         loop {
-            let next = init.pending.lock().map_err(|_| err("prom_metrics: internal lock poisoned"))?.pop_front();
-            if let Some(batch) = next {
-                write_batch(output, &init.columns, &batch);
-                return Ok(());
-            }
-            let i = init.next_file.fetch_add(1, Ordering::Relaxed);
-            let Some(file) = bind.files.get(i) else {
-                output.set_len(0);
-                return Ok(());
-            };
-            let batches = read_partition(file, &wanted, bind.metrics.as_deref(), CHUNK_ROWS)
-                .map_err(|e| err(format!("prom_metrics: {e}")))?;
-            let mut batches = VecDeque::from(batches);
-            if let Some(first) = batches.pop_front() {
-                if !batches.is_empty() {
-                    init.pending.lock().map_err(|_| err("prom_metrics: internal lock poisoned"))?.extend(batches);
+            // A file another call left open first (finishing files keeps few open),
+            // else the next file. Opening and reading happen outside the lock.
+            let taken = init.open_readers()?.pop();
+            let mut reader = match taken {
+                Some(r) => r,
+                None => {
+                    let i = init.next_file.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = bind.files.get(i) else {
+                        // Files still open are finished by the calls holding them:
+                        // a call that puts one back returned rows and is called again.
+                        output.set_len(0);
+                        return Ok(());
+                    };
+                    PartitionReader::open(file, &init.spec).map_err(|e| err(format!("prom_metrics: {e}")))?
                 }
-                write_batch(output, &init.columns, &first);
-                return Ok(());
+            };
+            let Some(batch) = reader.next_batch().map_err(|e| err(format!("prom_metrics: {e}")))? else { continue };
+            // A small file is done after its first batch and is closed right away.
+            if !reader.is_exhausted() {
+                init.open_readers()?.push(reader);
             }
+            write_batch(output, &init.columns, &batch);
+            return Ok(());
         }
     }
 
