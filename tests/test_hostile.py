@@ -375,8 +375,8 @@ def test_hostile_proxy_names_stay_inside_their_literals(start_prometheus, hostil
 
 
 def test_backtick_name_in_a_raw_string_template_is_rejected_clearly(start_prometheus, hostile_history, tmp_path):
-    """A backtick cannot be escaped inside a PromQL raw string: that proxy fails with
-    a clear message, nothing malformed reaches Prometheus, the others are collected."""
+    """A backtick cannot be escaped inside a PromQL raw string: the config is refused
+    with a clear message before anything reaches Prometheus."""
     prom = start_prometheus(hostile_history)
     day = hostile_history.days_list[0]
     names = ["tick`name", "api-proxy-1"]
@@ -389,15 +389,16 @@ def test_backtick_name_in_a_raw_string_template_is_rejected_clearly(start_promet
                                    "storage": {"outputDir": str(tmp_path / "out")}}))
         r = run_collector("--config", cfg, "--date", day, cwd=tmp_path)
         queries = proxy.queries()
-    assert r.returncode in (1, 2), r.stderr
+    # Found when the config is read: exit 2 (bad config), one error line naming the file,
+    # the metric and the name; nothing is sent to Prometheus and nothing is written.
+    assert r.returncode == 2, r.stderr
     assert "panicked" not in r.stderr
-    msg = [l for l in r.stderr.splitlines() if "backtick" in l]
-    assert msg and any("tick`name" in l for l in msg), r.stderr
-    assert all("tick" not in q for q in queries), queries
-    if r.returncode == 1:  # found while collecting: the other proxy is still written
-        rows = read_rows(tmp_path / "out")
-        assert sorted(r[2] for r in rows) == sorted(hostile_history.expected[(day, "api-proxy-1", e, "request_count")]
-                                                    for e in hostile_history.environments)
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1, r.stderr
+    assert errors[0].startswith(f"error: {cfg}") and '"request_count"' in errors[0], errors[0]
+    assert 'proxy name "tick`name" contains a backtick' in errors[0], errors[0]
+    assert queries == [], queries
+    assert not (tmp_path / "out").exists()
 
 
 def test_full_scan_finds_a_proxy_named_like_a_temporary_file(start_prometheus, tmp_path_factory, tmp_path):
