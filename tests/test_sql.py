@@ -119,17 +119,81 @@ def test_files_document_how_to_run_them():
     assert needing >= 6
 
 
+def example_expected(history, name, days):
+    """What sql/examples/<name> prints for the selected ``days``, from the generator:
+    (header, rows) with numbers as floats (see ``example_parse``)."""
+    if name == "aggregation_by_proxy.sql":
+        (day,) = days
+        return ["api_proxy", "total_requests"], proxy_totals(history, day)
+    if name == "time_series.sql":
+        return ["date", "api_proxy", "daily_requests"], time_series_expected(history, days)
+    if name == "by_environment.sql":
+        return ["api_proxy", "environment", "requests", "errors", "error_pct"], by_environment_expected(history, days)
+    if name == "latency.sql":
+        return (["date", "api_proxy", "environment", "points", "avg_ms", "min_ms", "max_ms"],
+                latency_expected(history, days))
+    raise AssertionError(name)
+
+
+def example_parse(name, rows):
+    """The CLI's CSV rows of sql/examples/<name> with numbers as numbers."""
+    if name == "aggregation_by_proxy.sql":
+        return [(r[0], float(r[1])) for r in rows]
+    if name == "time_series.sql":
+        return [(r[0], r[1], float(r[2])) for r in rows]
+    if name == "by_environment.sql":
+        return [(r[0], r[1], float(r[2]), float(r[3]), float(r[4])) for r in rows]
+    if name == "latency.sql":
+        return [(r[0], r[1], r[2], int(r[3]), float(r[4]), float(r[5]), float(r[6])) for r in rows]
+    raise AssertionError(name)
+
+
+def assert_example(name, got, want):
+    """Exact, except by_environment's error_pct, which the file rounds to 3 decimals."""
+    if name != "by_environment.sql":
+        assert got == want, name
+        return
+    assert [g[:4] for g in got] == [w[:4] for w in want], name
+    for g, w in zip(got, want):
+        assert abs(g[4] - w[4]) <= 0.0005 + 1e-9, (g, w)
+
+
 def test_documented_command_line_from_the_repo_root(data, history):
     """`duckdb -unsigned -cmd "LOAD 'build/promduck.duckdb_extension'" -f sql/...` exactly
-    as the headers say, from the repository root (data via $PROMDUCK_DATA_DIR)."""
-    files = sorted(str(p.relative_to(REPO_ROOT)) for p in (SQL_DIR / "examples").glob("*.sql"))
-    assert files
-    for f in files + ["sql/promduck.sql"]:
-        r = run([DUCKDB_CLI, "-unsigned", "-csv", "-cmd", "LOAD 'build/promduck.duckdb_extension'", "-f", f],
-                cwd=REPO_ROOT, env=env_with(PROMDUCK_DATA_DIR=data))
-        assert r.returncode == 0 and not r.stderr, f"{f}: {r.stderr}"
-        if f != "sql/promduck.sql":
-            assert r.stdout.count("\n") >= 1, f"{f}: no result"
+    as the headers say, from the repository root (data via $PROMDUCK_DATA_DIR): every
+    example's full output equals the generator's values, with its default days (all
+    days, or yesterday, which the 2024 history does not have) and with days chosen by
+    SET VARIABLE as the README says."""
+    days = history.days_list
+    files = sorted(p.name for p in (SQL_DIR / "examples").glob("*.sql"))
+    assert files == ["aggregation_by_proxy.sql", "by_environment.sql", "latency.sql", "time_series.sql"]
+    cases = [
+        ("aggregation_by_proxy.sql", {}, None),  # yesterday: no data
+        ("aggregation_by_proxy.sql", {"promduck_day": days[2]}, [days[2]]),
+        ("time_series.sql", {}, days),
+        ("time_series.sql", {"promduck_start": days[1], "promduck_end": days[2]}, days[1:3]),
+        ("by_environment.sql", {}, days),
+        ("by_environment.sql", {"promduck_end": days[1]}, days[:2]),
+        ("latency.sql", {}, days),
+        ("latency.sql", {"promduck_start": days[3]}, days[3:]),
+    ]
+    for name, variables, sel in cases:
+        cmd = [DUCKDB_CLI, "-unsigned", "-csv", "-cmd", "LOAD 'build/promduck.duckdb_extension'"]
+        for k, v in variables.items():
+            cmd += ["-cmd", f"SET VARIABLE {k} = DATE '{v}'"]
+        cmd += ["-f", f"sql/examples/{name}"]
+        r = run(cmd, cwd=REPO_ROOT, env=env_with(PROMDUCK_DATA_DIR=data))
+        assert r.returncode == 0 and not r.stderr, f"{name} {variables}: {r.stderr}"
+        lines = list(csv.reader(io.StringIO(r.stdout)))
+        header, rows = lines[0], lines[1:]
+        want_header, want = example_expected(history, name, sel) if sel else (example_expected(
+            history, name, [days[0]])[0], [])
+        assert header == want_header, (name, variables)
+        assert_example(name, example_parse(name, rows), want)
+    # sql/promduck.sql only defines TEMP views and macros: it prints nothing.
+    r = run([DUCKDB_CLI, "-unsigned", "-csv", "-cmd", "LOAD 'build/promduck.duckdb_extension'", "-f", "sql/promduck.sql"],
+            cwd=REPO_ROOT, env=env_with(PROMDUCK_DATA_DIR=data))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
 
 
 # ---------------------------------------------------------------------------
@@ -206,21 +270,34 @@ def test_time_series(data, history, tmp_path):
     assert [(r[0], r[1], float(r[2])) for r in rows] == time_series_expected(history, days[1:3])
 
 
+def by_environment_expected(history, sel):
+    want = []
+    for p in sorted(history.proxies):
+        for e in sorted(history.environments):
+            req = sum(history.expected[(d, p, e, "request_count")] for d in sel)
+            err = sum(history.expected[(d, p, e, "error_count")] for d in sel)
+            want.append((p, e, req, err, 100 * err / req))
+    return want
+
+
 @covers("examples/by_environment.sql")
 def test_by_environment(data, history):
     days = history.days_list
     for variables, sel in [({}, days), ({"promduck_end": days[1]}, days[:2])]:
         header, rows = duckdb_cli(data, file=SQL_DIR / "examples" / "by_environment.sql", variables=variables)
         assert header == ["api_proxy", "environment", "requests", "errors", "error_pct"]
-        want = []
+        assert_example("by_environment.sql", example_parse("by_environment.sql", rows),
+                       by_environment_expected(history, sel))
+
+
+def latency_expected(history, sel):
+    want = []
+    for d in sel:
         for p in sorted(history.proxies):
             for e in sorted(history.environments):
-                req = sum(history.expected[(d, p, e, "request_count")] for d in sel)
-                err = sum(history.expected[(d, p, e, "error_count")] for d in sel)
-                want.append((p, e, req, err, 100 * err / req))
-        assert [(r[0], r[1], float(r[2]), float(r[3])) for r in rows] == [w[:4] for w in want]
-        for r, w in zip(rows, want):
-            assert abs(float(r[4]) - w[4]) <= 0.0005 + 1e-9, (r, w)
+                vals = [v for _, v in latency_points(history, d, p, e)]
+                want.append((d.isoformat(), p, e, 24, round(sum(vals) / 24, 3), min(vals), max(vals)))
+    return want
 
 
 @covers("examples/latency.sql")
@@ -229,13 +306,7 @@ def test_latency(data, history):
     header, rows = duckdb_cli(data, file=SQL_DIR / "examples" / "latency.sql",
                               variables={"promduck_start": days[3]})
     assert header == ["date", "api_proxy", "environment", "points", "avg_ms", "min_ms", "max_ms"]
-    want = []
-    for p in sorted(history.proxies):
-        for e in sorted(history.environments):
-            vals = [v for _, v in latency_points(history, days[3], p, e)]
-            want.append((days[3].isoformat(), p, e, 24, round(sum(vals) / 24, 3), min(vals), max(vals)))
-    got = [(r[0], r[1], r[2], int(r[3]), float(r[4]), float(r[5]), float(r[6])) for r in rows]
-    assert got == want
+    assert example_parse("latency.sql", rows) == latency_expected(history, days[3:])
 
 
 # ---------------------------------------------------------------------------
