@@ -158,14 +158,34 @@ def test_compression_setting_is_honoured(prometheus, history, tmp_path, codec, e
 
 
 def test_row_group_size_in_bytes_is_honoured(prometheus, history, tmp_path):
+    """`rowGroupSize` is a target in bytes: each row group holds that many (uncompressed)
+    bytes give or take 10 %, only the last one less; the default (128 MiB) is one group."""
     metrics = [{"name": "latency_ms", "query": LATENCY_Q, "step": "1m"}]
-    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"], metrics=metrics,
-                       storage_extra={"rowGroupSize": 16384})
-    r = run_collector("--config", cfg, "--date", history.days_list[0], cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    md = pq.ParquetFile(next((tmp_path / "data").rglob("*.parquet"))).metadata
-    assert md.num_rows == 1440 * len(history.environments)
-    assert md.num_row_groups > 1
+    day = history.days_list[0]
+    rows = 1440 * len(history.environments)  # one point a minute per environment
+
+    def groups(size):
+        out = tmp_path / f"rg-{size}"
+        cfg = write_config(tmp_path / f"c{size}.yaml", prometheus.url, ["api-proxy-1"], metrics=metrics, output_dir=out,
+                           storage_extra={} if size is None else {"rowGroupSize": size})
+        r = run_collector("--config", cfg, "--date", day, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        md = pq.ParquetFile(out / str(day) / "api-proxy-1.parquet").metadata
+        assert md.num_rows == rows
+        return [(md.row_group(i).num_rows, md.row_group(i).total_byte_size) for i in range(md.num_row_groups)]
+
+    whole = groups(None)
+    assert len(whole) == 1
+    total = whole[0][1]  # the data's uncompressed size in one group
+    for size in (8192, 16384):
+        got = groups(size)
+        # Smaller groups encode less compactly, so there are at least total/size of them.
+        assert len(got) >= -(-total // size), got
+        for i, (_, nbytes) in enumerate(got):
+            assert nbytes <= size * 1.1, (size, got)
+            if i < len(got) - 1:
+                assert nbytes >= size * 0.9, (size, got)
+        assert sum(n for n, _ in got) == rows
 
 
 def test_basic_auth_with_password_file(prometheus_auth, history, tmp_path):
@@ -242,11 +262,26 @@ def test_once_collects_yesterday(prometheus, tmp_path):
 
 
 def test_json_log_format(prometheus, history, tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
-    r = run_collector("--config", cfg, "--date", history.days_list[0], "--log-format", "json", cwd=tmp_path)
-    assert r.returncode == 0
-    events = [json.loads(l) for l in r.stderr.splitlines() if l.strip()]
-    assert any(e["fields"].get("message") == "written" and e["fields"]["proxy"] == "api-proxy-1" for e in events)
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1", "api-proxy-2"])
+    day = history.days_list[0]
+    r = run_collector("--config", cfg, "--date", day, "--log-format", "json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    events = [json.loads(l) for l in lines]  # every line is one JSON object
+    assert all(e["level"] == "INFO" and e["target"] == "promduck_collector" for e in events), r.stderr
+    fields = [e["fields"] for e in events]
+    rows = 2 * len(history.environments)  # two daily metrics per environment
+    assert fields[0] == {"message": "collecting", "day": str(day), "partitions": 2}
+    written = sorted(fields[1:3], key=lambda f: f["proxy"])
+    assert written == [{"message": "written", "day": str(day), "proxy": p, "rows": rows,
+                        "path": str(tmp_path / "data" / str(day) / f"{p}.parquet")}
+                       for p in ("api-proxy-1", "api-proxy-2")]
+    finished = dict(fields[3])
+    assert float(finished.pop("seconds")) >= 0
+    assert finished == {"message": "collection finished", "written": 2, "empty": 0, "kept": 0, "failed": 0,
+                        "cancelled": 0, "rows": 2 * rows}
+    assert len(events) == 4, r.stderr
 
 
 def test_future_day_and_bad_usage_exit_2(prometheus, tmp_path):
