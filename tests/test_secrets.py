@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 import urllib.parse
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -45,16 +45,37 @@ LOG_VARIANTS = {
 }
 
 
+def halves(secret: str) -> list[str]:
+    """Both halves of ``secret`` (each at least 6 characters when the secret has them):
+    a leak of either half is a leak."""
+    n = max(6, (len(secret) + 1) // 2)  # together they cover every character
+    return [secret[:n], secret[-n:]]
+
+
 def forms(user: str | None, secret: str) -> list[str]:
-    """Every spelling of ``secret`` that must not appear: itself, a distinctive part,
-    percent-encoded (as in a URL or a form), and the base64 of an Authorization header."""
-    out = {secret, secret[: max(6, len(secret) // 2)], urllib.parse.quote(secret, safe=""),
-           urllib.parse.quote_plus(secret)}
+    """Every spelling of ``secret`` that must not appear: itself, its first and second
+    halves, percent-encoded (as in a URL or a form), and the base64 of an Authorization
+    header."""
+    out = {secret, *halves(secret), urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
     if user is not None:
         out.add(base64.b64encode(f"{user}:{secret}".encode()).decode())
     else:
         out.add(base64.b64encode(secret.encode()).decode())
     return sorted(out)
+
+
+def test_secret_forms_cover_both_halves():
+    """The search looks for each half on its own (RELIABILITY.md: "the secret, its halves")."""
+    for secret in (TOKEN, WRONG_TOKEN, WRONG_PASSWORD, "s3cret pa:ss"):
+        got = forms("promduck", secret)
+        first, second = halves(secret)
+        assert first in got and second in got
+        assert secret.startswith(first) and secret.endswith(second)
+        assert len(first) + len(second) >= len(secret), "the halves together cover the whole secret"
+        assert first != second
+        # A text holding only the second half is caught.
+        with pytest.raises(AssertionError):
+            assert_no_secret(got, f"log line ...{second}...")
 
 
 def assert_no_secret(secrets, *texts, where=""):
@@ -187,7 +208,10 @@ def test_modes_never_show_the_secret(prometheus_auth, bearer_proxy, history, tmp
     rows = [r for r in read_rows(tmp_path / "data") if r[4] == day and r[1] == "request_count"]
     assert sorted(r[2] for r in rows) == sorted(history.expected[(day, PROXY, e, "request_count")]
                                                 for e in history.environments)
-    assert assert_no_secret_in_files(tmp_path, tgt.secrets, skip=own_files) >= 3
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    assert partition_files(tmp_path / "data") == {f"{d}/{PROXY}.parquet" for d in ("2024-03-01", "2024-03-02", yesterday)}
+    searched = assert_no_secret_in_files(tmp_path, tgt.secrets, skip=own_files)
+    assert searched == len([p for p in tmp_path.rglob("*") if p.is_file()]) - len(own_files)
 
 
 @pytest.mark.parametrize("cred", CREDS, ids=repr)
