@@ -10,8 +10,10 @@ A test changes a command line in three ways, and no other (see ``Root``):
     for a real collection of a day the test Prometheus has.
 In the configuration that a manifest carries (the Kubernetes ConfigMap), ``prometheus.url`` and
 ``username`` become the test server's and its paths are rooted as above; the Secret's placeholder
-becomes the test server's password. For systemd and cron, which point at a config file of the
-host, the test writes one for the test server at the (rooted) path the command names.
+becomes the test server's password (and, for the sharded Job, ``apiProxies`` becomes the test
+history's proxies, so that the shards' union can be compared). For systemd and cron, which
+point at a config file of the host, the test writes one for the test server at the (rooted)
+path the command names.
 
 What cannot run here is checked by other means: the systemd units by ``systemd-analyze verify``
 and ``security --offline`` (no systemd as PID 1 to start them), the sandbox's writable paths by
@@ -238,7 +240,9 @@ def test_systemd_exec_start_collects_and_writes_metrics(prometheus_auth, history
     data = root.path(SYSTEMD_OUTPUT_DIR)
     assert normalise(read_rows(data)) == expected_rows(history, days=[DAY], proxies=["api-proxy-1", "api-proxy-2"])
     metrics = root.path(flag_value(argv, "--metrics-file"))
-    assert metrics.is_file() and "promduck" in metrics.read_text(), sorted(p.name for p in metrics.parent.iterdir())
+    assert metrics.is_file(), sorted(p.name for p in metrics.parent.iterdir())
+    # deploy/README.md's alert is on this metric
+    assert re.search(r"^promduck_last_success_timestamp_seconds \d", metrics.read_text(), re.M), metrics.read_text()
 
 
 def syscall_set(spec: str) -> set[str]:
