@@ -40,6 +40,7 @@ METRICS = sorted((*COUNTERS, LATENCY))
 TRACES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
   .map(gd => ({title: (gd.layout.title && gd.layout.title.text || '').replace(/<[^>]*>/g, ''),
                traces: gd._fullData.map(t => ({name: t.name, type: t.type,
+                                              color: (t.type === 'bar' ? t.marker.color : t.line.color),
                                               x: Array.from(t.x, String), y: Array.from(t.y, Number)}))}))"""
 TABLES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stTable"] table'))
   .map(t => Array.from(t.querySelectorAll('tr')).map(tr => Array.from(tr.children, c => c.innerText.trim())))"""
@@ -161,9 +162,13 @@ def ts_iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def expected_series(history, proxies, split_env=False):
-    """{metric: {trace name: [(x, y), ...]}} for the time series charts
-    (combine = sum over the other labels)."""
+COMBINERS = {"sum": sum, "average": lambda vs: sum(vs) / len(vs), "maximum": max, "minimum": min}
+
+
+def expected_series(history, proxies, split_env=False, combine="sum"):
+    """{metric: {trace name: [(x, y), ...]}} for the time series charts: one line per
+    proxy (or proxy and environment), the environments' values at an instant combined
+    by ``combine`` (the sidebar's "Combine the other series by")."""
     out = {}
     for m in METRICS:
         series = {}
@@ -178,8 +183,9 @@ def expected_series(history, proxies, split_env=False):
                             history.expected[(d, p, env, m)]) for d in history.days_list]
                 acc = series.setdefault(name, {})
                 for ts, v in pts:
-                    acc[ts] = acc.get(ts, 0.0) + v
-        out[m] = {name: [(ts_iso(ts), v) for ts, v in sorted(acc.items())] for name, acc in series.items()}
+                    acc.setdefault(ts, []).append(v)
+        out[m] = {name: [(ts_iso(ts), COMBINERS[combine](vs)) for ts, vs in sorted(acc.items())]
+                  for name, acc in series.items()}
     return out
 
 
@@ -190,7 +196,13 @@ def assert_time_series(got: dict, want: dict):
         for t in traces:
             assert t["type"] == "scatter"
             xs = [x[:19] for x in t["x"]]  # Plotly shows e.g. 2024-03-02T00:00:00.000000
-            assert list(zip(xs, t["y"])) == want[m][t["name"]], (m, t["name"])
+            got_points = list(zip(xs, t["y"]))
+            want_points = want[m][t["name"]]
+            assert [x for x, _ in got_points] == [x for x, _ in want_points], (m, t["name"])
+            for (x, y), (_, w) in zip(got_points, want_points):
+                # Sums, maxima and minima of the generator's integers are exact; an average
+                # may differ from ours in the last bit.
+                assert y == w or abs(y - w) <= 1e-9 * abs(w), (m, t["name"], x, y, w)
 
 
 def num(cell: str) -> float:
@@ -259,20 +271,63 @@ def test_aggregates_bars_and_table(page, history):
     no_exception(page)
 
 
+def rgb(color: str) -> tuple:
+    """A Plotly colour ('#636efa' or 'rgb(99, 110, 250)') as an (r, g, b) tuple."""
+    if color.startswith("#"):
+        return tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return tuple(int(float(x)) for x in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+
+
+def assert_charts_drawn(page):
+    """Every chart on the current tab is really drawn: the pixels of its screenshot hold
+    each of its traces' colours (a line or bars of that trace), not just an empty frame."""
+    from PIL import Image
+
+    plots = page.locator('[data-testid="stPlotlyChart"]')
+    infos = page.evaluate(TRACES_JS)
+    visible = [i for i in range(plots.count()) if plots.nth(i).is_visible()]
+    assert visible, "no chart visible"
+    for i in visible:
+        img = Image.open(io.BytesIO(plots.nth(i).screenshot())).convert("RGB")
+        counts = {color: n for n, color in img.getcolors(img.width * img.height)}
+        title = infos[i]["title"]
+        for t in infos[i]["traces"]:
+            n = counts.get(rgb(t["color"]), 0)
+            assert n >= 100, f"chart {title!r}: trace {t['name']!r} ({t['color']}) has {n} pixels of its colour"
+
+
 def screenshot(page, name):
     OUTPUT.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1400, "height": 1900})
     time.sleep(0.5)  # let Plotly resize to the new viewport
+    assert_charts_drawn(page)
     page.screenshot(path=str(OUTPUT / name))
     page.set_viewport_size({"width": 1400, "height": 1000})
-    assert (OUTPUT / name).stat().st_size > 20_000
+    from PIL import Image
+
+    with Image.open(OUTPUT / name) as img:
+        assert img.format == "PNG" and img.size == (1400, 1900), (img.format, img.size)
 
 
 def test_screenshots(page, history):
     screenshot(page, "dashboard-aggregates.png")
     page.get_by_role("tab", name="Time series").click()
+    settled(page, "the time series charts", lambda: assert_time_series(charts(page), expected_series(
+        history, history.proxies)))
     screenshot(page, "dashboard.png")
     no_exception(page)
+
+
+def test_other_ways_of_combining_environments(page, history):
+    """Latency is a gauge: its lines per proxy combine the environments by maximum,
+    average or minimum exactly as chosen (and counters too)."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Combine the other series by")
+    for combine in ("maximum", "average", "minimum", "sum"):
+        box.click()
+        page.get_by_role("option", name=combine, exact=True).click()
+        want = expected_series(history, history.proxies, combine=combine)
+        settled(page, f"lines combined by {combine}", lambda: assert_time_series(charts(page), want))
+        no_exception(page)
 
 
 def test_deselecting_a_proxy_changes_charts_and_table(page, history):
