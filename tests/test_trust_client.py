@@ -553,7 +553,9 @@ def test_collector_never_prints_echoed_credentials(fault_proxy, history, tmp_pat
     # The proxy really echoed the credentials back.
     sent = fault_proxy.snapshot()[0].headers
     assert "authorization" in sent or "x-api-key" in sent
-    assert rule.fired == 2 * len(PROXIES) * 2
+    # Every request was answered by the echo (how many the collector sends before it
+    # gives up a failed partition is its own business).
+    assert [r.action for r in fault_proxy.snapshot()] == ["echo_headers"] * rule.fired
     assert_no_files_with_credentials(tmp_path, skip=[cfg])
     assert not (tmp_path / "data").exists() or partition_files(tmp_path / "data") == set()
 
