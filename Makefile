@@ -21,7 +21,8 @@ all: build
 build:
 	$(CARGO) build --release --workspace
 	@mkdir -p $(BUILD)
-	cp $(RELEASE)/promduck-collector $(BUILD)/promduck-collector
+	@# -f: replace the file even while a test still runs the old binary (ETXTBSY)
+	cp -f $(RELEASE)/promduck-collector $(BUILD)/promduck-collector
 	$(RELEASE)/promduck-stamp $(RELEASE)/libpromduck_extension.so $(BUILD)/promduck.duckdb_extension
 	@# A local extension repository for `INSTALL promduck FROM 'build/repository'`:
 	@# DuckDB looks in <repo>/<its version>/<platform>/; one binary serves them all.

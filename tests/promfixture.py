@@ -326,7 +326,7 @@ class PrometheusServer:
     READY_TIMEOUT = 30.0
 
     def __init__(self, history_file, workdir, basic_auth=None, port: int | None = None,
-                 bin_dir=None, tls: dict | None = None):
+                 bin_dir=None, tls: dict | None = None, scrape_targets: list[str] | None = None):
         """``tls``: serve HTTPS with ``{"cert", "key"}`` (PEM paths), requiring client
         certificates signed by ``"client_ca"`` if given; ``"ca"`` (and optionally
         ``"client_cert"``/``"client_key"``) are what this fixture itself connects with."""
@@ -337,6 +337,8 @@ class PrometheusServer:
         self.port: int | None = port
         self._fixed_port = port is not None
         self.bin_dir = Path(bin_dir) if bin_dir else None
+        #: ``host:port`` targets scraped every second as job ``promduck`` (default: none).
+        self.scrape_targets = list(scrape_targets or [])
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -391,8 +393,12 @@ class PrometheusServer:
 
     def _write_configs(self) -> list[str]:
         cfg = self.workdir / "prometheus.yml"
-        cfg.write_text("global:\n  scrape_interval: 1h\n  evaluation_interval: 1h\n"
-                       "scrape_configs: []\n")
+        if self.scrape_targets:
+            scrape = ("scrape_configs:\n  - job_name: promduck\n    scrape_interval: 1s\n    static_configs:\n"
+                      "      - targets: " + json.dumps(self.scrape_targets) + "\n")
+        else:
+            scrape = "scrape_configs: []\n"
+        cfg.write_text("global:\n  scrape_interval: 1h\n  evaluation_interval: 1h\n" + scrape)
         args = [f"--config.file={cfg}"]
         web_lines = []
         if self.basic_auth:

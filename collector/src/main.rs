@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use promduck_core::collect::{Cancel, Collector, PartitionOutcome, RunSummary, Status};
 use promduck_core::config::Config;
-use promduck_core::plan::{days_between, last_complete_day, parse_date};
+use promduck_core::plan::{days_between, last_complete_day, parse_date, Shard};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +77,25 @@ struct Cli {
     /// Show a progress bar (default: when stderr is a terminal and several days run).
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     progress: Progress,
+
+    /// Collect only this shard of the proxies: `i/n` with 0 <= i < n (a stable hash of
+    /// each name decides its shard, so n collectors cover every proxy exactly once).
+    /// A Kubernetes Indexed Job can pass its JOB_COMPLETION_INDEX as i.
+    #[arg(long, env = "PROMDUCK_SHARD", value_parser = parse_shard)]
+    shard: Option<Shard>,
+
+    /// After each run, write the collector's own metrics in Prometheus text format to
+    /// this file, atomically (for node_exporter's textfile collector).
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
+
+    /// Daemon only: serve the same metrics over HTTP at ADDR (e.g. 127.0.0.1:9464), on any path.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -117,9 +136,11 @@ fn load_config(path: &std::path::Path) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    // An empty PROMDUCK_CONFIG= (common in templates) means unset, not "no value".
-    if std::env::var_os("PROMDUCK_CONFIG").is_some_and(|v| v.is_empty()) {
-        std::env::remove_var("PROMDUCK_CONFIG");
+    // An empty PROMDUCK_CONFIG= or PROMDUCK_SHARD= (common in templates) means unset.
+    for var in ["PROMDUCK_CONFIG", "PROMDUCK_SHARD"] {
+        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(var);
+        }
     }
     let cli = Cli::parse();
     let config = match load_config(&cli.config) {
@@ -160,8 +181,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
+    if let Some(shard) = cli.shard {
+        let all = config.api_proxies.len();
+        config.api_proxies.retain(|p| shard.owns(p));
+        tracing::info!(shard = format!("{}/{}", shard.index, shard.count), proxies = config.api_proxies.len(), of = all, "collecting one shard of the proxies");
+        if config.api_proxies.is_empty() {
+            tracing::warn!("this shard owns none of the configured proxies: nothing to do");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let collector = Collector::new(config).context("cannot set up the Prometheus client")?.with_replace(cli.replace);
+    let mut metrics = SelfMetrics::new(cli.metrics_file.clone(), cli.shard);
     let cfg = collector.config().clone();
     let cancel = Cancel::new();
     spawn_signal_handler(cancel.clone());
@@ -185,9 +216,14 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     }
     if let Some(days) = days {
         let all: Vec<(NaiveDate, &[String])> = days.iter().map(|&d| (d, cfg.api_proxies.as_slice())).collect();
+        let started = Instant::now();
         let summary = collect(&collector, &all, &cancel, cli.progress).await;
-        // 130 only when the stop actually left partitions uncollected.
-        return Ok(if summary.cancelled > 0 {
+        metrics.record(&summary, started.elapsed(), collector.client().stats());
+        // Stopped because Prometheus cannot be used: a failure (1). Else 130 only
+        // when a signal actually left partitions uncollected.
+        return Ok(if summary.aborted.is_some() {
+            ExitCode::from(1)
+        } else if summary.cancelled > 0 {
             ExitCode::from(130)
         } else if summary.failed == 0 {
             ExitCode::SUCCESS
@@ -205,11 +241,18 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         output_dir = %cfg.storage.output_dir.display(),
         "promduck collector started as a daemon"
     );
+    if let Some(addr) = cli.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
+        tracing::info!(%addr, "serving the collector's metrics");
+        tokio::spawn(serve_metrics(listener, metrics.shared()));
+    }
     loop {
         let last = last_complete_day(Utc::now(), cfg.timezone);
         let units = daemon_partitions(&cfg, last, cli.catch_up_days);
         let units: Vec<(NaiveDate, &[String])> = units.iter().map(|(d, p)| (*d, p.as_slice())).collect();
-        collect(&collector, &units, &cancel, cli.progress).await;
+        let started = Instant::now();
+        let summary = collect(&collector, &units, &cancel, cli.progress).await;
+        metrics.record(&summary, started.elapsed(), collector.client().stats());
         if cancel.is_cancelled() {
             break;
         }
@@ -283,14 +326,16 @@ async fn collect(collector: &Collector, units: &[(NaiveDate, &[String])], cancel
         _ => return RunSummary::default(),
     }
     let started = Instant::now();
+    let mut reporter = Reporter::default();
     let summary = collector
         .run_partitions(units, cancel, |o: &PartitionOutcome| {
-            report(o, bar.as_ref());
+            reporter.report(o, bar.as_ref());
         })
         .await;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    reporter.finish(&summary, collector.client().url());
     tracing::info!(
         written = summary.written,
         empty = summary.empty,
@@ -304,29 +349,220 @@ async fn collect(collector: &Collector, units: &[(NaiveDate, &[String])], cancel
     summary
 }
 
-fn report(o: &PartitionOutcome, bar: Option<&ProgressBar>) {
-    let line = || match o.status {
-        Status::Written => match o.kept_note() {
-            None => tracing::info!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written"),
-            Some(note) => tracing::warn!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written; {note}"),
-        },
-        Status::Empty => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data for any metric; wrote an empty partition"),
-        Status::Kept => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data; kept the existing file"),
-        Status::Cancelled => tracing::warn!(day = %o.day, proxy = %o.proxy, "cancelled before it started; existing file untouched"),
-        Status::Failed => {
-            for f in &o.failures {
-                tracing::error!(day = %o.day, proxy = %o.proxy, metric = %f.metric, error = %f.error, "failed; existing file untouched");
+/// Logs outcomes as they come. An error repeated for many partitions (Prometheus
+/// down, a query wrong for every proxy) is printed once, then counted and summarised
+/// at the end: 10,000 proxies must not mean 10,000 identical lines.
+#[derive(Default)]
+struct Reporter {
+    /// metric + error → (metric, the error as first seen, further partitions with
+    /// it, the first few of them as day/proxy)
+    repeated: std::collections::HashMap<String, (String, String, usize, Vec<String>)>,
+    order: Vec<String>,
+    cancelled: usize,
+    /// Partitions failed by an error that stops the run (said once, at the end).
+    fatal: usize,
+}
+
+impl Reporter {
+    fn report(&mut self, o: &PartitionOutcome, bar: Option<&ProgressBar>) {
+        let mut line = || match o.status {
+            Status::Written => match o.kept_note() {
+                None => tracing::info!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written"),
+                Some(note) => tracing::warn!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written; {note}"),
+            },
+            Status::Empty => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data for any metric; wrote an empty partition"),
+            Status::Kept => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data; kept the existing file"),
+            Status::Cancelled => self.cancelled += 1,
+            Status::Failed if o.failures.iter().any(|f| f.fatal) => self.fatal += 1,
+            Status::Failed => {
+                for f in &o.failures {
+                    let key = format!("{}\u{0}{}", f.metric, without_positions(&f.error));
+                    match self.repeated.get_mut(&key) {
+                        Some((_, _, n, examples)) => {
+                            *n += 1;
+                            if examples.len() < 5 {
+                                examples.push(format!("{}/{}", o.day, o.proxy));
+                            }
+                        }
+                        None => {
+                            tracing::error!(day = %o.day, proxy = %o.proxy, metric = %f.metric, error = %f.error, "failed; existing file untouched");
+                            self.repeated.insert(key.clone(), (f.metric.clone(), f.error.clone(), 0, Vec::new()));
+                            self.order.push(key);
+                        }
+                    }
+                }
+            }
+        };
+        match bar {
+            Some(b) => {
+                if o.status != Status::Written {
+                    b.suspend(line);
+                }
+                b.inc(1);
+            }
+            None => line(),
+        }
+    }
+
+    fn finish(&self, summary: &RunSummary, url: &str) {
+        for key in &self.order {
+            let (metric, e, more, examples) = &self.repeated[key];
+            if *more > 0 {
+                let etc = if *more > examples.len() { ", ..." } else { "" };
+                tracing::error!(metric = %metric, error = %e, more, "the same failure for {more} more partition(s): {}{etc}", examples.join(", "));
             }
         }
-    };
-    match bar {
-        Some(b) => {
-            if o.status != Status::Written {
-                b.suspend(line);
-            }
-            b.inc(1);
+        if let Some(reason) = &summary.aborted {
+            tracing::error!(
+                url,
+                failed = self.fatal,
+                not_attempted = self.cancelled,
+                "stopped: Prometheus cannot be used ({reason}); {} partition(s) failed with it and {} not attempted, existing files untouched",
+                self.fatal,
+                self.cancelled
+            );
+        } else if self.cancelled > 0 {
+            tracing::warn!(cancelled = self.cancelled, "stopped by a signal: {} partition(s) not started; existing files untouched", self.cancelled);
         }
-        None => line(),
+    }
+}
+
+/// An error with PromQL parse positions (`1:41:`) blanked: the same mistake in a
+/// template sits at a different column for each proxy name.
+fn without_positions(e: &str) -> String {
+    let b = e.as_bytes();
+    let mut out = String::with_capacity(e.len());
+    let mut i = 0;
+    while i < b.len() {
+        let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let n = digits(i);
+        if n > 0 && b.get(i + n) == Some(&b':') && digits(i + n + 1) > 0 && (i == 0 || !b[i - 1].is_ascii_digit()) {
+            out.push_str("L:C");
+            i += n + 1 + digits(i + n + 1);
+            continue;
+        }
+        let ch = e[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// The collector's own metrics (Prometheus text format), kept for `--metrics-listen`
+/// and written to `--metrics-file` after each run.
+struct SelfMetrics {
+    file: Option<PathBuf>,
+    shard: Option<Shard>,
+    last_success: Option<f64>,
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl SelfMetrics {
+    fn new(file: Option<PathBuf>, shard: Option<Shard>) -> Self {
+        // A one-shot run that fails must not erase when the last success was: carry
+        // it over from the previous file.
+        let last_success = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("promduck_last_success_timestamp_seconds ").and_then(|v| v.trim().parse().ok()))
+        });
+        SelfMetrics { file, shard, last_success, text: Default::default() }
+    }
+
+    fn shared(&self) -> std::sync::Arc<std::sync::Mutex<String>> {
+        self.text.clone()
+    }
+
+    fn record(&mut self, s: &RunSummary, took: std::time::Duration, (requests, retries): (u64, u64)) {
+        let now = Utc::now().timestamp_millis() as f64 / 1000.0;
+        if s.failed == 0 && s.cancelled == 0 && s.aborted.is_none() {
+            self.last_success = Some(now);
+        }
+        let mut t = String::new();
+        let mut metric = |name: &str, help: &str, kind: &str, samples: &[(&str, f64)]| {
+            t.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, v) in samples {
+                t.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        };
+        metric("promduck_last_run_timestamp_seconds", "When the last collection run ended.", "gauge", &[("", now)]);
+        if let Some(ts) = self.last_success {
+            metric("promduck_last_success_timestamp_seconds", "When the last run with no failed or cancelled partition ended.", "gauge", &[("", ts)]);
+        }
+        metric("promduck_last_run_duration_seconds", "How long the last run took.", "gauge", &[("", took.as_secs_f64())]);
+        metric(
+            "promduck_last_run_partitions",
+            "Partitions of the last run by outcome.",
+            "gauge",
+            &[
+                ("{status=\"written\"}", s.written as f64),
+                ("{status=\"empty\"}", s.empty as f64),
+                ("{status=\"kept\"}", s.kept as f64),
+                ("{status=\"failed\"}", s.failed as f64),
+                ("{status=\"cancelled\"}", s.cancelled as f64),
+            ],
+        );
+        metric("promduck_last_run_rows", "Rows written by the last run.", "gauge", &[("", s.rows as f64)]);
+        metric("promduck_last_run_aborted", "1 when the last run stopped because Prometheus could not be used.", "gauge", &[("", if s.aborted.is_some() { 1.0 } else { 0.0 })]);
+        metric("promduck_requests_total", "HTTP requests sent to Prometheus by this process (retries included).", "counter", &[("", requests as f64)]);
+        metric("promduck_retries_total", "Requests that were retries.", "counter", &[("", retries as f64)]);
+        if let Some(sh) = self.shard {
+            let labels = format!("{{shard=\"{}/{}\"}}", sh.index, sh.count);
+            metric("promduck_shard_info", "The shard this collector collects.", "gauge", &[(labels.as_str(), 1.0)]);
+        }
+        if let Ok(mut shared) = self.text.lock() {
+            shared.clone_from(&t);
+        }
+        if let Some(path) = &self.file {
+            if let Err(e) = write_atomically(path, &t) {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the metrics file");
+            }
+        }
+    }
+}
+
+/// Writes `text` to `path` through a temporary file in the same folder and a rename,
+/// so a reader (node_exporter) never sees half a file. The temporary name does not end
+/// in `.prom`, which the textfile collector ignores.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// A minimal HTTP/1.1 responder for `--metrics-listen`: every request gets the
+/// current metrics (a scrape needs nothing more; no other route exists).
+async fn serve_metrics(listener: tokio::net::TcpListener, text: std::sync::Arc<std::sync::Mutex<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let text = text.clone();
+        tokio::spawn(async move {
+            // Read the request head (up to 8 KiB or the blank line); its content is not needed.
+            let mut buf = vec![0u8; 8192];
+            let mut got = 0;
+            while got < buf.len() {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[got..])).await {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => {
+                        got += n;
+                        if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            let body = text.lock().map(|t| t.clone()).unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
     }
 }
 

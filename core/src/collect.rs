@@ -80,6 +80,18 @@ impl Status {
 pub struct MetricFailure {
     pub metric: String,
     pub error: String,
+    /// The failure says Prometheus cannot be used at all (unreachable, refusing
+    /// our credentials, TLS failing), not that this query failed: the run stops.
+    pub fatal: bool,
+}
+
+/// Whether an error means no further request can succeed (see [`MetricFailure::fatal`]).
+pub fn is_fatal(e: &Error) -> bool {
+    use crate::prometheus::PromError;
+    matches!(
+        e,
+        Error::Prometheus(PromError::Transport { .. } | PromError::Setup(_) | PromError::Http { status: 401 | 403, .. })
+    )
 }
 
 /// What happened to one (day, proxy) partition.
@@ -123,7 +135,7 @@ impl PartitionOutcome {
 }
 
 /// Counts of a run's outcomes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunSummary {
     pub written: usize,
     /// Partitions written with no rows (no metric had data).
@@ -133,6 +145,9 @@ pub struct RunSummary {
     pub cancelled: usize,
     /// Rows in the partitions written.
     pub rows: usize,
+    /// Why the run stopped early, when a failure said Prometheus cannot be used
+    /// (the partitions it did not attempt count as cancelled).
+    pub aborted: Option<String>,
 }
 
 impl RunSummary {
@@ -221,8 +236,25 @@ impl Collector {
         let in_flight = (self.cfg.prometheus.concurrency.max(1) * 2).div_ceil(batch.min(self.cfg.api_proxies.len()).max(1)).max(2);
         let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
         let mut outcomes = RunSummary::default();
+        // The run's own stop signal: the caller's cancel, or a fatal failure (fail
+        // fast: one unreachable Prometheus is not retried for every partition).
+        let run_cancel = Cancel::new();
+        let forward = {
+            let (user, run) = (cancel.clone(), run_cancel.clone());
+            tokio::spawn(async move {
+                user.cancelled().await;
+                run.cancel();
+            })
+        };
+        let cancel = &run_cancel;
         let mut finish = |done: Vec<PartitionOutcome>, summary: &mut RunSummary| {
             for o in done {
+                if summary.aborted.is_none() {
+                    if let Some(f) = o.failures.iter().find(|f| f.fatal) {
+                        summary.aborted = Some(f.error.clone());
+                        run_cancel.cancel();
+                    }
+                }
                 on_done(&o);
                 summary.add(&o);
             }
@@ -252,6 +284,7 @@ impl Collector {
         while let Some(done) = tasks.join_next().await {
             finish(unwrap_join(done), &mut outcomes);
         }
+        forward.abort();
         outcomes
     }
 
@@ -311,7 +344,9 @@ impl Collector {
                     outcomes[i].status = if outcomes[i].rows == 0 { Status::Empty } else { Status::Written };
                     any_written = true;
                 }
-                Ok((i, Err(e))) => outcomes[i].failures.push(MetricFailure { metric: "(write)".into(), error: e.to_string() }),
+                Ok((i, Err(e))) => {
+                    outcomes[i].failures.push(MetricFailure { metric: "(write)".into(), error: e.to_string(), fatal: false })
+                }
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
         }
@@ -326,7 +361,7 @@ impl Collector {
             if let Some(err) = err {
                 for o in outcomes.iter_mut().filter(|o| matches!(o.status, Status::Written | Status::Empty)) {
                     o.status = Status::Failed;
-                    o.failures.push(MetricFailure { metric: "(sync)".into(), error: err.clone() });
+                    o.failures.push(MetricFailure { metric: "(sync)".into(), error: err.clone(), fatal: false });
                 }
             }
         }
@@ -350,7 +385,7 @@ impl Collector {
                 Ok(series) if series.is_empty() => empty_metrics.push(metric.name.clone()),
                 Ok(mut series) => {
                     if let Err(e) = check_label_collisions(&series, &metric.labels) {
-                        failures.push(MetricFailure { metric: metric.name.clone(), error: e });
+                        failures.push(MetricFailure { metric: metric.name.clone(), error: e, fatal: false });
                         continue;
                     }
                     series.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -358,7 +393,7 @@ impl Collector {
                         builder.push_series(&metric.name, s, &metric.labels);
                     }
                 }
-                Err(e) => failures.push(MetricFailure { metric: metric.name.clone(), error: e.to_string() }),
+                Err(e) => failures.push(MetricFailure { metric: metric.name.clone(), error: e.to_string(), fatal: is_fatal(&e) }),
             }
         }
         let rows = builder.rows();
@@ -377,6 +412,7 @@ impl Collector {
             Err(e) => {
                 outcome.failures.push(MetricFailure {
                     metric: "(existing file)".into(),
+                    fatal: false,
                     error: format!(
                         "{e}; it is needed to keep the rows of {} (no data returned now); \
                          the file was left untouched (replace to overwrite it)",
@@ -400,7 +436,11 @@ impl Collector {
                 (outcome, Some(merged))
             }
             Err(e) => {
-                outcome.failures.push(MetricFailure { metric: "(existing file)".into(), error: format!("cannot merge the kept rows: {e}") });
+                outcome.failures.push(MetricFailure {
+                    metric: "(existing file)".into(),
+                    error: format!("cannot merge the kept rows: {e}"),
+                    fatal: false,
+                });
                 (outcome, None)
             }
         }
@@ -425,12 +465,20 @@ impl Collector {
     async fn query_metric_for(&self, metric: &MetricPlan, proxies: &[String], day: NaiveDate) -> Vec<Result<Vec<Series>>> {
         let per_proxy = match self.plan.requests(metric, day, proxies) {
             MetricRequests::Batched { request, label, fallback } => {
-                if let Ok(series) = self.send(&request).await {
-                    if let Some(split) = split_by_label(series, &label, proxies) {
-                        tracing::debug!(metric = %metric.config.name, proxies = proxies.len(), "one batched query answered for all proxies");
-                        return split.into_iter().map(Ok).collect();
+                match self.send(&request).await {
+                    Ok(series) => {
+                        if let Some(split) = split_by_label(series, &label, proxies) {
+                            tracing::debug!(metric = %metric.config.name, proxies = proxies.len(), "one batched query answered for all proxies");
+                            return split.into_iter().map(Ok).collect();
+                        }
+                        tracing::debug!(metric = %metric.config.name, "batched answer lacks the proxy label; querying proxy by proxy");
                     }
-                    tracing::debug!(metric = %metric.config.name, "batched answer lacks the proxy label; querying proxy by proxy");
+                    // Prometheus cannot be used at all: asking again per proxy only
+                    // repeats the same failure (and its retries) many times over.
+                    Err(Error::Prometheus(e)) if is_fatal(&Error::Prometheus(e.clone())) => {
+                        return proxies.iter().map(|_| Err(Error::Prometheus(e.clone()))).collect();
+                    }
+                    Err(_) => {}
                 }
                 fallback
             }

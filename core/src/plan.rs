@@ -228,6 +228,39 @@ impl Plan {
     }
 }
 
+/// One of `n` collectors sharing the proxies: `index` in `0..count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `i/n` (0 ≤ i < n), as `--shard` and `PROMDUCK_SHARD` take it.
+    pub fn parse(s: &str) -> Result<Shard> {
+        let bad = |why: &str| Error::Invalid(format!("invalid shard {s:?}: {why} (expected i/n with 0 <= i < n, e.g. 0/4)"));
+        let (i, n) = s.trim().split_once('/').ok_or_else(|| bad("no '/'"))?;
+        let index: u32 = i.trim().parse().map_err(|_| bad("i is not a number"))?;
+        let count: u32 = n.trim().parse().map_err(|_| bad("n is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(bad("i must be below n"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether `proxy` belongs to this shard: a stable hash of the name (64-bit
+    /// FNV-1a of its UTF-8 bytes, fixed forever so that shards never move between
+    /// versions) modulo the shard count.
+    pub fn owns(&self, proxy: &str) -> bool {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in proxy.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
 impl DayWindow {
     /// The day's real length: 24 h, or 23/25 h (23.5/24.5 h in some zones) on DST days.
     pub fn length_ms(&self) -> i64 {
@@ -237,6 +270,32 @@ impl DayWindow {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn shards_cover_every_proxy_exactly_once_and_stay_put() {
+        let proxies: Vec<String> = (0..1000).map(|i| format!("api-proxy-{i}")).collect();
+        for n in [1u32, 2, 3, 7] {
+            let shards: Vec<Shard> = (0..n).map(|i| Shard::parse(&format!("{i}/{n}")).unwrap()).collect();
+            for p in &proxies {
+                assert_eq!(shards.iter().filter(|s| s.owns(p)).count(), 1, "{p} in {n} shards");
+            }
+            // Roughly even.
+            for s in &shards {
+                let c = proxies.iter().filter(|p| s.owns(p)).count() as f64;
+                assert!((c - 1000.0 / n as f64).abs() < 0.2 * 1000.0 / n as f64 + 10.0, "{n}: {c}");
+            }
+        }
+        // The hash is fixed: these assignments must never change between versions.
+        let four: Vec<u32> = ["api-proxy-1", "api-proxy-2", "orders", "é"]
+            .iter()
+            .map(|p| (0..4).find(|i| Shard { index: *i, count: 4 }.owns(p)).unwrap())
+            .collect();
+        assert_eq!(four, vec![0, 1, 0, 1]); // FNV-1a 64 computed independently (Python)
+        for bad in ["", "1", "4/4", "-1/4", "a/b", "0/0"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+    }
+
 
     fn config(metrics: &[(&str, &str, Option<u64>)], batch_size: usize, tz: Tz) -> Config {
         let yaml = format!(

@@ -590,9 +590,26 @@ pub struct PromClient {
     /// Every call ends by then (see [`PromClient::with_overall_timeout`]).
     deadline: Option<(Instant, Duration)>,
     cancel: Option<Cancel>,
+    stats: Arc<RequestStats>,
+}
+
+/// Counts of a client's HTTP requests (shared by its clones), for the collector's
+/// own metrics (`--metrics-file`).
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    /// Attempts sent (first tries and retries).
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Attempts that were retries.
+    pub retries: std::sync::atomic::AtomicU64,
 }
 
 impl PromClient {
+    /// Request counts since the client was built.
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.stats.requests.load(Relaxed), self.stats.retries.load(Relaxed))
+    }
+
     pub fn new(cfg: &PrometheusConfig) -> Result<Self, PromError> {
         let redactor = Redactor::new(cfg);
         let mut b = reqwest::Client::builder()
@@ -641,6 +658,7 @@ impl PromClient {
             redactor: Arc::new(redactor),
             deadline: None,
             cancel: None,
+            stats: Arc::default(),
         })
     }
 
@@ -782,6 +800,10 @@ impl PromClient {
         let url = self.cfg.url.api(endpoint);
         let mut attempt: u32 = 0;
         loop {
+            self.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if attempt > 0 {
+                self.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let result = self.attempt(&url, form, &decode).await.map_err(|e| e.redacted(&self.redactor));
             match result {
                 Ok(body) => return Ok(body),
