@@ -1,4 +1,4 @@
-//! `prom_collect(config := 'config.yaml', date | start_date/end_date [, replace])`:
+//! `prom_collect([config := 'config.yaml',] date | start_date/end_date [, replace])`:
 //! a collection run from SQL through the same code as the collector binary. The run
 //! starts on the first `func` call, never in `bind` (which DESCRIBE and some clients
 //! call without executing).
@@ -50,6 +50,25 @@ impl Drop for CollectInit {
     }
 }
 
+/// The collector's default `--config`, relative to the working directory.
+const DEFAULT_CONFIG: &str = "config/config.yaml";
+
+/// The configuration `prom_collect()` uses without `config :=`, as the collector without
+/// `--config`: `$PROMDUCK_CONFIG` (empty means unset), else `config/config.yaml` if it exists.
+fn default_config_path() -> Result<String, BoxError> {
+    if let Some(p) = std::env::var("PROMDUCK_CONFIG").ok().filter(|s| !s.is_empty()) {
+        return Ok(p);
+    }
+    if Path::new(DEFAULT_CONFIG).is_file() {
+        return Ok(DEFAULT_CONFIG.to_string());
+    }
+    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "?".into());
+    Err(err(format!(
+        "prom_collect needs config := 'path/to/config.yaml', or PROMDUCK_CONFIG, or {DEFAULT_CONFIG} \
+         in the working directory (there is none in {cwd})"
+    )))
+}
+
 pub struct PromCollect;
 
 impl VTab for PromCollect {
@@ -65,10 +84,7 @@ impl VTab for PromCollect {
         bind.add_result_column("error", varchar());
         let path = match named_string(bind, "config") {
             Some(p) => p,
-            None => std::env::var("PROMDUCK_CONFIG")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| err("prom_collect needs config := 'path/to/config.yaml' (or PROMDUCK_CONFIG)"))?,
+            None => default_config_path()?,
         };
         let config = Config::load(Path::new(&path)).map_err(|e| err(e.to_string()))?;
         let now = Utc::now();
