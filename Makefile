@@ -13,7 +13,7 @@ PLATFORM := $(shell uname -s | tr A-Z a-z)_$(shell uname -m | sed -e s/x86_64/am
 DUCKDB_VERSIONS ?= v1.2.0 v1.2.1 v1.2.2 v1.3.0 v1.3.1 v1.3.2 v1.4.0 v1.4.1 v1.4.2 v1.4.3 v1.4.4 v1.4.5 \
                    v1.5.0 v1.5.1 v1.5.2 v1.5.3 v1.5.4 v1.5.5 v1.5.6 v2.0.0 v2.0.1 v2.0.2
 
-.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb
+.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools
 
 all: build
 
@@ -59,14 +59,21 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium could not be installed (apt-get install chromium)"; exit 1; }
 
+## tools: Debian's strace for the tests that watch system calls (tests/test_claims_*.py), and
+## script (util-linux, always installed on Debian) for the progress bar on a terminal
+tools:
+	@command -v strace >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; }
+	@command -v strace >/dev/null 2>&1 || { echo "strace could not be installed (apt-get install strace)"; exit 1; }
+	@command -v script >/dev/null 2>&1 || { echo "script not found (apt-get install bsdutils)"; exit 1; }
+
 ## test: every test — Rust unit tests, then end-to-end tests against a real
 ## Prometheus and the real DuckDB CLI and Python package
-test: build venv prometheus browser old-duckdb test-rust test-python
+test: build venv prometheus browser old-duckdb tools test-rust test-python
 
 test-rust:
 	$(CARGO) test --release --workspace
 
-test-python: build venv prometheus browser old-duckdb
+test-python: build venv prometheus browser old-duckdb tools
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 ## fuzz: the property-based fuzz targets with a million cases each (CI runs a few hundred)
