@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -53,13 +54,15 @@ def lit(s) -> str:
     return "'" + str(s).replace("'", "''") + "'"
 
 
-def run_capped(sql: str, threads: int = 2):
-    """Runs `sql` in a child under the address-space cap: (exit status, rows, seconds, peak RSS bytes, stderr)."""
+def run_capped(sql: str, threads: int = 2, extension=EXTENSION, cap=CAP):
+    """Runs `sql` in a child under the address-space cap (`cap=None`: none):
+    (exit status, rows, seconds, peak RSS bytes, stderr)."""
     def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (CAP, CAP))
+        if cap:
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([sys.executable, "-c", CHILD, str(EXTENSION), str(threads), sql],
+        p = subprocess.Popen([sys.executable, "-c", CHILD, str(extension), str(threads), sql],
                              stdout=out, stderr=err, preexec_fn=limit)
         timer = threading.Timer(300, p.kill)
         timer.start()
@@ -89,8 +92,11 @@ def baseline():
 
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory):
+    return make_archives(tmp_path_factory.mktemp("memory"))
+
+
+def make_archives(root: Path):
     """`one`: the big partition; `four`: four copies of it as four proxies of the same day."""
-    root = tmp_path_factory.mktemp("memory")
     one = root / "one" / DAY / "big.parquet"
     one.parent.mkdir(parents=True)
     con = duckdb.connect()
@@ -184,3 +190,44 @@ def test_four_large_partitions_on_two_threads(archives, baseline):
     assert plain(f"SELECT count(*) FROM (SELECT {PLAIN_ROW} FROM read_parquet(?)) t(ts, d, p, m, v, l) "
                  "WHERE ts = ? AND d = ? AND p = ? AND m = ? AND v = ? AND l = ?", [files[:1]] + rows[0]) == [[1]]
     print(f"four files, LIMIT 1: {secs:.3f} s")
+
+
+QUERIES = [
+    ("one file, SELECT * LIMIT 1", "one", "SELECT {row} FROM (SELECT * FROM prom_metrics(data_dir := {data}) LIMIT 1)"),
+    ("one file, count(*), sum(value)", "one", "SELECT count(*), sum(value) FROM prom_metrics(data_dir := {data})"),
+    ("four files, SELECT * LIMIT 1", "four", "SELECT {row} FROM (SELECT * FROM prom_metrics(data_dir := {data}) LIMIT 1)"),
+    ("four files, count(*), sum(value)", "four", "SELECT count(*), sum(value) FROM prom_metrics(data_dir := {data})"),
+]
+
+
+def main():
+    """The figures of BENCHMARKS.md section 5: each query in a fresh child (2 threads,
+    memory_limit 1GB, no address-space cap), for each build given."""
+    import argparse
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("builds", nargs="+", help="folders holding promduck.duckdb_extension")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per query and build (best time, highest RSS shown)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.monotonic()
+        one, four = make_archives(Path(tmp))
+        print(f"generated {SERIES * STEPS:,} rows ({one.joinpath(DAY, 'big.parquet').stat().st_size / 2**20:.1f} MiB) "
+              f"in {time.monotonic() - t:.1f} s")
+        dirs = {"one": one, "four": four}
+        for build in args.builds:
+            ext = Path(build) / "promduck.duckdb_extension"
+            _, _, _, base, _ = run_capped("SELECT 1", extension=ext, cap=None)
+            print(f"\n{build}: load-only peak RSS {base / 2**20:.0f} MiB")
+            for name, where, sql in QUERIES:
+                runs = [run_capped(sql.format(row=ROW, data=lit(dirs[where])), extension=ext, cap=None)
+                        for _ in range(args.repeat)]
+                bad = [r for r in runs if r[0] != 0]
+                if bad:
+                    print(f"  {name}: exit {bad[0][0]}: {bad[0][4][-200:]}")
+                    continue
+                print(f"  {name}: peak RSS {max(r[3] for r in runs) / 2**20:.0f} MiB, "
+                      f"{min(r[2] for r in runs):.3f} s  {runs[0][1]}")
+
+
+if __name__ == "__main__":
+    main()
