@@ -13,7 +13,18 @@ PLATFORM := $(shell uname -s | tr A-Z a-z)_$(shell uname -m | sed -e s/x86_64/am
 DUCKDB_VERSIONS ?= v1.2.0 v1.2.1 v1.2.2 v1.3.0 v1.3.1 v1.3.2 v1.4.0 v1.4.1 v1.4.2 v1.4.3 v1.4.4 v1.4.5 \
                    v1.5.0 v1.5.1 v1.5.2 v1.5.3 v1.5.4 v1.5.5 v1.5.6 v2.0.0 v2.0.1 v2.0.2
 
-.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools
+# DuckDB 1.2 and 1.3 Python wheels for Linux call their platform <platform>_gcc4 and refuse a
+# file stamped <platform>: `make build` stamps the same library a second time for them.
+ifeq ($(shell uname -s),Linux)
+GCC4_PLATFORM := $(PLATFORM)_gcc4
+endif
+# The Python DuckDB hosts the tests load the extension in: the newest patch of each minor
+# release, each in its own venv .cache/duckdb-<minor> (`make hosts`).
+HOST_DUCKDB ?= 1.2.2 1.3.2 1.4.5 1.5.6 2.0.1
+HOST_VENVS  := $(foreach v,$(HOST_DUCKDB),.cache/duckdb-$(basename $(v))/.installed)
+
+.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools \
+        hosts victoria-metrics notebook
 
 all: build
 
@@ -24,18 +35,30 @@ build:
 	@# -f: replace the file even while a test still runs the old binary (ETXTBSY)
 	cp -f $(RELEASE)/promduck-collector $(BUILD)/promduck-collector
 	$(RELEASE)/promduck-stamp $(RELEASE)/libpromduck_extension.so $(BUILD)/promduck.duckdb_extension
-	@# A local extension repository for `INSTALL promduck FROM 'build/repository'`:
-	@# DuckDB looks in <repo>/<its version>/<platform>/; one binary serves them all.
-	@for v in $(DUCKDB_VERSIONS); do \
-	  mkdir -p $(BUILD)/repository/$$v/$(PLATFORM); \
-	  ln -f $(BUILD)/promduck.duckdb_extension $(BUILD)/repository/$$v/$(PLATFORM)/promduck.duckdb_extension; \
+ifdef GCC4_PLATFORM
+	@mkdir -p $(BUILD)/$(GCC4_PLATFORM)
+	$(RELEASE)/promduck-stamp $(RELEASE)/libpromduck_extension.so $(BUILD)/$(GCC4_PLATFORM)/promduck.duckdb_extension \
+	  --platform $(GCC4_PLATFORM)
+endif
+	@# A local extension repository for `INSTALL promduck FROM 'build/repository'` (or the same
+	@# folder served over HTTP, where DuckDB fetches <file>.gz): DuckDB looks in
+	@# <repo>/<its version>/<its platform>/; one binary per platform serves every version.
+	@for p in $(PLATFORM) $(GCC4_PLATFORM); do \
+	  f=$(BUILD)/promduck.duckdb_extension; [ $$p = $(PLATFORM) ] || f=$(BUILD)/$$p/promduck.duckdb_extension; \
+	  [ $$f.gz -nt $$f ] || { gzip -c $$f > $$f.gz.tmp && mv -f $$f.gz.tmp $$f.gz; }; \
+	  for v in $(DUCKDB_VERSIONS); do \
+	    mkdir -p $(BUILD)/repository/$$v/$$p; \
+	    ln -f $$f $(BUILD)/repository/$$v/$$p/promduck.duckdb_extension; \
+	    ln -f $$f.gz $(BUILD)/repository/$$v/$$p/promduck.duckdb_extension.gz; \
+	  done; \
 	done
 	@echo "built: $(BUILD)/promduck-collector $(BUILD)/promduck.duckdb_extension $(BUILD)/repository/"
 
-$(VENV)/.installed: tests/requirements.txt tests/requirements-dashboard.txt examples/requirements.txt
+$(VENV)/.installed: tests/requirements.txt tests/requirements-dashboard.txt tests/requirements-notebook.txt \
+                   examples/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt \
-	  -r tests/requirements-dashboard.txt -r examples/requirements.txt
+	  -r tests/requirements-dashboard.txt -r tests/requirements-notebook.txt -r examples/requirements.txt
 	touch $@
 
 ## venv: Python packages for tests and the demo (duckdb, duckdb-cli, pytest, ...)
@@ -45,14 +68,30 @@ venv: $(VENV)/.installed
 prometheus:
 	@bash scripts/get-prometheus.sh >/dev/null
 
-## old-duckdb: a second Python with DuckDB 1.4 (the oldest release line the tests load the extension in)
-OLD_DUCKDB := .cache/duckdb-1.4
-$(OLD_DUCKDB)/.installed:
-	$(PYTHON) -m venv $(OLD_DUCKDB)
-	@# What the README's Python section installs: duckdb and pytz (TIMESTAMPTZ before 2.0).
-	$(OLD_DUCKDB)/bin/pip install --quiet --disable-pip-version-check "duckdb==1.4.5" pytz
+## hosts: one venv per DuckDB minor release the README claims, .cache/duckdb-<minor> (HOST_DUCKDB)
+.cache/duckdb-%/.installed:
+	@v="$(filter $*.%,$(HOST_DUCKDB))"; [ -n "$$v" ] || { echo "no DuckDB $* in HOST_DUCKDB"; exit 1; }; \
+	  rm -rf .cache/duckdb-$* && $(PYTHON) -m venv .cache/duckdb-$* && \
+	  echo "installing Python duckdb==$$v into .cache/duckdb-$*" && \
+	  .cache/duckdb-$*/bin/pip install --quiet --disable-pip-version-check "duckdb==$$v" pytz
+	@# pytz: what the README's Python section installs (DuckDB before 2.0 needs it for TIMESTAMPTZ).
 	touch $@
-old-duckdb: $(OLD_DUCKDB)/.installed
+hosts: $(HOST_VENVS)
+
+## old-duckdb: the DuckDB 1.4 host alone (`hosts` installs all of them)
+old-duckdb: .cache/duckdb-1.4/.installed
+
+## victoria-metrics: VictoriaMetrics from Debian's package, unpacked into .cache/
+victoria-metrics:
+	@bash scripts/get-victoria-metrics.sh >/dev/null
+
+## notebook: Jupyter on http://127.0.0.1:8888 with examples/notebook/promduck.ipynb (over ./data or PROMDUCK_DATA_DIR)
+notebook: build venv
+	@# Jupyter's web front end only here: `make test` runs the notebook headless without it.
+	@$(VENV)/bin/python -c "import notebook" 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check notebook
+	cd examples/notebook && PROMDUCK_EXTENSION=$${PROMDUCK_EXTENSION:-$(CURDIR)/$(BUILD)/promduck.duckdb_extension} \
+	  PROMDUCK_DATA_DIR=$${PROMDUCK_DATA_DIR:-$(CURDIR)/data} \
+	  $(CURDIR)/$(VENV)/bin/jupyter notebook --ip 127.0.0.1 --port $${PORT:-8888} --no-browser promduck.ipynb
 
 ## browser: Debian's Chromium for the dashboard's browser test (no browser download)
 browser:
@@ -68,12 +107,12 @@ tools:
 
 ## test: every test — Rust unit tests, then end-to-end tests against a real
 ## Prometheus and the real DuckDB CLI and Python package
-test: build venv prometheus browser old-duckdb tools test-rust test-python
+test: build venv prometheus victoria-metrics browser hosts tools test-rust test-python
 
 test-rust:
 	$(CARGO) test --release --workspace
 
-test-python: build venv prometheus browser old-duckdb tools
+test-python: build venv prometheus victoria-metrics browser hosts tools
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 ## fuzz: the property-based fuzz targets with a million cases each (CI runs a few hundred)
