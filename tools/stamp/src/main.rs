@@ -43,6 +43,27 @@ pub fn footer(ext_version: &str, capi_version: &str, platform: &str) -> Result<V
     Ok(out)
 }
 
+const FOOTER: usize = 512;
+
+fn field_text(f: &[u8]) -> String {
+    String::from_utf8_lossy(&f[..f.iter().position(|&b| b == 0).unwrap_or(f.len())]).into_owned()
+}
+
+/// The platform, extension and C API versions of the footer `bytes` already ends with, if any
+/// (magic "4" in the eighth field, an ABI type in the fourth, a zero signature area).
+pub fn existing_footer(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < FOOTER {
+        return None;
+    }
+    let f = &bytes[bytes.len() - FOOTER..];
+    let abi = field_text(&f[96..128]);
+    let known_abi = abi == "C_STRUCT" || abi == "CPP" || abi == "C_STRUCT_UNSTABLE";
+    if field_text(&f[224..256]) != "4" || !known_abi || f[256..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    Some(format!("{}, extension {}, C API {}", field_text(&f[192..224]), field_text(&f[128..160]), field_text(&f[160..192])))
+}
+
 fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let mut positional = Vec::new();
@@ -67,6 +88,12 @@ fn run() -> Result<(), String> {
     let mut bytes = std::fs::read(input).map_err(|e| format!("{input}: {e}"))?;
     if !bytes.starts_with(b"\x7fELF") && !bytes.starts_with(&[0xcf, 0xfa, 0xed, 0xfe]) && !bytes.starts_with(b"MZ") {
         return Err(format!("{input}: not a shared library"));
+    }
+    // An already stamped file (e.g. the linux_amd64 build, re-stamped for linux_amd64_gcc4)
+    // gets its footer replaced, never a second one appended.
+    if let Some(old) = existing_footer(&bytes) {
+        eprintln!("{input}: replacing its footer ({old})");
+        bytes.truncate(bytes.len() - FOOTER);
     }
     bytes.extend(footer(&version, &capi, &platform)?);
     let tmp = format!("{output}.tmp");
@@ -101,5 +128,18 @@ mod tests {
         assert_eq!(f[224], b'4');
         assert!(f[225..].iter().all(|&b| b == 0));
         assert!(footer(&"x".repeat(33), "v", "p").is_err());
+    }
+
+    #[test]
+    fn existing_footer_is_recognised() {
+        let mut lib = b"\x7fELF".to_vec();
+        lib.extend([7u8; 600]);
+        assert_eq!(existing_footer(&lib), None);
+        lib.extend(footer("v0.1.0", "v1.2.0", "linux_amd64").unwrap());
+        assert_eq!(existing_footer(&lib).as_deref(), Some("linux_amd64, extension v0.1.0, C API v1.2.0"));
+        // a signed file's signature area is not zero: not ours to replace
+        let n = lib.len();
+        lib[n - 1] = 1;
+        assert_eq!(existing_footer(&lib), None);
     }
 }
