@@ -282,10 +282,21 @@ def test_prom_collect_config_defaults_to_promduck_config(prometheus, history, tm
     got = q(con, "SELECT labels['environment'], value FROM prom_metrics(data_dir := ?, metric := 'request_count') "
                  "ORDER BY 1", [str(tmp_path / "out")])
     assert got == [(e, history.expected[(day, "api-proxy-3", e, "request_count")]) for e in sorted(history.environments)]
-    # Without the variable (and without `config :=`) there is no config to use.
+    # Without the variable, config/config.yaml in the working directory, as the collector.
+    here = tmp_path / "here"
+    (here / "config").mkdir(parents=True)
+    write_config(here / "config" / "config.yaml", prometheus.url, ["api-proxy-2"], output_dir=Path("rel-data"))
+    r = run_python(code, {"PROMDUCK_CONFIG": ""}, here)  # empty means unset
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == repr([("api-proxy-2", 2 * len(history.environments), "written")])
+    assert partition_files(here / "rel-data") == {f"{day}/api-proxy-2.parquet"}
+    # Neither: an error saying what to give and where it looked.
     r = run_python(code, {}, elsewhere)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("error:") and "prom_collect needs config" in r.stdout, r.stdout
+    assert r.stdout.startswith("error: ") and (
+        f"prom_collect needs config := 'path/to/config.yaml', or PROMDUCK_CONFIG, or config/config.yaml in the "
+        f"working directory (there is none in {elsewhere})") in r.stdout, r.stdout
+    assert list(elsewhere.iterdir()) == []
 
 
 # --- PROMDUCK_PROMETHEUS_* ---------------------------------------------------------------------------------------

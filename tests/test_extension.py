@@ -584,7 +584,8 @@ MISUSE = [
     ("SELECT * FROM prom_query_range('up', '2024-03-02', '2024-03-01', '1m', url := '{url}')", "is after end"),
     ("SELECT * FROM prom_query_range('up', '2024-03-01', '2024-03-02', 'often', url := '{url}')", ("step: invalid", "`often`")),
     ("SELECT * FROM prom_query_range('up', '2024-03-01', '2024-03-02', 'often')", ("step: invalid", "`often`")),
-    ("SELECT * FROM prom_collect(date := '2024-03-01')", "prom_collect needs config"),
+    # prom_collect without config: depends on the working directory and $PROMDUCK_CONFIG,
+    # see tests/test_claims_extension.py::test_prom_collect_config_defaults_to_promduck_config.
     ("SELECT * FROM prom_collect(config := '/nonexistent/c.yaml')", "/nonexistent/c.yaml: cannot read config file"),
     ("SELECT * FROM prom_collect(config := '{cfg}', date := '2999-01-01')", "has not ended yet"),
     ("SELECT * FROM prom_collect(config := '{cfg}', start_date := '2024-03-01')", "start_date and end_date go together"),
