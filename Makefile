@@ -91,7 +91,9 @@ notebook: build venv
 	@$(VENV)/bin/python -c "import notebook" 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check notebook
 	cd examples/notebook && PROMDUCK_EXTENSION=$${PROMDUCK_EXTENSION:-$(CURDIR)/$(BUILD)/promduck.duckdb_extension} \
 	  PROMDUCK_DATA_DIR=$${PROMDUCK_DATA_DIR:-$(CURDIR)/data} \
-	  $(CURDIR)/$(VENV)/bin/jupyter notebook --ip 127.0.0.1 --port $${PORT:-8888} --no-browser promduck.ipynb
+	  PROMDUCK_PROMETHEUS_URL=$${PROMDUCK_PROMETHEUS_URL:-http://127.0.0.1:19090} \
+	  $(CURDIR)/$(VENV)/bin/jupyter notebook --ip 127.0.0.1 --port $${PORT:-8888} --no-browser \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) promduck.ipynb
 
 ## browser: Debian's Chromium for the dashboard's browser test (no browser download)
 browser:
