@@ -295,3 +295,44 @@ print(json.dumps([[r[0].isoformat(), r[1], r[2], r[3]] for r in rows]))
     end = f"{day + timedelta(days=1)}T00:00:00+00:00"
     want = sorted(history.expected[(day, "api-proxy-1", e, "request_count")] for e in history.environments)
     assert out == [[end, "api-proxy-1", "request_count", v] for v in want]
+
+
+# --- description.yml: promduck's entry for DuckDB's community-extensions repository -------------------------------
+
+def test_description_yml_has_the_community_extensions_shape(prometheus, tmp_path):
+    """The fields and rules of community-extensions' schema/description.cue, the extension's own
+    name and version, and a hello_world that runs."""
+    import re
+    import tomllib
+
+    import duckdb
+    import yaml
+
+    desc = yaml.safe_load((REPO_ROOT / "description.yml").read_text())
+    assert set(desc) <= {"extension", "repo", "docs"}
+    ext, repo, docs = desc["extension"], desc["repo"], desc["docs"]
+    for key in ("name", "description", "language", "build", "maintainers"):
+        assert ext.get(key), key
+    assert ext["build"] in ("cmake", "CMake", "cargo") and ext["language"] == "Rust"
+    assert isinstance(ext["maintainers"], list) and ext["maintainers"]
+    assert re.fullmatch(r"[a-zA-Z0-9_-]+/[a-zA-Z0-9_.-]+", repo["github"])
+    assert re.fullmatch(r"([a-f0-9]{40}|v?[0-9]+\.[0-9]+\.?[0-9]*.*|[a-z0-9_.-]+)", repo["ref"])
+    assert set(docs) <= {"hello_world", "extended_description", "readme", "docs_url"}
+    # what the built file says of itself (its footer) and the workspace's version and licence
+    workspace = tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())["workspace"]["package"]
+    assert ext["name"] == EXTENSION.name.split(".")[0] == "promduck"
+    assert ext["version"] == workspace["version"] and ext["license"] == workspace["license"]
+    footer = EXTENSION.read_bytes()[-512:]
+    assert footer[128:160].rstrip(b"\0").decode() == "v" + ext["version"]
+    # hello_world runs (in a folder with an empty data/; the live query against the test Prometheus)
+    (tmp_path / "data").mkdir()
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    con.execute(f"LOAD '{EXTENSION}'")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for sql in docs["hello_world"].replace("http://127.0.0.1:9090", prometheus.url).split(";"):
+            if sql.strip() and not all(line.strip().startswith("--") for line in sql.strip().splitlines()):
+                assert con.execute(sql).fetchall() == []
+    finally:
+        os.chdir(cwd)
