@@ -21,7 +21,7 @@ endif
 # The Python DuckDB hosts the tests load the extension in: the newest patch of each minor
 # release, each in its own venv .cache/duckdb-<minor> (`make hosts`).
 HOST_DUCKDB ?= 1.2.2 1.3.2 1.4.5 1.5.6 2.0.1
-HOST_VENVS  := $(foreach v,$(HOST_DUCKDB),.cache/duckdb-$(basename $(v))/.installed)
+HOST_VENVS  := $(foreach v,$(HOST_DUCKDB),.cache/duckdb-$(basename $(v))/.installed-$(v))
 
 .PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools \
         hosts victoria-metrics notebook
@@ -68,18 +68,21 @@ venv: $(VENV)/.installed
 prometheus:
 	@bash scripts/get-prometheus.sh >/dev/null
 
-## hosts: one venv per DuckDB minor release the README claims, .cache/duckdb-<minor> (HOST_DUCKDB)
-.cache/duckdb-%/.installed:
-	@v="$(filter $*.%,$(HOST_DUCKDB))"; [ -n "$$v" ] || { echo "no DuckDB $* in HOST_DUCKDB"; exit 1; }; \
-	  rm -rf .cache/duckdb-$* && $(PYTHON) -m venv .cache/duckdb-$* && \
-	  echo "installing Python duckdb==$$v into .cache/duckdb-$*" && \
-	  .cache/duckdb-$*/bin/pip install --quiet --disable-pip-version-check "duckdb==$$v" pytz
+## hosts: one venv per DuckDB minor release the README claims, .cache/duckdb-<minor> (HOST_DUCKDB);
+## the marker file names the exact version, so changing HOST_DUCKDB reinstalls that venv
+define host_venv
+.cache/duckdb-$(basename $(1))/.installed-$(1):
+	@echo "installing Python duckdb==$(1) into .cache/duckdb-$(basename $(1))"
+	@rm -rf .cache/duckdb-$(basename $(1)) && $(PYTHON) -m venv .cache/duckdb-$(basename $(1))
 	@# pytz: what the README's Python section installs (DuckDB before 2.0 needs it for TIMESTAMPTZ).
-	touch $@
+	.cache/duckdb-$(basename $(1))/bin/pip install --quiet --disable-pip-version-check "duckdb==$(1)" pytz
+	touch $$@
+endef
+$(foreach v,$(HOST_DUCKDB),$(eval $(call host_venv,$(v))))
 hosts: $(HOST_VENVS)
 
 ## old-duckdb: the DuckDB 1.4 host alone (`hosts` installs all of them)
-old-duckdb: .cache/duckdb-1.4/.installed
+old-duckdb: $(filter .cache/duckdb-1.4/%,$(HOST_VENVS))
 
 ## victoria-metrics: VictoriaMetrics from Debian's package, unpacked into .cache/
 victoria-metrics:
