@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -146,9 +145,11 @@ def collected(prometheus, history, tmp_path_factory):
 @pytest.fixture(scope="module")
 def repository_over_http():
     """build/ served over HTTP on 127.0.0.1, as a user would publish build/repository."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(BUILD))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(BUILD)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/repository"

@@ -6,7 +6,6 @@ generator's (promfixture.History), computed here independently of the notebook's
 from __future__ import annotations
 
 import os
-import re
 from datetime import timedelta
 
 import nbformat
