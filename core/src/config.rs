@@ -547,20 +547,41 @@ pub struct Config {
     pub interval: Duration,
 }
 
+/// Asked before the configuration reads a file (the config itself, `passwordFile`,
+/// `bearerTokenFile`): `Err(reason)` refuses the read. The DuckDB extension uses it to
+/// apply the host's sandbox (`enable_external_access`, `allowed_directories`) before
+/// any I/O.
+pub type FileGuard<'a> = &'a dyn Fn(&Path) -> Result<(), String>;
+
+fn no_guard(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_guarded(path, &no_guard)
+    }
+
+    /// [`Config::load`], asking `guard` before every file it reads.
+    pub fn load_guarded(path: &Path, guard: FileGuard) -> Result<Config, ConfigError> {
+        guard(path).map_err(|reason| ConfigError { file: path.to_path_buf(), line: None, column: None, message: reason })?;
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             line: None,
             column: None,
             message: format!("cannot read config file: {e}"),
         })?;
-        Config::from_yaml_str(&text, path)
+        Config::from_yaml_str_guarded(&text, path, guard)
     }
 
     /// Parses and validates YAML text; `source` names it in errors.
     pub fn from_yaml_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        Config::from_yaml_str_guarded(text, source, &no_guard)
+    }
+
+    /// [`Config::from_yaml_str`], asking `guard` before every file it reads.
+    pub fn from_yaml_str_guarded(text: &str, source: &Path, guard: FileGuard) -> Result<Config, ConfigError> {
         let err_at = |key: &str, message: String| {
             let line = find_key_line(text, key);
             ConfigError {
@@ -636,6 +657,7 @@ impl Config {
             p.password_file,
             p.password_env,
             base_dir,
+            guard,
         )
         .map_err(|(key, m)| err_at(&key, m))?;
         let bearer_token = resolve_secret(
@@ -644,6 +666,7 @@ impl Config {
             p.bearer_token_file,
             p.bearer_token_env,
             base_dir,
+            guard,
         )
         .map_err(|(key, m)| err_at(&key, m))?;
         let username = p.username.or_else(|| p.url.username.clone());
@@ -744,6 +767,7 @@ fn resolve_secret(
     file: Option<PathBuf>,
     env: Option<String>,
     base_dir: &Path,
+    guard: FileGuard,
 ) -> Result<Option<Secret>, (String, String)> {
     let short = key.rsplit('.').next().unwrap_or(key);
     let count = value.is_some() as u8 + file.is_some() as u8 + env.is_some() as u8;
@@ -755,6 +779,7 @@ fn resolve_secret(
     }
     if let Some(f) = file {
         let path = if f.is_relative() { base_dir.join(&f) } else { f };
+        guard(&path).map_err(|reason| (format!("{short}File"), format!("{key}File: {reason}")))?;
         let text = std::fs::read_to_string(&path)
             .map_err(|e| (format!("{short}File"), format!("{key}File: cannot read {}: {e}", path.display())))?;
         let text = text.trim_end_matches(['\n', '\r']).to_string();

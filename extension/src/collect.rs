@@ -82,11 +82,25 @@ impl VTab for PromCollect {
         bind.add_result_column("path", varchar());
         bind.add_result_column("status", varchar());
         bind.add_result_column("error", varchar());
+        // The host's sandbox first, before any file is looked at or a connection opened.
+        let policy = crate::sandbox::policy(bind)?;
         let path = match named_string(bind, "config") {
             Some(p) => p,
-            None => default_config_path()?,
+            None => {
+                if !policy.external_access {
+                    policy.check_path("prom_collect", "read", Path::new(DEFAULT_CONFIG)).map_err(err)?;
+                }
+                default_config_path()?
+            }
         };
-        let config = Config::load(Path::new(&path)).map_err(|e| err(e.to_string()))?;
+        let config = Config::load_guarded(Path::new(&path), &|p| policy.check_path("prom_collect", "read", p))
+            .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
+        policy.check_dir("prom_collect", "write", &config.storage.output_dir).map_err(err)?;
+        policy.check_url("prom_collect", config.prometheus.url.url.as_str()).map_err(err)?;
+        let tls = &config.prometheus.tls;
+        for f in [&tls.ca_file, &tls.cert_file, &tls.key_file].into_iter().flatten() {
+            policy.check_path("prom_collect", "read", f).map_err(err)?;
+        }
         let now = Utc::now();
         let date = named(bind, "date").map(|v| date_value(&v, "date")).transpose()?;
         let start = named(bind, "start_date").map(|v| date_value(&v, "start_date")).transpose()?;

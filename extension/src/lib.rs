@@ -16,6 +16,7 @@ mod live;
 mod metrics;
 mod params;
 mod runtime;
+mod sandbox;
 mod scalar;
 mod testing;
 mod vectors;
@@ -24,6 +25,9 @@ use duckdb::Connection;
 use std::error::Error;
 
 fn register(con: &Connection) -> Result<(), Box<dyn Error>> {
+    // The extension's own connection, through which functions read the host's
+    // sandbox settings (see sandbox.rs); every table function carries it.
+    let sb = sandbox::Sandbox::new(con.try_clone()?);
     // The named form first: DuckDB 1.5/2.0 hosts keep only the first C-API
     // registration of a table function name (a second one with other positional
     // parameters succeeds but is not added as an overload). The positional short
@@ -32,19 +36,19 @@ fn register(con: &Connection) -> Result<(), Box<dyn Error>> {
     // same arguments work by name: `prom_metrics(date_range := ..., proxy := ...)`.
     // Older hosts (DuckDB 1.4) refuse a second registration of a name outright;
     // the overloads are a convenience, so their failure must not fail LOAD.
-    con.register_table_function::<metrics::PromMetrics<0>>("prom_metrics")?;
-    let _ = con.register_table_function::<metrics::PromMetrics<2>>("prom_metrics");
-    let _ = con.register_table_function::<metrics::PromMetrics<1>>("prom_metrics");
-    con.register_table_function::<metrics::PromPartitions>("prom_partitions")?;
-    con.register_table_function::<collect::PromCollect>("prom_collect")?;
-    con.register_table_function::<live::PromQuery>("prom_query")?;
-    con.register_table_function::<live::PromQueryRange>("prom_query_range")?;
-    con.register_table_function::<live::PromLabels>("prom_labels")?;
-    con.register_table_function::<live::PromLabelValues>("prom_label_values")?;
-    con.register_table_function::<live::PromSeries>("prom_series")?;
+    con.register_table_function_with_extra_info::<metrics::PromMetrics<0>, _>("prom_metrics", &sb)?;
+    let _ = con.register_table_function_with_extra_info::<metrics::PromMetrics<2>, _>("prom_metrics", &sb);
+    let _ = con.register_table_function_with_extra_info::<metrics::PromMetrics<1>, _>("prom_metrics", &sb);
+    con.register_table_function_with_extra_info::<metrics::PromPartitions, _>("prom_partitions", &sb)?;
+    con.register_table_function_with_extra_info::<collect::PromCollect, _>("prom_collect", &sb)?;
+    con.register_table_function_with_extra_info::<live::PromQuery, _>("prom_query", &sb)?;
+    con.register_table_function_with_extra_info::<live::PromQueryRange, _>("prom_query_range", &sb)?;
+    con.register_table_function_with_extra_info::<live::PromLabels, _>("prom_labels", &sb)?;
+    con.register_table_function_with_extra_info::<live::PromLabelValues, _>("prom_label_values", &sb)?;
+    con.register_table_function_with_extra_info::<live::PromSeries, _>("prom_series", &sb)?;
     con.register_scalar_function::<scalar::TimestampMs>("timestamp_ms")?;
     if std::env::var("PROMDUCK_TEST_PANIC").as_deref() == Ok("1") {
-        con.register_table_function::<testing::PanicTest>("promduck_test_panic")?;
+        con.register_table_function_with_extra_info::<testing::PanicTest, _>("promduck_test_panic", &sb)?;
     }
     Ok(())
 }

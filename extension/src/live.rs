@@ -54,9 +54,15 @@ fn env(name: &str) -> Option<String> {
 /// `PROMDUCK_PROMETHEUS_URL` (+ `_USERNAME`, `_PASSWORD`, `_BEARER_TOKEN`).
 /// `timeout` becomes the whole call's deadline (returned), `attempt_timeout` (or
 /// else `timeout`) the per-attempt bound in the config.
-fn connection(bind: &BindInfo) -> Result<(PrometheusConfig, Duration), BoxError> {
+/// The host's sandbox applies before any I/O: the config file (and files it names)
+/// must be readable and the URL reachable under `enable_external_access` /
+/// `allowed_directories`; config errors never show the file's values.
+fn connection(bind: &BindInfo, who: &str) -> Result<(PrometheusConfig, Duration), BoxError> {
+    let policy = crate::sandbox::policy(bind)?;
     let mut cfg = match named_string(bind, "config") {
-        Some(path) => Config::load(Path::new(&path)).map_err(|e| err(e.to_string()))?.prometheus,
+        Some(path) => Config::load_guarded(Path::new(&path), &|p| policy.check_path(who, "read", p))
+            .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?
+            .prometheus,
         None => {
             let url = named_string(bind, "url").or_else(|| env("PROMDUCK_PROMETHEUS_URL")).ok_or_else(|| {
                 err("no Prometheus URL: pass url := 'http://host:9090', config := 'config.yaml', or set PROMDUCK_PROMETHEUS_URL")
@@ -109,6 +115,10 @@ fn connection(bind: &BindInfo) -> Result<(PrometheusConfig, Duration), BoxError>
     }
     if cfg.password.is_some() && cfg.username.is_none() {
         return Err(err("password given without username"));
+    }
+    policy.check_url(who, cfg.url.url.as_str()).map_err(err)?;
+    for f in [&cfg.tls.ca_file, &cfg.tls.cert_file, &cfg.tls.key_file].into_iter().flatten() {
+        policy.check_path(who, "read", f).map_err(err)?;
     }
     Ok((cfg, deadline))
 }
@@ -315,7 +325,7 @@ live_vtab!(
             (None, Some(v)) => timestamp_value(&v, "at")?.timestamp_millis(),
             (None, None) => chrono::Utc::now().timestamp_millis(),
         };
-        Ok(LiveBind::new(connection(bind)?, Request::Instant { query, time_ms }))
+        Ok(LiveBind::new(connection(bind, "prom_query")?, Request::Instant { query, time_ms }))
     },
     vec![varchar()],
     vec![("time".to_string(), tstz()), ("at".to_string(), tstz()), samples_param()]
@@ -340,7 +350,7 @@ live_vtab!(
         let step: Duration = parse_step(&step.to_string()).map_err(err)?;
         // Whole milliseconds of at most 100 years: parse_step checked both.
         let step_ms = step.as_millis() as i64;
-        Ok(LiveBind::new(connection(bind)?, Request::Range { query, start_ms, end_ms, step_ms }))
+        Ok(LiveBind::new(connection(bind, "prom_query_range")?, Request::Range { query, start_ms, end_ms, step_ms }))
     },
     vec![varchar(), tstz(), tstz(), LogicalTypeHandle::from(LogicalTypeId::Any)],
     vec![samples_param()]
@@ -350,7 +360,7 @@ live_vtab!(
     PromLabels,
     |bind| {
         bind.add_result_column("label", varchar());
-        Ok(LiveBind::new(connection(bind)?, Request::Labels))
+        Ok(LiveBind::new(connection(bind, "prom_labels")?, Request::Labels))
     },
     vec![],
     vec![]
@@ -364,7 +374,7 @@ live_vtab!(
         if v.is_null() {
             return Err(err("label must not be NULL"));
         }
-        Ok(LiveBind::new(connection(bind)?, Request::LabelValues(v.to_string())))
+        Ok(LiveBind::new(connection(bind, "prom_label_values")?, Request::LabelValues(v.to_string())))
     },
     vec![varchar()],
     vec![]
@@ -380,7 +390,7 @@ live_vtab!(
             return Err(err("match must not be NULL"));
         }
         let matchers = crate::params::string_list(&v, "match")?;
-        Ok(LiveBind::new(connection(bind)?, Request::Series(matchers)))
+        Ok(LiveBind::new(connection(bind, "prom_series")?, Request::Series(matchers)))
     },
     vec![LogicalTypeHandle::from(LogicalTypeId::Any)],
     vec![]

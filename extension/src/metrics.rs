@@ -177,6 +177,7 @@ impl<const N: usize> VTab for PromMetrics<N> {
             bind.add_result_column(c.name(), column_type(c));
         }
         let (data_dir, sel, metrics) = bind_selection(bind, N)?;
+        crate::sandbox::policy(bind)?.check_dir("prom_metrics", "read", &data_dir).map_err(err)?;
         // Listing folders is read-only, so it may happen here; it also gives DuckDB
         // a cardinality estimate.
         let files = select_files(&data_dir, &sel).map_err(|e| err(format!("prom_metrics: {e}")))?;
@@ -319,6 +320,7 @@ impl VTab for PromPartitions {
         bind.add_result_column("path", varchar());
         bind.add_result_column("bytes", LogicalTypeHandle::from(LogicalTypeId::Bigint));
         let (data_dir, sel, _) = bind_selection(bind, 0)?;
+        crate::sandbox::policy(bind)?.check_dir("prom_partitions", "read", &data_dir).map_err(err)?;
         let files = select_files(&data_dir, &sel).map_err(|e| err(format!("prom_partitions: {e}")))?;
         bind.set_cardinality(files.len() as u64, true);
         Ok(MetricsBind { files, metrics: None })

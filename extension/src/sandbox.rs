@@ -1,0 +1,397 @@
+//! DuckDB's sandbox, applied to promduck's own file and network access.
+//!
+//! Services that let people run SQL lock DuckDB down with `SET enable_external_access
+//! = false` (with `allowed_directories` / `allowed_paths` as exceptions) and
+//! `disabled_filesystems`; DuckDB's own readers obey. promduck reads and writes files
+//! and opens connections itself, so it asks the same settings before any I/O and
+//! refuses what DuckDB would refuse.
+//!
+//! Mechanism: the C API of the oldest host the extension supports (v1.2.0) gives a
+//! table function no access to its client context or settings, so at `LOAD` the
+//! extension opens one connection of its own to the same database and reads the
+//! settings through SQL (`current_setting`) at every bind. These settings are
+//! global (a session cannot `SET` them differently, so a user cannot spoof them for
+//! promduck), `enable_external_access` can only be turned off while the database
+//! runs, and reading them takes no lock the user's query holds (it runs on another
+//! connection, serialised by a mutex). If the settings cannot be read, access is
+//! refused (fail closed). The connection lives as long as the process: DuckDB's C
+//! API has no hook for a database closing, so the database instance promduck was
+//! loaded into is kept open until the process exits (its WAL is replayed at the
+//! next open, as after any unclean exit).
+
+use duckdb::Connection;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The extension's own connection to the database it was loaded into.
+#[derive(Clone)]
+pub struct Sandbox(Arc<Mutex<SendConnection>>);
+
+/// The connection, and the final policy once external access is off.
+struct SendConnection(Connection, (), Option<Policy>);
+
+// SAFETY: a DuckDB connection may be used from any thread, one at a time; the
+// mutex around it guarantees one at a time. `Connection` is `!Send` only because of
+// its statement cache's `RefCell`, which is never shared outside the mutex.
+unsafe impl Send for SendConnection {}
+
+impl Sandbox {
+    pub fn new(con: Connection) -> Sandbox {
+        Sandbox(Arc::new(Mutex::new(SendConnection(con, (), None))))
+    }
+
+    /// The host's settings now. One query per call: `enable_external_access` and
+    /// `disabled_filesystems`; the exceptions (`allowed_directories`,
+    /// `allowed_paths`) are read once external access is off, and kept, because DuckDB
+    /// refuses to change them from then on (and then the whole policy is final).
+    pub fn policy(&self) -> Result<Policy, String> {
+        let mut guard = self.0.lock().map_err(|_| "promduck: internal lock poisoned".to_string())?;
+        if let Some(p) = &guard.2 {
+            return Ok(p.clone());
+        }
+        let con = &guard.0;
+        let external = setting(con, "current_setting('enable_external_access')::VARCHAR")
+            .map_err(|e| format!("Permission Error: cannot read DuckDB's enable_external_access setting ({e}); access refused"))?;
+        let external_access = external.trim().eq_ignore_ascii_case("true");
+        // `disabled_filesystems` does not read back through current_setting in every
+        // host; the local-file probe below (DuckDB's own check) covers it.
+        let local_fs_disabled = false;
+        let probe = Some(self.clone());
+        if external_access {
+            return Ok(Policy { external_access, allowed_directories: vec![], allowed_paths: vec![], local_fs_disabled, probe });
+        }
+        // Absent before DuckDB 1.3: then there are no exceptions.
+        let list = |name: &str| -> Vec<String> {
+            setting(con, &format!("array_to_string(current_setting('{name}'), chr(31))"))
+                .map(|v| v.split('\u{1f}').map(str::to_string).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default()
+        };
+        let policy = Policy {
+            external_access,
+            allowed_directories: list("allowed_directories"),
+            allowed_paths: list("allowed_paths"),
+            local_fs_disabled,
+            probe,
+        };
+        guard.2 = Some(policy.clone());
+        Ok(policy)
+    }
+}
+
+/// Evaluates a VARCHAR expression on the extension's connection. The value comes back
+/// as the text of an `error()`: the only query path that needs nothing of the C API
+/// beyond what DuckDB 1.2 offers (`duckdb_query` and its error message); duckdb-rs's
+/// statement API calls newer functions that crash older hosts.
+fn setting(con: &Connection, expr: &str) -> Result<String, String> {
+    // The value is framed by control characters the SQL text only names (`chr(1)`):
+    // DuckDB echoes a failing statement's text in its error, and that echo must never
+    // be mistaken for a value (an error of the probe would read as "allowed").
+    let sql = format!("SELECT error(chr(1) || 'promduck' || chr(2) || coalesce(({expr}), '') || chr(3))");
+    match con.execute_batch(&sql) {
+        Ok(()) => Err("no value".into()),
+        Err(e) => {
+            let msg = e.to_string();
+            let value = msg
+                .split_once("\u{1}promduck\u{2}")
+                .and_then(|(_, rest)| rest.split_once('\u{3}'))
+                .map(|(v, _)| v.to_string());
+            value.ok_or(msg)
+        }
+    }
+}
+
+/// The host's settings for the database a table function was registered in (its
+/// extra info), read now.
+pub fn policy(bind: &duckdb::vtab::BindInfo) -> Result<Policy, crate::params::BoxError> {
+    let ptr = bind.get_extra_info::<Sandbox>();
+    if ptr.is_null() {
+        return Err(crate::params::err("Permission Error: promduck has no access to DuckDB's settings; access refused"));
+    }
+    // SAFETY: every table function is registered with a `Sandbox` as its extra info
+    // (see `register` in lib.rs); DuckDB owns that copy for the function's lifetime,
+    // which outlasts any bind of it.
+    let sandbox = unsafe { &*ptr };
+    sandbox.policy().map_err(crate::params::err)
+}
+
+/// What the host allows (a snapshot of its settings).
+#[derive(Clone)]
+pub struct Policy {
+    pub external_access: bool,
+    pub allowed_directories: Vec<String>,
+    pub allowed_paths: Vec<String>,
+    pub local_fs_disabled: bool,
+    /// Where to ask DuckDB itself whether a local path may be accessed.
+    probe: Option<Sandbox>,
+}
+
+impl Sandbox {
+    /// DuckDB's own verdict on accessing a local path (its `glob` applies
+    /// `enable_external_access`, `allowed_directories`/`allowed_paths` and
+    /// `disabled_filesystems` exactly as its readers do); `Err` with its message.
+    fn duckdb_allows(&self, path: &Path, dir: bool) -> Result<(), String> {
+        let guard = self.0.lock().map_err(|_| "promduck: internal lock poisoned".to_string())?;
+        let mut literal = path.display().to_string().replace('\'', "''");
+        // A folder is asked about through a name inside it, the way DuckDB sees the
+        // files it reads there (recent DuckDB refuses the folder's own path even when
+        // it is an allowed directory). The name is not expected to exist: at most a
+        // stat, never a listing.
+        if dir {
+            if !literal.ends_with('/') {
+                literal.push('/');
+            }
+            literal.push_str(".promduck-sandbox-probe");
+        }
+        match setting(&guard.0, &format!("(SELECT count(*) FROM glob('{literal}'))::VARCHAR")) {
+            Ok(_) => Ok(()),
+            // DuckDB's own sentence, without the echo of promduck's probe query.
+            Err(e) => Err(e.lines().next().unwrap_or_default().trim_start_matches("Permission Error: ").to_string()),
+        }
+    }
+}
+
+/// `path` made absolute and with `.`/`..` resolved lexically (no file is touched).
+fn lexical(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// The lexical form with the longest existing prefix's symlinks resolved: where the
+/// path really leads (a symlink inside an allowed directory must not lead out).
+fn resolved(path: &Path) -> PathBuf {
+    let lex = lexical(path);
+    let mut existing = lex.clone();
+    let mut rest = Vec::new();
+    while !existing.as_os_str().is_empty() {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    lex
+}
+
+impl Policy {
+    fn path_allowed(&self, path: &Path) -> bool {
+        let forms = [lexical(path), resolved(path)];
+        let inside = |p: &Path| {
+            self.allowed_paths.iter().any(|a| !is_url(a) && (lexical(Path::new(a)) == p || resolved(Path::new(a)) == p))
+                || self.allowed_directories.iter().filter(|d| !is_url(d)).any(|d| {
+                    let d = Path::new(d);
+                    p.starts_with(lexical(d)) || p.starts_with(resolved(d))
+                })
+        };
+        forms.iter().all(|p| inside(p))
+    }
+
+    /// May `who` (a function name) read or write the file `path` (`what` says which)?
+    pub fn check_path(&self, who: &str, what: &str, path: &Path) -> Result<(), String> {
+        self.check(who, what, path, false)
+    }
+
+    /// May `who` read or write in the folder `path`?
+    pub fn check_dir(&self, who: &str, what: &str, path: &Path) -> Result<(), String> {
+        self.check(who, what, path, true)
+    }
+
+    fn check(&self, who: &str, what: &str, path: &Path, dir: bool) -> Result<(), String> {
+        if self.local_fs_disabled {
+            return Err(format!(
+                "Permission Error: {who} cannot {what} {:?}: file system LocalFileSystem has been disabled by configuration (disabled_filesystems)",
+                path.display().to_string()
+            ));
+        }
+        // DuckDB's own check first (it knows every setting of its version), then,
+        // with external access off, promduck's stricter one: the path must stay inside
+        // an allowed directory once symlinks are resolved.
+        if let Some(sb) = &self.probe {
+            sb.duckdb_allows(path, dir).map_err(|reason| {
+                format!("Permission Error: {who} cannot {what} {:?}: {reason}", path.display().to_string())
+            })?;
+        }
+        if self.external_access || self.path_allowed(path) {
+            return Ok(());
+        }
+        Err(format!(
+            "Permission Error: {who} cannot {what} {:?}: file system operations are disabled by configuration \
+             (enable_external_access = false) and the path is not inside allowed_directories or in allowed_paths",
+            path.display().to_string()
+        ))
+    }
+
+    /// May `who` open connections to `url`?
+    pub fn check_url(&self, who: &str, url: &str) -> Result<(), String> {
+        if self.external_access {
+            return Ok(());
+        }
+        let allowed = self.allowed_directories.iter().chain(&self.allowed_paths).any(|a| is_url(a) && url_within(url, a));
+        if allowed {
+            return Ok(());
+        }
+        Err(format!(
+            "Permission Error: {who} cannot connect to {url}: network access is disabled by configuration \
+             (enable_external_access = false) and the URL is not inside allowed_directories or in allowed_paths"
+        ))
+    }
+}
+
+/// A URL entry: `scheme:/…` — DuckDB stores `http://h/` in `allowed_directories` with
+/// its slashes collapsed (`http:/h/`), as it sanitises every entry like a path.
+fn is_url(s: &str) -> bool {
+    s.split_once(":/").is_some_and(|(scheme, _)| !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.'))
+}
+
+/// Collapses repeated slashes, as DuckDB does to the entries it stores.
+fn collapse_slashes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `url` is `allowed` or below it (`allowed` as a prefix ending at a path boundary),
+/// both compared with collapsed slashes.
+fn url_within(url: &str, allowed: &str) -> bool {
+    let url = collapse_slashes(url);
+    let allowed = collapse_slashes(allowed);
+    let a = allowed.trim_end_matches('/');
+    url == a || url.strip_prefix(a).is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
+}
+
+/// Config errors shown to a SQL user name the file, the line and column and the
+/// keys, never the file's values: quoted text and any backticked word that is not a
+/// key the error itself lists as expected are replaced by `…`. (A SQL user must not
+/// read a secret file by pointing `config :=` at it.)
+pub fn redact_config_error(e: &promduck_core::config::ConfigError) -> String {
+    let msg = &e.message;
+    // Keys serde lists as expected are promduck's own names, safe to show.
+    let expected: Vec<&str> =
+        msg.split_once("expected").map(|(_, tail)| tail.split('`').skip(1).step_by(2).collect()).unwrap_or_default();
+    let mut out = String::with_capacity(msg.len());
+    let mut chars = msg.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '"' || c == '\'' || c == '`' {
+            // Find the closing quote of the same kind.
+            let end = msg[i + 1..].find(c).map(|e| i + 1 + e);
+            if let Some(end) = end {
+                let inner = &msg[i + 1..end];
+                let keep = c == '`' && expected.contains(&inner) && msg[..i].contains("expected");
+                out.push(c);
+                out.push_str(if keep { inner } else { "…" });
+                out.push(c);
+                while chars.peek().is_some_and(|(j, _)| *j <= end) {
+                    chars.next();
+                }
+                continue;
+            }
+            out.push(c);
+            out.push_str("…");
+            break;
+        }
+        out.push(c);
+    }
+    let mut place = e.file.display().to_string();
+    if let Some(line) = e.line {
+        place.push_str(&format!(":{line}"));
+        if let Some(col) = e.column {
+            place.push_str(&format!(":{col}"));
+        }
+    }
+    // Known key names before the first ':' stay (e.g. `prometheus.url: ...`).
+    format!("{place}: {out}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(external: bool, dirs: &[&str], paths: &[&str]) -> Policy {
+        Policy {
+            external_access: external,
+            allowed_directories: dirs.iter().map(|s| s.to_string()).collect(),
+            allowed_paths: paths.iter().map(|s| s.to_string()).collect(),
+            local_fs_disabled: false,
+            probe: None,
+        }
+    }
+
+    #[test]
+    fn paths_inside_allowed_directories_only() {
+        let p = policy(false, &["/srv/metrics/"], &["/etc/promduck/config.yaml"]);
+        assert!(p.check_path("f", "read", Path::new("/srv/metrics/data")).is_ok());
+        assert!(p.check_path("f", "read", Path::new("/etc/promduck/config.yaml")).is_ok());
+        for bad in ["/srv/metricsX", "/srv/metrics/../secret", "/etc/promduck/other.yaml", "/"] {
+            let e = p.check_path("f", "read", Path::new(bad)).unwrap_err();
+            assert!(e.starts_with("Permission Error: f cannot read"), "{bad}: {e}");
+        }
+        assert!(policy(true, &[], &[]).check_path("f", "read", Path::new("/anything")).is_ok());
+        let mut off = policy(true, &[], &[]);
+        off.local_fs_disabled = true;
+        assert!(off.check_path("f", "read", Path::new("/x")).unwrap_err().contains("LocalFileSystem"));
+    }
+
+    #[test]
+    fn symlinks_out_of_an_allowed_directory_are_refused() {
+        let root = std::env::temp_dir().join(format!("promduck-sandbox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("allowed")).unwrap();
+        std::fs::create_dir_all(root.join("secret")).unwrap();
+        std::os::unix::fs::symlink(root.join("secret"), root.join("allowed/link")).unwrap();
+        let p = policy(false, &[root.join("allowed").to_str().unwrap()], &[]);
+        assert!(p.check_path("f", "read", &root.join("allowed/data")).is_ok());
+        assert!(p.check_path("f", "read", &root.join("allowed/link/x")).is_err());
+    }
+
+    #[test]
+    fn urls_need_an_allowed_prefix() {
+        // As DuckDB stores it: `http://…` with its slashes collapsed.
+        let p = policy(false, &["http:/127.0.0.1:9090/"], &[]);
+        assert!(p.check_url("f", "http://127.0.0.1:9090/").is_ok());
+        assert!(p.check_url("f", "http://127.0.0.1:9090/api/v1/query").is_ok());
+        assert!(p.check_url("f", "http://127.0.0.1:90901/").is_err());
+        assert!(p.check_url("f", "http://127.0.0.1:9091/").is_err());
+        assert!(policy(true, &[], &[]).check_url("f", "http://x/").is_ok());
+    }
+
+    #[test]
+    fn config_errors_show_keys_never_values() {
+        let e = promduck_core::config::ConfigError {
+            file: PathBuf::from("/etc/secret.yaml"),
+            line: Some(1),
+            column: Some(1),
+            message: r#"invalid type: string "AKIA-s3cr3t", expected struct RawConfig"#.into(),
+        };
+        let shown = redact_config_error(&e);
+        assert_eq!(shown, r#"/etc/secret.yaml:1:1: invalid type: string "…", expected struct RawConfig"#);
+        let e = promduck_core::config::ConfigError {
+            file: PathBuf::from("c.yaml"),
+            line: Some(3),
+            column: Some(3),
+            message: "prometheus: unknown field `tok3n-s3cr3t`, expected one of `url`, `timeout`".into(),
+        };
+        assert_eq!(redact_config_error(&e), "c.yaml:3:3: prometheus: unknown field `…`, expected one of `url`, `timeout`");
+    }
+}
