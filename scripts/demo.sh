@@ -23,7 +23,9 @@ run_sql() {
     echo "== $title ($file, with the day $last)"
     sed "s/2023-04-01/$last/g" "$file" | "$DUCKDB" -unsigned
 }
-run_sql "Basic query" sql/seed/basic.sql | head -n 20
+# Capture first: `| head` closing the pipe early would fail the CLI (and pipefail) at random.
+basic=$(run_sql "Basic query" sql/seed/basic.sql)
+printf '%s\n' "$basic" | head -n 20
 run_sql "Aggregation by API proxy" sql/seed/aggregation_by_proxy.sql
 run_sql "Time series analysis" sql/seed/time_series.sql
 
