@@ -25,7 +25,7 @@ run_sql() {
 }
 # Capture first: `| head` closing the pipe early would fail the CLI (and pipefail) at random.
 basic=$(run_sql "Basic query" sql/seed/basic.sql)
-printf '%s\n' "$basic" | head -n 20
+head -n 20 <<< "$basic"
 run_sql "Aggregation by API proxy" sql/seed/aggregation_by_proxy.sql
 run_sql "Time series analysis" sql/seed/time_series.sql
 
