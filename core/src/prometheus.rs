@@ -326,59 +326,362 @@ struct Envelope<T> {
 /// `data` of a query answer. `result` is read whatever the order of the two keys,
 /// without buffering: its elements are series objects (vector, matrix) or a bare
 /// `[timestamp, "value"]` (scalar, string), told apart by their JSON shape and
-/// checked against `resultType` afterwards.
+/// checked against `resultType` afterwards. Series go column-wise into the
+/// decode's [`Sink`] as they are read: no allocation per series or label.
 #[derive(Deserialize)]
 struct QueryData {
     #[serde(rename = "resultType")]
     result_type: String,
     #[serde(default)]
-    result: Option<Vec<Elem>>,
+    result: Option<ResultElems>,
 }
 
 #[derive(Deserialize)]
 struct SeriesItem {
     #[serde(default)]
-    metric: BTreeMap<String, String>,
+    metric: LabelsRead,
     #[serde(default)]
     value: Option<Point>,
     #[serde(default)]
-    values: Option<Vec<Point>>,
+    values: Option<PointsRead>,
+}
+
+/// What `result` held besides its series (which went to the sink): its bare
+/// values, and where the first element of each unexpected kind was.
+#[derive(Default)]
+struct ResultElems {
+    /// The elements that are not series objects (a scalar's or a string's parts).
+    others: Vec<Elem>,
+    /// The position among all elements of the first that is not a series.
+    first_other: Option<usize>,
+    /// The position of the first series without a `value`.
+    first_without_value: Option<usize>,
 }
 
 enum Elem {
-    Series(SeriesItem),
     Num(f64),
     Str(String),
 }
 
-impl<'de> Deserialize<'de> for Elem {
+/// One element of `result`: a series (decoded into the sink) or a bare value.
+enum ElemRead {
+    Series { has_value: bool },
+    Other(Elem),
+}
+
+impl<'de> Deserialize<'de> for ElemRead {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Elem;
+            type Value = ElemRead;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a series object, a timestamp or a value")
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Elem, A::Error> {
-                SeriesItem::deserialize(de::value::MapAccessDeserializer::new(map)).map(Elem::Series)
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ElemRead, A::Error> {
+                let item = SeriesItem::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let has_value = item.value.is_some();
+                with_sink(|s| {
+                    let value = item.value.map(|Point(t, v)| {
+                        s.ts.push(t);
+                        s.values.push(v);
+                        s.ts.len() - 1
+                    });
+                    s.series.push(RawSeries { labels: item.metric.0, value, values: item.values.map(|p| p.0) });
+                });
+                Ok(ElemRead::Series { has_value })
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Elem, E> {
-                Ok(Elem::Num(v))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ElemRead, E> {
+                Ok(ElemRead::Other(Elem::Num(v)))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Elem, E> {
-                Ok(Elem::Num(v as f64))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ElemRead, E> {
+                Ok(ElemRead::Other(Elem::Num(v as f64)))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Elem, E> {
-                Ok(Elem::Num(v as f64))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ElemRead, E> {
+                Ok(ElemRead::Other(Elem::Num(v as f64)))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Elem, E> {
-                Ok(Elem::Str(v.to_string()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ElemRead, E> {
+                Ok(ElemRead::Other(Elem::Str(v.to_string())))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Elem, E> {
-                Ok(Elem::Str(v))
+            fn visit_string<E: de::Error>(self, v: String) -> Result<ElemRead, E> {
+                Ok(ElemRead::Other(Elem::Str(v)))
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResultElems {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ResultElems;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ResultElems, A::Error> {
+                let mut out = ResultElems::default();
+                let mut i = 0;
+                while let Some(e) = seq.next_element::<ElemRead>()? {
+                    match e {
+                        ElemRead::Series { has_value } => {
+                            if !has_value && out.first_without_value.is_none() {
+                                out.first_without_value = Some(i);
+                            }
+                        }
+                        ElemRead::Other(e) => {
+                            out.first_other.get_or_insert(i);
+                            out.others.push(e);
+                        }
+                    }
+                    i += 1;
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+// --- the column-wise sink ------------------------------------------------------------------------------------------
+
+/// A span `[start, end)` of an answer's label text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Span(u32, u32);
+
+/// One label of one series: spans of its name and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LabelSpan {
+    key: Span,
+    value: Span,
+}
+
+/// One series as decoded: its labels (a range of `labels`), its `value` (an index
+/// into the points) and its `values` (a range of the points); which counts is
+/// decided by `resultType`, which may come after `result`.
+struct RawSeries {
+    labels: (u32, u32),
+    value: Option<usize>,
+    values: Option<(usize, usize)>,
+}
+
+/// Label names seen in one answer are stored once; so are values repeated across
+/// series (the proxy's name, an environment): a few recent ones per name are kept.
+const RECENT_VALUES: usize = 4;
+const MAX_INTERNED_KEYS: usize = 64;
+
+/// Where one decode puts what it reads (see [`Answer`]).
+#[derive(Default)]
+struct Sink {
+    text: String,
+    labels: Vec<LabelSpan>,
+    series: Vec<RawSeries>,
+    ts: Vec<i64>,
+    values: Vec<f64>,
+    /// Interned label names and, per name, the last values seen.
+    keys: Vec<(Span, [Span; RECENT_VALUES], usize)>,
+}
+
+impl Sink {
+    fn span_text(&self, s: Span) -> &str {
+        &self.text[s.0 as usize..s.1 as usize]
+    }
+
+    fn push_text(&mut self, s: &str) -> Result<Span, String> {
+        let start = self.text.len();
+        let end = start + s.len();
+        if end > u32::MAX as usize {
+            return Err("the answer's labels are larger than 4 GiB".into());
+        }
+        self.text.push_str(s);
+        Ok(Span(start as u32, end as u32))
+    }
+
+    /// The name's span and its index among the interned names (if it is one).
+    fn key(&mut self, s: &str) -> Result<(Span, Option<usize>), String> {
+        if let Some(i) = self.keys.iter().position(|(k, _, _)| self.span_text(*k) == s) {
+            return Ok((self.keys[i].0, Some(i)));
+        }
+        let span = self.push_text(s)?;
+        if self.keys.len() < MAX_INTERNED_KEYS {
+            self.keys.push((span, [Span::default(); RECENT_VALUES], 0));
+            return Ok((span, Some(self.keys.len() - 1)));
+        }
+        Ok((span, None))
+    }
+
+    fn value(&mut self, key: Option<usize>, s: &str) -> Result<Span, String> {
+        let Some(k) = key else { return self.push_text(s) };
+        let (_, recent, _) = &self.keys[k];
+        if let Some(&span) = recent.iter().find(|&&r| r.1 > r.0 && self.span_text(r) == s) {
+            return Ok(span);
+        }
+        let span = self.push_text(s)?;
+        let (_, recent, next) = &mut self.keys[k];
+        recent[*next] = span;
+        *next = (*next + 1) % RECENT_VALUES;
+        Ok(span)
+    }
+
+    /// Sorts one series' labels by name, the last of repeated names winning (as a
+    /// map would keep them).
+    fn normalise_labels(&mut self, start: usize) {
+        let text = &self.text;
+        let labels = &mut self.labels[start..];
+        if labels.windows(2).all(|w| text[w[0].key.0 as usize..w[0].key.1 as usize] < text[w[1].key.0 as usize..w[1].key.1 as usize]) {
+            return;
+        }
+        labels.sort_by(|a, b| text[a.key.0 as usize..a.key.1 as usize].cmp(&text[b.key.0 as usize..b.key.1 as usize]));
+        let mut w = start;
+        for r in start..self.labels.len() {
+            let l = self.labels[r];
+            if w > start && self.span_text(self.labels[w - 1].key) == self.span_text(l.key) {
+                self.labels[w - 1].value = l.value;
+            } else {
+                self.labels[w] = l;
+                w += 1;
+            }
+        }
+        self.labels.truncate(w);
+    }
+}
+
+thread_local! {
+    static SINK: std::cell::RefCell<Sink> = std::cell::RefCell::new(Sink::default());
+}
+
+fn with_sink<R>(f: impl FnOnce(&mut Sink) -> R) -> R {
+    SINK.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// Installs an empty sink for one decode and takes what it collected.
+struct SinkGuard {
+    saved: Option<Sink>,
+}
+
+impl SinkGuard {
+    fn install() -> Self {
+        SinkGuard { saved: Some(with_sink(std::mem::take)) }
+    }
+    fn take(mut self) -> Sink {
+        let saved = self.saved.take().unwrap_or_default();
+        with_sink(|s| std::mem::replace(s, saved))
+    }
+}
+
+impl Drop for SinkGuard {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            with_sink(|s| *s = saved);
+        }
+    }
+}
+
+/// A series' labels, decoded into the sink: the range of its label spans.
+#[derive(Default)]
+struct LabelsRead((u32, u32));
+
+impl<'de> Deserialize<'de> for LabelsRead {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LabelsRead;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<LabelsRead, A::Error> {
+                let start = with_sink(|s| s.labels.len());
+                while let Some(KeyRead(key, idx)) = map.next_key::<KeyRead>()? {
+                    let value = map.next_value_seed(ValueSeed(idx))?;
+                    with_sink(|s| s.labels.push(LabelSpan { key, value }));
+                }
+                let end = with_sink(|s| {
+                    s.normalise_labels(start);
+                    s.labels.len()
+                });
+                if end > u32::MAX as usize {
+                    return Err(de::Error::custom("too many labels"));
+                }
+                Ok(LabelsRead((start as u32, end as u32)))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+struct KeyRead(Span, Option<usize>);
+
+impl<'de> Deserialize<'de> for KeyRead {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = KeyRead;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<KeyRead, E> {
+                with_sink(|sink| sink.key(s)).map(|(span, i)| KeyRead(span, i)).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+struct ValueSeed(Option<usize>);
+
+impl<'de> de::DeserializeSeed<'de> for ValueSeed {
+    type Value = Span;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Span, D::Error> {
+        struct V(Option<usize>);
+        impl Visitor<'_> for V {
+            type Value = Span;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Span, E> {
+                with_sink(|sink| sink.value(self.0, s)).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V(self.0))
+    }
+}
+
+/// A series' `values`, decoded into the sink's points: their range.
+struct PointsRead((usize, usize));
+
+impl<'de> Deserialize<'de> for PointsRead {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PointsRead;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PointsRead, A::Error> {
+                // The points are appended to the sink's arrays, taken out for the
+                // loop (and put back however it ends).
+                let (mut ts, mut values) = with_sink(|s| (std::mem::take(&mut s.ts), std::mem::take(&mut s.values)));
+                let start = ts.len();
+                let mut read = || -> Result<(), A::Error> {
+                    if let Some(n) = seq.size_hint() {
+                        ts.reserve(n);
+                        values.reserve(n);
+                    }
+                    while let Some(Point(t, v)) = seq.next_element::<Point>()? {
+                        ts.push(t);
+                        values.push(v);
+                    }
+                    Ok(())
+                };
+                let r = read();
+                let end = ts.len();
+                with_sink(|s| {
+                    s.ts = ts;
+                    s.values = values;
+                });
+                r.map(|()| PointsRead((start, end)))
+            }
+        }
+        d.deserialize_seq(V)
     }
 }
 
@@ -489,40 +792,44 @@ pub fn decode_query_response(body: &[u8]) -> Result<Vec<Series>, PromError> {
     decode_query(body, &Redactor::default(), u64::MAX, u64::MAX).map(|(s, _)| s)
 }
 
+/// Decodes a query API body column-wise (see [`Answer`]). Exposed for fuzzing and tests.
+pub fn decode_query_answer(body: &[u8]) -> Result<Answer, PromError> {
+    decode_answer(body, &Redactor::default(), u64::MAX, u64::MAX).map(|(a, _)| a)
+}
+
 /// Decodes a query answer of at most `left` samples (`limit` is the whole
 /// query's, for the message); returns the series and their number of samples.
 fn decode_query(body: &[u8], redactor: &Redactor, left: u64, limit: u64) -> Result<(Vec<Series>, u64), PromError> {
+    decode_answer(body, redactor, left, limit).map(|(a, n)| (a.into_series(), n))
+}
+
+/// Like [`decode_query`], column-wise.
+fn decode_answer(body: &[u8], redactor: &Redactor, left: u64, limit: u64) -> Result<(Answer, u64), PromError> {
     let budget = SampleBudget::set(left);
+    let sink = SinkGuard::install();
     let decoded = decode_envelope::<QueryData>(body, redactor);
     if budget.exceeded() {
         return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") });
     }
     drop(budget);
     let data = decoded?;
+    let sink = sink.take();
     let bad = |what: &str| PromError::Decode(format!("unexpected query result: {what}"));
     let elems = data.result.unwrap_or_default();
-    let series: Vec<Series> = match data.result_type.as_str() {
-        "vector" => elems
-            .into_iter()
-            .map(|e| match e {
-                Elem::Series(SeriesItem { metric, value: Some(p), .. }) => Ok(Series { labels: metric, points: vec![(p.0, p.1)] }),
-                Elem::Series(_) => Err(bad("a vector sample without a value")),
-                _ => Err(bad("a vector element that is not a series")),
-            })
-            .collect::<Result<_, _>>()?,
-        "matrix" => elems
-            .into_iter()
-            .map(|e| match e {
-                Elem::Series(SeriesItem { metric, values, .. }) => {
-                    Ok(Series { labels: metric, points: values.unwrap_or_default().into_iter().map(|p| (p.0, p.1)).collect() })
-                }
-                _ => Err(bad("a matrix element that is not a series")),
-            })
-            .collect::<Result<_, _>>()?,
-        "scalar" => match elems.as_slice() {
-            [Elem::Num(ts), Elem::Str(v)] if ts.is_finite() && ts.abs() <= 9.0e15 => {
+    let answer = match data.result_type.as_str() {
+        "vector" => match (elems.first_without_value, elems.first_other) {
+            (Some(w), o) if o.is_none_or(|o| w < o) => return Err(bad("a vector sample without a value")),
+            (_, Some(_)) => return Err(bad("a vector element that is not a series")),
+            _ => Answer::from_sink(sink, true),
+        },
+        "matrix" => match elems.first_other {
+            Some(_) => return Err(bad("a matrix element that is not a series")),
+            None => Answer::from_sink(sink, false),
+        },
+        "scalar" => match (sink.series.is_empty(), elems.others.as_slice()) {
+            (true, [Elem::Num(ts), Elem::Str(v)]) if ts.is_finite() && ts.abs() <= 9.0e15 => {
                 let v = parse_value(v).map_err(|_| bad(&format!("invalid sample value {v:?}")))?;
-                vec![Series { labels: BTreeMap::new(), points: vec![((ts * 1000.0).round() as i64, v)] }]
+                Answer::from_series(vec![Series { labels: BTreeMap::new(), points: vec![((ts * 1000.0).round() as i64, v)] }])
             }
             _ => return Err(bad("a scalar that is not [timestamp, \"value\"]")),
         },
@@ -533,11 +840,154 @@ fn decode_query(body: &[u8], redactor: &Redactor, left: u64, limit: u64) -> Resu
         }
         other => return Err(bad(&format!("unknown resultType {:?}", redactor.redact(other)))),
     };
-    let n = series.iter().map(|s| s.points.len() as u64).sum::<u64>();
+    let n = answer.samples();
     if n > left {
         return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") });
     }
-    Ok((series, n))
+    Ok((answer, n))
+}
+
+/// A query answer held column-wise: the label text of all its series in one
+/// string (each label name once, values repeated across series once), spans into
+/// it per label, and the points of all series in two flat arrays. About a tenth of
+/// the memory of the same series as [`Series`] values, and what the collector
+/// builds Arrow rows from. Each series' labels are sorted by name, as in a
+/// [`Series`]'s map.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    text: String,
+    labels: Vec<LabelSpan>,
+    /// Per series: its range of `labels` and its range of the points.
+    series: Vec<((u32, u32), (usize, usize))>,
+    ts: Vec<i64>,
+    values: Vec<f64>,
+}
+
+impl Answer {
+    fn from_sink(sink: Sink, vector: bool) -> Answer {
+        let Sink { text, labels, series, ts, values, .. } = sink;
+        let series = series
+            .into_iter()
+            .map(|s| {
+                let points = if vector {
+                    let i = s.value.expect("checked: every vector series has a value");
+                    (i, i + 1)
+                } else {
+                    s.values.unwrap_or((0, 0))
+                };
+                (s.labels, points)
+            })
+            .collect();
+        Answer { text, labels, series, ts, values }
+    }
+
+    /// The answer holding `series` (in their order).
+    pub fn from_series(series: Vec<Series>) -> Answer {
+        let mut sink = Sink::default();
+        let mut out = Vec::with_capacity(series.len());
+        for s in series {
+            let start = sink.labels.len();
+            for (k, v) in &s.labels {
+                // Maps never hold 4 GiB of text in a test or a fuzz case; a larger
+                // one cannot be an answer the client read either (see `Sink::push_text`).
+                let (key, idx) = sink.key(k).expect("labels under 4 GiB");
+                let value = sink.value(idx, v).expect("labels under 4 GiB");
+                sink.labels.push(LabelSpan { key, value });
+            }
+            let p = sink.ts.len();
+            for (t, v) in s.points {
+                sink.ts.push(t);
+                sink.values.push(v);
+            }
+            out.push(((start as u32, sink.labels.len() as u32), (p, sink.ts.len())));
+        }
+        Answer { text: sink.text, labels: sink.labels, series: out, ts: sink.ts, values: sink.values }
+    }
+
+    /// The number of series.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// The number of points of all series.
+    pub fn samples(&self) -> u64 {
+        self.series.iter().map(|(_, (a, b))| (b - a) as u64).sum()
+    }
+
+    fn text(&self, s: Span) -> &str {
+        &self.text[s.0 as usize..s.1 as usize]
+    }
+
+    /// Series `i`'s labels, sorted by name.
+    pub fn labels(&self, i: usize) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let (a, b) = self.series[i].0;
+        self.labels[a as usize..b as usize].iter().map(|l| (self.text(l.key), self.text(l.value)))
+    }
+
+    /// The value of label `name` of series `i`.
+    pub fn label(&self, i: usize, name: &str) -> Option<&str> {
+        self.labels(i).find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Series `i`'s labels as a map.
+    pub fn label_map(&self, i: usize) -> BTreeMap<String, String> {
+        self.labels(i).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Series `i`'s points: timestamps (epoch ms) and values.
+    pub fn points(&self, i: usize) -> (&[i64], &[f64]) {
+        let (a, b) = self.series[i].1;
+        (&self.ts[a..b], &self.values[a..b])
+    }
+
+    /// Orders series `i` and `j` by their labels as [`Series`]'s maps compare.
+    pub fn cmp_labels(&self, i: usize, j: usize) -> std::cmp::Ordering {
+        self.labels(i).cmp(self.labels(j))
+    }
+
+    /// The series as [`Series`] values.
+    pub fn into_series(self) -> Vec<Series> {
+        (0..self.len())
+            .map(|i| {
+                let (ts, vs) = self.points(i);
+                Series { labels: self.label_map(i), points: ts.iter().copied().zip(vs.iter().copied()).collect() }
+            })
+            .collect()
+    }
+
+    /// The series of the answers to a range query's requests merged by labels
+    /// (points in request order) and sorted by labels.
+    fn merge_sorted(mut chunks: Vec<Answer>) -> Answer {
+        if chunks.len() == 1 {
+            let mut a = chunks.pop().expect("one answer");
+            let mut order: Vec<usize> = (0..a.len()).collect();
+            order.sort_by(|&x, &y| a.cmp_labels(x, y));
+            if order.windows(2).all(|w| a.cmp_labels(w[0], w[1]).is_ne()) {
+                a.series = order.iter().map(|&i| a.series[i]).collect();
+                return a;
+            }
+            chunks.push(a);
+        }
+        let mut merged: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
+        for c in chunks {
+            for i in 0..c.len() {
+                let (ts, vs) = c.points(i);
+                merged.entry(c.label_map(i)).or_default().extend(ts.iter().copied().zip(vs.iter().copied()));
+            }
+        }
+        Answer::from_series(merged.into_iter().map(|(labels, points)| Series { labels, points }).collect())
+    }
+}
+
+/// Limits on one query's answer: its size in bytes and its number of samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerLimits {
+    pub max_bytes: u64,
+    pub max_samples: u64,
 }
 
 /// The envelope's `data` on success, Prometheus's error otherwise.
@@ -696,29 +1146,54 @@ impl PromClient {
         self.cfg.url.url.as_str()
     }
 
+    /// The limits of the configuration (`maxResponseBytes`, `maxSamples`).
+    pub fn limits(&self) -> AnswerLimits {
+        AnswerLimits { max_bytes: self.cfg.max_response_bytes.max(1), max_samples: self.cfg.max_samples.max(1) }
+    }
+
     /// Instant query at `time_ms`. At most `max_samples` samples.
     pub async fn instant(&self, query: &str, time_ms: i64) -> Result<Vec<Series>, PromError> {
+        self.instant_answer(query, time_ms, self.limits()).await.map(Answer::into_series)
+    }
+
+    /// Instant query at `time_ms`, column-wise, within `limits`.
+    pub async fn instant_answer(&self, query: &str, time_ms: i64, limits: AnswerLimits) -> Result<Answer, PromError> {
         let form = vec![("query", query.to_string()), ("time", fmt_seconds(time_ms)), ("timeout", self.server_timeout())];
-        let limit = self.cfg.max_samples.max(1);
-        self.request("query", &form, |b| decode_query(b, &self.redactor, limit, limit)).await.map(|(s, _)| s)
+        let limit = limits.max_samples.max(1);
+        self.request_limited("query", &form, limits.max_bytes, |b| decode_answer(b, &self.redactor, limit, limit))
+            .await
+            .map(|(a, _)| a)
     }
 
     /// Range query over `[start_ms, end_ms]` at `step_ms`, split into requests of at
     /// most [`MAX_POINTS`] points and merged by series. At most `max_samples`
     /// samples over all the requests.
     pub async fn range(&self, query: &str, start_ms: i64, end_ms: i64, step_ms: i64) -> Result<Vec<Series>, PromError> {
+        self.range_answer(query, start_ms, end_ms, step_ms, self.limits()).await.map(Answer::into_series)
+    }
+
+    /// Like [`PromClient::range`], column-wise, within `limits` (bytes per request,
+    /// samples over all of them); the series sorted by labels.
+    pub async fn range_answer(
+        &self,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        limits: AnswerLimits,
+    ) -> Result<Answer, PromError> {
         if step_ms <= 0 {
             return Err(PromError::Unsupported("step must be positive".into()));
         }
         if end_ms < start_ms {
             return Err(PromError::Unsupported("range end is before its start".into()));
         }
-        let limit = self.cfg.max_samples.max(1);
+        let limit = limits.max_samples.max(1);
         let steps = (end_ms as i128 - start_ms as i128) / step_ms as i128 + 1;
         if steps > limit as i128 {
             return Err(PromError::TooManySamples { limit, what: format!("the range has {steps} steps per series") });
         }
-        let mut merged: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut chunks = Vec::new();
         let mut used: u64 = 0;
         let mut chunk_start = start_ms;
         loop {
@@ -731,17 +1206,17 @@ impl PromClient {
                 ("timeout", self.server_timeout()),
             ];
             let left = limit - used;
-            let (series, n) = self.request("query_range", &form, |b| decode_query(b, &self.redactor, left, limit)).await?;
+            let (answer, n) = self
+                .request_limited("query_range", &form, limits.max_bytes, |b| decode_answer(b, &self.redactor, left, limit))
+                .await?;
             used += n;
-            for s in series {
-                merged.entry(s.labels).or_default().extend(s.points);
-            }
+            chunks.push(answer);
             match chunk_end.checked_add(step_ms) {
                 Some(next) if chunk_end < end_ms => chunk_start = next,
                 _ => break,
             }
         }
-        Ok(merged.into_iter().map(|(labels, points)| Series { labels, points }).collect())
+        Ok(Answer::merge_sorted(chunks))
     }
 
     /// All label names.
@@ -797,14 +1272,31 @@ impl PromClient {
         form: &[(&str, String)],
         decode: impl Fn(&[u8]) -> Result<T, PromError>,
     ) -> Result<T, PromError> {
+        self.request_limited(endpoint, form, self.cfg.max_response_bytes, decode).await
+    }
+
+    /// [`PromClient::request`] reading at most `max_bytes` of a successful answer.
+    async fn request_limited<T>(
+        &self,
+        endpoint: &str,
+        form: &[(&str, String)],
+        max_bytes: u64,
+        decode: impl Fn(&[u8]) -> Result<T, PromError>,
+    ) -> Result<T, PromError> {
         let url = self.cfg.url.api(endpoint);
+        // The exact request, at trace level (`PROMDUCK_LOG=promduck_core::prometheus=trace`):
+        // the benchmark replays a run's requests with a plain HTTP client from it.
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", percent_encode(v, true))).collect();
+            tracing::trace!(endpoint, body = %body.join("&"), "request");
+        }
         let mut attempt: u32 = 0;
         loop {
             self.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if attempt > 0 {
                 self.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let result = self.attempt(&url, form, &decode).await.map_err(|e| e.redacted(&self.redactor));
+            let result = self.attempt(&url, form, max_bytes, &decode).await.map_err(|e| e.redacted(&self.redactor));
             match result {
                 Ok(body) => return Ok(body),
                 Err(e) if e.is_transient() && attempt < self.cfg.retries => {
@@ -836,6 +1328,7 @@ impl PromClient {
         &self,
         url: &reqwest::Url,
         form: &[(&str, String)],
+        max_bytes: u64,
         decode: &impl Fn(&[u8]) -> Result<T, PromError>,
     ) -> Result<T, PromError> {
         if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
@@ -861,7 +1354,7 @@ impl PromClient {
                         by_deadline = true;
                     }
                 }
-                match tokio::time::timeout_at(limit, self.send_once(url, form)).await {
+                match tokio::time::timeout_at(limit, self.send_once(url, form, max_bytes)).await {
                     Ok(r) => r,
                     Err(_) if by_deadline => Err(self.deadline_error(None)),
                     Err(_) => Err(PromError::Timeout { url: self.url().to_string(), timeout: self.cfg.timeout }),
@@ -871,7 +1364,7 @@ impl PromClient {
         decode(&body)
     }
 
-    async fn send_once(&self, url: &reqwest::Url, form: &[(&str, String)]) -> Result<Vec<u8>, PromError> {
+    async fn send_once(&self, url: &reqwest::Url, form: &[(&str, String)], max_bytes: u64) -> Result<Vec<u8>, PromError> {
         let mut req = if form.is_empty() { self.http.get(url.clone()) } else { self.http.post(url.clone()).form(form) };
         if let Some(user) = &self.cfg.username {
             req = req.basic_auth(user, self.cfg.password.as_ref().map(|p| p.expose()));
@@ -897,7 +1390,7 @@ impl PromClient {
         // The body is read chunk by chunk and given up as soon as it passes the
         // limit, so an endless answer costs at most the limit in memory. Of an
         // error answer only its start is read: it is only quoted.
-        let limit = self.cfg.max_response_bytes.max(1);
+        let limit = max_bytes.max(1);
         let cap = if status.is_success() { limit } else { limit.min(MAX_ERROR_BODY) } as usize;
         if status.is_success() && resp.content_length().is_some_and(|n| n > limit) {
             return Err(PromError::TooLarge { limit });
@@ -1036,6 +1529,106 @@ mod tests {
         assert!(matches!(decode_query_response(v), Err(PromError::Decode(_))));
         let sc = br#"{"status":"success","data":{"resultType":"scalar","result":[{"metric":{}}]}}"#;
         assert!(matches!(decode_query_response(sc), Err(PromError::Decode(_))));
+    }
+
+    /// The series a body holds, decoded through a generic JSON tree (the reference
+    /// for the column-wise decoder): a map's last repeated key wins, labels sorted.
+    fn reference_decode(body: &str) -> Vec<Series> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let data = &v["data"];
+        let vector = data["resultType"] == "vector";
+        let point = |p: &serde_json::Value| -> (i64, f64) {
+            ((p[0].as_f64().unwrap() * 1000.0).round() as i64, parse_value(p[1].as_str().unwrap()).unwrap())
+        };
+        data["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let labels = s["metric"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect())
+                    .unwrap_or_default();
+                let points = if vector {
+                    vec![point(&s["value"])]
+                } else {
+                    s["values"].as_array().map(|a| a.iter().map(point).collect()).unwrap_or_default()
+                };
+                Series { labels, points }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn column_wise_decoding_equals_the_series() {
+        let mut bodies = vec![
+            // Repeated, unsorted and escaped names and values; missing and empty maps.
+            r#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"b":"1","a":"2","b":"3"},"value":[1,"1"]},
+                {"value":[2,"2"]},
+                {"metric":{},"value":[3,"+Inf"]},
+                {"metric":{"a\"q":"x\u00e9\n","":""},"value":[4.5,"-Inf"]}]}}"#
+                .to_string(),
+            // `value` and `values` in one item: the result type decides.
+            r#"{"status":"success","data":{"result":[{"values":[[1,"1"],[2,"2"]],"value":[9,"9"],"metric":{"a":"b"}}],"resultType":"matrix"}}"#
+                .to_string(),
+            r#"{"status":"success","data":{"result":[{"values":[[1,"1"],[2,"2"]],"value":[9,"9"],"metric":{"a":"b"}}],"resultType":"vector"}}"#
+                .to_string(),
+        ];
+        // Many series sharing label values (interned), more names than are interned,
+        // values rotating faster than the recent ones kept.
+        let mut items = Vec::new();
+        for i in 0..300 {
+            let mut labels = vec![
+                format!(r#""apiproxy":"p{}""#, i / 7),
+                format!(r#""environment":"e{}""#, i % 9),
+                format!(r#""k{}":"v""#, i % 80),
+            ];
+            labels.rotate_left(i % 3);
+            let pts: Vec<String> = (0..(i % 4)).map(|j| format!(r#"[{j}.25,"{i}.5"]"#)).collect();
+            items.push(format!(r#"{{"metric":{{{}}},"values":[{}]}}"#, labels.join(","), pts.join(",")));
+        }
+        bodies.push(format!(r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#, items.join(",")));
+        for body in &bodies {
+            let want = reference_decode(body);
+            assert_eq!(decode_query_response(body.as_bytes()).unwrap(), want, "{body}");
+            let a = decode_query_answer(body.as_bytes()).unwrap();
+            assert_eq!(a.len(), want.len());
+            assert_eq!(a.samples(), want.iter().map(|s| s.points.len() as u64).sum::<u64>());
+            for (i, s) in want.iter().enumerate() {
+                assert_eq!(a.label_map(i), s.labels);
+                for (k, v) in &s.labels {
+                    assert_eq!(a.label(i, k), Some(v.as_str()));
+                }
+                for j in 0..want.len() {
+                    assert_eq!(a.cmp_labels(i, j), s.labels.cmp(&want[j].labels), "{i} {j}");
+                }
+            }
+            assert_eq!(Answer::from_series(want.clone()).into_series(), want);
+        }
+        // The first offending element names the error.
+        let v = |r: &str| format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{r}]}}}}"#);
+        let msg = |b: String| decode_query_response(b.as_bytes()).unwrap_err().to_string();
+        assert!(msg(v(r#"{"metric":{}},1"#)).contains("without a value"));
+        assert!(msg(v(r#"1,{"metric":{}}"#)).contains("not a series"));
+        assert!(msg(v(r#"{"metric":{"a":1},"value":[1,"1"]}"#)).contains("invalid type: integer `1`, expected a string"));
+    }
+
+    #[test]
+    fn range_answers_are_merged_and_sorted_by_labels() {
+        let s = |l: &[(&str, &str)], p: &[(i64, f64)]| Series {
+            labels: l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            points: p.to_vec(),
+        };
+        let one = Answer::from_series(vec![s(&[("a", "2")], &[(1, 1.0)]), s(&[("a", "1")], &[(1, 2.0)])]);
+        assert_eq!(Answer::merge_sorted(vec![one]).into_series(), vec![s(&[("a", "1")], &[(1, 2.0)]), s(&[("a", "2")], &[(1, 1.0)])]);
+        // Repeated label sets (in one answer, or across split requests) are merged in order.
+        let a = Answer::from_series(vec![s(&[("a", "2")], &[(1, 1.0)]), s(&[("a", "1")], &[(1, 2.0)]), s(&[("a", "2")], &[(2, 3.0)])]);
+        let b = Answer::from_series(vec![s(&[("a", "2")], &[(3, 4.0)])]);
+        assert_eq!(
+            Answer::merge_sorted(vec![a, b]).into_series(),
+            vec![s(&[("a", "1")], &[(1, 2.0)]), s(&[("a", "2")], &[(1, 1.0), (2, 3.0), (3, 4.0)])]
+        );
     }
 
     #[test]
