@@ -45,7 +45,7 @@ endif
 	@# <repo>/<its version>/<its platform>/; one binary per platform serves every version.
 	@for p in $(PLATFORM) $(GCC4_PLATFORM); do \
 	  f=$(BUILD)/promduck.duckdb_extension; [ $$p = $(PLATFORM) ] || f=$(BUILD)/$$p/promduck.duckdb_extension; \
-	  [ $$f.gz -nt $$f ] || { gzip -c $$f > $$f.gz.tmp && mv -f $$f.gz.tmp $$f.gz; }; \
+	  [ $$f.gz -nt $$f ] || { gzip -c $$f > $$f.gz.tmp$$$$ && mv -f $$f.gz.tmp$$$$ $$f.gz; }; \
 	  for v in $(DUCKDB_VERSIONS); do \
 	    mkdir -p $(BUILD)/repository/$$v/$$p; \
 	    ln -f $$f $(BUILD)/repository/$$v/$$p/promduck.duckdb_extension; \

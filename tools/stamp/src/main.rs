@@ -96,7 +96,9 @@ fn run() -> Result<(), String> {
         bytes.truncate(bytes.len() - FOOTER);
     }
     bytes.extend(footer(&version, &capi, &platform)?);
-    let tmp = format!("{output}.tmp");
+    // A name of this process's own: two builds stamping the same file at once (parallel
+    // `make build`s) must not rename each other's half-written file.
+    let tmp = format!("{output}.tmp{}", std::process::id());
     std::fs::write(&tmp, &bytes).map_err(|e| format!("{tmp}: {e}"))?;
     std::fs::rename(&tmp, output).map_err(|e| format!("{output}: {e}"))?;
     eprintln!("stamped {output} ({platform}, extension {version}, C API {capi})");
