@@ -29,7 +29,8 @@ def executed(prometheus, history, tmp_path_factory):
         env["PROMDUCK_EXTENSION"] = str(EXTENSION)
     saved = dict(os.environ)
     for k in list(os.environ):
-        if k.startswith("PROMDUCK_"):
+        # MPLBACKEND: importing streamlit (tests/test_dashboard.py) sets it to Agg in this process
+        if k.startswith("PROMDUCK_") or k == "MPLBACKEND":
             del os.environ[k]
     os.environ.update(env)
     try:
