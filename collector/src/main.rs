@@ -1,7 +1,8 @@
 //! `promduck-collector`: the command-line shell over `promduck_core::collect`.
 //!
 //! Modes: daemon (default; the original tool's behaviour), `--once` (cron),
-//! `--date`/`--from --to` (backfill) and `--check`. Exit codes: 0 all good (and a
+//! `--date`/`--from --to` (backfill), `--check` and `--compact` (closed months into
+//! one file each, see `promduck_core::compact`). Exit codes: 0 all good (and a
 //! daemon stopped on request), 1 some (day, proxy, metric) failed (the rest is
 //! written), 2 bad config or usage, 130 a one-shot run stopped by a signal with
 //! partitions left uncollected.
@@ -33,7 +34,8 @@ use std::time::Instant;
                   every partition was collected.\n\n\
                   Examples:\n  promduck-collector --config config/config.yaml --once\n  \
                   promduck-collector --config config/config.yaml --from 2024-03-01 --to 2024-03-31\n  \
-                  promduck-collector --config config/config.yaml --check"
+                  promduck-collector --config config/config.yaml --check\n  \
+                  promduck-collector --config config/config.yaml --compact --month 2024-03"
 )]
 struct Cli {
     /// YAML configuration file (the original tool's format); `-` reads it from standard input.
@@ -92,6 +94,19 @@ struct Cli {
     /// Daemon only: serve the same metrics over HTTP at ADDR (e.g. 127.0.0.1:9464), on any path.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Compact every closed month (in the configured timezone) that still has daily
+    /// files into one file, <outputDir>/<YYYY-MM>/<YYYY-MM>.parquet, and exit.
+    #[arg(long, conflicts_with_all = ["once", "date", "from", "to", "check"])]
+    compact: bool,
+
+    /// With --compact: only this month (YYYY-MM).
+    #[arg(long, value_parser = parse_month_arg, requires = "compact", value_name = "YYYY-MM")]
+    month: Option<NaiveDate>,
+}
+
+fn parse_month_arg(s: &str) -> Result<NaiveDate, String> {
+    promduck_core::compact::parse_month(s).map_err(|e| e.to_string())
 }
 
 fn parse_shard(s: &str) -> Result<Shard, String> {
@@ -210,15 +225,43 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let swept = promduck_core::writer::remove_stale_temp_files_everywhere(&cfg.storage.output_dir);
+    let swept = promduck_core::writer::remove_stale_temp_files_everywhere(&cfg.storage.output_dir)
+        + promduck_core::compact::remove_stale_temp_files_in_month_dirs(&cfg.storage.output_dir);
     if swept > 0 {
         tracing::info!(removed = swept, "removed temporary files left by an interrupted run");
+    }
+    if cli.compact {
+        let months = match cli.month {
+            Some(m) => {
+                promduck_core::compact::check_closed(m, now, cfg.timezone)?;
+                vec![m]
+            }
+            None => promduck_core::compact::months_with_daily_files(
+                &cfg.storage.output_dir,
+                promduck_core::compact::current_month(now, cfg.timezone),
+            )?,
+        };
+        if months.is_empty() {
+            tracing::info!(output_dir = %cfg.storage.output_dir.display(), "no closed month has daily files: nothing to compact");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let outcomes = compact(&cfg, months, &cancel, cli.replace).await;
+        return Ok(compaction_exit_code(&outcomes));
     }
     if let Some(days) = days {
         let all: Vec<(NaiveDate, &[String])> = days.iter().map(|&d| (d, cfg.api_proxies.as_slice())).collect();
         let started = Instant::now();
         let summary = collect(&collector, &all, &cancel, cli.progress).await;
         metrics.record(&summary, started.elapsed(), collector.client().stats());
+        // Days of compacted months were written as daily files again: compact those
+        // months now, so that the new values take effect (see compact.rs).
+        let recompact = recompact_months(&cfg, &days);
+        if !recompact.is_empty() && !cancel.is_cancelled() {
+            let outcomes = compact(&cfg, recompact, &cancel, cli.replace).await;
+            if outcomes.iter().any(|o| o.status == promduck_core::compact::MonthStatus::Failed) {
+                return Ok(ExitCode::from(1));
+            }
+        }
         // Stopped because Prometheus cannot be used: a failure (1). Else 130 only
         // when a signal actually left partitions uncollected.
         return Ok(if summary.aborted.is_some() {
@@ -256,6 +299,29 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         if cancel.is_cancelled() {
             break;
         }
+        // Compaction: months compacted before that got daily files again, and, with
+        // storage.compaction.afterDays, every month closed that many days ago.
+        let days: Vec<NaiveDate> = units.iter().map(|u| u.0).collect();
+        let mut months = recompact_months(&cfg, &days);
+        if let Some(after) = cfg.compaction.after_days {
+            let today = Utc::now().with_timezone(&cfg.timezone).date_naive();
+            let current = promduck_core::compact::current_month(Utc::now(), cfg.timezone);
+            match promduck_core::compact::months_with_daily_files(&cfg.storage.output_dir, current) {
+                Ok(closed) => months.extend(closed.into_iter().filter(|m| {
+                    let closes = promduck_core::layout::month_end(*m).succ_opt().unwrap_or(*m);
+                    closes + chrono::Days::new(after as u64) <= today
+                })),
+                Err(e) => tracing::error!(error = %e, "cannot list the months to compact"),
+            }
+        }
+        months.sort();
+        months.dedup();
+        if !months.is_empty() {
+            compact(&cfg, months, &cancel, cli.replace).await;
+            if cancel.is_cancelled() {
+                break;
+            }
+        }
         tracing::info!(next_in = ?cfg.interval, "waiting for the next collection");
         tokio::select! {
             _ = tokio::time::sleep(cfg.interval) => {}
@@ -268,6 +334,73 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The compacted months (those with a month file) among the months of `days`: a
+/// collection wrote daily files into them, which the next compaction takes in.
+fn recompact_months(cfg: &Config, days: &[NaiveDate]) -> Vec<NaiveDate> {
+    let mut months: Vec<NaiveDate> = days
+        .iter()
+        .map(|d| promduck_core::layout::month_of(*d))
+        .filter(|m| promduck_core::compact::is_compacted(&cfg.storage.output_dir, *m))
+        .collect();
+    months.sort();
+    months.dedup();
+    months
+}
+
+/// Compacts months on a blocking thread, logging each outcome.
+async fn compact(cfg: &Config, months: Vec<NaiveDate>, cancel: &Cancel, replace: bool) -> Vec<promduck_core::compact::MonthOutcome> {
+    use promduck_core::compact::{compact_months, CompactOptions, MonthStatus};
+    let mut opts = CompactOptions::from_config(cfg);
+    opts.replace_partitions = replace;
+    let (dir, storage, stop) = (cfg.storage.output_dir.clone(), cfg.storage.clone(), cancel.clone());
+    let names: Vec<String> = months.iter().map(|m| promduck_core::layout::month_dir_name(*m)).collect();
+    tracing::info!(months = %names.join(", "), remove_daily_after = ?opts.remove_daily_after, "compacting");
+    let started = Instant::now();
+    let outcomes = match tokio::task::spawn_blocking(move || compact_months(&dir, &months, &storage, &opts, &|| stop.is_cancelled())).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "compaction stopped unexpectedly");
+            return Vec::new();
+        }
+    };
+    for o in &outcomes {
+        let month = o.month_name();
+        match o.status {
+            MonthStatus::Compacted | MonthStatus::Unchanged => tracing::info!(
+                month,
+                status = o.status.as_str(),
+                daily_files = o.daily_files,
+                removed = o.removed,
+                partitions = o.partitions,
+                rows = o.rows,
+                bytes = o.bytes,
+                row_groups = o.row_groups,
+                seconds = format!("{:.2}", o.seconds),
+                path = %o.path.display(),
+                "month compacted"
+            ),
+            MonthStatus::Written => tracing::warn!(month, path = %o.path.display(), daily_files = o.daily_files, "month file written; stopped before its daily files were removed (the next compaction removes them)"),
+            MonthStatus::Cancelled => tracing::warn!(month, "not compacted: stopped by a signal"),
+            MonthStatus::Failed => tracing::error!(month, error = o.error.as_deref().unwrap_or(""), "compaction failed; the month reads as before"),
+        }
+    }
+    tracing::info!(months = outcomes.len(), seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "compaction finished");
+    outcomes
+}
+
+/// 0 when every month was compacted (or had nothing to do), 1 when one failed, 130
+/// when a signal stopped the run before every month was done.
+fn compaction_exit_code(outcomes: &[promduck_core::compact::MonthOutcome]) -> ExitCode {
+    use promduck_core::compact::MonthStatus;
+    if outcomes.iter().any(|o| o.status == MonthStatus::Failed) {
+        ExitCode::from(1)
+    } else if outcomes.iter().any(|o| matches!(o.status, MonthStatus::Cancelled | MonthStatus::Written)) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// The (day, proxies) a daemon tick collects: the last complete day whole, and for
 /// each earlier day of the catch-up window the proxies that have no partition yet
 /// (a hole behind a complete day is filled too, not only a missing tail).
@@ -278,7 +411,8 @@ fn daemon_partitions(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(Naive
 }
 
 /// For each day of `last - catch_up ..= last`, the proxies without a partition file
-/// (days with none missing left out), oldest first.
+/// (days with none missing left out), oldest first. A day of a compacted month is
+/// complete: its month file holds it.
 fn gaps(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<String>)> {
     let mut out = Vec::new();
     let mut day = last;
@@ -288,6 +422,9 @@ fn gaps(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<Str
                 Some(d) => day = d,
                 None => break,
             }
+        }
+        if promduck_core::compact::is_compacted(&cfg.storage.output_dir, day) {
+            continue;
         }
         let missing: Vec<String> = cfg
             .api_proxies

@@ -435,6 +435,21 @@ struct RawStorage {
     compression: Option<Compression>,
     #[serde(default, deserialize_with = "positive_u64")]
     row_group_size: Option<u64>,
+    #[serde(default)]
+    compaction: RawCompaction,
+}
+
+/// `storage.compaction`: month files (see `compact.rs`). Absent: the original
+/// layout is kept (the daemon never compacts by itself).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCompaction {
+    #[serde(default)]
+    after_days: Option<u32>,
+    #[serde(default)]
+    remove_daily_after: Option<GoDuration>,
+    #[serde(default)]
+    bloom_filter: Option<bool>,
 }
 
 /// How to reach Prometheus. Built from the config file, or directly by the
@@ -532,6 +547,25 @@ impl Default for StorageConfig {
     }
 }
 
+/// `storage.compaction`: one Parquet file per closed month (see `compact.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompactionConfig {
+    /// The daemon compacts a month this many days after it closes (in the configured
+    /// timezone); `None` (the default): never by itself.
+    pub after_days: Option<u32>,
+    /// How long a month's daily files stay after its month file appeared, so that a
+    /// reader that listed them just before can still open them.
+    pub remove_daily_after: Duration,
+    /// Write a Bloom filter on `api_proxy` in month files.
+    pub bloom_filter: bool,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig { after_days: None, remove_daily_after: Duration::from_secs(30), bloom_filter: false }
+    }
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -542,6 +576,8 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     pub metrics: Vec<MetricConfig>,
     pub storage: StorageConfig,
+    /// `storage.compaction` (kept beside `storage` so that `StorageConfig` keeps its shape).
+    pub compaction: CompactionConfig,
     pub timezone: chrono_tz::Tz,
     /// Daemon period: `interval`, else 24 h (1 min in debug mode, as the original).
     pub interval: Duration,
@@ -614,7 +650,8 @@ impl Config {
                 .replace("struct RawPrometheus", "a mapping (the prometheus section)")
                 .replace("struct RawStorage", "a mapping (the storage section)")
                 .replace("struct RawMetric", "a mapping (a metric)")
-                .replace("struct RawTls", "a mapping (the tls section)");
+                .replace("struct RawTls", "a mapping (the tls section)")
+                .replace("struct RawCompaction", "a mapping (the compaction section)");
             let (mut line, mut column) = (loc.as_ref().map(|l| l.line()), loc.as_ref().map(|l| l.column()));
             // serde reports a duplicate key at its mapping; point at the duplicate itself.
             if let (Some(start), Some(name)) = (line, duplicate_field(&message)) {
@@ -727,6 +764,12 @@ impl Config {
             row_group_size: raw.storage.row_group_size.unwrap_or(storage_default.row_group_size),
             durable: true,
         };
+        let compaction_default = CompactionConfig::default();
+        let compaction = CompactionConfig {
+            after_days: raw.storage.compaction.after_days,
+            remove_daily_after: raw.storage.compaction.remove_daily_after.map(|d| d.0).unwrap_or(compaction_default.remove_daily_after),
+            bloom_filter: raw.storage.compaction.bloom_filter.unwrap_or(compaction_default.bloom_filter),
+        };
         let concurrency = p.concurrency.unwrap_or(8).min(256) as usize;
         let batch_size = p.batch_size.unwrap_or(50).min(1000) as usize;
         let url = p.url;
@@ -750,6 +793,7 @@ impl Config {
             },
             metrics,
             storage,
+            compaction,
             timezone: raw.timezone.map(|t| t.0).unwrap_or(chrono_tz::UTC),
             interval: raw.interval.map(|i| i.0).unwrap_or(if raw.debug {
                 Duration::from_secs(60)
@@ -889,6 +933,20 @@ storage:
         assert_eq!(c.storage.row_group_size, 134217728);
         assert_eq!(c.timezone, chrono_tz::UTC);
         assert_eq!(c.interval, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn compaction_section() {
+        let c = parse(SEED).unwrap();
+        assert_eq!(c.compaction, CompactionConfig::default());
+        assert_eq!(c.compaction.after_days, None, "off by default: the original layout stays");
+        let text = SEED.replace("  rowGroupSize: 134217728", "  rowGroupSize: 134217728\n  compaction:\n    afterDays: 3\n    removeDailyAfter: 0s\n    bloomFilter: true");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.compaction, CompactionConfig { after_days: Some(3), remove_daily_after: Duration::ZERO, bloom_filter: true });
+        let e = parse(&SEED.replace("  rowGroupSize: 134217728", "  rowGroupSize: 134217728\n  compaction:\n    afterDay: 3")).unwrap_err();
+        assert!(e.message.contains("unknown field `afterDay`") && e.message.contains("afterDays"), "{e}");
+        let e = parse(&SEED.replace("  rowGroupSize: 134217728", "  rowGroupSize: 134217728\n  compaction: 3")).unwrap_err();
+        assert!(e.message.contains("compaction section"), "{e}");
     }
 
     #[test]

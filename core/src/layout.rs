@@ -1,12 +1,19 @@
 //! Where partitions live: `<outputDir>/<YYYY-MM-DD>/<proxy>.parquet`, the original
 //! tool's layout, so its SQL globs (`data/*/*.parquet`) keep working.
 //!
+//! A compacted month (see `compact.rs`) is one file, `<outputDir>/<YYYY-MM>/<YYYY-MM>.parquet`,
+//! holding every proxy and day of that month: one folder level deep like the daily
+//! files, so `data/*/*.parquet` reaches it too, and no `key=value` folder whose key
+//! could collide with an in-file column (`date`). Where a month file exists it is
+//! the month: readers ignore that month's daily files (left only while compaction
+//! runs, or written since, until the next compaction takes them in).
+//!
 //! A proxy name becomes a file name through a reversible codec: bytes outside
 //! `[A-Za-z0-9._-]` (and a leading `.`) are written as `%XX`. Ordinary names stay
 //! readable and unchanged; `/`, `..` or a leading dot can never escape `outputDir`
 //! or hide a file. The `api_proxy` column always holds the real name.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use std::path::{Path, PathBuf};
 
 /// The file extension of partitions.
@@ -110,6 +117,36 @@ pub fn parse_day_dir(name: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(name, "%Y-%m-%d").ok().filter(|d| day_dir_name(*d) == name)
 }
 
+/// The first day of `day`'s month.
+pub fn month_of(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).expect("every month has a first day")
+}
+
+/// The last day of the month that starts on `first`.
+pub fn month_end(first: NaiveDate) -> NaiveDate {
+    first.checked_add_months(chrono::Months::new(1)).and_then(|d| d.pred_opt()).unwrap_or(NaiveDate::MAX)
+}
+
+/// `YYYY-MM` of the month holding `day`.
+pub fn month_dir_name(day: NaiveDate) -> String {
+    day.format("%Y-%m").to_string()
+}
+
+/// Parses a month folder name (`YYYY-MM`, canonical spelling only) into the
+/// month's first day.
+pub fn parse_month_dir(name: &str) -> Option<NaiveDate> {
+    if name.len() != 7 {
+        return None;
+    }
+    NaiveDate::parse_from_str(&format!("{name}-01"), "%Y-%m-%d").ok().filter(|d| month_dir_name(*d) == name)
+}
+
+/// The month file of the month holding `day`: `<outputDir>/<YYYY-MM>/<YYYY-MM>.parquet`.
+pub fn month_path(output_dir: &Path, day: NaiveDate) -> PathBuf {
+    let name = month_dir_name(day);
+    output_dir.join(&name).join(format!("{name}.{PARQUET_EXT}"))
+}
+
 /// The partition file of one (day, proxy).
 pub fn partition_path(output_dir: &Path, day: NaiveDate, proxy: &str) -> PathBuf {
     output_dir
@@ -175,6 +212,23 @@ mod tests {
         assert_eq!(parse_day_dir("year=2023"), None);
         assert_eq!(parse_day_dir("02023-4-01"), None);
         assert_eq!(parse_day_dir("2023-04-1 "), None);
+    }
+
+    #[test]
+    fn month_names() {
+        let d = NaiveDate::from_ymd_opt(2024, 2, 17).unwrap();
+        assert_eq!(month_of(d), NaiveDate::from_ymd_opt(2024, 2, 1).unwrap());
+        assert_eq!(month_end(month_of(d)), NaiveDate::from_ymd_opt(2024, 2, 29).unwrap());
+        assert_eq!(month_end(NaiveDate::from_ymd_opt(2023, 12, 1).unwrap()), NaiveDate::from_ymd_opt(2023, 12, 31).unwrap());
+        assert_eq!(month_dir_name(d), "2024-02");
+        assert_eq!(parse_month_dir("2024-02"), Some(month_of(d)));
+        for bad in ["2024-2", "2024-13", "2024-02-01", "02024-2", "year=2024", "2024-00"] {
+            assert_eq!(parse_month_dir(bad), None, "{bad}");
+        }
+        assert_eq!(month_path(Path::new("/data"), d), Path::new("/data/2024-02/2024-02.parquet"));
+        // A month folder is never a day folder, and the other way round.
+        assert_eq!(parse_day_dir("2024-02"), None);
+        assert_eq!(parse_month_dir("2024-02-01"), None);
     }
 
     #[test]

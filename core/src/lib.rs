@@ -6,6 +6,7 @@
 //! collection run from SQL and one from cron behave identically.
 
 pub mod collect;
+pub mod compact;
 pub mod config;
 pub mod duration;
 pub mod error;

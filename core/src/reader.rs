@@ -18,9 +18,22 @@
 //! Each file is selected at most once: repeated proxy names, a name found under
 //! two spellings, a day folder or file reachable through a symlink are
 //! deduplicated by the file's real path (a path without symlinks is preferred).
+//!
+//! Compacted months (`YYYY-MM/YYYY-MM.parquet`, see `compact.rs`): where a month
+//! file exists it is the whole month, and that month's day folders are not
+//! listed. The month file is looked for before any day folder is listed, and
+//! compaction removes daily files only after its month file is visible, so a
+//! listing sees every row exactly once: either the month file, or daily files that
+//! are still there when listed. A month file is one [`PartitionFile`] carrying the
+//! selection: its row groups are chosen by their statistics (files are sorted by
+//! `api_proxy, date`, so one day of one proxy is in one row group) and its rows
+//! filtered by day and proxy.
 
 use crate::error::{Error, Result};
-use crate::layout::{ambiguous_stem, decode_proxy, encode_proxy, is_temp_file, parse_day_dir, CREATED_BY_KEY, PARQUET_EXT};
+use crate::layout::{
+    ambiguous_stem, decode_proxy, encode_proxy, is_temp_file, month_end, month_of, month_path, parse_day_dir, parse_month_dir,
+    CREATED_BY_KEY, PARQUET_EXT,
+};
 use chrono::NaiveDate;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -33,19 +46,31 @@ pub enum Layout {
     Daily,
     /// `year=/month=/day=/app=/<file>.parquet`.
     Hive,
+    /// `YYYY-MM/YYYY-MM.parquet`: a compacted month, every proxy and day of it.
+    Month,
 }
 
 /// One selected file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionFile {
+    /// The day of a daily file; the first day of a month file's month.
     pub day: NaiveDate,
+    /// The proxy of a daily file; empty for a month file (its rows say).
     pub proxy: String,
     pub path: PathBuf,
     pub layout: Layout,
+    /// A month file: the days and proxies to read from it (`None`: all).
+    pub filter: Option<Arc<Selection>>,
+}
+
+impl PartitionFile {
+    fn daily(day: NaiveDate, proxy: String, path: PathBuf, layout: Layout) -> PartitionFile {
+        PartitionFile { day, proxy, path, layout, filter: None }
+    }
 }
 
 /// What to read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     /// Inclusive bounds; `None` is open.
     pub from: Option<NaiveDate>,
@@ -57,6 +82,10 @@ pub struct Selection {
 impl Selection {
     fn day_ok(&self, d: NaiveDate) -> bool {
         self.from.map_or(true, |f| d >= f) && self.to.map_or(true, |t| d <= t)
+    }
+    /// Whether any day of `first..=last` is selected.
+    fn day_ok_any(&self, first: NaiveDate, last: NaiveDate) -> bool {
+        self.from.map_or(true, |f| last >= f) && self.to.map_or(true, |t| first <= t)
     }
     fn proxy_ok(&self, p: &str) -> bool {
         self.proxies.as_ref().map_or(true, |ps| ps.iter().any(|x| x == p))
@@ -154,7 +183,39 @@ fn raw_relative_file(name: &str) -> Option<String> {
 
 /// Lists the files of `data_dir` inside the selection, sorted by day then proxy.
 /// A missing `data_dir` is an error naming it; an empty selection is no files.
+/// A compacted month is its month file (carrying the selection); its day folders
+/// are then not listed (see the module docs).
 pub fn select_files(data_dir: &Path, sel: &Selection) -> Result<Vec<PartitionFile>> {
+    select(data_dir, sel, true)
+}
+
+/// The daily files (`YYYY-MM-DD/<proxy>.parquet`) of the month starting on
+/// `first`, whether or not the month has a month file: what compaction takes in.
+pub fn daily_files_of_month(data_dir: &Path, first: NaiveDate) -> Result<Vec<PartitionFile>> {
+    let sel = Selection { from: Some(first), to: Some(month_end(first)), proxies: None };
+    Ok(select(data_dir, &sel, false)?.into_iter().filter(|f| f.layout == Layout::Daily).collect())
+}
+
+/// The month file of `day`'s month, if there is one: what a reader uses instead of a
+/// daily file that vanished after it was listed (compaction removed it once the
+/// month file had taken in its rows), restricted to that file's day and proxy.
+pub fn month_fallback(file: &PartitionFile) -> Option<PartitionFile> {
+    if file.layout != Layout::Daily {
+        return None;
+    }
+    // <data_dir>/<YYYY-MM-DD>/<name>.parquet, `name` possibly in subfolders (raw Go-tool names).
+    let day_dir = file.path.ancestors().find(|a| a.file_name().is_some_and(|n| parse_day_dir(&n.to_string_lossy()) == Some(file.day)))?;
+    let path = month_path(day_dir.parent()?, file.day);
+    path.is_file().then(|| PartitionFile {
+        day: month_of(file.day),
+        proxy: String::new(),
+        path,
+        layout: Layout::Month,
+        filter: Some(Arc::new(Selection { from: Some(file.day), to: Some(file.day), proxies: Some(vec![file.proxy.clone()]) })),
+    })
+}
+
+fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<PartitionFile>> {
     let meta = std::fs::metadata(data_dir).map_err(|e| Error::io(data_dir, e))?;
     if !meta.is_dir() {
         return Err(Error::Invalid(format!("{}: not a directory", data_dir.display())));
@@ -171,12 +232,38 @@ pub fn select_files(data_dir: &Path, sel: &Selection) -> Result<Vec<PartitionFil
     }
     let root = Real { path: std::fs::canonicalize(data_dir).map_err(|e| Error::io(data_dir, e))?, direct: true };
     let mut found = Found { files: Vec::new(), via_symlink: false };
-    for e in list_dir(data_dir)? {
+    let entries = list_dir(data_dir)?;
+    // Month files first, before any day folder is listed: a month whose file is
+    // seen is read from it alone; one whose file is not (yet) seen is read from
+    // daily files, which compaction removes only after its month file is visible.
+    let mut compacted: HashSet<NaiveDate> = HashSet::new();
+    if month_files {
+        for e in entries.iter().filter(|e| e.is_dir) {
+            let Some(first) = parse_month_dir(&e.name) else { continue };
+            if !sel.day_ok_any(first, month_end(first)) {
+                continue;
+            }
+            let file_name = format!("{}.{PARQUET_EXT}", e.name);
+            let path = e.path.join(&file_name);
+            if !path.is_file() {
+                continue;
+            }
+            compacted.insert(first);
+            let from = sel.from.filter(|f| *f > first);
+            let to = sel.to.filter(|t| *t < month_end(first));
+            let filter = (from.is_some() || to.is_some() || sel.proxies.is_some())
+                .then(|| Arc::new(Selection { from, to, proxies: sel.proxies.clone() }));
+            let real = root.child(e);
+            let file_real = Real { path: real.path.join(&file_name), direct: real.direct };
+            found.push(PartitionFile { day: first, proxy: String::new(), path, layout: Layout::Month, filter }, file_real);
+        }
+    }
+    for e in entries {
         if !e.is_dir {
             continue;
         }
         if let Some(day) = parse_day_dir(&e.name) {
-            if sel.day_ok(day) {
+            if sel.day_ok(day) && !compacted.contains(&month_of(day)) {
                 let real = root.child(&e);
                 if root.path.starts_with(&real.path) {
                     continue; // a day folder linked to the data dir or above it
@@ -248,7 +335,7 @@ fn daily_lookup(day: NaiveDate, dir: &Path, real: &Real, proxies: &[String], fou
             } else {
                 Real { path: real.path.join(&name), direct: real.direct }
             };
-            found.push(PartitionFile { day, proxy, path, layout: Layout::Daily }, file_real);
+            found.push(PartitionFile::daily(day, proxy, path, Layout::Daily), file_real);
         }
     }
     Ok(())
@@ -279,7 +366,7 @@ fn daily_list(day: NaiveDate, dir: &Path, real: &Real, prefix: &str, visited: &m
         }
         let proxy = if prefix.is_empty() { top_level_proxy(stem, &e.path) } else { format!("{prefix}{stem}") };
         let file_real = real.child(&e);
-        found.push(PartitionFile { day, proxy, path: e.path, layout: Layout::Daily }, file_real);
+        found.push(PartitionFile::daily(day, proxy, e.path, Layout::Daily), file_real);
     }
     Ok(())
 }
@@ -323,7 +410,7 @@ fn hive_files(year: i32, ydir: &Path, yreal: &Real, sel: &Selection, found: &mut
                         continue;
                     }
                     let freal = areal.child(&f);
-                    found.push(PartitionFile { day, proxy: app.clone(), path: f.path, layout: Layout::Hive }, freal);
+                    found.push(PartitionFile::daily(day, app.clone(), f.path, Layout::Hive), freal);
                 }
             }
         }
@@ -441,6 +528,8 @@ pub struct PartitionReader {
     spec: Arc<ReadSpec>,
     reader: ParquetRecordBatchReader,
     check_dates: bool,
+    /// A month file read for some days or proxies only: the rows to keep.
+    rows: Option<RowFilter>,
     int_unit: TimeUnit,
     /// Rows decoded so far (before the metric filter) and the file's total.
     first_row: usize,
@@ -466,13 +555,31 @@ impl PartitionReader {
         if !top_level.contains(&Column::Timestamp.name()) || !top_level.contains(&Column::Value.name()) {
             return Err(Error::parquet(path, "not a metrics partition: it has no `timestamp` and `value` columns"));
         }
-        let day = crate::schema::date32(file.day);
+        let (first_day, last_day) = file.days();
         let kv = builder.metadata().file_metadata().key_value_metadata();
         let ours = kv.is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY));
         let date_field = schema.field_with_name(Column::Date.name()).ok();
-        // Every row's date must be the folder's day. promduck's own files say so in
-        // their statistics (no decoding); anything else is checked row by row.
-        let check_dates = date_field.is_some_and(|f| !(ours && date_stats_prove_day(builder.metadata(), builder.parquet_schema(), f.data_type(), day)));
+        if file.layout == Layout::Month && (date_field.is_none() || !top_level.contains(&Column::Proxy.name())) {
+            return Err(Error::parquet(path, "not a month file: it has no `date` and `api_proxy` columns"));
+        }
+        // Every row's date must be the folder's day (a month file's: in its month).
+        // promduck's own files say so in their statistics (no decoding); anything
+        // else is checked row by row.
+        let check_dates = date_field
+            .is_some_and(|f| !(ours && date_stats_prove_days(builder.metadata(), builder.parquet_schema(), f.data_type(), first_day, last_day)));
+        // A month file read in part: only the row groups whose statistics may hold
+        // a selected (day, proxy), then only the selected rows.
+        let rows = match (&file.layout, &file.filter) {
+            (Layout::Month, Some(f)) => Some(RowFilter::new(f, first_day, last_day)),
+            _ => None,
+        };
+        let row_groups: Option<Vec<usize>> = rows.as_ref().map(|r| r.row_groups(builder.metadata(), builder.parquet_schema()));
+        if let Some(r) = &rows {
+            needed.push(Column::Date.name());
+            if r.proxies.is_some() {
+                needed.push(Column::Proxy.name());
+            }
+        }
         // A plain INT64 `timestamp` is epoch milliseconds, unless an Arrow writer's
         // schema hint says seconds (Parquet has no annotation for them). promduck's
         // files hold milliseconds; only foreign ones pay for decoding the hint.
@@ -490,11 +597,19 @@ impl PartitionReader {
         if check_dates {
             needed.push(Column::Date.name());
         }
-        let total_rows = builder.metadata().row_groups().iter().map(|rg| rg.num_rows().max(0) as usize).sum();
+        let groups = builder.metadata().row_groups();
+        let total_rows = match &row_groups {
+            Some(sel) => sel.iter().map(|&i| groups[i].num_rows().max(0) as usize).sum(),
+            None => groups.iter().map(|rg| rg.num_rows().max(0) as usize).sum(),
+        };
         let roots: Vec<usize> = top_level.iter().enumerate().filter(|(_, n)| needed.contains(n)).map(|(i, _)| i).collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder.with_projection(mask).with_batch_size(spec.batch_rows.max(1)).build().map_err(|e| parquet_err(path, e))?;
-        Ok(PartitionReader { file: file.clone(), spec: spec.clone(), reader, check_dates, int_unit, first_row: 0, total_rows })
+        let mut builder = builder.with_projection(mask).with_batch_size(spec.batch_rows.max(1));
+        if let Some(sel) = row_groups {
+            builder = builder.with_row_groups(sel);
+        }
+        let reader = builder.build().map_err(|e| parquet_err(path, e))?;
+        Ok(PartitionReader { file: file.clone(), spec: spec.clone(), reader, check_dates, rows, int_unit, first_row: 0, total_rows })
     }
 
     /// The file being read.
@@ -525,6 +640,10 @@ impl PartitionReader {
                 }
             }
             self.first_row += rows;
+            if let Some(r) = &self.rows {
+                let mask = r.mask(&batch, path)?;
+                batch = filter_record_batch(&batch, &mask).map_err(|e| parquet_err(path, e))?;
+            }
             if let Some(ms) = &self.spec.metrics {
                 let col = batch
                     .column_by_name(Column::Metric.name())
@@ -552,20 +671,36 @@ pub fn read_partition(file: &PartitionFile, want: &[Column], metrics: Option<&[S
     Ok(out)
 }
 
+impl PartitionFile {
+    /// The days this file may hold: its day, or its month's first and last day.
+    fn days(&self) -> (i32, i32) {
+        let first = crate::schema::date32(self.day);
+        match self.layout {
+            Layout::Month => (first, crate::schema::date32(month_end(self.day))),
+            Layout::Daily | Layout::Hive => (first, first),
+        }
+    }
+}
+
+/// The leaf column index of a top-level column.
+fn leaf_of(schema: &parquet::schema::types::SchemaDescriptor, name: &str) -> Option<usize> {
+    schema.columns().iter().position(|c| c.path().parts() == [name])
+}
+
 /// Whether the footer's statistics show that every non-NULL value of a DATE
-/// column is `day` (only for promduck's own files: their writer is trusted to
-/// write exact statistics).
-fn date_stats_prove_day(meta: &ParquetMetaData, schema: &parquet::schema::types::SchemaDescriptor, ty: &DataType, day: i32) -> bool {
+/// column is within `first..=last` (only for promduck's own files: their writer
+/// is trusted to write exact statistics).
+fn date_stats_prove_days(meta: &ParquetMetaData, schema: &parquet::schema::types::SchemaDescriptor, ty: &DataType, first: i32, last: i32) -> bool {
     if *ty != DataType::Date32 {
         return false;
     }
-    let Some(leaf) = schema.columns().iter().position(|c| c.path().parts() == [Column::Date.name()]) else { return false };
+    let Some(leaf) = leaf_of(schema, Column::Date.name()) else { return false };
     meta.row_groups().iter().all(|rg| {
         let rows = rg.num_rows() as u64;
         match rg.column(leaf).statistics() {
             _ if rows == 0 => true,
             Some(Statistics::Int32(s)) => match (s.min_opt(), s.max_opt()) {
-                (Some(&lo), Some(&hi)) => lo == day && hi == day,
+                (Some(&lo), Some(&hi)) => lo >= first && hi <= last,
                 (None, None) => s.null_count_opt() == Some(rows),
                 _ => false,
             },
@@ -574,25 +709,123 @@ fn date_stats_prove_day(meta: &ParquetMetaData, schema: &parquet::schema::types:
     })
 }
 
-/// Errors unless every non-NULL value of the `date` column is the file's day.
+/// The rows of a month file a reader keeps: days `from..=to` (Date32) of the
+/// selected proxies.
+#[derive(Debug)]
+struct RowFilter {
+    from: i32,
+    to: i32,
+    proxies: Option<HashSet<String>>,
+}
+
+impl RowFilter {
+    fn new(sel: &Selection, first: i32, last: i32) -> RowFilter {
+        RowFilter {
+            from: sel.from.map_or(first, |d| crate::schema::date32(d).max(first)),
+            to: sel.to.map_or(last, |d| crate::schema::date32(d).min(last)),
+            proxies: sel.proxies.as_ref().map(|ps| ps.iter().cloned().collect()),
+        }
+    }
+
+    /// The row groups whose statistics allow a selected row (all of them where a
+    /// statistic is missing). Month files are sorted by `api_proxy, date` and their
+    /// row groups never split a (proxy, day): one day of one proxy is one group.
+    fn row_groups(&self, meta: &ParquetMetaData, schema: &parquet::schema::types::SchemaDescriptor) -> Vec<usize> {
+        let date_leaf = leaf_of(schema, Column::Date.name());
+        let proxy_leaf = leaf_of(schema, Column::Proxy.name());
+        (0..meta.num_row_groups())
+            .filter(|&i| {
+                let rg = meta.row_group(i);
+                let dates_ok = match date_leaf.and_then(|l| rg.column(l).statistics()) {
+                    Some(Statistics::Int32(s)) => match (s.min_opt(), s.max_opt()) {
+                        (Some(&lo), Some(&hi)) => lo <= self.to && hi >= self.from,
+                        _ => true,
+                    },
+                    _ => true,
+                };
+                let proxies_ok = match (&self.proxies, proxy_leaf.and_then(|l| rg.column(l).statistics())) {
+                    (Some(ps), Some(Statistics::ByteArray(s))) => match (s.min_opt(), s.max_opt()) {
+                        (Some(lo), Some(hi)) => ps.iter().any(|p| p.as_bytes() >= lo.data() && p.as_bytes() <= hi.data()),
+                        _ => true,
+                    },
+                    _ => true,
+                };
+                dates_ok && proxies_ok
+            })
+            .collect()
+    }
+
+    fn mask(&self, batch: &RecordBatch, path: &Path) -> Result<BooleanArray> {
+        let date = batch.column_by_name(Column::Date.name()).ok_or_else(|| Error::parquet(path, "no `date` column"))?;
+        let date = checked_cast(date, &DataType::Date32, path, Column::Date.name())?;
+        let date = date.as_primitive::<arrow::datatypes::Date32Type>();
+        let proxy = match &self.proxies {
+            Some(_) => Some(to_utf8(
+                batch.column_by_name(Column::Proxy.name()).ok_or_else(|| Error::parquet(path, "no `api_proxy` column"))?,
+                path,
+                Column::Proxy.name(),
+            )?),
+            None => None,
+        };
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                let day_ok = date.is_valid(i) && (self.from..=self.to).contains(&date.value(i));
+                let proxy_ok = match (&self.proxies, &proxy) {
+                    (Some(ps), Some(p)) => p.is_valid(i) && ps.contains(p.value(i)),
+                    _ => true,
+                };
+                Some(day_ok && proxy_ok)
+            })
+            .collect())
+    }
+}
+
+/// Errors unless every non-NULL value of the `date` column is the file's day
+/// (a month file's: a day of its month).
 fn check_dates_are(col: &ArrayRef, file: &PartitionFile, first_row: usize) -> Result<()> {
     let path = file.path.as_path();
     let dates = checked_cast(col, &DataType::Date32, path, Column::Date.name())?;
     let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
-    let day = crate::schema::date32(file.day);
-    if let Some(i) = (0..dates.len()).find(|&i| dates.is_valid(i) && dates.value(i) != day) {
+    let (first, last) = file.days();
+    if let Some(i) = (0..dates.len()).find(|&i| dates.is_valid(i) && !(first..=last).contains(&dates.value(i))) {
         let got = dates.value_as_date(i).map_or_else(|| dates.value(i).to_string(), |d| d.to_string());
-        let place = match file.layout {
-            Layout::Daily => "its folder",
-            Layout::Hive => "its year=/month=/day= path",
+        let (place, what) = match file.layout {
+            Layout::Daily => ("its folder", "a partition holds one day"),
+            Layout::Hive => ("its year=/month=/day= path", "a partition holds one day"),
+            Layout::Month => ("its folder", "a month file holds one month"),
         };
-        return Err(col_err(
-            path,
-            Column::Date.name(),
-            format!("row {} holds {got}, but {place} says {}; a partition holds one day", first_row + i, file.day),
-        ));
+        let says = match file.layout {
+            Layout::Month => crate::layout::month_dir_name(file.day),
+            _ => file.day.to_string(),
+        };
+        return Err(col_err(path, Column::Date.name(), format!("row {} holds {got}, but {place} says {says}; {what}", first_row + i)));
     }
     Ok(())
+}
+
+/// The (day, proxy) partitions a month file holds within its selection, in file
+/// order (by proxy, then day), read from its `api_proxy` and `date` columns alone.
+pub fn month_partitions(file: &PartitionFile) -> Result<Vec<(NaiveDate, String)>> {
+    let path = file.path.as_path();
+    let spec = Arc::new(ReadSpec { want: vec![Column::Date, Column::Proxy], metrics: None, batch_rows: 8192 });
+    let mut reader = PartitionReader::open(file, &spec)?;
+    let mut out: Vec<(NaiveDate, String)> = Vec::new();
+    while let Some(b) = reader.next_batch()? {
+        let (Some(dates), Some(proxies)) = (&b.date, &b.proxy) else { return Err(Error::parquet(path, "no `date`/`api_proxy` column")) };
+        for i in 0..b.len {
+            if dates.is_null(i) || proxies.is_null(i) {
+                continue;
+            }
+            let (d, p) = (dates.value(i), proxies.value(i));
+            if out.last().is_some_and(|(ld, lp)| crate::schema::date32(*ld) == d && lp == p) {
+                continue;
+            }
+            let day = dates.value_as_date(i).ok_or_else(|| col_err(path, Column::Date.name(), format!("day {d} out of range")))?;
+            out.push((day, p.to_string()));
+        }
+    }
+    out.dedup();
+    Ok(out)
 }
 
 /// `arrow::compute::cast` that fails instead of turning an unconvertible value
@@ -946,7 +1179,7 @@ mod tests {
             all.push((n, c));
         }
         write(&path, all, promduck);
-        PartitionFile { day: d(day), proxy: "p".into(), path, layout: Layout::Daily }
+        PartitionFile { day: d(day), proxy: "p".into(), path, layout: Layout::Daily, filter: None }
     }
 
     fn read_err(f: &PartitionFile, want: &[Column]) -> String {
@@ -1053,7 +1286,7 @@ mod tests {
         let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
-        let file = PartitionFile { day: d("2024-03-01"), proxy: "p".into(), path, layout: Layout::Daily };
+        let file = PartitionFile { day: d("2024-03-01"), proxy: "p".into(), path, layout: Layout::Daily, filter: None };
 
         // Batches come one per call; the bad date is found when its batch is read.
         let spec = Arc::new(ReadSpec { want: vec![Column::Value], metrics: None, batch_rows: 1_024 });

@@ -37,6 +37,18 @@ fn parquet_compression(c: Compression) -> parquet::basic::Compression {
     }
 }
 
+/// The Parquet codec of a configured compression (for writers of other files than
+/// partitions, such as month files).
+pub fn parquet_codec(c: Compression) -> parquet::basic::Compression {
+    parquet_compression(c)
+}
+
+/// A locked temporary file for `path` in `dir`, named and swept like a partition's
+/// (see [`remove_stale_temp_files`]); persist it over `path` to publish it.
+pub fn create_temp_file(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {
+    create_temp(dir, path)
+}
+
 /// Creates `.<file name>.<random>.promduck-tmp` next to `path`, exclusively, and
 /// locks it (see the module docs). Permissions follow the umask like any new file.
 fn create_temp(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {

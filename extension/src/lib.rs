@@ -12,6 +12,7 @@
 //! the user's database file): SQL helpers ship as files in `sql/`.
 
 mod collect;
+mod compact;
 mod live;
 mod metrics;
 mod params;
@@ -41,6 +42,7 @@ fn register(con: &Connection) -> Result<(), Box<dyn Error>> {
     let _ = con.register_table_function_with_extra_info::<metrics::PromMetrics<1>, _>("prom_metrics", &sb);
     con.register_table_function_with_extra_info::<metrics::PromPartitions, _>("prom_partitions", &sb)?;
     con.register_table_function_with_extra_info::<collect::PromCollect, _>("prom_collect", &sb)?;
+    con.register_table_function_with_extra_info::<compact::PromCompact, _>("prom_compact", &sb)?;
     con.register_table_function_with_extra_info::<live::PromQuery, _>("prom_query", &sb)?;
     con.register_table_function_with_extra_info::<live::PromQueryRange, _>("prom_query_range", &sb)?;
     con.register_table_function_with_extra_info::<live::PromLabels, _>("prom_labels", &sb)?;

@@ -9,13 +9,19 @@
 //! reads one batch and puts the reader back unless the file is done; so at most
 //! one reader per thread exists, each holding its current Parquet pages and one
 //! batch, and a `LIMIT` that stops calling stops the reading.
+//!
+//! Compacted months are read from their month file (see `promduck_core::compact`)
+//! with the same selection: only the row groups that may hold the selected days
+//! and proxies, then only their rows. A daily file listed at bind that compaction
+//! removed before it was opened is read from the month file that took it in.
+//! `source := true` adds a `source` column: the file each row came from.
 
 use crate::params::{date_value, err, named, named_string, string_list, BoxError};
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
 use chrono::{NaiveDate, Utc};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
-use promduck_core::reader::{select_files, Column, PartitionFile, PartitionReader, ReadBatch, ReadSpec, Selection};
+use promduck_core::reader::{month_fallback, month_partitions, select_files, Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec, Selection};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,10 +34,30 @@ pub struct MetricsBind {
     metrics: Option<Vec<String>>,
 }
 
+/// The output position of the optional `source` column (after `Column::ALL`).
+const SOURCE_INDEX: u64 = Column::ALL.len() as u64;
+
+/// Opens a selected file; a daily file that compaction removed after the listing
+/// is read from the month file that took its rows in.
+fn open_file(file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader, BoxError> {
+    match PartitionReader::open(file, spec) {
+        Ok(r) => Ok(r),
+        Err(promduck_core::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && file.layout == Layout::Daily => {
+            match month_fallback(file) {
+                Some(month) => PartitionReader::open(&month, spec).map_err(|e| err(format!("prom_metrics: {e}"))),
+                None => Err(err(format!("prom_metrics: {}: {source}", file.path.display()))),
+            }
+        }
+        Err(e) => Err(err(format!("prom_metrics: {e}"))),
+    }
+}
+
 pub struct MetricsInit {
     /// Output column i shows this column (`None`: a column DuckDB asked for that we
     /// do not fill, e.g. a row id for `count(*)`).
     columns: Vec<Option<Column>>,
+    /// The output position of the `source` column, if asked for and projected.
+    source: Option<usize>,
     spec: Arc<ReadSpec>,
     /// The next file nobody has opened yet.
     next_file: AtomicUsize,
@@ -177,6 +203,9 @@ impl<const N: usize> VTab for PromMetrics<N> {
             bind.add_result_column(c.name(), column_type(c));
         }
         let (data_dir, sel, metrics) = bind_selection(bind, N)?;
+        if named(bind, "source").is_some_and(|v| v.to_string().eq_ignore_ascii_case("true")) {
+            bind.add_result_column("source", varchar());
+        }
         crate::sandbox::policy(bind)?.check_dir("prom_metrics", "read", &data_dir).map_err(err)?;
         // Listing folders is read-only, so it may happen here; it also gives DuckDB
         // a cardinality estimate.
@@ -186,12 +215,14 @@ impl<const N: usize> VTab for PromMetrics<N> {
     }
 
     fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
-        let columns: Vec<Option<Column>> = init.get_column_indices().into_iter().map(|i| Column::ALL.get(i as usize).copied()).collect();
+        let indices = init.get_column_indices();
+        let columns: Vec<Option<Column>> = indices.iter().map(|&i| Column::ALL.get(i as usize).copied()).collect();
+        let source = indices.iter().position(|&i| i == SOURCE_INDEX);
         let bind = unsafe { &*init.get_bind_data::<MetricsBind>() };
         init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
         let want: Vec<Column> = columns.iter().flatten().copied().collect();
         let spec = Arc::new(ReadSpec { want, metrics: bind.metrics.clone(), batch_rows: CHUNK_ROWS });
-        Ok(MetricsInit { columns, spec, next_file: AtomicUsize::new(0), open: Mutex::new(Vec::new()) })
+        Ok(MetricsInit { columns, source, spec, next_file: AtomicUsize::new(0), open: Mutex::new(Vec::new()) })
     }
 
     fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
@@ -211,10 +242,14 @@ impl<const N: usize> VTab for PromMetrics<N> {
                         output.set_len(0);
                         return Ok(());
                     };
-                    PartitionReader::open(file, &init.spec).map_err(|e| err(format!("prom_metrics: {e}")))?
+                    open_file(file, &init.spec)?
                 }
             };
             let Some(batch) = reader.next_batch().map_err(|e| err(format!("prom_metrics: {e}")))? else { continue };
+            if let Some(col) = init.source {
+                let path = reader.file().path.display().to_string();
+                write_strings(output, col, std::iter::repeat(Some(path.as_str())).take(batch.len));
+            }
             // A small file is done after its first batch and is closed right away.
             if !reader.is_exhausted() {
                 init.open_readers()?.push(reader);
@@ -243,6 +278,7 @@ impl<const N: usize> VTab for PromMetrics<N> {
             ("last_days".into(), LogicalTypeHandle::from(LogicalTypeId::Bigint)),
             ("proxy".into(), any()),
             ("metric".into(), any()),
+            ("source".into(), LogicalTypeHandle::from(LogicalTypeId::Boolean)),
         ])
     }
 }
@@ -321,7 +357,24 @@ impl VTab for PromPartitions {
         bind.add_result_column("bytes", LogicalTypeHandle::from(LogicalTypeId::Bigint));
         let (data_dir, sel, _) = bind_selection(bind, 0)?;
         crate::sandbox::policy(bind)?.check_dir("prom_partitions", "read", &data_dir).map_err(err)?;
-        let files = select_files(&data_dir, &sel).map_err(|e| err(format!("prom_partitions: {e}")))?;
+        let listed = select_files(&data_dir, &sel).map_err(|e| err(format!("prom_partitions: {e}")))?;
+        // A month file holds many partitions: one row each, read from its `api_proxy`
+        // and `date` columns (with the selection's row-group pruning).
+        let mut files = Vec::with_capacity(listed.len());
+        let mut expanded = false;
+        for f in listed {
+            if f.layout == Layout::Month {
+                for (day, proxy) in month_partitions(&f).map_err(|e| err(format!("prom_partitions: {e}")))? {
+                    files.push(PartitionFile { day, proxy, ..f.clone() });
+                }
+                expanded = true;
+            } else {
+                files.push(f);
+            }
+        }
+        if expanded {
+            files.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
+        }
         bind.set_cardinality(files.len() as u64, true);
         Ok(MetricsBind { files, metrics: None })
     }
@@ -338,13 +391,14 @@ impl VTab for PromPartitions {
         write_strings(out, 1, slice.iter().map(|f| Some(f.proxy.as_str())));
         let paths: Vec<String> = slice.iter().map(|f| f.path.display().to_string()).collect();
         write_strings(out, 2, paths.iter().map(|p| Some(p.as_str())));
-        write_values(out, 3, slice.iter().map(|f| std::fs::metadata(&f.path).ok().map(|m| m.len() as i64)));
+        // A partition inside a month file has no size of its own: NULL.
+        write_values(out, 3, slice.iter().map(|f| (f.layout != Layout::Month).then(|| std::fs::metadata(&f.path).ok().map(|m| m.len() as i64)).flatten()));
         out.set_len(slice.len());
         *next += slice.len();
         Ok(())
     }
 
     fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
-        PromMetrics::<0>::named_parameters()
+        PromMetrics::<0>::named_parameters().map(|v| v.into_iter().filter(|(n, _)| n != "source").collect())
     }
 }

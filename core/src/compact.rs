@@ -1,0 +1,1030 @@
+//! Compaction: the daily files of a closed month become one Parquet file,
+//! `<outputDir>/<YYYY-MM>/<YYYY-MM>.parquet`, holding every proxy and day of the month
+//! with the daily files' exact columns and types.
+//!
+//! The month file is sorted by `api_proxy, date, metric_name, timestamp`, and its row
+//! groups (up to [`ROW_GROUP_ROWS`] rows) never split one (proxy, day): a group holds
+//! whole proxies, or consecutive whole days of one proxy too large to share a group.
+//! With the row-group statistics (and the page index) every Parquet writer emits, a
+//! reader looking for one day of one proxy touches one row group.
+//!
+//! Order of operations, so that readers never see a row twice or miss one, at any
+//! instant (and after a crash at any instant):
+//!
+//! 1. The month file is written to a locked temporary file in the month folder (its
+//!    name does not end in `.parquet`: no glob or reader sees it), fsynced, renamed to
+//!    its name and the folder fsynced. From this instant readers use the month file for
+//!    the whole month and ignore the month's daily files (promduck's reader looks for
+//!    the month file before listing any day folder; the plain-SQL recipe in
+//!    `sql/seed/archive_files.sql` does the same from one listing).
+//! 2. `storage.compaction.removeDailyAfter` (30 s) later — so that a reader that listed
+//!    the daily files just before the month file appeared can still open them — each
+//!    daily file taken in is removed, only if it is still the very file that was read
+//!    (a daily file re-collected meanwhile is kept for the next compaction): renamed to
+//!    a hidden name (`.<name>.<random>.promduck-del`), compared, then unlinked or put
+//!    back. Then empty day folders are removed.
+//!
+//! A crash before the rename leaves a temporary file that the next run removes, and
+//! the daily files untouched; after it, the month file is complete and the next run
+//! simply compacts again (daily files still there are taken in again: same rows) and
+//! removes them. A `.promduck-del` file left by a crash is put back or removed by the
+//! next compaction of its month. On object storage (S3), where a put is atomic but
+//! several objects never change at once, the same order holds: the month object is
+//! put whole first, daily objects are deleted after the delay (conditionally on their
+//! ETag), and readers decide from one listing.
+//!
+//! Re-collecting a day of a compacted month writes a daily file again; readers keep
+//! using the month file until the month is compacted again, which takes the new file
+//! in: the new values win, metric by metric (a metric the new file lacks keeps its
+//! archived rows, as when re-collecting a day whose file exists), or for the whole
+//! (day, proxy) with [`CompactOptions::replace_partitions`] (the collector's
+//! `--replace`). The collector binary compacts such months again right after
+//! collecting.
+//!
+//! Memory is bounded by one row group being encoded plus one (day, proxy) partition:
+//! partitions are streamed one at a time, in output order, from the daily files and
+//! from the previous month file (read sequentially), never a month at once.
+
+use crate::config::{Config, StorageConfig};
+use crate::error::{Error, Result};
+use crate::layout::{month_dir_name, month_end, month_of, month_path, parse_day_dir, CREATED_BY_KEY, PARQUET_EXT};
+use crate::reader::{daily_files_of_month, PartitionFile};
+use crate::schema::{date32, partition_schema, COL_DATE, COL_METRIC, COL_PROXY, COL_TIMESTAMP};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast_with_options, concat_batches, filter_record_batch, take_record_batch, CastOptions};
+use chrono::{DateTime, NaiveDate, Utc};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Rows per row group of a month file at most (DuckDB's own row-group size), unless
+/// one (proxy, day) alone is larger.
+pub const ROW_GROUP_ROWS: usize = 122_880;
+/// Rows per data page at most: finer pages for readers that use the page index.
+const PAGE_ROWS: usize = 8_192;
+/// Marker of a daily file being removed (see the module docs).
+pub const DEL_MARKER: &str = ".promduck-del";
+/// Footer key naming the month a month file holds.
+pub const MONTH_KEY: &str = "promduck_month";
+
+/// How to compact.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Wait this long after a month file appeared before removing the daily files it took in.
+    pub remove_daily_after: Duration,
+    /// A Bloom filter on `api_proxy`.
+    pub bloom_filter: bool,
+    /// Row-group size in rows (see [`ROW_GROUP_ROWS`]).
+    pub row_group_rows: usize,
+    /// A daily file replaces its whole (day, proxy) in the month file, instead of
+    /// metric by metric.
+    pub replace_partitions: bool,
+}
+
+impl CompactOptions {
+    pub fn from_config(cfg: &Config) -> CompactOptions {
+        CompactOptions {
+            remove_daily_after: cfg.compaction.remove_daily_after,
+            bloom_filter: cfg.compaction.bloom_filter,
+            row_group_rows: ROW_GROUP_ROWS,
+            replace_partitions: false,
+        }
+    }
+}
+
+/// What happened to a month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonthStatus {
+    /// A month file was written (first or again) and the daily files it took in removed.
+    Compacted,
+    /// Written, but the daily files were left (the run was stopped while waiting to
+    /// remove them): the next compaction removes them.
+    Written,
+    /// No daily files: the month file already holds everything (or the month has no data).
+    Unchanged,
+    Failed,
+    Cancelled,
+}
+
+impl MonthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonthStatus::Compacted => "compacted",
+            MonthStatus::Written => "written",
+            MonthStatus::Unchanged => "unchanged",
+            MonthStatus::Failed => "failed",
+            MonthStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The result of compacting one month.
+#[derive(Debug, Clone)]
+pub struct MonthOutcome {
+    /// The month's first day.
+    pub month: NaiveDate,
+    pub status: MonthStatus,
+    /// The month file.
+    pub path: PathBuf,
+    /// Daily files taken in, and how many of them were removed.
+    pub daily_files: usize,
+    pub removed: usize,
+    /// (day, proxy) partitions and rows in the month file, its size and row groups.
+    pub partitions: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub row_groups: usize,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+impl MonthOutcome {
+    fn new(month: NaiveDate, path: PathBuf) -> MonthOutcome {
+        MonthOutcome {
+            month,
+            status: MonthStatus::Unchanged,
+            path,
+            daily_files: 0,
+            removed: 0,
+            partitions: 0,
+            rows: 0,
+            bytes: 0,
+            row_groups: 0,
+            seconds: 0.0,
+            error: None,
+        }
+    }
+
+    /// `YYYY-MM`.
+    pub fn month_name(&self) -> String {
+        month_dir_name(self.month)
+    }
+}
+
+/// The first day of the current month in `tz`: months before it are closed.
+pub fn current_month(now: DateTime<Utc>, tz: chrono_tz::Tz) -> NaiveDate {
+    month_of(now.with_timezone(&tz).date_naive())
+}
+
+/// Parses `YYYY-MM` (four-digit year) into the month's first day.
+pub fn parse_month(s: &str) -> Result<NaiveDate> {
+    crate::layout::parse_month_dir(s.trim())
+        .ok_or_else(|| Error::Invalid(format!("invalid month {s:?}: expected YYYY-MM with a four-digit year, e.g. 2024-03")))
+}
+
+/// Errors unless the month starting on `first` has closed in `tz` (its daily files
+/// may still be written otherwise).
+pub fn check_closed(first: NaiveDate, now: DateTime<Utc>, tz: chrono_tz::Tz) -> Result<()> {
+    let current = current_month(now, tz);
+    if first >= current {
+        return Err(Error::Invalid(format!(
+            "month {} has not closed yet in {tz} (the current month is {}): only earlier months can be compacted",
+            month_dir_name(first),
+            month_dir_name(current)
+        )));
+    }
+    Ok(())
+}
+
+/// The months before `before` (a month's first day) that have daily files (or a
+/// daily file being removed), oldest first: what `--compact` compacts.
+pub fn months_with_daily_files(output_dir: &Path, before: NaiveDate) -> Result<Vec<NaiveDate>> {
+    let entries = match std::fs::read_dir(output_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::io(output_dir, e)),
+    };
+    let mut months = std::collections::BTreeSet::new();
+    for e in entries.flatten() {
+        let Some(day) = parse_day_dir(&e.file_name().to_string_lossy()) else { continue };
+        if day >= before || months.contains(&month_of(day)) || !e.path().is_dir() {
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(e.path()) else { continue };
+        let has_data = files.flatten().any(|f| {
+            let n = f.file_name().to_string_lossy().into_owned();
+            (n.ends_with(&format!(".{PARQUET_EXT}")) && !crate::layout::is_temp_file(&n)) || n.ends_with(DEL_MARKER) || f.path().is_dir()
+        });
+        if has_data {
+            months.insert(month_of(day));
+        }
+    }
+    Ok(months.into_iter().collect())
+}
+
+/// Compacts the given months (each must have closed: see [`check_closed`]): every
+/// month file is written first, then, after one wait of `remove_daily_after`, the
+/// daily files are removed. `cancelled` is asked between months and while waiting;
+/// a month already written stays written (its daily files go at the next run).
+pub fn compact_months(
+    output_dir: &Path,
+    months: &[NaiveDate],
+    storage: &StorageConfig,
+    opts: &CompactOptions,
+    cancelled: &dyn Fn() -> bool,
+) -> Vec<MonthOutcome> {
+    let mut outcomes = Vec::new();
+    let mut pending: Vec<(usize, Vec<Absorbed>)> = Vec::new();
+    let mut visible_since: Option<SystemTime> = None;
+    for &m in months {
+        let first = month_of(m);
+        let mut out = MonthOutcome::new(first, month_path(output_dir, first));
+        if cancelled() {
+            out.status = MonthStatus::Cancelled;
+            outcomes.push(out);
+            continue;
+        }
+        let started = Instant::now();
+        match write_month(output_dir, first, storage, opts, &mut out) {
+            Ok(absorbed) => {
+                if !absorbed.is_empty() {
+                    out.status = MonthStatus::Written;
+                    visible_since = Some(SystemTime::now());
+                    pending.push((outcomes.len(), absorbed));
+                }
+            }
+            Err(e) => {
+                out.status = MonthStatus::Failed;
+                out.error = Some(e.to_string());
+            }
+        }
+        out.seconds = started.elapsed().as_secs_f64();
+        outcomes.push(out);
+    }
+    if let Some(since) = visible_since {
+        let until = since + opts.remove_daily_after;
+        while SystemTime::now() < until {
+            if cancelled() {
+                return outcomes;
+            }
+            let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+    for (i, absorbed) in pending {
+        let started = Instant::now();
+        let out = &mut outcomes[i];
+        match remove_absorbed(output_dir, out.month, &absorbed) {
+            Ok(n) => {
+                out.removed = n;
+                out.status = MonthStatus::Compacted;
+            }
+            Err(e) => {
+                out.status = MonthStatus::Failed;
+                out.error = Some(format!("the month file is complete, but removing its daily files failed: {e}"));
+            }
+        }
+        out.seconds += started.elapsed().as_secs_f64();
+    }
+    outcomes
+}
+
+/// A daily file taken into a month file, as it was when read.
+#[derive(Debug, Clone)]
+struct Absorbed {
+    path: PathBuf,
+    id: Identity,
+}
+
+/// What tells one file from another at the same path: a collector replaces a file
+/// by renaming a new one over it (a new inode, a new modification time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl Identity {
+    fn of(m: &std::fs::Metadata) -> Identity {
+        use std::os::unix::fs::MetadataExt;
+        Identity { dev: m.dev(), ino: m.ino(), len: m.size(), mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128 }
+    }
+}
+
+/// One (proxy, day) of the month being written.
+#[derive(Debug, Default)]
+struct Key {
+    daily: Option<usize>,
+    /// Rows in the daily file and in the previous month file (for row-group planning).
+    daily_rows: usize,
+    month_rows: usize,
+}
+
+/// Writes the month file (steps 1 of the module docs) and returns the daily files
+/// it took in.
+fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opts: &CompactOptions, out: &mut MonthOutcome) -> Result<Vec<Absorbed>> {
+    let name = month_dir_name(first);
+    let month_dir = output_dir.join(&name);
+    let target = month_path(output_dir, first);
+    if !output_dir.is_dir() {
+        return Err(Error::Invalid(format!("{}: no such directory", output_dir.display())));
+    }
+    let created = !month_dir.exists();
+    std::fs::create_dir_all(&month_dir).map_err(|e| Error::io(&month_dir, e))?;
+    // One compaction of a month at a time (a lock on the month folder itself, so
+    // nothing is left behind).
+    let lock = File::open(&month_dir).map_err(|e| Error::io(&month_dir, e))?;
+    if lock.try_lock().is_err() {
+        return Err(Error::Invalid(format!("another compaction of {name} is running ({} is locked)", month_dir.display())));
+    }
+    crate::writer::remove_stale_temp_files(&month_dir);
+    recover_removals(output_dir, first)?;
+    let dailies = daily_files_of_month(output_dir, first)?;
+    if dailies.is_empty() {
+        remove_empty_day_dirs(output_dir, first);
+        if created {
+            let _ = std::fs::remove_dir(&month_dir);
+        }
+        if target.is_file() {
+            describe(&target, out);
+        }
+        return Ok(vec![]);
+    }
+
+    // Every (proxy, day) of the month, from the daily files' footers and the previous
+    // month file's `api_proxy`/`date` columns.
+    let mut keys: BTreeMap<String, BTreeMap<i32, Key>> = BTreeMap::new();
+    for (i, f) in dailies.iter().enumerate() {
+        let rows = footer_rows(&f.path)?;
+        let k = keys.entry(f.proxy.clone()).or_default().entry(date32(f.day)).or_default();
+        if let Some(j) = k.daily {
+            return Err(Error::Invalid(format!(
+                "two files hold proxy {:?} on {}: {} and {}; remove one before compacting",
+                f.proxy,
+                f.day,
+                dailies[j].path.display(),
+                f.path.display()
+            )));
+        }
+        k.daily = Some(i);
+        k.daily_rows = rows;
+    }
+    let previous = target.is_file().then(|| target.clone());
+    if let Some(prev) = &previous {
+        for (proxy, day, rows) in month_keys(prev, first)? {
+            keys.entry(proxy).or_default().entry(day).or_default().month_rows = rows;
+        }
+    }
+
+    let tmp = crate::writer::create_temp_file(&month_dir, &target)?;
+    let props = month_properties(storage, opts, &name);
+    let schema = partition_schema();
+    let bad = |e: &dyn std::fmt::Display| Error::parquet(tmp.path(), e.to_string());
+    let mut writer = Batched { writer: ArrowWriter::try_new(tmp.as_file(), schema.clone(), Some(props)).map_err(|e| bad(&e))?, pending: Vec::new(), rows: 0 };
+    let mut cursor = previous.as_deref().map(MonthCursor::open).transpose()?;
+    let mut absorbed = Vec::new();
+    let limit = opts.row_group_rows.max(1);
+    let mut in_group = 0usize;
+    for (proxy, days) in &keys {
+        let proxy_rows: usize = days.values().map(|k| k.daily_rows + k.month_rows).sum();
+        // A proxy goes whole into the current group if it fits; else it starts a
+        // new one, and if it alone is larger than a group its days fill groups of
+        // their own.
+        if in_group > 0 && in_group + proxy_rows > limit {
+            writer.flush_group().map_err(|e| bad(&e))?;
+            in_group = 0;
+        }
+        let large = proxy_rows > limit;
+        for (&day, k) in days {
+            let key_rows = k.daily_rows + k.month_rows;
+            if large && in_group > 0 && in_group + key_rows > limit {
+                writer.flush_group().map_err(|e| bad(&e))?;
+                in_group = 0;
+            }
+            let old = match (&mut cursor, k.month_rows) {
+                (Some(c), n) if n > 0 => Some(c.take(proxy, day)?),
+                _ => None,
+            };
+            let new = match k.daily {
+                Some(i) => {
+                    let f = &dailies[i];
+                    let (batch, id) = read_daily(f)?;
+                    absorbed.push(Absorbed { path: f.path.clone(), id });
+                    out.daily_files += 1;
+                    Some(batch)
+                }
+                None => None,
+            };
+            let batch = merge(old, new, opts.replace_partitions, tmp.path())?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let batch = sort_partition(&batch, tmp.path())?;
+            let n = batch.num_rows();
+            writer.write(batch).map_err(|e| bad(&e))?;
+            in_group += n;
+            out.rows += n as u64;
+            out.partitions += 1;
+        }
+        if large && in_group > 0 {
+            writer.flush_group().map_err(|e| bad(&e))?;
+            in_group = 0;
+        }
+    }
+    if let Some(c) = &mut cursor {
+        c.finish()?;
+    }
+    let meta = writer.close().map_err(|e| bad(&e))?;
+    out.row_groups = meta.num_row_groups();
+    if storage.durable {
+        tmp.as_file().sync_data().map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    tmp.persist(&target).map_err(|e| Error::io(&target, e.error))?;
+    if storage.durable {
+        crate::writer::sync_dir(&month_dir)?;
+        if created {
+            crate::writer::sync_dir(output_dir)?;
+        }
+    }
+    out.bytes = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    drop(lock);
+    Ok(absorbed)
+}
+
+/// The month file's writer, fed in batches of up to [`PAGE_ROWS`] rows (one small
+/// partition at a time would make every write pay the writer's per-call cost).
+struct Batched<'a> {
+    writer: ArrowWriter<&'a File>,
+    pending: Vec<RecordBatch>,
+    rows: usize,
+}
+
+impl Batched<'_> {
+    fn write(&mut self, batch: RecordBatch) -> parquet::errors::Result<()> {
+        self.rows += batch.num_rows();
+        self.pending.push(batch);
+        if self.rows >= PAGE_ROWS {
+            self.emit()?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self) -> parquet::errors::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = concat_batches(&partition_schema(), &self.pending)?;
+        self.pending.clear();
+        self.rows = 0;
+        self.writer.write(&batch)
+    }
+
+    fn close(mut self) -> parquet::errors::Result<parquet::file::metadata::ParquetMetaData> {
+        self.emit()?;
+        self.writer.close()
+    }
+
+    /// Ends the current row group.
+    fn flush_group(&mut self) -> parquet::errors::Result<()> {
+        self.emit()?;
+        self.writer.flush()
+    }
+}
+
+/// Row count, size and row groups of an existing month file, for an outcome.
+fn describe(path: &Path, out: &mut MonthOutcome) {
+    if let Ok(f) = File::open(path) {
+        out.bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if let Ok(meta) = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&f) {
+            out.rows = meta.file_metadata().num_rows().max(0) as u64;
+            out.row_groups = meta.num_row_groups();
+        }
+    }
+}
+
+fn month_properties(storage: &StorageConfig, opts: &CompactOptions, month: &str) -> WriterProperties {
+    let sorting = [3, 4, 1, 0] // api_proxy, date, metric_name, timestamp (leaf columns)
+        .into_iter()
+        .map(|column_idx| SortingColumn { column_idx, descending: false, nulls_first: false })
+        .collect();
+    let mut b = WriterProperties::builder()
+        .set_compression(crate::writer::parquet_codec(storage.compression))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(CREATED_BY_KEY.to_string(), crate::VERSION.to_string()),
+            KeyValue::new(MONTH_KEY.to_string(), month.to_string()),
+        ]))
+        .set_sorting_columns(Some(sorting))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_max_row_group_row_count(None)
+        .set_max_row_group_bytes(None);
+    if opts.bloom_filter {
+        b = b.set_column_bloom_filter_enabled(ColumnPath::from(COL_PROXY), true);
+    }
+    b.build()
+}
+
+fn footer_rows(path: &Path) -> Result<usize> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&f)
+        .map_err(|e| Error::parquet(path, format!("cannot read Parquet footer: {e}")))?;
+    Ok(meta.file_metadata().num_rows().max(0) as usize)
+}
+
+/// A batch in the partition schema, each column converted exactly (or an error).
+fn to_partition_schema(batch: &RecordBatch, path: &Path) -> Result<RecordBatch> {
+    let schema = partition_schema();
+    let exact = CastOptions { safe: false, ..Default::default() };
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let col = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| Error::parquet(path, format!("it has no `{}` column, which every partition has", field.name())))?;
+        let col = if col.data_type() == field.data_type() {
+            col.clone()
+        } else {
+            cast_with_options(col, field.data_type(), &exact).map_err(|e| Error::parquet(path, format!("column `{}`: {e}", field.name())))?
+        };
+        if col.null_count() > 0 {
+            return Err(Error::parquet(path, format!("column `{}` holds NULLs, which a partition cannot", field.name())));
+        }
+        columns.push(col);
+    }
+    RecordBatch::try_new(schema, columns).map_err(|e| Error::parquet(path, e))
+}
+
+/// A daily file's rows, checked to be its (day, proxy), and its identity as read.
+fn read_daily(f: &PartitionFile) -> Result<(RecordBatch, Identity)> {
+    let path = f.path.as_path();
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let id = Identity::of(&file.metadata().map_err(|e| Error::io(path, e))?);
+    let bad = |e: &dyn std::fmt::Display| Error::parquet(path, format!("cannot read the daily file: {e}"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?.with_batch_size(8192).build().map_err(|e| bad(&e))?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(to_partition_schema(&b.map_err(|e| bad(&e))?, path)?);
+    }
+    let batch = concat_batches(&partition_schema(), &batches).map_err(|e| bad(&e))?;
+    let day = date32(f.day);
+    let dates = batch.column_by_name(COL_DATE).expect("schema").as_primitive::<arrow::datatypes::Date32Type>();
+    if let Some(i) = (0..dates.len()).find(|&i| dates.value(i) != day) {
+        return Err(Error::parquet(path, format!("column `date`: row {i} holds another day than its folder's {}", f.day)));
+    }
+    let proxies = batch.column_by_name(COL_PROXY).expect("schema").as_string::<i32>();
+    if let Some(i) = (0..proxies.len()).find(|&i| proxies.value(i) != f.proxy) {
+        return Err(Error::parquet(path, format!("column `api_proxy`: row {i} holds {:?}, but the file is proxy {:?}'s", proxies.value(i), f.proxy)));
+    }
+    Ok((batch, id))
+}
+
+/// The (proxy, day, rows) runs of a month file, in file order.
+fn month_keys(path: &Path, first: NaiveDate) -> Result<Vec<(String, i32, usize)>> {
+    let bad = |e: &dyn std::fmt::Display| Error::parquet(path, format!("cannot read the month file: {e}"));
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?;
+    let roots: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() == COL_PROXY || f.name() == COL_DATE)
+        .map(|(i, _)| i)
+        .collect();
+    if roots.len() != 2 {
+        return Err(bad(&"it has no `api_proxy` and `date` columns"));
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder.with_projection(mask).with_batch_size(65_536).build().map_err(|e| bad(&e))?;
+    let (lo, hi) = (date32(first), date32(month_end(first)));
+    let mut out: Vec<(String, i32, usize)> = Vec::new();
+    for b in reader {
+        let b = b.map_err(|e| bad(&e))?;
+        let exact = CastOptions { safe: false, ..Default::default() };
+        let p = cast_with_options(b.column_by_name(COL_PROXY).expect("projected"), &arrow::datatypes::DataType::Utf8, &exact).map_err(|e| bad(&e))?;
+        let d = cast_with_options(b.column_by_name(COL_DATE).expect("projected"), &arrow::datatypes::DataType::Date32, &exact).map_err(|e| bad(&e))?;
+        let (p, d) = (p.as_string::<i32>(), d.as_primitive::<arrow::datatypes::Date32Type>());
+        for i in 0..b.num_rows() {
+            if p.is_null(i) || d.is_null(i) {
+                return Err(bad(&format!("row holds a NULL `api_proxy` or `date`")));
+            }
+            let (proxy, day) = (p.value(i), d.value(i));
+            if !(lo..=hi).contains(&day) {
+                return Err(bad(&format!("a row of another month ({})", d.value_as_date(i).map(|x| x.to_string()).unwrap_or_default())));
+            }
+            match out.last_mut() {
+                Some((lp, ld, n)) if lp == proxy && *ld == day => *n += 1,
+                Some((lp, ld, _)) if (lp.as_str(), *ld) > (proxy, day) => return Err(bad(&"it is not sorted by api_proxy, date")),
+                _ => out.push((proxy.to_string(), day, 1)),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a month file sequentially, one (proxy, day) at a time, in file order.
+struct MonthCursor {
+    path: PathBuf,
+    reader: ParquetRecordBatchReader,
+    /// The rest of the last batch read.
+    pending: Option<RecordBatch>,
+}
+
+impl MonthCursor {
+    fn open(path: &Path) -> Result<MonthCursor> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(8192).build())
+            .map_err(|e| Error::parquet(path, format!("cannot read the month file: {e}")))?;
+        Ok(MonthCursor { path: path.to_path_buf(), reader, pending: None })
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        if let Some(b) = self.pending.take() {
+            return Ok(Some(b));
+        }
+        match self.reader.next() {
+            None => Ok(None),
+            Some(b) => {
+                let b = b.map_err(|e| Error::parquet(&self.path, format!("cannot read the month file: {e}")))?;
+                Ok(Some(to_partition_schema(&b, &self.path)?))
+            }
+        }
+    }
+
+    /// The rows of (proxy, day), which must come next in the file.
+    fn take(&mut self, proxy: &str, day: i32) -> Result<RecordBatch> {
+        let mut parts = Vec::new();
+        while let Some(b) = self.next_batch()? {
+            let p = b.column_by_name(COL_PROXY).expect("schema").as_string::<i32>();
+            let d = b.column_by_name(COL_DATE).expect("schema").as_primitive::<arrow::datatypes::Date32Type>();
+            let n = (0..b.num_rows()).take_while(|&i| p.value(i) == proxy && d.value(i) == day).count();
+            if n == 0 && parts.is_empty() {
+                return Err(Error::parquet(&self.path, format!("expected proxy {proxy:?}'s rows next; the file changed while being compacted")));
+            }
+            parts.push(b.slice(0, n));
+            if n < b.num_rows() {
+                self.pending = Some(b.slice(n, b.num_rows() - n));
+                break;
+            }
+        }
+        concat_batches(&partition_schema(), &parts).map_err(|e| Error::parquet(&self.path, e))
+    }
+
+    /// Errors if rows are left: every key of the file must have been taken.
+    fn finish(&mut self) -> Result<()> {
+        match self.next_batch()? {
+            Some(b) if b.num_rows() > 0 => Err(Error::parquet(&self.path, "rows left over; the file changed while being compacted")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A (day, proxy)'s rows from the previous month file and from its daily file: the
+/// daily file's metrics replace the month file's rows of the same metrics (or all
+/// of them with `replace`); the month file's other metrics stay.
+fn merge(old: Option<RecordBatch>, new: Option<RecordBatch>, replace: bool, path: &Path) -> Result<RecordBatch> {
+    let schema = partition_schema();
+    Ok(match (old, new) {
+        (None, None) => RecordBatch::new_empty(schema),
+        (Some(o), None) => o,
+        (None, Some(n)) => n,
+        (Some(_), Some(n)) if replace => n,
+        (Some(o), Some(n)) => {
+            let fresh: HashSet<&str> = n.column_by_name(COL_METRIC).expect("schema").as_string::<i32>().iter().flatten().collect();
+            let names = o.column_by_name(COL_METRIC).expect("schema").as_string::<i32>();
+            let keep: BooleanArray = names.iter().map(|m| Some(m.is_some_and(|m| !fresh.contains(m)))).collect();
+            let kept = filter_record_batch(&o, &keep).map_err(|e| Error::parquet(path, e))?;
+            concat_batches(&schema, &[kept, n.clone()]).map_err(|e| Error::parquet(path, e))?
+        }
+    })
+}
+
+/// One partition's rows sorted by `metric_name, timestamp` (stable: equal keys keep
+/// their order).
+fn sort_partition(batch: &RecordBatch, path: &Path) -> Result<RecordBatch> {
+    let m = batch.column_by_name(COL_METRIC).expect("schema").as_string::<i32>();
+    let t = batch.column_by_name(COL_TIMESTAMP).expect("schema").as_primitive::<arrow::datatypes::Int64Type>();
+    let mut idx: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    if idx.windows(2).all(|w| (m.value(w[0] as usize), t.value(w[0] as usize)) <= (m.value(w[1] as usize), t.value(w[1] as usize))) {
+        return Ok(batch.clone());
+    }
+    idx.sort_by(|&a, &b| (m.value(a as usize), t.value(a as usize)).cmp(&(m.value(b as usize), t.value(b as usize))));
+    take_record_batch(batch, &UInt32Array::from(idx)).map_err(|e| Error::parquet(path, e))
+}
+
+/// Random characters for a removal's hidden name.
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+/// Removes the daily files a month file took in (step 2 of the module docs), each
+/// only if it is still the file that was read; then the month's empty day folders.
+fn remove_absorbed(output_dir: &Path, first: NaiveDate, absorbed: &[Absorbed]) -> Result<usize> {
+    let mut removed = 0;
+    for a in absorbed {
+        if remove_if_same(&a.path, a.id)? {
+            removed += 1;
+        }
+    }
+    remove_empty_day_dirs(output_dir, first);
+    Ok(removed)
+}
+
+/// Renames `path` to a hidden name, then unlinks it if it is the file `id` describes,
+/// else puts it back (unless a newer file took its name meanwhile). A file replaced
+/// by a collector after compaction read it is never removed.
+fn remove_if_same(path: &Path, id: Identity) -> Result<bool> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Ok(false) };
+    let hidden = dir.join(format!(".{}.{}{DEL_MARKER}", name.to_string_lossy(), random_suffix()));
+    match std::fs::rename(path, &hidden) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(path, e)),
+    }
+    let same = std::fs::symlink_metadata(&hidden).map(|m| Identity::of(&m) == id).unwrap_or(false);
+    if same {
+        std::fs::remove_file(&hidden).map_err(|e| Error::io(&hidden, e))?;
+        return Ok(true);
+    }
+    put_back(&hidden, path)?;
+    Ok(false)
+}
+
+/// Puts a hidden file back at `path`, unless a file is there now (which is newer:
+/// it was renamed there after this one was taken away), then removes the hidden name.
+fn put_back(hidden: &Path, path: &Path) -> Result<()> {
+    match std::fs::hard_link(hidden, path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(path, e)),
+    }
+    std::fs::remove_file(hidden).map_err(|e| Error::io(hidden, e))
+}
+
+/// The day folders of a month.
+fn day_dirs(output_dir: &Path, first: NaiveDate) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(output_dir) else { return vec![] };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| parse_day_dir(&e.file_name().to_string_lossy()).is_some_and(|d| month_of(d) == first))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Puts back (or removes) daily files a crash left under a removal's hidden name.
+fn recover_removals(output_dir: &Path, first: NaiveDate) -> Result<()> {
+    for dir in day_dirs(output_dir, first) {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let Some(inner) = n.strip_prefix('.').and_then(|x| x.strip_suffix(DEL_MARKER)) else { continue };
+            let Some((orig, _)) = inner.rsplit_once('.') else { continue };
+            if orig.is_empty() {
+                continue;
+            }
+            put_back(&e.path(), &dir.join(orig))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the month's day folders that hold nothing but stale temporary files.
+fn remove_empty_day_dirs(output_dir: &Path, first: NaiveDate) {
+    for dir in day_dirs(output_dir, first) {
+        crate::writer::remove_stale_temp_files(&dir);
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// Removes temporary files left by an interrupted compaction in every month folder.
+pub fn remove_stale_temp_files_in_month_dirs(output_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(output_dir) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| crate::layout::parse_month_dir(&e.file_name().to_string_lossy()).is_some())
+        .map(|e| crate::writer::remove_stale_temp_files(&e.path()))
+        .sum()
+}
+
+/// Whether `day`'s month has a month file: its (day, proxy) partitions count as
+/// present (the collector's catch-up must not collect them again).
+pub fn is_compacted(output_dir: &Path, day: NaiveDate) -> bool {
+    month_path(output_dir, day).is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Compression;
+    use crate::prometheus::Series;
+    use crate::reader::{read_partition, select_files, Column, Layout, Selection};
+    use crate::schema::PartitionBuilder;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("promduck-compact-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn storage(dir: &Path) -> StorageConfig {
+        StorageConfig { output_dir: dir.to_path_buf(), compression: Compression::Zstd, row_group_size: 1 << 20, durable: false }
+    }
+
+    fn opts() -> CompactOptions {
+        CompactOptions { remove_daily_after: Duration::ZERO, bloom_filter: false, row_group_rows: ROW_GROUP_ROWS, replace_partitions: false }
+    }
+
+    /// A daily partition: metrics `m` (2 points, value = base + i) and `n` (1 point).
+    fn daily(dir: &Path, day: &str, proxy: &str, base: f64, metrics: &[&str]) {
+        let mut b = PartitionBuilder::new();
+        let end = d(day).and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis() + 86_400_000;
+        // Written out of order on purpose: the month file sorts them.
+        for m in metrics.iter().rev() {
+            let s = Series { labels: [("env".to_string(), "prod".to_string())].into_iter().collect(), points: vec![(end, base + 1.0), (end - 60_000, base)] };
+            b.push_series(m, &s, &[]);
+        }
+        let path = crate::layout::partition_path(dir, d(day), proxy);
+        crate::writer::write_partition(&path, &b.finish(proxy, d(day)), &storage(dir)).unwrap();
+    }
+
+    fn total(dir: &Path, sel: &Selection) -> (usize, f64) {
+        let mut rows = 0;
+        let mut sum = 0.0;
+        for f in select_files(dir, sel).unwrap() {
+            for b in read_partition(&f, &[Column::Value], None, 1024).unwrap() {
+                rows += b.len;
+                sum += b.value.unwrap().values().iter().sum::<f64>();
+            }
+        }
+        (rows, sum)
+    }
+
+    #[test]
+    fn a_month_becomes_one_sorted_file_and_reads_the_same() {
+        let dir = scratch("month");
+        for (i, p) in ["b", "a/x", "c"].iter().enumerate() {
+            for day in ["2024-02-01", "2024-02-15", "2024-02-29", "2024-03-01"] {
+                daily(&dir, day, p, i as f64 * 10.0, &["m", "n"]);
+            }
+        }
+        let all = Selection::default();
+        let before = total(&dir, &all);
+        assert_eq!(months_with_daily_files(&dir, d("2024-03-01")).unwrap(), vec![d("2024-02-01")]);
+        let out = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        assert_eq!(out.len(), 1);
+        let o = &out[0];
+        assert_eq!((o.status, o.daily_files, o.removed, o.partitions, o.rows, o.row_groups), (MonthStatus::Compacted, 9, 9, 9, 36, 1), "{o:?}");
+        assert_eq!(total(&dir, &all), before);
+        // Only the month file and March's day folder remain.
+        let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, vec!["2024-02", "2024-03-01"]);
+        assert_eq!(std::fs::read_dir(dir.join("2024-02")).unwrap().count(), 1);
+        // Sorted by api_proxy, date, metric_name, timestamp.
+        let f = select_files(&dir, &Selection { from: Some(d("2024-02-01")), to: Some(d("2024-02-29")), proxies: None }).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].layout, Layout::Month);
+        let rows = read_partition(&f[0], &[Column::Proxy, Column::Date, Column::Metric, Column::Timestamp], None, 1024).unwrap();
+        let mut keys = Vec::new();
+        for b in &rows {
+            for i in 0..b.len {
+                keys.push((b.proxy.as_ref().unwrap().value(i).to_string(), b.date.as_ref().unwrap().value(i), b.metric.as_ref().unwrap().value(i).to_string(), b.timestamp_us.as_ref().unwrap().value(i)));
+            }
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(keys.first().unwrap().0, "a/x");
+        // Pruned reads: one day, one proxy, a day range.
+        for (sel, rows) in [
+            (Selection { from: Some(d("2024-02-15")), to: Some(d("2024-02-15")), proxies: Some(vec!["b".into()]) }, 4),
+            (Selection { from: Some(d("2024-02-15")), to: Some(d("2024-03-01")), proxies: Some(vec!["a/x".into(), "c".into()]) }, 24),
+            (Selection { from: None, to: None, proxies: Some(vec!["zz".into()]) }, 0),
+        ] {
+            assert_eq!(total(&dir, &sel).0, rows, "{sel:?}");
+        }
+        // Nothing left to do: unchanged.
+        let again = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        assert_eq!(again[0].status, MonthStatus::Unchanged);
+        assert_eq!(again[0].rows, 36);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn recollected_days_win_metric_by_metric_or_whole_with_replace() {
+        let dir = scratch("recollect");
+        for p in ["a", "b"] {
+            daily(&dir, "2024-02-10", p, 0.0, &["m", "n"]);
+        }
+        compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        let all = Selection::default();
+        assert_eq!(total(&dir, &all), (8, 4.0));
+        // Re-collected: `m` only, new values. Until compacted again, the month file wins.
+        daily(&dir, "2024-02-10", "a", 100.0, &["m"]);
+        assert_eq!(total(&dir, &all), (8, 4.0));
+        assert_eq!(months_with_daily_files(&dir, d("2024-03-01")).unwrap(), vec![d("2024-02-01")]);
+        let o = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        assert_eq!((o[0].status, o[0].daily_files, o[0].removed), (MonthStatus::Compacted, 1, 1));
+        // a: m = 100 + 101 (new), n = 0 + 1 (kept); b unchanged.
+        assert_eq!(total(&dir, &all), (8, 201.0 + 1.0 + 2.0));
+        // A new proxy's day in a compacted month is taken in.
+        daily(&dir, "2024-02-11", "new", 5.0, &["n"]);
+        let mut o2 = opts();
+        o2.replace_partitions = true;
+        daily(&dir, "2024-02-10", "b", 50.0, &["n"]);
+        compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &o2, &|| false);
+        // b with replace: only n = 50 + 51.
+        assert_eq!(total(&dir, &all), (8, 201.0 + 1.0 + 101.0 + 11.0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn large_proxies_get_row_groups_of_their_own_never_splitting_a_day() {
+        let dir = scratch("groups");
+        for day in 1..=5 {
+            for p in ["a", "b", "big", "c"] {
+                let metrics: &[&str] = if p == "big" { &["m", "n", "o", "p"] } else { &["m"] };
+                daily(&dir, &format!("2024-01-{day:02}"), p, day as f64, metrics);
+            }
+        }
+        let mut o = opts();
+        o.row_group_rows = 20; // a, b: 10 rows each; big: 40 (8 a day); c: 10
+        let out = compact_months(&dir, &[d("2024-01-01")], &storage(&dir), &o, &|| false);
+        assert_eq!(out[0].rows, 70);
+        let f = File::open(month_path(&dir, d("2024-01-01"))).unwrap();
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&f).unwrap();
+        let groups: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+        // [a, b] | big days 1-2 | days 3-4 | day 5 | c
+        assert_eq!(groups, vec![20, 16, 16, 8, 10]);
+        // Each (proxy, day) is in exactly one row group by its statistics.
+        let file = select_files(&dir, &Selection { from: Some(d("2024-01-04")), to: Some(d("2024-01-04")), proxies: Some(vec!["big".into()]) }).unwrap();
+        let spec = std::sync::Arc::new(crate::reader::ReadSpec { want: vec![Column::Value], metrics: None, batch_rows: 1024 });
+        let r = crate::reader::PartitionReader::open(&file[0], &spec).unwrap();
+        assert!(!r.is_exhausted());
+        assert_eq!(total(&dir, &Selection { from: Some(d("2024-01-04")), to: Some(d("2024-01-04")), proxies: Some(vec!["big".into()]) }), (8, 4.0 * 9.0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_replaced_after_it_was_read_is_kept() {
+        let dir = scratch("replaced");
+        daily(&dir, "2024-02-10", "a", 0.0, &["m"]);
+        let f = &daily_files_of_month(&dir, d("2024-02-01")).unwrap()[0];
+        let (_, id) = read_daily(f).unwrap();
+        // Re-collected after compaction read it: a new file at the same path.
+        daily(&dir, "2024-02-10", "a", 7.0, &["m"]);
+        assert!(!remove_if_same(&f.path, id).unwrap());
+        assert!(f.path.is_file());
+        let (b, id2) = read_daily(f).unwrap();
+        assert_eq!(b.column(2).as_primitive::<arrow::datatypes::Float64Type>().value(0), 8.0);
+        assert!(remove_if_same(&f.path, id2).unwrap());
+        assert!(!f.path.exists());
+        // A crash between the rename and the unlink: the next compaction puts it back.
+        daily(&dir, "2024-02-10", "a", 0.0, &["m"]);
+        let hidden = f.path.parent().unwrap().join(format!(".a.parquet.abcdefabcdef{DEL_MARKER}"));
+        std::fs::rename(&f.path, &hidden).unwrap();
+        assert_eq!(months_with_daily_files(&dir, d("2024-03-01")).unwrap(), vec![d("2024-02-01")]);
+        let out = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        assert_eq!((out[0].daily_files, out[0].removed, out[0].rows), (1, 1, 2));
+        assert!(!hidden.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn vanished_daily_file_falls_back_to_the_month_file() {
+        let dir = scratch("fallback");
+        daily(&dir, "2024-02-10", "a", 0.0, &["m"]);
+        daily(&dir, "2024-02-10", "b", 3.0, &["m"]);
+        let listed = select_files(&dir, &Selection::default()).unwrap();
+        assert_eq!(listed.len(), 2);
+        compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        assert!(!listed[0].path.exists());
+        let fb = crate::reader::month_fallback(&listed[1]).unwrap();
+        let b = read_partition(&fb, &[Column::Value, Column::Proxy], None, 1024).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].value.as_ref().unwrap().values().to_vec(), vec![3.0, 4.0]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn months_that_have_not_closed_are_refused() {
+        let now = DateTime::parse_from_rfc3339("2024-03-01T00:30:00+00:00").unwrap().with_timezone(&Utc);
+        assert!(check_closed(d("2024-02-01"), now, chrono_tz::UTC).is_ok());
+        assert!(check_closed(d("2024-03-01"), now, chrono_tz::UTC).is_err());
+        // Still February in New York.
+        let e = check_closed(d("2024-02-01"), now, chrono_tz::America::New_York).unwrap_err().to_string();
+        assert!(e.contains("2024-02") && e.contains("has not closed"), "{e}");
+        assert_eq!(parse_month("2024-03").unwrap(), d("2024-03-01"));
+        assert!(parse_month("24-03").is_err());
+    }
+}
