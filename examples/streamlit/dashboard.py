@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """promduck dashboard: the metrics the collector stored, read through the
-promduck DuckDB extension (prom_metrics), drawn with Plotly in Streamlit.
+promduck DuckDB extension (prom_partitions, prom_metrics), drawn with Plotly in
+Streamlit.
 
     pip install -r examples/requirements.txt
     streamlit run examples/streamlit/dashboard.py
@@ -9,20 +10,34 @@ Data directory: $PROMDUCK_DATA_DIR, else ./data (changeable in the sidebar).
 Extension: $PROMDUCK_EXTENSION, else <repo>/build/promduck.duckdb_extension
 (``make build``).
 
-Sidebar: data directory, date range (bounded by the days present), API proxies,
-metrics, how to split and combine series. Tabs: time series per metric (one
-line per proxy, or per proxy and label such as environment), aggregates by
-proxy (daily totals as bars, and a table of total / daily average / daily
-maximum), raw rows (paged, with a CSV download of every selected row).
+Sidebar: data directory, date range (bounded by the days present; the last 30
+by default), API proxies (none picked = all), metrics, and how to draw: lines
+per proxy or per proxy and a label, how rows are combined, the top N proxies
+per chart (the rest as one "other" line, or left out), the time bucket. Tabs:
+time series per metric, aggregates by proxy (totals per day or week as bars,
+and a table of total / daily average / daily maximum), raw rows (paged, with a
+CSV download of every selected row).
+
+How it stays fast on large archives: the day folders and proxy files come from
+``prom_partitions`` (a folder listing, no file opened). The selection (days x
+proxies) is read once by ``prom_metrics``, pruned to those folders and files,
+and aggregated in DuckDB to one row per metric, proxy, day, time bucket (and
+label value when lines are split by a label); that small table is cached per
+selection, and every chart, ranking and table is SQL over it, so changing
+metrics, top N or the way rows are combined reads no file again. The browser
+gets only what is drawn: at most N + 1 lines per chart, one point per bucket.
+A page of raw rows reads only the files holding that page.
 """
 
 from __future__ import annotations
 
-import json
+import inspect
+import io
 import math
 import os
+import re
 import sys
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import streamlit as st
@@ -34,25 +49,169 @@ if not st.runtime.exists():
 
 import duckdb  # noqa: E402
 import pandas as pd  # noqa: E402
-import plotly.express as px  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTENSION = Path(os.environ.get("PROMDUCK_EXTENSION") or REPO_ROOT / "build" / "promduck.duckdb_extension")
 DEFAULT_DATA_DIR = os.environ.get("PROMDUCK_DATA_DIR") or "./data"
-COMBINE = {"sum": "sum", "average": "mean", "maximum": "max", "minimum": "min"}
+DEFAULT_DAYS = 30           # the default date range: the last 30 days present
+DEFAULT_TOP = 10            # lines per chart before the rest become "other"
+MAX_TOP = 100
 PAGE_SIZES = [25, 50, 100, 500]
+LABEL_SAMPLE = 100          # proxies whose files of one day show the label keys
+OTHER_COLOR = "#8c8c8c"
+# Distinct colours, none grey (grey is "other"): d3's category10 without its grey, then Plotly's Dark24.
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#0d2a63", "#fb0d0d", "#1ca71c", "#da16ff", "#b68100", "#750d86", "#eb663b", "#511cfb", "#00a08b",
+           "#fb00d1", "#862a16", "#a777f1", "#620042", "#1616a7", "#6c4516", "#af0038"]
+HOUR_MS = 3_600_000
+# name: bucket width in ms (sub-day buckets), or "day" / "week" (calendar days as collected)
+BUCKETS = {"auto": None, "5 minutes": 300_000, "1 hour": HOUR_MS, "1 day": "day", "1 week": "week"}
+MAX_POINTS = 5_000          # points per line; a finer bucket is coarsened to stay under
+# How the rows that fall on one point of a line (environments, instants of a bucket,
+# proxies of "other") are combined, as SQL over the cached aggregates; SCORE is the same
+# measure over a proxy's whole range, which ranks the proxies.
+COMBINE = {"sum": "sum(s)", "average": "sum(s) / sum(n)", "maximum": "max(hi)", "minimum": "min(lo)"}
+SCORE = {"sum": "s", "average": "s / n", "maximum": "hi", "minimum": "lo"}
 
 # Every user choice reaches DuckDB as a bound parameter of these fixed texts.
-INVENTORY_SQL = """
-SELECT DISTINCT date, api_proxy, metric_name
-FROM prom_metrics(data_dir := $data_dir)
-ORDER BY date, api_proxy, metric_name
+INVENTORY_SQL = "SELECT date, api_proxy FROM prom_partitions(data_dir := $data_dir)"
+LABEL_KEYS_SQL = """
+SELECT DISTINCT k FROM (
+  SELECT unnest(map_keys(labels)) AS k
+  FROM prom_metrics(data_dir := $data_dir, date := $day, proxy := $proxies))
+WHERE k <> 'apiproxy' ORDER BY k
 """
-SELECT_SQL = """
-SELECT timezone('UTC', timestamp) AS timestamp, date, api_proxy, metric_name, value, labels
-FROM prom_metrics(data_dir := $data_dir, start_date := $start, end_date := $end,
+
+
+def selection_sql(proxy_filter: bool, width_ms, split: bool) -> str:
+    """The selection read once: one row per metric, proxy, day, bucket end (epoch ms; sub-day
+    buckets only) and label value (lines split by a label only), as table `sel`; then `scores`
+    (per metric and proxy over the range) and `info` (per metric) from it."""
+    ts = "(epoch_ms(timestamp) + $width - 1) // $width * $width" if width_ms else "NULL::BIGINT"
+    at_day_end = ("bool_and(epoch_ms(timestamp) = (date - DATE '1970-01-01' + 1) * 86400000)"
+                  if width_ms else "true")
+    label = "coalesce(labels[$label_key], '(none)')" if split else "NULL::VARCHAR"
+    proxies = ", proxy := $proxies" if proxy_filter else ""
+    return f"""
+CREATE TABLE sel AS
+SELECT metric_name, api_proxy, date, {ts} AS ts, {label} AS label,
+       sum(value) AS s, count(*) AS n, min(value) AS lo, max(value) AS hi, {at_day_end} AS at_day_end
+FROM prom_metrics(data_dir := $data_dir, start_date := $start, end_date := $end{proxies})
+GROUP BY ALL;
+"""
+
+
+SUMMARY_SQL = """
+CREATE TABLE scores AS
+SELECT metric_name, api_proxy, sum(s) AS s, sum(n) AS n, min(lo) AS lo, max(hi) AS hi FROM sel GROUP BY ALL;
+CREATE TABLE info AS
+SELECT metric_name, bool_and(at_day_end) AS daily, count(*) AS proxies, sum(n) AS rows FROM scores
+JOIN (SELECT metric_name, bool_and(at_day_end) AS at_day_end FROM sel GROUP BY ALL) USING (metric_name)
+GROUP BY ALL;
+"""
+
+# The proxies drawn: the top N of each metric (or of one metric for every chart).
+RANKS_SQL = """
+ranks AS (
+  SELECT metric_name AS rank_metric, api_proxy,
+         row_number() OVER (PARTITION BY metric_name ORDER BY {score} DESC, api_proxy) AS rk
+  FROM scores WHERE list_contains($metrics, metric_name)),
+top AS (SELECT rank_metric, api_proxy FROM ranks WHERE rk <= $top)
+"""
+# The selected rows of `sel`, each marked shown (its proxy drawn) or not (in "other").
+MARKED_SQL = """
+g AS (
+  SELECT f.*, t.api_proxy IS NOT NULL AS shown
+  FROM sel f LEFT JOIN top t ON t.rank_metric = coalesce($rank_metric, f.metric_name) AND t.api_proxy = f.api_proxy
+  WHERE list_contains($metrics, f.metric_name))
+"""
+
+
+def x_sql(grain) -> str:
+    if grain == "week":
+        return "date_trunc('week', date)::TIMESTAMP"
+    if grain == "day":
+        return "date::TIMESTAMP"
+    # A daily value (an instant query at the end of day D) carries the timestamp D+1
+    # 00:00; it is plotted on its day D so that the chart reads as the calendar.
+    return "CASE WHEN daily THEN date::TIMESTAMP ELSE make_timestamp(ts * 1000) END"
+
+
+def lines_sql(grain, split: bool, combine: str) -> str:
+    series = "api_proxy || ' · ' || label" if split else "api_proxy"
+    return f"""
+WITH {RANKS_SQL.format(score=SCORE[combine])}, {MARKED_SQL}
+SELECT metric_name, CASE WHEN shown THEN {series} END AS series, {x_sql(grain)} AS x,
+       {COMBINE[combine]} AS y, any_value(daily) AS daily
+FROM g JOIN info USING (metric_name) WHERE shown OR $others
+GROUP BY ALL ORDER BY metric_name, series NULLS LAST, x
+"""
+
+
+def counts_sql(combine: str) -> str:
+    return f"""
+WITH {RANKS_SQL.format(score=SCORE[combine])}
+SELECT i.metric_name, any_value(i.proxies) AS proxies, any_value(i.rows) AS rows, any_value(i.daily) AS daily,
+       count(t.api_proxy) AS shown
+FROM info i JOIN scores sc USING (metric_name)
+LEFT JOIN top t ON t.rank_metric = coalesce($rank_metric, i.metric_name) AND t.api_proxy = sc.api_proxy
+WHERE list_contains($metrics, i.metric_name) GROUP BY i.metric_name
+"""
+
+
+def bars_sql(week: bool, combine: str) -> str:
+    bucket = "date_trunc('week', date)::DATE" if week else "date"
+    return f"""
+WITH {RANKS_SQL.format(score=SCORE[combine])}, {MARKED_SQL}
+SELECT metric_name, CASE WHEN shown THEN api_proxy END AS series, strftime({bucket}, '%Y-%m-%d') AS x,
+       sum(s) AS y
+FROM g WHERE shown OR $others
+GROUP BY ALL ORDER BY metric_name, series NULLS LAST, x
+"""
+
+
+def table_sql(combine: str, every: bool) -> str:
+    """Per proxy: days, total, daily average and maximum, busiest day, rows, value average and maximum."""
+    return f"""
+WITH {RANKS_SQL.format(score=SCORE[combine])}, {MARKED_SQL},
+d AS (SELECT metric_name, api_proxy, date, sum(s) AS total, sum(n) AS n, max(hi) AS hi
+      FROM g {"" if every else "WHERE shown"} GROUP BY ALL)
+SELECT metric_name, api_proxy, count(*) AS days, sum(total) AS total, avg(total) AS daily_avg,
+       max(total) AS daily_max, arg_max(date, total) AS busiest, sum(n) AS rows,
+       sum(total) / sum(n) AS value_avg, max(hi) AS value_max
+FROM d GROUP BY ALL ORDER BY metric_name, {"total DESC, api_proxy" if every else "api_proxy"}
+"""
+
+
+PARTITION_ROWS_SQL = """
+SELECT date, api_proxy, sum(n) AS n FROM sel WHERE list_contains($metrics, metric_name)
+GROUP BY ALL ORDER BY date, api_proxy
+"""
+RAW_SQL = """
+SELECT make_timestamp(epoch_ms(timestamp) * 1000) AS "timestamp (UTC)", date, api_proxy, metric_name, value,
+       labels
+FROM prom_metrics(data_dir := $data_dir, start_date := $first_day, end_date := $last_day,
                   proxy := $proxies, metric := $metrics)
+WHERE (date > $first_day OR api_proxy >= $first_proxy) AND (date < $last_day OR api_proxy <= $last_proxy)
 ORDER BY date, api_proxy, metric_name, timestamp, CAST(labels AS VARCHAR)
+LIMIT $limit OFFSET $offset
+"""
+
+
+def csv_sql(proxy_filter: bool) -> str:
+    """Every selected row in prom_metrics' columns, as examples/duckdb/query_metrics.py writes them."""
+    proxies = ", proxy := $proxies" if proxy_filter else ""
+    return f"""
+SELECT strftime(make_timestamp(ms * 1000), '%Y-%m-%dT%H:%M:%S')
+         || CASE WHEN ms % 1000 <> 0 THEN '.' || lpad(CAST(ms % 1000 AS VARCHAR), 3, '0') ELSE '' END
+         || 'Z' AS "timestamp",
+       strftime(date, '%Y-%m-%d') AS "date", api_proxy, metric_name, CAST(value AS VARCHAR) AS "value",
+       CAST(to_json(labels) AS VARCHAR) AS labels
+FROM (SELECT epoch_ms(timestamp) AS ms, *
+      FROM prom_metrics(data_dir := $data_dir, start_date := $start, end_date := $end{proxies},
+                        metric := $metrics))
+ORDER BY date, api_proxy, metric_name, ms, CAST(labels AS VARCHAR)
 """
 
 
@@ -68,34 +227,81 @@ def database(extension: str):
     return con
 
 
-def query(sql: str, params: dict) -> pd.DataFrame:
+def cursor():
     try:
-        cur = database(str(EXTENSION)).cursor()
+        return database(str(EXTENSION)).cursor()
     except duckdb.Error as e:
         raise DataError(f"cannot load the promduck extension {EXTENSION}: "
                         + str(e).strip().splitlines()[0]) from None
+
+
+def query(sql: str, params: dict, con=None):
+    """Runs ``sql`` into an Arrow table (on ``con``, a selection's database, else the shared
+    one). Only the parameters the text names are bound (DuckDB refuses extra ones)."""
+    cur = con.cursor() if con is not None else cursor()
     try:
-        return cur.execute(sql, params).df()
+        used = {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)}
+        return cur.sql(sql, params=used).to_arrow_table()
     except duckdb.Error as e:
         raise DataError(str(e).strip().splitlines()[0]) from None
     finally:
         cur.close()
 
 
-@st.cache_data(ttl=300, show_spinner=False)
-def inventory(data_dir: str, generation: int) -> pd.DataFrame:
-    df = query(INVENTORY_SQL, {"data_dir": data_dir})
-    df["date"] = pd.to_datetime(df["date"]).dt.date
-    return df
+@st.cache_resource(ttl=300, max_entries=8, show_spinner=False)
+def inventory(data_dir: str, generation: int):
+    """(first day, last day, sorted proxies, partitions per day, total partitions), or None."""
+    inv = query(INVENTORY_SQL, {"data_dir": data_dir}).to_pandas()
+    if inv.empty:
+        return None
+    per_day = inv.groupby("date").size()
+    per_day.index = [d if isinstance(d, date) else pd.Timestamp(d).date() for d in per_day.index]
+    return (min(per_day.index), max(per_day.index), sorted(inv["api_proxy"].unique()),
+            per_day.to_dict(), len(inv))
 
 
-@st.cache_data(ttl=300, show_spinner="Reading metrics…")
-def load(data_dir: str, start: date, end: date, proxies: tuple, metrics: tuple, generation: int) -> pd.DataFrame:
-    df = query(SELECT_SQL, {"data_dir": data_dir, "start": start.isoformat(), "end": end.isoformat(),
-                            "proxies": list(proxies), "metrics": list(metrics)})
-    df["date"] = pd.to_datetime(df["date"]).dt.date
-    df["labels"] = df["labels"].map(lambda m: dict(m) if m else {})
-    return df
+@st.cache_resource(ttl=300, max_entries=32, show_spinner=False)
+def label_keys(data_dir: str, day: date, proxies: tuple, generation: int) -> list:
+    return query(LABEL_KEYS_SQL, {"data_dir": data_dir, "day": day.isoformat(),
+                                  "proxies": list(proxies)}).column("k").to_pylist()
+
+
+@st.cache_resource(ttl=600, max_entries=8, show_spinner=False)
+def selection(data_dir: str, start: date, end: date, proxies: tuple, width_ms, split_key, generation: int):
+    """The selection read once and aggregated (tables `sel`, `scores`, `info`) in an in-memory
+    DuckDB of its own, dropped with it when the cache lets it go; returns that connection."""
+    params = {"data_dir": data_dir, "start": start.isoformat(), "end": end.isoformat(),
+              "proxies": list(proxies), "width": width_ms, "label_key": split_key}
+    try:
+        con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+        con.load_extension(str(EXTENSION))
+    except duckdb.Error as e:
+        raise DataError(f"cannot load the promduck extension {EXTENSION}: "
+                        + str(e).strip().splitlines()[0]) from None
+    sql = selection_sql(bool(proxies), width_ms, bool(split_key))
+    try:
+        con.execute(sql, {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)})
+        con.execute(SUMMARY_SQL)
+    except duckdb.Error as e:
+        con.close()
+        raise DataError(str(e).strip().splitlines()[0]) from None
+    return con
+
+
+@st.cache_data(ttl=600, max_entries=64, show_spinner=False)
+def derived(_con, sel_key: tuple, sql: str, params: dict) -> pd.DataFrame:
+    """A chart's or table's rows: SQL over the cached selection (``_con``, keyed by ``sel_key``)."""
+    return query(sql, params, con=_con).to_pandas()
+
+
+def export_csv(con, sql: str, params: dict) -> bytes:
+    """Run on click (on a thread of its own): every selected row as CSV."""
+    import pyarrow.csv as pacsv
+
+    table = query(sql, params, con=con)
+    out = io.BytesIO()
+    pacsv.write_csv(table, out, pacsv.WriteOptions(quoting_style="needed"))
+    return out.getvalue()
 
 
 def fmt(v) -> str:
@@ -106,27 +312,30 @@ def fmt(v) -> str:
     return f"{v:,.2f}"
 
 
-def labels_text(m: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in m.items())
+def labels_text(m) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (dict(m) if m else {}).items())
 
 
-def iso_utc(t) -> str:
-    """2024-03-02T00:00:00Z (milliseconds only when present), as query_metrics.py writes it."""
-    text = t.strftime("%Y-%m-%dT%H:%M:%S")
-    return text + (f".{t.microsecond // 1000:03d}Z" if t.microsecond else "Z")
+def supports(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
-def csv_bytes(df: pd.DataFrame) -> bytes:
-    """The selected rows in the columns of prom_metrics(), as the query tool writes them."""
-    out = pd.DataFrame({
-        "timestamp": df["timestamp"].map(iso_utc),
-        "date": df["date"].map(date.isoformat),
-        "api_proxy": df["api_proxy"],
-        "metric_name": df["metric_name"],
-        "value": df["value"].map(repr),
-        "labels": df["labels"].map(lambda m: json.dumps(m, ensure_ascii=False)),
-    })
-    return out.to_csv(index=False).encode("utf-8")
+def grain_for(bucket: str, start: date, end: date):
+    """(grain, label): grain is a width in ms, "day" or "week"."""
+    days = (end - start).days + 1
+    choice = BUCKETS[bucket]
+    if choice is None:  # auto: hourly up to a week, daily up to three months, weekly beyond
+        choice = HOUR_MS if days <= 7 else "day" if days <= 92 else "week"
+    if isinstance(choice, int):
+        while choice < HOUR_MS and days * 86_400_000 / choice > MAX_POINTS:
+            choice = HOUR_MS
+        if days * 86_400_000 / choice > MAX_POINTS:
+            choice = "day"
+    names = {"day": "daily", "week": "weekly (weeks from Monday)", 300_000: "5-minute", HOUR_MS: "hourly"}
+    return choice, names[choice] if choice in names else f"{choice // 60_000}-minute"
 
 
 # ---------------------------------------------------------------------------
@@ -145,6 +354,7 @@ data_dir = sb.text_input("Data directory", value=DEFAULT_DATA_DIR,
                               "<dir>/YYYY-MM-DD/<proxy>.parquet").strip()
 if sb.button("Reload data", help="Read the data directory again (new days, new proxies)"):
     st.session_state.generation += 1
+generation = st.session_state.generation
 
 if not EXTENSION.is_file():
     st.error(f"The promduck DuckDB extension was not found at `{EXTENSION}`. "
@@ -160,119 +370,280 @@ if not data_dir or not os.path.isdir(data_dir):
     st.stop()
 
 try:
-    inv = inventory(data_dir, st.session_state.generation)
+    inv = inventory(data_dir, generation)
 except DataError as e:
     st.error(f"Could not read `{data_dir}`: {e}")
     st.stop()
-if inv.empty:
+if inv is None:
     st.info(f"`{data_dir}` holds no metrics yet: the collector writes "
             "`YYYY-MM-DD/<proxy>.parquet` there. Collect some days first, e.g. "
             "`build/promduck-collector --config config/config.yaml --from 2024-03-01 --to 2024-03-07`.")
     st.stop()
+first_day, last_day, all_proxies, per_day, n_partitions = inv
 
-first_day, last_day = inv["date"].min(), inv["date"].max()
-all_proxies = sorted(inv["api_proxy"].unique())
-all_metrics = sorted(inv["metric_name"].unique())
+# ?start=YYYY-MM-DD&end=YYYY-MM-DD&proxy=a&proxy=b opens that selection (a link to share).
+range_key = f"range-{data_dir}-{first_day}-{last_day}"
+if range_key not in st.session_state:
+    default = (max(first_day, last_day - timedelta(days=DEFAULT_DAYS - 1)), last_day)
+    try:
+        asked = tuple(date.fromisoformat(st.query_params[k]) for k in ("start", "end") if k in st.query_params)
+    except ValueError:
+        asked = ()
+    if len(asked) == 2 and first_day <= asked[0] <= asked[1] <= last_day:
+        default = asked
+    st.session_state[range_key] = default
+proxy_key = f"proxies-{data_dir}"
+if proxy_key not in st.session_state:
+    st.session_state[proxy_key] = [p for p in st.query_params.get_all("proxy") if p in set(all_proxies)]
 
 sb.header("Filters")
-picked = sb.date_input("Date range", value=(first_day, last_day), min_value=first_day, max_value=last_day,
-                       format="YYYY-MM-DD", help=f"Days with data: {first_day} to {last_day}")
+picked = sb.date_input("Date range", min_value=first_day, max_value=last_day, format="YYYY-MM-DD",
+                       key=range_key,
+                       help=f"Days with data: {first_day} to {last_day} ({n_partitions:,} partitions). "
+                            f"Opens on the last {DEFAULT_DAYS} days.")
 if isinstance(picked, (tuple, list)):
     start, end = (picked[0], picked[-1]) if picked else (first_day, last_day)
 else:
     start = end = picked
-proxies = sb.multiselect("API proxies", all_proxies, default=all_proxies)
-metrics = sb.multiselect("Metrics", all_metrics, default=all_metrics)
+multiselect_extra = {}
+if supports(st.multiselect, "filter_mode"):
+    multiselect_extra["filter_mode"] = "contains"
+chosen = sb.multiselect("API proxies", all_proxies, key=proxy_key,
+                        placeholder=f"All {len(all_proxies):,} API proxies (type to search)",
+                        help="None picked: every API proxy, each chart drawing the top N of them", **multiselect_extra)
+proxies = tuple(chosen)
+st.query_params.update({"start": start.isoformat(), "end": end.isoformat()})
+if proxies and len(proxies) <= 50:
+    st.query_params["proxy"] = list(proxies)
+elif "proxy" in st.query_params:
+    del st.query_params["proxy"]
 
-if not proxies or not metrics:
-    st.warning("Select at least one API proxy and one metric in the sidebar.")
-    st.stop()
-
-try:
-    data = load(data_dir, start, end, tuple(proxies), tuple(metrics), st.session_state.generation)
-except DataError as e:
-    st.error(f"Could not read the metrics: {e}")
-    st.stop()
-
-label_keys = sorted({k for m in data["labels"] for k in m if k != "apiproxy"})
 sb.header("Series")
-split = sb.selectbox("Lines per", ["API proxy"] + [f"API proxy and {k}" for k in label_keys],
+shown_proxies = list(proxies) or all_proxies
+try:
+    keys = label_keys(data_dir, end, tuple(shown_proxies[:LABEL_SAMPLE]), generation)
+except DataError:
+    keys = []
+split_key_state = st.session_state.get("split")
+split_options = ["API proxy"] + [f"API proxy and {k}" for k in keys]
+if split_key_state not in split_options:
+    st.session_state["split"] = "API proxy"
+split = sb.selectbox("Lines per", split_options, key="split",
                      help="One line per proxy, or per proxy and the value of a label")
 split_key = None if split == "API proxy" else split.removeprefix("API proxy and ")
 combine = sb.selectbox("Combine the other series by", list(COMBINE), index=0,
-                       help="Several rows at one instant for a line (e.g. one per environment) "
-                            "are combined this way; sum suits counters such as request_count")
+                       help="The rows that fall on one point of a line (one per environment, every instant "
+                            "of a time bucket, every proxy of \"other\") are combined this way; sum suits "
+                            "counters such as request_count, average or maximum gauges such as latency. "
+                            "Proxies are ranked by the same measure over the whole range.")
+top = int(sb.number_input("Top API proxies per chart", min_value=1, max_value=MAX_TOP, value=DEFAULT_TOP, step=1,
+                          help="Each chart draws the N proxies ranked highest by its metric (combined as above "
+                               "over the range)"))
+others = sb.toggle("The rest as one \"other\" line", value=True,
+                   help="Off: the proxies beyond the top N are left out")
+bucket = sb.selectbox("Time bucket", list(BUCKETS), index=0,
+                      help="auto: hourly up to 7 days, daily up to 92 days, weekly beyond. A point is "
+                           "the end of the interval it covers, as the collector stores samples; days are "
+                           "the collected days.")
+grain, grain_label = grain_for(bucket, start, end)
 
 days_shown = f"{start}" if start == end else f"{start} to {end}"
-st.caption(f"`{data_dir}` · {days_shown} · {len(proxies)} of {len(all_proxies)} API proxies · "
-           f"{len(metrics)} metrics · {len(data):,} rows")
-if data.empty:
+files = sum(per_day.get(start + timedelta(days=i), 0) for i in range((end - start).days + 1))
+if proxies:
+    files = min(files, len(proxies) * ((end - start).days + 1))
+try:
+    with st.spinner(f"Reading {days_shown}: up to {files:,} partitions…"):
+        sel = selection(data_dir, start, end, proxies, grain if isinstance(grain, int) else None,
+                        split_key, generation)
+except DataError as e:
+    st.error(f"Could not read the metrics: {e}")
+    st.stop()
+sel_key = (data_dir, start, end, proxies, grain if isinstance(grain, int) else None, split_key, generation)
+
+all_metrics = derived(sel, sel_key, "SELECT metric_name FROM info ORDER BY 1", {})["metric_name"].tolist()
+metric_key = "metrics"
+if metric_key not in st.session_state or st.session_state.get("metric-options") != all_metrics:
+    before = st.session_state.get(metric_key)
+    kept = [m for m in before if m in all_metrics] if before else []
+    st.session_state[metric_key] = kept or all_metrics
+    st.session_state["metric-options"] = all_metrics
+metrics = sb.multiselect("Metrics", all_metrics, key=metric_key)
+rank_options = ["each chart's own metric"] + metrics
+rank_by = sb.selectbox("Rank API proxies by", rank_options, index=0,
+                       help="Which metric decides the top N: each chart's own, or one for every chart")
+rank_metric = None if rank_by == rank_options[0] else rank_by
+
+if not metrics:
+    st.warning("Select at least one metric in the sidebar." if all_metrics else
+               f"No rows for {days_shown} and these API proxies: pick other days or proxies.")
+    st.stop()
+
+params = {"metrics": metrics, "top": top, "rank_metric": rank_metric, "others": others}
+counts = derived(sel, sel_key, counts_sql(combine), params).set_index("metric_name")
+n_rows = int(counts["rows"].sum()) if not counts.empty else 0
+n_proxies = len(proxies) if proxies else len(all_proxies)
+st.caption(f"`{data_dir}` · {days_shown} · {'all ' if not proxies else ''}{n_proxies:,} of {len(all_proxies):,} "
+           f"API proxies · {len(metrics)} metrics · {n_rows:,} rows · {grain_label} points")
+if n_rows == 0:
     st.info("No rows for this selection: pick other days, proxies or metrics.")
     st.stop()
 
-data["series"] = data["api_proxy"]
-if split_key:
-    data["series"] = data["api_proxy"] + " · " + data["labels"].map(lambda m: m.get(split_key, "(none)"))
+tab_names = ["Time series", "Aggregates by API proxy", "Raw data"]
+if supports(st.tabs, "on_change"):
+    # Only the open tab is computed and sent to the browser.
+    tab_ts, tab_agg, tab_raw = st.tabs(tab_names, key="tab", on_change="rerun")
+    is_open = lambda t: bool(getattr(t, "open", True))  # noqa: E731
+else:
+    tab_ts, tab_agg, tab_raw = st.tabs(tab_names)
+    is_open = lambda t: True  # noqa: E731
 
-tab_ts, tab_agg, tab_raw = st.tabs(["Time series", "Aggregates by API proxy", "Raw data"])
+
+def chart_note(metric: str, kind: str, right: bool, points: str) -> str:
+    """The subtitle: which proxies are drawn, where the rest went, what a point is."""
+    total, shown = int(counts.loc[metric, "proxies"]), int(counts.loc[metric, "shown"])
+    if shown >= total:
+        return f"all {total:,} API proxies · {points}"
+    by = f"{combine} of {rank_metric or metric}"
+    if others:
+        rest = f"the other {total - shown:,} as one grey {kind}" + (" (right axis)" if right else "")
+    else:
+        rest = f"the other {total - shown:,} left out"
+    return f"top {shown:,} of {total:,} API proxies by {by}; {rest} · {points}"
+
+
+def other_name(metric: str) -> str:
+    rest = int(counts.loc[metric, "proxies"]) - int(counts.loc[metric, "shown"])
+    return f"other ({rest:,} API proxies)"
+
+
+def day_axis(fig):
+    """Calendar-day x axis from the first to the last selected day, never a sub-day scale."""
+    pad = timedelta(days=3.5 if grain == "week" else 0.5)
+    lo = datetime.combine(start, datetime.min.time()) - pad
+    hi = datetime.combine(end, datetime.min.time()) + pad
+    fig.update_xaxes(range=[lo, hi], tickformat="%Y-%m-%d" if (end - start).days < 7 else None,
+                     dtick=86_400_000 if (end - start).days < 7 else None)
+
+
+def figure(metric: str, sub: pd.DataFrame, kind: str):
+    """(figure, "other" on the right axis?): the drawn lines (or bars) of one chart, a trace per
+    shown series in PALETTE's colours, then "other" in grey, on an axis of its own (right)
+    when it would flatten the others."""
+    fig = go.Figure()
+    shown, rest = sub[sub["series"].notna()], sub[sub["series"].isna()]
+    right = (not rest.empty and not shown.empty
+             and rest["y"].abs().max() > 2 * max(shown["y"].abs().max(), 1e-300))
+    traces = [(name, g, PALETTE[i % len(PALETTE)], "y")
+              for i, (name, g) in enumerate(shown.groupby("series", sort=False))]
+    if not rest.empty:
+        traces.append((other_name(metric), rest, OTHER_COLOR, "y2" if right else "y"))
+    for i, (name, g, color, axis) in enumerate(traces):
+        if kind == "bar":
+            fig.add_trace(go.Bar(x=g["x"], y=g["y"], name=name, marker_color=color, yaxis=axis,
+                                 offsetgroup=str(i)))
+        else:
+            fig.add_trace(go.Scatter(x=g["x"], y=g["y"], name=name, line=dict(color=color), yaxis=axis,
+                                     mode="lines+markers" if len(g) <= 100 else "lines"))
+    if right:
+        fig.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False, tickmode="auto",
+                                      title=dict(text="other", font=dict(color=OTHER_COLOR)),
+                                      tickfont=dict(color=OTHER_COLOR)),
+                          legend=dict(x=1.1))
+    return fig, right
+
 
 with tab_ts:
-    for metric in metrics:
-        sub = data[data["metric_name"] == metric]
-        if sub.empty:
-            st.info(f"No {metric} rows for this selection.")
-            continue
-        # A daily value (an instant query at the end of day D) carries the timestamp
-        # D+1 00:00; plot it on its day D so that the chart reads as the calendar.
-        day_start = pd.to_datetime(sub["date"])  # naive UTC, like the timestamp column
-        daily = bool((sub["timestamp"] == day_start + pd.Timedelta(days=1)).all())
-        x, x_label = ("day", "day") if daily else ("timestamp", "time (UTC)")
-        sub = sub.assign(day=day_start)
-        series = (sub.groupby(["series", x], as_index=False)["value"].agg(COMBINE[combine])
-                  .sort_values(["series", x]))
-        fig = px.line(series, x=x, y="value", color="series", markers=True, title=metric,
-                      labels={x: x_label, "value": f"{metric} ({combine})", "series": split})
-        fig.update_layout(legend_title_text=split, margin=dict(t=50, b=10))
-        st.plotly_chart(fig, key=f"ts-{metric}")
+    if is_open(tab_ts):
+        lines = derived(sel, sel_key, lines_sql(grain, bool(split_key), combine), params)
+        for metric in metrics:
+            sub = lines[lines["metric_name"] == metric]
+            if sub.empty:
+                st.info(f"No {metric} rows for this selection.")
+                continue
+            daily = bool(sub["daily"].iloc[0]) or not isinstance(grain, int)
+            fig, right = figure(metric, sub, "line")
+            fig.update_layout(
+                title=dict(text=metric, subtitle=dict(text=chart_note(metric, "line", right, grain_label))),
+                legend_title_text=split, margin=dict(t=70, b=10), hovermode="x unified",
+                xaxis_title="day" if daily and grain != "week" else "week from" if daily else "time (UTC)",
+                yaxis_title=f"{metric} ({combine})")
+            if daily:
+                day_axis(fig)
+            else:
+                fig.update_xaxes(range=[datetime.combine(start, datetime.min.time()),
+                                        datetime.combine(end + timedelta(days=1), datetime.min.time())])
+            st.plotly_chart(fig, key=f"ts-{metric}")
 
 with tab_agg:
-    for metric in metrics:
-        sub = data[data["metric_name"] == metric]
-        if sub.empty:
-            continue
-        daily = sub.groupby(["date", "api_proxy"], as_index=False)["value"].sum().rename(
-            columns={"value": "daily_total"})
-        st.subheader(metric)
-        fig = px.bar(daily.sort_values(["api_proxy", "date"]), x="date", y="daily_total", color="api_proxy",
-                     barmode="group", title=f"{metric}: daily total per API proxy",
-                     labels={"date": "day", "daily_total": "daily total", "api_proxy": "API proxy"})
-        fig.update_xaxes(type="category")
-        fig.update_layout(margin=dict(t=50, b=10))
-        st.plotly_chart(fig, key=f"agg-{metric}")
-        rows = []
-        for proxy, g in daily.groupby("api_proxy"):
-            values = sub[sub["api_proxy"] == proxy]["value"]
-            busiest = g.loc[g["daily_total"].idxmax()]
-            rows.append({"API proxy": proxy, "days": len(g), "total": fmt(g["daily_total"].sum()),
-                         "daily average": fmt(g["daily_total"].mean()), "daily max": fmt(busiest["daily_total"]),
-                         "busiest day": busiest["date"].isoformat(), "rows": len(values),
-                         "value average": fmt(values.mean()), "value max": fmt(values.max())})
-        st.table(pd.DataFrame(rows).set_index("API proxy"))
+    if is_open(tab_agg):
+        week = (end - start).days + 1 > 92
+        per = "weekly" if week else "daily"
+        bars = derived(sel, sel_key, bars_sql(week, combine), params)
+        every = st.toggle("Table of every API proxy", value=False,
+                          help="Off: the top N proxies of each chart; on: every selected proxy (sortable)")
+        table = derived(sel, sel_key, table_sql(combine, every), params)
+        for metric in metrics:
+            sub = bars[bars["metric_name"] == metric]
+            if sub.empty:
+                continue
+            st.subheader(metric)
+            fig, right = figure(metric, sub, "bar")
+            fig.update_layout(title=dict(text=f"{metric}: {per} total per API proxy",
+                                         subtitle=dict(text=chart_note(metric, "bar", right, per))),
+                              barmode="group", legend_title_text="API proxy", margin=dict(t=70, b=10),
+                              xaxis_title="week from" if week else "day", yaxis_title=f"{per} total")
+            fig.update_xaxes(type="category")
+            st.plotly_chart(fig, key=f"agg-{metric}")
+            t = table[table["metric_name"] == metric]
+            rows = pd.DataFrame({
+                "API proxy": t["api_proxy"], "days": t["days"], "total": t["total"].map(fmt),
+                "daily average": t["daily_avg"].map(fmt), "daily max": t["daily_max"].map(fmt),
+                "busiest day": t["busiest"].map(lambda d: pd.Timestamp(d).date().isoformat()), "rows": t["rows"],
+                "value average": t["value_avg"].map(fmt), "value max": t["value_max"].map(fmt),
+            }).set_index("API proxy")
+            if every:
+                st.dataframe(rows, height=min(400, 38 + 35 * len(rows)))
+            else:
+                st.table(rows)
+                total = int(counts.loc[metric, "proxies"])
+                if total > len(rows):
+                    st.caption(f"The top {len(rows):,} of {total:,} API proxies; "
+                               "\"Table of every API proxy\" lists them all.")
 
 with tab_raw:
-    c1, c2, c3 = st.columns([1, 1, 2])
-    page_size = c1.selectbox("Rows per page", PAGE_SIZES, index=0)
-    pages = max(1, math.ceil(len(data) / page_size))
-    page = c2.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1,
-                           key=f"page-{pages}-{page_size}")
-    lo = (page - 1) * page_size
-    hi = min(lo + page_size, len(data))
-    c3.markdown(f"Rows {lo + 1:,}–{hi:,} of {len(data):,}")
-    view = data.iloc[lo:hi]
-    st.dataframe(pd.DataFrame({
-        "timestamp (UTC)": view["timestamp"], "date": view["date"], "api_proxy": view["api_proxy"],
-        "metric_name": view["metric_name"], "value": view["value"],
-        "labels": view["labels"].map(labels_text),
-    }), hide_index=True)
-    st.download_button(f"Download all {len(data):,} rows as CSV", csv_bytes(data),
-                       file_name=f"promduck-metrics-{start}-{end}.csv", mime="text/csv")
+    if is_open(tab_raw):
+        c1, c2, c3 = st.columns([1, 1, 2])
+        page_size = c1.selectbox("Rows per page", PAGE_SIZES, index=0)
+        pages = max(1, math.ceil(n_rows / page_size))
+        page = c2.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, value=1, step=1,
+                               key=f"page-{pages}-{page_size}")
+        lo = (page - 1) * page_size
+        hi = min(lo + page_size, n_rows)
+        c3.markdown(f"Rows {lo + 1:,}–{hi:,} of {n_rows:,}")
+        # The page's rows come from the files that hold them: the partitions (in the
+        # rows' order, day then proxy) whose running row counts cover [lo, hi).
+        parts = derived(sel, sel_key, PARTITION_ROWS_SQL, {"metrics": metrics})
+        ends = parts["n"].cumsum()
+        i = int((ends <= lo).sum())
+        j = int((ends < hi).sum())
+        run = parts.iloc[i:j + 1]
+        before = int(ends.iloc[i - 1]) if i else 0
+        try:
+            view = query(RAW_SQL, {
+                "data_dir": data_dir, "metrics": metrics, "proxies": sorted(set(run["api_proxy"])),
+                "first_day": run["date"].iloc[0], "last_day": run["date"].iloc[-1],
+                "first_proxy": run["api_proxy"].iloc[0], "last_proxy": run["api_proxy"].iloc[-1],
+                "limit": hi - lo, "offset": lo - before}).to_pandas()
+        except DataError as e:
+            st.error(f"Could not read the rows: {e}")
+            st.stop()
+        view["labels"] = view["labels"].map(labels_text)
+        st.dataframe(view, hide_index=True)
+        csv_params = {"data_dir": data_dir, "start": start.isoformat(), "end": end.isoformat(), "metrics": metrics}
+        if proxies:
+            csv_params["proxies"] = list(proxies)
+        con = database(str(EXTENSION))  # the callable runs outside the script: no st.* in it
+        st.download_button(f"Download all {n_rows:,} rows as CSV",
+                           lambda: export_csv(con, csv_sql(bool(proxies)), csv_params),
+                           file_name=f"promduck-metrics-{start}-{end}.csv", mime="text/csv",
+                           on_click="ignore")

@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""The Streamlit dashboard in a real browser at real scale, before and after, in
+the same run (issue 15): the time from opening the page to the first chart
+drawn and to the page settling, in Debian's Chromium driven by Playwright (the
+browser and flags of tests/test_dashboard.py).
+
+Data sets, written by promduck's writer or in its exact schema (bench/dashboard_data.py):
+  (a) year: 200 proxies x 365 days (73,000 files, 438,000 rows), by
+      core/examples/gen_partitions.rs, as bench/run.py's storage section;
+  (b) wide: 10,000 proxies x 10 metrics x 1 day (10,000 files, 2.5 M rows).
+
+Dashboards: "before" is examples/streamlit/dashboard.py at --before (the
+seed's dashboard, `git show REV:examples/streamlit/dashboard.py` into a temp
+file), "after" the working tree's. Each measurement starts a fresh Streamlit
+server (nothing cached) and a fresh browser profile, then opens the page:
+  first chart  a Plotly chart has drawn its traces (performance.now() of the
+               first DOM mutation after which one exists);
+  settled      the script run has finished and no DOM mutation happened for
+               --quiet seconds: the time of the last mutation.
+A page not settled after --timeout seconds is reported as "> timeout". Also
+recorded: charts, traces and points on the page, and the bytes the browser
+received over Streamlit's websocket. "after, full year" opens the after
+dashboard on (a) with ?start=2024-01-01&end=2024-12-30 (its default is the
+last 30 days; the before dashboard always opens on every day).
+
+    .venv/bin/python bench/dashboard_bench.py [--only year|wide] [--workdir DIR] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
+
+import dashboard_data  # noqa: E402
+
+GEN = REPO / "target" / "release" / "examples" / "gen_partitions"
+EXTENSION = Path(os.environ.get("PROMDUCK_EXTENSION") or REPO / "build" / "promduck.duckdb_extension")
+DASHBOARD = REPO / "examples" / "streamlit" / "dashboard.py"
+CHROMIUM = Path(os.environ.get("PROMDUCK_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# The seed's dashboard: the last commit before issue 15's rewrite.
+BEFORE_REV = "d3db2d2"
+
+# Installed before any page script: timestamps (performance.now(), ms since the
+# navigation started) of the first drawn chart and of the last DOM mutation.
+OBSERVER_JS = """
+window.__bench = {first: null, last: 0};
+new MutationObserver(() => {
+  const now = performance.now();
+  window.__bench.last = now;
+  if (window.__bench.first === null &&
+      document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot .main-svg .trace'))
+    window.__bench.first = now;
+}).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+"""
+STATE_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  const plots = Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'));
+  return {state: app ? app.getAttribute('data-test-script-state') : null,
+          connected: app ? app.getAttribute('data-test-connection-state') : null,
+          running: !!document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]'),
+          first: window.__bench.first, last: window.__bench.last, now: performance.now(),
+          charts: plots.length,
+          traces: plots.reduce((a, gd) => a + ((gd._fullData || []).length), 0),
+          points: plots.reduce((a, gd) => a + (gd._fullData || []).reduce((b, t) => b + (t.x ? t.x.length : 0), 0), 0),
+          exception: document.querySelectorAll('[data-testid="stException"]').length};
+}"""
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def make_year(work: Path) -> Path:
+    data = work / "year"
+    if not (data / "2024-12-30").is_dir():
+        if not GEN.exists():
+            raise SystemExit(f"{GEN} is missing: `make bench` builds it "
+                             "(cargo build --release -p promduck-core --example gen_partitions)")
+        shutil.rmtree(data, ignore_errors=True)
+        t = time.perf_counter()
+        subprocess.run([str(GEN), str(data), "365", "200", "2024-01-01"], check=True, capture_output=True)
+        log(f"  (a) 365 days x 200 proxies = 73,000 partitions by gen_partitions in {time.perf_counter() - t:.1f} s")
+    return data
+
+
+def make_wide(work: Path, year: Path) -> Path:
+    data = work / "wide"
+    if not (data / "2024-03-01").is_dir() or sum(1 for _ in (data / "2024-03-01").iterdir()) != 10_000:
+        shutil.rmtree(data, ignore_errors=True)
+        t = time.perf_counter()
+        reference = year / "2024-01-01" / "api-proxy-0.parquet"   # written by promduck's writer
+        dashboard_data.write_wide(data, reference)
+        log(f"  (b) 10,000 proxies x 10 metrics x 1 day = 10,000 partitions in {time.perf_counter() - t:.1f} s")
+    return data
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``streamlit run script`` on 127.0.0.1 over ``data``, as tests/test_dashboard.py starts it."""
+
+    def __init__(self, script: Path, data: Path, work: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, PROMDUCK_DATA_DIR=str(data), PROMDUCK_EXTENSION=str(EXTENSION),
+                   STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+        self.log_path = work / f"streamlit-{self.port}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", "127.0.0.1",
+             "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"streamlit exited:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"streamlit not healthy after 60 s:\n{self.log_path.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: Path | None = None) -> dict:
+    """Opens ``url`` in a fresh Chromium profile and waits for the page to settle."""
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=work))
+    context = pw.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1400, "height": 1000})
+    received = [0]
+    try:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.add_init_script(OBSERVER_JS)
+        page.on("websocket", lambda ws: ws.on(
+            "framereceived", lambda payload: received.__setitem__(0, received[0] + len(payload))))
+        page.goto(url, timeout=int(timeout * 1000))
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            state = page.evaluate(STATE_JS)
+            idle = state["state"] == "notRunning" and not state["running"]
+            if idle and state["now"] - state["last"] >= quiet * 1000:
+                break
+        else:
+            state = page.evaluate(STATE_JS)
+            state["settled_timeout"] = True
+        if screenshot is not None and not state.get("settled_timeout"):
+            page.screenshot(path=str(screenshot), full_page=True)
+    finally:
+        context.close()
+        shutil.rmtree(profile, ignore_errors=True)
+    timed_out = bool(state.get("settled_timeout"))
+    return {
+        "first_chart_s": None if state["first"] is None else round(state["first"] / 1000, 2),
+        "settled_s": None if timed_out else round(state["last"] / 1000, 2),
+        "timed_out_after_s": timeout if timed_out else None,
+        "charts": state["charts"], "traces": state["traces"], "points": state["points"],
+        "websocket_mib": round(received[0] / 2**20, 2), "exceptions": state["exception"],
+    }
+
+
+def fmt(r: dict, key: str) -> str:
+    if key == "settled_s" and r["timed_out_after_s"]:
+        return f"> {r['timed_out_after_s']:.0f} s"
+    v = r[key]
+    return "–" if v is None else f"{v:.2f} s"
+
+
+def run_case(pw, label: str, script: Path, data: Path, work: Path, args, query: str = "",
+             screenshot: Path | None = None) -> dict:
+    server = Server(script, data, work)
+    try:
+        r = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet, screenshot)
+    finally:
+        server.stop()
+    log(f"  {label:<22} first chart {fmt(r, 'first_chart_s'):>9}   settled {fmt(r, 'settled_s'):>9}   "
+        f"{r['charts']} charts, {r['traces']:,} traces, {r['points']:,} points, "
+        f"{r['websocket_mib']:.1f} MiB to the browser" + (f", {r['exceptions']} exceptions" if r["exceptions"] else ""))
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["year", "wide"], action="append")
+    ap.add_argument("--workdir", help="keep the data sets here (default: a temporary folder)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--before", default=BEFORE_REV, help="git revision of the 'before' dashboard")
+    ap.add_argument("--timeout", type=float, default=240, help="seconds to wait for a page to settle")
+    ap.add_argument("--quiet", type=float, default=2.0, help="seconds without a DOM change that mean settled")
+    ap.add_argument("--screenshots", help="save the after pages' screenshots in this folder")
+    args = ap.parse_args()
+    for f in (EXTENSION, CHROMIUM):
+        if not f.exists():
+            raise SystemExit(f"{f} is missing (make build; make browser)")
+    from playwright.sync_api import sync_playwright
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="promduck-dashboard-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    shots = Path(args.screenshots) if args.screenshots else None
+    if shots:
+        shots.mkdir(parents=True, exist_ok=True)
+    before = work / "dashboard_before.py"
+    before.write_bytes(subprocess.run(["git", "-C", str(REPO), "show", f"{args.before}:examples/streamlit/dashboard.py"],
+                                      check=True, capture_output=True).stdout)
+    results = {"before_rev": args.before, "cores": os.cpu_count(), "load_before": os.getloadavg()[0]}
+    log("\n## dashboard in Chromium: opening the page -> first chart, settled")
+    try:
+        year = make_year(work)
+        cases = []
+        if not args.only or "year" in args.only:
+            cases.append(("year", year, "(a) 200 proxies x 365 days", "?start=2024-01-01&end=2024-12-30"))
+        if not args.only or "wide" in args.only:
+            cases.append(("wide", make_wide(work, year), "(b) 10,000 proxies x 10 metrics x 1 day", None))
+        with sync_playwright() as pw:
+            for name, data, title, full in cases:
+                log(f" {title}")
+                out = results[name] = {}
+                out["before"] = run_case(pw, "before", before, data, work, args)
+                out["after"] = run_case(pw, "after", DASHBOARD, data, work, args,
+                                        screenshot=shots / f"dashboard-{name}.png" if shots else None)
+                if full:
+                    out["after_full_year"] = run_case(pw, "after, full year", DASHBOARD, data, work, args, full,
+                                                      screenshot=shots / f"dashboard-{name}-full.png" if shots else None)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    results["load_after"] = os.getloadavg()[0]
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    log("\n" + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
