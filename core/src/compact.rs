@@ -193,7 +193,8 @@ pub fn check_closed(first: NaiveDate, now: DateTime<Utc>, tz: chrono_tz::Tz) -> 
 }
 
 /// The months before `before` (a month's first day) that have daily files (or a
-/// daily file being removed), oldest first: what `--compact` compacts.
+/// daily file being removed, or, once compacted, day folders left to remove), oldest
+/// first: what `--compact` compacts.
 pub fn months_with_daily_files(output_dir: &Path, before: NaiveDate) -> Result<Vec<NaiveDate>> {
     let entries = match std::fs::read_dir(output_dir) {
         Ok(e) => e,
@@ -211,7 +212,7 @@ pub fn months_with_daily_files(output_dir: &Path, before: NaiveDate) -> Result<V
             let n = f.file_name().to_string_lossy().into_owned();
             (n.ends_with(&format!(".{PARQUET_EXT}")) && !crate::layout::is_temp_file(&n)) || n.ends_with(DEL_MARKER) || f.path().is_dir()
         });
-        if has_data {
+        if has_data || is_compacted(output_dir, day) {
             months.insert(month_of(day));
         }
     }
