@@ -8,14 +8,24 @@
 //! retention forgets; the archive must not), unless the run was asked to replace.
 //! Work units are run with a bounded number in flight (the client also bounds
 //! queries), so memory stays flat however many days a backfill spans.
+//!
+//! A unit (one day, up to `batchSize` proxies) sends its metrics' queries at once
+//! (the client keeps `concurrency` in flight), holds the answers column-wise
+//! ([`Answer`]: about a hundred bytes per series and sixteen per point) and builds
+//! and writes each partition on the blocking pool. A batched query's answer is
+//! bounded ([`BATCH_MAX_BYTES`], [`BATCH_MAX_SAMPLES`]); one over the bound is
+//! asked again for each half of the batch, down to one proxy per query, where the
+//! configured limits apply: batching never changes the result, and the memory one
+//! answer takes does not grow with the batch.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layout::partition_path;
 use crate::plan::{Eval, MetricPlan, MetricRequests, Plan, Request};
-use crate::prometheus::{PromClient, Series};
+use crate::prometheus::{Answer, AnswerLimits, PromClient, PromError, Series};
 use crate::schema::PartitionBuilder;
 use crate::writer::{remove_stale_temp_files, sync_dir, write_partition_unsynced_rename};
+use tokio::sync::Semaphore;
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,6 +175,31 @@ impl RunSummary {
     }
 }
 
+/// The largest answer a batched query may have (or `maxResponseBytes`, if less):
+/// a larger one is asked again for each half of the batch. Bounds the memory of
+/// the answers in flight to `concurrency` times this (and its decoded form).
+pub const BATCH_MAX_BYTES: u64 = 8 << 20;
+/// The most samples a batched query's answer may have (or `maxSamples`, if less).
+pub const BATCH_MAX_SAMPLES: u64 = 500_000;
+
+/// Partitions built and written at once (over all units): enough for their fsyncs
+/// to overlap; each holds its rows and its Parquet encoders in memory.
+const PARTITION_WRITES: usize = 8;
+
+/// One metric's answer for one proxy: series of a (possibly batched) answer.
+struct ProxyAnswer {
+    answer: Arc<Answer>,
+    /// Indices of the proxy's series in `answer`, in the answer's order.
+    series: Vec<u32>,
+}
+
+impl ProxyAnswer {
+    fn whole(answer: Answer) -> ProxyAnswer {
+        let series = (0..answer.len() as u32).collect();
+        ProxyAnswer { answer: Arc::new(answer), series }
+    }
+}
+
 /// Runs collections for one configuration.
 #[derive(Clone)]
 pub struct Collector {
@@ -172,13 +207,15 @@ pub struct Collector {
     plan: Arc<Plan>,
     client: PromClient,
     replace: bool,
+    /// Partitions being built and written at once (over all units).
+    writes: Arc<Semaphore>,
 }
 
 impl Collector {
     pub fn new(cfg: Config) -> Result<Self> {
         let client = PromClient::new(&cfg.prometheus)?;
         let plan = Arc::new(Plan::new(&cfg));
-        Ok(Collector { cfg: Arc::new(cfg), plan, client, replace: false })
+        Ok(Collector { cfg: Arc::new(cfg), plan, client, replace: false, writes: Arc::new(Semaphore::new(PARTITION_WRITES)) })
     }
 
     /// Replace partitions with exactly what Prometheus answers now: a metric that
@@ -233,7 +270,16 @@ impl Collector {
         mut on_done: impl FnMut(&PartitionOutcome),
     ) -> RunSummary {
         let batch = self.plan.batch_size;
-        let in_flight = (self.cfg.prometheus.concurrency.max(1) * 2).div_ceil(batch.min(self.cfg.api_proxies.len()).max(1)).max(2);
+        // Units fetching at once: enough to keep twice `concurrency` queries waiting
+        // for the client (which sends `concurrency` at a time), so Prometheus never
+        // waits for the collector; units building and writing their partitions
+        // meanwhile make two more.
+        let unit_len = batch.min(self.cfg.api_proxies.len()).max(1);
+        let requests_per_unit: usize =
+            self.plan.metrics.iter().map(|m| if m.batch_label.is_some() && unit_len > 1 { 1 } else { unit_len }).sum();
+        let fetching = (self.cfg.prometheus.concurrency.max(1) * 2).div_ceil(requests_per_unit.max(1)).max(2);
+        let fetch_slots = Arc::new(Semaphore::new(fetching));
+        let in_flight = fetching + 2;
         let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
         let mut outcomes = RunSummary::default();
         // The run's own stop signal: the caller's cancel, or a fatal failure (fail
@@ -277,8 +323,9 @@ impl Collector {
                 }
                 let this = self.clone();
                 let cancel = cancel.clone();
-                let chunk = chunk.to_vec();
-                tasks.spawn(async move { this.collect_unit(day, &chunk, &cancel).await });
+                let chunk: Arc<[String]> = chunk.into();
+                let slots = fetch_slots.clone();
+                tasks.spawn(async move { this.collect_unit(day, chunk, &cancel, &slots).await });
             }
         }
         while let Some(done) = tasks.join_next().await {
@@ -300,56 +347,64 @@ impl Collector {
         }
     }
 
-    /// Queries every metric for one day and a group of proxies, then writes each
-    /// proxy's partition (only if all its metrics succeeded).
-    async fn collect_unit(&self, day: NaiveDate, proxies: &[String], cancel: &Cancel) -> Vec<PartitionOutcome> {
+    /// Queries every metric for one day and a group of proxies (at once, holding
+    /// one of `fetch_slots` meanwhile), then builds and writes each proxy's
+    /// partition on the blocking pool (only if all its metrics succeeded).
+    async fn collect_unit(&self, day: NaiveDate, proxies: Arc<[String]>, cancel: &Cancel, fetch_slots: &Semaphore) -> Vec<PartitionOutcome> {
+        let n_metrics = self.plan.metrics.len();
         let queries = async {
-            let mut per_metric = Vec::with_capacity(self.plan.metrics.len());
-            for metric in &self.plan.metrics {
-                per_metric.push(self.query_metric_for(metric, proxies, day).await);
+            let _slot = fetch_slots.acquire().await.expect("the semaphore is never closed");
+            let mut set = JoinSet::new();
+            for m in 0..n_metrics {
+                let this = self.clone();
+                let proxies = proxies.clone();
+                set.spawn(async move { (m, this.query_metric_for(&this.plan.metrics[m], &proxies, day).await) });
+            }
+            let mut per_metric: Vec<Vec<Result<ProxyAnswer>>> = (0..n_metrics).map(|_| Vec::new()).collect();
+            while let Some(done) = set.join_next().await {
+                let (m, results) = unwrap_join(done);
+                per_metric[m] = results;
             }
             per_metric
         };
-        let per_metric: Vec<Vec<Result<Vec<Series>>>> = tokio::select! {
+        // Dropping the queries (cancelled) aborts the tasks of the set.
+        let per_metric = tokio::select! {
             r = queries => r,
             _ = cancel.cancelled() => return proxies.iter().map(|p| self.cancelled_outcome(day, p)).collect(),
         };
-        // Transpose: per proxy, the results of every metric.
-        let mut by_proxy: Vec<Vec<(&crate::config::MetricConfig, Result<Vec<Series>>)>> = proxies.iter().map(|_| Vec::new()).collect();
-        for (metric, results) in self.plan.metrics.iter().map(|m| &m.config).zip(per_metric) {
+        // Transpose: per proxy, the results of every metric (in the plan's order).
+        let mut by_proxy: Vec<Vec<Result<ProxyAnswer>>> = proxies.iter().map(|_| Vec::with_capacity(n_metrics)).collect();
+        for results in per_metric {
             for (i, r) in results.into_iter().enumerate() {
-                by_proxy[i].push((metric, r));
+                by_proxy[i].push(r);
             }
         }
-        // Build every partition, write them all concurrently (their fsyncs overlap,
-        // which the filesystem can commit together), then make the renames durable
-        // with one fsync of the day's folder.
-        let mut outcomes = Vec::with_capacity(proxies.len());
+        // Build and write every partition concurrently on the blocking pool (their
+        // fsyncs overlap, which the filesystem can commit together), then make the
+        // renames durable with one fsync of the day's folder. A started write runs
+        // to completion even if the run is cancelled meanwhile: it is short and atomic.
         let mut writes = JoinSet::new();
+        let mut outcomes: Vec<Option<PartitionOutcome>> = proxies.iter().map(|_| None).collect();
         for (i, (proxy, results)) in proxies.iter().zip(by_proxy).enumerate() {
-            let (outcome, batch) = self.prepare_outcome(day, proxy, results);
-            if let Some(batch) = batch {
-                let storage = self.cfg.storage.clone();
-                let path = outcome.path.clone();
-                // A started write runs to completion even if the run is cancelled
-                // meanwhile: it is short and atomic.
-                writes.spawn_blocking(move || (i, write_partition_unsynced_rename(&path, &batch, &storage)));
+            let permit = self.writes.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let this = self.clone();
+            let proxy = proxy.clone();
+            writes.spawn_blocking(move || {
+                let outcome = this.build_and_write(day, &proxy, results);
+                drop(permit);
+                (i, outcome)
+            });
+            while let Some(done) = writes.try_join_next() {
+                let (i, outcome) = unwrap_join(done);
+                outcomes[i] = Some(outcome);
             }
-            outcomes.push(outcome);
         }
-        let mut any_written = false;
         while let Some(done) = writes.join_next().await {
-            match done {
-                Ok((i, Ok(()))) => {
-                    outcomes[i].status = if outcomes[i].rows == 0 { Status::Empty } else { Status::Written };
-                    any_written = true;
-                }
-                Ok((i, Err(e))) => {
-                    outcomes[i].failures.push(MetricFailure { metric: "(write)".into(), error: e.to_string(), fatal: false })
-                }
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
+            let (i, outcome) = unwrap_join(done);
+            outcomes[i] = Some(outcome);
         }
+        let mut outcomes: Vec<PartitionOutcome> = outcomes.into_iter().map(|o| o.expect("every partition was built")).collect();
+        let any_written = outcomes.iter().any(|o| matches!(o.status, Status::Written | Status::Empty));
         if any_written && self.cfg.storage.durable {
             let dir = self.cfg.storage.output_dir.join(crate::layout::day_dir_name(day));
             let synced = tokio::task::spawn_blocking(move || sync_dir(&dir)).await;
@@ -368,29 +423,48 @@ impl Collector {
         outcomes
     }
 
+    /// One partition: its rows built from the metrics' answers, written if every
+    /// metric succeeded. Runs on the blocking pool.
+    fn build_and_write(&self, day: NaiveDate, proxy: &str, results: Vec<Result<ProxyAnswer>>) -> PartitionOutcome {
+        let (mut outcome, batch) = self.prepare_outcome(day, proxy, results);
+        if let Some(batch) = batch {
+            match write_partition_unsynced_rename(&outcome.path, &batch, &self.cfg.storage) {
+                Ok(()) => outcome.status = if outcome.rows == 0 { Status::Empty } else { Status::Written },
+                Err(e) => outcome.failures.push(MetricFailure { metric: "(write)".into(), error: e.to_string(), fatal: false }),
+            }
+        }
+        outcome
+    }
+
     /// The outcome of one partition before writing, and the batch to write if all
     /// its metrics succeeded and there is something to write.
     fn prepare_outcome(
         &self,
         day: NaiveDate,
         proxy: &str,
-        results: Vec<(&crate::config::MetricConfig, Result<Vec<Series>>)>,
+        results: Vec<Result<ProxyAnswer>>,
     ) -> (PartitionOutcome, Option<arrow::record_batch::RecordBatch>) {
         let path = partition_path(&self.cfg.storage.output_dir, day, proxy);
         let mut failures = Vec::new();
         let mut empty_metrics = Vec::new();
         let mut builder = PartitionBuilder::new();
-        for (metric, result) in results {
+        for (metric, result) in self.plan.metrics.iter().map(|m| &m.config).zip(results) {
             match result {
-                Ok(series) if series.is_empty() => empty_metrics.push(metric.name.clone()),
-                Ok(mut series) => {
-                    if let Err(e) = check_label_collisions(&series, &metric.labels) {
+                Ok(r) if r.series.is_empty() => empty_metrics.push(metric.name.clone()),
+                Ok(ProxyAnswer { answer, mut series }) => {
+                    if let Err(e) = answer_collisions(&answer, &series, &metric.labels) {
                         failures.push(MetricFailure { metric: metric.name.clone(), error: e, fatal: false });
                         continue;
                     }
-                    series.sort_by(|a, b| a.labels.cmp(&b.labels));
-                    for s in &series {
-                        builder.push_series(&metric.name, s, &metric.labels);
+                    // Series in the order of their labels (stable, as a sort of the maps).
+                    series.sort_by(|&a, &b| answer.cmp_labels(a as usize, b as usize));
+                    let keep = &metric.labels;
+                    let mut labels: Vec<(&str, &str)> = Vec::new();
+                    for &i in &series {
+                        labels.clear();
+                        labels.extend(answer.labels(i as usize).filter(|(k, _)| keep.is_empty() || keep.iter().any(|x| x == k)));
+                        let (ts, values) = answer.points(i as usize);
+                        builder.push_points(&metric.name, ts, values, &labels);
                     }
                 }
                 Err(e) => failures.push(MetricFailure { metric: metric.name.clone(), error: e.to_string(), fatal: is_fatal(&e) }),
@@ -459,15 +533,22 @@ impl Collector {
         Ok((request, series))
     }
 
+    /// The limits of a batched query's answer (see [`BATCH_MAX_BYTES`]).
+    fn batch_limits(&self) -> AnswerLimits {
+        let l = self.client.limits();
+        AnswerLimits { max_bytes: l.max_bytes.min(BATCH_MAX_BYTES), max_samples: l.max_samples.min(BATCH_MAX_SAMPLES) }
+    }
+
     /// One metric for a group of proxies, as the plan says: one batched query split
     /// by the proxy label when the answer is unambiguous, else one query per proxy
-    /// (concurrently; the client bounds requests in flight).
-    async fn query_metric_for(&self, metric: &MetricPlan, proxies: &[String], day: NaiveDate) -> Vec<Result<Vec<Series>>> {
+    /// (concurrently; the client bounds requests in flight). A batched answer over
+    /// its limits is asked again for each half of the group.
+    async fn query_metric_for(&self, metric: &MetricPlan, proxies: &[String], day: NaiveDate) -> Vec<Result<ProxyAnswer>> {
         let per_proxy = match self.plan.requests(metric, day, proxies) {
             MetricRequests::Batched { request, label, fallback } => {
-                match self.send(&request).await {
-                    Ok(series) => {
-                        if let Some(split) = split_by_label(series, &label, proxies) {
+                match self.send_answer(&request, self.batch_limits()).await {
+                    Ok(answer) => {
+                        if let Some(split) = split_answer(answer, &label, proxies) {
                             tracing::debug!(metric = %metric.config.name, proxies = proxies.len(), "one batched query answered for all proxies");
                             return split.into_iter().map(Ok).collect();
                         }
@@ -477,6 +558,16 @@ impl Collector {
                     // repeats the same failure (and its retries) many times over.
                     Err(Error::Prometheus(e)) if is_fatal(&Error::Prometheus(e.clone())) => {
                         return proxies.iter().map(|_| Err(Error::Prometheus(e.clone()))).collect();
+                    }
+                    // Too large for one answer: each half of the batch on its own.
+                    Err(Error::Prometheus(e @ (PromError::TooLarge { .. } | PromError::TooManySamples { .. }))) if proxies.len() > 1 => {
+                        let (a, b) = proxies.split_at(proxies.len() / 2);
+                        tracing::debug!(metric = %metric.config.name, proxies = proxies.len(), error = %e, "batched answer over its limit; querying each half of the batch");
+                        let (ra, rb) = tokio::join!(
+                            Box::pin(self.query_metric_for(metric, a, day)),
+                            Box::pin(self.query_metric_for(metric, b, day))
+                        );
+                        return ra.into_iter().chain(rb).collect();
                     }
                     Err(_) => {}
                 }
@@ -489,18 +580,16 @@ impl Collector {
             let this = self.clone();
             set.spawn(async move {
                 let r = match request {
-                    Ok(request) => this.send(&request).await,
+                    Ok(request) => this.send_answer(&request, this.client.limits()).await.map(ProxyAnswer::whole),
                     Err(e) => Err(Error::Template(e)),
                 };
                 (i, r)
             });
         }
-        let mut out: Vec<Option<Result<Vec<Series>>>> = proxies.iter().map(|_| None).collect();
+        let mut out: Vec<Option<Result<ProxyAnswer>>> = proxies.iter().map(|_| None).collect();
         while let Some(done) = set.join_next().await {
-            match done {
-                Ok((i, r)) => out[i] = Some(r),
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
+            let (i, r) = unwrap_join(done);
+            out[i] = Some(r);
         }
         out.into_iter().map(|r| r.expect("every proxy answered")).collect()
     }
@@ -512,18 +601,27 @@ impl Collector {
         };
         r.map_err(Error::from)
     }
+
+    async fn send_answer(&self, request: &Request, limits: AnswerLimits) -> Result<Answer> {
+        let r = match request.eval {
+            Eval::Instant { at_ms } => self.client.instant_answer(&request.query, at_ms, limits).await,
+            Eval::Range(grid) => self.client.range_answer(&request.query, grid.first_ms, grid.last_ms, grid.step_ms, limits).await,
+        };
+        r.map_err(Error::from)
+    }
 }
 
 /// Splits a batched answer by the proxy label. `None` when a series lacks the
 /// label or names a proxy outside the batch (then the batch is not trusted).
-fn split_by_label(series: Vec<Series>, label: &str, proxies: &[String]) -> Option<Vec<Vec<Series>>> {
+fn split_answer(answer: Answer, label: &str, proxies: &[String]) -> Option<Vec<ProxyAnswer>> {
     let index: std::collections::HashMap<&str, usize> = proxies.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
-    let mut out: Vec<Vec<Series>> = proxies.iter().map(|_| Vec::new()).collect();
-    for s in series {
-        let i = *index.get(s.labels.get(label)?.as_str())?;
-        out[i].push(s);
+    let mut out: Vec<Vec<u32>> = proxies.iter().map(|_| Vec::new()).collect();
+    for i in 0..answer.len() {
+        let p = *index.get(answer.label(i, label)?)?;
+        out[p].push(i as u32);
     }
-    Some(out)
+    let answer = Arc::new(answer);
+    Some(out.into_iter().map(|series| ProxyAnswer { answer: answer.clone(), series }).collect())
 }
 
 fn unwrap_join<T>(r: std::result::Result<T, tokio::task::JoinError>) -> T {
@@ -548,30 +646,54 @@ pub fn check_label_collisions(series: &[Series], keep: &[String]) -> std::result
     let mut seen: std::collections::HashMap<Vec<(String, String)>, usize> = std::collections::HashMap::new();
     for (i, s) in series.iter().enumerate() {
         if let Some(&j) = seen.get(&kept(s)) {
-            let a = &series[j].labels;
-            let b = &s.labels;
-            let differ: std::collections::BTreeSet<&str> = a
-                .iter()
-                .filter(|(k, v)| b.get(*k) != Some(v))
-                .map(|(k, _)| k.as_str())
-                .chain(b.keys().filter(|k| !a.contains_key(*k)).map(|k| k.as_str()))
-                .collect();
-            let show = |l: &std::collections::BTreeMap<String, String>| {
-                format!("{{{}}}", l.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", "))
-            };
-            return Err(format!(
-                "series {} and {} become the same once only the labels [{}] are kept (they differ in the dropped \
-                 label(s) {}); add them to `labels`, or aggregate them away in the query (e.g. `sum by ({})`)",
-                show(a),
-                show(b),
-                keep.join(", "),
-                differ.into_iter().collect::<Vec<_>>().join(", "),
-                keep.join(", ")
-            ));
+            return Err(collision_message(&series[j].labels, &s.labels, keep));
         }
         seen.insert(kept(s), i);
     }
     Ok(())
+}
+
+/// [`check_label_collisions`] for the series `series` of `answer` (in that order).
+fn answer_collisions(answer: &Answer, series: &[u32], keep: &[String]) -> std::result::Result<(), String> {
+    if keep.is_empty() || series.len() < 2 {
+        return Ok(());
+    }
+    let mut seen: std::collections::HashMap<Vec<(&str, &str)>, u32> = std::collections::HashMap::with_capacity(series.len());
+    for &i in series {
+        let kept: Vec<(&str, &str)> = answer.labels(i as usize).filter(|(k, _)| keep.iter().any(|x| x == k)).collect();
+        if let Some(&j) = seen.get(&kept) {
+            return Err(collision_message(&answer.label_map(j as usize), &answer.label_map(i as usize), keep));
+        }
+        seen.insert(kept, i);
+    }
+    Ok(())
+}
+
+/// The error for two series `a` (seen first) and `b` that collide once only the
+/// `keep` labels are stored.
+fn collision_message(
+    a: &std::collections::BTreeMap<String, String>,
+    b: &std::collections::BTreeMap<String, String>,
+    keep: &[String],
+) -> String {
+    let differ: std::collections::BTreeSet<&str> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, _)| k.as_str())
+        .chain(b.keys().filter(|k| !a.contains_key(*k)).map(|k| k.as_str()))
+        .collect();
+    let show = |l: &std::collections::BTreeMap<String, String>| {
+        format!("{{{}}}", l.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", "))
+    };
+    format!(
+        "series {} and {} become the same once only the labels [{}] are kept (they differ in the dropped \
+         label(s) {}); add them to `labels`, or aggregate them away in the query (e.g. `sum by ({})`)",
+        show(a),
+        show(b),
+        keep.join(", "),
+        differ.into_iter().collect::<Vec<_>>().join(", "),
+        keep.join(", ")
+    )
 }
 
 /// Rows per metric name in a batch of the partition schema, in first-seen order.
@@ -598,21 +720,22 @@ mod tests {
     }
 
     #[test]
-    fn split_by_label_assigns_series_to_proxies() {
+    fn split_answer_assigns_series_to_proxies() {
         let proxies = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        let got = split_by_label(
-            vec![series(&[("p", "b"), ("env", "x")]), series(&[("p", "a")]), series(&[("p", "b"), ("env", "y")])],
-            "p",
-            &proxies,
-        )
-        .unwrap();
-        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 2, 0]);
-        assert!(split_by_label(vec![series(&[("env", "x")])], "p", &proxies).is_none());
-        assert!(split_by_label(vec![series(&[("p", "zzz")])], "p", &proxies).is_none());
+        let split = |s: Vec<Series>| split_answer(Answer::from_series(s), "p", &proxies);
+        let got = split(vec![series(&[("p", "b"), ("env", "x")]), series(&[("p", "a")]), series(&[("p", "b"), ("env", "y")])]).unwrap();
+        assert_eq!(got.iter().map(|p| p.series.clone()).collect::<Vec<_>>(), vec![vec![1], vec![0, 2], vec![]]);
+        assert!(split(vec![series(&[("env", "x")])]).is_none());
+        assert!(split(vec![series(&[("p", "zzz")])]).is_none());
     }
 
     #[test]
     fn label_collisions_are_named() {
+        let (a2, b2, c2) = (
+            series(&[("apiproxy", "p"), ("environment", "prod")]),
+            series(&[("apiproxy", "p"), ("environment", "test")]),
+            series(&[("apiproxy", "q"), ("environment", "test")]),
+        );
         let keep = vec!["apiproxy".to_string()];
         let a = series(&[("apiproxy", "p"), ("environment", "prod")]);
         let b = series(&[("apiproxy", "p"), ("environment", "test")]);
@@ -624,6 +747,13 @@ mod tests {
         check_label_collisions(&[a.clone(), c], &keep).unwrap();
         check_label_collisions(&[a.clone(), b.clone()], &[]).unwrap();
         check_label_collisions(&[a, b], &["apiproxy".into(), "environment".into()]).unwrap();
+        // The column-wise check finds the same pair and says the same.
+        let all = vec![a2.clone(), c2.clone(), b2.clone()];
+        let want = check_label_collisions(&all, &keep).unwrap_err();
+        let answer = Answer::from_series(all);
+        assert_eq!(answer_collisions(&answer, &[0, 1, 2], &keep).unwrap_err(), want);
+        answer_collisions(&answer, &[0, 1], &keep).unwrap();
+        answer_collisions(&answer, &[0, 2], &[]).unwrap();
     }
 
     #[tokio::test]

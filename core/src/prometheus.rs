@@ -865,7 +865,12 @@ pub struct Answer {
 
 impl Answer {
     fn from_sink(sink: Sink, vector: bool) -> Answer {
-        let Sink { text, labels, series, ts, values, .. } = sink;
+        let Sink { mut text, mut labels, series, mut ts, mut values, .. } = sink;
+        // Held until the partitions are written: no room left from growing.
+        text.shrink_to_fit();
+        labels.shrink_to_fit();
+        ts.shrink_to_fit();
+        values.shrink_to_fit();
         let series = series
             .into_iter()
             .map(|s| {

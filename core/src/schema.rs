@@ -9,7 +9,6 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 pub const COL_TIMESTAMP: &str = "timestamp";
@@ -93,23 +92,36 @@ impl PartitionBuilder {
     /// Adds every point of `series` as a row of `metric`, keeping only the `keep`
     /// labels (all of them when `keep` is empty).
     pub fn push_series(&mut self, metric: &str, series: &Series, keep: &[String]) {
-        let labels: BTreeMap<&str, &str> = series
+        let labels: Vec<(&str, &str)> = series
             .labels
             .iter()
             .filter(|(k, _)| keep.is_empty() || keep.iter().any(|x| x == *k))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         for &(ts, v) in &series.points {
-            self.timestamp.append_value(ts);
-            self.metric.append_value(metric);
-            self.value.append_value(v);
-            for (k, val) in &labels {
-                self.labels.keys().append_value(k);
-                self.labels.values().append_value(val);
-            }
-            self.labels.append(true).expect("keys and values have equal length");
-            self.rows += 1;
+            self.push_row(metric, ts, v, &labels);
         }
+    }
+
+    /// Adds one row per point (`timestamps[i]`, `values[i]`) of `metric`, each with
+    /// the labels `labels` (sorted by name, as a series' map holds them).
+    pub fn push_points(&mut self, metric: &str, timestamps: &[i64], values: &[f64], labels: &[(&str, &str)]) {
+        for (&ts, &v) in timestamps.iter().zip(values) {
+            self.push_row(metric, ts, v, labels);
+        }
+    }
+
+    #[inline]
+    fn push_row(&mut self, metric: &str, ts: i64, v: f64, labels: &[(&str, &str)]) {
+        self.timestamp.append_value(ts);
+        self.metric.append_value(metric);
+        self.value.append_value(v);
+        for (k, val) in labels {
+            self.labels.keys().append_value(k);
+            self.labels.values().append_value(val);
+        }
+        self.labels.append(true).expect("keys and values have equal length");
+        self.rows += 1;
     }
 
     /// The finished batch, with `api_proxy` and `date` filled in.
