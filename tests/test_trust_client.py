@@ -74,12 +74,33 @@ def _vmrss_mb(pid: int) -> float:
     return total
 
 
+# Linux keeps a process's peak RSS across fork and exec: a child forked from this
+# (possibly large) pytest process reports the parent's size as its own ru_maxrss. The
+# command therefore runs as the child of a small Python process, which reports that
+# child's own peak.
+_MEASURE = r"""
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+if code < 0:
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
 def run_measured(cmd, *, cwd, env=None, timeout=60.0, input_text=None) -> Run:
     full_env = dict(os.environ)
     full_env.update(env or {})
-    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe, \
+            tempfile.NamedTemporaryFile("r", suffix=".maxrss") as maxrss:
         start = time.monotonic()
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=full_env, stdout=fo, stderr=fe,
+        wrapped = [sys.executable, "-c", _MEASURE, maxrss.name, *[str(c) for c in cmd]]
+        proc = subprocess.Popen(wrapped, cwd=cwd, env=full_env, stdout=fo, stderr=fe,
                                 stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
                                 start_new_session=True)
         if input_text is not None:
@@ -109,8 +130,11 @@ def run_measured(cmd, *, cwd, env=None, timeout=60.0, input_text=None) -> Run:
         proc.returncode = os.waitstatus_to_exitcode(status)
         fo.seek(0)
         fe.seek(0)
+        maxrss.seek(0)
+        reported = maxrss.read().strip()
+        child_peak = int(reported) / 1024 if reported else 0.0
         return Run(proc.returncode, fo.read().decode("utf-8", "replace"), fe.read().decode("utf-8", "replace"),
-                   elapsed, max(usage.ru_maxrss / 1024, peak_seen), killed)
+                   elapsed, max(child_peak, peak_seen), killed)
 
 
 def run_collector_measured(*args, cwd, timeout=60.0) -> Run:
