@@ -13,6 +13,10 @@ same data and prints the ratio. `make bench` runs all; `bench/run.py --only coll
 3. memory: peak RSS of the collector for 7, 90 and 365-day backfills of 200 proxies.
 4. scaling: collector time vs proxies (50, 200, 1000); prom_metrics vs read_parquet time
    vs days (1, 7, 30, 90, 365).
+6. compaction (bench/compaction.py): the same year before and after --compact.
+5. scale: the collector at 10,000 proxies x 10 metrics, (a) daily instant queries and
+   (b) a 5-minute step, against the floor: Prometheus answering the very same requests
+   to curl with the same concurrency (bench/scale.py; `bench/scale.py --help`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import duckdb  # noqa: E402
 
 import promfixture  # noqa: E402
+import scale  # noqa: E402  (bench/scale.py)
 from helpers import COLLECTOR, EXTENSION, LATENCY_Q, write_config  # noqa: E402
 
 GEN = REPO / "target" / "release" / "examples" / "gen_partitions"
@@ -342,7 +347,7 @@ def bench_scaling(tmp: Path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["collector", "storage", "memory", "scaling"], action="append")
+    ap.add_argument("--only", choices=["collector", "storage", "memory", "scaling", "scale"], action="append")
     ap.add_argument("--workdir", help="keep data here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
@@ -355,7 +360,7 @@ def main():
     log(f"machine: {RESULTS['machine']}")
     try:
         for name, fn in [("collector", bench_collector), ("storage", bench_storage), ("memory", bench_memory),
-                         ("scaling", bench_scaling)]:
+                         ("scaling", bench_scaling), ("scale", lambda t: scale.bench_scale(t, RESULTS))]:
             if not args.only or name in args.only:
                 fn(tmp)
     finally:
