@@ -9,7 +9,9 @@ bench/dashboard_bench.py and tests/test_dashboard.py.
 (b) ``wide``: 10,000 proxies x 10 metrics x 1 day x 2 environments: 5 daily
     counters (one value per series at D+1 00:00, as the collector stores an
     instant query) and 5 hourly metrics (a ``step: 1h`` range query: D 01:00 ...
-    D+1 00:00): 10,000 files, 2.5 M rows.
+    D+1 00:00): 10,000 files, 2.5 M rows. Proxies weigh Zipf-like (the busiest
+    10,000, the next 5,000, ...; a different order per metric) and each proxy's
+    hourly shape is shifted by its index.
 
 Files are written in promduck's exact schema: the Arrow schema and footer
 metadata are copied from a file promduck itself wrote (``reference``), one
@@ -53,18 +55,25 @@ def wide_proxy(p: int) -> str:
     return f"{TEAMS[p % len(TEAMS)]}-api-{p:05d}"
 
 
-def wide_weight(p: int, m: int, proxies: int) -> int:
-    """1..proxies, a different permutation of the proxies for every metric (7919 is prime)."""
+def wide_rank(p: int, m: int, proxies: int) -> int:
+    """1..proxies: proxy ``p``'s place by metric ``m``, a different permutation of the proxies
+    for every metric (7919 is prime)."""
     return 1 + ((p + 1237 * m) * 7919) % proxies
 
 
-def wide_shape(m: int, e: int, h: int) -> int:
-    """The metric's shape over environments and hours (h = 1..24; 0 for a daily value)."""
-    return (m + 1) * (e + 1) * (1 + h % 6)
+def wide_weight(p: int, m: int, proxies: int) -> int:
+    """Zipf-like, as API traffic is: the first proxy ``proxies``, the second half of it, ..."""
+    return proxies // wide_rank(p, m, proxies)
+
+
+def wide_shape(m: int, e: int, h: int, p: int = 0) -> int:
+    """The metric's shape over environments and hours (h = 1..24, each proxy's day shifted by
+    its index; h = 0 for a daily value)."""
+    return (m + 1) * (e + 1) * (1 + (h + p) % 6 if h else 1)
 
 
 def wide_value(p: int, m: int, e: int, h: int, proxies: int) -> float:
-    return float(wide_weight(p, m, proxies) * wide_shape(m, e, h))
+    return float(wide_weight(p, m, proxies) * wide_shape(m, e, h, p))
 
 
 def day_start_ms(day: date) -> int:
@@ -154,10 +163,9 @@ def _wide_chunk(args):
     ts = pa.array([r[3] for r in rows], pa.int64())
     names = pa.array([WIDE_METRICS[r[0]] for r in rows], pa.string())
     envs = [ENVS[r[1]] for r in rows]
-    shapes = [(r[0], wide_shape(r[0], r[1], r[2])) for r in rows]
     for p in range(part, proxies, parts):
         weights = [wide_weight(p, m, proxies) for m in range(len(WIDE_METRICS))]
-        values = [float(weights[m] * s) for m, s in shapes]
+        values = [float(weights[m] * wide_shape(m, e, h, p)) for m, e, h, _ in rows]
         _write(folder / f"{wide_proxy(p)}.parquet", schema, meta, ts, names, values, wide_proxy(p), day, envs)
 
 

@@ -12,6 +12,7 @@ Missing either is a failure with a message, never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -28,6 +29,8 @@ import pytest
 from fixtures_data import COUNTERS, LATENCY, collected_data, daily_total, expected_rows, free_port, latency_points
 from helpers import REPO_ROOT
 
+sys.path.insert(0, str(REPO_ROOT / "bench"))  # dashboard_data: the data sets at scale
+
 DASHBOARD = REPO_ROOT / "examples" / "streamlit" / "dashboard.py"
 OUTPUT = REPO_ROOT / "tests" / "output"
 CHROMIUM = Path(os.environ.get("PROMDUCK_CHROMIUM", "/usr/bin/chromium"))
@@ -41,6 +44,7 @@ TRACES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotl
   .map(gd => ({title: (gd.layout.title && gd.layout.title.text || '').replace(/<[^>]*>/g, ''),
                traces: gd._fullData.map(t => ({name: t.name, type: t.type,
                                               color: (t.type === 'bar' ? t.marker.color : t.line.color),
+                                              axis: t.yaxis,
                                               x: Array.from(t.x, String), y: Array.from(t.y, Number)}))}))"""
 TABLES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stTable"] table'))
   .map(t => Array.from(t.querySelectorAll('tr')).map(tr => Array.from(tr.children, c => c.innerText.trim())))"""
@@ -62,13 +66,13 @@ def data(prometheus, history, tmp_path_factory) -> Path:
     return collected_data(prometheus, history, tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def server(data, tmp_path_factory):
+@contextlib.contextmanager
+def streamlit_server(data_dir: Path, work: Path):
+    """``streamlit run`` of the dashboard on 127.0.0.1 over ``data_dir``: yields (url, log)."""
     require_tools()
-    work = tmp_path_factory.mktemp("streamlit")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMDUCK_EXTENSION"}
-    env.update(PROMDUCK_DATA_DIR=str(data), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    env.update(PROMDUCK_DATA_DIR=str(data_dir), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     log = open(work / "streamlit.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(DASHBOARD), "--server.address", "127.0.0.1",
@@ -102,22 +106,41 @@ def server(data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
+def playwright():
+    """One Playwright driver for the module (the sync API allows one at a time)."""
     from playwright.sync_api import sync_playwright
 
-    url, _ = server
-    profile = tmp_path_factory.mktemp("chromium-profile")
+    require_tools()
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        try:
-            pg = context.pages[0] if context.pages else context.new_page()
-            pg.set_default_timeout(TIMEOUT_MS)
-            pg.goto(url)
-            yield pg
-        finally:
-            context.close()
+        yield pw
+
+
+@contextlib.contextmanager
+def browser_page(pw, url: str, profile: Path):
+    """A page of Debian's Chromium (headless, a profile of its own) opened on ``url``."""
+    context = pw.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    try:
+        pg = context.pages[0] if context.pages else context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(url)
+        yield pg
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def server(data, tmp_path_factory):
+    with streamlit_server(data, tmp_path_factory.mktemp("streamlit")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def page(playwright, server, tmp_path_factory):
+    url, _ = server
+    with browser_page(playwright, url, tmp_path_factory.mktemp("chromium-profile")) as pg:
+        yield pg
 
 
 # ---------------------------------------------------------------------------
@@ -330,13 +353,13 @@ def test_other_ways_of_combining_environments(page, history):
         no_exception(page)
 
 
-def pick_proxies(page, names):
-    """Picks ``names`` in the sidebar's "API proxies" (none picked means all): typed into its
-    search, then the option clicked; each pick reruns the page."""
+def pick_proxies(page, names, typed=None):
+    """Picks ``names`` in the sidebar's "API proxies" (none picked means all): ``typed`` (else
+    the name) typed into its search, then the option clicked; each pick reruns the page."""
     box = page.locator('[data-testid="stMultiSelect"]').filter(has_text="API proxies")
     for name in names:
         box.locator("input").click()
-        box.locator("input").fill(name)
+        box.locator("input").fill(typed or name)
         page.get_by_role("option", name=name, exact=True).click()
         wait_for(page, f"{name} picked", lambda: box.get_by_text(name, exact=True).count() == 1)
     page.keyboard.press("Escape")
@@ -417,3 +440,187 @@ def test_missing_and_empty_data_dir_show_a_message(page, tmp_path):
     field.press("Enter")
     wait_for(page, "the empty-directory message", lambda: page.get_by_text("holds no metrics yet").count() == 1)
     no_exception(page)
+
+
+# ---------------------------------------------------------------------------
+# real scale (issue 15): (a) a year of 200 proxies, (b) one day of 10,000 proxies
+# x 10 metrics, in promduck's exact schema (bench/dashboard_data.py; the schema and
+# footer are copied from a file the collector wrote). Expected values from the
+# generator's closed forms, never from the dashboard.
+
+SCALE_TIMEOUT = 180  # seconds: the first read of 10,000 files on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def scale_data(data, tmp_path_factory) -> dict:
+    import dashboard_data as dd
+
+    reference = sorted(data.glob("*/*.parquet"))[0]
+    root = tmp_path_factory.mktemp("scale")
+    return {"year": dd.write_year(root / "year", reference), "wide": dd.write_wide(root / "wide", reference)}
+
+
+@contextlib.contextmanager
+def scale_page(pw, scale_data, name: str, tmp_path_factory, query: str = ""):
+    with streamlit_server(scale_data[name], tmp_path_factory.mktemp(f"streamlit-{name}")) as (url, _), \
+            browser_page(pw, url + "/" + query, tmp_path_factory.mktemp(f"chromium-{name}")) as pg:
+        yield pg
+
+
+def iso_day(d: date) -> str:
+    return f"{d.isoformat()}T00:00:00"
+
+
+def assert_scale_charts(got: dict, want: dict):
+    """``want``: {title: [(name, type, axis, [(x, y), ...]), ...]}, exactly."""
+    assert sorted(got) == sorted(want), sorted(got)
+    for title, traces in want.items():
+        have = [(t["name"], t["type"], t["axis"], list(zip([x[:19] for x in t["x"]], t["y"])))
+                for t in got[title]]
+        assert [h[:3] for h in have] == [w[:3] for w in traces], (title, [h[:3] for h in have])
+        for h, w in zip(have, traces):
+            assert h[3] == w[3], (title, h[0], h[3][:3], w[3][:3])
+
+
+def year_want(days: list, grain: str = "day") -> dict:
+    """(a) over ``days`` (indices from 2024-01-01): per metric the top 10 proxies by total
+    (api-proxy-190..199: value = day * 1000 + proxy + environment) and the other 190 as
+    one line on the right axis, a point per day (or per week from Monday)."""
+    import dashboard_data as dd
+
+    first = date(2024, 1, 1)
+
+    def bucket(d):
+        day = first + timedelta(days=d)
+        return day - timedelta(days=day.weekday()) if grain == "week" else day
+
+    def series(proxies):
+        acc = {}
+        for d in days:
+            acc.setdefault(bucket(d), 0.0)
+            acc[bucket(d)] += sum(dd.year_value(d, p, e) for p in proxies for e in range(len(dd.ENVS)))
+        return [(iso_day(k), v) for k, v in sorted(acc.items())]
+
+    # "other" is drawn first (under the proxies' lines) and listed last in the legend
+    traces = [("other (190 API proxies)", "scatter", "y2", series(range(190)))]
+    traces += [(dd.year_proxy(p), "scatter", "y", series([p])) for p in sorted(range(190, 200), key=dd.year_proxy)]
+    return {m: traces for m in dd.YEAR_METRICS}
+
+
+def test_scale_year_of_200_proxies(playwright, scale_data, tmp_path_factory):
+    """(a) 200 proxies x 365 days (73,000 files): opens on the last 30 days, the top 10
+    proxies per chart and "other" on its own axis, a point per day; a 93-day link draws
+    a point per week."""
+    with scale_page(playwright, scale_data, "year", tmp_path_factory) as pg:
+        last30 = list(range(335, 365))  # 2024-12-01 .. 2024-12-30
+        wait_for(pg, "the year's charts", lambda: assert_scale_charts(charts(pg), year_want(last30)) or True,
+                 timeout=SCALE_TIMEOUT)
+        no_exception(pg)
+        caption = pg.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+        assert "2024-12-01 to 2024-12-30" in caption and "all 200 of 200 API proxies" in caption, caption
+        assert f"{30 * 200 * 6:,} rows" in caption and "daily points" in caption, caption
+        subtitle = pg.evaluate("() => document.querySelector('.js-plotly-plot').layout.title.subtitle.text")
+        assert subtitle == ("top 10 of 200 API proxies by sum of error_count; the other 190 as one grey line "
+                            "(right axis) · daily"), subtitle
+        scale_screenshot(pg, "dashboard-year.png")
+        pg.get_by_role("tab", name="Aggregates by API proxy").click()
+
+        def bars_and_tables():
+            bars = {k.split(":")[0]: v for k, v in charts(pg).items() if k.endswith("daily total per API proxy")}
+            assert sorted(bars) == sorted(year_want([]))
+            want = year_want(last30)
+            for m, traces in bars.items():
+                assert [(t["name"], t["type"]) for t in traces] == [(w[0], "bar") for w in want[m]]
+                for t, w in zip(traces, want[m]):
+                    assert list(zip(t["x"], t["y"])) == [(x[:10], y) for x, y in w[3]], (m, t["name"])
+            tables = pg.evaluate(TABLES_JS)
+            assert len(tables) == 3 and all([r[0] for r in t[1:]] == [f"api-proxy-{p}" for p in range(190, 200)]
+                                            for t in tables), tables
+            return True
+
+        wait_for(pg, "the year's bars and tables", bars_and_tables, timeout=SCALE_TIMEOUT)
+        scale_screenshot(pg, "dashboard-year-aggregates.png")
+        no_exception(pg)
+    # 93 days: weekly points (weeks from Monday; the first and last are partial)
+    with scale_page(playwright, scale_data, "year", tmp_path_factory, "?start=2024-09-29&end=2024-12-30") as pg:
+        want = year_want(list(range(272, 365)), grain="week")
+        wait_for(pg, "weekly charts", lambda: assert_scale_charts(charts(pg), want) or True, timeout=SCALE_TIMEOUT)
+        assert "weekly" in pg.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+        no_exception(pg)
+
+
+def wide_want() -> dict:
+    """(b): per metric the 10 proxies ranked first (dashboard_data.wide_rank 1..10, the largest
+    weights) and the other 9,990 on the right axis; daily metrics one bar each on their day,
+    hourly ones a point per hour 01:00 .. 24:00."""
+    import dashboard_data as dd
+
+    n, day = 10_000, date(2024, 3, 1)
+    want = {}
+    for m, metric in enumerate(dd.WIDE_METRICS):
+        top = sorted((p for p in range(n) if dd.wide_rank(p, m, n) <= 10), key=dd.wide_proxy)
+        rest = [p for p in range(n) if dd.wide_rank(p, m, n) > 10]
+        hours = [0] if metric in dd.WIDE_DAILY else list(range(1, 25))
+
+        def pts(proxies):
+            return [(day.isoformat() if h == 0 else
+                     (datetime(2024, 3, 1) + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%S"),
+                     sum(dd.wide_value(p, m, e, h, n) for p in proxies for e in range(len(dd.ENVS))))
+                    for h in hours]
+
+        kind = "bar" if metric in dd.WIDE_DAILY else "scatter"
+        want[metric] = [(f"other ({n - 10:,} API proxies)", kind, "y2", pts(rest))]
+        want[metric] += [(dd.wide_proxy(p), kind, "y", pts([p])) for p in top]
+    return want
+
+
+def test_scale_one_day_of_10000_proxies(playwright, scale_data, tmp_path_factory):
+    """(b) 10,000 proxies x 10 metrics x 1 day (2.5 M rows): ten charts of 11 traces; the
+    proxy selector holds 10,000 names, none picked (= all), and finds one by typing."""
+    import dashboard_data as dd
+
+    with scale_page(playwright, scale_data, "wide", tmp_path_factory) as pg:
+        want = wide_want()
+        wait_for(pg, "the ten charts", lambda: assert_scale_charts(charts(pg), want) or True, timeout=SCALE_TIMEOUT)
+        no_exception(pg)
+        caption = pg.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+        assert "all 10,000 of 10,000 API proxies" in caption and "2,500,000 rows" in caption, caption
+        scale_screenshot(pg, "dashboard-wide.png")
+        # one proxy, found among 10,000 by typing part of its name
+        one = dd.wide_proxy(41)
+        pick_proxies(pg, [one], typed=one[-8:])
+        m = dd.WIDE_METRICS.index("latency_ms")
+        latency = [((datetime(2024, 3, 1) + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%S"),
+                    float(dd.wide_value(41, m, 0, h, 10_000) + dd.wide_value(41, m, 1, h, 10_000)))
+                   for h in range(1, 25)]
+
+        def one_line():
+            t = charts(pg)["latency_ms"]
+            assert [(x["name"], list(zip([v[:19] for v in x["x"]], x["y"]))) for x in t] == [(one, latency)]
+            return True
+
+        wait_for(pg, f"only {one}", one_line, timeout=SCALE_TIMEOUT)
+        no_exception(pg)
+
+
+def scale_screenshot(page, name):
+    """A 1400 x 1900 screenshot in tests/output; every visible chart drew its "other" trace
+    and at least one other trace (lines of near-equal proxies may cover each other)."""
+    from PIL import Image
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": 1900})
+    time.sleep(0.5)  # let Plotly resize to the new viewport
+    plots = page.locator('[data-testid="stPlotlyChart"]')
+    infos = page.evaluate(TRACES_JS)
+    visible = [i for i in range(plots.count()) if plots.nth(i).is_visible()]
+    assert visible, "no chart visible"
+    page.screenshot(path=str(OUTPUT / name))
+    for i in visible:
+        img = Image.open(io.BytesIO(plots.nth(i).screenshot())).convert("RGB")
+        counts = {color: n for n, color in img.getcolors(img.width * img.height)}
+        drawn = {t["name"]: counts.get(rgb(t["color"]), 0) for t in infos[i]["traces"]}
+        other = [k for k in drawn if k.startswith("other")]
+        assert all(drawn[k] >= 100 for k in other), (infos[i]["title"], drawn)
+        assert any(v >= 100 for k, v in drawn.items() if k not in other), (infos[i]["title"], drawn)
+    page.set_viewport_size({"width": 1400, "height": 1000})

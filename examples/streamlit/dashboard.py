@@ -75,7 +75,10 @@ COMBINE = {"sum": "sum(s)", "average": "sum(s) / sum(n)", "maximum": "max(hi)", 
 SCORE = {"sum": "s", "average": "s / n", "maximum": "hi", "minimum": "lo"}
 
 # Every user choice reaches DuckDB as a bound parameter of these fixed texts.
-INVENTORY_SQL = "SELECT date, api_proxy FROM prom_partitions(data_dir := $data_dir)"
+INVENTORY_SQL = """
+SELECT date, api_proxy, count(*) AS n FROM prom_partitions(data_dir := $data_dir)
+GROUP BY GROUPING SETS ((date), (api_proxy))
+"""
 LABEL_KEYS_SQL = """
 SELECT DISTINCT k FROM (
   SELECT unnest(map_keys(labels)) AS k
@@ -250,14 +253,16 @@ def query(sql: str, params: dict, con=None):
 
 @st.cache_resource(ttl=300, max_entries=8, show_spinner=False)
 def inventory(data_dir: str, generation: int):
-    """(first day, last day, sorted proxies, partitions per day, total partitions), or None."""
-    inv = query(INVENTORY_SQL, {"data_dir": data_dir}).to_pandas()
-    if inv.empty:
+    """(first day, last day, sorted proxies, {day: partitions}, partitions), or None: one
+    folder listing by prom_partitions, no file opened."""
+    inv = query(INVENTORY_SQL, {"data_dir": data_dir})
+    days = {d: n for d, p, n in zip(*(inv.column(c).to_pylist() for c in ("date", "api_proxy", "n")))
+            if p is None}
+    if not days:
         return None
-    per_day = inv.groupby("date").size()
-    per_day.index = [d if isinstance(d, date) else pd.Timestamp(d).date() for d in per_day.index]
-    return (min(per_day.index), max(per_day.index), sorted(inv["api_proxy"].unique()),
-            per_day.to_dict(), len(inv))
+    proxies = sorted(p for d, p in zip(inv.column("date").to_pylist(), inv.column("api_proxy").to_pylist())
+                     if d is None)
+    return min(days), max(days), proxies, days, sum(days.values())
 
 
 @st.cache_resource(ttl=300, max_entries=32, show_spinner=False)
@@ -533,19 +538,21 @@ def figure(metric: str, sub: pd.DataFrame, kind: str):
     shown, rest = sub[sub["series"].notna()], sub[sub["series"].isna()]
     right = (not rest.empty and not shown.empty
              and rest["y"].abs().max() > 2 * max(shown["y"].abs().max(), 1e-300))
-    traces = [(name, g, PALETTE[i % len(PALETTE)], "y")
+    traces = [(name, g, PALETTE[i % len(PALETTE)], "y", i)
               for i, (name, g) in enumerate(shown.groupby("series", sort=False))]
     if not rest.empty:
-        traces.append((other_name(metric), rest, OTHER_COLOR, "y2" if right else "y"))
-    for i, (name, g, color, axis) in enumerate(traces):
+        # drawn first, under the proxies' lines, but listed last in the legend
+        traces.insert(0, (other_name(metric), rest, OTHER_COLOR, "y2" if right else "y", len(traces)))
+    for i, (name, g, color, axis, rank) in enumerate(traces):
         if kind == "bar":
             fig.add_trace(go.Bar(x=g["x"], y=g["y"], name=name, marker_color=color, yaxis=axis,
-                                 offsetgroup=str(i)))
+                                 offsetgroup=str(rank), legendrank=rank))
         else:
             fig.add_trace(go.Scatter(x=g["x"], y=g["y"], name=name, line=dict(color=color), yaxis=axis,
-                                     mode="lines+markers" if len(g) <= 100 else "lines"))
+                                     mode="lines+markers" if len(g) <= 100 else "lines", legendrank=rank))
     if right:
         fig.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False, tickmode="auto",
+                                      rangemode="tozero",
                                       title=dict(text="other", font=dict(color=OTHER_COLOR)),
                                       tickfont=dict(color=OTHER_COLOR)),
                           legend=dict(x=1.1))
@@ -561,17 +568,28 @@ with tab_ts:
                 st.info(f"No {metric} rows for this selection.")
                 continue
             daily = bool(sub["daily"].iloc[0]) or not isinstance(grain, int)
-            fig, right = figure(metric, sub, "line")
-            fig.update_layout(
-                title=dict(text=metric, subtitle=dict(text=chart_note(metric, "line", right, grain_label))),
-                legend_title_text=split, margin=dict(t=70, b=10), hovermode="x unified",
-                xaxis_title="day" if daily and grain != "week" else "week from" if daily else "time (UTC)",
-                yaxis_title=f"{metric} ({combine})")
-            if daily:
-                day_axis(fig)
+            x_title = "day" if daily and grain != "week" else "week from" if daily else "time (UTC)"
+            if sub["x"].nunique() == 1:
+                # One point per line (a daily metric over one day): a bar per series reads better
+                # than dots stacked on one instant.
+                sub = sub.assign(x=sub["x"].dt.strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"))
+                fig, right = figure(metric, sub, "bar")
+                fig.update_layout(barmode="group")
+                fig.update_xaxes(type="category")
+                kind = "bar"
             else:
-                fig.update_xaxes(range=[datetime.combine(start, datetime.min.time()),
-                                        datetime.combine(end + timedelta(days=1), datetime.min.time())])
+                fig, right = figure(metric, sub, "line")
+                kind = "line"
+                if daily:
+                    day_axis(fig)
+                else:
+                    fig.update_xaxes(range=[datetime.combine(start, datetime.min.time()),
+                                            datetime.combine(end + timedelta(days=1), datetime.min.time())])
+            fig.update_layout(
+                title=dict(text=metric, subtitle=dict(text=chart_note(
+                    metric, kind, right, "daily" if daily and isinstance(grain, int) else grain_label))),
+                legend_title_text=split, margin=dict(t=70, b=10), hovermode="x unified",
+                xaxis_title=x_title, yaxis_title=f"{metric} ({combine})")
             st.plotly_chart(fig, key=f"ts-{metric}")
 
 with tab_agg:
