@@ -124,10 +124,11 @@ test-python: build venv prometheus victoria-metrics browser hosts tools
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-1000000} $(CARGO) test --release -p promduck-core --test fuzz -- --nocapture
 
-## stress: the crash-safety and concurrent-reader suites with many more trials
+## stress: the crash-safety and concurrent-reader suites with many more trials (compaction: 200 kills)
 stress: build venv prometheus
 	PROMDUCK_CRASH_TRIALS=$${PROMDUCK_CRASH_TRIALS:-500} PROMDUCK_READS=$${PROMDUCK_READS:-2000} \
-	  $(PY) -m pytest tests/test_reliability.py -q -s -p no:cacheprovider
+	  PROMDUCK_COMPACT_TRIALS=$${PROMDUCK_COMPACT_TRIALS:-200} \
+	  $(PY) -m pytest tests/test_reliability.py tests/test_compaction.py -q -s -p no:cacheprovider
 
 ## bench: every benchmark, each printing promduck's figure, its baseline's and the ratio
 bench: build venv prometheus

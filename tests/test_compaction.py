@@ -508,7 +508,8 @@ def test_sigkill_at_random_moments_during_compaction(pristine, tmp_path):
     readers = Readers(expected)
     stats = {"trials": TRIALS, "seed": SEED, "clean_run_seconds": round(clean_s, 3), "remove_daily_after_s": wait,
              "killed_before_exit": 0, "left_month_file_and_daily_files": 0, "left_removal_files": 0,
-             "left_temp_files": 0}
+             "left_temp_files": 0, "killed_while_removing_daily_files": 0}
+    daily_counts = {m: sum(1 for _ in (seed_data / "data").glob(f"{m}-*/*.parquet")) for m in ("2024-01", "2024-02", "2024-03")}
     try:
         for trial in range(TRIALS):
             work = tmp_path / f"t{trial}"
@@ -531,6 +532,11 @@ def test_sigkill_at_random_moments_during_compaction(pristine, tmp_path):
             stats["left_removal_files"] += any(n.endswith(".promduck-del") for n in names)
             stats["left_month_file_and_daily_files"] += (work / "data" / "2024-01" / "2024-01.parquet").exists() and \
                 (work / "data" / "2024-01-15").exists()
+            for m in ("2024-01", "2024-02", "2024-03"):
+                left = sum(1 for _ in (work / "data").glob(f"{m}-*/*.parquet"))
+                if (work / "data" / m / f"{m}.parquet").exists() and 0 < left < daily_counts[m]:
+                    stats["killed_while_removing_daily_files"] += 1
+                    break
             # Readers keep reading the state the kill left, then a re-run completes.
             time.sleep(0.05)
             r = run_collector("--config", cfg, "--compact")

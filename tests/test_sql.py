@@ -443,3 +443,25 @@ def test_gaps(data, history, tmp_path):
         f"SELECT total, previous_total, change FROM promduck_day_over_day() "
         f"WHERE date = '{days[2]}' AND api_proxy = 'api-proxy-2'"))
     assert rows == [[repr(daily_total(history, days[2], "api-proxy-2", "request_count")), "NULL", "NULL"]]
+
+
+@covers("seed/archive/basic.sql", "seed/archive/aggregation_by_proxy.sql", "seed/archive/time_series.sql",
+        "seed/archive/archive_files.sql")
+def test_seed_queries_for_compacted_archives(data, history, tmp_path):
+    """sql/seed/archive/ (the seed's queries over a whole archive): on daily files they answer
+    as the seed's own; tests/test_compaction.py checks them on an archive with compacted months."""
+    day = history.days_list[1]
+    (tmp_path / "seed").mkdir()
+    (tmp_path / "archive").mkdir()
+    for name in ("basic.sql", "aggregation_by_proxy.sql", "time_series.sql"):
+        seed, archive = SQL_DIR / "seed" / name, SQL_DIR / "seed" / "archive" / name
+        if name != "time_series.sql":
+            seed, archive = with_day(seed, day, tmp_path / "seed"), with_day(archive, day, tmp_path / "archive")
+        want, got = duckdb_cli(data, file=seed), duckdb_cli(data, file=archive)
+        assert got[0] == want[0] and sorted(got[1]) == sorted(want[1]) and got[1], name
+    listing = tmp_path / "files.sql"
+    listing.write_text((SQL_DIR / "seed" / "archive" / "archive_files.sql").read_text()
+                       + "\nSELECT count(*), sum(value) FROM read_parquet(getvariable('promduck_files'));\n")
+    _, got = duckdb_cli(data, file=listing)
+    _, want = duckdb_cli(data, sql="SELECT count(*), sum(value) FROM read_parquet('data/*/*.parquet')")
+    assert got == want and int(got[0][0]) > 0

@@ -331,10 +331,17 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
     let created = !month_dir.exists();
     std::fs::create_dir_all(&month_dir).map_err(|e| Error::io(&month_dir, e))?;
     // One compaction of a month at a time (a lock on the month folder itself, so
-    // nothing is left behind).
+    // nothing is left behind): another one (a second collector, a sharded daemon,
+    // prom_compact) is waited for, then what it left is taken in. Where the
+    // filesystem has no such locks, compaction goes on without.
     let lock = File::open(&month_dir).map_err(|e| Error::io(&month_dir, e))?;
-    if lock.try_lock().is_err() {
-        return Err(Error::Invalid(format!("another compaction of {name} is running ({} is locked)", month_dir.display())));
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::info!(month = %name, "another compaction of this month is running: waiting for it");
+            lock.lock().map_err(|e| Error::io(&month_dir, e))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => tracing::debug!(month = %name, error = %e, "cannot lock the month folder"),
     }
     crate::writer::remove_stale_temp_files(&month_dir);
     recover_removals(output_dir, first)?;

@@ -248,7 +248,7 @@ impl<const N: usize> VTab for PromMetrics<N> {
             let Some(batch) = reader.next_batch().map_err(|e| err(format!("prom_metrics: {e}")))? else { continue };
             if let Some(col) = init.source {
                 let path = reader.file().path.display().to_string();
-                write_strings(output, col, std::iter::repeat(Some(path.as_str())).take(batch.len));
+                write_repeated_strings(output, col, std::iter::repeat(Some(path.as_str())).take(batch.len));
             }
             // A small file is done after its first batch and is closed right away.
             if !reader.is_exhausted() {
@@ -283,6 +283,47 @@ impl<const N: usize> VTab for PromMetrics<N> {
     }
 }
 
+/// Like `write_strings`, for columns whose values repeat (`api_proxy`, `metric_name`,
+/// `source`): a value equal to one of the last few written is not copied into the
+/// vector again; the row gets the same `string_t` (inline bytes, or a pointer into
+/// this vector's own string heap, which lives as long as the vector). Month files,
+/// sorted by proxy, day and metric, make long runs.
+fn write_repeated_strings<'a>(out: &DataChunkHandle, col: usize, rows: impl Iterator<Item = Option<&'a str>>) {
+    const RECENT: usize = 8;
+    let mut v = out.flat_vector(col);
+    // SAFETY: a VARCHAR vector's data is an array of 16-byte `duckdb_string_t`, one per
+    // row of the chunk (its capacity), and rows are only written below capacity.
+    let data = unsafe { v.as_mut_ptr::<[u64; 2]>() };
+    let same = |a: &str, b: &str| a.len() == b.len() && a.as_bytes() == b.as_bytes();
+    let mut recent: [(usize, &str); RECENT] = [(usize::MAX, ""); RECENT];
+    let mut next = 0;
+    // The row before (the common case in sorted files), checked first.
+    let mut last: Option<(usize, &str)> = None;
+    let mut nulls = Vec::new();
+    for (i, s) in rows.enumerate() {
+        let Some(s) = s else {
+            nulls.push(i);
+            continue;
+        };
+        let hit = match last {
+            Some((j, l)) if same(l, s) => Some(j),
+            _ => recent.iter().find(|(j, r)| *j != usize::MAX && same(r, s)).map(|&(j, _)| j),
+        };
+        match hit {
+            Some(j) => unsafe { *data.add(i) = *data.add(j) },
+            None => {
+                duckdb::core::Inserter::insert(&v, i, s);
+                recent[next] = (i, s);
+                next = (next + 1) % RECENT;
+            }
+        }
+        last = Some((hit.unwrap_or(i), s));
+    }
+    for i in nulls {
+        v.set_null(i);
+    }
+}
+
 fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBatch) {
     let n = b.len;
     for (i, c) in columns.iter().enumerate() {
@@ -300,12 +341,12 @@ fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBa
             }
             Some(Column::Proxy) => {
                 if let Some(a) = &b.proxy {
-                    write_strings(out, i, a.iter());
+                    write_repeated_strings(out, i, a.iter());
                 }
             }
             Some(Column::Metric) => {
                 if let Some(a) = &b.metric {
-                    write_strings(out, i, a.iter());
+                    write_repeated_strings(out, i, a.iter());
                 }
             }
             Some(Column::Value) => {
