@@ -345,6 +345,7 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
     }
     crate::writer::remove_stale_temp_files(&month_dir);
     recover_removals(output_dir, first)?;
+    let started = Instant::now();
     let dailies = daily_files_of_month(output_dir, first)?;
     if dailies.is_empty() {
         remove_empty_day_dirs(output_dir, first);
@@ -382,6 +383,7 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
         }
     }
 
+    tracing::debug!(month = %name, daily_files = dailies.len(), seconds = started.elapsed().as_secs_f64(), "listed and counted");
     let tmp = crate::writer::create_temp_file(&month_dir, &target)?;
     let props = month_properties(storage, opts, &name);
     let schema = partition_schema();
@@ -389,6 +391,8 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
     let mut writer = Batched { writer: ArrowWriter::try_new(tmp.as_file(), schema.clone(), Some(props)).map_err(|e| bad(&e))?, pending: Vec::new(), rows: 0 };
     let mut cursor = previous.as_deref().map(MonthCursor::open).transpose()?;
     let mut absorbed = Vec::new();
+    let order: Vec<(usize, usize)> = keys.values().flat_map(|days| days.values().filter_map(|k| k.daily.map(|i| (i, k.daily_rows)))).collect();
+    let mut prefetch = Prefetch::new(&dailies, order);
     let limit = opts.row_group_rows.max(1);
     let mut in_group = 0usize;
     for (proxy, days) in &keys {
@@ -414,7 +418,7 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
             let new = match k.daily {
                 Some(i) => {
                     let f = &dailies[i];
-                    let (batch, id) = read_daily(f)?;
+                    let (batch, id) = prefetch.next(i)?;
                     absorbed.push(Absorbed { path: f.path.clone(), id });
                     out.daily_files += 1;
                     Some(batch)
@@ -453,8 +457,78 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
         }
     }
     out.bytes = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    tracing::debug!(month = %name, seconds = started.elapsed().as_secs_f64(), "month file visible");
     drop(lock);
     Ok(absorbed)
+}
+
+/// Reads the daily files in the order they are written, a window at a time, the
+/// files of a window in parallel (small files cost their opening and decompression
+/// set-up far more than their rows). A window holds at most [`WINDOW_FILES`] files
+/// and [`WINDOW_ROWS`] rows (more only for one partition larger than that), which
+/// bounds the memory it adds.
+struct Prefetch<'a> {
+    dailies: &'a [PartitionFile],
+    /// (daily file, its rows) in consumption order, and the next to read.
+    order: Vec<(usize, usize)>,
+    next: usize,
+    ready: std::collections::VecDeque<(usize, Result<(RecordBatch, Identity)>)>,
+}
+
+const WINDOW_FILES: usize = 256;
+const WINDOW_ROWS: usize = 65_536;
+
+impl<'a> Prefetch<'a> {
+    fn new(dailies: &'a [PartitionFile], order: Vec<(usize, usize)>) -> Prefetch<'a> {
+        Prefetch { dailies, order, next: 0, ready: Default::default() }
+    }
+
+    /// The rows of daily file `i`, which must be the next in order.
+    fn next(&mut self, i: usize) -> Result<(RecordBatch, Identity)> {
+        if self.ready.is_empty() {
+            self.fill();
+        }
+        match self.ready.pop_front() {
+            Some((j, r)) if j == i => r,
+            _ => Err(Error::Invalid(format!("internal error: daily file {} read out of order", self.dailies[i].path.display()))),
+        }
+    }
+
+    fn fill(&mut self) {
+        let start = self.next;
+        let mut rows = 0;
+        while self.next < self.order.len() && self.next - start < WINDOW_FILES && (self.next == start || rows + self.order[self.next].1 <= WINDOW_ROWS) {
+            rows += self.order[self.next].1;
+            self.next += 1;
+        }
+        let window = &self.order[start..self.next];
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(window.len().max(1));
+        let mut results: Vec<Option<Result<(RecordBatch, Identity)>>> = (0..window.len()).map(|_| None).collect();
+        let dailies = self.dailies;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        window.iter().enumerate().skip(t).step_by(threads).map(|(w, &(i, _))| (w, read_daily(&dailies[i]))).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(done) => {
+                        for (w, r) in done {
+                            results[w] = Some(r);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        for (w, &(i, _)) in window.iter().enumerate() {
+            let r = results[w].take().unwrap_or_else(|| Err(Error::Invalid(format!("{}: reading it panicked", dailies[i].path.display()))));
+            self.ready.push_back((i, r));
+        }
+    }
 }
 
 /// The month file's writer, fed in batches of up to [`PAGE_ROWS`] rows (one small
@@ -731,6 +805,7 @@ fn random_suffix() -> String {
 /// Removes the daily files a month file took in (step 2 of the module docs), each
 /// only if it is still the file that was read; then the month's empty day folders.
 fn remove_absorbed(output_dir: &Path, first: NaiveDate, absorbed: &[Absorbed]) -> Result<usize> {
+    let started = Instant::now();
     let mut removed = 0;
     for a in absorbed {
         if remove_if_same(&a.path, a.id)? {
@@ -738,6 +813,7 @@ fn remove_absorbed(output_dir: &Path, first: NaiveDate, absorbed: &[Absorbed]) -
         }
     }
     remove_empty_day_dirs(output_dir, first);
+    tracing::debug!(month = %month_dir_name(first), removed, seconds = started.elapsed().as_secs_f64(), "daily files removed");
     Ok(removed)
 }
 
