@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compaction benchmark (BENCHMARKS.md, section 6): a year of partitions (365 days x 200 proxies,
+"""Compaction benchmark (BENCHMARKS.md, section "Compaction"): a year of partitions (365 days x 200 proxies,
 73,000 files written by promduck's writer), before and after `promduck-collector --compact`.
 
 Same run, same data: full-year scans (prom_metrics on the compacted archive vs read_parquet over
@@ -23,7 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import COLLECTOR, EXTENSION, GEN, RESULTS, connect, log, machine, peak_rss_mib, timed  # noqa: E402
+
+def _run():
+    """bench/run.py's helpers (imported late: run.py imports this module)."""
+    import run
+
+    return run
 
 FULL = "SELECT api_proxy, metric_name, sum(value) FROM {} GROUP BY ALL ORDER BY ALL"
 POINT = "SELECT count(*), sum(value) FROM {}"
@@ -43,11 +48,14 @@ def files(data: Path) -> int:
 
 
 def compact(cfg: Path, cwd: Path, *extra) -> tuple[float, float]:
-    return peak_rss_mib([str(COLLECTOR), "--config", str(cfg), "--compact", *extra], cwd)
+    r = _run()
+    return r.peak_rss_mib([str(r.COLLECTOR), "--config", str(cfg), "--compact", *extra], cwd)
 
 
 def bench_compaction(tmp: Path, results: dict | None = None):
-    log("\n## 6. Compaction: a year in twelve files")
+    r = _run()
+    GEN, connect, log, timed = r.GEN, r.connect, r.log, r.timed
+    log("\n## Compaction: a year in twelve files")
     year = tmp / "compaction" / "data"
     if year.exists() and any(year.glob("2024-??")):
         shutil.rmtree(year)  # compacted by an earlier run: start again from daily files
@@ -134,7 +142,7 @@ def bench_compaction(tmp: Path, results: dict | None = None):
         f"over the month files {rp_comp * 1000:.1f} ms ({rp_comp / pm_comp:.2f}x)")
     log(f"  one day, one proxy in a compacted month: prom_metrics {point_comp * 1000:.2f} ms "
         f"(daily files: {point_daily * 1000:.2f} ms), read_parquet over the month files + WHERE {point_comp_rp * 1000:.2f} ms")
-    (RESULTS if results is None else results)["compaction"] = out
+    (r.RESULTS if results is None else results)["compaction"] = out
 
 
 def main():
@@ -142,12 +150,14 @@ def main():
     ap.add_argument("--workdir", help="keep data here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
-    for f in (COLLECTOR, EXTENSION, GEN):
+    r = _run()
+    RESULTS = r.RESULTS
+    for f in (r.COLLECTOR, r.EXTENSION, r.GEN):
         if not f.exists():
             raise SystemExit(f"{f} is missing: run `make bench` (it builds everything first)")
     tmp = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="promduck-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    RESULTS["machine"] = machine()
+    RESULTS["machine"] = r.machine()
     try:
         bench_compaction(tmp)
     finally:
@@ -155,7 +165,7 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(RESULTS, indent=2))
-    log("\n" + json.dumps(RESULTS))
+    r.log("\n" + json.dumps(RESULTS))
 
 
 if __name__ == "__main__":

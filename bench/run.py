@@ -40,6 +40,7 @@ import duckdb  # noqa: E402
 
 import promfixture  # noqa: E402
 import scale  # noqa: E402  (bench/scale.py)
+import compaction  # noqa: E402  (bench/compaction.py)
 from helpers import COLLECTOR, EXTENSION, LATENCY_Q, write_config  # noqa: E402
 
 GEN = REPO / "target" / "release" / "examples" / "gen_partitions"
@@ -347,7 +348,7 @@ def bench_scaling(tmp: Path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["collector", "storage", "memory", "scaling", "scale"], action="append")
+    ap.add_argument("--only", choices=["collector", "storage", "memory", "scaling", "scale", "compaction"], action="append")
     ap.add_argument("--workdir", help="keep data here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
@@ -360,7 +361,8 @@ def main():
     log(f"machine: {RESULTS['machine']}")
     try:
         for name, fn in [("collector", bench_collector), ("storage", bench_storage), ("memory", bench_memory),
-                         ("scaling", bench_scaling), ("scale", lambda t: scale.bench_scale(t, RESULTS))]:
+                         ("scaling", bench_scaling), ("scale", lambda t: scale.bench_scale(t, RESULTS)),
+                         ("compaction", lambda t: compaction.bench_compaction(t, RESULTS))]:
             if not args.only or name in args.only:
                 fn(tmp)
     finally:
