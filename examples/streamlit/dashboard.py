@@ -31,6 +31,7 @@ A page of raw rows reads only the files holding that page.
 
 from __future__ import annotations
 
+import bisect
 import inspect
 import io
 import math
@@ -48,7 +49,6 @@ if not st.runtime.exists():
     sys.exit(1)
 
 import duckdb  # noqa: E402
-import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -193,7 +193,7 @@ GROUP BY ALL ORDER BY date, api_proxy
 """
 RAW_SQL = """
 SELECT make_timestamp(epoch_ms(timestamp) * 1000) AS "timestamp (UTC)", date, api_proxy, metric_name, value,
-       labels
+       array_to_string(list_transform(map_entries(labels), lambda e: e.key || '=' || e.value), ', ') AS labels
 FROM prom_metrics(data_dir := $data_dir, start_date := $first_day, end_date := $last_day,
                   proxy := $proxies, metric := $metrics)
 WHERE (date > $first_day OR api_proxy >= $first_proxy) AND (date < $last_day OR api_proxy <= $last_proxy)
@@ -230,21 +230,25 @@ def database(extension: str):
     return con
 
 
-def cursor():
+def bound(sql: str, params: dict) -> dict:
+    """The parameters ``sql`` names (DuckDB refuses extra ones)."""
+    return {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)}
+
+
+def query(sql: str, params: dict, con=None, arrow: bool = False):
+    """Runs ``sql`` on ``con`` (a selection's database), else on the shared one: a list of
+    dicts, or an Arrow table."""
     try:
-        return database(str(EXTENSION)).cursor()
+        cur = (con if con is not None else database(str(EXTENSION))).cursor()
     except duckdb.Error as e:
         raise DataError(f"cannot load the promduck extension {EXTENSION}: "
                         + str(e).strip().splitlines()[0]) from None
-
-
-def query(sql: str, params: dict, con=None):
-    """Runs ``sql`` into an Arrow table (on ``con``, a selection's database, else the shared
-    one). Only the parameters the text names are bound (DuckDB refuses extra ones)."""
-    cur = con.cursor() if con is not None else cursor()
     try:
-        used = {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)}
-        return cur.sql(sql, params=used).to_arrow_table()
+        if arrow:
+            return cur.sql(sql, params=bound(sql, params)).to_arrow_table()
+        res = cur.execute(sql, bound(sql, params))
+        names = [d[0] for d in res.description]
+        return [dict(zip(names, row)) for row in res.fetchall()]
     except duckdb.Error as e:
         raise DataError(str(e).strip().splitlines()[0]) from None
     finally:
@@ -255,20 +259,18 @@ def query(sql: str, params: dict, con=None):
 def inventory(data_dir: str, generation: int):
     """(first day, last day, sorted proxies, {day: partitions}, partitions), or None: one
     folder listing by prom_partitions, no file opened."""
-    inv = query(INVENTORY_SQL, {"data_dir": data_dir})
-    days = {d: n for d, p, n in zip(*(inv.column(c).to_pylist() for c in ("date", "api_proxy", "n")))
-            if p is None}
+    rows = query(INVENTORY_SQL, {"data_dir": data_dir})
+    days = {r["date"]: r["n"] for r in rows if r["api_proxy"] is None}
     if not days:
         return None
-    proxies = sorted(p for d, p in zip(inv.column("date").to_pylist(), inv.column("api_proxy").to_pylist())
-                     if d is None)
+    proxies = sorted(r["api_proxy"] for r in rows if r["date"] is None)
     return min(days), max(days), proxies, days, sum(days.values())
 
 
 @st.cache_resource(ttl=300, max_entries=32, show_spinner=False)
 def label_keys(data_dir: str, day: date, proxies: tuple, generation: int) -> list:
-    return query(LABEL_KEYS_SQL, {"data_dir": data_dir, "day": day.isoformat(),
-                                  "proxies": list(proxies)}).column("k").to_pylist()
+    return [r["k"] for r in query(LABEL_KEYS_SQL, {"data_dir": data_dir, "day": day.isoformat(),
+                                                   "proxies": list(proxies)})]
 
 
 @st.cache_resource(ttl=600, max_entries=8, show_spinner=False)
@@ -285,7 +287,7 @@ def selection(data_dir: str, start: date, end: date, proxies: tuple, width_ms, s
                         + str(e).strip().splitlines()[0]) from None
     sql = selection_sql(bool(proxies), width_ms, bool(split_key))
     try:
-        con.execute(sql, {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)})
+        con.execute(sql, bound(sql, params))
         con.execute(SUMMARY_SQL)
     except duckdb.Error as e:
         con.close()
@@ -294,16 +296,16 @@ def selection(data_dir: str, start: date, end: date, proxies: tuple, width_ms, s
 
 
 @st.cache_data(ttl=600, max_entries=64, show_spinner=False)
-def derived(_con, sel_key: tuple, sql: str, params: dict) -> pd.DataFrame:
+def derived(_con, sel_key: tuple, sql: str, params: dict) -> list:
     """A chart's or table's rows: SQL over the cached selection (``_con``, keyed by ``sel_key``)."""
-    return query(sql, params, con=_con).to_pandas()
+    return query(sql, params, con=_con)
 
 
 def export_csv(con, sql: str, params: dict) -> bytes:
     """Run on click (on a thread of its own): every selected row as CSV."""
     import pyarrow.csv as pacsv
 
-    table = query(sql, params, con=con)
+    table = query(sql, params, con=con, arrow=True)
     out = io.BytesIO()
     pacsv.write_csv(table, out, pacsv.WriteOptions(quoting_style="needed"))
     return out.getvalue()
@@ -317,15 +319,18 @@ def fmt(v) -> str:
     return f"{v:,.2f}"
 
 
-def labels_text(m) -> str:
-    return ", ".join(f"{k}={v}" for k, v in (dict(m) if m else {}).items())
-
-
 def supports(fn, name: str) -> bool:
     try:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def by_metric(rows: list) -> dict:
+    out = {}
+    for r in rows:
+        out.setdefault(r["metric_name"], []).append(r)
+    return out
 
 
 def grain_for(bucket: str, start: date, end: date):
@@ -341,6 +346,10 @@ def grain_for(bucket: str, start: date, end: date):
             choice = "day"
     names = {"day": "daily", "week": "weekly (weeks from Monday)", 300_000: "5-minute", HOUR_MS: "hourly"}
     return choice, names[choice] if choice in names else f"{choice // 60_000}-minute"
+
+
+def midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day)
 
 
 # ---------------------------------------------------------------------------
@@ -374,16 +383,30 @@ if not data_dir or not os.path.isdir(data_dir):
         "generated demo data in `./data`).")
     st.stop()
 
+# The browser loads Plotly (a 4.7 MB script) when the first chart arrives: a blank one sent
+# while the data is being read lets it load meanwhile (once per session).
+warm = st.empty()
+if not st.session_state.get("plotly-loaded"):
+    st.session_state["plotly-loaded"] = True
+    warm.plotly_chart(go.Figure(layout=dict(height=10, margin=dict(l=0, r=0, t=0, b=0), xaxis_visible=False,
+                                            yaxis_visible=False)), config={"staticPlot": True}, key="warm")
+
+
+def stop():
+    warm.empty()
+    st.stop()
+
+
 try:
     inv = inventory(data_dir, generation)
 except DataError as e:
     st.error(f"Could not read `{data_dir}`: {e}")
-    st.stop()
+    stop()
 if inv is None:
     st.info(f"`{data_dir}` holds no metrics yet: the collector writes "
             "`YYYY-MM-DD/<proxy>.parquet` there. Collect some days first, e.g. "
             "`build/promduck-collector --config config/config.yaml --from 2024-03-01 --to 2024-03-07`.")
-    st.stop()
+    stop()
 first_day, last_day, all_proxies, per_day, n_partitions = inv
 
 # ?start=YYYY-MM-DD&end=YYYY-MM-DD&proxy=a&proxy=b opens that selection (a link to share).
@@ -399,7 +422,8 @@ if range_key not in st.session_state:
     st.session_state[range_key] = default
 proxy_key = f"proxies-{data_dir}"
 if proxy_key not in st.session_state:
-    st.session_state[proxy_key] = [p for p in st.query_params.get_all("proxy") if p in set(all_proxies)]
+    known = set(all_proxies)
+    st.session_state[proxy_key] = [p for p in st.query_params.get_all("proxy") if p in known]
 
 sb.header("Filters")
 picked = sb.date_input("Date range", min_value=first_day, max_value=last_day, format="YYYY-MM-DD",
@@ -410,12 +434,11 @@ if isinstance(picked, (tuple, list)):
     start, end = (picked[0], picked[-1]) if picked else (first_day, last_day)
 else:
     start = end = picked
-multiselect_extra = {}
-if supports(st.multiselect, "filter_mode"):
-    multiselect_extra["filter_mode"] = "contains"
+multiselect_extra = {"filter_mode": "contains"} if supports(st.multiselect, "filter_mode") else {}
 chosen = sb.multiselect("API proxies", all_proxies, key=proxy_key,
                         placeholder=f"All {len(all_proxies):,} API proxies (type to search)",
-                        help="None picked: every API proxy, each chart drawing the top N of them", **multiselect_extra)
+                        help="None picked: every API proxy, each chart drawing the top N of them",
+                        **multiselect_extra)
 proxies = tuple(chosen)
 st.query_params.update({"start": start.isoformat(), "end": end.isoformat()})
 if proxies and len(proxies) <= 50:
@@ -429,9 +452,8 @@ try:
     keys = label_keys(data_dir, end, tuple(shown_proxies[:LABEL_SAMPLE]), generation)
 except DataError:
     keys = []
-split_key_state = st.session_state.get("split")
 split_options = ["API proxy"] + [f"API proxy and {k}" for k in keys]
-if split_key_state not in split_options:
+if st.session_state.get("split") not in split_options:
     st.session_state["split"] = "API proxy"
 split = sb.selectbox("Lines per", split_options, key="split",
                      help="One line per proxy, or per proxy and the value of a label")
@@ -451,6 +473,7 @@ bucket = sb.selectbox("Time bucket", list(BUCKETS), index=0,
                            "the end of the interval it covers, as the collector stores samples; days are "
                            "the collected days.")
 grain, grain_label = grain_for(bucket, start, end)
+width_ms = grain if isinstance(grain, int) else None
 
 days_shown = f"{start}" if start == end else f"{start} to {end}"
 files = sum(per_day.get(start + timedelta(days=i), 0) for i in range((end - start).days + 1))
@@ -458,14 +481,14 @@ if proxies:
     files = min(files, len(proxies) * ((end - start).days + 1))
 try:
     with st.spinner(f"Reading {days_shown}: up to {files:,} partitions…"):
-        sel = selection(data_dir, start, end, proxies, grain if isinstance(grain, int) else None,
-                        split_key, generation)
+        sel = selection(data_dir, start, end, proxies, width_ms, split_key, generation)
 except DataError as e:
     st.error(f"Could not read the metrics: {e}")
-    st.stop()
-sel_key = (data_dir, start, end, proxies, grain if isinstance(grain, int) else None, split_key, generation)
+    stop()
+warm.empty()
+sel_key = (data_dir, start, end, proxies, width_ms, split_key, generation)
 
-all_metrics = derived(sel, sel_key, "SELECT metric_name FROM info ORDER BY 1", {})["metric_name"].tolist()
+all_metrics = [r["metric_name"] for r in derived(sel, sel_key, "SELECT metric_name FROM info ORDER BY 1", {})]
 metric_key = "metrics"
 if metric_key not in st.session_state or st.session_state.get("metric-options") != all_metrics:
     before = st.session_state.get(metric_key)
@@ -484,8 +507,8 @@ if not metrics:
     st.stop()
 
 params = {"metrics": metrics, "top": top, "rank_metric": rank_metric, "others": others}
-counts = derived(sel, sel_key, counts_sql(combine), params).set_index("metric_name")
-n_rows = int(counts["rows"].sum()) if not counts.empty else 0
+counts = {r["metric_name"]: r for r in derived(sel, sel_key, counts_sql(combine), params)}
+n_rows = sum(int(r["rows"]) for r in counts.values())
 n_proxies = len(proxies) if proxies else len(all_proxies)
 st.caption(f"`{data_dir}` · {days_shown} · {'all ' if not proxies else ''}{n_proxies:,} of {len(all_proxies):,} "
            f"API proxies · {len(metrics)} metrics · {n_rows:,} rows · {grain_label} points")
@@ -505,7 +528,7 @@ else:
 
 def chart_note(metric: str, kind: str, right: bool, points: str) -> str:
     """The subtitle: which proxies are drawn, where the rest went, what a point is."""
-    total, shown = int(counts.loc[metric, "proxies"]), int(counts.loc[metric, "shown"])
+    total, shown = int(counts[metric]["proxies"]), int(counts[metric]["shown"])
     if shown >= total:
         return f"all {total:,} API proxies · {points}"
     by = f"{combine} of {rank_metric or metric}"
@@ -517,74 +540,73 @@ def chart_note(metric: str, kind: str, right: bool, points: str) -> str:
 
 
 def other_name(metric: str) -> str:
-    rest = int(counts.loc[metric, "proxies"]) - int(counts.loc[metric, "shown"])
-    return f"other ({rest:,} API proxies)"
+    return f"other ({int(counts[metric]['proxies']) - int(counts[metric]['shown']):,} API proxies)"
 
 
-def day_axis(fig):
-    """Calendar-day x axis from the first to the last selected day, never a sub-day scale."""
-    pad = timedelta(days=3.5 if grain == "week" else 0.5)
-    lo = datetime.combine(start, datetime.min.time()) - pad
-    hi = datetime.combine(end, datetime.min.time()) + pad
-    fig.update_xaxes(range=[lo, hi], tickformat="%Y-%m-%d" if (end - start).days < 7 else None,
-                     dtick=86_400_000 if (end - start).days < 7 else None)
-
-
-def figure(metric: str, sub: pd.DataFrame, kind: str):
+def figure(metric: str, rows: list, kind: str):
     """(figure, "other" on the right axis?): the drawn lines (or bars) of one chart, a trace per
-    shown series in PALETTE's colours, then "other" in grey, on an axis of its own (right)
-    when it would flatten the others."""
-    fig = go.Figure()
-    shown, rest = sub[sub["series"].notna()], sub[sub["series"].isna()]
-    right = (not rest.empty and not shown.empty
-             and rest["y"].abs().max() > 2 * max(shown["y"].abs().max(), 1e-300))
-    traces = [(name, g, PALETTE[i % len(PALETTE)], "y", i)
-              for i, (name, g) in enumerate(shown.groupby("series", sort=False))]
-    if not rest.empty:
-        # drawn first, under the proxies' lines, but listed last in the legend
+    shown series in PALETTE's colours, then "other" in grey, drawn first (under the others) but
+    listed last, on an axis of its own (right) when it would flatten the others."""
+    series = {}
+    for r in rows:  # ordered by series (NULL, "other", last), then x
+        series.setdefault(r["series"], ([], []))
+        series[r["series"]][0].append(r["x"])
+        series[r["series"]][1].append(r["y"])
+    rest = series.pop(None, None)
+    top_y = max((abs(y) for _, ys in series.values() for y in ys), default=0.0)
+    right = rest is not None and bool(series) and max(abs(y) for y in rest[1]) > 2 * max(top_y, 1e-300)
+    traces = [(name, xy, PALETTE[i % len(PALETTE)], "y", i) for i, (name, xy) in enumerate(series.items())]
+    if rest is not None:
         traces.insert(0, (other_name(metric), rest, OTHER_COLOR, "y2" if right else "y", len(traces)))
-    for i, (name, g, color, axis, rank) in enumerate(traces):
+    fig = go.Figure()
+    for name, (xs, ys), color, axis, rank in traces:
         if kind == "bar":
-            fig.add_trace(go.Bar(x=g["x"], y=g["y"], name=name, marker_color=color, yaxis=axis,
-                                 offsetgroup=str(rank), legendrank=rank))
+            fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=color, yaxis=axis, offsetgroup=str(rank),
+                                 legendrank=rank))
         else:
-            fig.add_trace(go.Scatter(x=g["x"], y=g["y"], name=name, line=dict(color=color), yaxis=axis,
-                                     mode="lines+markers" if len(g) <= 100 else "lines", legendrank=rank))
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, line=dict(color=color), yaxis=axis, legendrank=rank,
+                                     mode="lines+markers" if len(xs) <= 100 else "lines"))
     if right:
         fig.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False, tickmode="auto",
-                                      rangemode="tozero",
-                                      title=dict(text="other", font=dict(color=OTHER_COLOR)),
+                                      rangemode="tozero", title=dict(text="other", font=dict(color=OTHER_COLOR)),
                                       tickfont=dict(color=OTHER_COLOR)),
                           legend=dict(x=1.1))
     return fig, right
 
 
+def day_axis(fig):
+    """Calendar-day x axis from the first to the last selected day, never a sub-day scale."""
+    pad = timedelta(days=3.5 if grain == "week" else 0.5)
+    short = (end - start).days < 7
+    fig.update_xaxes(range=[midnight(start) - pad, midnight(end) + pad], tickformat="%Y-%m-%d" if short else None,
+                     dtick=86_400_000 if short else None)
+
+
 with tab_ts:
     if is_open(tab_ts):
-        lines = derived(sel, sel_key, lines_sql(grain, bool(split_key), combine), params)
+        lines = by_metric(derived(sel, sel_key, lines_sql(grain, bool(split_key), combine), params))
         for metric in metrics:
-            sub = lines[lines["metric_name"] == metric]
-            if sub.empty:
+            rows = lines.get(metric)
+            if not rows:
                 st.info(f"No {metric} rows for this selection.")
                 continue
-            daily = bool(sub["daily"].iloc[0]) or not isinstance(grain, int)
+            daily = bool(rows[0]["daily"]) or not isinstance(grain, int)
             x_title = "day" if daily and grain != "week" else "week from" if daily else "time (UTC)"
-            if sub["x"].nunique() == 1:
+            if len({r["x"] for r in rows}) == 1:
                 # One point per line (a daily metric over one day): a bar per series reads better
                 # than dots stacked on one instant.
-                sub = sub.assign(x=sub["x"].dt.strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"))
-                fig, right = figure(metric, sub, "bar")
+                label = "%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"
+                fig, right = figure(metric, [dict(r, x=r["x"].strftime(label)) for r in rows], "bar")
                 fig.update_layout(barmode="group")
                 fig.update_xaxes(type="category")
                 kind = "bar"
             else:
-                fig, right = figure(metric, sub, "line")
+                fig, right = figure(metric, rows, "line")
                 kind = "line"
                 if daily:
                     day_axis(fig)
                 else:
-                    fig.update_xaxes(range=[datetime.combine(start, datetime.min.time()),
-                                            datetime.combine(end + timedelta(days=1), datetime.min.time())])
+                    fig.update_xaxes(range=[midnight(start), midnight(end + timedelta(days=1))])
             fig.update_layout(
                 title=dict(text=metric, subtitle=dict(text=chart_note(
                     metric, kind, right, "daily" if daily and isinstance(grain, int) else grain_label))),
@@ -594,38 +616,41 @@ with tab_ts:
 
 with tab_agg:
     if is_open(tab_agg):
+        import pandas as pd  # only for the tables' proxy column as their index
+
         week = (end - start).days + 1 > 92
         per = "weekly" if week else "daily"
-        bars = derived(sel, sel_key, bars_sql(week, combine), params)
+        bars = by_metric(derived(sel, sel_key, bars_sql(week, combine), params))
         every = st.toggle("Table of every API proxy", value=False,
                           help="Off: the top N proxies of each chart; on: every selected proxy (sortable)")
-        table = derived(sel, sel_key, table_sql(combine, every), params)
+        tables = by_metric(derived(sel, sel_key, table_sql(combine, every), params))
         for metric in metrics:
-            sub = bars[bars["metric_name"] == metric]
-            if sub.empty:
+            rows = bars.get(metric)
+            if not rows:
                 continue
             st.subheader(metric)
-            fig, right = figure(metric, sub, "bar")
+            fig, right = figure(metric, rows, "bar")
             fig.update_layout(title=dict(text=f"{metric}: {per} total per API proxy",
                                          subtitle=dict(text=chart_note(metric, "bar", right, per))),
                               barmode="group", legend_title_text="API proxy", margin=dict(t=70, b=10),
                               xaxis_title="week from" if week else "day", yaxis_title=f"{per} total")
             fig.update_xaxes(type="category")
             st.plotly_chart(fig, key=f"agg-{metric}")
-            t = table[table["metric_name"] == metric]
-            rows = pd.DataFrame({
-                "API proxy": t["api_proxy"], "days": t["days"], "total": t["total"].map(fmt),
-                "daily average": t["daily_avg"].map(fmt), "daily max": t["daily_max"].map(fmt),
-                "busiest day": t["busiest"].map(lambda d: pd.Timestamp(d).date().isoformat()), "rows": t["rows"],
-                "value average": t["value_avg"].map(fmt), "value max": t["value_max"].map(fmt),
+            t = tables.get(metric, [])
+            table = pd.DataFrame({
+                "API proxy": [r["api_proxy"] for r in t], "days": [r["days"] for r in t],
+                "total": [fmt(r["total"]) for r in t], "daily average": [fmt(r["daily_avg"]) for r in t],
+                "daily max": [fmt(r["daily_max"]) for r in t],
+                "busiest day": [r["busiest"].isoformat() for r in t], "rows": [r["rows"] for r in t],
+                "value average": [fmt(r["value_avg"]) for r in t], "value max": [fmt(r["value_max"]) for r in t],
             }).set_index("API proxy")
             if every:
-                st.dataframe(rows, height=min(400, 38 + 35 * len(rows)))
+                st.dataframe(table, height=min(400, 38 + 35 * len(table)))
             else:
-                st.table(rows)
-                total = int(counts.loc[metric, "proxies"])
-                if total > len(rows):
-                    st.caption(f"The top {len(rows):,} of {total:,} API proxies; "
+                st.table(table)
+                total = int(counts[metric]["proxies"])
+                if total > len(table):
+                    st.caption(f"The top {len(table):,} of {total:,} API proxies; "
                                "\"Table of every API proxy\" lists them all.")
 
 with tab_raw:
@@ -638,28 +663,27 @@ with tab_raw:
         lo = (page - 1) * page_size
         hi = min(lo + page_size, n_rows)
         c3.markdown(f"Rows {lo + 1:,}–{hi:,} of {n_rows:,}")
-        # The page's rows come from the files that hold them: the partitions (in the
-        # rows' order, day then proxy) whose running row counts cover [lo, hi).
+        # The page's rows come from the files that hold them: the partitions (in the rows'
+        # order, day then proxy) whose running row counts cover [lo, hi).
         parts = derived(sel, sel_key, PARTITION_ROWS_SQL, {"metrics": metrics})
-        ends = parts["n"].cumsum()
-        i = int((ends <= lo).sum())
-        j = int((ends < hi).sum())
-        run = parts.iloc[i:j + 1]
-        before = int(ends.iloc[i - 1]) if i else 0
+        ends = []
+        for r in parts:
+            ends.append((ends[-1] if ends else 0) + int(r["n"]))
+        i = bisect.bisect_right(ends, lo)
+        j = bisect.bisect_left(ends, hi)
+        run = parts[i:j + 1]
         try:
             view = query(RAW_SQL, {
-                "data_dir": data_dir, "metrics": metrics, "proxies": sorted(set(run["api_proxy"])),
-                "first_day": run["date"].iloc[0], "last_day": run["date"].iloc[-1],
-                "first_proxy": run["api_proxy"].iloc[0], "last_proxy": run["api_proxy"].iloc[-1],
-                "limit": hi - lo, "offset": lo - before}).to_pandas()
+                "data_dir": data_dir, "metrics": metrics, "proxies": sorted({r["api_proxy"] for r in run}),
+                "first_day": run[0]["date"], "last_day": run[-1]["date"],
+                "first_proxy": run[0]["api_proxy"], "last_proxy": run[-1]["api_proxy"],
+                "limit": hi - lo, "offset": lo - (ends[i - 1] if i else 0)})
         except DataError as e:
             st.error(f"Could not read the rows: {e}")
             st.stop()
-        view["labels"] = view["labels"].map(labels_text)
-        st.dataframe(view, hide_index=True)
-        csv_params = {"data_dir": data_dir, "start": start.isoformat(), "end": end.isoformat(), "metrics": metrics}
-        if proxies:
-            csv_params["proxies"] = list(proxies)
+        st.dataframe({k: [r[k] for r in view] for k in (view[0] if view else {})}, hide_index=True)
+        csv_params = {"data_dir": data_dir, "start": start.isoformat(), "end": end.isoformat(),
+                      "metrics": metrics, "proxies": list(proxies)}
         con = database(str(EXTENSION))  # the callable runs outside the script: no st.* in it
         st.download_button(f"Download all {n_rows:,} rows as CSV",
                            lambda: export_csv(con, csv_sql(bool(proxies)), csv_params),
