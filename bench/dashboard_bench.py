@@ -21,7 +21,9 @@ A page not settled after --timeout seconds is reported as "> timeout". Also
 recorded: charts, traces and points on the page, and the bytes the browser
 received over Streamlit's websocket. "after, full year" opens the after
 dashboard on (a) with ?start=2024-01-01&end=2024-12-30 (its default is the
-last 30 days; the before dashboard always opens on every day).
+last 30 days; the before dashboard always opens on every day). Each page is
+opened twice on the same server: cold, then again (what the server cached).
+The fixed cost of Streamlit and Chromium is measured on an empty data folder.
 
     .venv/bin/python bench/dashboard_bench.py [--only year|wide] [--workdir DIR] [--json FILE]
 """
@@ -203,16 +205,45 @@ def fmt(r: dict, key: str) -> str:
 
 
 def run_case(pw, label: str, script: Path, data: Path, work: Path, args, query: str = "",
-             screenshot: Path | None = None) -> dict:
-    server = Server(script, data, work)
-    try:
-        r = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet, screenshot)
-    finally:
-        server.stop()
-    log(f"  {label:<22} first chart {fmt(r, 'first_chart_s'):>9}   settled {fmt(r, 'settled_s'):>9}   "
-        f"{r['charts']} charts, {r['traces']:,} traces, {r['points']:,} points, "
-        f"{r['websocket_mib']:.1f} MiB to the browser" + (f", {r['exceptions']} exceptions" if r["exceptions"] else ""))
-    return r
+             screenshot: Path | None = None, repeat: int = 1) -> dict:
+    """``repeat`` times: a fresh server, the page opened twice: cold (nothing cached), then
+    again in a new browser (what the server cached). Returns every run and the medians."""
+    runs = {"cold": [], "again": []}
+    for i in range(repeat):
+        server = Server(script, data, work)
+        try:
+            cold = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet,
+                           screenshot if i == 0 else None)
+            runs["cold"].append(cold)
+            log(f"  {label if i == 0 else '':<18} {line(cold)}   load {os.getloadavg()[0]:.1f}")
+            if not cold["timed_out_after_s"]:
+                again = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet)
+                runs["again"].append(again)
+                log(f"  {'  opened again':<18} {line(again)}")
+        finally:
+            server.stop()
+    if repeat > 1:
+        for kind in ("cold", "again"):
+            runs[kind + "_median"] = {k: median([r[k] for r in runs[kind]])
+                                      for k in ("first_chart_s", "settled_s")}
+        log(f"  {'  median':<18} cold: first chart {runs['cold_median']['first_chart_s']} s, settled "
+            f"{runs['cold_median']['settled_s']} s; again: {runs['again_median']['first_chart_s']} s, "
+            f"{runs['again_median']['settled_s']} s")
+    return runs
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else round((values[mid - 1] + values[mid]) / 2, 2)
+
+
+def line(r: dict) -> str:
+    return (f"first chart {fmt(r, 'first_chart_s'):>9}   settled {fmt(r, 'settled_s'):>9}   "
+            f"{r['charts']} charts, {r['traces']:,} traces, {r['points']:,} points, "
+            f"{r['websocket_mib']:.2f} MiB to the browser" + (f", {r['exceptions']} exceptions" if r["exceptions"] else ""))
 
 
 def main():
@@ -223,6 +254,9 @@ def main():
     ap.add_argument("--before", default=BEFORE_REV, help="git revision of the 'before' dashboard")
     ap.add_argument("--timeout", type=float, default=240, help="seconds to wait for a page to settle")
     ap.add_argument("--quiet", type=float, default=2.0, help="seconds without a DOM change that mean settled")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each 'after' case (the median is reported; "
+                                                          "'before' runs once)")
+    ap.add_argument("--skip-before", action="store_true", help="measure the after dashboard only")
     ap.add_argument("--screenshots", help="save the after pages' screenshots in this folder")
     args = ap.parse_args()
     for f in (EXTENSION, CHROMIUM):
@@ -248,14 +282,20 @@ def main():
         if not args.only or "wide" in args.only:
             cases.append(("wide", make_wide(work, year), "(b) 10,000 proxies x 10 metrics x 1 day", None))
         with sync_playwright() as pw:
+            empty = work / "empty"
+            empty.mkdir(exist_ok=True)
+            log(" Streamlit and Chromium alone (an empty data directory: the page's fixed cost)")
+            results["empty"] = run_case(pw, "after", DASHBOARD, empty, work, args, repeat=args.repeat)
             for name, data, title, full in cases:
                 log(f" {title}")
                 out = results[name] = {}
-                out["before"] = run_case(pw, "before", before, data, work, args)
-                out["after"] = run_case(pw, "after", DASHBOARD, data, work, args,
+                if not args.skip_before:
+                    out["before"] = run_case(pw, "before", before, data, work, args)
+                out["after"] = run_case(pw, "after", DASHBOARD, data, work, args, repeat=args.repeat,
                                         screenshot=shots / f"dashboard-{name}.png" if shots else None)
                 if full:
                     out["after_full_year"] = run_case(pw, "after, full year", DASHBOARD, data, work, args, full,
+                                                      repeat=args.repeat,
                                                       screenshot=shots / f"dashboard-{name}-full.png" if shots else None)
     finally:
         if not args.workdir:

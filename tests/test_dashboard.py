@@ -267,7 +267,7 @@ def test_time_series_show_every_proxy_with_exact_values(page, history):
     want = expected_series(history, history.proxies)
     settled(page, "the three time series charts", lambda: assert_time_series(charts(page), want))
     no_exception(page)
-    caption = page.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+    caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
     n = len(expected_rows(history))
     assert f"{history.days_list[0]} to {history.days_list[-1]}" in caption and f"{n:,} rows" in caption
     # the date range spans the days present
@@ -414,7 +414,7 @@ def test_raw_data_paging_and_csv_download(page, history, tmp_path):
 def test_date_range_narrows_everything(page, history):
     days = history.days_list
     left = [p for p in history.proxies if p != "api-proxy-2"]
-    caption = page.locator('[data-testid="stCaptionContainer"]').first
+    caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first
     for which, day, shown in (("start", days[1], f"{days[1]} to {days[-1]}"),
                               ("end", days[2], f"{days[1]} to {days[2]}")):
         field = page.locator(f'[aria-label="day, Date range {which} date"]')
@@ -516,7 +516,7 @@ def test_scale_year_of_200_proxies(playwright, scale_data, tmp_path_factory):
         wait_for(pg, "the year's charts", lambda: assert_scale_charts(charts(pg), year_want(last30)) or True,
                  timeout=SCALE_TIMEOUT)
         no_exception(pg)
-        caption = pg.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+        caption = pg.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
         assert "2024-12-01 to 2024-12-30" in caption and "all 200 of 200 API proxies" in caption, caption
         assert f"{30 * 200 * 6:,} rows" in caption and "daily points" in caption, caption
         subtitle = pg.evaluate("() => document.querySelector('.js-plotly-plot').layout.title.subtitle.text")
@@ -545,7 +545,7 @@ def test_scale_year_of_200_proxies(playwright, scale_data, tmp_path_factory):
     with scale_page(playwright, scale_data, "year", tmp_path_factory, "?start=2024-09-29&end=2024-12-30") as pg:
         want = year_want(list(range(272, 365)), grain="week")
         wait_for(pg, "weekly charts", lambda: assert_scale_charts(charts(pg), want) or True, timeout=SCALE_TIMEOUT)
-        assert "weekly" in pg.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+        assert "weekly" in pg.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
         no_exception(pg)
 
 
@@ -583,12 +583,21 @@ def test_scale_one_day_of_10000_proxies(playwright, scale_data, tmp_path_factory
         want = wide_want()
         wait_for(pg, "the ten charts", lambda: assert_scale_charts(charts(pg), want) or True, timeout=SCALE_TIMEOUT)
         no_exception(pg)
-        caption = pg.locator('[data-testid="stCaptionContainer"]').first.inner_text()
+        caption = pg.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
         assert "all 10,000 of 10,000 API proxies" in caption and "2,500,000 rows" in caption, caption
         scale_screenshot(pg, "dashboard-wide.png")
-        # one proxy, found among 10,000 by typing part of its name
+        # one proxy, found among 10,000 by typing part of its name (the list offers 300 at a time)
         one = dd.wide_proxy(41)
-        pick_proxies(pg, [one], typed=one[-8:])
+        box = pg.locator('[data-testid="stMultiSelect"]').filter(has_text="API proxies")
+        box.locator("input").click()
+        assert pg.get_by_role("option", name=one, exact=True).count() == 0
+        pg.keyboard.press("Escape")
+        find = pg.get_by_role("textbox", name="Find API proxies", exact=True)
+        find.fill("API-00041")
+        find.press("Enter")
+        wait_for(pg, "the search's one match", lambda: pg.get_by_text("Pick all").count() == 0
+                 and pg.get_by_text("10,000 names").count() == 0)
+        pick_proxies(pg, [one], typed="00041")
         m = dd.WIDE_METRICS.index("latency_ms")
         latency = [((datetime(2024, 3, 1) + timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%S"),
                     float(dd.wide_value(41, m, 0, h, 10_000) + dd.wide_value(41, m, 1, h, 10_000)))

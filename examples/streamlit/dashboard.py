@@ -58,6 +58,7 @@ DEFAULT_DAYS = 30           # the default date range: the last 30 days present
 DEFAULT_TOP = 10            # lines per chart before the rest become "other"
 MAX_TOP = 100
 PAGE_SIZES = [25, 50, 100, 500]
+MAX_OPTIONS = 300          # proxy names offered at once in the selector
 LABEL_SAMPLE = 100          # proxies whose files of one day show the label keys
 OTHER_COLOR = "#8c8c8c"
 # Distinct colours, none grey (grey is "other"): d3's category10 without its grey, then Plotly's Dark24.
@@ -434,11 +435,24 @@ if isinstance(picked, (tuple, list)):
     start, end = (picked[0], picked[-1]) if picked else (first_day, last_day)
 else:
     start = end = picked
+# The browser gets at most MAX_OPTIONS names to pick from (10,000 would take it seconds to
+# lay out): the picked ones and those matching "Find API proxies", a search over every name.
+find = sb.text_input("Find API proxies", key=f"find-{data_dir}",
+                     placeholder=f"part of a name (of {len(all_proxies):,})",
+                     help=f"Narrows the names offered below (case-insensitive); at most {MAX_OPTIONS} at a time").strip()
+matches = [p for p in all_proxies if find.lower() in p.lower()] if find else all_proxies
+picked_now = st.session_state.get(proxy_key, [])
+options = sorted(set(matches[:MAX_OPTIONS]) | set(picked_now))
+if find and 1 < len(matches) <= MAX_OPTIONS and sb.button(f"Pick all {len(matches):,} matches"):
+    st.session_state[proxy_key] = sorted(set(picked_now) | set(matches))
 multiselect_extra = {"filter_mode": "contains"} if supports(st.multiselect, "filter_mode") else {}
-chosen = sb.multiselect("API proxies", all_proxies, key=proxy_key,
+chosen = sb.multiselect("API proxies", options, key=proxy_key,
                         placeholder=f"All {len(all_proxies):,} API proxies (type to search)",
                         help="None picked: every API proxy, each chart drawing the top N of them",
                         **multiselect_extra)
+if len(matches) > MAX_OPTIONS:
+    sb.caption(f"{len(matches):,} names{' match' if find else ''}: the list offers the first {MAX_OPTIONS}; "
+               "type part of a name above to find the others.")
 proxies = tuple(chosen)
 st.query_params.update({"start": start.isoformat(), "end": end.isoformat()})
 if proxies and len(proxies) <= 50:
