@@ -517,11 +517,17 @@ def test_sigkill_at_random_moments_during_compaction(pristine, tmp_path):
             cfg = cfg_for(work)
             readers.switch(work / "data")
             # Moments anywhere in the run, and more of them where little time is spent:
-            # while month files are written, and at the end, while daily files are removed.
-            delay = [rng.uniform(0, clean_s), rng.uniform(0, max(clean_s - wait, 0.01)),
-                     rng.uniform(max(clean_s - 0.1, 0), clean_s)][trial % 3]
+            # while month files are written, and while daily files are removed (from
+            # removeDailyAfter after the last month file appeared, for a few milliseconds).
+            kind = trial % 3
+            delay = [rng.uniform(0, clean_s), rng.uniform(0, max(clean_s - wait, 0.01)), wait + rng.uniform(0, 0.012)][kind]
             p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--compact"], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
+            if kind == 2:
+                last = work / "data" / "2024-03" / "2024-03.parquet"
+                deadline = time.time() + 10
+                while not last.exists() and p.poll() is None and time.time() < deadline:
+                    time.sleep(0.0005)
             time.sleep(delay)
             if p.poll() is None:
                 stats["killed_before_exit"] += 1
