@@ -84,8 +84,13 @@ def run_capped(args, cwd) -> tuple[subprocess.CompletedProcess, float]:
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
         "sys.exit(r.returncode)\n"
     )
+    # glibc reserves 64 MiB of address space per malloc arena, one per thread that
+    # allocates concurrently (up to 8 per core): how many exist depends on scheduling,
+    # so the cap (address space) would pass or fail at random while the RSS measured
+    # here is what the test is about. Two arenas keep the reservation fixed.
+    env = dict(os.environ, MALLOC_ARENA_MAX="2")
     r = subprocess.run([sys.executable, "-c", wrapper, str(ADDRESS_SPACE_CAP), *map(str, args)], cwd=cwd,
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=env)
     peak = int(r.stdout.strip().splitlines()[-1]) / 1024 if r.stdout.strip() else float("nan")
     return r, peak
 
