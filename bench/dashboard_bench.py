@@ -7,7 +7,9 @@ browser and flags of tests/test_dashboard.py).
 Data sets, written by promduck's writer or in its exact schema (bench/dashboard_data.py):
   (a) year: 200 proxies x 365 days (73,000 files, 438,000 rows), by
       core/examples/gen_partitions.rs, as bench/run.py's storage section;
-  (b) wide: 10,000 proxies x 10 metrics x 1 day (10,000 files, 2.5 M rows).
+  (b) wide: 10,000 proxies x 10 metrics x 1 day (10,000 files, 2.5 M rows);
+  and (a) compacted by the extension's prom_compact into one file per month
+  (12 files), when the build has it: the same charts, from 12 files.
 
 Dashboards: "before" is examples/streamlit/dashboard.py at --before (the
 seed's dashboard, `git show REV:examples/streamlit/dashboard.py` into a temp
@@ -22,10 +24,12 @@ recorded: charts, traces and points on the page, and the bytes the browser
 received over Streamlit's websocket. "after, full year" opens the after
 dashboard on (a) with ?start=2024-01-01&end=2024-12-30 (its default is the
 last 30 days; the before dashboard always opens on every day). Each page is
-opened twice on the same server: cold, then again (what the server cached).
+opened three times on the same server: cold, again in a new browser (what the
+server cached), again in the first browser (what the browser cached too).
 The fixed cost of Streamlit and Chromium is measured on an empty data folder.
 
-    .venv/bin/python bench/dashboard_bench.py [--only year|wide] [--workdir DIR] [--json FILE]
+    .venv/bin/python bench/dashboard_bench.py [--only year|compacted|wide] [--repeat N] [--workdir DIR]
+                                              [--json FILE] [--screenshots DIR]
 """
 
 from __future__ import annotations
@@ -79,7 +83,9 @@ STATE_JS = """() => {
           charts: plots.length,
           traces: plots.reduce((a, gd) => a + ((gd._fullData || []).length), 0),
           points: plots.reduce((a, gd) => a + (gd._fullData || []).reduce((b, t) => b + (t.x ? t.x.length : 0), 0), 0),
-          exception: document.querySelectorAll('[data-testid="stException"]').length};
+          exception: document.querySelectorAll('[data-testid="stException"]').length,
+          digest: JSON.stringify(plots.map(gd => (gd._fullData || []).map(t => [t.name, Array.from(t.x || [], String),
+                                                                            Array.from(t.y || [], Number)])))};
 }"""
 
 
@@ -108,6 +114,38 @@ def make_wide(work: Path, year: Path) -> Path:
         reference = year / "2024-01-01" / "api-proxy-0.parquet"   # written by promduck's writer
         dashboard_data.write_wide(data, reference)
         log(f"  (b) 10,000 proxies x 10 metrics x 1 day = 10,000 partitions in {time.perf_counter() - t:.1f} s")
+    return data
+
+
+def make_compacted(work: Path, year: Path) -> Path | None:
+    """(a) compacted by prom_compact into one file per month (12 files), from hard links of
+    (a)'s files; None when the extension has no prom_compact."""
+    import duckdb
+
+    root = work / "year-compacted"
+    data = root / "data"
+    if (data / "2024-12" / "2024-12.parquet").is_file():
+        return data
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    con.load_extension(str(EXTENSION))
+    if not con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'prom_compact'").fetchone()[0]:
+        return None
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    # hard links of (a)'s files: compaction removes only these names, (a) keeps its own
+    subprocess.run(["cp", "-al", str(year.resolve()), str(data)], check=True)
+    assert data.is_dir() and not data.is_symlink() and not (data / "2024-01-01").is_symlink()
+    cfg = root / "config.yaml"
+    cfg.write_text(json.dumps({"apiProxies": ["api-proxy-0"], "storage": {"outputDir": str(data)},
+                               "prometheus": {"url": "http://127.0.0.1:9", "metrics": [
+                                   {"name": "request_count", "query": 'x{apiproxy="%s"}'}]}}))
+    t = time.perf_counter()
+    rows = con.execute("SELECT month, status, error FROM prom_compact(config := ?, remove_daily_after := '0s')",
+                       [str(cfg)]).fetchall()
+    bad = [r for r in rows if r[1] != "compacted"]
+    if len(rows) != 12 or bad:
+        raise SystemExit(f"prom_compact: {bad or rows}")
+    log(f"  (a) compacted by prom_compact into 12 month files in {time.perf_counter() - t:.1f} s")
     return data
 
 
@@ -158,9 +196,12 @@ class Server:
         self.log.close()
 
 
-def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: Path | None = None) -> dict:
-    """Opens ``url`` in a fresh Chromium profile and waits for the page to settle."""
-    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=work))
+def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: Path | None = None,
+            profile: Path | None = None) -> dict:
+    """Opens ``url`` in Chromium and waits for the page to settle: a fresh profile, or
+    ``profile`` (kept: what that browser cached stays)."""
+    keep = profile is not None
+    profile = profile or Path(tempfile.mkdtemp(prefix="chromium-", dir=work))
     context = pw.chromium.launch_persistent_context(
         str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
         viewport={"width": 1400, "height": 1000})
@@ -186,14 +227,17 @@ def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: 
             page.screenshot(path=str(screenshot), full_page=True)
     finally:
         context.close()
-        shutil.rmtree(profile, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(profile, ignore_errors=True)
     timed_out = bool(state.get("settled_timeout"))
+    import hashlib
     return {
         "first_chart_s": None if state["first"] is None else round(state["first"] / 1000, 2),
         "settled_s": None if timed_out else round(state["last"] / 1000, 2),
         "timed_out_after_s": timeout if timed_out else None,
         "charts": state["charts"], "traces": state["traces"], "points": state["points"],
         "websocket_mib": round(received[0] / 2**20, 2), "exceptions": state["exception"],
+        "charts_sha1": hashlib.sha1(state["digest"].encode()).hexdigest()[:12],
     }
 
 
@@ -206,29 +250,35 @@ def fmt(r: dict, key: str) -> str:
 
 def run_case(pw, label: str, script: Path, data: Path, work: Path, args, query: str = "",
              screenshot: Path | None = None, repeat: int = 1) -> dict:
-    """``repeat`` times: a fresh server, the page opened twice: cold (nothing cached), then
-    again in a new browser (what the server cached). Returns every run and the medians."""
-    runs = {"cold": [], "again": []}
+    """``repeat`` times: a fresh server and the page opened three times: cold (a fresh server
+    and browser: nothing cached), again in a new browser (what the server cached), and again
+    in the first browser (what the browser cached too: Plotly's script). Returns every run
+    and the medians."""
+    runs = {"cold": [], "again": [], "same_browser": []}
     for i in range(repeat):
         server = Server(script, data, work)
+        profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=work))
         try:
             cold = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet,
-                           screenshot if i == 0 else None)
+                           screenshot if i == 0 else None, profile=profile)
             runs["cold"].append(cold)
             log(f"  {label if i == 0 else '':<18} {line(cold)}   load {os.getloadavg()[0]:.1f}")
             if not cold["timed_out_after_s"]:
                 again = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet)
                 runs["again"].append(again)
-                log(f"  {'  opened again':<18} {line(again)}")
+                log(f"  {'  new browser':<18} {line(again)}")
+                same = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet, profile=profile)
+                runs["same_browser"].append(same)
+                log(f"  {'  same browser':<18} {line(same)}")
         finally:
             server.stop()
+            shutil.rmtree(profile, ignore_errors=True)
     if repeat > 1:
-        for kind in ("cold", "again"):
-            runs[kind + "_median"] = {k: median([r[k] for r in runs[kind]])
-                                      for k in ("first_chart_s", "settled_s")}
-        log(f"  {'  median':<18} cold: first chart {runs['cold_median']['first_chart_s']} s, settled "
-            f"{runs['cold_median']['settled_s']} s; again: {runs['again_median']['first_chart_s']} s, "
-            f"{runs['again_median']['settled_s']} s")
+        for kind in ("cold", "again", "same_browser"):
+            runs[kind + "_median"] = {k: median([r[k] for r in runs[kind]]) for k in ("first_chart_s", "settled_s")}
+        log(f"  {'  median':<18} " + "; ".join(
+            f"{kind}: first chart {runs[kind + '_median']['first_chart_s']} s, settled "
+            f"{runs[kind + '_median']['settled_s']} s" for kind in ("cold", "again", "same_browser")))
     return runs
 
 
@@ -248,7 +298,7 @@ def line(r: dict) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["year", "wide"], action="append")
+    ap.add_argument("--only", choices=["year", "compacted", "wide"], action="append")
     ap.add_argument("--workdir", help="keep the data sets here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--before", default=BEFORE_REV, help="git revision of the 'before' dashboard")
@@ -279,6 +329,11 @@ def main():
         cases = []
         if not args.only or "year" in args.only:
             cases.append(("year", year, "(a) 200 proxies x 365 days", "?start=2024-01-01&end=2024-12-30"))
+        if not args.only or "compacted" in args.only:
+            compacted = make_compacted(work, year)
+            if compacted:
+                cases.append(("compacted", compacted, "(a) compacted: the same year in 12 month files (prom_compact)",
+                              "?start=2024-01-01&end=2024-12-30"))
         if not args.only or "wide" in args.only:
             cases.append(("wide", make_wide(work, year), "(b) 10,000 proxies x 10 metrics x 1 day", None))
         with sync_playwright() as pw:
@@ -289,7 +344,7 @@ def main():
             for name, data, title, full in cases:
                 log(f" {title}")
                 out = results[name] = {}
-                if not args.skip_before:
+                if not args.skip_before and name != "compacted":
                     out["before"] = run_case(pw, "before", before, data, work, args)
                 out["after"] = run_case(pw, "after", DASHBOARD, data, work, args, repeat=args.repeat,
                                         screenshot=shots / f"dashboard-{name}.png" if shots else None)
@@ -303,6 +358,11 @@ def main():
     results["load_after"] = os.getloadavg()[0]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if "year" in results and "compacted" in results:
+        same = {r["charts_sha1"] for k in ("after", "after_full_year") for c in ("year", "compacted")
+                for r in results[c][k]["cold"]}
+        results["compacted_same_charts"] = len(same) == 2
+        log(f"  the compacted year draws exactly the daily files' charts: {len(same) == 2}")
     log("\n" + json.dumps(results))
 
 
