@@ -130,10 +130,12 @@ stress: build venv prometheus
 	  PROMDUCK_COMPACT_TRIALS=$${PROMDUCK_COMPACT_TRIALS:-200} \
 	  $(PY) -m pytest tests/test_reliability.py tests/test_compaction.py -q -s -p no:cacheprovider
 
-## bench: every benchmark, each printing promduck's figure, its baseline's and the ratio
-bench: build venv prometheus
+## bench: every benchmark, each printing promduck's figure, its baseline's and the ratio;
+## then the dashboard in Chromium, before and after (DASHBOARD_BENCH_ARGS, e.g. --only wide)
+bench: build venv prometheus browser
 	$(CARGO) build --release -p promduck-core --example gen_partitions
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/dashboard_bench.py $(DASHBOARD_BENCH_ARGS)
 
 ## demo: a local Prometheus with a week of history → collector → ./data → the
 ## original README's queries in the DuckDB CLI
