@@ -447,34 +447,51 @@ impl Collector {
         let path = partition_path(&self.cfg.storage.output_dir, day, proxy);
         let mut failures = Vec::new();
         let mut empty_metrics = Vec::new();
-        let mut builder = PartitionBuilder::new();
+        // Each metric's series, checked and in the order of their labels (stable, as
+        // a sort of the maps).
+        let mut answers: Vec<(&crate::config::MetricConfig, ProxyAnswer)> = Vec::new();
         for (metric, result) in self.plan.metrics.iter().map(|m| &m.config).zip(results) {
             match result {
                 Ok(r) if r.series.is_empty() => empty_metrics.push(metric.name.clone()),
-                Ok(ProxyAnswer { answer, mut series }) => {
-                    if let Err(e) = answer_collisions(&answer, &series, &metric.labels) {
+                Ok(mut r) => {
+                    if let Err(e) = answer_collisions(&r.answer, &r.series, &metric.labels) {
                         failures.push(MetricFailure { metric: metric.name.clone(), error: e, fatal: false });
                         continue;
                     }
-                    // Series in the order of their labels (stable, as a sort of the maps).
-                    series.sort_by(|&a, &b| answer.cmp_labels(a as usize, b as usize));
-                    let keep = &metric.labels;
-                    let mut labels: Vec<(&str, &str)> = Vec::new();
-                    for &i in &series {
-                        labels.clear();
-                        labels.extend(answer.labels(i as usize).filter(|(k, _)| keep.is_empty() || keep.iter().any(|x| x == k)));
-                        let (ts, values) = answer.points(i as usize);
-                        builder.push_points(&metric.name, ts, values, &labels);
-                    }
+                    let answer = &r.answer;
+                    r.series.sort_by(|&a, &b| answer.cmp_labels(a as usize, b as usize));
+                    answers.push((metric, r));
                 }
                 Err(e) => failures.push(MetricFailure { metric: metric.name.clone(), error: e.to_string(), fatal: is_fatal(&e) }),
             }
         }
-        let rows = builder.rows();
+        // The rows: per series its kept labels (one list for all) and points.
+        let mut labels: Vec<(&str, &str)> = Vec::new();
+        let mut parts: Vec<(&str, std::ops::Range<usize>, &[i64], &[f64])> = Vec::new();
+        for (metric, r) in &answers {
+            let keep = &metric.labels;
+            for &i in &r.series {
+                let start = labels.len();
+                labels.extend(r.answer.labels(i as usize).filter(|(k, _)| keep.is_empty() || keep.iter().any(|x| x == k)));
+                let (ts, values) = r.answer.points(i as usize);
+                parts.push((metric.name.as_str(), start..labels.len(), ts, values));
+            }
+        }
+        let rows = parts.iter().map(|p| p.2.len()).sum();
         let mut outcome =
             PartitionOutcome { day, proxy: proxy.to_string(), path, rows, status: Status::Failed, failures, kept_metrics: vec![] };
         if !outcome.failures.is_empty() {
             return (outcome, None);
+        }
+        // Every vector allocated once, at the size appending the rows would reach.
+        let mut builder = PartitionBuilder::new();
+        let mut room = builder.room();
+        for (metric, l, ts, _) in &parts {
+            PartitionBuilder::plan_points(&mut room, metric, ts.len(), &labels[l.clone()]);
+        }
+        builder.reserve(&room);
+        for (metric, l, ts, values) in parts {
+            builder.push_points(metric, ts, values, &labels[l]);
         }
         let batch = builder.finish(proxy, day);
         if empty_metrics.is_empty() || self.replace {

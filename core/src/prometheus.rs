@@ -706,6 +706,11 @@ impl SampleBudget {
     fn exceeded(&self) -> bool {
         SAMPLES_EXCEEDED.with(|c| c.get())
     }
+    /// Starts the count again (a second decode of the same body).
+    fn reset(&self, left: u64) {
+        SAMPLES_LEFT.with(|c| c.set(left));
+        SAMPLES_EXCEEDED.with(|c| c.set(false));
+    }
 }
 
 impl Drop for SampleBudget {
@@ -806,14 +811,44 @@ fn decode_query(body: &[u8], redactor: &Redactor, left: u64, limit: u64) -> Resu
 /// Like [`decode_query`], column-wise.
 fn decode_answer(body: &[u8], redactor: &Redactor, left: u64, limit: u64) -> Result<(Answer, u64), PromError> {
     let budget = SampleBudget::set(left);
+    let (data, sink) = match fast::decode(body) {
+        Some(Ok(decoded)) => decoded,
+        Some(Err(fast::OverBudget)) => {
+            return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") })
+        }
+        None => {
+            // Anything the fast path does not read (an error answer, escapes,
+            // unusual numbers, malformed JSON): serde, with its exact messages.
+            budget.reset(left);
+            let sink = SinkGuard::install();
+            let decoded = decode_envelope::<QueryData>(body, redactor);
+            if budget.exceeded() {
+                return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") });
+            }
+            (decoded?, sink.take())
+        }
+    };
+    drop(budget);
+    finish_answer(data, sink, redactor, left, limit)
+}
+
+/// The same as [`decode_answer`], through serde only (the reference for the fast path).
+#[cfg(test)]
+fn decode_answer_serde(body: &[u8], left: u64) -> Result<(Answer, u64), PromError> {
+    let redactor = Redactor::default();
+    let budget = SampleBudget::set(left);
     let sink = SinkGuard::install();
-    let decoded = decode_envelope::<QueryData>(body, redactor);
+    let decoded = decode_envelope::<QueryData>(body, &redactor);
     if budget.exceeded() {
-        return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") });
+        return Err(PromError::TooManySamples { limit: left, what: format!("the answer has more than {left} samples") });
     }
     drop(budget);
-    let data = decoded?;
-    let sink = sink.take();
+    let (data, sink) = (decoded?, sink.take());
+    finish_answer(data, sink, &redactor, left, left)
+}
+
+/// The answer from a decoded `data` and its sink, checked against `resultType`.
+fn finish_answer(data: QueryData, sink: Sink, redactor: &Redactor, left: u64, limit: u64) -> Result<(Answer, u64), PromError> {
     let bad = |what: &str| PromError::Decode(format!("unexpected query result: {what}"));
     let elems = data.result.unwrap_or_default();
     let answer = match data.result_type.as_str() {
@@ -985,6 +1020,468 @@ impl Answer {
             }
         }
         Answer::from_series(merged.into_iter().map(|(labels, points)| Series { labels, points }).collect())
+    }
+}
+
+/// A decoder for the answers Prometheus actually sends — the envelope, `data` with a
+/// vector or matrix of series, label values without escapes, timestamps with at most
+/// millisecond decimals — that reads the bytes directly into the same [`Sink`] as
+/// the serde path, three times as fast. Anything else (an error, a scalar, escapes,
+/// exponents, malformed JSON) makes it give up (`None`), and the serde path decodes
+/// the body with its exact results and messages.
+mod fast {
+    use super::{parse_value, take_sample, LabelSpan, QueryData, RawSeries, ResultElems, Sink};
+
+    /// The answer has more samples than the decode's budget.
+    pub struct OverBudget;
+
+    /// Nesting deeper than this (in skipped values) is left to serde.
+    const MAX_DEPTH: usize = 64;
+
+    struct Reader<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    pub fn decode(body: &[u8]) -> Option<Result<(QueryData, Sink), OverBudget>> {
+        let mut r = Reader { b: body, i: 0 };
+        let mut sink = Sink::default();
+        let mut status = false;
+        let mut data: Option<QueryData> = None;
+        r.eat(b'{')?;
+        if r.peek()? != b'}' {
+            loop {
+                let key = r.string()?;
+                r.eat(b':')?;
+                match key {
+                    "status" if !status => {
+                        if r.string()? != "success" {
+                            return None;
+                        }
+                        status = true;
+                    }
+                    "data" if data.is_none() => match read_data(&mut r, &mut sink)? {
+                        Ok(d) => data = Some(d),
+                        Err(e) => return Some(Err(e)),
+                    },
+                    "status" | "data" => return None,
+                    // Option<String> on the serde side: a string or null.
+                    "errorType" | "error" => match r.peek()? {
+                        b'"' => {
+                            r.string()?;
+                        }
+                        b'n' => r.literal(b"null")?,
+                        _ => return None,
+                    },
+                    _ => r.skip(0)?,
+                }
+                if !r.comma_or(b'}')? {
+                    break;
+                }
+            }
+        } else {
+            r.i += 1;
+        }
+        r.ws();
+        if r.i != r.b.len() || !status {
+            return None;
+        }
+        Some(Ok((data?, sink)))
+    }
+
+    fn read_data(r: &mut Reader, sink: &mut Sink) -> Option<Result<QueryData, OverBudget>> {
+        let mut result_type: Option<String> = None;
+        let mut result: Option<ResultElems> = None;
+        let mut seen_result = false;
+        r.eat(b'{')?;
+        if r.peek()? != b'}' {
+            loop {
+                let key = r.string()?;
+                r.eat(b':')?;
+                match key {
+                    "resultType" if result_type.is_none() => result_type = Some(r.string()?.to_string()),
+                    "result" if !seen_result => {
+                        seen_result = true;
+                        if r.peek()? == b'n' {
+                            r.literal(b"null")?;
+                        } else {
+                            match read_result(r, sink)? {
+                                Ok(e) => result = Some(e),
+                                Err(e) => return Some(Err(e)),
+                            }
+                        }
+                    }
+                    "resultType" | "result" => return None,
+                    _ => r.skip(0)?,
+                }
+                if !r.comma_or(b'}')? {
+                    break;
+                }
+            }
+        } else {
+            r.i += 1;
+        }
+        Some(Ok(QueryData { result_type: result_type?, result }))
+    }
+
+    fn read_result(r: &mut Reader, sink: &mut Sink) -> Option<Result<ResultElems, OverBudget>> {
+        let mut out = ResultElems::default();
+        r.eat(b'[')?;
+        if r.peek()? == b']' {
+            r.i += 1;
+            return Some(Ok(out));
+        }
+        let mut i = 0;
+        loop {
+            // Series objects only; bare values (a scalar) are serde's.
+            if r.peek()? != b'{' {
+                return None;
+            }
+            match read_series(r, sink)? {
+                Ok(has_value) => {
+                    if !has_value && out.first_without_value.is_none() {
+                        out.first_without_value = Some(i);
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+            i += 1;
+            if !r.comma_or(b']')? {
+                return Some(Ok(out));
+            }
+        }
+    }
+
+    /// One series object into the sink; whether it had a `value`.
+    fn read_series(r: &mut Reader, sink: &mut Sink) -> Option<Result<bool, OverBudget>> {
+        let mut labels: Option<(u32, u32)> = None;
+        let mut value: Option<(i64, f64)> = None;
+        let mut values: Option<(usize, usize)> = None;
+        r.eat(b'{')?;
+        if r.peek()? != b'}' {
+            loop {
+                let key = r.string()?;
+                r.eat(b':')?;
+                match key {
+                    "metric" if labels.is_none() => labels = Some(read_labels(r, sink)?),
+                    "value" if value.is_none() => match read_point(r)? {
+                        Ok(p) => value = Some(p),
+                        Err(e) => return Some(Err(e)),
+                    },
+                    "values" if values.is_none() => {
+                        let start = sink.ts.len();
+                        r.eat(b'[')?;
+                        if r.peek()? == b']' {
+                            r.i += 1;
+                        } else {
+                            loop {
+                                match read_point(r)? {
+                                    Ok((t, v)) => {
+                                        sink.ts.push(t);
+                                        sink.values.push(v);
+                                    }
+                                    Err(e) => return Some(Err(e)),
+                                }
+                                if !r.comma_or(b']')? {
+                                    break;
+                                }
+                            }
+                        }
+                        values = Some((start, sink.ts.len()));
+                    }
+                    "metric" | "value" | "values" => return None,
+                    _ => r.skip(0)?,
+                }
+                if !r.comma_or(b'}')? {
+                    break;
+                }
+            }
+        } else {
+            r.i += 1;
+        }
+        let has_value = value.is_some();
+        let value = value.map(|(t, v)| {
+            sink.ts.push(t);
+            sink.values.push(v);
+            sink.ts.len() - 1
+        });
+        let start = sink.labels.len() as u32;
+        sink.series.push(RawSeries { labels: labels.unwrap_or((start, start)), value, values });
+        Some(Ok(has_value))
+    }
+
+    fn read_labels(r: &mut Reader, sink: &mut Sink) -> Option<(u32, u32)> {
+        let start = sink.labels.len();
+        r.eat(b'{')?;
+        if r.peek()? == b'}' {
+            r.i += 1;
+        } else {
+            loop {
+                let k = r.string()?;
+                r.eat(b':')?;
+                let v = r.string()?;
+                let (key, idx) = sink.key(k).ok()?;
+                let value = sink.value(idx, v).ok()?;
+                sink.labels.push(LabelSpan { key, value });
+                if !r.comma_or(b'}')? {
+                    break;
+                }
+            }
+        }
+        sink.normalise_labels(start);
+        let end = sink.labels.len();
+        (end <= u32::MAX as usize).then_some((start as u32, end as u32))
+    }
+
+    /// `[seconds, "value"]`: seconds with at most three decimals (milliseconds, read
+    /// exactly, as serde's f64 rounds them), the value as [`parse_value`] reads it.
+    fn read_point(r: &mut Reader) -> Option<Result<(i64, f64), OverBudget>> {
+        r.eat(b'[')?;
+        r.ws();
+        let b = r.b;
+        let mut i = r.i;
+        let mut secs: i64 = 0;
+        let digits_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            secs = secs * 10 + i64::from(b[i] - b'0');
+            i += 1;
+            if i - digits_start > 11 {
+                return None;
+            }
+        }
+        let n = i - digits_start;
+        if n == 0 || (n > 1 && b[digits_start] == b'0') {
+            return None;
+        }
+        let mut ms = secs * 1000;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let frac_start = i;
+            let mut scale = 100;
+            while i < b.len() && b[i].is_ascii_digit() {
+                if i - frac_start == 3 {
+                    return None;
+                }
+                ms += i64::from(b[i] - b'0') * scale;
+                scale /= 10;
+                i += 1;
+            }
+            if i == frac_start {
+                return None;
+            }
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            return None;
+        }
+        r.i = i;
+        r.eat(b',')?;
+        let text = r.raw_string()?;
+        let v = match decimal(text) {
+            Some(v) => v,
+            None => parse_value(std::str::from_utf8(text).ok()?).ok()?,
+        };
+        r.eat(b']')?;
+        if !take_sample() {
+            return Some(Err(OverBudget));
+        }
+        Some(Ok((ms, v)))
+    }
+
+    /// Exact powers of ten as `f64`.
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+        1e20, 1e21, 1e22,
+    ];
+
+    /// A value written as `-?digits(.digits)?` whose digits make at most 2^53: the
+    /// digits as an integer divided by a power of ten, both exact in an `f64`, so the
+    /// one rounding of the division gives the correctly rounded value, as `str::parse`
+    /// does. `None` for anything else (parsed by [`parse_value`]).
+    #[inline]
+    pub(super) fn decimal(text: &[u8]) -> Option<f64> {
+        let (neg, digits) = match text.split_first()? {
+            (b'-', rest) => (true, rest),
+            _ => (false, text),
+        };
+        let mut m: u64 = 0;
+        let mut n = 0;
+        let mut frac: Option<usize> = None;
+        for &c in digits {
+            match c {
+                b'0'..=b'9' => {
+                    m = m * 10 + u64::from(c - b'0');
+                    if m > 1 << 53 {
+                        return None;
+                    }
+                    n += 1;
+                    if let Some(f) = frac.as_mut() {
+                        *f += 1;
+                    }
+                }
+                b'.' if frac.is_none() && n > 0 => frac = Some(0),
+                _ => return None,
+            }
+        }
+        let scale = match frac {
+            None if n > 0 => 0,
+            Some(f) if f > 0 && f < POW10.len() => f,
+            _ => return None,
+        };
+        let v = if scale == 0 { m as f64 } else { m as f64 / POW10[scale] };
+        Some(if neg { -v } else { v })
+    }
+
+    /// Whether any byte of `w` is a quote, a backslash, below 0x20 or above 0x7f.
+    #[inline]
+    fn special(w: u64) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let below_0x20 = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        (w & HIGH) != 0 || below_0x20 != 0 || zero(w ^ (ONES * u64::from(b'"'))) != 0 || zero(w ^ (ONES * u64::from(b'\\'))) != 0
+    }
+
+    impl<'a> Reader<'a> {
+        #[inline]
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+                self.i += 1;
+            }
+        }
+
+        #[inline]
+        fn peek(&mut self) -> Option<u8> {
+            self.ws();
+            self.b.get(self.i).copied()
+        }
+
+        #[inline]
+        fn eat(&mut self, c: u8) -> Option<()> {
+            (self.peek()? == c).then(|| self.i += 1)
+        }
+
+        /// After an element: `true` at a comma (another follows), `false` at `close`.
+        #[inline]
+        fn comma_or(&mut self, close: u8) -> Option<bool> {
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    Some(true)
+                }
+                c if c == close => {
+                    self.i += 1;
+                    Some(false)
+                }
+                _ => None,
+            }
+        }
+
+        fn literal(&mut self, word: &[u8]) -> Option<()> {
+            self.ws();
+            let end = self.i + word.len();
+            (self.b.get(self.i..end)? == word).then(|| self.i = end)
+        }
+
+        /// A string without escapes or control characters.
+        #[inline]
+        fn string(&mut self) -> Option<&'a str> {
+            std::str::from_utf8(self.raw_string()?).ok()
+        }
+
+        /// The bytes of a string without escapes or control characters.
+        #[inline]
+        fn raw_string(&mut self) -> Option<&'a [u8]> {
+            self.eat(b'"')?;
+            let b = self.b;
+            let start = self.i;
+            let mut i = start;
+            // Eight bytes at a time while none is a quote, a backslash, a control
+            // character or outside ASCII...
+            while let Some(chunk) = b.get(i..i + 8) {
+                let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+                if special(w) {
+                    break;
+                }
+                i += 8;
+            }
+            // ...then byte by byte to the closing quote.
+            loop {
+                match *b.get(i)? {
+                    b'"' => break,
+                    b'\\' => return None,
+                    c if c < 0x20 => return None,
+                    _ => i += 1,
+                }
+            }
+            self.i = i + 1;
+            Some(&b[start..i])
+        }
+
+        /// Skips any JSON value (well-formed, without escapes in its strings).
+        fn skip(&mut self, depth: usize) -> Option<()> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            match self.peek()? {
+                b'"' => self.string().map(drop),
+                b'{' | b'[' => {
+                    let close = if self.b[self.i] == b'{' { b'}' } else { b']' };
+                    let object = close == b'}';
+                    self.i += 1;
+                    if self.peek()? == close {
+                        self.i += 1;
+                        return Some(());
+                    }
+                    loop {
+                        if object {
+                            self.string()?;
+                            self.eat(b':')?;
+                        }
+                        self.skip(depth + 1)?;
+                        if !self.comma_or(close)? {
+                            return Some(());
+                        }
+                    }
+                }
+                b't' => self.literal(b"true"),
+                b'f' => self.literal(b"false"),
+                b'n' => self.literal(b"null"),
+                _ => self.number(),
+            }
+        }
+
+        /// A JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+        fn number(&mut self) -> Option<()> {
+            let b = self.b;
+            let mut i = self.i;
+            if b.get(i) == Some(&b'-') {
+                i += 1;
+            }
+            let digits = |mut i: usize| {
+                let s = i;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                (i > s).then_some(i)
+            };
+            match b.get(i)? {
+                b'0' => i += 1,
+                b'1'..=b'9' => i = digits(i)?,
+                _ => return None,
+            }
+            if b.get(i) == Some(&b'.') {
+                i = digits(i + 1)?;
+            }
+            if matches!(b.get(i), Some(b'e' | b'E')) {
+                i += 1;
+                if matches!(b.get(i), Some(b'+' | b'-')) {
+                    i += 1;
+                }
+                i = digits(i)?;
+            }
+            self.i = i;
+            Some(())
+        }
     }
 }
 
@@ -1617,6 +2114,163 @@ mod tests {
         assert!(msg(v(r#"{"metric":{}},1"#)).contains("without a value"));
         assert!(msg(v(r#"1,{"metric":{}}"#)).contains("not a series"));
         assert!(msg(v(r#"{"metric":{"a":1},"value":[1,"1"]}"#)).contains("invalid type: integer `1`, expected a string"));
+    }
+
+    /// Random answers, some malformed or cut short, decoded by the fast path (where it
+    /// applies) and by serde alone: the same answer, or the same error.
+    #[test]
+    fn fast_decoding_equals_serde_decoding() {
+        let seed = Cell::new(0x2545f4914f6cdd1du64);
+        let rnd = |n: u64| {
+            let mut x = seed.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            seed.set(x);
+            x % n.max(1)
+        };
+        fn pick<'a>(r: u64, xs: &[&'a str]) -> &'a str {
+            xs[r as usize % xs.len()]
+        }
+        let mut fast_used = 0;
+        for case in 0..6000 {
+            let ws = |r: u64| if r % 5 == 0 { " \n\t" } else { "" };
+            let ts = || {
+                let r = rnd(20);
+                let secs = 1_700_000_000 + rnd(100_000);
+                match r {
+                    0 => format!("{secs}.{}", rnd(10_000)),
+                    1 => format!("{secs}e0"),
+                    2 => format!("-{secs}"),
+                    3 => format!("{secs}.{:03}", rnd(1000)),
+                    4 => format!("{secs}.{}", rnd(10)),
+                    5 => "0".to_string(),
+                    6 => format!("0{secs}"),
+                    _ => format!("{secs}"),
+                }
+            };
+            let mut items = Vec::new();
+            for _ in 0..rnd(6) {
+                let mut fields = Vec::new();
+                if rnd(8) != 0 {
+                    let labels: Vec<String> = (0..rnd(5))
+                        .map(|_| {
+                            let k = pick(rnd(9), &["a", "b", "apiproxy", "environment", "k\\\"q", "", "z", "a", "instance"]);
+                            let v = pick(rnd(8), &["x", "prod", "", "é", "v\\nw", "p1", "test", "x"]);
+                            format!("\"{k}\"{}:{}\"{v}\"", ws(rnd(9)), ws(rnd(9)))
+                        })
+                        .collect();
+                    fields.push(if rnd(30) == 0 { "\"metric\":null".to_string() } else { format!("\"metric\":{{{}}}", labels.join(",")) });
+                }
+                let value = pick(rnd(12), &["1", "2.5", "NaN", "+Inf", "-Inf", "1e3", "abc", "0", "-0", "7", "3", "1\\u0030"]);
+                if rnd(3) == 0 {
+                    fields.push(format!("\"value\":[{},\"{value}\"]", ts()));
+                }
+                if rnd(2) == 0 {
+                    let pts: Vec<String> = (0..rnd(5)).map(|_| format!("[{},{}\"{}\"]", ts(), ws(rnd(9)), pick(rnd(5), &["1", "2", "NaN", "4.25", "x"]))).collect();
+                    fields.push(format!("\"values\":[{}]", pts.join(",")));
+                }
+                if rnd(10) == 0 {
+                    fields.push(pick(rnd(4), &["\"histogram\":[1,{\"count\":\"2\",\"buckets\":[[0,\"1\",\"2\",\"3\"]]}]", "\"x\":null", "\"metric\":{}", "\"y\":[true,false,1.5e-3]"]).to_string());
+                }
+                let n = fields.len();
+                for i in 0..n {
+                    let j = rnd(n as u64) as usize;
+                    fields.swap(i, j);
+                }
+                items.push(format!("{{{}}}", fields.join(",")));
+            }
+            if rnd(15) == 0 {
+                items.push(pick(rnd(3), &["1", "\"x\"", "[1,\"2\"]"]).to_string());
+            }
+            let rt = pick(rnd(14), &["vector", "matrix", "vector", "matrix", "vector", "matrix", "scalar", "string", "other", "vector", "matrix", "vector", "matrix", "matrix"]);
+            let result = if rt == "scalar" && rnd(2) == 0 { "[1700000000,\"5\"]".to_string() } else { format!("[{}]", items.join(",")) };
+            let mut data_fields = vec![format!("\"resultType\":\"{rt}\""), format!("\"result\":{result}")];
+            if rnd(2) == 0 {
+                data_fields.reverse();
+            }
+            let mut top = vec![
+                format!("\"status\":{}\"{}\"", ws(rnd(9)), pick(rnd(20), &["success"; 19].iter().copied().chain(["error"]).collect::<Vec<_>>())),
+                format!("\"data\":{{{}}}", data_fields.join(&format!(",{}", ws(rnd(9))))),
+            ];
+            if rnd(3) == 0 {
+                top.push(pick(rnd(5), &["\"warnings\":[\"w\"]", "\"infos\":[]", "\"stats\":{\"a\":[1,2,{\"b\":null}]}", "\"errorType\":null", "\"error\":7"]).to_string());
+            }
+            if rnd(40) == 0 {
+                top.push("\"status\":\"success\"".to_string());
+            }
+            let n = top.len();
+            for i in 0..n {
+                let j = rnd(n as u64) as usize;
+                top.swap(i, j);
+            }
+            let mut body = format!("{}{{{}}}{}", ws(rnd(9)), top.join(","), ws(rnd(9)));
+            if rnd(12) == 0 {
+                let cut = rnd(body.len() as u64) as usize;
+                body.truncate(body.char_indices().map(|(i, _)| i).take_while(|&i| i <= cut).last().unwrap_or(0));
+            }
+            let left = if rnd(4) == 0 { rnd(8) } else { u64::MAX };
+            let r = Redactor::default();
+            if fast::decode(body.as_bytes()).is_some() {
+                fast_used += 1;
+            }
+            let a = decode_answer(body.as_bytes(), &r, left, left);
+            let b = decode_answer_serde(body.as_bytes(), left);
+            match (a, b) {
+                (Ok((a, na)), Ok((b, nb))) => {
+                    assert_eq!(na, nb, "{case}: {body}");
+                    assert_eq!(a.len(), b.len(), "{case}: {body}");
+                    for i in 0..a.len() {
+                        assert_eq!(a.label_map(i), b.label_map(i), "{case}: {body}");
+                        let (pa, pb) = (a.points(i), b.points(i));
+                        assert_eq!(pa.0, pb.0, "{case}: {body}");
+                        assert_eq!(
+                            pa.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            pb.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "{case}: {body}"
+                        );
+                    }
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{case}: {body}"),
+                (a, b) => panic!("{case}: {body}\nfast: {:?}\nserde: {:?}", a.map(|x| x.1), b.map(|x| x.1)),
+            }
+        }
+        // Most generated answers are of the kind Prometheus sends.
+        assert!(fast_used > 1000, "{fast_used}");
+    }
+
+    #[test]
+    fn fast_decimals_equal_parse() {
+        let mut cases: Vec<String> = ["0", "-0", "17", "0.05666666666666667", "141.44256784456574", "9007199254740992",
+            "9007199254740993", "1.5", "-2.25", "0.1", "123456789012.345678", "1.", ".5", "1..2", "-", "", "+1", "1e3",
+            "0.0000000000000000000001", "0.00000000000000000000001", "007", "4503599627370497.5"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut x: u64 = 88172645463325252;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 1_000_000_000_000_000_000) as u128;
+            let scale = (x >> 60) as usize % 20;
+            let mut t = format!("{:0width$}", digits % 10u128.pow((x >> 40) as u32 % 19 + 1), width = scale + 1);
+            if scale > 0 {
+                t.insert(t.len() - scale, '.');
+            }
+            if x & 1 == 1 {
+                t.insert(0, '-');
+            }
+            cases.push(t);
+        }
+        let mut fast = 0;
+        for c in &cases {
+            if let Some(v) = fast::decimal(c.as_bytes()) {
+                fast += 1;
+                assert_eq!(v.to_bits(), c.parse::<f64>().unwrap().to_bits(), "{c}");
+            }
+        }
+        assert!(fast > 100_000, "{fast}");
     }
 
     #[test]

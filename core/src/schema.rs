@@ -3,9 +3,8 @@
 //! `api_proxy`, `date`, plus `labels` (MAP(VARCHAR, VARCHAR)) for the series labels.
 
 use crate::prometheus::Series;
-use arrow::array::{
-    ArrayRef, Date32Array, Float64Builder, Int64Builder, MapBuilder, MapFieldNames, StringArray, StringBuilder,
-};
+use arrow::array::{ArrayRef, Date32Array, Float64Array, Int64Array, MapArray, MapFieldNames, StringArray, StructArray};
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
@@ -59,13 +58,94 @@ pub fn date32(day: NaiveDate) -> i32 {
 }
 
 /// Accumulates one partition's rows (all metrics of one proxy and day).
+///
+/// The columns are built in bulk, a series at a time, into vectors that grow exactly
+/// as Arrow's builders grow theirs when rows are appended one by one (see
+/// [`grow_as_appends`]): the batch is the same, its memory size too (the writer
+/// slices a batch by its memory size per row), so files stay byte for byte what
+/// row-by-row building wrote.
 pub struct PartitionBuilder {
-    timestamp: Int64Builder,
-    metric: StringBuilder,
-    value: Float64Builder,
-    labels: MapBuilder<StringBuilder, StringBuilder>,
+    timestamp: Vec<i64>,
+    value: Vec<f64>,
+    metric: Strings,
+    /// The map's offsets into its entries, one per row (after a leading 0).
+    map_offsets: Vec<i32>,
+    keys: Strings,
+    values: Strings,
     rows: usize,
 }
+
+/// A string column's offsets and bytes, as `StringBuilder::new()` starts them.
+struct Strings {
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut offsets = Vec::with_capacity(1024 + 1);
+        offsets.push(0);
+        Strings { offsets, bytes: Vec::with_capacity(1024) }
+    }
+
+    fn end_value(&mut self) {
+        self.offsets.push(i32::try_from(self.bytes.len()).expect("byte array offset overflow"));
+    }
+
+    fn finish(self) -> StringArray {
+        StringArray::new(OffsetBuffer::new(ScalarBuffer::from(self.offsets)), Buffer::from_vec(self.bytes), None)
+    }
+}
+
+/// The capacity a vector of `elem`-byte elements with capacity `cap` and length
+/// `len` reaches when `n` rows, each appending the pieces of `pieces` (lengths in
+/// elements) one by one, are appended: it grows to the larger of twice its capacity
+/// and what it needs (at least 8 bytes' or 4 elements' worth) when a piece does not
+/// fit, as Rust's `Vec` does. Returns the capacity and the length after.
+fn grown(mut cap: usize, mut len: usize, elem: usize, pieces: &[usize], n: usize) -> (usize, usize) {
+    let row: usize = pieces.iter().sum();
+    if row == 0 || n == 0 || len + row * n <= cap {
+        return (cap, len + row * n);
+    }
+    let min = match elem {
+        1 => 8,
+        s if s <= 1024 => 4,
+        _ => 1,
+    };
+    let mut done = 0;
+    while done < n {
+        // Whole rows that still fit...
+        let fit = ((cap - len) / row).min(n - done);
+        len += fit * row;
+        done += fit;
+        if done == n {
+            break;
+        }
+        // ...then the next one piece by piece, growing where one does not fit.
+        for &p in pieces {
+            if p > 0 && len + p > cap {
+                cap = (2 * cap).max(len + p).max(min);
+            }
+            len += p;
+        }
+        done += 1;
+    }
+    (cap, len)
+}
+
+/// Makes room in `v` for `n` rows of `pieces` as appending them one by one would.
+fn grow_as_appends<T>(v: &mut Vec<T>, pieces: &[usize], n: usize) {
+    let (cap, _) = grown(v.capacity(), v.len(), std::mem::size_of::<T>(), pieces, n);
+    if cap > v.capacity() {
+        v.reserve_exact(cap - v.len());
+    }
+}
+
+/// Capacities and lengths of a [`PartitionBuilder`]'s vectors, advanced by the rows
+/// planned with [`PartitionBuilder::plan_points`]: [`PartitionBuilder::reserve`] then
+/// allocates each once, at the capacity appending those rows would reach.
+#[derive(Debug, Clone)]
+pub struct Room([(usize, usize, usize); 9]);
 
 impl Default for PartitionBuilder {
     fn default() -> Self {
@@ -74,13 +154,72 @@ impl Default for PartitionBuilder {
 }
 
 impl PartitionBuilder {
+    fn vectors(&self) -> [(usize, usize, usize); 9] {
+        fn of<T>(v: &Vec<T>) -> (usize, usize, usize) {
+            (v.capacity(), v.len(), std::mem::size_of::<T>())
+        }
+        [
+            of(&self.timestamp),
+            of(&self.value),
+            of(&self.metric.offsets),
+            of(&self.metric.bytes),
+            of(&self.map_offsets),
+            of(&self.keys.offsets),
+            of(&self.keys.bytes),
+            of(&self.values.offsets),
+            of(&self.values.bytes),
+        ]
+    }
+
+    /// The room this builder has now (to plan rows in, see [`Room`]).
+    pub fn room(&self) -> Room {
+        Room(self.vectors())
+    }
+
+    /// Plans `n` rows of `metric` with `labels` in `room` (as [`Self::push_points`] will add them).
+    pub fn plan_points(room: &mut Room, metric: &str, n: usize, labels: &[(&str, &str)]) {
+        let ones = vec![1; labels.len()];
+        let key_lens: Vec<usize> = labels.iter().map(|(k, _)| k.len()).collect();
+        let value_lens: Vec<usize> = labels.iter().map(|(_, v)| v.len()).collect();
+        let pieces: [&[usize]; 9] = [&[1], &[1], &[1], &[metric.len()], &[1], &ones, &key_lens, &ones, &value_lens];
+        for (v, p) in room.0.iter_mut().zip(pieces) {
+            (v.0, v.1) = grown(v.0, v.1, v.2, p, n);
+        }
+    }
+
+    /// Allocates the capacities `room` planned (no reallocation while the planned rows are added).
+    pub fn reserve(&mut self, room: &Room) {
+        fn to<T>(v: &mut Vec<T>, cap: usize) {
+            if cap > v.capacity() {
+                v.reserve_exact(cap - v.len());
+            }
+        }
+        let c = |i: usize| room.0[i].0;
+        to(&mut self.timestamp, c(0));
+        to(&mut self.value, c(1));
+        to(&mut self.metric.offsets, c(2));
+        to(&mut self.metric.bytes, c(3));
+        to(&mut self.map_offsets, c(4));
+        to(&mut self.keys.offsets, c(5));
+        to(&mut self.keys.bytes, c(6));
+        to(&mut self.values.offsets, c(7));
+        to(&mut self.values.bytes, c(8));
+    }
+}
+
+impl PartitionBuilder {
     pub fn new() -> Self {
+        // The capacities `Int64Builder::new()`, `StringBuilder::new()` and
+        // `MapBuilder::new(_, StringBuilder::new(), _)` start with.
+        let mut map_offsets = Vec::with_capacity(1);
+        map_offsets.push(0);
         PartitionBuilder {
-            timestamp: Int64Builder::new(),
-            metric: StringBuilder::new(),
-            value: Float64Builder::new(),
-            labels: MapBuilder::new(Some(map_field_names()), StringBuilder::new(), StringBuilder::new())
-                .with_values_field(Field::new("value", DataType::Utf8, true)),
+            timestamp: Vec::with_capacity(1024),
+            value: Vec::with_capacity(1024),
+            metric: Strings::new(),
+            map_offsets,
+            keys: Strings::new(),
+            values: Strings::new(),
             rows: 0,
         }
     }
@@ -98,42 +237,64 @@ impl PartitionBuilder {
             .filter(|(k, _)| keep.is_empty() || keep.iter().any(|x| x == *k))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        for &(ts, v) in &series.points {
-            self.push_row(metric, ts, v, &labels);
-        }
+        let (ts, vs): (Vec<i64>, Vec<f64>) = series.points.iter().copied().unzip();
+        self.push_points(metric, &ts, &vs, &labels);
     }
 
     /// Adds one row per point (`timestamps[i]`, `values[i]`) of `metric`, each with
     /// the labels `labels` (sorted by name, as a series' map holds them).
     pub fn push_points(&mut self, metric: &str, timestamps: &[i64], values: &[f64], labels: &[(&str, &str)]) {
-        for (&ts, &v) in timestamps.iter().zip(values) {
-            self.push_row(metric, ts, v, labels);
+        let n = timestamps.len().min(values.len());
+        if n == 0 {
+            return;
         }
-    }
+        let m = labels.len();
+        grow_as_appends(&mut self.timestamp, &[1], n);
+        grow_as_appends(&mut self.value, &[1], n);
+        grow_as_appends(&mut self.metric.offsets, &[1], n);
+        grow_as_appends(&mut self.metric.bytes, &[metric.len()], n);
+        grow_as_appends(&mut self.map_offsets, &[1], n);
+        let ones = vec![1; m];
+        let key_lens: Vec<usize> = labels.iter().map(|(k, _)| k.len()).collect();
+        let value_lens: Vec<usize> = labels.iter().map(|(_, v)| v.len()).collect();
+        grow_as_appends(&mut self.keys.offsets, &ones, n);
+        grow_as_appends(&mut self.keys.bytes, &key_lens, n);
+        grow_as_appends(&mut self.values.offsets, &ones, n);
+        grow_as_appends(&mut self.values.bytes, &value_lens, n);
 
-    #[inline]
-    fn push_row(&mut self, metric: &str, ts: i64, v: f64, labels: &[(&str, &str)]) {
-        self.timestamp.append_value(ts);
-        self.metric.append_value(metric);
-        self.value.append_value(v);
-        for (k, val) in labels {
-            self.labels.keys().append_value(k);
-            self.labels.values().append_value(val);
+        self.timestamp.extend_from_slice(&timestamps[..n]);
+        self.value.extend_from_slice(&values[..n]);
+        for _ in 0..n {
+            self.metric.bytes.extend_from_slice(metric.as_bytes());
+            self.metric.end_value();
+            for (k, v) in labels {
+                self.keys.bytes.extend_from_slice(k.as_bytes());
+                self.keys.end_value();
+                self.values.bytes.extend_from_slice(v.as_bytes());
+                self.values.end_value();
+            }
+            self.map_offsets.push(i32::try_from(self.keys.offsets.len() - 1).expect("map offset overflow"));
         }
-        self.labels.append(true).expect("keys and values have equal length");
-        self.rows += 1;
+        self.rows += n;
     }
 
     /// The finished batch, with `api_proxy` and `date` filled in.
-    pub fn finish(mut self, proxy: &str, day: NaiveDate) -> RecordBatch {
+    pub fn finish(self, proxy: &str, day: NaiveDate) -> RecordBatch {
         let n = self.rows;
+        let names = map_field_names();
+        let entries = StructArray::from(vec![
+            (Arc::new(Field::new(names.key, DataType::Utf8, false)), Arc::new(self.keys.finish()) as ArrayRef),
+            (Arc::new(Field::new(names.value, DataType::Utf8, true)), Arc::new(self.values.finish()) as ArrayRef),
+        ]);
+        let DataType::Map(entries_field, _) = labels_type() else { unreachable!("labels are a map") };
+        let labels = MapArray::new(entries_field, OffsetBuffer::new(ScalarBuffer::from(self.map_offsets)), entries, None, false);
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.timestamp.finish()),
+            Arc::new(Int64Array::new(ScalarBuffer::from(self.timestamp), None)),
             Arc::new(self.metric.finish()),
-            Arc::new(self.value.finish()),
+            Arc::new(Float64Array::new(ScalarBuffer::from(self.value), None)),
             Arc::new(StringArray::from_iter_values(std::iter::repeat(proxy).take(n))),
             Arc::new(Date32Array::from_iter_values(std::iter::repeat(date32(day)).take(n))),
-            Arc::new(self.labels.finish()),
+            Arc::new(labels),
         ];
         RecordBatch::try_new(partition_schema(), columns).expect("columns match the partition schema")
     }
@@ -143,6 +304,115 @@ impl PartitionBuilder {
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
+
+    /// Row-by-row building with Arrow's builders, as the partitions were built before.
+    struct RowByRow {
+        timestamp: arrow::array::Int64Builder,
+        metric: arrow::array::StringBuilder,
+        value: arrow::array::Float64Builder,
+        labels: arrow::array::MapBuilder<arrow::array::StringBuilder, arrow::array::StringBuilder>,
+        rows: usize,
+    }
+
+    impl RowByRow {
+        fn new() -> Self {
+            use arrow::array::{Float64Builder, Int64Builder, MapBuilder, StringBuilder};
+            RowByRow {
+                timestamp: Int64Builder::new(),
+                metric: StringBuilder::new(),
+                value: Float64Builder::new(),
+                labels: MapBuilder::new(Some(map_field_names()), StringBuilder::new(), StringBuilder::new())
+                    .with_values_field(Field::new("value", DataType::Utf8, true)),
+                rows: 0,
+            }
+        }
+        fn push(&mut self, metric: &str, ts: &[i64], vs: &[f64], labels: &[(&str, &str)]) {
+            for (&t, &v) in ts.iter().zip(vs) {
+                self.timestamp.append_value(t);
+                self.metric.append_value(metric);
+                self.value.append_value(v);
+                for (k, val) in labels {
+                    self.labels.keys().append_value(k);
+                    self.labels.values().append_value(val);
+                }
+                self.labels.append(true).unwrap();
+                self.rows += 1;
+            }
+        }
+        fn finish(mut self, proxy: &str, day: NaiveDate) -> RecordBatch {
+            let n = self.rows;
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(self.timestamp.finish()),
+                Arc::new(self.metric.finish()),
+                Arc::new(self.value.finish()),
+                Arc::new(StringArray::from_iter_values(std::iter::repeat(proxy).take(n))),
+                Arc::new(Date32Array::from_iter_values(std::iter::repeat(date32(day)).take(n))),
+                Arc::new(self.labels.finish()),
+            ];
+            RecordBatch::try_new(partition_schema(), columns).unwrap()
+        }
+    }
+
+    #[test]
+    fn bulk_building_equals_row_by_row_building_in_data_and_memory() {
+        // A small deterministic generator: series of 0..3000 points, 0..4 labels of
+        // up to 5,000 bytes (more than twice the builders' first capacity), several metrics.
+        let mut seed: u64 = 0x9e3779b97f4a7c15;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let day = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        for case in 0..120 {
+            let mut bulk = PartitionBuilder::new();
+            let mut rows = RowByRow::new();
+            // Half the cases plan every series first and allocate once (as the collector
+            // does), the others add series as they come.
+            let planned = case % 2 == 0;
+            let mut series = Vec::new();
+            for _ in 0..rnd(12) {
+                let metric = "m".repeat(rnd(40) as usize + if case % 7 == 0 { 3000 } else { 0 });
+                let n = match rnd(4) {
+                    0 => rnd(3),
+                    1 => rnd(300),
+                    _ => rnd(3000),
+                } as usize;
+                let ts: Vec<i64> = (0..n as i64).map(|i| i * 1000).collect();
+                let vs: Vec<f64> = (0..n).map(|i| i as f64 / 3.0).collect();
+                let texts: Vec<(String, String)> = (0..rnd(5))
+                    .map(|i| {
+                        let long = if rnd(10) == 0 { 5000 } else { 0 };
+                        (format!("k{i}{}", "x".repeat(rnd(12) as usize)), "v".repeat(rnd(30) as usize + long))
+                    })
+                    .collect();
+                series.push((metric, ts, vs, texts));
+            }
+            let mut room = bulk.room();
+            for (metric, ts, _, texts) in &series {
+                let labels: Vec<(&str, &str)> = texts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                PartitionBuilder::plan_points(&mut room, metric, ts.len(), &labels);
+            }
+            if planned {
+                bulk.reserve(&room);
+            }
+            for (metric, ts, vs, texts) in &series {
+                let labels: Vec<(&str, &str)> = texts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                bulk.push_points(metric, ts, vs, &labels);
+                rows.push(metric, ts, vs, &labels);
+            }
+            // Planning saw every reallocation coming.
+            assert!(bulk.room().0.iter().zip(room.0.iter()).all(|(a, b)| a == b), "case {case}");
+            assert_eq!(bulk.rows(), rows.rows);
+            let (a, b) = (bulk.finish("p", day), rows.finish("p", day));
+            assert_eq!(a, b, "case {case}");
+            for i in 0..a.num_columns() {
+                assert_eq!(a.column(i).get_array_memory_size(), b.column(i).get_array_memory_size(), "case {case}, column {i}");
+            }
+            assert_eq!(a.get_array_memory_size(), b.get_array_memory_size(), "case {case}");
+        }
+    }
 
     #[test]
     fn builds_rows_with_filtered_labels() {
