@@ -20,8 +20,10 @@ server (nothing cached) and a fresh browser profile, then opens the page:
   settled      the script run has finished and no DOM mutation happened for
                --quiet seconds: the time of the last mutation.
 A page not settled after --timeout seconds is reported as "> timeout". Also
-recorded: charts, traces and points on the page, and the bytes the browser
-received over Streamlit's websocket. "after, full year" opens the after
+recorded: charts, traces and points on the page, the bytes the browser
+received over Streamlit's websocket, and the CPU time the Streamlit server and
+Chromium's processes spent from opening to settled (/proc; on a shared machine
+these vary far less than the wall-clock times). "after, full year" opens the after
 dashboard on (a) with ?start=2024-01-01&end=2024-12-30 (its default is the
 last 30 days; the before dashboard always opens on every day). Each page is
 opened three times on the same server: cold, again in a new browser (what the
@@ -196,10 +198,48 @@ class Server:
         self.log.close()
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU time of these processes so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(marker: str) -> list:
+    """The processes whose command line holds ``marker`` (Chromium's profile folder) and all
+    their descendants."""
+    parent, roots = {}, []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                roots.append(int(d.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    tree = set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sorted(tree)
+
+
 def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: Path | None = None,
-            profile: Path | None = None) -> dict:
+            profile: Path | None = None, server_pid: int | None = None) -> dict:
     """Opens ``url`` in Chromium and waits for the page to settle: a fresh profile, or
-    ``profile`` (kept: what that browser cached stays)."""
+    ``profile`` (kept: what that browser cached stays). Also the CPU time the Streamlit
+    server and the browser's processes spent meanwhile (less sensitive to a busy machine
+    than the wall-clock times)."""
     keep = profile is not None
     profile = profile or Path(tempfile.mkdtemp(prefix="chromium-", dir=work))
     context = pw.chromium.launch_persistent_context(
@@ -211,6 +251,8 @@ def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: 
         page.add_init_script(OBSERVER_JS)
         page.on("websocket", lambda ws: ws.on(
             "framereceived", lambda payload: received.__setitem__(0, received[0] + len(payload))))
+        browser = process_tree(str(profile))
+        cpu0 = (cpu_seconds([server_pid] if server_pid else []), cpu_seconds(browser))
         page.goto(url, timeout=int(timeout * 1000))
         deadline = time.monotonic() + timeout
         state = None
@@ -223,6 +265,8 @@ def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: 
         else:
             state = page.evaluate(STATE_JS)
             state["settled_timeout"] = True
+        browser = process_tree(str(profile))  # renderers started meanwhile
+        cpu = (cpu_seconds([server_pid] if server_pid else []) - cpu0[0], cpu_seconds(browser) - cpu0[1])
         if screenshot is not None and not state.get("settled_timeout"):
             page.screenshot(path=str(screenshot), full_page=True)
     finally:
@@ -238,6 +282,7 @@ def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: 
         "charts": state["charts"], "traces": state["traces"], "points": state["points"],
         "websocket_mib": round(received[0] / 2**20, 2), "exceptions": state["exception"],
         "charts_sha1": hashlib.sha1(state["digest"].encode()).hexdigest()[:12],
+        "server_cpu_s": round(cpu[0], 2), "browser_cpu_s": round(cpu[1], 2),
     }
 
 
@@ -260,14 +305,16 @@ def run_case(pw, label: str, script: Path, data: Path, work: Path, args, query: 
         profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=work))
         try:
             cold = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet,
-                           screenshot if i == 0 else None, profile=profile)
+                           screenshot if i == 0 else None, profile=profile, server_pid=server.proc.pid)
             runs["cold"].append(cold)
             log(f"  {label if i == 0 else '':<18} {line(cold)}   load {os.getloadavg()[0]:.1f}")
             if not cold["timed_out_after_s"]:
-                again = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet)
+                again = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet,
+                                server_pid=server.proc.pid)
                 runs["again"].append(again)
                 log(f"  {'  new browser':<18} {line(again)}")
-                same = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet, profile=profile)
+                same = measure(pw, server.url + "/" + query, work, args.timeout, args.quiet, profile=profile,
+                               server_pid=server.proc.pid)
                 runs["same_browser"].append(same)
                 log(f"  {'  same browser':<18} {line(same)}")
         finally:
@@ -275,7 +322,8 @@ def run_case(pw, label: str, script: Path, data: Path, work: Path, args, query: 
             shutil.rmtree(profile, ignore_errors=True)
     if repeat > 1:
         for kind in ("cold", "again", "same_browser"):
-            runs[kind + "_median"] = {k: median([r[k] for r in runs[kind]]) for k in ("first_chart_s", "settled_s")}
+            runs[kind + "_median"] = {k: median([r[k] for r in runs[kind]])
+                                      for k in ("first_chart_s", "settled_s", "server_cpu_s", "browser_cpu_s")}
         log(f"  {'  median':<18} " + "; ".join(
             f"{kind}: first chart {runs[kind + '_median']['first_chart_s']} s, settled "
             f"{runs[kind + '_median']['settled_s']} s" for kind in ("cold", "again", "same_browser")))
@@ -293,7 +341,8 @@ def median(values):
 def line(r: dict) -> str:
     return (f"first chart {fmt(r, 'first_chart_s'):>9}   settled {fmt(r, 'settled_s'):>9}   "
             f"{r['charts']} charts, {r['traces']:,} traces, {r['points']:,} points, "
-            f"{r['websocket_mib']:.2f} MiB to the browser" + (f", {r['exceptions']} exceptions" if r["exceptions"] else ""))
+            f"{r['websocket_mib']:.2f} MiB to the browser, CPU: server {r['server_cpu_s']:.1f} s, "
+            f"browser {r['browser_cpu_s']:.1f} s" + (f", {r['exceptions']} exceptions" if r["exceptions"] else ""))
 
 
 def main():
