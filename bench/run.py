@@ -13,10 +13,10 @@ same data and prints the ratio. `make bench` runs all; `bench/run.py --only coll
 3. memory: peak RSS of the collector for 7, 90 and 365-day backfills of 200 proxies.
 4. scaling: collector time vs proxies (50, 200, 1000); prom_metrics vs read_parquet time
    vs days (1, 7, 30, 90, 365).
-6. compaction (bench/compaction.py): the same year before and after --compact.
 5. scale: the collector at 10,000 proxies x 10 metrics, (a) daily instant queries and
    (b) a 5-minute step, against the floor: Prometheus answering the very same requests
    to curl with the same concurrency (bench/scale.py; `bench/scale.py --help`).
+6. compaction (bench/compaction.py): the same year before and after --compact.
 """
 
 from __future__ import annotations
