@@ -39,7 +39,12 @@ use std::time::Instant;
 )]
 struct Cli {
     /// YAML configuration file (the original tool's format); `-` reads it from standard input.
-    #[arg(short, long, env = "PROMDUCK_CONFIG", default_value = "config/config.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "PROMDUCK_CONFIG",
+        default_value = "config/config.yaml"
+    )]
     config: PathBuf,
 
     /// Collect the last complete day and exit (for cron).
@@ -132,9 +137,14 @@ fn parse_day(s: &str) -> Result<NaiveDate, String> {
 
 fn init_logging(format: LogFormat, debug: bool) {
     let default = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PROMDUCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("promduck={default},promduck_core={default},promduck_collector={default},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROMDUCK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "promduck={default},promduck_core={default},promduck_collector={default},warn"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -144,8 +154,10 @@ fn init_logging(format: LogFormat, debug: bool) {
 fn load_config(path: &std::path::Path) -> Result<Config, String> {
     if path.as_os_str() == "-" {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| format!("<stdin>: cannot read the configuration: {e}"))?;
-        return Config::from_yaml_str(&text, std::path::Path::new("<stdin>")).map_err(|e| e.to_string());
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| format!("<stdin>: cannot read the configuration: {e}"))?;
+        return Config::from_yaml_str(&text, std::path::Path::new("<stdin>"))
+            .map_err(|e| e.to_string());
     }
     Config::load(path).map_err(|e| e.to_string())
 }
@@ -174,7 +186,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, config.debug);
     // Partition writes run on blocking threads; a small pool bounds both the
     // threads and the memory they hold, and is plenty to keep fsyncs overlapping.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().max_blocking_threads(16).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -200,13 +216,20 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     if let Some(shard) = cli.shard {
         let all = config.api_proxies.len();
         config.api_proxies.retain(|p| shard.owns(p));
-        tracing::info!(shard = format!("{}/{}", shard.index, shard.count), proxies = config.api_proxies.len(), of = all, "collecting one shard of the proxies");
+        tracing::info!(
+            shard = format!("{}/{}", shard.index, shard.count),
+            proxies = config.api_proxies.len(),
+            of = all,
+            "collecting one shard of the proxies"
+        );
         if config.api_proxies.is_empty() {
             tracing::warn!("this shard owns none of the configured proxies: nothing to do");
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let collector = Collector::new(config).context("cannot set up the Prometheus client")?.with_replace(cli.replace);
+    let collector = Collector::new(config)
+        .context("cannot set up the Prometheus client")?
+        .with_replace(cli.replace);
     let mut metrics = SelfMetrics::new(cli.metrics_file.clone(), cli.shard);
     let cfg = collector.config().clone();
     let cancel = Cancel::new();
@@ -228,7 +251,10 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     let swept = promduck_core::writer::remove_stale_temp_files_everywhere(&cfg.storage.output_dir)
         + promduck_core::compact::remove_stale_temp_files_in_month_dirs(&cfg.storage.output_dir);
     if swept > 0 {
-        tracing::info!(removed = swept, "removed temporary files left by an interrupted run");
+        tracing::info!(
+            removed = swept,
+            "removed temporary files left by an interrupted run"
+        );
     }
     if cli.compact {
         let months = match cli.month {
@@ -249,7 +275,10 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         return Ok(compaction_exit_code(&outcomes));
     }
     if let Some(days) = days {
-        let all: Vec<(NaiveDate, &[String])> = days.iter().map(|&d| (d, cfg.api_proxies.as_slice())).collect();
+        let all: Vec<(NaiveDate, &[String])> = days
+            .iter()
+            .map(|&d| (d, cfg.api_proxies.as_slice()))
+            .collect();
         let started = Instant::now();
         let summary = collect(&collector, &all, &cancel, cli.progress).await;
         metrics.record(&summary, started.elapsed(), collector.client().stats());
@@ -258,7 +287,10 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         let recompact = recompact_months(&cfg, &days);
         if !recompact.is_empty() && !cancel.is_cancelled() {
             let outcomes = compact(&cfg, recompact, &cancel, cli.replace).await;
-            if outcomes.iter().any(|o| o.status == promduck_core::compact::MonthStatus::Failed) {
+            if outcomes
+                .iter()
+                .any(|o| o.status == promduck_core::compact::MonthStatus::Failed)
+            {
                 return Ok(ExitCode::from(1));
             }
         }
@@ -285,14 +317,17 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         "promduck collector started as a daemon"
     );
     if let Some(addr) = cli.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-listen {addr}"))?;
         tracing::info!(%addr, "serving the collector's metrics");
         tokio::spawn(serve_metrics(listener, metrics.shared()));
     }
     loop {
         let last = last_complete_day(Utc::now(), cfg.timezone);
         let units = daemon_partitions(&cfg, last, cli.catch_up_days);
-        let units: Vec<(NaiveDate, &[String])> = units.iter().map(|(d, p)| (*d, p.as_slice())).collect();
+        let units: Vec<(NaiveDate, &[String])> =
+            units.iter().map(|(d, p)| (*d, p.as_slice())).collect();
         let started = Instant::now();
         let summary = collect(&collector, &units, &cancel, cli.progress).await;
         metrics.record(&summary, started.elapsed(), collector.client().stats());
@@ -306,9 +341,12 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         if let Some(after) = cfg.compaction.after_days {
             let today = Utc::now().with_timezone(&cfg.timezone).date_naive();
             let current = promduck_core::compact::current_month(Utc::now(), cfg.timezone);
-            match promduck_core::compact::months_with_daily_files(&cfg.storage.output_dir, current) {
+            match promduck_core::compact::months_with_daily_files(&cfg.storage.output_dir, current)
+            {
                 Ok(closed) => months.extend(closed.into_iter().filter(|m| {
-                    let closes = promduck_core::layout::month_end(*m).succ_opt().unwrap_or(*m);
+                    let closes = promduck_core::layout::month_end(*m)
+                        .succ_opt()
+                        .unwrap_or(*m);
                     closes + chrono::Days::new(after as u64) <= today
                 })),
                 Err(e) => tracing::error!(error = %e, "cannot list the months to compact"),
@@ -348,15 +386,31 @@ fn recompact_months(cfg: &Config, days: &[NaiveDate]) -> Vec<NaiveDate> {
 }
 
 /// Compacts months on a blocking thread, logging each outcome.
-async fn compact(cfg: &Config, months: Vec<NaiveDate>, cancel: &Cancel, replace: bool) -> Vec<promduck_core::compact::MonthOutcome> {
+async fn compact(
+    cfg: &Config,
+    months: Vec<NaiveDate>,
+    cancel: &Cancel,
+    replace: bool,
+) -> Vec<promduck_core::compact::MonthOutcome> {
     use promduck_core::compact::{compact_months, CompactOptions, MonthStatus};
     let mut opts = CompactOptions::from_config(cfg);
     opts.replace_partitions = replace;
-    let (dir, storage, stop) = (cfg.storage.output_dir.clone(), cfg.storage.clone(), cancel.clone());
-    let names: Vec<String> = months.iter().map(|m| promduck_core::layout::month_dir_name(*m)).collect();
+    let (dir, storage, stop) = (
+        cfg.storage.output_dir.clone(),
+        cfg.storage.clone(),
+        cancel.clone(),
+    );
+    let names: Vec<String> = months
+        .iter()
+        .map(|m| promduck_core::layout::month_dir_name(*m))
+        .collect();
     tracing::info!(months = %names.join(", "), remove_daily_after = ?opts.remove_daily_after, "compacting");
     let started = Instant::now();
-    let outcomes = match tokio::task::spawn_blocking(move || compact_months(&dir, &months, &storage, &opts, &|| stop.is_cancelled())).await {
+    let outcomes = match tokio::task::spawn_blocking(move || {
+        compact_months(&dir, &months, &storage, &opts, &|| stop.is_cancelled())
+    })
+    .await
+    {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, "compaction stopped unexpectedly");
@@ -379,12 +433,22 @@ async fn compact(cfg: &Config, months: Vec<NaiveDate>, cancel: &Cancel, replace:
                 path = %o.path.display(),
                 "month compacted"
             ),
-            MonthStatus::Written => tracing::warn!(month, path = %o.path.display(), daily_files = o.daily_files, "month file written; stopped before its daily files were removed (the next compaction removes them)"),
+            MonthStatus::Written => {
+                tracing::warn!(month, path = %o.path.display(), daily_files = o.daily_files, "month file written; stopped before its daily files were removed (the next compaction removes them)")
+            }
             MonthStatus::Cancelled => tracing::warn!(month, "not compacted: stopped by a signal"),
-            MonthStatus::Failed => tracing::error!(month, error = o.error.as_deref().unwrap_or(""), "compaction failed; the month reads as before"),
+            MonthStatus::Failed => tracing::error!(
+                month,
+                error = o.error.as_deref().unwrap_or(""),
+                "compaction failed; the month reads as before"
+            ),
         }
     }
-    tracing::info!(months = outcomes.len(), seconds = format!("{:.2}", started.elapsed().as_secs_f64()), "compaction finished");
+    tracing::info!(
+        months = outcomes.len(),
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        "compaction finished"
+    );
     outcomes
 }
 
@@ -394,7 +458,10 @@ fn compaction_exit_code(outcomes: &[promduck_core::compact::MonthOutcome]) -> Ex
     use promduck_core::compact::MonthStatus;
     if outcomes.iter().any(|o| o.status == MonthStatus::Failed) {
         ExitCode::from(1)
-    } else if outcomes.iter().any(|o| matches!(o.status, MonthStatus::Cancelled | MonthStatus::Written)) {
+    } else if outcomes
+        .iter()
+        .any(|o| matches!(o.status, MonthStatus::Cancelled | MonthStatus::Written))
+    {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
@@ -404,8 +471,15 @@ fn compaction_exit_code(outcomes: &[promduck_core::compact::MonthOutcome]) -> Ex
 /// The (day, proxies) a daemon tick collects: the last complete day whole, and for
 /// each earlier day of the catch-up window the proxies that have no partition yet
 /// (a hole behind a complete day is filled too, not only a missing tail).
-fn daemon_partitions(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<String>)> {
-    let mut out: Vec<(NaiveDate, Vec<String>)> = gaps(cfg, last, catch_up).into_iter().filter(|(d, _)| *d != last).collect();
+fn daemon_partitions(
+    cfg: &Config,
+    last: NaiveDate,
+    catch_up: u32,
+) -> Vec<(NaiveDate, Vec<String>)> {
+    let mut out: Vec<(NaiveDate, Vec<String>)> = gaps(cfg, last, catch_up)
+        .into_iter()
+        .filter(|(d, _)| *d != last)
+        .collect();
     out.push((last, cfg.api_proxies.clone()));
     out
 }
@@ -429,7 +503,9 @@ fn gaps(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<Str
         let missing: Vec<String> = cfg
             .api_proxies
             .iter()
-            .filter(|p| !promduck_core::layout::partition_path(&cfg.storage.output_dir, day, p).is_file())
+            .filter(|p| {
+                !promduck_core::layout::partition_path(&cfg.storage.output_dir, day, p).is_file()
+            })
             .cloned()
             .collect();
         if !missing.is_empty() {
@@ -441,7 +517,12 @@ fn gaps(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<Str
 }
 
 /// Runs a collection with progress and a summary.
-async fn collect(collector: &Collector, units: &[(NaiveDate, &[String])], cancel: &Cancel, progress: Progress) -> RunSummary {
+async fn collect(
+    collector: &Collector,
+    units: &[(NaiveDate, &[String])],
+    cancel: &Cancel,
+    progress: Progress,
+) -> RunSummary {
     let days: Vec<NaiveDate> = units.iter().map(|u| u.0).collect();
     let total = units.iter().map(|u| u.1.len()).sum::<usize>() as u64;
     let show_bar = match progress {
@@ -459,7 +540,9 @@ async fn collect(collector: &Collector, units: &[(NaiveDate, &[String])], cancel
     });
     match (days.first(), days.last()) {
         (Some(f), Some(l)) if f == l => tracing::info!(day = %f, partitions = total, "collecting"),
-        (Some(f), Some(l)) => tracing::info!(from = %f, to = %l, days = days.len(), partitions = total, "collecting"),
+        (Some(f), Some(l)) => {
+            tracing::info!(from = %f, to = %l, days = days.len(), partitions = total, "collecting")
+        }
         _ => return RunSummary::default(),
     }
     let started = Instant::now();
@@ -504,11 +587,19 @@ impl Reporter {
     fn report(&mut self, o: &PartitionOutcome, bar: Option<&ProgressBar>) {
         let mut line = || match o.status {
             Status::Written => match o.kept_note() {
-                None => tracing::info!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written"),
-                Some(note) => tracing::warn!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written; {note}"),
+                None => {
+                    tracing::info!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written")
+                }
+                Some(note) => {
+                    tracing::warn!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "written; {note}")
+                }
             },
-            Status::Empty => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data for any metric; wrote an empty partition"),
-            Status::Kept => tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data; kept the existing file"),
+            Status::Empty => {
+                tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data for any metric; wrote an empty partition")
+            }
+            Status::Kept => {
+                tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data; kept the existing file")
+            }
             Status::Cancelled => self.cancelled += 1,
             Status::Failed if o.failures.iter().any(|f| f.fatal) => self.fatal += 1,
             Status::Failed => {
@@ -523,7 +614,10 @@ impl Reporter {
                         }
                         None => {
                             tracing::error!(day = %o.day, proxy = %o.proxy, metric = %f.metric, error = %f.error, "failed; existing file untouched");
-                            self.repeated.insert(key.clone(), (f.metric.clone(), f.error.clone(), 0, Vec::new()));
+                            self.repeated.insert(
+                                key.clone(),
+                                (f.metric.clone(), f.error.clone(), 0, Vec::new()),
+                            );
                             self.order.push(key);
                         }
                     }
@@ -559,7 +653,11 @@ impl Reporter {
                 self.cancelled
             );
         } else if self.cancelled > 0 {
-            tracing::warn!(cancelled = self.cancelled, "stopped by a signal: {} partition(s) not started; existing files untouched", self.cancelled);
+            tracing::warn!(
+                cancelled = self.cancelled,
+                "stopped by a signal: {} partition(s) not started; existing files untouched",
+                self.cancelled
+            );
         }
     }
 }
@@ -573,7 +671,11 @@ fn without_positions(e: &str) -> String {
     while i < b.len() {
         let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
         let n = digits(i);
-        if n > 0 && b.get(i + n) == Some(&b':') && digits(i + n + 1) > 0 && (i == 0 || !b[i - 1].is_ascii_digit()) {
+        if n > 0
+            && b.get(i + n) == Some(&b':')
+            && digits(i + n + 1) > 0
+            && (i == 0 || !b[i - 1].is_ascii_digit())
+        {
             out.push_str("L:C");
             i += n + 1 + digits(i + n + 1);
             continue;
@@ -598,17 +700,33 @@ impl SelfMetrics {
     fn new(file: Option<PathBuf>, shard: Option<Shard>) -> Self {
         // A one-shot run that fails must not erase when the last success was: carry
         // it over from the previous file.
-        let last_success = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).and_then(|t| {
-            t.lines().find_map(|l| l.strip_prefix("promduck_last_success_timestamp_seconds ").and_then(|v| v.trim().parse().ok()))
-        });
-        SelfMetrics { file, shard, last_success, text: Default::default() }
+        let last_success = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("promduck_last_success_timestamp_seconds ")
+                        .and_then(|v| v.trim().parse().ok())
+                })
+            });
+        SelfMetrics {
+            file,
+            shard,
+            last_success,
+            text: Default::default(),
+        }
     }
 
     fn shared(&self) -> std::sync::Arc<std::sync::Mutex<String>> {
         self.text.clone()
     }
 
-    fn record(&mut self, s: &RunSummary, took: std::time::Duration, (requests, retries): (u64, u64)) {
+    fn record(
+        &mut self,
+        s: &RunSummary,
+        took: std::time::Duration,
+        (requests, retries): (u64, u64),
+    ) {
         let now = Utc::now().timestamp_millis() as f64 / 1000.0;
         if s.failed == 0 && s.cancelled == 0 && s.aborted.is_none() {
             self.last_success = Some(now);
@@ -620,11 +738,26 @@ impl SelfMetrics {
                 t.push_str(&format!("{name}{labels} {v}\n"));
             }
         };
-        metric("promduck_last_run_timestamp_seconds", "When the last collection run ended.", "gauge", &[("", now)]);
+        metric(
+            "promduck_last_run_timestamp_seconds",
+            "When the last collection run ended.",
+            "gauge",
+            &[("", now)],
+        );
         if let Some(ts) = self.last_success {
-            metric("promduck_last_success_timestamp_seconds", "When the last run with no failed or cancelled partition ended.", "gauge", &[("", ts)]);
+            metric(
+                "promduck_last_success_timestamp_seconds",
+                "When the last run with no failed or cancelled partition ended.",
+                "gauge",
+                &[("", ts)],
+            );
         }
-        metric("promduck_last_run_duration_seconds", "How long the last run took.", "gauge", &[("", took.as_secs_f64())]);
+        metric(
+            "promduck_last_run_duration_seconds",
+            "How long the last run took.",
+            "gauge",
+            &[("", took.as_secs_f64())],
+        );
         metric(
             "promduck_last_run_partitions",
             "Partitions of the last run by outcome.",
@@ -637,13 +770,38 @@ impl SelfMetrics {
                 ("{status=\"cancelled\"}", s.cancelled as f64),
             ],
         );
-        metric("promduck_last_run_rows", "Rows written by the last run.", "gauge", &[("", s.rows as f64)]);
-        metric("promduck_last_run_aborted", "1 when the last run stopped because Prometheus could not be used.", "gauge", &[("", if s.aborted.is_some() { 1.0 } else { 0.0 })]);
-        metric("promduck_requests_total", "HTTP requests sent to Prometheus by this process (retries included).", "counter", &[("", requests as f64)]);
-        metric("promduck_retries_total", "Requests that were retries.", "counter", &[("", retries as f64)]);
+        metric(
+            "promduck_last_run_rows",
+            "Rows written by the last run.",
+            "gauge",
+            &[("", s.rows as f64)],
+        );
+        metric(
+            "promduck_last_run_aborted",
+            "1 when the last run stopped because Prometheus could not be used.",
+            "gauge",
+            &[("", if s.aborted.is_some() { 1.0 } else { 0.0 })],
+        );
+        metric(
+            "promduck_requests_total",
+            "HTTP requests sent to Prometheus by this process (retries included).",
+            "counter",
+            &[("", requests as f64)],
+        );
+        metric(
+            "promduck_retries_total",
+            "Requests that were retries.",
+            "counter",
+            &[("", retries as f64)],
+        );
         if let Some(sh) = self.shard {
             let labels = format!("{{shard=\"{}/{}\"}}", sh.index, sh.count);
-            metric("promduck_shard_info", "The shard this collector collects.", "gauge", &[(labels.as_str(), 1.0)]);
+            metric(
+                "promduck_shard_info",
+                "The shard this collector collects.",
+                "gauge",
+                &[(labels.as_str(), 1.0)],
+            );
         }
         if let Ok(mut shared) = self.text.lock() {
             shared.clone_from(&t);
@@ -660,8 +818,14 @@ impl SelfMetrics {
 /// so a reader (node_exporter) never sees half a file. The temporary name does not end
 /// in `.prom`, which the textfile collector ignores.
 fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
@@ -671,17 +835,27 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 /// A minimal HTTP/1.1 responder for `--metrics-listen`: every request gets the
 /// current metrics (a scrape needs nothing more; no other route exists).
-async fn serve_metrics(listener: tokio::net::TcpListener, text: std::sync::Arc<std::sync::Mutex<String>>) {
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
         let text = text.clone();
         tokio::spawn(async move {
             // Read the request head (up to 8 KiB or the blank line); its content is not needed.
             let mut buf = vec![0u8; 8192];
             let mut got = 0;
             while got < buf.len() {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[got..])).await {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf[got..]),
+                )
+                .await
+                {
                     Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
                     Ok(Ok(n)) => {
                         got += n;
@@ -705,7 +879,13 @@ async fn serve_metrics(listener: tokio::net::TcpListener, text: std::sync::Arc<s
 
 async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> ExitCode {
     let cfg = collector.config();
-    println!("config {}: ok ({} proxies, {} metrics, output {})", cfg.source.display(), cfg.api_proxies.len(), cfg.metrics.len(), cfg.storage.output_dir.display());
+    println!(
+        "config {}: ok ({} proxies, {} metrics, output {})",
+        cfg.source.display(),
+        cfg.api_proxies.len(),
+        cfg.metrics.len(),
+        cfg.storage.output_dir.display()
+    );
     if let Err(e) = promduck_core::writer::check_writable(&cfg.storage.output_dir) {
         println!("output {}: FAILED: {e}", cfg.storage.output_dir.display());
         return ExitCode::from(1);
@@ -713,7 +893,11 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
     println!("output {}: ok (writable)", cfg.storage.output_dir.display());
     // Holes the daemon will fill (within its catch-up window), listed for the operator.
     let last = last_complete_day(Utc::now(), cfg.timezone);
-    let holes = gaps(cfg, last.pred_opt().unwrap_or(last), catch_up.saturating_sub(1));
+    let holes = gaps(
+        cfg,
+        last.pred_opt().unwrap_or(last),
+        catch_up.saturating_sub(1),
+    );
     if holes.is_empty() {
         println!("gaps: none in the {catch_up} days before {last}");
     } else {
@@ -740,16 +924,29 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
         cfg.timezone,
         window.start.to_rfc3339(),
         window.end.to_rfc3339(),
-        if window.length_ms() != 86_400_000 { "; ranges of exactly one day in instant queries span this day's length" } else { "" }
+        if window.length_ms() != 86_400_000 {
+            "; ranges of exactly one day in instant queries span this day's length"
+        } else {
+            ""
+        }
     );
     for m in &collector.plan().metrics {
         match collector.query_metric(m, proxy, day).await {
             Ok((request, series)) => {
                 let how = match request.eval {
-                    promduck_core::plan::Eval::Instant { .. } => "instant at the day's end".to_string(),
-                    promduck_core::plan::Eval::Range(g) => format!("{} points every {} ms", g.points(), g.step_ms),
+                    promduck_core::plan::Eval::Instant { .. } => {
+                        "instant at the day's end".to_string()
+                    }
+                    promduck_core::plan::Eval::Range(g) => {
+                        format!("{} points every {} ms", g.points(), g.step_ms)
+                    }
                 };
-                println!("metric {}: ok ({} series for proxy {proxy:?} on {day}; {how}; query {})", m.config.name, series.len(), request.query)
+                println!(
+                    "metric {}: ok ({} series for proxy {proxy:?} on {day}; {how}; query {})",
+                    m.config.name,
+                    series.len(),
+                    request.query
+                )
             }
             Err(e) => {
                 println!("metric {}: FAILED: {e}", m.config.name);
@@ -757,7 +954,11 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
             }
         }
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn spawn_signal_handler(cancel: Cancel) {

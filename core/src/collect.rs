@@ -25,12 +25,12 @@ use crate::plan::{Eval, MetricPlan, MetricRequests, Plan, Request};
 use crate::prometheus::{Answer, AnswerLimits, PromClient, PromError, Series};
 use crate::schema::PartitionBuilder;
 use crate::writer::{remove_stale_temp_files, sync_dir, write_partition_unsynced_rename};
-use tokio::sync::Semaphore;
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// A cancellation signal shared by a run's tasks (SIGTERM, Ctrl-C).
@@ -100,7 +100,14 @@ pub fn is_fatal(e: &Error) -> bool {
     use crate::prometheus::PromError;
     matches!(
         e,
-        Error::Prometheus(PromError::Transport { .. } | PromError::Setup(_) | PromError::Http { status: 401 | 403, .. })
+        Error::Prometheus(
+            PromError::Transport { .. }
+                | PromError::Setup(_)
+                | PromError::Http {
+                    status: 401 | 403,
+                    ..
+                }
+        )
     )
 }
 
@@ -123,11 +130,17 @@ impl PartitionOutcome {
     pub fn error_message(&self) -> Option<String> {
         match self.status {
             Status::Written => self.kept_note(),
-            Status::Empty => Some("no data returned for any metric; an empty partition was written".into()),
+            Status::Empty => {
+                Some("no data returned for any metric; an empty partition was written".into())
+            }
             Status::Kept => Some("no data returned; the existing file with data was kept".into()),
             Status::Cancelled => Some("cancelled".into()),
             Status::Failed => Some(
-                self.failures.iter().map(|f| format!("{}: {}", f.metric, f.error)).collect::<Vec<_>>().join("; "),
+                self.failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.metric, f.error))
+                    .collect::<Vec<_>>()
+                    .join("; "),
             ),
         }
     }
@@ -139,8 +152,15 @@ impl PartitionOutcome {
         if self.kept_metrics.is_empty() {
             return None;
         }
-        let list = self.kept_metrics.iter().map(|(m, n)| format!("{m} ({n} rows)")).collect::<Vec<_>>().join(", ");
-        Some(format!("no data returned for {list}; kept the existing rows (replace to drop them)"))
+        let list = self
+            .kept_metrics
+            .iter()
+            .map(|(m, n)| format!("{m} ({n} rows)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(format!(
+            "no data returned for {list}; kept the existing rows (replace to drop them)"
+        ))
     }
 }
 
@@ -196,7 +216,10 @@ struct ProxyAnswer {
 impl ProxyAnswer {
     fn whole(answer: Answer) -> ProxyAnswer {
         let series = (0..answer.len() as u32).collect();
-        ProxyAnswer { answer: Arc::new(answer), series }
+        ProxyAnswer {
+            answer: Arc::new(answer),
+            series,
+        }
     }
 }
 
@@ -215,7 +238,13 @@ impl Collector {
     pub fn new(cfg: Config) -> Result<Self> {
         let client = PromClient::new(&cfg.prometheus)?;
         let plan = Arc::new(Plan::new(&cfg));
-        Ok(Collector { cfg: Arc::new(cfg), plan, client, replace: false, writes: Arc::new(Semaphore::new(PARTITION_WRITES)) })
+        Ok(Collector {
+            cfg: Arc::new(cfg),
+            plan,
+            client,
+            replace: false,
+            writes: Arc::new(Semaphore::new(PARTITION_WRITES)),
+        })
     }
 
     /// Replace partitions with exactly what Prometheus answers now: a metric that
@@ -240,12 +269,26 @@ impl Collector {
 
     /// Collects every (day, proxy) of `days` and returns the outcomes sorted by
     /// day and proxy order (for callers that show them all, like `prom_collect`).
-    pub async fn run_collecting(&self, days: &[NaiveDate], cancel: &Cancel) -> Vec<PartitionOutcome> {
+    pub async fn run_collecting(
+        &self,
+        days: &[NaiveDate],
+        cancel: &Cancel,
+    ) -> Vec<PartitionOutcome> {
         let mut outcomes = Vec::with_capacity(days.len() * self.cfg.api_proxies.len());
         self.run(days, cancel, |o| outcomes.push(o.clone())).await;
-        let order: std::collections::HashMap<&str, usize> =
-            self.cfg.api_proxies.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
-        outcomes.sort_by_key(|o| (o.day, order.get(o.proxy.as_str()).copied().unwrap_or(usize::MAX)));
+        let order: std::collections::HashMap<&str, usize> = self
+            .cfg
+            .api_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_str(), i))
+            .collect();
+        outcomes.sort_by_key(|o| {
+            (
+                o.day,
+                order.get(o.proxy.as_str()).copied().unwrap_or(usize::MAX),
+            )
+        });
         outcomes
     }
 
@@ -256,8 +299,16 @@ impl Collector {
     /// Work is split into units of one day and up to `batchSize` proxies; a unit
     /// runs each metric once for all its proxies when the query allows it (see
     /// [`crate::promql::batch_label`]) and per proxy otherwise.
-    pub async fn run(&self, days: &[NaiveDate], cancel: &Cancel, on_done: impl FnMut(&PartitionOutcome)) -> RunSummary {
-        let all: Vec<(NaiveDate, &[String])> = days.iter().map(|&d| (d, self.cfg.api_proxies.as_slice())).collect();
+    pub async fn run(
+        &self,
+        days: &[NaiveDate],
+        cancel: &Cancel,
+        on_done: impl FnMut(&PartitionOutcome),
+    ) -> RunSummary {
+        let all: Vec<(NaiveDate, &[String])> = days
+            .iter()
+            .map(|&d| (d, self.cfg.api_proxies.as_slice()))
+            .collect();
         self.run_partitions(&all, cancel, on_done).await
     }
 
@@ -275,9 +326,21 @@ impl Collector {
         // waits for the collector; units building and writing their partitions
         // meanwhile make two more.
         let unit_len = batch.min(self.cfg.api_proxies.len()).max(1);
-        let requests_per_unit: usize =
-            self.plan.metrics.iter().map(|m| if m.batch_label.is_some() && unit_len > 1 { 1 } else { unit_len }).sum();
-        let fetching = (self.cfg.prometheus.concurrency.max(1) * 2).div_ceil(requests_per_unit.max(1)).max(2);
+        let requests_per_unit: usize = self
+            .plan
+            .metrics
+            .iter()
+            .map(|m| {
+                if m.batch_label.is_some() && unit_len > 1 {
+                    1
+                } else {
+                    unit_len
+                }
+            })
+            .sum();
+        let fetching = (self.cfg.prometheus.concurrency.max(1) * 2)
+            .div_ceil(requests_per_unit.max(1))
+            .max(2);
         let fetch_slots = Arc::new(Semaphore::new(fetching));
         let in_flight = fetching + 2;
         let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
@@ -306,7 +369,11 @@ impl Collector {
             }
         };
         for &(day, proxies) in units {
-            let dir = self.cfg.storage.output_dir.join(crate::layout::day_dir_name(day));
+            let dir = self
+                .cfg
+                .storage
+                .output_dir
+                .join(crate::layout::day_dir_name(day));
             let removed = remove_stale_temp_files(&dir);
             if removed > 0 {
                 tracing::info!(day = %day, removed, "removed temporary files left by an interrupted run");
@@ -318,7 +385,13 @@ impl Collector {
                     }
                 }
                 if cancel.is_cancelled() {
-                    finish(chunk.iter().map(|p| self.cancelled_outcome(day, p)).collect(), &mut outcomes);
+                    finish(
+                        chunk
+                            .iter()
+                            .map(|p| self.cancelled_outcome(day, p))
+                            .collect(),
+                        &mut outcomes,
+                    );
                     continue;
                 }
                 let this = self.clone();
@@ -350,17 +423,33 @@ impl Collector {
     /// Queries every metric for one day and a group of proxies (at once, holding
     /// one of `fetch_slots` meanwhile), then builds and writes each proxy's
     /// partition on the blocking pool (only if all its metrics succeeded).
-    async fn collect_unit(&self, day: NaiveDate, proxies: Arc<[String]>, cancel: &Cancel, fetch_slots: &Semaphore) -> Vec<PartitionOutcome> {
+    async fn collect_unit(
+        &self,
+        day: NaiveDate,
+        proxies: Arc<[String]>,
+        cancel: &Cancel,
+        fetch_slots: &Semaphore,
+    ) -> Vec<PartitionOutcome> {
         let n_metrics = self.plan.metrics.len();
         let queries = async {
-            let _slot = fetch_slots.acquire().await.expect("the semaphore is never closed");
+            let _slot = fetch_slots
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
             let mut set = JoinSet::new();
             for m in 0..n_metrics {
                 let this = self.clone();
                 let proxies = proxies.clone();
-                set.spawn(async move { (m, this.query_metric_for(&this.plan.metrics[m], &proxies, day).await) });
+                set.spawn(async move {
+                    (
+                        m,
+                        this.query_metric_for(&this.plan.metrics[m], &proxies, day)
+                            .await,
+                    )
+                });
             }
-            let mut per_metric: Vec<Vec<Result<ProxyAnswer>>> = (0..n_metrics).map(|_| Vec::new()).collect();
+            let mut per_metric: Vec<Vec<Result<ProxyAnswer>>> =
+                (0..n_metrics).map(|_| Vec::new()).collect();
             while let Some(done) = set.join_next().await {
                 let (m, results) = unwrap_join(done);
                 per_metric[m] = results;
@@ -373,7 +462,10 @@ impl Collector {
             _ = cancel.cancelled() => return proxies.iter().map(|p| self.cancelled_outcome(day, p)).collect(),
         };
         // Transpose: per proxy, the results of every metric (in the plan's order).
-        let mut by_proxy: Vec<Vec<Result<ProxyAnswer>>> = proxies.iter().map(|_| Vec::with_capacity(n_metrics)).collect();
+        let mut by_proxy: Vec<Vec<Result<ProxyAnswer>>> = proxies
+            .iter()
+            .map(|_| Vec::with_capacity(n_metrics))
+            .collect();
         for results in per_metric {
             for (i, r) in results.into_iter().enumerate() {
                 by_proxy[i].push(r);
@@ -386,7 +478,12 @@ impl Collector {
         let mut writes = JoinSet::new();
         let mut outcomes: Vec<Option<PartitionOutcome>> = proxies.iter().map(|_| None).collect();
         for (i, (proxy, results)) in proxies.iter().zip(by_proxy).enumerate() {
-            let permit = self.writes.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let permit = self
+                .writes
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let this = self.clone();
             let proxy = proxy.clone();
             writes.spawn_blocking(move || {
@@ -403,10 +500,19 @@ impl Collector {
             let (i, outcome) = unwrap_join(done);
             outcomes[i] = Some(outcome);
         }
-        let mut outcomes: Vec<PartitionOutcome> = outcomes.into_iter().map(|o| o.expect("every partition was built")).collect();
-        let any_written = outcomes.iter().any(|o| matches!(o.status, Status::Written | Status::Empty));
+        let mut outcomes: Vec<PartitionOutcome> = outcomes
+            .into_iter()
+            .map(|o| o.expect("every partition was built"))
+            .collect();
+        let any_written = outcomes
+            .iter()
+            .any(|o| matches!(o.status, Status::Written | Status::Empty));
         if any_written && self.cfg.storage.durable {
-            let dir = self.cfg.storage.output_dir.join(crate::layout::day_dir_name(day));
+            let dir = self
+                .cfg
+                .storage
+                .output_dir
+                .join(crate::layout::day_dir_name(day));
             let synced = tokio::task::spawn_blocking(move || sync_dir(&dir)).await;
             let err = match synced {
                 Ok(Ok(())) => None,
@@ -414,9 +520,16 @@ impl Collector {
                 Err(e) => Some(format!("sync task failed: {e}")),
             };
             if let Some(err) = err {
-                for o in outcomes.iter_mut().filter(|o| matches!(o.status, Status::Written | Status::Empty)) {
+                for o in outcomes
+                    .iter_mut()
+                    .filter(|o| matches!(o.status, Status::Written | Status::Empty))
+                {
                     o.status = Status::Failed;
-                    o.failures.push(MetricFailure { metric: "(sync)".into(), error: err.clone(), fatal: false });
+                    o.failures.push(MetricFailure {
+                        metric: "(sync)".into(),
+                        error: err.clone(),
+                        fatal: false,
+                    });
                 }
             }
         }
@@ -425,12 +538,27 @@ impl Collector {
 
     /// One partition: its rows built from the metrics' answers, written if every
     /// metric succeeded. Runs on the blocking pool.
-    fn build_and_write(&self, day: NaiveDate, proxy: &str, results: Vec<Result<ProxyAnswer>>) -> PartitionOutcome {
+    fn build_and_write(
+        &self,
+        day: NaiveDate,
+        proxy: &str,
+        results: Vec<Result<ProxyAnswer>>,
+    ) -> PartitionOutcome {
         let (mut outcome, batch) = self.prepare_outcome(day, proxy, results);
         if let Some(batch) = batch {
             match write_partition_unsynced_rename(&outcome.path, &batch, &self.cfg.storage) {
-                Ok(()) => outcome.status = if outcome.rows == 0 { Status::Empty } else { Status::Written },
-                Err(e) => outcome.failures.push(MetricFailure { metric: "(write)".into(), error: e.to_string(), fatal: false }),
+                Ok(()) => {
+                    outcome.status = if outcome.rows == 0 {
+                        Status::Empty
+                    } else {
+                        Status::Written
+                    }
+                }
+                Err(e) => outcome.failures.push(MetricFailure {
+                    metric: "(write)".into(),
+                    error: e.to_string(),
+                    fatal: false,
+                }),
             }
         }
         outcome
@@ -455,14 +583,23 @@ impl Collector {
                 Ok(r) if r.series.is_empty() => empty_metrics.push(metric.name.clone()),
                 Ok(mut r) => {
                     if let Err(e) = answer_collisions(&r.answer, &r.series, &metric.labels) {
-                        failures.push(MetricFailure { metric: metric.name.clone(), error: e, fatal: false });
+                        failures.push(MetricFailure {
+                            metric: metric.name.clone(),
+                            error: e,
+                            fatal: false,
+                        });
                         continue;
                     }
                     let answer = &r.answer;
-                    r.series.sort_by(|&a, &b| answer.cmp_labels(a as usize, b as usize));
+                    r.series
+                        .sort_by(|&a, &b| answer.cmp_labels(a as usize, b as usize));
                     answers.push((metric, r));
                 }
-                Err(e) => failures.push(MetricFailure { metric: metric.name.clone(), error: e.to_string(), fatal: is_fatal(&e) }),
+                Err(e) => failures.push(MetricFailure {
+                    metric: metric.name.clone(),
+                    error: e.to_string(),
+                    fatal: is_fatal(&e),
+                }),
             }
         }
         // The rows: per series its kept labels (one list for all) and points.
@@ -472,14 +609,25 @@ impl Collector {
             let keep = &metric.labels;
             for &i in &r.series {
                 let start = labels.len();
-                labels.extend(r.answer.labels(i as usize).filter(|(k, _)| keep.is_empty() || keep.iter().any(|x| x == k)));
+                labels.extend(
+                    r.answer
+                        .labels(i as usize)
+                        .filter(|(k, _)| keep.is_empty() || keep.iter().any(|x| x == k)),
+                );
                 let (ts, values) = r.answer.points(i as usize);
                 parts.push((metric.name.as_str(), start..labels.len(), ts, values));
             }
         }
         let rows = parts.iter().map(|p| p.2.len()).sum();
-        let mut outcome =
-            PartitionOutcome { day, proxy: proxy.to_string(), path, rows, status: Status::Failed, failures, kept_metrics: vec![] };
+        let mut outcome = PartitionOutcome {
+            day,
+            proxy: proxy.to_string(),
+            path,
+            rows,
+            status: Status::Failed,
+            failures,
+            kept_metrics: vec![],
+        };
         if !outcome.failures.is_empty() {
             return (outcome, None);
         }
@@ -513,7 +661,9 @@ impl Collector {
                 return (outcome, None);
             }
         };
-        let Some(old) = old.filter(|o| o.num_rows() > 0) else { return (outcome, Some(batch)) };
+        let Some(old) = old.filter(|o| o.num_rows() > 0) else {
+            return (outcome, Some(batch));
+        };
         if rows == 0 {
             // Nothing new at all: the old file stays as it is.
             outcome.status = Status::Kept;
@@ -540,11 +690,23 @@ impl Collector {
     /// The series one metric gives for one proxy and day, exactly as a collection
     /// asks for them (the plan's query, instant or on the day's grid); `--check`
     /// uses it too. Also returns the request that was sent.
-    pub async fn query_metric(&self, metric: &MetricPlan, proxy: &str, day: NaiveDate) -> Result<(Request, Vec<Series>)> {
-        let request = match self.plan.requests(metric, day, std::slice::from_ref(&proxy.to_string())) {
-            MetricRequests::PerProxy(mut r) | MetricRequests::Batched { fallback: mut r, .. } => r.remove(0),
-        }
-        .map_err(Error::Template)?;
+    pub async fn query_metric(
+        &self,
+        metric: &MetricPlan,
+        proxy: &str,
+        day: NaiveDate,
+    ) -> Result<(Request, Vec<Series>)> {
+        let request =
+            match self
+                .plan
+                .requests(metric, day, std::slice::from_ref(&proxy.to_string()))
+            {
+                MetricRequests::PerProxy(mut r)
+                | MetricRequests::Batched {
+                    fallback: mut r, ..
+                } => r.remove(0),
+            }
+            .map_err(Error::Template)?;
         let series = self.send(&request).await?;
         check_label_collisions(&series, &metric.config.labels).map_err(Error::Invalid)?;
         Ok((request, series))
@@ -553,16 +715,28 @@ impl Collector {
     /// The limits of a batched query's answer (see [`BATCH_MAX_BYTES`]).
     fn batch_limits(&self) -> AnswerLimits {
         let l = self.client.limits();
-        AnswerLimits { max_bytes: l.max_bytes.min(BATCH_MAX_BYTES), max_samples: l.max_samples.min(BATCH_MAX_SAMPLES) }
+        AnswerLimits {
+            max_bytes: l.max_bytes.min(BATCH_MAX_BYTES),
+            max_samples: l.max_samples.min(BATCH_MAX_SAMPLES),
+        }
     }
 
     /// One metric for a group of proxies, as the plan says: one batched query split
     /// by the proxy label when the answer is unambiguous, else one query per proxy
     /// (concurrently; the client bounds requests in flight). A batched answer over
     /// its limits is asked again for each half of the group.
-    async fn query_metric_for(&self, metric: &MetricPlan, proxies: &[String], day: NaiveDate) -> Vec<Result<ProxyAnswer>> {
+    async fn query_metric_for(
+        &self,
+        metric: &MetricPlan,
+        proxies: &[String],
+        day: NaiveDate,
+    ) -> Vec<Result<ProxyAnswer>> {
         let per_proxy = match self.plan.requests(metric, day, proxies) {
-            MetricRequests::Batched { request, label, fallback } => {
+            MetricRequests::Batched {
+                request,
+                label,
+                fallback,
+            } => {
                 match self.send_answer(&request, self.batch_limits()).await {
                     Ok(answer) => {
                         if let Some(split) = split_answer(answer, &label, proxies) {
@@ -574,10 +748,15 @@ impl Collector {
                     // Prometheus cannot be used at all: asking again per proxy only
                     // repeats the same failure (and its retries) many times over.
                     Err(Error::Prometheus(e)) if is_fatal(&Error::Prometheus(e.clone())) => {
-                        return proxies.iter().map(|_| Err(Error::Prometheus(e.clone()))).collect();
+                        return proxies
+                            .iter()
+                            .map(|_| Err(Error::Prometheus(e.clone())))
+                            .collect();
                     }
                     // Too large for one answer: each half of the batch on its own.
-                    Err(Error::Prometheus(e @ (PromError::TooLarge { .. } | PromError::TooManySamples { .. }))) if proxies.len() > 1 => {
+                    Err(Error::Prometheus(
+                        e @ (PromError::TooLarge { .. } | PromError::TooManySamples { .. }),
+                    )) if proxies.len() > 1 => {
                         let (a, b) = proxies.split_at(proxies.len() / 2);
                         tracing::debug!(metric = %metric.config.name, proxies = proxies.len(), error = %e, "batched answer over its limit; querying each half of the batch");
                         let (ra, rb) = tokio::join!(
@@ -597,7 +776,10 @@ impl Collector {
             let this = self.clone();
             set.spawn(async move {
                 let r = match request {
-                    Ok(request) => this.send_answer(&request, this.client.limits()).await.map(ProxyAnswer::whole),
+                    Ok(request) => this
+                        .send_answer(&request, this.client.limits())
+                        .await
+                        .map(ProxyAnswer::whole),
                     Err(e) => Err(Error::Template(e)),
                 };
                 (i, r)
@@ -608,21 +790,41 @@ impl Collector {
             let (i, r) = unwrap_join(done);
             out[i] = Some(r);
         }
-        out.into_iter().map(|r| r.expect("every proxy answered")).collect()
+        out.into_iter()
+            .map(|r| r.expect("every proxy answered"))
+            .collect()
     }
 
     async fn send(&self, request: &Request) -> Result<Vec<Series>> {
         let r = match request.eval {
             Eval::Instant { at_ms } => self.client.instant(&request.query, at_ms).await,
-            Eval::Range(grid) => self.client.range(&request.query, grid.first_ms, grid.last_ms, grid.step_ms).await,
+            Eval::Range(grid) => {
+                self.client
+                    .range(&request.query, grid.first_ms, grid.last_ms, grid.step_ms)
+                    .await
+            }
         };
         r.map_err(Error::from)
     }
 
     async fn send_answer(&self, request: &Request, limits: AnswerLimits) -> Result<Answer> {
         let r = match request.eval {
-            Eval::Instant { at_ms } => self.client.instant_answer(&request.query, at_ms, limits).await,
-            Eval::Range(grid) => self.client.range_answer(&request.query, grid.first_ms, grid.last_ms, grid.step_ms, limits).await,
+            Eval::Instant { at_ms } => {
+                self.client
+                    .instant_answer(&request.query, at_ms, limits)
+                    .await
+            }
+            Eval::Range(grid) => {
+                self.client
+                    .range_answer(
+                        &request.query,
+                        grid.first_ms,
+                        grid.last_ms,
+                        grid.step_ms,
+                        limits,
+                    )
+                    .await
+            }
         };
         r.map_err(Error::from)
     }
@@ -631,14 +833,25 @@ impl Collector {
 /// Splits a batched answer by the proxy label. `None` when a series lacks the
 /// label or names a proxy outside the batch (then the batch is not trusted).
 fn split_answer(answer: Answer, label: &str, proxies: &[String]) -> Option<Vec<ProxyAnswer>> {
-    let index: std::collections::HashMap<&str, usize> = proxies.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> = proxies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i))
+        .collect();
     let mut out: Vec<Vec<u32>> = proxies.iter().map(|_| Vec::new()).collect();
     for i in 0..answer.len() {
         let p = *index.get(answer.label(i, label)?)?;
         out[p].push(i as u32);
     }
     let answer = Arc::new(answer);
-    Some(out.into_iter().map(|series| ProxyAnswer { answer: answer.clone(), series }).collect())
+    Some(
+        out.into_iter()
+            .map(|series| ProxyAnswer {
+                answer: answer.clone(),
+                series,
+            })
+            .collect(),
+    )
 }
 
 fn unwrap_join<T>(r: std::result::Result<T, tokio::task::JoinError>) -> T {
@@ -653,14 +866,22 @@ fn unwrap_join<T>(r: std::result::Result<T, tokio::task::JoinError>) -> T {
 /// stored (all labels when `keep` is empty): an error naming both label sets and
 /// the dropped labels they differ in. Storing them would put two values with the
 /// same labels at the same instant, and sums over the archive would double count.
-pub fn check_label_collisions(series: &[Series], keep: &[String]) -> std::result::Result<(), String> {
+pub fn check_label_collisions(
+    series: &[Series],
+    keep: &[String],
+) -> std::result::Result<(), String> {
     if keep.is_empty() || series.len() < 2 {
         return Ok(());
     }
     let kept = |s: &Series| -> Vec<(String, String)> {
-        s.labels.iter().filter(|(k, _)| keep.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        s.labels
+            .iter()
+            .filter(|(k, _)| keep.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     };
-    let mut seen: std::collections::HashMap<Vec<(String, String)>, usize> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<Vec<(String, String)>, usize> =
+        std::collections::HashMap::new();
     for (i, s) in series.iter().enumerate() {
         if let Some(&j) = seen.get(&kept(s)) {
             return Err(collision_message(&series[j].labels, &s.labels, keep));
@@ -671,15 +892,27 @@ pub fn check_label_collisions(series: &[Series], keep: &[String]) -> std::result
 }
 
 /// [`check_label_collisions`] for the series `series` of `answer` (in that order).
-fn answer_collisions(answer: &Answer, series: &[u32], keep: &[String]) -> std::result::Result<(), String> {
+fn answer_collisions(
+    answer: &Answer,
+    series: &[u32],
+    keep: &[String],
+) -> std::result::Result<(), String> {
     if keep.is_empty() || series.len() < 2 {
         return Ok(());
     }
-    let mut seen: std::collections::HashMap<Vec<(&str, &str)>, u32> = std::collections::HashMap::with_capacity(series.len());
+    let mut seen: std::collections::HashMap<Vec<(&str, &str)>, u32> =
+        std::collections::HashMap::with_capacity(series.len());
     for &i in series {
-        let kept: Vec<(&str, &str)> = answer.labels(i as usize).filter(|(k, _)| keep.iter().any(|x| x == k)).collect();
+        let kept: Vec<(&str, &str)> = answer
+            .labels(i as usize)
+            .filter(|(k, _)| keep.iter().any(|x| x == k))
+            .collect();
         if let Some(&j) = seen.get(&kept) {
-            return Err(collision_message(&answer.label_map(j as usize), &answer.label_map(i as usize), keep));
+            return Err(collision_message(
+                &answer.label_map(j as usize),
+                &answer.label_map(i as usize),
+                keep,
+            ));
         }
         seen.insert(kept, i);
     }
@@ -700,7 +933,13 @@ fn collision_message(
         .chain(b.keys().filter(|k| !a.contains_key(*k)).map(|k| k.as_str()))
         .collect();
     let show = |l: &std::collections::BTreeMap<String, String>| {
-        format!("{{{}}}", l.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(", "))
+        format!(
+            "{{{}}}",
+            l.iter()
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     format!(
         "series {} and {} become the same once only the labels [{}] are kept (they differ in the dropped \
@@ -717,8 +956,12 @@ fn collision_message(
 fn count_by_metric(batch: &arrow::record_batch::RecordBatch) -> Vec<(String, usize)> {
     use arrow::array::AsArray;
     let mut out: Vec<(String, usize)> = Vec::new();
-    let Some(col) = batch.column_by_name(crate::schema::COL_METRIC) else { return out };
-    let Some(names) = col.as_string_opt::<i32>() else { return out };
+    let Some(col) = batch.column_by_name(crate::schema::COL_METRIC) else {
+        return out;
+    };
+    let Some(names) = col.as_string_opt::<i32>() else {
+        return out;
+    };
     for n in names.iter().flatten() {
         match out.iter_mut().find(|(m, _)| m == n) {
             Some((_, c)) => *c += 1,
@@ -733,15 +976,29 @@ mod tests {
     use super::*;
 
     fn series(labels: &[(&str, &str)]) -> Series {
-        Series { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), points: vec![(0, 1.0)] }
+        Series {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            points: vec![(0, 1.0)],
+        }
     }
 
     #[test]
     fn split_answer_assigns_series_to_proxies() {
         let proxies = vec!["a".to_string(), "b".to_string(), "c".to_string()];
         let split = |s: Vec<Series>| split_answer(Answer::from_series(s), "p", &proxies);
-        let got = split(vec![series(&[("p", "b"), ("env", "x")]), series(&[("p", "a")]), series(&[("p", "b"), ("env", "y")])]).unwrap();
-        assert_eq!(got.iter().map(|p| p.series.clone()).collect::<Vec<_>>(), vec![vec![1], vec![0, 2], vec![]]);
+        let got = split(vec![
+            series(&[("p", "b"), ("env", "x")]),
+            series(&[("p", "a")]),
+            series(&[("p", "b"), ("env", "y")]),
+        ])
+        .unwrap();
+        assert_eq!(
+            got.iter().map(|p| p.series.clone()).collect::<Vec<_>>(),
+            vec![vec![1], vec![0, 2], vec![]]
+        );
         assert!(split(vec![series(&[("env", "x")])]).is_none());
         assert!(split(vec![series(&[("p", "zzz")])]).is_none());
     }
@@ -768,7 +1025,10 @@ mod tests {
         let all = vec![a2.clone(), c2.clone(), b2.clone()];
         let want = check_label_collisions(&all, &keep).unwrap_err();
         let answer = Answer::from_series(all);
-        assert_eq!(answer_collisions(&answer, &[0, 1, 2], &keep).unwrap_err(), want);
+        assert_eq!(
+            answer_collisions(&answer, &[0, 1, 2], &keep).unwrap_err(),
+            want
+        );
         answer_collisions(&answer, &[0, 1], &keep).unwrap();
         answer_collisions(&answer, &[0, 2], &[]).unwrap();
     }

@@ -47,11 +47,15 @@
 
 use crate::config::{Config, StorageConfig};
 use crate::error::{Error, Result};
-use crate::layout::{month_dir_name, month_end, month_of, month_path, parse_day_dir, CREATED_BY_KEY, PARQUET_EXT};
+use crate::layout::{
+    month_dir_name, month_end, month_of, month_path, parse_day_dir, CREATED_BY_KEY, PARQUET_EXT,
+};
 use crate::reader::{daily_files_of_month, PartitionFile};
 use crate::schema::{date32, partition_schema, COL_DATE, COL_METRIC, COL_PROXY, COL_TIMESTAMP};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast_with_options, concat_batches, filter_record_batch, take_record_batch, CastOptions};
+use arrow::compute::{
+    cast_with_options, concat_batches, filter_record_batch, take_record_batch, CastOptions,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -174,8 +178,11 @@ pub fn current_month(now: DateTime<Utc>, tz: chrono_tz::Tz) -> NaiveDate {
 
 /// Parses `YYYY-MM` (four-digit year) into the month's first day.
 pub fn parse_month(s: &str) -> Result<NaiveDate> {
-    crate::layout::parse_month_dir(s.trim())
-        .ok_or_else(|| Error::Invalid(format!("invalid month {s:?}: expected YYYY-MM with a four-digit year, e.g. 2024-03")))
+    crate::layout::parse_month_dir(s.trim()).ok_or_else(|| {
+        Error::Invalid(format!(
+            "invalid month {s:?}: expected YYYY-MM with a four-digit year, e.g. 2024-03"
+        ))
+    })
 }
 
 /// Errors unless the month starting on `first` has closed in `tz` (its daily files
@@ -203,14 +210,20 @@ pub fn months_with_daily_files(output_dir: &Path, before: NaiveDate) -> Result<V
     };
     let mut months = std::collections::BTreeSet::new();
     for e in entries.flatten() {
-        let Some(day) = parse_day_dir(&e.file_name().to_string_lossy()) else { continue };
+        let Some(day) = parse_day_dir(&e.file_name().to_string_lossy()) else {
+            continue;
+        };
         if day >= before || months.contains(&month_of(day)) || !e.path().is_dir() {
             continue;
         }
-        let Ok(files) = std::fs::read_dir(e.path()) else { continue };
+        let Ok(files) = std::fs::read_dir(e.path()) else {
+            continue;
+        };
         let has_data = files.flatten().any(|f| {
             let n = f.file_name().to_string_lossy().into_owned();
-            (n.ends_with(&format!(".{PARQUET_EXT}")) && !crate::layout::is_temp_file(&n)) || n.ends_with(DEL_MARKER) || f.path().is_dir()
+            (n.ends_with(&format!(".{PARQUET_EXT}")) && !crate::layout::is_temp_file(&n))
+                || n.ends_with(DEL_MARKER)
+                || f.path().is_dir()
         });
         if has_data || is_compacted(output_dir, day) {
             months.insert(month_of(day));
@@ -278,7 +291,9 @@ pub fn compact_months(
             }
             Err(e) => {
                 out.status = MonthStatus::Failed;
-                out.error = Some(format!("the month file is complete, but removing its daily files failed: {e}"));
+                out.error = Some(format!(
+                    "the month file is complete, but removing its daily files failed: {e}"
+                ));
             }
         }
         out.seconds += started.elapsed().as_secs_f64();
@@ -306,7 +321,12 @@ struct Identity {
 impl Identity {
     fn of(m: &std::fs::Metadata) -> Identity {
         use std::os::unix::fs::MetadataExt;
-        Identity { dev: m.dev(), ino: m.ino(), len: m.size(), mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128 }
+        Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        }
     }
 }
 
@@ -321,12 +341,21 @@ struct Key {
 
 /// Writes the month file (steps 1 of the module docs) and returns the daily files
 /// it took in.
-fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opts: &CompactOptions, out: &mut MonthOutcome) -> Result<Vec<Absorbed>> {
+fn write_month(
+    output_dir: &Path,
+    first: NaiveDate,
+    storage: &StorageConfig,
+    opts: &CompactOptions,
+    out: &mut MonthOutcome,
+) -> Result<Vec<Absorbed>> {
     let name = month_dir_name(first);
     let month_dir = output_dir.join(&name);
     let target = month_path(output_dir, first);
     if !output_dir.is_dir() {
-        return Err(Error::Invalid(format!("{}: no such directory", output_dir.display())));
+        return Err(Error::Invalid(format!(
+            "{}: no such directory",
+            output_dir.display()
+        )));
     }
     let created = !month_dir.exists();
     std::fs::create_dir_all(&month_dir).map_err(|e| Error::io(&month_dir, e))?;
@@ -341,7 +370,9 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
             tracing::info!(month = %name, "another compaction of this month is running: waiting for it");
             lock.lock().map_err(|e| Error::io(&month_dir, e))?;
         }
-        Err(std::fs::TryLockError::Error(e)) => tracing::debug!(month = %name, error = %e, "cannot lock the month folder"),
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::debug!(month = %name, error = %e, "cannot lock the month folder")
+        }
     }
     crate::writer::remove_stale_temp_files(&month_dir);
     recover_removals(output_dir, first)?;
@@ -363,7 +394,11 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
     let mut keys: BTreeMap<String, BTreeMap<i32, Key>> = BTreeMap::new();
     for (i, f) in dailies.iter().enumerate() {
         let rows = footer_rows(&f.path)?;
-        let k = keys.entry(f.proxy.clone()).or_default().entry(date32(f.day)).or_default();
+        let k = keys
+            .entry(f.proxy.clone())
+            .or_default()
+            .entry(date32(f.day))
+            .or_default();
         if let Some(j) = k.daily {
             return Err(Error::Invalid(format!(
                 "two files hold proxy {:?} on {}: {} and {}; remove one before compacting",
@@ -379,7 +414,11 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
     let previous = target.is_file().then(|| target.clone());
     if let Some(prev) = &previous {
         for (proxy, day, rows) in month_keys(prev, first)? {
-            keys.entry(proxy).or_default().entry(day).or_default().month_rows = rows;
+            keys.entry(proxy)
+                .or_default()
+                .entry(day)
+                .or_default()
+                .month_rows = rows;
         }
     }
 
@@ -388,10 +427,21 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
     let props = month_properties(storage, opts, &name);
     let schema = partition_schema();
     let bad = |e: &dyn std::fmt::Display| Error::parquet(tmp.path(), e.to_string());
-    let mut writer = Batched { writer: ArrowWriter::try_new(tmp.as_file(), schema.clone(), Some(props)).map_err(|e| bad(&e))?, pending: Vec::new(), rows: 0 };
+    let mut writer = Batched {
+        writer: ArrowWriter::try_new(tmp.as_file(), schema.clone(), Some(props))
+            .map_err(|e| bad(&e))?,
+        pending: Vec::new(),
+        rows: 0,
+    };
     let mut cursor = previous.as_deref().map(MonthCursor::open).transpose()?;
     let mut absorbed = Vec::new();
-    let order: Vec<(usize, usize)> = keys.values().flat_map(|days| days.values().filter_map(|k| k.daily.map(|i| (i, k.daily_rows)))).collect();
+    let order: Vec<(usize, usize)> = keys
+        .values()
+        .flat_map(|days| {
+            days.values()
+                .filter_map(|k| k.daily.map(|i| (i, k.daily_rows)))
+        })
+        .collect();
     let mut prefetch = Prefetch::new(&dailies, order);
     let limit = opts.row_group_rows.max(1);
     let mut in_group = 0usize;
@@ -419,7 +469,10 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
                 Some(i) => {
                     let f = &dailies[i];
                     let (batch, id) = prefetch.next(i)?;
-                    absorbed.push(Absorbed { path: f.path.clone(), id });
+                    absorbed.push(Absorbed {
+                        path: f.path.clone(),
+                        id,
+                    });
                     out.daily_files += 1;
                     Some(batch)
                 }
@@ -447,9 +500,12 @@ fn write_month(output_dir: &Path, first: NaiveDate, storage: &StorageConfig, opt
     let meta = writer.close().map_err(|e| bad(&e))?;
     out.row_groups = meta.num_row_groups();
     if storage.durable {
-        tmp.as_file().sync_data().map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.as_file()
+            .sync_data()
+            .map_err(|e| Error::io(tmp.path(), e))?;
     }
-    tmp.persist(&target).map_err(|e| Error::io(&target, e.error))?;
+    tmp.persist(&target)
+        .map_err(|e| Error::io(&target, e.error))?;
     if storage.durable {
         crate::writer::sync_dir(&month_dir)?;
         if created {
@@ -480,7 +536,12 @@ const WINDOW_ROWS: usize = 65_536;
 
 impl<'a> Prefetch<'a> {
     fn new(dailies: &'a [PartitionFile], order: Vec<(usize, usize)>) -> Prefetch<'a> {
-        Prefetch { dailies, order, next: 0, ready: Default::default() }
+        Prefetch {
+            dailies,
+            order,
+            next: 0,
+            ready: Default::default(),
+        }
     }
 
     /// The rows of daily file `i`, which must be the next in order.
@@ -490,26 +551,42 @@ impl<'a> Prefetch<'a> {
         }
         match self.ready.pop_front() {
             Some((j, r)) if j == i => r,
-            _ => Err(Error::Invalid(format!("internal error: daily file {} read out of order", self.dailies[i].path.display()))),
+            _ => Err(Error::Invalid(format!(
+                "internal error: daily file {} read out of order",
+                self.dailies[i].path.display()
+            ))),
         }
     }
 
     fn fill(&mut self) {
         let start = self.next;
         let mut rows = 0;
-        while self.next < self.order.len() && self.next - start < WINDOW_FILES && (self.next == start || rows + self.order[self.next].1 <= WINDOW_ROWS) {
+        while self.next < self.order.len()
+            && self.next - start < WINDOW_FILES
+            && (self.next == start || rows + self.order[self.next].1 <= WINDOW_ROWS)
+        {
             rows += self.order[self.next].1;
             self.next += 1;
         }
         let window = &self.order[start..self.next];
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(window.len().max(1));
-        let mut results: Vec<Option<Result<(RecordBatch, Identity)>>> = (0..window.len()).map(|_| None).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(window.len().max(1));
+        let mut results: Vec<Option<Result<(RecordBatch, Identity)>>> =
+            (0..window.len()).map(|_| None).collect();
         let dailies = self.dailies;
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     scope.spawn(move || {
-                        window.iter().enumerate().skip(t).step_by(threads).map(|(w, &(i, _))| (w, read_daily(&dailies[i]))).collect::<Vec<_>>()
+                        window
+                            .iter()
+                            .enumerate()
+                            .skip(t)
+                            .step_by(threads)
+                            .map(|(w, &(i, _))| (w, read_daily(&dailies[i])))
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
@@ -525,7 +602,12 @@ impl<'a> Prefetch<'a> {
             }
         });
         for (w, &(i, _)) in window.iter().enumerate() {
-            let r = results[w].take().unwrap_or_else(|| Err(Error::Invalid(format!("{}: reading it panicked", dailies[i].path.display()))));
+            let r = results[w].take().unwrap_or_else(|| {
+                Err(Error::Invalid(format!(
+                    "{}: reading it panicked",
+                    dailies[i].path.display()
+                )))
+            });
             self.ready.push_back((i, r));
         }
     }
@@ -575,17 +657,26 @@ impl Batched<'_> {
 fn describe(path: &Path, out: &mut MonthOutcome) {
     if let Ok(f) = File::open(path) {
         out.bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if let Ok(meta) = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&f) {
+        if let Ok(meta) = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&f)
+        {
             out.rows = meta.file_metadata().num_rows().max(0) as u64;
             out.row_groups = meta.num_row_groups();
         }
     }
 }
 
-fn month_properties(storage: &StorageConfig, opts: &CompactOptions, month: &str) -> WriterProperties {
+fn month_properties(
+    storage: &StorageConfig,
+    opts: &CompactOptions,
+    month: &str,
+) -> WriterProperties {
     let sorting = [3, 4, 1, 0] // api_proxy, date, metric_name, timestamp (leaf columns)
         .into_iter()
-        .map(|column_idx| SortingColumn { column_idx, descending: false, nulls_first: false })
+        .map(|column_idx| SortingColumn {
+            column_idx,
+            descending: false,
+            nulls_first: false,
+        })
         .collect();
     let mut b = WriterProperties::builder()
         .set_compression(crate::writer::parquet_codec(storage.compression))
@@ -615,19 +706,35 @@ fn footer_rows(path: &Path) -> Result<usize> {
 /// A batch in the partition schema, each column converted exactly (or an error).
 fn to_partition_schema(batch: &RecordBatch, path: &Path) -> Result<RecordBatch> {
     let schema = partition_schema();
-    let exact = CastOptions { safe: false, ..Default::default() };
+    let exact = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
     let mut columns = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let col = batch
-            .column_by_name(field.name())
-            .ok_or_else(|| Error::parquet(path, format!("it has no `{}` column, which every partition has", field.name())))?;
+        let col = batch.column_by_name(field.name()).ok_or_else(|| {
+            Error::parquet(
+                path,
+                format!(
+                    "it has no `{}` column, which every partition has",
+                    field.name()
+                ),
+            )
+        })?;
         let col = if col.data_type() == field.data_type() {
             col.clone()
         } else {
-            cast_with_options(col, field.data_type(), &exact).map_err(|e| Error::parquet(path, format!("column `{}`: {e}", field.name())))?
+            cast_with_options(col, field.data_type(), &exact)
+                .map_err(|e| Error::parquet(path, format!("column `{}`: {e}", field.name())))?
         };
         if col.null_count() > 0 {
-            return Err(Error::parquet(path, format!("column `{}` holds NULLs, which a partition cannot", field.name())));
+            return Err(Error::parquet(
+                path,
+                format!(
+                    "column `{}` holds NULLs, which a partition cannot",
+                    field.name()
+                ),
+            ));
         }
         columns.push(col);
     }
@@ -639,28 +746,55 @@ fn read_daily(f: &PartitionFile) -> Result<(RecordBatch, Identity)> {
     let path = f.path.as_path();
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let id = Identity::of(&file.metadata().map_err(|e| Error::io(path, e))?);
-    let bad = |e: &dyn std::fmt::Display| Error::parquet(path, format!("cannot read the daily file: {e}"));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?.with_batch_size(8192).build().map_err(|e| bad(&e))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::parquet(path, format!("cannot read the daily file: {e}"))
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad(&e))?
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| bad(&e))?;
     let mut batches = Vec::new();
     for b in reader {
         batches.push(to_partition_schema(&b.map_err(|e| bad(&e))?, path)?);
     }
     let batch = concat_batches(&partition_schema(), &batches).map_err(|e| bad(&e))?;
     let day = date32(f.day);
-    let dates = batch.column_by_name(COL_DATE).expect("schema").as_primitive::<arrow::datatypes::Date32Type>();
+    let dates = batch
+        .column_by_name(COL_DATE)
+        .expect("schema")
+        .as_primitive::<arrow::datatypes::Date32Type>();
     if let Some(i) = (0..dates.len()).find(|&i| dates.value(i) != day) {
-        return Err(Error::parquet(path, format!("column `date`: row {i} holds another day than its folder's {}", f.day)));
+        return Err(Error::parquet(
+            path,
+            format!(
+                "column `date`: row {i} holds another day than its folder's {}",
+                f.day
+            ),
+        ));
     }
-    let proxies = batch.column_by_name(COL_PROXY).expect("schema").as_string::<i32>();
+    let proxies = batch
+        .column_by_name(COL_PROXY)
+        .expect("schema")
+        .as_string::<i32>();
     if let Some(i) = (0..proxies.len()).find(|&i| proxies.value(i) != f.proxy) {
-        return Err(Error::parquet(path, format!("column `api_proxy`: row {i} holds {:?}, but the file is proxy {:?}'s", proxies.value(i), f.proxy)));
+        return Err(Error::parquet(
+            path,
+            format!(
+                "column `api_proxy`: row {i} holds {:?}, but the file is proxy {:?}'s",
+                proxies.value(i),
+                f.proxy
+            ),
+        ));
     }
     Ok((batch, id))
 }
 
 /// The (proxy, day, rows) runs of a month file, in file order.
 fn month_keys(path: &Path, first: NaiveDate) -> Result<Vec<(String, i32, usize)>> {
-    let bad = |e: &dyn std::fmt::Display| Error::parquet(path, format!("cannot read the month file: {e}"));
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::parquet(path, format!("cannot read the month file: {e}"))
+    };
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?;
     let roots: Vec<usize> = builder
@@ -675,26 +809,53 @@ fn month_keys(path: &Path, first: NaiveDate) -> Result<Vec<(String, i32, usize)>
         return Err(bad(&"it has no `api_proxy` and `date` columns"));
     }
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder.with_projection(mask).with_batch_size(65_536).build().map_err(|e| bad(&e))?;
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(|e| bad(&e))?;
     let (lo, hi) = (date32(first), date32(month_end(first)));
     let mut out: Vec<(String, i32, usize)> = Vec::new();
     for b in reader {
         let b = b.map_err(|e| bad(&e))?;
-        let exact = CastOptions { safe: false, ..Default::default() };
-        let p = cast_with_options(b.column_by_name(COL_PROXY).expect("projected"), &arrow::datatypes::DataType::Utf8, &exact).map_err(|e| bad(&e))?;
-        let d = cast_with_options(b.column_by_name(COL_DATE).expect("projected"), &arrow::datatypes::DataType::Date32, &exact).map_err(|e| bad(&e))?;
-        let (p, d) = (p.as_string::<i32>(), d.as_primitive::<arrow::datatypes::Date32Type>());
+        let exact = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let p = cast_with_options(
+            b.column_by_name(COL_PROXY).expect("projected"),
+            &arrow::datatypes::DataType::Utf8,
+            &exact,
+        )
+        .map_err(|e| bad(&e))?;
+        let d = cast_with_options(
+            b.column_by_name(COL_DATE).expect("projected"),
+            &arrow::datatypes::DataType::Date32,
+            &exact,
+        )
+        .map_err(|e| bad(&e))?;
+        let (p, d) = (
+            p.as_string::<i32>(),
+            d.as_primitive::<arrow::datatypes::Date32Type>(),
+        );
         for i in 0..b.num_rows() {
             if p.is_null(i) || d.is_null(i) {
                 return Err(bad(&format!("row holds a NULL `api_proxy` or `date`")));
             }
             let (proxy, day) = (p.value(i), d.value(i));
             if !(lo..=hi).contains(&day) {
-                return Err(bad(&format!("a row of another month ({})", d.value_as_date(i).map(|x| x.to_string()).unwrap_or_default())));
+                return Err(bad(&format!(
+                    "a row of another month ({})",
+                    d.value_as_date(i)
+                        .map(|x| x.to_string())
+                        .unwrap_or_default()
+                )));
             }
             match out.last_mut() {
                 Some((lp, ld, n)) if lp == proxy && *ld == day => *n += 1,
-                Some((lp, ld, _)) if (lp.as_str(), *ld) > (proxy, day) => return Err(bad(&"it is not sorted by api_proxy, date")),
+                Some((lp, ld, _)) if (lp.as_str(), *ld) > (proxy, day) => {
+                    return Err(bad(&"it is not sorted by api_proxy, date"))
+                }
                 _ => out.push((proxy.to_string(), day, 1)),
             }
         }
@@ -716,7 +877,11 @@ impl MonthCursor {
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(8192).build())
             .map_err(|e| Error::parquet(path, format!("cannot read the month file: {e}")))?;
-        Ok(MonthCursor { path: path.to_path_buf(), reader, pending: None })
+        Ok(MonthCursor {
+            path: path.to_path_buf(),
+            reader,
+            pending: None,
+        })
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
@@ -726,7 +891,9 @@ impl MonthCursor {
         match self.reader.next() {
             None => Ok(None),
             Some(b) => {
-                let b = b.map_err(|e| Error::parquet(&self.path, format!("cannot read the month file: {e}")))?;
+                let b = b.map_err(|e| {
+                    Error::parquet(&self.path, format!("cannot read the month file: {e}"))
+                })?;
                 Ok(Some(to_partition_schema(&b, &self.path)?))
             }
         }
@@ -736,9 +903,17 @@ impl MonthCursor {
     fn take(&mut self, proxy: &str, day: i32) -> Result<RecordBatch> {
         let mut parts = Vec::new();
         while let Some(b) = self.next_batch()? {
-            let p = b.column_by_name(COL_PROXY).expect("schema").as_string::<i32>();
-            let d = b.column_by_name(COL_DATE).expect("schema").as_primitive::<arrow::datatypes::Date32Type>();
-            let n = (0..b.num_rows()).take_while(|&i| p.value(i) == proxy && d.value(i) == day).count();
+            let p = b
+                .column_by_name(COL_PROXY)
+                .expect("schema")
+                .as_string::<i32>();
+            let d = b
+                .column_by_name(COL_DATE)
+                .expect("schema")
+                .as_primitive::<arrow::datatypes::Date32Type>();
+            let n = (0..b.num_rows())
+                .take_while(|&i| p.value(i) == proxy && d.value(i) == day)
+                .count();
             if n == 0 && parts.is_empty() {
                 return Err(Error::parquet(&self.path, format!("expected proxy {proxy:?}'s rows next; the file changed while being compacted")));
             }
@@ -754,7 +929,10 @@ impl MonthCursor {
     /// Errors if rows are left: every key of the file must have been taken.
     fn finish(&mut self) -> Result<()> {
         match self.next_batch()? {
-            Some(b) if b.num_rows() > 0 => Err(Error::parquet(&self.path, "rows left over; the file changed while being compacted")),
+            Some(b) if b.num_rows() > 0 => Err(Error::parquet(
+                &self.path,
+                "rows left over; the file changed while being compacted",
+            )),
             _ => Ok(()),
         }
     }
@@ -763,7 +941,12 @@ impl MonthCursor {
 /// A (day, proxy)'s rows from the previous month file and from its daily file: the
 /// daily file's metrics replace the month file's rows of the same metrics (or all
 /// of them with `replace`); the month file's other metrics stay.
-fn merge(old: Option<RecordBatch>, new: Option<RecordBatch>, replace: bool, path: &Path) -> Result<RecordBatch> {
+fn merge(
+    old: Option<RecordBatch>,
+    new: Option<RecordBatch>,
+    replace: bool,
+    path: &Path,
+) -> Result<RecordBatch> {
     let schema = partition_schema();
     Ok(match (old, new) {
         (None, None) => RecordBatch::new_empty(schema),
@@ -771,9 +954,21 @@ fn merge(old: Option<RecordBatch>, new: Option<RecordBatch>, replace: bool, path
         (None, Some(n)) => n,
         (Some(_), Some(n)) if replace => n,
         (Some(o), Some(n)) => {
-            let fresh: HashSet<&str> = n.column_by_name(COL_METRIC).expect("schema").as_string::<i32>().iter().flatten().collect();
-            let names = o.column_by_name(COL_METRIC).expect("schema").as_string::<i32>();
-            let keep: BooleanArray = names.iter().map(|m| Some(m.is_some_and(|m| !fresh.contains(m)))).collect();
+            let fresh: HashSet<&str> = n
+                .column_by_name(COL_METRIC)
+                .expect("schema")
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .collect();
+            let names = o
+                .column_by_name(COL_METRIC)
+                .expect("schema")
+                .as_string::<i32>();
+            let keep: BooleanArray = names
+                .iter()
+                .map(|m| Some(m.is_some_and(|m| !fresh.contains(m))))
+                .collect();
             let kept = filter_record_batch(&o, &keep).map_err(|e| Error::parquet(path, e))?;
             concat_batches(&schema, &[kept, n.clone()]).map_err(|e| Error::parquet(path, e))?
         }
@@ -783,13 +978,24 @@ fn merge(old: Option<RecordBatch>, new: Option<RecordBatch>, replace: bool, path
 /// One partition's rows sorted by `metric_name, timestamp` (stable: equal keys keep
 /// their order).
 fn sort_partition(batch: &RecordBatch, path: &Path) -> Result<RecordBatch> {
-    let m = batch.column_by_name(COL_METRIC).expect("schema").as_string::<i32>();
-    let t = batch.column_by_name(COL_TIMESTAMP).expect("schema").as_primitive::<arrow::datatypes::Int64Type>();
+    let m = batch
+        .column_by_name(COL_METRIC)
+        .expect("schema")
+        .as_string::<i32>();
+    let t = batch
+        .column_by_name(COL_TIMESTAMP)
+        .expect("schema")
+        .as_primitive::<arrow::datatypes::Int64Type>();
     let mut idx: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    if idx.windows(2).all(|w| (m.value(w[0] as usize), t.value(w[0] as usize)) <= (m.value(w[1] as usize), t.value(w[1] as usize))) {
+    if idx.windows(2).all(|w| {
+        (m.value(w[0] as usize), t.value(w[0] as usize))
+            <= (m.value(w[1] as usize), t.value(w[1] as usize))
+    }) {
         return Ok(batch.clone());
     }
-    idx.sort_by(|&a, &b| (m.value(a as usize), t.value(a as usize)).cmp(&(m.value(b as usize), t.value(b as usize))));
+    idx.sort_by(|&a, &b| {
+        (m.value(a as usize), t.value(a as usize)).cmp(&(m.value(b as usize), t.value(b as usize)))
+    });
     take_record_batch(batch, &UInt32Array::from(idx)).map_err(|e| Error::parquet(path, e))
 }
 
@@ -797,7 +1003,12 @@ fn sort_partition(batch: &RecordBatch, path: &Path) -> Result<RecordBatch> {
 fn random_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.write_u32(std::process::id());
     format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
@@ -821,14 +1032,22 @@ fn remove_absorbed(output_dir: &Path, first: NaiveDate, absorbed: &[Absorbed]) -
 /// else puts it back (unless a newer file took its name meanwhile). A file replaced
 /// by a collector after compaction read it is never removed.
 fn remove_if_same(path: &Path, id: Identity) -> Result<bool> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Ok(false) };
-    let hidden = dir.join(format!(".{}.{}{DEL_MARKER}", name.to_string_lossy(), random_suffix()));
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(false);
+    };
+    let hidden = dir.join(format!(
+        ".{}.{}{DEL_MARKER}",
+        name.to_string_lossy(),
+        random_suffix()
+    ));
     match std::fs::rename(path, &hidden) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(path, e)),
     }
-    let same = std::fs::symlink_metadata(&hidden).map(|m| Identity::of(&m) == id).unwrap_or(false);
+    let same = std::fs::symlink_metadata(&hidden)
+        .map(|m| Identity::of(&m) == id)
+        .unwrap_or(false);
     if same {
         std::fs::remove_file(&hidden).map_err(|e| Error::io(&hidden, e))?;
         return Ok(true);
@@ -850,10 +1069,14 @@ fn put_back(hidden: &Path, path: &Path) -> Result<()> {
 
 /// The day folders of a month.
 fn day_dirs(output_dir: &Path, first: NaiveDate) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(output_dir) else { return vec![] };
+    let Ok(entries) = std::fs::read_dir(output_dir) else {
+        return vec![];
+    };
     let mut out: Vec<PathBuf> = entries
         .flatten()
-        .filter(|e| parse_day_dir(&e.file_name().to_string_lossy()).is_some_and(|d| month_of(d) == first))
+        .filter(|e| {
+            parse_day_dir(&e.file_name().to_string_lossy()).is_some_and(|d| month_of(d) == first)
+        })
         .map(|e| e.path())
         .collect();
     out.sort();
@@ -863,11 +1086,17 @@ fn day_dirs(output_dir: &Path, first: NaiveDate) -> Vec<PathBuf> {
 /// Puts back (or removes) daily files a crash left under a removal's hidden name.
 fn recover_removals(output_dir: &Path, first: NaiveDate) -> Result<()> {
     for dir in day_dirs(output_dir, first) {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            let Some(inner) = n.strip_prefix('.').and_then(|x| x.strip_suffix(DEL_MARKER)) else { continue };
-            let Some((orig, _)) = inner.rsplit_once('.') else { continue };
+            let Some(inner) = n.strip_prefix('.').and_then(|x| x.strip_suffix(DEL_MARKER)) else {
+                continue;
+            };
+            let Some((orig, _)) = inner.rsplit_once('.') else {
+                continue;
+            };
             if orig.is_empty() {
                 continue;
             }
@@ -887,7 +1116,9 @@ fn remove_empty_day_dirs(output_dir: &Path, first: NaiveDate) {
 
 /// Removes temporary files left by an interrupted compaction in every month folder.
 pub fn remove_stale_temp_files_in_month_dirs(output_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(output_dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(output_dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .filter(|e| crate::layout::parse_month_dir(&e.file_name().to_string_lossy()).is_some())
@@ -914,27 +1145,48 @@ mod tests {
     }
 
     fn scratch(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("promduck-compact-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("promduck-compact-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 
     fn storage(dir: &Path) -> StorageConfig {
-        StorageConfig { output_dir: dir.to_path_buf(), compression: Compression::Zstd, row_group_size: 1 << 20, durable: false }
+        StorageConfig {
+            output_dir: dir.to_path_buf(),
+            compression: Compression::Zstd,
+            row_group_size: 1 << 20,
+            durable: false,
+        }
     }
 
     fn opts() -> CompactOptions {
-        CompactOptions { remove_daily_after: Duration::ZERO, bloom_filter: false, row_group_rows: ROW_GROUP_ROWS, replace_partitions: false }
+        CompactOptions {
+            remove_daily_after: Duration::ZERO,
+            bloom_filter: false,
+            row_group_rows: ROW_GROUP_ROWS,
+            replace_partitions: false,
+        }
     }
 
     /// A daily partition: metrics `m` (2 points, value = base + i) and `n` (1 point).
     fn daily(dir: &Path, day: &str, proxy: &str, base: f64, metrics: &[&str]) {
         let mut b = PartitionBuilder::new();
-        let end = d(day).and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis() + 86_400_000;
+        let end = d(day)
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+            + 86_400_000;
         // Written out of order on purpose: the month file sorts them.
         for m in metrics.iter().rev() {
-            let s = Series { labels: [("env".to_string(), "prod".to_string())].into_iter().collect(), points: vec![(end, base + 1.0), (end - 60_000, base)] };
+            let s = Series {
+                labels: [("env".to_string(), "prod".to_string())]
+                    .into_iter()
+                    .collect(),
+                points: vec![(end, base + 1.0), (end - 60_000, base)],
+            };
             b.push_series(m, &s, &[]);
         }
         let path = crate::layout::partition_path(dir, d(day), proxy);
@@ -963,26 +1215,68 @@ mod tests {
         }
         let all = Selection::default();
         let before = total(&dir, &all);
-        assert_eq!(months_with_daily_files(&dir, d("2024-03-01")).unwrap(), vec![d("2024-02-01")]);
+        assert_eq!(
+            months_with_daily_files(&dir, d("2024-03-01")).unwrap(),
+            vec![d("2024-02-01")]
+        );
         let out = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
         assert_eq!(out.len(), 1);
         let o = &out[0];
-        assert_eq!((o.status, o.daily_files, o.removed, o.partitions, o.rows, o.row_groups), (MonthStatus::Compacted, 9, 9, 9, 36, 1), "{o:?}");
+        assert_eq!(
+            (
+                o.status,
+                o.daily_files,
+                o.removed,
+                o.partitions,
+                o.rows,
+                o.row_groups
+            ),
+            (MonthStatus::Compacted, 9, 9, 9, 36, 1),
+            "{o:?}"
+        );
         assert_eq!(total(&dir, &all), before);
         // Only the month file and March's day folder remain.
-        let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, vec!["2024-02", "2024-03-01"]);
         assert_eq!(std::fs::read_dir(dir.join("2024-02")).unwrap().count(), 1);
         // Sorted by api_proxy, date, metric_name, timestamp.
-        let f = select_files(&dir, &Selection { from: Some(d("2024-02-01")), to: Some(d("2024-02-29")), proxies: None }).unwrap();
+        let f = select_files(
+            &dir,
+            &Selection {
+                from: Some(d("2024-02-01")),
+                to: Some(d("2024-02-29")),
+                proxies: None,
+            },
+        )
+        .unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].layout, Layout::Month);
-        let rows = read_partition(&f[0], &[Column::Proxy, Column::Date, Column::Metric, Column::Timestamp], None, 1024).unwrap();
+        let rows = read_partition(
+            &f[0],
+            &[
+                Column::Proxy,
+                Column::Date,
+                Column::Metric,
+                Column::Timestamp,
+            ],
+            None,
+            1024,
+        )
+        .unwrap();
         let mut keys = Vec::new();
         for b in &rows {
             for i in 0..b.len {
-                keys.push((b.proxy.as_ref().unwrap().value(i).to_string(), b.date.as_ref().unwrap().value(i), b.metric.as_ref().unwrap().value(i).to_string(), b.timestamp_us.as_ref().unwrap().value(i)));
+                keys.push((
+                    b.proxy.as_ref().unwrap().value(i).to_string(),
+                    b.date.as_ref().unwrap().value(i),
+                    b.metric.as_ref().unwrap().value(i).to_string(),
+                    b.timestamp_us.as_ref().unwrap().value(i),
+                ));
             }
         }
         let mut sorted = keys.clone();
@@ -991,9 +1285,30 @@ mod tests {
         assert_eq!(keys.first().unwrap().0, "a/x");
         // Pruned reads: one day, one proxy, a day range.
         for (sel, rows) in [
-            (Selection { from: Some(d("2024-02-15")), to: Some(d("2024-02-15")), proxies: Some(vec!["b".into()]) }, 4),
-            (Selection { from: Some(d("2024-02-15")), to: Some(d("2024-03-01")), proxies: Some(vec!["a/x".into(), "c".into()]) }, 24),
-            (Selection { from: None, to: None, proxies: Some(vec!["zz".into()]) }, 0),
+            (
+                Selection {
+                    from: Some(d("2024-02-15")),
+                    to: Some(d("2024-02-15")),
+                    proxies: Some(vec!["b".into()]),
+                },
+                4,
+            ),
+            (
+                Selection {
+                    from: Some(d("2024-02-15")),
+                    to: Some(d("2024-03-01")),
+                    proxies: Some(vec!["a/x".into(), "c".into()]),
+                },
+                24,
+            ),
+            (
+                Selection {
+                    from: None,
+                    to: None,
+                    proxies: Some(vec!["zz".into()]),
+                },
+                0,
+            ),
         ] {
             assert_eq!(total(&dir, &sel).0, rows, "{sel:?}");
         }
@@ -1016,9 +1331,15 @@ mod tests {
         // Re-collected: `m` only, new values. Until compacted again, the month file wins.
         daily(&dir, "2024-02-10", "a", 100.0, &["m"]);
         assert_eq!(total(&dir, &all), (8, 4.0));
-        assert_eq!(months_with_daily_files(&dir, d("2024-03-01")).unwrap(), vec![d("2024-02-01")]);
+        assert_eq!(
+            months_with_daily_files(&dir, d("2024-03-01")).unwrap(),
+            vec![d("2024-02-01")]
+        );
         let o = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
-        assert_eq!((o[0].status, o[0].daily_files, o[0].removed), (MonthStatus::Compacted, 1, 1));
+        assert_eq!(
+            (o[0].status, o[0].daily_files, o[0].removed),
+            (MonthStatus::Compacted, 1, 1)
+        );
         // a: m = 100 + 101 (new), n = 0 + 1 (kept); b unchanged.
         assert_eq!(total(&dir, &all), (8, 201.0 + 1.0 + 2.0));
         // A new proxy's day in a compacted month is taken in.
@@ -1037,7 +1358,11 @@ mod tests {
         let dir = scratch("groups");
         for day in 1..=5 {
             for p in ["a", "b", "big", "c"] {
-                let metrics: &[&str] = if p == "big" { &["m", "n", "o", "p"] } else { &["m"] };
+                let metrics: &[&str] = if p == "big" {
+                    &["m", "n", "o", "p"]
+                } else {
+                    &["m"]
+                };
                 daily(&dir, &format!("2024-01-{day:02}"), p, day as f64, metrics);
             }
         }
@@ -1046,16 +1371,40 @@ mod tests {
         let out = compact_months(&dir, &[d("2024-01-01")], &storage(&dir), &o, &|| false);
         assert_eq!(out[0].rows, 70);
         let f = File::open(month_path(&dir, d("2024-01-01"))).unwrap();
-        let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&f).unwrap();
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&f)
+            .unwrap();
         let groups: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
         // [a, b] | big days 1-2 | days 3-4 | day 5 | c
         assert_eq!(groups, vec![20, 16, 16, 8, 10]);
         // Each (proxy, day) is in exactly one row group by its statistics.
-        let file = select_files(&dir, &Selection { from: Some(d("2024-01-04")), to: Some(d("2024-01-04")), proxies: Some(vec!["big".into()]) }).unwrap();
-        let spec = std::sync::Arc::new(crate::reader::ReadSpec { want: vec![Column::Value], metrics: None, batch_rows: 1024 });
+        let file = select_files(
+            &dir,
+            &Selection {
+                from: Some(d("2024-01-04")),
+                to: Some(d("2024-01-04")),
+                proxies: Some(vec!["big".into()]),
+            },
+        )
+        .unwrap();
+        let spec = std::sync::Arc::new(crate::reader::ReadSpec {
+            want: vec![Column::Value],
+            metrics: None,
+            batch_rows: 1024,
+        });
         let r = crate::reader::PartitionReader::open(&file[0], &spec).unwrap();
         assert!(!r.is_exhausted());
-        assert_eq!(total(&dir, &Selection { from: Some(d("2024-01-04")), to: Some(d("2024-01-04")), proxies: Some(vec!["big".into()]) }), (8, 4.0 * 9.0));
+        assert_eq!(
+            total(
+                &dir,
+                &Selection {
+                    from: Some(d("2024-01-04")),
+                    to: Some(d("2024-01-04")),
+                    proxies: Some(vec!["big".into()])
+                }
+            ),
+            (8, 4.0 * 9.0)
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1070,14 +1419,26 @@ mod tests {
         assert!(!remove_if_same(&f.path, id).unwrap());
         assert!(f.path.is_file());
         let (b, id2) = read_daily(f).unwrap();
-        assert_eq!(b.column(2).as_primitive::<arrow::datatypes::Float64Type>().value(0), 8.0);
+        assert_eq!(
+            b.column(2)
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .value(0),
+            8.0
+        );
         assert!(remove_if_same(&f.path, id2).unwrap());
         assert!(!f.path.exists());
         // A crash between the rename and the unlink: the next compaction puts it back.
         daily(&dir, "2024-02-10", "a", 0.0, &["m"]);
-        let hidden = f.path.parent().unwrap().join(format!(".a.parquet.abcdefabcdef{DEL_MARKER}"));
+        let hidden = f
+            .path
+            .parent()
+            .unwrap()
+            .join(format!(".a.parquet.abcdefabcdef{DEL_MARKER}"));
         std::fs::rename(&f.path, &hidden).unwrap();
-        assert_eq!(months_with_daily_files(&dir, d("2024-03-01")).unwrap(), vec![d("2024-02-01")]);
+        assert_eq!(
+            months_with_daily_files(&dir, d("2024-03-01")).unwrap(),
+            vec![d("2024-02-01")]
+        );
         let out = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
         assert_eq!((out[0].daily_files, out[0].removed, out[0].rows), (1, 1, 2));
         assert!(!hidden.exists());
@@ -1096,17 +1457,24 @@ mod tests {
         let fb = crate::reader::month_fallback(&listed[1]).unwrap();
         let b = read_partition(&fb, &[Column::Value, Column::Proxy], None, 1024).unwrap();
         assert_eq!(b.len(), 1);
-        assert_eq!(b[0].value.as_ref().unwrap().values().to_vec(), vec![3.0, 4.0]);
+        assert_eq!(
+            b[0].value.as_ref().unwrap().values().to_vec(),
+            vec![3.0, 4.0]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn months_that_have_not_closed_are_refused() {
-        let now = DateTime::parse_from_rfc3339("2024-03-01T00:30:00+00:00").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2024-03-01T00:30:00+00:00")
+            .unwrap()
+            .with_timezone(&Utc);
         assert!(check_closed(d("2024-02-01"), now, chrono_tz::UTC).is_ok());
         assert!(check_closed(d("2024-03-01"), now, chrono_tz::UTC).is_err());
         // Still February in New York.
-        let e = check_closed(d("2024-02-01"), now, chrono_tz::America::New_York).unwrap_err().to_string();
+        let e = check_closed(d("2024-02-01"), now, chrono_tz::America::New_York)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("2024-02") && e.contains("has not closed"), "{e}");
         assert_eq!(parse_month("2024-03").unwrap(), d("2024-03-01"));
         assert!(parse_month("24-03").is_err());

@@ -67,7 +67,11 @@ impl fmt::Display for Secret {
 /// Deserializes a string through `parse` inside the visitor, so that a rejected
 /// value is reported at its own line (an error raised after `String::deserialize`
 /// returns would point at the enclosing mapping instead).
-fn parse_str<'de, D, T>(d: D, expecting: &'static str, parse: fn(&str) -> Result<T, String>) -> Result<T, D::Error>
+fn parse_str<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -125,9 +129,9 @@ pub struct TimeZone(pub chrono_tz::Tz);
 impl<'de> Deserialize<'de> for TimeZone {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_str(d, "a timezone name", |s| {
-            s.parse::<chrono_tz::Tz>()
-                .map(TimeZone)
-                .map_err(|_| format!("unknown timezone `{s}` (use an IANA name such as UTC or Europe/Berlin)"))
+            s.parse::<chrono_tz::Tz>().map(TimeZone).map_err(|_| {
+                format!("unknown timezone `{s}` (use an IANA name such as UTC or Europe/Berlin)")
+            })
         })
     }
 }
@@ -148,7 +152,10 @@ impl PromUrl {
             format!("invalid URL ({e}); expected something like http://prometheus:9090")
         })?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(format!("URL scheme `{}` is not supported, use http or https", url.scheme()));
+            return Err(format!(
+                "URL scheme `{}` is not supported, use http or https",
+                url.scheme()
+            ));
         }
         if url.host_str().map_or(true, |h| h.is_empty()) {
             return Err("URL has no host".into());
@@ -163,7 +170,11 @@ impl PromUrl {
         // Keep a path prefix (`http://host/prometheus`) but normalise the trailing slash.
         let path = url.path().trim_end_matches('/').to_string();
         url.set_path(&path);
-        Ok(PromUrl { url, username, password })
+        Ok(PromUrl {
+            url,
+            username,
+            password,
+        })
     }
 
     /// `<base>/api/v1/<endpoint>`.
@@ -205,7 +216,9 @@ pub struct QueryTemplate(pub String);
 
 impl<'de> Deserialize<'de> for QueryTemplate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        parse_str(d, "a PromQL query", |s| crate::promql::check_template(s).map(|()| QueryTemplate(s.to_string())))
+        parse_str(d, "a PromQL query", |s| {
+            crate::promql::check_template(s).map(|()| QueryTemplate(s.to_string()))
+        })
     }
 }
 
@@ -269,11 +282,16 @@ pub const DEFAULT_MAX_SAMPLES: u64 = 5_000_000;
 /// whole bytes (`1.5KiB` is 1536). Zero is rejected.
 pub fn parse_byte_size(input: &str) -> Result<u64, String> {
     let s = input.trim();
-    let bad = || format!("invalid size `{input}`; expected a number of bytes or a number with a unit such as 256MiB or 1GB");
-    let num_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let bad = || {
+        format!("invalid size `{input}`; expected a number of bytes or a number with a unit such as 256MiB or 1GB")
+    };
+    let num_len = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = (&s[..num_len], s[num_len..].trim_start());
     let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if int.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 18 || int.len() > 20 {
+    if int.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 18 || int.len() > 20
+    {
         return Err(bad());
     }
     let mult: u128 = match unit.to_ascii_lowercase().as_str() {
@@ -288,14 +306,25 @@ pub fn parse_byte_size(input: &str) -> Result<u64, String> {
         "ti" | "tib" => 1 << 40,
         _ => return Err(bad()),
     };
-    let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
-    let frac_num: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
+    let int: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
+    let frac_num: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| bad())?
+    };
     let scale = 10u128.pow(frac.len() as u32);
     let frac_bytes = frac_num * mult;
     if frac_bytes % scale != 0 {
         return Err(format!("size `{input}` is not a whole number of bytes"));
     }
-    let total = int.checked_mul(mult).and_then(|v| v.checked_add(frac_bytes / scale)).ok_or_else(|| format!("size `{input}` is too large"))?;
+    let total = int
+        .checked_mul(mult)
+        .and_then(|v| v.checked_add(frac_bytes / scale))
+        .ok_or_else(|| format!("size `{input}` is too large"))?;
     if total == 0 {
         return Err(format!("size `{input}` must be greater than zero"));
     }
@@ -304,7 +333,12 @@ pub fn parse_byte_size(input: &str) -> Result<u64, String> {
 
 /// A size for messages: `268435456 bytes (256MiB)`, or `1000 bytes`.
 pub fn format_byte_size(n: u64) -> String {
-    for (unit, size) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+    for (unit, size) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
         if n >= size && n % size == 0 {
             return format!("{n} bytes ({}{unit})", n / size);
         }
@@ -562,7 +596,11 @@ pub struct CompactionConfig {
 
 impl Default for CompactionConfig {
     fn default() -> Self {
-        CompactionConfig { after_days: None, remove_daily_after: Duration::from_secs(30), bloom_filter: false }
+        CompactionConfig {
+            after_days: None,
+            remove_daily_after: Duration::from_secs(30),
+            bloom_filter: false,
+        }
     }
 }
 
@@ -601,7 +639,12 @@ impl Config {
 
     /// [`Config::load`], asking `guard` before every file it reads.
     pub fn load_guarded(path: &Path, guard: FileGuard) -> Result<Config, ConfigError> {
-        guard(path).map_err(|reason| ConfigError { file: path.to_path_buf(), line: None, column: None, message: reason })?;
+        guard(path).map_err(|reason| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: reason,
+        })?;
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             line: None,
@@ -617,7 +660,11 @@ impl Config {
     }
 
     /// [`Config::from_yaml_str`], asking `guard` before every file it reads.
-    pub fn from_yaml_str_guarded(text: &str, source: &Path, guard: FileGuard) -> Result<Config, ConfigError> {
+    pub fn from_yaml_str_guarded(
+        text: &str,
+        source: &Path,
+        guard: FileGuard,
+    ) -> Result<Config, ConfigError> {
         let err_at = |key: &str, message: String| {
             let line = find_key_line(text, key);
             ConfigError {
@@ -652,7 +699,10 @@ impl Config {
                 .replace("struct RawMetric", "a mapping (a metric)")
                 .replace("struct RawTls", "a mapping (the tls section)")
                 .replace("struct RawCompaction", "a mapping (the compaction section)");
-            let (mut line, mut column) = (loc.as_ref().map(|l| l.line()), loc.as_ref().map(|l| l.column()));
+            let (mut line, mut column) = (
+                loc.as_ref().map(|l| l.line()),
+                loc.as_ref().map(|l| l.column()),
+            );
             // serde reports a duplicate key at its mapping; point at the duplicate itself.
             if let (Some(start), Some(name)) = (line, duplicate_field(&message)) {
                 if let Some(dup) = second_key_line(text, start, &name) {
@@ -660,31 +710,51 @@ impl Config {
                     column = None;
                 }
             }
-            ConfigError { file: source.to_path_buf(), line, column, message }
+            ConfigError {
+                file: source.to_path_buf(),
+                line,
+                column,
+                message,
+            }
         })?;
 
         let base_dir = source.parent().unwrap_or(Path::new("."));
         let p = raw.prometheus;
 
         if raw.api_proxies.is_empty() {
-            return Err(err_at("apiProxies", "at least one API proxy is required".into()));
+            return Err(err_at(
+                "apiProxies",
+                "at least one API proxy is required".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, proxy) in raw.api_proxies.iter().enumerate() {
             if let Err(reason) = crate::layout::check_proxy_name(proxy) {
-                return Err(err_at("apiProxies", format!("entry {i} {proxy:?}: {reason}")));
+                return Err(err_at(
+                    "apiProxies",
+                    format!("entry {i} {proxy:?}: {reason}"),
+                ));
             }
             if !seen.insert(proxy.as_str()) {
-                return Err(err_at("apiProxies", format!("proxy {proxy:?} is listed twice")));
+                return Err(err_at(
+                    "apiProxies",
+                    format!("proxy {proxy:?} is listed twice"),
+                ));
             }
         }
         if p.metrics.is_empty() {
-            return Err(err_at("metrics", "prometheus.metrics: at least one metric is required".into()));
+            return Err(err_at(
+                "metrics",
+                "prometheus.metrics: at least one metric is required".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for m in &p.metrics {
             if !names.insert(m.name.as_str()) {
-                return Err(err_at("name", format!("prometheus.metrics: metric name {:?} is used twice", m.name)));
+                return Err(err_at(
+                    "name",
+                    format!("prometheus.metrics: metric name {:?} is used twice", m.name),
+                ));
             }
         }
 
@@ -709,7 +779,10 @@ impl Config {
         let username = p.username.or_else(|| p.url.username.clone());
         let password = password.or_else(|| p.url.password.clone());
         if password.is_some() && username.is_none() {
-            return Err(err_at("password", "prometheus.password is set but prometheus.username is not".into()));
+            return Err(err_at(
+                "password",
+                "prometheus.password is set but prometheus.username is not".into(),
+            ));
         }
         if bearer_token.is_some() && username.is_some() {
             return Err(err_at(
@@ -718,7 +791,8 @@ impl Config {
             ));
         }
 
-        let resolve = |p: Option<PathBuf>| p.map(|p| if p.is_relative() { base_dir.join(p) } else { p });
+        let resolve =
+            |p: Option<PathBuf>| p.map(|p| if p.is_relative() { base_dir.join(p) } else { p });
         let tls = TlsConfig {
             ca_file: resolve(p.tls.ca_file),
             cert_file: resolve(p.tls.cert_file),
@@ -726,49 +800,88 @@ impl Config {
             insecure_skip_verify: p.tls.insecure_skip_verify,
         };
         if tls.cert_file.is_some() != tls.key_file.is_some() {
-            return Err(err_at("tls", "prometheus.tls: certFile and keyFile go together".into()));
+            return Err(err_at(
+                "tls",
+                "prometheus.tls: certFile and keyFile go together".into(),
+            ));
         }
-        for (key, file) in [("caFile", &tls.ca_file), ("certFile", &tls.cert_file), ("keyFile", &tls.key_file)] {
+        for (key, file) in [
+            ("caFile", &tls.ca_file),
+            ("certFile", &tls.cert_file),
+            ("keyFile", &tls.key_file),
+        ] {
             if let Some(f) = file {
                 if let Err(e) = std::fs::metadata(f) {
-                    return Err(err_at(key, format!("prometheus.tls.{key}: cannot read {}: {e}", f.display())));
+                    return Err(err_at(
+                        key,
+                        format!("prometheus.tls.{key}: cannot read {}: {e}", f.display()),
+                    ));
                 }
             }
         }
         for (name, value) in &p.headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(err_at("headers", format!("prometheus.headers: invalid header name {name:?}")));
+                return Err(err_at(
+                    "headers",
+                    format!("prometheus.headers: invalid header name {name:?}"),
+                ));
             }
             if reqwest::header::HeaderValue::from_str(value).is_err() {
-                return Err(err_at("headers", format!("prometheus.headers: invalid value for header {name:?}")));
+                return Err(err_at(
+                    "headers",
+                    format!("prometheus.headers: invalid value for header {name:?}"),
+                ));
             }
         }
 
         for m in &p.metrics {
             for proxy in &raw.api_proxies {
                 if let Err(e) = crate::promql::expand(&m.query.0, proxy) {
-                    return Err(err_at("query", format!("prometheus.metrics {:?}: {e}", m.name)));
+                    return Err(err_at(
+                        "query",
+                        format!("prometheus.metrics {:?}: {e}", m.name),
+                    ));
                 }
             }
         }
         let metrics = p
             .metrics
             .into_iter()
-            .map(|m| MetricConfig { name: m.name, query: m.query.0, labels: m.labels, step: m.step.map(|s| s.0) })
+            .map(|m| MetricConfig {
+                name: m.name,
+                query: m.query.0,
+                labels: m.labels,
+                step: m.step.map(|s| s.0),
+            })
             .collect();
 
         let storage_default = StorageConfig::default();
         let storage = StorageConfig {
             output_dir: raw.storage.output_dir.unwrap_or(storage_default.output_dir),
-            compression: raw.storage.compression.unwrap_or(storage_default.compression),
-            row_group_size: raw.storage.row_group_size.unwrap_or(storage_default.row_group_size),
+            compression: raw
+                .storage
+                .compression
+                .unwrap_or(storage_default.compression),
+            row_group_size: raw
+                .storage
+                .row_group_size
+                .unwrap_or(storage_default.row_group_size),
             durable: true,
         };
         let compaction_default = CompactionConfig::default();
         let compaction = CompactionConfig {
             after_days: raw.storage.compaction.after_days,
-            remove_daily_after: raw.storage.compaction.remove_daily_after.map(|d| d.0).unwrap_or(compaction_default.remove_daily_after),
-            bloom_filter: raw.storage.compaction.bloom_filter.unwrap_or(compaction_default.bloom_filter),
+            remove_daily_after: raw
+                .storage
+                .compaction
+                .remove_daily_after
+                .map(|d| d.0)
+                .unwrap_or(compaction_default.remove_daily_after),
+            bloom_filter: raw
+                .storage
+                .compaction
+                .bloom_filter
+                .unwrap_or(compaction_default.bloom_filter),
         };
         let concurrency = p.concurrency.unwrap_or(8).min(256) as usize;
         let batch_size = p.batch_size.unwrap_or(50).min(1000) as usize;
@@ -788,7 +901,10 @@ impl Config {
                 retries: p.retries.unwrap_or(3).min(20),
                 concurrency,
                 batch_size,
-                max_response_bytes: p.max_response_bytes.map(|b| b.0).unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+                max_response_bytes: p
+                    .max_response_bytes
+                    .map(|b| b.0)
+                    .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
                 max_samples: p.max_samples.unwrap_or(DEFAULT_MAX_SAMPLES),
             },
             metrics,
@@ -816,19 +932,33 @@ fn resolve_secret(
     let short = key.rsplit('.').next().unwrap_or(key);
     let count = value.is_some() as u8 + file.is_some() as u8 + env.is_some() as u8;
     if count > 1 {
-        return Err((short.to_string(), format!("{key}: set only one of {short}, {short}File, {short}Env")));
+        return Err((
+            short.to_string(),
+            format!("{key}: set only one of {short}, {short}File, {short}Env"),
+        ));
     }
     if let Some(v) = value {
         return Ok(Some(Secret::new(v)));
     }
     if let Some(f) = file {
-        let path = if f.is_relative() { base_dir.join(&f) } else { f };
+        let path = if f.is_relative() {
+            base_dir.join(&f)
+        } else {
+            f
+        };
         guard(&path).map_err(|reason| (format!("{short}File"), format!("{key}File: {reason}")))?;
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| (format!("{short}File"), format!("{key}File: cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            (
+                format!("{short}File"),
+                format!("{key}File: cannot read {}: {e}", path.display()),
+            )
+        })?;
         let text = text.trim_end_matches(['\n', '\r']).to_string();
         if text.is_empty() {
-            return Err((format!("{short}File"), format!("{key}File: {} is empty", path.display())));
+            return Err((
+                format!("{short}File"),
+                format!("{key}File: {} is empty", path.display()),
+            ));
         }
         return Ok(Some(Secret::new(text)));
     }
@@ -838,12 +968,22 @@ fn resolve_secret(
             && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             // Do not echo it: a secret pasted here by mistake must not reach a log.
-            return Err((format!("{short}Env"), format!("{key}Env: not a valid environment variable name (letters, digits, _)")));
+            return Err((
+                format!("{short}Env"),
+                format!("{key}Env: not a valid environment variable name (letters, digits, _)"),
+            ));
         }
-        let v = std::env::var(&var)
-            .map_err(|_| (format!("{short}Env"), format!("{key}Env: environment variable {var} is not set")))?;
+        let v = std::env::var(&var).map_err(|_| {
+            (
+                format!("{short}Env"),
+                format!("{key}Env: environment variable {var} is not set"),
+            )
+        })?;
         if v.is_empty() {
-            return Err((format!("{short}Env"), format!("{key}Env: environment variable {var} is empty")));
+            return Err((
+                format!("{short}Env"),
+                format!("{key}Env: environment variable {var} is empty"),
+            ));
         }
         return Ok(Some(Secret::new(v)));
     }
@@ -862,8 +1002,14 @@ fn second_key_line(text: &str, start: usize, key: &str) -> Option<usize> {
     for (i, l) in text.lines().enumerate().skip(start.saturating_sub(1)) {
         let trimmed = l.trim_start().trim_start_matches("- ");
         let indent = l.len() - l.trim_start().len();
-        let k = trimmed.strip_prefix(key).map(|r| r.trim_start().starts_with(':')).unwrap_or(false)
-            || trimmed.strip_prefix(&format!("\"{key}\"")).map(|r| r.trim_start().starts_with(':')).unwrap_or(false);
+        let k = trimmed
+            .strip_prefix(key)
+            .map(|r| r.trim_start().starts_with(':'))
+            .unwrap_or(false)
+            || trimmed
+                .strip_prefix(&format!("\"{key}\""))
+                .map(|r| r.trim_start().starts_with(':'))
+                .unwrap_or(false);
         if !k {
             continue;
         }
@@ -879,11 +1025,12 @@ fn second_key_line(text: &str, start: usize, key: &str) -> Option<usize> {
 /// The 1-based line where `key:` first appears, for errors found after parsing.
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
     let key = key.rsplit('.').next().unwrap_or(key);
-    text.lines().position(|l| {
-        let t = l.trim_start().trim_start_matches("- ");
-        t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -939,13 +1086,34 @@ storage:
     fn compaction_section() {
         let c = parse(SEED).unwrap();
         assert_eq!(c.compaction, CompactionConfig::default());
-        assert_eq!(c.compaction.after_days, None, "off by default: the original layout stays");
+        assert_eq!(
+            c.compaction.after_days, None,
+            "off by default: the original layout stays"
+        );
         let text = SEED.replace("  rowGroupSize: 134217728", "  rowGroupSize: 134217728\n  compaction:\n    afterDays: 3\n    removeDailyAfter: 0s\n    bloomFilter: true");
         let c = parse(&text).unwrap();
-        assert_eq!(c.compaction, CompactionConfig { after_days: Some(3), remove_daily_after: Duration::ZERO, bloom_filter: true });
-        let e = parse(&SEED.replace("  rowGroupSize: 134217728", "  rowGroupSize: 134217728\n  compaction:\n    afterDay: 3")).unwrap_err();
-        assert!(e.message.contains("unknown field `afterDay`") && e.message.contains("afterDays"), "{e}");
-        let e = parse(&SEED.replace("  rowGroupSize: 134217728", "  rowGroupSize: 134217728\n  compaction: 3")).unwrap_err();
+        assert_eq!(
+            c.compaction,
+            CompactionConfig {
+                after_days: Some(3),
+                remove_daily_after: Duration::ZERO,
+                bloom_filter: true
+            }
+        );
+        let e = parse(&SEED.replace(
+            "  rowGroupSize: 134217728",
+            "  rowGroupSize: 134217728\n  compaction:\n    afterDay: 3",
+        ))
+        .unwrap_err();
+        assert!(
+            e.message.contains("unknown field `afterDay`") && e.message.contains("afterDays"),
+            "{e}"
+        );
+        let e = parse(&SEED.replace(
+            "  rowGroupSize: 134217728",
+            "  rowGroupSize: 134217728\n  compaction: 3",
+        ))
+        .unwrap_err();
         assert!(e.message.contains("compaction section"), "{e}");
     }
 
@@ -963,10 +1131,30 @@ storage:
     fn bad_values_name_line() {
         let cases = [
             ("timeout: 30s", "timeout: 30 seconds", 11, "duration"),
-            ("compression: \"snappy\"", "compression: \"brotli\"", 23, "unknown compression `brotli`"),
-            ("url: \"http://prometheus:9090\"", "url: \"prometheus:9090\"", 10, "scheme"),
-            ("rowGroupSize: 134217728", "rowGroupSize: -5", 24, "positive"),
-            ("apigee_request_count{apiproxy=\"%s\"}", "apigee_request_count{apiproxy=\"x\"}", 16, "%s"),
+            (
+                "compression: \"snappy\"",
+                "compression: \"brotli\"",
+                23,
+                "unknown compression `brotli`",
+            ),
+            (
+                "url: \"http://prometheus:9090\"",
+                "url: \"prometheus:9090\"",
+                10,
+                "scheme",
+            ),
+            (
+                "rowGroupSize: 134217728",
+                "rowGroupSize: -5",
+                24,
+                "positive",
+            ),
+            (
+                "apigee_request_count{apiproxy=\"%s\"}",
+                "apigee_request_count{apiproxy=\"x\"}",
+                16,
+                "%s",
+            ),
         ];
         for (from, to, line, needle) in cases {
             let e = parse(&SEED.replace(from, to)).unwrap_err();
@@ -977,11 +1165,18 @@ storage:
 
     #[test]
     fn url_credentials_move_out_of_url() {
-        let c = parse(&SEED.replace("http://prometheus:9090", "https://bob:s%40cret@prom.example:443/prom/")).unwrap();
+        let c = parse(&SEED.replace(
+            "http://prometheus:9090",
+            "https://bob:s%40cret@prom.example:443/prom/",
+        ))
+        .unwrap();
         assert_eq!(c.prometheus.url.url.as_str(), "https://prom.example/prom");
         assert_eq!(c.prometheus.username.as_deref(), Some("bob"));
         assert_eq!(c.prometheus.password.as_ref().unwrap().expose(), "s@cret");
-        assert_eq!(c.prometheus.url.api("query").as_str(), "https://prom.example/prom/api/v1/query");
+        assert_eq!(
+            c.prometheus.url.api("query").as_str(),
+            "https://prom.example/prom/api/v1/query"
+        );
         assert!(!format!("{:?}", c.prometheus).contains("s@cret"));
     }
 
@@ -990,26 +1185,47 @@ storage:
         let dir = std::env::temp_dir().join(format!("promduck-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pw"), "hunter2\n").unwrap();
-        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  username: u\n  passwordFile: pw");
+        let text = SEED.replace(
+            "timeout: 30s",
+            "timeout: 30s\n  username: u\n  passwordFile: pw",
+        );
         let c = Config::from_yaml_str(&text, &dir.join("c.yaml")).unwrap();
         assert_eq!(c.prometheus.password.unwrap().expose(), "hunter2");
 
         std::env::set_var("PROMDUCK_TEST_TOKEN_X", "tok");
-        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  bearerTokenEnv: PROMDUCK_TEST_TOKEN_X");
+        let text = SEED.replace(
+            "timeout: 30s",
+            "timeout: 30s\n  bearerTokenEnv: PROMDUCK_TEST_TOKEN_X",
+        );
         let c = parse(&text).unwrap();
         assert_eq!(c.prometheus.bearer_token.unwrap().expose(), "tok");
 
-        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  username: u\n  passwordFile: /nonexistent/pw");
+        let text = SEED.replace(
+            "timeout: 30s",
+            "timeout: 30s\n  username: u\n  passwordFile: /nonexistent/pw",
+        );
         let e = parse(&text).unwrap_err();
-        assert!(e.message.contains("passwordFile") && e.message.contains("/nonexistent/pw"), "{e}");
+        assert!(
+            e.message.contains("passwordFile") && e.message.contains("/nonexistent/pw"),
+            "{e}"
+        );
         assert_eq!(e.line, Some(13));
-        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  bearerTokenEnv: PROMDUCK_DEFINITELY_UNSET");
-        assert!(parse(&text).unwrap_err().message.contains("PROMDUCK_DEFINITELY_UNSET is not set"));
+        let text = SEED.replace(
+            "timeout: 30s",
+            "timeout: 30s\n  bearerTokenEnv: PROMDUCK_DEFINITELY_UNSET",
+        );
+        assert!(parse(&text)
+            .unwrap_err()
+            .message
+            .contains("PROMDUCK_DEFINITELY_UNSET is not set"));
     }
 
     #[test]
     fn duplicate_key_points_at_the_duplicate() {
-        let text = SEED.replace("  timeout: 30s\n", "  timeout: 30s\n  # again\n  timeout: 10s\n");
+        let text = SEED.replace(
+            "  timeout: 30s\n",
+            "  timeout: 30s\n  # again\n  timeout: 10s\n",
+        );
         let e = parse(&text).unwrap_err();
         assert!(e.message.contains("duplicate field `timeout`"), "{e}");
         assert_eq!(e.line, Some(13), "{e}");
@@ -1042,12 +1258,32 @@ storage:
         assert_eq!(parse_byte_size("1.5KiB"), Ok(1536));
         assert_eq!(parse_byte_size("2Ti"), Ok(2 << 40));
         assert_eq!(parse_byte_size("10B"), Ok(10));
-        for bad in ["", "0", "0MiB", "-5", "1.5", "5 parsecs", "1e6", "MiB", "1..5KiB", "99999999999999999999TiB"] {
+        for bad in [
+            "",
+            "0",
+            "0MiB",
+            "-5",
+            "1.5",
+            "5 parsecs",
+            "1e6",
+            "MiB",
+            "1..5KiB",
+            "99999999999999999999TiB",
+        ] {
             assert!(parse_byte_size(bad).is_err(), "{bad:?} was accepted");
         }
-        assert_eq!(parse_byte_size("1.5").unwrap_err(), "size `1.5` is not a whole number of bytes");
-        assert_eq!(parse_byte_size("0").unwrap_err(), "size `0` must be greater than zero");
-        assert_eq!(parse_byte_size("99999999999999999999TiB").unwrap_err(), "size `99999999999999999999TiB` is too large");
+        assert_eq!(
+            parse_byte_size("1.5").unwrap_err(),
+            "size `1.5` is not a whole number of bytes"
+        );
+        assert_eq!(
+            parse_byte_size("0").unwrap_err(),
+            "size `0` must be greater than zero"
+        );
+        assert_eq!(
+            parse_byte_size("99999999999999999999TiB").unwrap_err(),
+            "size `99999999999999999999TiB` is too large"
+        );
         assert_eq!(format_byte_size(256 << 20), "268435456 bytes (256MiB)");
         assert_eq!(format_byte_size(1000), "1000 bytes");
     }
@@ -1057,7 +1293,10 @@ storage:
         let c = parse(SEED).unwrap();
         assert_eq!(c.prometheus.max_response_bytes, 256 << 20);
         assert_eq!(c.prometheus.max_samples, 5_000_000);
-        let text = SEED.replace("timeout: 30s", "timeout: 30s\n  maxResponseBytes: 64MiB\n  maxSamples: 1000");
+        let text = SEED.replace(
+            "timeout: 30s",
+            "timeout: 30s\n  maxResponseBytes: 64MiB\n  maxSamples: 1000",
+        );
         let c = parse(&text).unwrap();
         assert_eq!(c.prometheus.max_response_bytes, 64 << 20);
         assert_eq!(c.prometheus.max_samples, 1000);
@@ -1074,7 +1313,8 @@ storage:
             ("maxSamples: lots", "positive whole number"),
         ];
         for (line, needle) in cases {
-            let e = parse(&SEED.replace("timeout: 30s", &format!("timeout: 30s\n  {line}"))).unwrap_err();
+            let e = parse(&SEED.replace("timeout: 30s", &format!("timeout: 30s\n  {line}")))
+                .unwrap_err();
             assert_eq!(e.line, Some(12), "{line}: {e}");
             assert!(e.to_string().starts_with("test.yaml:12:"), "{line}: {e}");
             assert!(e.message.contains(needle), "{line}: {e}");
@@ -1089,7 +1329,12 @@ storage:
         assert!(parse("debug: [").is_err());
         let e = parse(&SEED.replace("  - \"api-proxy-2\"", "  - \"api-proxy-1\"")).unwrap_err();
         assert!(e.message.contains("listed twice"), "{e}");
-        let e = parse(&SEED.replace("timezone", "x").replace("debug: false", "debug: false\ntimezone: Mars/Base")).unwrap_err();
+        let e = parse(
+            &SEED
+                .replace("timezone", "x")
+                .replace("debug: false", "debug: false\ntimezone: Mars/Base"),
+        )
+        .unwrap_err();
         assert!(e.message.contains("unknown timezone"), "{e}");
         let e = parse(&SEED.replace("\"api-proxy-2\"", "\"\"")).unwrap_err();
         assert!(e.message.contains("apiProxies"), "{e}");

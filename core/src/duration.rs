@@ -74,11 +74,9 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
                     "missing unit in duration `{input}` (valid units: ns, us, ms, s, m, h)"
                 ))
             }
-            other => {
-                return Err(format!(
-                    "unknown unit `{other}` in duration `{input}` (valid units: ns, us, ms, s, m, h)"
-                ))
-            }
+            other => return Err(format!(
+                "unknown unit `{other}` in duration `{input}` (valid units: ns, us, ms, s, m, h)"
+            )),
         };
         let value: f64 = num
             .parse()
@@ -104,7 +102,11 @@ struct DurationVisitor {
 impl DurationVisitor {
     fn check<E: serde::de::Error>(&self, d: Duration) -> Result<Duration, E> {
         if self.positive && d < Duration::from_millis(1) {
-            return Err(E::custom(if d.is_zero() { "must be greater than zero".to_string() } else { "must be at least 1ms".to_string() }));
+            return Err(E::custom(if d.is_zero() {
+                "must be greater than zero".to_string()
+            } else {
+                "must be at least 1ms".to_string()
+            }));
         }
         Ok(d)
     }
@@ -132,13 +134,15 @@ impl serde::de::Visitor<'_> for DurationVisitor {
 
 impl<'de> Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(DurationVisitor { positive: false }).map(GoDuration)
+        d.deserialize_any(DurationVisitor { positive: false })
+            .map(GoDuration)
     }
 }
 
 impl<'de> Deserialize<'de> for PositiveDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(DurationVisitor { positive: true }).map(PositiveDuration)
+        d.deserialize_any(DurationVisitor { positive: true })
+            .map(PositiveDuration)
     }
 }
 
@@ -151,11 +155,26 @@ mod tests {
         assert_eq!(parse_go_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_go_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_go_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_go_duration("2m3.5s").unwrap(), Duration::from_millis(123_500));
-        assert_eq!(parse_go_duration("10us").unwrap(), Duration::from_micros(10));
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_go_duration("2m3.5s").unwrap(),
+            Duration::from_millis(123_500)
+        );
+        assert_eq!(
+            parse_go_duration("10us").unwrap(),
+            Duration::from_micros(10)
+        );
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
     }
 
@@ -164,13 +183,18 @@ mod tests {
         for bad in ["", "30", "abc", "5x", "-5s", "1..5s", "s", "h1", "1d"] {
             assert!(parse_go_duration(bad).is_err(), "{bad} should fail");
         }
-        assert!(parse_go_duration("1d").unwrap_err().contains("unknown unit `d`"));
+        assert!(parse_go_duration("1d")
+            .unwrap_err()
+            .contains("unknown unit `d`"));
     }
 
     #[test]
     fn displays_compactly() {
         assert_eq!(GoDuration(Duration::from_secs(3600)).to_string(), "1h");
         assert_eq!(GoDuration(Duration::from_secs(90)).to_string(), "90s");
-        assert_eq!(GoDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(
+            GoDuration(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
     }
 }

@@ -42,9 +42,15 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn parquet(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Error::Parquet { path: path.into(), message: message.to_string() }
+        Error::Parquet {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 }

@@ -114,7 +114,9 @@ pub fn parse_day_dir(name: &str) -> Option<NaiveDate> {
     }
     // Only the canonical spelling: `02024-3-01` also parses as 2024-03-01, and two
     // folders must never claim the same day.
-    NaiveDate::parse_from_str(name, "%Y-%m-%d").ok().filter(|d| day_dir_name(*d) == name)
+    NaiveDate::parse_from_str(name, "%Y-%m-%d")
+        .ok()
+        .filter(|d| day_dir_name(*d) == name)
 }
 
 /// The first day of `day`'s month.
@@ -124,7 +126,10 @@ pub fn month_of(day: NaiveDate) -> NaiveDate {
 
 /// The last day of the month that starts on `first`.
 pub fn month_end(first: NaiveDate) -> NaiveDate {
-    first.checked_add_months(chrono::Months::new(1)).and_then(|d| d.pred_opt()).unwrap_or(NaiveDate::MAX)
+    first
+        .checked_add_months(chrono::Months::new(1))
+        .and_then(|d| d.pred_opt())
+        .unwrap_or(NaiveDate::MAX)
 }
 
 /// `YYYY-MM` of the month holding `day`.
@@ -138,7 +143,9 @@ pub fn parse_month_dir(name: &str) -> Option<NaiveDate> {
     if name.len() != 7 {
         return None;
     }
-    NaiveDate::parse_from_str(&format!("{name}-01"), "%Y-%m-%d").ok().filter(|d| month_dir_name(*d) == name)
+    NaiveDate::parse_from_str(&format!("{name}-01"), "%Y-%m-%d")
+        .ok()
+        .filter(|d| month_dir_name(*d) == name)
 }
 
 /// The month file of the month holding `day`: `<outputDir>/<YYYY-MM>/<YYYY-MM>.parquet`.
@@ -196,7 +203,9 @@ mod tests {
         for name in ["..", "../x", "/abs", "a/../../b", ".", "\\..\\"] {
             let p = partition_path(out, day, name);
             assert_eq!(p.parent().unwrap(), Path::new("/data/2024-03-01"), "{name}");
-            assert!(p.components().all(|c| !matches!(c, std::path::Component::ParentDir)));
+            assert!(p
+                .components()
+                .all(|c| !matches!(c, std::path::Component::ParentDir)));
             let stem = p.file_stem().unwrap().to_str().unwrap();
             assert_eq!(decode_proxy(stem).as_deref(), Some(name));
             assert!(!stem.starts_with('.'));
@@ -218,14 +227,30 @@ mod tests {
     fn month_names() {
         let d = NaiveDate::from_ymd_opt(2024, 2, 17).unwrap();
         assert_eq!(month_of(d), NaiveDate::from_ymd_opt(2024, 2, 1).unwrap());
-        assert_eq!(month_end(month_of(d)), NaiveDate::from_ymd_opt(2024, 2, 29).unwrap());
-        assert_eq!(month_end(NaiveDate::from_ymd_opt(2023, 12, 1).unwrap()), NaiveDate::from_ymd_opt(2023, 12, 31).unwrap());
+        assert_eq!(
+            month_end(month_of(d)),
+            NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()
+        );
+        assert_eq!(
+            month_end(NaiveDate::from_ymd_opt(2023, 12, 1).unwrap()),
+            NaiveDate::from_ymd_opt(2023, 12, 31).unwrap()
+        );
         assert_eq!(month_dir_name(d), "2024-02");
         assert_eq!(parse_month_dir("2024-02"), Some(month_of(d)));
-        for bad in ["2024-2", "2024-13", "2024-02-01", "02024-2", "year=2024", "2024-00"] {
+        for bad in [
+            "2024-2",
+            "2024-13",
+            "2024-02-01",
+            "02024-2",
+            "year=2024",
+            "2024-00",
+        ] {
             assert_eq!(parse_month_dir(bad), None, "{bad}");
         }
-        assert_eq!(month_path(Path::new("/data"), d), Path::new("/data/2024-02/2024-02.parquet"));
+        assert_eq!(
+            month_path(Path::new("/data"), d),
+            Path::new("/data/2024-02/2024-02.parquet")
+        );
         // A month folder is never a day folder, and the other way round.
         assert_eq!(parse_day_dir("2024-02"), None);
         assert_eq!(parse_month_dir("2024-02-01"), None);
@@ -234,12 +259,30 @@ mod tests {
     #[test]
     fn ambiguous_stems_are_exactly_the_encoded_ones() {
         // Encodings that differ from the name: only the file can tell which tool wrote it.
-        for (stem, name) in [("a%2Fb", "a/b"), ("sp%20ace", "sp ace"), ("%2Ehidden", ".hidden"), ("50%25", "50%"), ("%C3%A9", "é")] {
+        for (stem, name) in [
+            ("a%2Fb", "a/b"),
+            ("sp%20ace", "sp ace"),
+            ("%2Ehidden", ".hidden"),
+            ("50%25", "50%"),
+            ("%C3%A9", "é"),
+        ] {
             assert_eq!(ambiguous_stem(stem).as_deref(), Some(name), "{stem}");
             assert_eq!(encode_proxy(name), stem);
         }
         // Never produced by encode_proxy: the raw name in both tools' archives.
-        for stem in ["api-proxy-1", "sp ace", "é", "x%zz", "a%2fb", "%41", ".hidden", "50%", "a%", "%2E%2E", "%FF"] {
+        for stem in [
+            "api-proxy-1",
+            "sp ace",
+            "é",
+            "x%zz",
+            "a%2fb",
+            "%41",
+            ".hidden",
+            "50%",
+            "a%",
+            "%2E%2E",
+            "%FF",
+        ] {
             assert_eq!(ambiguous_stem(stem), None, "{stem}");
         }
     }

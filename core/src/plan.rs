@@ -78,13 +78,21 @@ impl DayWindow {
         let end = self.end.timestamp_millis();
         // Every grid point inside (start, end]: ceil(length / step) of them.
         let n = ((end - start).saturating_add(step_ms - 1) / step_ms).max(1);
-        StepGrid { first_ms: end - (n - 1) * step_ms, last_ms: end, step_ms }
+        StepGrid {
+            first_ms: end - (n - 1) * step_ms,
+            last_ms: end,
+            step_ms,
+        }
     }
 }
 
 pub fn day_window(day: NaiveDate, tz: Tz) -> DayWindow {
     let next = day.succ_opt().unwrap_or(day);
-    DayWindow { day, start: local_midnight(day, tz), end: local_midnight(next, tz) }
+    DayWindow {
+        day,
+        start: local_midnight(day, tz),
+        end: local_midnight(next, tz),
+    }
 }
 
 /// The last day that has fully ended at `now` in `tz`: yesterday, local time.
@@ -95,9 +103,16 @@ pub fn last_complete_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
 
 /// The inclusive list of days `from..=to`. Errors when `from` is after `to`, a day
 /// has not ended yet at `now`, or the range is absurdly long.
-pub fn days_between(from: NaiveDate, to: NaiveDate, now: DateTime<Utc>, tz: Tz) -> Result<Vec<NaiveDate>> {
+pub fn days_between(
+    from: NaiveDate,
+    to: NaiveDate,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Result<Vec<NaiveDate>> {
     if from > to {
-        return Err(Error::Invalid(format!("start date {from} is after end date {to}")));
+        return Err(Error::Invalid(format!(
+            "start date {from} is after end date {to}"
+        )));
     }
     let last = last_complete_day(now, tz);
     if to > last {
@@ -107,7 +122,9 @@ pub fn days_between(from: NaiveDate, to: NaiveDate, now: DateTime<Utc>, tz: Tz) 
     }
     let n = (to - from).num_days() + 1;
     if n > 366 * 20 {
-        return Err(Error::Invalid(format!("date range {from}..{to} spans {n} days; at most 20 years at once")));
+        return Err(Error::Invalid(format!(
+            "date range {from}..{to} spans {n} days; at most 20 years at once"
+        )));
     }
     Ok(from.iter_days().take(n as usize).collect())
 }
@@ -117,8 +134,18 @@ pub fn days_between(from: NaiveDate, to: NaiveDate, now: DateTime<Utc>, tz: Tz) 
 pub fn parse_date(s: &str) -> Result<NaiveDate> {
     let t = s.trim();
     let shaped = t.len() == 10
-        && t.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
-    let bad = || Error::Invalid(format!("invalid date {s:?}: expected YYYY-MM-DD with a four-digit year"));
+        && t.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    let bad = || {
+        Error::Invalid(format!(
+            "invalid date {s:?}: expected YYYY-MM-DD with a four-digit year"
+        ))
+    };
     if !shaped {
         return Err(bad());
     }
@@ -147,7 +174,11 @@ pub enum MetricRequests {
     /// One request for the whole group, whose answer is split by `label`; if a
     /// series lacks the label (or names a proxy outside the group) the answer is
     /// not trusted and the `fallback` requests run instead, one per proxy.
-    Batched { request: Request, label: String, fallback: Vec<std::result::Result<Request, String>> },
+    Batched {
+        request: Request,
+        label: String,
+        fallback: Vec<std::result::Result<Request, String>>,
+    },
     /// One request per proxy (or why the template cannot be expanded for it).
     PerProxy(Vec<std::result::Result<Request, String>>),
 }
@@ -178,10 +209,18 @@ impl Plan {
             .iter()
             .map(|m| MetricPlan {
                 config: m.clone(),
-                batch_label: if batch_size > 1 { crate::promql::batch_label(&m.query) } else { None },
+                batch_label: if batch_size > 1 {
+                    crate::promql::batch_label(&m.query)
+                } else {
+                    None
+                },
             })
             .collect();
-        Plan { metrics, timezone: cfg.timezone, batch_size }
+        Plan {
+            metrics,
+            timezone: cfg.timezone,
+            batch_size,
+        }
     }
 
     pub fn window(&self, day: NaiveDate) -> DayWindow {
@@ -191,14 +230,21 @@ impl Plan {
     /// How `metric` is evaluated on the day of `window`.
     pub fn eval(&self, metric: &MetricPlan, window: &DayWindow) -> Eval {
         match metric.config.step {
-            None => Eval::Instant { at_ms: window.end.timestamp_millis() },
+            None => Eval::Instant {
+                at_ms: window.end.timestamp_millis(),
+            },
             Some(step) => Eval::Range(window.step_grid(step)),
         }
     }
 
     /// The query text for the day of `window`, from an expanded template: an
     /// instant query's day-long ranges get the day's real length.
-    pub fn query_for_day(&self, metric: &MetricPlan, expanded: String, window: &DayWindow) -> String {
+    pub fn query_for_day(
+        &self,
+        metric: &MetricPlan,
+        expanded: String,
+        window: &DayWindow,
+    ) -> String {
         match metric.config.step {
             None => crate::promql::rewrite_day_ranges(&expanded, window.length_ms()),
             Some(_) => expanded,
@@ -206,21 +252,35 @@ impl Plan {
     }
 
     /// The requests for `metric` on `day` for a group of proxies.
-    pub fn requests(&self, metric: &MetricPlan, day: NaiveDate, proxies: &[String]) -> MetricRequests {
+    pub fn requests(
+        &self,
+        metric: &MetricPlan,
+        day: NaiveDate,
+        proxies: &[String],
+    ) -> MetricRequests {
         let window = self.window(day);
         let eval = self.eval(metric, &window);
         let per_proxy: Vec<std::result::Result<Request, String>> = proxies
             .iter()
             .map(|p| {
-                crate::promql::expand(&metric.config.query, p)
-                    .map(|q| Request { query: self.query_for_day(metric, q, &window), eval })
+                crate::promql::expand(&metric.config.query, p).map(|q| Request {
+                    query: self.query_for_day(metric, q, &window),
+                    eval,
+                })
             })
             .collect();
         if proxies.len() > 1 {
             if let Some(label) = &metric.batch_label {
                 if let Some(q) = crate::promql::expand_batch(&metric.config.query, proxies) {
-                    let request = Request { query: self.query_for_day(metric, q, &window), eval };
-                    return MetricRequests::Batched { request, label: label.clone(), fallback: per_proxy };
+                    let request = Request {
+                        query: self.query_for_day(metric, q, &window),
+                        eval,
+                    };
+                    return MetricRequests::Batched {
+                        request,
+                        label: label.clone(),
+                        fallback: per_proxy,
+                    };
                 }
             }
         }
@@ -238,7 +298,11 @@ pub struct Shard {
 impl Shard {
     /// Parses `i/n` (0 ≤ i < n), as `--shard` and `PROMDUCK_SHARD` take it.
     pub fn parse(s: &str) -> Result<Shard> {
-        let bad = |why: &str| Error::Invalid(format!("invalid shard {s:?}: {why} (expected i/n with 0 <= i < n, e.g. 0/4)"));
+        let bad = |why: &str| {
+            Error::Invalid(format!(
+                "invalid shard {s:?}: {why} (expected i/n with 0 <= i < n, e.g. 0/4)"
+            ))
+        };
         let (i, n) = s.trim().split_once('/').ok_or_else(|| bad("no '/'"))?;
         let index: u32 = i.trim().parse().map_err(|_| bad("i is not a number"))?;
         let count: u32 = n.trim().parse().map_err(|_| bad("n is not a number"))?;
@@ -275,27 +339,45 @@ mod tests {
     fn shards_cover_every_proxy_exactly_once_and_stay_put() {
         let proxies: Vec<String> = (0..1000).map(|i| format!("api-proxy-{i}")).collect();
         for n in [1u32, 2, 3, 7] {
-            let shards: Vec<Shard> = (0..n).map(|i| Shard::parse(&format!("{i}/{n}")).unwrap()).collect();
+            let shards: Vec<Shard> = (0..n)
+                .map(|i| Shard::parse(&format!("{i}/{n}")).unwrap())
+                .collect();
             for p in &proxies {
-                assert_eq!(shards.iter().filter(|s| s.owns(p)).count(), 1, "{p} in {n} shards");
+                assert_eq!(
+                    shards.iter().filter(|s| s.owns(p)).count(),
+                    1,
+                    "{p} in {n} shards"
+                );
             }
             // Roughly even.
             for s in &shards {
                 let c = proxies.iter().filter(|p| s.owns(p)).count() as f64;
-                assert!((c - 1000.0 / n as f64).abs() < 0.2 * 1000.0 / n as f64 + 10.0, "{n}: {c}");
+                assert!(
+                    (c - 1000.0 / n as f64).abs() < 0.2 * 1000.0 / n as f64 + 10.0,
+                    "{n}: {c}"
+                );
             }
         }
         // The hash is fixed: these assignments must never change between versions.
         let four: Vec<u32> = ["api-proxy-1", "api-proxy-2", "orders", "é"]
             .iter()
-            .map(|p| (0..4).find(|i| Shard { index: *i, count: 4 }.owns(p)).unwrap())
+            .map(|p| {
+                (0..4)
+                    .find(|i| {
+                        Shard {
+                            index: *i,
+                            count: 4,
+                        }
+                        .owns(p)
+                    })
+                    .unwrap()
+            })
             .collect();
         assert_eq!(four, vec![0, 1, 0, 1]); // FNV-1a 64 computed independently (Python)
         for bad in ["", "1", "4/4", "-1/4", "a/b", "0/0"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
     }
-
 
     fn config(metrics: &[(&str, &str, Option<u64>)], batch_size: usize, tz: Tz) -> Config {
         let yaml = format!(
@@ -315,38 +397,80 @@ mod tests {
     fn plan_batches_only_queries_that_allow_it() {
         let cfg = config(
             &[
-                ("kept", r#"sum(increase(c{apiproxy="%s"}[1d])) by (apiproxy, environment)"#, None),
+                (
+                    "kept",
+                    r#"sum(increase(c{apiproxy="%s"}[1d])) by (apiproxy, environment)"#,
+                    None,
+                ),
                 ("dropped", r#"sum(increase(c{apiproxy="%s"}[1d]))"#, None),
-                ("mixing", r#"sum(c{apiproxy="%s"}) by (apiproxy) / ignoring(apiproxy) sum(d)"#, None),
+                (
+                    "mixing",
+                    r#"sum(c{apiproxy="%s"}) by (apiproxy) / ignoring(apiproxy) sum(d)"#,
+                    None,
+                ),
             ],
             50,
             chrono_tz::UTC,
         );
         let plan = Plan::new(&cfg);
-        let labels: Vec<Option<&str>> = plan.metrics.iter().map(|m| m.batch_label.as_deref()).collect();
+        let labels: Vec<Option<&str>> = plan
+            .metrics
+            .iter()
+            .map(|m| m.batch_label.as_deref())
+            .collect();
         assert_eq!(labels, vec![Some("apiproxy"), None, None]);
         let proxies = vec!["a".to_string(), "b".to_string()];
         match plan.requests(&plan.metrics[0], d("2024-03-01"), &proxies) {
-            MetricRequests::Batched { request, label, fallback } => {
+            MetricRequests::Batched {
+                request,
+                label,
+                fallback,
+            } => {
                 assert_eq!(label, "apiproxy");
-                assert_eq!(request.query, r#"sum(increase(c{apiproxy=~"a|b"}[1d])) by (apiproxy, environment)"#);
-                assert_eq!(request.eval, Eval::Instant { at_ms: day_window(d("2024-03-01"), chrono_tz::UTC).end.timestamp_millis() });
+                assert_eq!(
+                    request.query,
+                    r#"sum(increase(c{apiproxy=~"a|b"}[1d])) by (apiproxy, environment)"#
+                );
+                assert_eq!(
+                    request.eval,
+                    Eval::Instant {
+                        at_ms: day_window(d("2024-03-01"), chrono_tz::UTC)
+                            .end
+                            .timestamp_millis()
+                    }
+                );
                 assert_eq!(fallback.len(), 2);
-                assert_eq!(fallback[1].as_ref().unwrap().query, r#"sum(increase(c{apiproxy="b"}[1d])) by (apiproxy, environment)"#);
+                assert_eq!(
+                    fallback[1].as_ref().unwrap().query,
+                    r#"sum(increase(c{apiproxy="b"}[1d])) by (apiproxy, environment)"#
+                );
             }
             other => panic!("expected a batched request, got {other:?}"),
         }
-        assert!(matches!(plan.requests(&plan.metrics[1], d("2024-03-01"), &proxies), MetricRequests::PerProxy(r) if r.len() == 2));
+        assert!(
+            matches!(plan.requests(&plan.metrics[1], d("2024-03-01"), &proxies), MetricRequests::PerProxy(r) if r.len() == 2)
+        );
         // One proxy, or batchSize 1: never batched.
-        assert!(matches!(plan.requests(&plan.metrics[0], d("2024-03-01"), &proxies[..1]), MetricRequests::PerProxy(_)));
-        let plan1 = Plan::new(&config(&[("kept", r#"sum(c{apiproxy="%s"}) by (apiproxy)"#, None)], 1, chrono_tz::UTC));
+        assert!(matches!(
+            plan.requests(&plan.metrics[0], d("2024-03-01"), &proxies[..1]),
+            MetricRequests::PerProxy(_)
+        ));
+        let plan1 = Plan::new(&config(
+            &[("kept", r#"sum(c{apiproxy="%s"}) by (apiproxy)"#, None)],
+            1,
+            chrono_tz::UTC,
+        ));
         assert_eq!(plan1.metrics[0].batch_label, None);
     }
 
     #[test]
     fn plan_rewrites_day_ranges_on_dst_days_for_instant_queries_only() {
         let q = r#"sum(increase(c{apiproxy="%s"}[1d])) by (apiproxy)"#;
-        let cfg = config(&[("daily", q, None), ("hourly", q, Some(3600))], 1, chrono_tz::Europe::Berlin);
+        let cfg = config(
+            &[("daily", q, None), ("hourly", q, Some(3600))],
+            1,
+            chrono_tz::Europe::Berlin,
+        );
         let plan = Plan::new(&cfg);
         let one = vec!["a".to_string()];
         let query = |m: usize, day: &str| match plan.requests(&plan.metrics[m], d(day), &one) {
@@ -364,9 +488,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Lord Howe moves its clocks by 30 minutes.
-        let lh = Plan::new(&config(&[("daily", q, None)], 1, chrono_tz::Australia::Lord_Howe));
+        let lh = Plan::new(&config(
+            &[("daily", q, None)],
+            1,
+            chrono_tz::Australia::Lord_Howe,
+        ));
         match lh.requests(&lh.metrics[0], d("2026-04-05"), &one) {
-            MetricRequests::PerProxy(r) => assert!(r[0].as_ref().unwrap().query.contains("[88200s]"), "{r:?}"),
+            MetricRequests::PerProxy(r) => {
+                assert!(r[0].as_ref().unwrap().query.contains("[88200s]"), "{r:?}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -413,13 +543,25 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2024, 3, 2, 0, 30, 0).unwrap();
         assert_eq!(last_complete_day(now, chrono_tz::UTC), d("2024-03-01"));
         // 00:30 UTC is still 2024-03-01 in New York: the last complete day is 02-29.
-        assert_eq!(last_complete_day(now, chrono_tz::America::New_York), d("2024-02-29"));
+        assert_eq!(
+            last_complete_day(now, chrono_tz::America::New_York),
+            d("2024-02-29")
+        );
     }
 
     #[test]
     fn dates_need_four_digit_years() {
         assert_eq!(parse_date("2024-01-01").unwrap(), d("2024-01-01"));
-        for bad in ["24-01-01", "024-01-01", "2024-1-01", "2024-01-1", "20240-01-01", "2024/01/01", "2024-02-30", "+2024-01-01"] {
+        for bad in [
+            "24-01-01",
+            "024-01-01",
+            "2024-1-01",
+            "2024-01-1",
+            "20240-01-01",
+            "2024/01/01",
+            "2024-02-30",
+            "+2024-01-01",
+        ] {
             let e = parse_date(bad).unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("four-digit"), "{bad}: {e}");
         }
@@ -435,31 +577,49 @@ mod tests {
         assert_eq!(g.last_ms, w.end.timestamp_millis());
         assert_eq!(g.points(), 24);
         // DST days have 23 and 25 hourly points, still ending at local midnight.
-        assert_eq!(day_window(d("2024-03-31"), chrono_tz::Europe::Berlin).step_grid(hour).points(), 23);
+        assert_eq!(
+            day_window(d("2024-03-31"), chrono_tz::Europe::Berlin)
+                .step_grid(hour)
+                .points(),
+            23
+        );
         let fall = day_window(d("2024-10-27"), chrono_tz::Europe::Berlin);
         assert_eq!(fall.step_grid(hour).points(), 25);
         assert_eq!(fall.step_grid(hour).last_ms, fall.end.timestamp_millis());
         // A step that does not divide the day: every point inside (start, end], ending at end.
         let g = w.step_grid(std::time::Duration::from_secs(7 * 60));
         assert_eq!(g.last_ms, w.end.timestamp_millis());
-        assert!(g.first_ms > w.start.timestamp_millis() && g.first_ms - g.step_ms <= w.start.timestamp_millis());
+        assert!(
+            g.first_ms > w.start.timestamp_millis()
+                && g.first_ms - g.step_ms <= w.start.timestamp_millis()
+        );
         // Longer than the day: one point, at the end.
         let g = w.step_grid(std::time::Duration::from_secs(2 * 86400));
-        assert_eq!((g.first_ms, g.last_ms, g.points()), (w.end.timestamp_millis(), w.end.timestamp_millis(), 1));
+        assert_eq!(
+            (g.first_ms, g.last_ms, g.points()),
+            (w.end.timestamp_millis(), w.end.timestamp_millis(), 1)
+        );
     }
 
     #[test]
     fn day_ranges() {
         let now = Utc.with_ymd_and_hms(2024, 3, 10, 12, 0, 0).unwrap();
         let days = days_between(d("2024-02-28"), d("2024-03-01"), now, chrono_tz::UTC).unwrap();
-        assert_eq!(days, vec![d("2024-02-28"), d("2024-02-29"), d("2024-03-01")]);
-        assert!(days_between(d("2024-03-02"), d("2024-03-01"), now, chrono_tz::UTC)
-            .unwrap_err()
-            .to_string()
-            .contains("after"));
-        assert!(days_between(d("2024-03-01"), d("2024-03-10"), now, chrono_tz::UTC)
-            .unwrap_err()
-            .to_string()
-            .contains("has not ended"));
+        assert_eq!(
+            days,
+            vec![d("2024-02-28"), d("2024-02-29"), d("2024-03-01")]
+        );
+        assert!(
+            days_between(d("2024-03-02"), d("2024-03-01"), now, chrono_tz::UTC)
+                .unwrap_err()
+                .to_string()
+                .contains("after")
+        );
+        assert!(
+            days_between(d("2024-03-01"), d("2024-03-10"), now, chrono_tz::UTC)
+                .unwrap_err()
+                .to_string()
+                .contains("has not ended")
+        );
     }
 }

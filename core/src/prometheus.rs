@@ -39,7 +39,11 @@ pub enum PromError {
     Timeout { url: String, timeout: Duration },
     /// The call's overall deadline (retries and split range requests included) passed.
     #[error("Prometheus at {url} gave no complete answer within the timeout of {timeout:?} for the whole call (retries and split requests included){}", last.as_ref().map(|l| format!("; last error: {l}")).unwrap_or_default())]
-    Deadline { url: String, timeout: Duration, last: Option<String> },
+    Deadline {
+        url: String,
+        timeout: Duration,
+        last: Option<String>,
+    },
     /// The caller cancelled the call.
     #[error("the Prometheus request was cancelled")]
     Cancelled,
@@ -51,7 +55,12 @@ pub enum PromError {
     TooManySamples { limit: u64, what: String },
     /// An HTTP error status; `error_type`/`message` are Prometheus's own when it sent JSON.
     #[error("Prometheus returned HTTP {status}{}: {message}", error_type.as_ref().map(|t| format!(" ({t})")).unwrap_or_default())]
-    Http { status: u16, error_type: Option<String>, message: String, retry_after: Option<Duration> },
+    Http {
+        status: u16,
+        error_type: Option<String>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// HTTP 200 but `"status": "error"`.
     #[error("Prometheus error ({error_type}): {message}")]
     Api { error_type: String, message: String },
@@ -73,7 +82,9 @@ impl PromError {
         match self {
             PromError::Transport { .. } | PromError::Timeout { .. } | PromError::Decode(_) => true,
             PromError::Http { status, .. } => *status == 429 || *status >= 500,
-            PromError::Api { error_type, .. } => error_type == "timeout" || error_type == "unavailable",
+            PromError::Api { error_type, .. } => {
+                error_type == "timeout" || error_type == "unavailable"
+            }
             PromError::Deadline { .. }
             | PromError::Cancelled
             | PromError::TooLarge { .. }
@@ -87,17 +98,43 @@ impl PromError {
     fn redacted(self, r: &Redactor) -> PromError {
         let f = |s: String| r.redact(&s);
         match self {
-            PromError::Transport { url, message } => PromError::Transport { url, message: f(message) },
-            PromError::Deadline { url, timeout, last } => PromError::Deadline { url, timeout, last: last.map(f) },
-            PromError::TooManySamples { limit, what } => PromError::TooManySamples { limit, what: f(what) },
-            PromError::Http { status, error_type, message, retry_after } => {
-                PromError::Http { status, error_type: error_type.map(f), message: f(message), retry_after }
-            }
-            PromError::Api { error_type, message } => PromError::Api { error_type: f(error_type), message: f(message) },
+            PromError::Transport { url, message } => PromError::Transport {
+                url,
+                message: f(message),
+            },
+            PromError::Deadline { url, timeout, last } => PromError::Deadline {
+                url,
+                timeout,
+                last: last.map(f),
+            },
+            PromError::TooManySamples { limit, what } => PromError::TooManySamples {
+                limit,
+                what: f(what),
+            },
+            PromError::Http {
+                status,
+                error_type,
+                message,
+                retry_after,
+            } => PromError::Http {
+                status,
+                error_type: error_type.map(f),
+                message: f(message),
+                retry_after,
+            },
+            PromError::Api {
+                error_type,
+                message,
+            } => PromError::Api {
+                error_type: f(error_type),
+                message: f(message),
+            },
             PromError::Decode(m) => PromError::Decode(f(m)),
             PromError::Unsupported(m) => PromError::Unsupported(f(m)),
             PromError::Setup(m) => PromError::Setup(f(m)),
-            e @ (PromError::Timeout { .. } | PromError::Cancelled | PromError::TooLarge { .. }) => e,
+            e @ (PromError::Timeout { .. } | PromError::Cancelled | PromError::TooLarge { .. }) => {
+                e
+            }
         }
     }
 }
@@ -117,13 +154,23 @@ pub struct Redactor {
 impl Redactor {
     pub fn new(cfg: &PrometheusConfig) -> Self {
         let mut forms = std::collections::BTreeSet::new();
-        if let Some(p) = cfg.password.as_ref().map(|p| p.expose()).filter(|p| !p.is_empty()) {
+        if let Some(p) = cfg
+            .password
+            .as_ref()
+            .map(|p| p.expose())
+            .filter(|p| !p.is_empty())
+        {
             add_secret_forms(&mut forms, p);
             if let Some(u) = &cfg.username {
                 add_basic_forms(&mut forms, u, p);
             }
         }
-        if let Some(t) = cfg.bearer_token.as_ref().map(|t| t.expose()).filter(|t| !t.is_empty()) {
+        if let Some(t) = cfg
+            .bearer_token
+            .as_ref()
+            .map(|t| t.expose())
+            .filter(|t| !t.is_empty())
+        {
             add_secret_forms(&mut forms, t);
             for v in text_forms(&format!("Bearer {t}")) {
                 forms.insert(v);
@@ -144,7 +191,10 @@ impl Redactor {
                     if scheme.eq_ignore_ascii_case("basic") {
                         if let Some((u, p)) = base64_decode(cred)
                             .and_then(|b| String::from_utf8(b).ok())
-                            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+                            .and_then(|s| {
+                                s.split_once(':')
+                                    .map(|(u, p)| (u.to_string(), p.to_string()))
+                            })
                         {
                             if !p.is_empty() {
                                 add_secret_forms(&mut forms, &p);
@@ -183,7 +233,11 @@ fn text_forms(s: &str) -> Vec<String> {
     let json = json.trim_matches('"').to_string();
     v.push(json.replace('/', "\\/"));
     v.push(json);
-    let html = s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let html = s
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
     v.push(html.replace('\'', "&#39;"));
     v.push(html.replace('\'', "&#x27;"));
     v
@@ -249,7 +303,9 @@ fn base64_encode(data: &[u8], url_safe: bool, pad: bool) -> String {
     let mut out = String::new();
     for chunk in data.chunks(3) {
         let n = chunk.len();
-        let v = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let v = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= n {
                 let c = B64_STD[(v >> (18 - 6 * i) & 63) as usize];
@@ -386,7 +442,11 @@ impl<'de> Deserialize<'de> for ElemRead {
                         s.values.push(v);
                         s.ts.len() - 1
                     });
-                    s.series.push(RawSeries { labels: item.metric.0, value, values: item.values.map(|p| p.0) });
+                    s.series.push(RawSeries {
+                        labels: item.metric.0,
+                        value,
+                        values: item.values.map(|p| p.0),
+                    });
                 });
                 Ok(ElemRead::Series { has_value })
             }
@@ -498,7 +558,11 @@ impl Sink {
 
     /// The name's span and its index among the interned names (if it is one).
     fn key(&mut self, s: &str) -> Result<(Span, Option<usize>), String> {
-        if let Some(i) = self.keys.iter().position(|(k, _, _)| self.span_text(*k) == s) {
+        if let Some(i) = self
+            .keys
+            .iter()
+            .position(|(k, _, _)| self.span_text(*k) == s)
+        {
             return Ok((self.keys[i].0, Some(i)));
         }
         let span = self.push_text(s)?;
@@ -510,9 +574,14 @@ impl Sink {
     }
 
     fn value(&mut self, key: Option<usize>, s: &str) -> Result<Span, String> {
-        let Some(k) = key else { return self.push_text(s) };
+        let Some(k) = key else {
+            return self.push_text(s);
+        };
         let (_, recent, _) = &self.keys[k];
-        if let Some(&span) = recent.iter().find(|&&r| r.1 > r.0 && self.span_text(r) == s) {
+        if let Some(&span) = recent
+            .iter()
+            .find(|&&r| r.1 > r.0 && self.span_text(r) == s)
+        {
             return Ok(span);
         }
         let span = self.push_text(s)?;
@@ -527,10 +596,15 @@ impl Sink {
     fn normalise_labels(&mut self, start: usize) {
         let text = &self.text;
         let labels = &mut self.labels[start..];
-        if labels.windows(2).all(|w| text[w[0].key.0 as usize..w[0].key.1 as usize] < text[w[1].key.0 as usize..w[1].key.1 as usize]) {
+        if labels.windows(2).all(|w| {
+            text[w[0].key.0 as usize..w[0].key.1 as usize]
+                < text[w[1].key.0 as usize..w[1].key.1 as usize]
+        }) {
             return;
         }
-        labels.sort_by(|a, b| text[a.key.0 as usize..a.key.1 as usize].cmp(&text[b.key.0 as usize..b.key.1 as usize]));
+        labels.sort_by(|a, b| {
+            text[a.key.0 as usize..a.key.1 as usize].cmp(&text[b.key.0 as usize..b.key.1 as usize])
+        });
         let mut w = start;
         for r in start..self.labels.len() {
             let l = self.labels[r];
@@ -560,7 +634,9 @@ struct SinkGuard {
 
 impl SinkGuard {
     fn install() -> Self {
-        SinkGuard { saved: Some(with_sink(std::mem::take)) }
+        SinkGuard {
+            saved: Some(with_sink(std::mem::take)),
+        }
     }
     fn take(mut self) -> Sink {
         let saved = self.saved.take().unwrap_or_default();
@@ -619,7 +695,9 @@ impl<'de> Deserialize<'de> for KeyRead {
                 f.write_str("a string")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<KeyRead, E> {
-                with_sink(|sink| sink.key(s)).map(|(span, i)| KeyRead(span, i)).map_err(E::custom)
+                with_sink(|sink| sink.key(s))
+                    .map(|(span, i)| KeyRead(span, i))
+                    .map_err(E::custom)
             }
         }
         d.deserialize_str(V)
@@ -659,7 +737,8 @@ impl<'de> Deserialize<'de> for PointsRead {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PointsRead, A::Error> {
                 // The points are appended to the sink's arrays, taken out for the
                 // loop (and put back however it ends).
-                let (mut ts, mut values) = with_sink(|s| (std::mem::take(&mut s.ts), std::mem::take(&mut s.values)));
+                let (mut ts, mut values) =
+                    with_sink(|s| (std::mem::take(&mut s.ts), std::mem::take(&mut s.values)));
                 let start = ts.len();
                 let mut read = || -> Result<(), A::Error> {
                     if let Some(n) = seq.size_hint() {
@@ -700,7 +779,10 @@ struct SampleBudget {
 
 impl SampleBudget {
     fn set(left: u64) -> Self {
-        let saved = (SAMPLES_LEFT.with(|c| c.replace(left)), SAMPLES_EXCEEDED.with(|c| c.replace(false)));
+        let saved = (
+            SAMPLES_LEFT.with(|c| c.replace(left)),
+            SAMPLES_EXCEEDED.with(|c| c.replace(false)),
+        );
         SampleBudget { saved }
     }
     fn exceeded(&self) -> bool {
@@ -746,8 +828,12 @@ impl<'de> Deserialize<'de> for Point {
                 f.write_str("a sample [timestamp, \"value\"]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Point, A::Error> {
-                let ts: f64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let value: SampleValue = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                let ts: f64 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let value: SampleValue = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
                 if seq.next_element::<IgnoredAny>()?.is_some() {
                     return Err(de::Error::invalid_length(3, &self));
                 }
@@ -775,7 +861,9 @@ impl<'de> Deserialize<'de> for SampleValue {
                 f.write_str("a sample value string")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<SampleValue, E> {
-                parse_value(s).map(SampleValue).map_err(|_| E::custom(format!("invalid sample value {s:?}")))
+                parse_value(s)
+                    .map(SampleValue)
+                    .map_err(|_| E::custom(format!("invalid sample value {s:?}")))
             }
         }
         d.deserialize_str(V)
@@ -788,7 +876,9 @@ pub fn parse_value(s: &str) -> Result<f64, PromError> {
         "NaN" => Ok(f64::NAN),
         "+Inf" | "Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
-        _ => s.parse::<f64>().map_err(|_| PromError::Decode(format!("invalid sample value {s:?}"))),
+        _ => s
+            .parse::<f64>()
+            .map_err(|_| PromError::Decode(format!("invalid sample value {s:?}"))),
     }
 }
 
@@ -804,17 +894,30 @@ pub fn decode_query_answer(body: &[u8]) -> Result<Answer, PromError> {
 
 /// Decodes a query answer of at most `left` samples (`limit` is the whole
 /// query's, for the message); returns the series and their number of samples.
-fn decode_query(body: &[u8], redactor: &Redactor, left: u64, limit: u64) -> Result<(Vec<Series>, u64), PromError> {
+fn decode_query(
+    body: &[u8],
+    redactor: &Redactor,
+    left: u64,
+    limit: u64,
+) -> Result<(Vec<Series>, u64), PromError> {
     decode_answer(body, redactor, left, limit).map(|(a, n)| (a.into_series(), n))
 }
 
 /// Like [`decode_query`], column-wise.
-fn decode_answer(body: &[u8], redactor: &Redactor, left: u64, limit: u64) -> Result<(Answer, u64), PromError> {
+fn decode_answer(
+    body: &[u8],
+    redactor: &Redactor,
+    left: u64,
+    limit: u64,
+) -> Result<(Answer, u64), PromError> {
     let budget = SampleBudget::set(left);
     let (data, sink) = match fast::decode(body) {
         Some(Ok(decoded)) => decoded,
         Some(Err(fast::OverBudget)) => {
-            return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") })
+            return Err(PromError::TooManySamples {
+                limit,
+                what: format!("the answer has more than {limit} samples"),
+            })
         }
         None => {
             // Anything the fast path does not read (an error answer, escapes,
@@ -823,7 +926,10 @@ fn decode_answer(body: &[u8], redactor: &Redactor, left: u64, limit: u64) -> Res
             let sink = SinkGuard::install();
             let decoded = decode_envelope::<QueryData>(body, redactor);
             if budget.exceeded() {
-                return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") });
+                return Err(PromError::TooManySamples {
+                    limit,
+                    what: format!("the answer has more than {limit} samples"),
+                });
             }
             (decoded?, sink.take())
         }
@@ -840,7 +946,10 @@ fn decode_answer_serde(body: &[u8], left: u64) -> Result<(Answer, u64), PromErro
     let sink = SinkGuard::install();
     let decoded = decode_envelope::<QueryData>(body, &redactor);
     if budget.exceeded() {
-        return Err(PromError::TooManySamples { limit: left, what: format!("the answer has more than {left} samples") });
+        return Err(PromError::TooManySamples {
+            limit: left,
+            what: format!("the answer has more than {left} samples"),
+        });
     }
     drop(budget);
     let (data, sink) = (decoded?, sink.take());
@@ -848,7 +957,13 @@ fn decode_answer_serde(body: &[u8], left: u64) -> Result<(Answer, u64), PromErro
 }
 
 /// The answer from a decoded `data` and its sink, checked against `resultType`.
-fn finish_answer(data: QueryData, sink: Sink, redactor: &Redactor, left: u64, limit: u64) -> Result<(Answer, u64), PromError> {
+fn finish_answer(
+    data: QueryData,
+    sink: Sink,
+    redactor: &Redactor,
+    left: u64,
+    limit: u64,
+) -> Result<(Answer, u64), PromError> {
     let bad = |what: &str| PromError::Decode(format!("unexpected query result: {what}"));
     let elems = data.result.unwrap_or_default();
     let answer = match data.result_type.as_str() {
@@ -877,7 +992,10 @@ fn finish_answer(data: QueryData, sink: Sink, redactor: &Redactor, left: u64, li
     };
     let n = answer.samples();
     if n > left {
-        return Err(PromError::TooManySamples { limit, what: format!("the answer has more than {limit} samples") });
+        return Err(PromError::TooManySamples {
+            limit,
+            what: format!("the answer has more than {limit} samples"),
+        });
     }
     Ok((answer, n))
 }
@@ -900,7 +1018,14 @@ pub struct Answer {
 
 impl Answer {
     fn from_sink(sink: Sink, vector: bool) -> Answer {
-        let Sink { mut text, mut labels, series, mut ts, mut values, .. } = sink;
+        let Sink {
+            mut text,
+            mut labels,
+            series,
+            mut ts,
+            mut values,
+            ..
+        } = sink;
         // Held until the partitions are written: no room left from growing.
         text.shrink_to_fit();
         labels.shrink_to_fit();
@@ -918,7 +1043,13 @@ impl Answer {
                 (s.labels, points)
             })
             .collect();
-        Answer { text, labels, series, ts, values }
+        Answer {
+            text,
+            labels,
+            series,
+            ts,
+            values,
+        }
     }
 
     /// The answer holding `series` (in their order).
@@ -941,7 +1072,13 @@ impl Answer {
             }
             out.push(((start as u32, sink.labels.len() as u32), (p, sink.ts.len())));
         }
-        Answer { text: sink.text, labels: sink.labels, series: out, ts: sink.ts, values: sink.values }
+        Answer {
+            text: sink.text,
+            labels: sink.labels,
+            series: out,
+            ts: sink.ts,
+            values: sink.values,
+        }
     }
 
     /// The number of series.
@@ -965,7 +1102,9 @@ impl Answer {
     /// Series `i`'s labels, sorted by name.
     pub fn labels(&self, i: usize) -> impl Iterator<Item = (&str, &str)> + '_ {
         let (a, b) = self.series[i].0;
-        self.labels[a as usize..b as usize].iter().map(|l| (self.text(l.key), self.text(l.value)))
+        self.labels[a as usize..b as usize]
+            .iter()
+            .map(|l| (self.text(l.key), self.text(l.value)))
     }
 
     /// The value of label `name` of series `i`.
@@ -975,7 +1114,9 @@ impl Answer {
 
     /// Series `i`'s labels as a map.
     pub fn label_map(&self, i: usize) -> BTreeMap<String, String> {
-        self.labels(i).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        self.labels(i)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// Series `i`'s points: timestamps (epoch ms) and values.
@@ -994,7 +1135,10 @@ impl Answer {
         (0..self.len())
             .map(|i| {
                 let (ts, vs) = self.points(i);
-                Series { labels: self.label_map(i), points: ts.iter().copied().zip(vs.iter().copied()).collect() }
+                Series {
+                    labels: self.label_map(i),
+                    points: ts.iter().copied().zip(vs.iter().copied()).collect(),
+                }
             })
             .collect()
     }
@@ -1016,10 +1160,18 @@ impl Answer {
         for c in chunks {
             for i in 0..c.len() {
                 let (ts, vs) = c.points(i);
-                merged.entry(c.label_map(i)).or_default().extend(ts.iter().copied().zip(vs.iter().copied()));
+                merged
+                    .entry(c.label_map(i))
+                    .or_default()
+                    .extend(ts.iter().copied().zip(vs.iter().copied()));
             }
         }
-        Answer::from_series(merged.into_iter().map(|(labels, points)| Series { labels, points }).collect())
+        Answer::from_series(
+            merged
+                .into_iter()
+                .map(|(labels, points)| Series { labels, points })
+                .collect(),
+        )
     }
 }
 
@@ -1099,7 +1251,9 @@ mod fast {
                 let key = r.string()?;
                 r.eat(b':')?;
                 match key {
-                    "resultType" if result_type.is_none() => result_type = Some(r.string()?.to_string()),
+                    "resultType" if result_type.is_none() => {
+                        result_type = Some(r.string()?.to_string())
+                    }
                     "result" if !seen_result => {
                         seen_result = true;
                         if r.peek()? == b'n' {
@@ -1121,7 +1275,10 @@ mod fast {
         } else {
             r.i += 1;
         }
-        Some(Ok(QueryData { result_type: result_type?, result }))
+        Some(Ok(QueryData {
+            result_type: result_type?,
+            result,
+        }))
     }
 
     fn read_result(r: &mut Reader, sink: &mut Sink) -> Option<Result<ResultElems, OverBudget>> {
@@ -1206,7 +1363,11 @@ mod fast {
             sink.ts.len() - 1
         });
         let start = sink.labels.len() as u32;
-        sink.series.push(RawSeries { labels: labels.unwrap_or((start, start)), value, values });
+        sink.series.push(RawSeries {
+            labels: labels.unwrap_or((start, start)),
+            value,
+            values,
+        });
         Some(Ok(has_value))
     }
 
@@ -1289,8 +1450,8 @@ mod fast {
 
     /// Exact powers of ten as `f64`.
     const POW10: [f64; 23] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
-        1e20, 1e21, 1e22,
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
     ];
 
     /// A value written as `-?digits(.digits)?` whose digits make at most 2^53: the
@@ -1327,7 +1488,11 @@ mod fast {
             Some(f) if f > 0 && f < POW10.len() => f,
             _ => return None,
         };
-        let v = if scale == 0 { m as f64 } else { m as f64 / POW10[scale] };
+        let v = if scale == 0 {
+            m as f64
+        } else {
+            m as f64 / POW10[scale]
+        };
         Some(if neg { -v } else { v })
     }
 
@@ -1338,7 +1503,10 @@ mod fast {
         const HIGH: u64 = 0x8080_8080_8080_8080;
         let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
         let below_0x20 = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-        (w & HIGH) != 0 || below_0x20 != 0 || zero(w ^ (ONES * u64::from(b'"'))) != 0 || zero(w ^ (ONES * u64::from(b'\\'))) != 0
+        (w & HIGH) != 0
+            || below_0x20 != 0
+            || zero(w ^ (ONES * u64::from(b'"'))) != 0
+            || zero(w ^ (ONES * u64::from(b'\\'))) != 0
     }
 
     impl<'a> Reader<'a> {
@@ -1493,21 +1661,31 @@ pub struct AnswerLimits {
 }
 
 /// The envelope's `data` on success, Prometheus's error otherwise.
-fn decode_envelope<T: for<'de> Deserialize<'de>>(body: &[u8], redactor: &Redactor) -> Result<T, PromError> {
+fn decode_envelope<T: for<'de> Deserialize<'de>>(
+    body: &[u8],
+    redactor: &Redactor,
+) -> Result<T, PromError> {
     let env: Envelope<T> = serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
-            PromError::Decode(redactor.redact(&format!("{e} (body starts {:?})", snippet(body, redactor))))
+            PromError::Decode(
+                redactor.redact(&format!("{e} (body starts {:?})", snippet(body, redactor))),
+            )
         } else {
             PromError::Decode(redactor.redact(&format!("unexpected answer: {e}")))
         }
     })?;
     match env.status.as_str() {
-        "success" => env.data.ok_or_else(|| PromError::Decode("response has no data".into())),
+        "success" => env
+            .data
+            .ok_or_else(|| PromError::Decode("response has no data".into())),
         "error" => Err(PromError::Api {
             error_type: redactor.redact(&env.error_type.unwrap_or_else(|| "unknown".into())),
             message: cap_message(redactor.redact(&env.error.unwrap_or_default())),
         }),
-        other => Err(PromError::Decode(format!("unknown status {:?}", cap_message(redactor.redact(other))))),
+        other => Err(PromError::Decode(format!(
+            "unknown status {:?}",
+            cap_message(redactor.redact(other))
+        ))),
     }
 }
 
@@ -1559,7 +1737,10 @@ impl PromClient {
     /// Request counts since the client was built.
     pub fn stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        (self.stats.requests.load(Relaxed), self.stats.retries.load(Relaxed))
+        (
+            self.stats.requests.load(Relaxed),
+            self.stats.retries.load(Relaxed),
+        )
     }
 
     pub fn new(cfg: &PrometheusConfig) -> Result<Self, PromError> {
@@ -1580,28 +1761,47 @@ impl PromClient {
         }
         b = b.default_headers(headers);
         if let Some(ca) = &cfg.tls.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| PromError::Setup(format!("tls caFile {}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| PromError::Setup(format!("tls caFile {}: not a PEM certificate: {e}", ca.display())))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| PromError::Setup(format!("tls caFile {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                PromError::Setup(format!(
+                    "tls caFile {}: not a PEM certificate: {e}",
+                    ca.display()
+                ))
+            })?;
             if certs.is_empty() {
-                return Err(PromError::Setup(format!("tls caFile {}: no PEM certificate in it", ca.display())));
+                return Err(PromError::Setup(format!(
+                    "tls caFile {}: no PEM certificate in it",
+                    ca.display()
+                )));
             }
             for c in certs {
                 b = b.add_root_certificate(c);
             }
         }
         if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
-            let mut pem = std::fs::read(cert).map_err(|e| PromError::Setup(format!("tls certFile {}: {e}", cert.display())))?;
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| PromError::Setup(format!("tls certFile {}: {e}", cert.display())))?;
             pem.push(b'\n');
-            pem.extend(std::fs::read(key).map_err(|e| PromError::Setup(format!("tls keyFile {}: {e}", key.display())))?);
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| PromError::Setup(format!("tls certFile/keyFile: not a PEM certificate and key: {e}")))?;
+            pem.extend(
+                std::fs::read(key)
+                    .map_err(|e| PromError::Setup(format!("tls keyFile {}: {e}", key.display())))?,
+            );
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                PromError::Setup(format!(
+                    "tls certFile/keyFile: not a PEM certificate and key: {e}"
+                ))
+            })?;
             b = b.identity(id);
         }
         if cfg.tls.insecure_skip_verify {
             b = b.danger_accept_invalid_certs(true);
         }
-        let http = b.build().map_err(|e| PromError::Setup(redactor.redact(&format!("cannot build HTTP client: {}", error_chain(&e)))))?;
+        let http = b.build().map_err(|e| {
+            PromError::Setup(
+                redactor.redact(&format!("cannot build HTTP client: {}", error_chain(&e))),
+            )
+        })?;
         Ok(PromClient {
             http,
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
@@ -1650,28 +1850,52 @@ impl PromClient {
 
     /// The limits of the configuration (`maxResponseBytes`, `maxSamples`).
     pub fn limits(&self) -> AnswerLimits {
-        AnswerLimits { max_bytes: self.cfg.max_response_bytes.max(1), max_samples: self.cfg.max_samples.max(1) }
+        AnswerLimits {
+            max_bytes: self.cfg.max_response_bytes.max(1),
+            max_samples: self.cfg.max_samples.max(1),
+        }
     }
 
     /// Instant query at `time_ms`. At most `max_samples` samples.
     pub async fn instant(&self, query: &str, time_ms: i64) -> Result<Vec<Series>, PromError> {
-        self.instant_answer(query, time_ms, self.limits()).await.map(Answer::into_series)
+        self.instant_answer(query, time_ms, self.limits())
+            .await
+            .map(Answer::into_series)
     }
 
     /// Instant query at `time_ms`, column-wise, within `limits`.
-    pub async fn instant_answer(&self, query: &str, time_ms: i64, limits: AnswerLimits) -> Result<Answer, PromError> {
-        let form = vec![("query", query.to_string()), ("time", fmt_seconds(time_ms)), ("timeout", self.server_timeout())];
+    pub async fn instant_answer(
+        &self,
+        query: &str,
+        time_ms: i64,
+        limits: AnswerLimits,
+    ) -> Result<Answer, PromError> {
+        let form = vec![
+            ("query", query.to_string()),
+            ("time", fmt_seconds(time_ms)),
+            ("timeout", self.server_timeout()),
+        ];
         let limit = limits.max_samples.max(1);
-        self.request_limited("query", &form, limits.max_bytes, |b| decode_answer(b, &self.redactor, limit, limit))
-            .await
-            .map(|(a, _)| a)
+        self.request_limited("query", &form, limits.max_bytes, |b| {
+            decode_answer(b, &self.redactor, limit, limit)
+        })
+        .await
+        .map(|(a, _)| a)
     }
 
     /// Range query over `[start_ms, end_ms]` at `step_ms`, split into requests of at
     /// most [`MAX_POINTS`] points and merged by series. At most `max_samples`
     /// samples over all the requests.
-    pub async fn range(&self, query: &str, start_ms: i64, end_ms: i64, step_ms: i64) -> Result<Vec<Series>, PromError> {
-        self.range_answer(query, start_ms, end_ms, step_ms, self.limits()).await.map(Answer::into_series)
+    pub async fn range(
+        &self,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<Series>, PromError> {
+        self.range_answer(query, start_ms, end_ms, step_ms, self.limits())
+            .await
+            .map(Answer::into_series)
     }
 
     /// Like [`PromClient::range`], column-wise, within `limits` (bytes per request,
@@ -1688,18 +1912,25 @@ impl PromClient {
             return Err(PromError::Unsupported("step must be positive".into()));
         }
         if end_ms < start_ms {
-            return Err(PromError::Unsupported("range end is before its start".into()));
+            return Err(PromError::Unsupported(
+                "range end is before its start".into(),
+            ));
         }
         let limit = limits.max_samples.max(1);
         let steps = (end_ms as i128 - start_ms as i128) / step_ms as i128 + 1;
         if steps > limit as i128 {
-            return Err(PromError::TooManySamples { limit, what: format!("the range has {steps} steps per series") });
+            return Err(PromError::TooManySamples {
+                limit,
+                what: format!("the range has {steps} steps per series"),
+            });
         }
         let mut chunks = Vec::new();
         let mut used: u64 = 0;
         let mut chunk_start = start_ms;
         loop {
-            let chunk_end = chunk_start.saturating_add((MAX_POINTS - 1).saturating_mul(step_ms)).min(end_ms);
+            let chunk_end = chunk_start
+                .saturating_add((MAX_POINTS - 1).saturating_mul(step_ms))
+                .min(end_ms);
             let form = vec![
                 ("query", query.to_string()),
                 ("start", fmt_seconds(chunk_start)),
@@ -1709,7 +1940,9 @@ impl PromClient {
             ];
             let left = limit - used;
             let (answer, n) = self
-                .request_limited("query_range", &form, limits.max_bytes, |b| decode_answer(b, &self.redactor, left, limit))
+                .request_limited("query_range", &form, limits.max_bytes, |b| {
+                    decode_answer(b, &self.redactor, left, limit)
+                })
                 .await?;
             used += n;
             chunks.push(answer);
@@ -1723,28 +1956,38 @@ impl PromClient {
 
     /// All label names.
     pub async fn labels(&self) -> Result<Vec<String>, PromError> {
-        self.request("labels", &[], |b| decode_envelope(b, &self.redactor)).await
+        self.request("labels", &[], |b| decode_envelope(b, &self.redactor))
+            .await
     }
 
     /// All values of one label.
     pub async fn label_values(&self, label: &str) -> Result<Vec<String>, PromError> {
         let endpoint = format!("label/{}/values", urlencode_path(label));
-        self.request(&endpoint, &[], |b| decode_envelope(b, &self.redactor)).await
+        self.request(&endpoint, &[], |b| decode_envelope(b, &self.redactor))
+            .await
     }
 
     /// Series matching the selectors.
-    pub async fn series(&self, matchers: &[String], range_ms: Option<(i64, i64)>) -> Result<Vec<BTreeMap<String, String>>, PromError> {
-        let mut form: Vec<(&str, String)> = matchers.iter().map(|m| ("match[]", m.clone())).collect();
+    pub async fn series(
+        &self,
+        matchers: &[String],
+        range_ms: Option<(i64, i64)>,
+    ) -> Result<Vec<BTreeMap<String, String>>, PromError> {
+        let mut form: Vec<(&str, String)> =
+            matchers.iter().map(|m| ("match[]", m.clone())).collect();
         if let Some((s, e)) = range_ms {
             form.push(("start", fmt_seconds(s)));
             form.push(("end", fmt_seconds(e)));
         }
-        self.request("series", &form, |b| decode_envelope(b, &self.redactor)).await
+        self.request("series", &form, |b| decode_envelope(b, &self.redactor))
+            .await
     }
 
     /// Checks that the server answers the query API (used by `--check`).
     pub async fn ping(&self) -> Result<(), PromError> {
-        self.instant("1", chrono::Utc::now().timestamp_millis()).await.map(|_| ())
+        self.instant("1", chrono::Utc::now().timestamp_millis())
+            .await
+            .map(|_| ())
     }
 
     fn server_timeout(&self) -> String {
@@ -1753,7 +1996,11 @@ impl PromClient {
 
     fn deadline_error(&self, last: Option<&PromError>) -> PromError {
         let total = self.deadline.map_or(self.cfg.timeout, |(_, t)| t);
-        PromError::Deadline { url: self.url().to_string(), timeout: total, last: last.map(|e| e.to_string()) }
+        PromError::Deadline {
+            url: self.url().to_string(),
+            timeout: total,
+            last: last.map(|e| e.to_string()),
+        }
     }
 
     /// Resolves when the cancellation signal fires (never without one).
@@ -1774,7 +2021,8 @@ impl PromClient {
         form: &[(&str, String)],
         decode: impl Fn(&[u8]) -> Result<T, PromError>,
     ) -> Result<T, PromError> {
-        self.request_limited(endpoint, form, self.cfg.max_response_bytes, decode).await
+        self.request_limited(endpoint, form, self.cfg.max_response_bytes, decode)
+            .await
     }
 
     /// [`PromClient::request`] reading at most `max_bytes` of a successful answer.
@@ -1789,21 +2037,35 @@ impl PromClient {
         // The exact request, at trace level (`PROMDUCK_LOG=promduck_core::prometheus=trace`):
         // the benchmark replays a run's requests with a plain HTTP client from it.
         if tracing::enabled!(tracing::Level::TRACE) {
-            let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", percent_encode(v, true))).collect();
+            let body: Vec<String> = form
+                .iter()
+                .map(|(k, v)| format!("{k}={}", percent_encode(v, true)))
+                .collect();
             tracing::trace!(endpoint, body = %body.join("&"), "request");
         }
         let mut attempt: u32 = 0;
         loop {
-            self.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if attempt > 0 {
-                self.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let result = self.attempt(&url, form, max_bytes, &decode).await.map_err(|e| e.redacted(&self.redactor));
+            let result = self
+                .attempt(&url, form, max_bytes, &decode)
+                .await
+                .map_err(|e| e.redacted(&self.redactor));
             match result {
                 Ok(body) => return Ok(body),
                 Err(e) if e.is_transient() && attempt < self.cfg.retries => {
                     let mut wait = self.backoff_base * 2u32.saturating_pow(attempt);
-                    if let PromError::Http { retry_after: Some(ra), .. } = &e {
+                    if let PromError::Http {
+                        retry_after: Some(ra),
+                        ..
+                    } = &e
+                    {
                         wait = wait.max(*ra);
                     }
                     let wait = wait.min(Duration::from_secs(30));
@@ -1866,8 +2128,17 @@ impl PromClient {
         decode(&body)
     }
 
-    async fn send_once(&self, url: &reqwest::Url, form: &[(&str, String)], max_bytes: u64) -> Result<Vec<u8>, PromError> {
-        let mut req = if form.is_empty() { self.http.get(url.clone()) } else { self.http.post(url.clone()).form(form) };
+    async fn send_once(
+        &self,
+        url: &reqwest::Url,
+        form: &[(&str, String)],
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, PromError> {
+        let mut req = if form.is_empty() {
+            self.http.get(url.clone())
+        } else {
+            self.http.post(url.clone()).form(form)
+        };
         if let Some(user) = &self.cfg.username {
             req = req.basic_auth(user, self.cfg.password.as_ref().map(|p| p.expose()));
         } else if let Some(token) = &self.cfg.bearer_token {
@@ -1876,9 +2147,15 @@ impl PromClient {
         let shown_url = self.url().to_string();
         let map_err = |e: reqwest::Error| {
             if e.is_timeout() {
-                PromError::Timeout { url: shown_url.clone(), timeout: self.cfg.timeout }
+                PromError::Timeout {
+                    url: shown_url.clone(),
+                    timeout: self.cfg.timeout,
+                }
             } else {
-                PromError::Transport { url: shown_url.clone(), message: error_chain(&e) }
+                PromError::Transport {
+                    url: shown_url.clone(),
+                    message: error_chain(&e),
+                }
             }
         };
         let mut resp = req.send().await.map_err(map_err)?;
@@ -1893,7 +2170,11 @@ impl PromClient {
         // limit, so an endless answer costs at most the limit in memory. Of an
         // error answer only its start is read: it is only quoted.
         let limit = max_bytes.max(1);
-        let cap = if status.is_success() { limit } else { limit.min(MAX_ERROR_BODY) } as usize;
+        let cap = if status.is_success() {
+            limit
+        } else {
+            limit.min(MAX_ERROR_BODY)
+        } as usize;
         if status.is_success() && resp.content_length().is_some_and(|n| n > limit) {
             return Err(PromError::TooLarge { limit });
         }
@@ -1927,7 +2208,12 @@ impl PromClient {
             ),
             _ => (None, snippet(&body, &self.redactor)),
         };
-        Err(PromError::Http { status: status.as_u16(), error_type, message, retry_after })
+        Err(PromError::Http {
+            status: status.as_u16(),
+            error_type,
+            message,
+            retry_after,
+        })
     }
 }
 
@@ -1995,22 +2281,48 @@ mod tests {
 
     #[test]
     fn decode_errors() {
-        let e = decode_query_response(br#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#).unwrap_err();
-        assert_eq!(e.to_string(), "Prometheus error (bad_data): parse error at char 5");
+        let e = decode_query_response(
+            br#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Prometheus error (bad_data): parse error at char 5"
+        );
         assert!(!e.is_transient());
-        assert!(matches!(decode_query_response(b"{\"status\":\"succ"), Err(PromError::Decode(_))));
-        assert!(matches!(decode_query_response(b"<html>"), Err(PromError::Decode(_))));
+        assert!(matches!(
+            decode_query_response(b"{\"status\":\"succ"),
+            Err(PromError::Decode(_))
+        ));
+        assert!(matches!(
+            decode_query_response(b"<html>"),
+            Err(PromError::Decode(_))
+        ));
         let s = br#"{"status":"success","data":{"resultType":"string","result":[1,"x"]}}"#;
-        assert!(matches!(decode_query_response(s), Err(PromError::Unsupported(_))));
+        assert!(matches!(
+            decode_query_response(s),
+            Err(PromError::Unsupported(_))
+        ));
         let bad = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"abc"]}]}}"#;
-        assert!(decode_query_response(bad).unwrap_err().to_string().contains("abc"));
+        assert!(decode_query_response(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("abc"));
         let wrong = br#"{"status":"success","data":{"resultType":"vector","result":{"x":1}}}"#;
-        assert!(matches!(decode_query_response(wrong), Err(PromError::Decode(_))));
+        assert!(matches!(
+            decode_query_response(wrong),
+            Err(PromError::Decode(_))
+        ));
     }
 
     #[test]
     fn transient_classification() {
-        let http = |status| PromError::Http { status, error_type: None, message: String::new(), retry_after: None };
+        let http = |status| PromError::Http {
+            status,
+            error_type: None,
+            message: String::new(),
+            retry_after: None,
+        };
         assert!(http(500).is_transient());
         assert!(http(503).is_transient());
         assert!(http(429).is_transient());
@@ -2023,14 +2335,30 @@ mod tests {
     fn decodes_whatever_the_key_order() {
         let m = br#"{"data":{"result":[{"values":[[1,"2"]],"metric":{"a":"b"}}],"resultType":"matrix"},"status":"success"}"#;
         let s = decode_query_response(m).unwrap();
-        assert_eq!(s, vec![Series { labels: BTreeMap::from([("a".into(), "b".into())]), points: vec![(1000, 2.0)] }]);
-        let v = br#"{"status":"success","data":{"result":[{"value":[2,"3"]}],"resultType":"vector"}}"#;
-        assert_eq!(decode_query_response(v).unwrap()[0].points, vec![(2000, 3.0)]);
+        assert_eq!(
+            s,
+            vec![Series {
+                labels: BTreeMap::from([("a".into(), "b".into())]),
+                points: vec![(1000, 2.0)]
+            }]
+        );
+        let v =
+            br#"{"status":"success","data":{"result":[{"value":[2,"3"]}],"resultType":"vector"}}"#;
+        assert_eq!(
+            decode_query_response(v).unwrap()[0].points,
+            vec![(2000, 3.0)]
+        );
         // A vector item without a value, a scalar of the wrong shape: malformed.
         let v = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{}}]}}"#;
-        assert!(matches!(decode_query_response(v), Err(PromError::Decode(_))));
+        assert!(matches!(
+            decode_query_response(v),
+            Err(PromError::Decode(_))
+        ));
         let sc = br#"{"status":"success","data":{"resultType":"scalar","result":[{"metric":{}}]}}"#;
-        assert!(matches!(decode_query_response(sc), Err(PromError::Decode(_))));
+        assert!(matches!(
+            decode_query_response(sc),
+            Err(PromError::Decode(_))
+        ));
     }
 
     /// The series a body holds, decoded through a generic JSON tree (the reference
@@ -2040,7 +2368,10 @@ mod tests {
         let data = &v["data"];
         let vector = data["resultType"] == "vector";
         let point = |p: &serde_json::Value| -> (i64, f64) {
-            ((p[0].as_f64().unwrap() * 1000.0).round() as i64, parse_value(p[1].as_str().unwrap()).unwrap())
+            (
+                (p[0].as_f64().unwrap() * 1000.0).round() as i64,
+                parse_value(p[1].as_str().unwrap()).unwrap(),
+            )
         };
         data["result"]
             .as_array()
@@ -2049,12 +2380,19 @@ mod tests {
             .map(|s| {
                 let labels = s["metric"]
                     .as_object()
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let points = if vector {
                     vec![point(&s["value"])]
                 } else {
-                    s["values"].as_array().map(|a| a.iter().map(point).collect()).unwrap_or_default()
+                    s["values"]
+                        .as_array()
+                        .map(|a| a.iter().map(point).collect())
+                        .unwrap_or_default()
                 };
                 Series { labels, points }
             })
@@ -2087,16 +2425,32 @@ mod tests {
                 format!(r#""k{}":"v""#, i % 80),
             ];
             labels.rotate_left(i % 3);
-            let pts: Vec<String> = (0..(i % 4)).map(|j| format!(r#"[{j}.25,"{i}.5"]"#)).collect();
-            items.push(format!(r#"{{"metric":{{{}}},"values":[{}]}}"#, labels.join(","), pts.join(",")));
+            let pts: Vec<String> = (0..(i % 4))
+                .map(|j| format!(r#"[{j}.25,"{i}.5"]"#))
+                .collect();
+            items.push(format!(
+                r#"{{"metric":{{{}}},"values":[{}]}}"#,
+                labels.join(","),
+                pts.join(",")
+            ));
         }
-        bodies.push(format!(r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#, items.join(",")));
+        bodies.push(format!(
+            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#,
+            items.join(",")
+        ));
         for body in &bodies {
             let want = reference_decode(body);
-            assert_eq!(decode_query_response(body.as_bytes()).unwrap(), want, "{body}");
+            assert_eq!(
+                decode_query_response(body.as_bytes()).unwrap(),
+                want,
+                "{body}"
+            );
             let a = decode_query_answer(body.as_bytes()).unwrap();
             assert_eq!(a.len(), want.len());
-            assert_eq!(a.samples(), want.iter().map(|s| s.points.len() as u64).sum::<u64>());
+            assert_eq!(
+                a.samples(),
+                want.iter().map(|s| s.points.len() as u64).sum::<u64>()
+            );
             for (i, s) in want.iter().enumerate() {
                 assert_eq!(a.label_map(i), s.labels);
                 for (k, v) in &s.labels {
@@ -2109,11 +2463,14 @@ mod tests {
             assert_eq!(Answer::from_series(want.clone()).into_series(), want);
         }
         // The first offending element names the error.
-        let v = |r: &str| format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{r}]}}}}"#);
+        let v = |r: &str| {
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{r}]}}}}"#)
+        };
         let msg = |b: String| decode_query_response(b.as_bytes()).unwrap_err().to_string();
         assert!(msg(v(r#"{"metric":{}},1"#)).contains("without a value"));
         assert!(msg(v(r#"1,{"metric":{}}"#)).contains("not a series"));
-        assert!(msg(v(r#"{"metric":{"a":1},"value":[1,"1"]}"#)).contains("invalid type: integer `1`, expected a string"));
+        assert!(msg(v(r#"{"metric":{"a":1},"value":[1,"1"]}"#))
+            .contains("invalid type: integer `1`, expected a string"));
     }
 
     /// Random answers, some malformed or cut short, decoded by the fast path (where it
@@ -2155,19 +2512,52 @@ mod tests {
                 if rnd(8) != 0 {
                     let labels: Vec<String> = (0..rnd(5))
                         .map(|_| {
-                            let k = pick(rnd(9), &["a", "b", "apiproxy", "environment", "k\\\"q", "", "z", "a", "instance"]);
-                            let v = pick(rnd(8), &["x", "prod", "", "é", "v\\nw", "p1", "test", "x"]);
+                            let k = pick(
+                                rnd(9),
+                                &[
+                                    "a",
+                                    "b",
+                                    "apiproxy",
+                                    "environment",
+                                    "k\\\"q",
+                                    "",
+                                    "z",
+                                    "a",
+                                    "instance",
+                                ],
+                            );
+                            let v =
+                                pick(rnd(8), &["x", "prod", "", "é", "v\\nw", "p1", "test", "x"]);
                             format!("\"{k}\"{}:{}\"{v}\"", ws(rnd(9)), ws(rnd(9)))
                         })
                         .collect();
-                    fields.push(if rnd(30) == 0 { "\"metric\":null".to_string() } else { format!("\"metric\":{{{}}}", labels.join(",")) });
+                    fields.push(if rnd(30) == 0 {
+                        "\"metric\":null".to_string()
+                    } else {
+                        format!("\"metric\":{{{}}}", labels.join(","))
+                    });
                 }
-                let value = pick(rnd(12), &["1", "2.5", "NaN", "+Inf", "-Inf", "1e3", "abc", "0", "-0", "7", "3", "1\\u0030"]);
+                let value = pick(
+                    rnd(12),
+                    &[
+                        "1", "2.5", "NaN", "+Inf", "-Inf", "1e3", "abc", "0", "-0", "7", "3",
+                        "1\\u0030",
+                    ],
+                );
                 if rnd(3) == 0 {
                     fields.push(format!("\"value\":[{},\"{value}\"]", ts()));
                 }
                 if rnd(2) == 0 {
-                    let pts: Vec<String> = (0..rnd(5)).map(|_| format!("[{},{}\"{}\"]", ts(), ws(rnd(9)), pick(rnd(5), &["1", "2", "NaN", "4.25", "x"]))).collect();
+                    let pts: Vec<String> = (0..rnd(5))
+                        .map(|_| {
+                            format!(
+                                "[{},{}\"{}\"]",
+                                ts(),
+                                ws(rnd(9)),
+                                pick(rnd(5), &["1", "2", "NaN", "4.25", "x"])
+                            )
+                        })
+                        .collect();
                     fields.push(format!("\"values\":[{}]", pts.join(",")));
                 }
                 if rnd(10) == 0 {
@@ -2183,18 +2573,57 @@ mod tests {
             if rnd(15) == 0 {
                 items.push(pick(rnd(3), &["1", "\"x\"", "[1,\"2\"]"]).to_string());
             }
-            let rt = pick(rnd(14), &["vector", "matrix", "vector", "matrix", "vector", "matrix", "scalar", "string", "other", "vector", "matrix", "vector", "matrix", "matrix"]);
-            let result = if rt == "scalar" && rnd(2) == 0 { "[1700000000,\"5\"]".to_string() } else { format!("[{}]", items.join(",")) };
-            let mut data_fields = vec![format!("\"resultType\":\"{rt}\""), format!("\"result\":{result}")];
+            let rt = pick(
+                rnd(14),
+                &[
+                    "vector", "matrix", "vector", "matrix", "vector", "matrix", "scalar", "string",
+                    "other", "vector", "matrix", "vector", "matrix", "matrix",
+                ],
+            );
+            let result = if rt == "scalar" && rnd(2) == 0 {
+                "[1700000000,\"5\"]".to_string()
+            } else {
+                format!("[{}]", items.join(","))
+            };
+            let mut data_fields = vec![
+                format!("\"resultType\":\"{rt}\""),
+                format!("\"result\":{result}"),
+            ];
             if rnd(2) == 0 {
                 data_fields.reverse();
             }
             let mut top = vec![
-                format!("\"status\":{}\"{}\"", ws(rnd(9)), pick(rnd(20), &["success"; 19].iter().copied().chain(["error"]).collect::<Vec<_>>())),
-                format!("\"data\":{{{}}}", data_fields.join(&format!(",{}", ws(rnd(9))))),
+                format!(
+                    "\"status\":{}\"{}\"",
+                    ws(rnd(9)),
+                    pick(
+                        rnd(20),
+                        &["success"; 19]
+                            .iter()
+                            .copied()
+                            .chain(["error"])
+                            .collect::<Vec<_>>()
+                    )
+                ),
+                format!(
+                    "\"data\":{{{}}}",
+                    data_fields.join(&format!(",{}", ws(rnd(9))))
+                ),
             ];
             if rnd(3) == 0 {
-                top.push(pick(rnd(5), &["\"warnings\":[\"w\"]", "\"infos\":[]", "\"stats\":{\"a\":[1,2,{\"b\":null}]}", "\"errorType\":null", "\"error\":7"]).to_string());
+                top.push(
+                    pick(
+                        rnd(5),
+                        &[
+                            "\"warnings\":[\"w\"]",
+                            "\"infos\":[]",
+                            "\"stats\":{\"a\":[1,2,{\"b\":null}]}",
+                            "\"errorType\":null",
+                            "\"error\":7",
+                        ],
+                    )
+                    .to_string(),
+                );
             }
             if rnd(40) == 0 {
                 top.push("\"status\":\"success\"".to_string());
@@ -2207,7 +2636,13 @@ mod tests {
             let mut body = format!("{}{{{}}}{}", ws(rnd(9)), top.join(","), ws(rnd(9)));
             if rnd(12) == 0 {
                 let cut = rnd(body.len() as u64) as usize;
-                body.truncate(body.char_indices().map(|(i, _)| i).take_while(|&i| i <= cut).last().unwrap_or(0));
+                body.truncate(
+                    body.char_indices()
+                        .map(|(i, _)| i)
+                        .take_while(|&i| i <= cut)
+                        .last()
+                        .unwrap_or(0),
+                );
             }
             let left = if rnd(4) == 0 { rnd(8) } else { u64::MAX };
             let r = Redactor::default();
@@ -2232,7 +2667,11 @@ mod tests {
                     }
                 }
                 (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{case}: {body}"),
-                (a, b) => panic!("{case}: {body}\nfast: {:?}\nserde: {:?}", a.map(|x| x.1), b.map(|x| x.1)),
+                (a, b) => panic!(
+                    "{case}: {body}\nfast: {:?}\nserde: {:?}",
+                    a.map(|x| x.1),
+                    b.map(|x| x.1)
+                ),
             }
         }
         // Most generated answers are of the kind Prometheus sends.
@@ -2241,12 +2680,33 @@ mod tests {
 
     #[test]
     fn fast_decimals_equal_parse() {
-        let mut cases: Vec<String> = ["0", "-0", "17", "0.05666666666666667", "141.44256784456574", "9007199254740992",
-            "9007199254740993", "1.5", "-2.25", "0.1", "123456789012.345678", "1.", ".5", "1..2", "-", "", "+1", "1e3",
-            "0.0000000000000000000001", "0.00000000000000000000001", "007", "4503599627370497.5"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "17",
+            "0.05666666666666667",
+            "141.44256784456574",
+            "9007199254740992",
+            "9007199254740993",
+            "1.5",
+            "-2.25",
+            "0.1",
+            "123456789012.345678",
+            "1.",
+            ".5",
+            "1..2",
+            "-",
+            "",
+            "+1",
+            "1e3",
+            "0.0000000000000000000001",
+            "0.00000000000000000000001",
+            "007",
+            "4503599627370497.5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let mut x: u64 = 88172645463325252;
         for _ in 0..200_000 {
             x ^= x << 13;
@@ -2254,7 +2714,11 @@ mod tests {
             x ^= x << 17;
             let digits = (x % 1_000_000_000_000_000_000) as u128;
             let scale = (x >> 60) as usize % 20;
-            let mut t = format!("{:0width$}", digits % 10u128.pow((x >> 40) as u32 % 19 + 1), width = scale + 1);
+            let mut t = format!(
+                "{:0width$}",
+                digits % 10u128.pow((x >> 40) as u32 % 19 + 1),
+                width = scale + 1
+            );
             if scale > 0 {
                 t.insert(t.len() - scale, '.');
             }
@@ -2276,17 +2740,33 @@ mod tests {
     #[test]
     fn range_answers_are_merged_and_sorted_by_labels() {
         let s = |l: &[(&str, &str)], p: &[(i64, f64)]| Series {
-            labels: l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: l
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             points: p.to_vec(),
         };
-        let one = Answer::from_series(vec![s(&[("a", "2")], &[(1, 1.0)]), s(&[("a", "1")], &[(1, 2.0)])]);
-        assert_eq!(Answer::merge_sorted(vec![one]).into_series(), vec![s(&[("a", "1")], &[(1, 2.0)]), s(&[("a", "2")], &[(1, 1.0)])]);
+        let one = Answer::from_series(vec![
+            s(&[("a", "2")], &[(1, 1.0)]),
+            s(&[("a", "1")], &[(1, 2.0)]),
+        ]);
+        assert_eq!(
+            Answer::merge_sorted(vec![one]).into_series(),
+            vec![s(&[("a", "1")], &[(1, 2.0)]), s(&[("a", "2")], &[(1, 1.0)])]
+        );
         // Repeated label sets (in one answer, or across split requests) are merged in order.
-        let a = Answer::from_series(vec![s(&[("a", "2")], &[(1, 1.0)]), s(&[("a", "1")], &[(1, 2.0)]), s(&[("a", "2")], &[(2, 3.0)])]);
+        let a = Answer::from_series(vec![
+            s(&[("a", "2")], &[(1, 1.0)]),
+            s(&[("a", "1")], &[(1, 2.0)]),
+            s(&[("a", "2")], &[(2, 3.0)]),
+        ]);
         let b = Answer::from_series(vec![s(&[("a", "2")], &[(3, 4.0)])]);
         assert_eq!(
             Answer::merge_sorted(vec![a, b]).into_series(),
-            vec![s(&[("a", "1")], &[(1, 2.0)]), s(&[("a", "2")], &[(1, 1.0), (2, 3.0), (3, 4.0)])]
+            vec![
+                s(&[("a", "1")], &[(1, 2.0)]),
+                s(&[("a", "2")], &[(1, 1.0), (2, 3.0), (3, 4.0)])
+            ]
         );
     }
 
@@ -2336,7 +2816,11 @@ mod tests {
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         let len = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            })
             .unwrap_or(0);
         while buf.len() < head_end + len {
             let n = s.read(&mut b).ok()?;
@@ -2345,11 +2829,16 @@ mod tests {
             }
             buf.extend_from_slice(&b[..n]);
         }
-        Some(Req { head, body: String::from_utf8_lossy(&buf[head_end..]).into_owned() })
+        Some(Req {
+            head,
+            body: String::from_utf8_lossy(&buf[head_end..]).into_owned(),
+        })
     }
 
     /// Serves every connection with `handler` on its own thread; counts requests.
-    fn serve(handler: impl Fn(&mut TcpStream, Req) + Send + Sync + 'static) -> (String, Arc<AtomicUsize>) {
+    fn serve(
+        handler: impl Fn(&mut TcpStream, Req) + Send + Sync + 'static,
+    ) -> (String, Arc<AtomicUsize>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let count = Arc::new(AtomicUsize::new(0));
@@ -2412,7 +2901,11 @@ mod tests {
              use a larger step, or raise the limit (prometheus.maxResponseBytes in the config file, max_response_bytes := ... in SQL)"
         );
         assert!(!e.is_transient());
-        assert_eq!(count.load(Ordering::SeqCst), 1, "a too-large answer must not be retried");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "a too-large answer must not be retried"
+        );
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
@@ -2448,7 +2941,10 @@ mod tests {
         let took = t.elapsed();
         assert!(matches!(e, PromError::Timeout { .. }), "{e}");
         assert_eq!(count.load(Ordering::SeqCst), 2, "one retry");
-        assert!(took >= Duration::from_millis(1200) && took < Duration::from_millis(2500), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(1200) && took < Duration::from_millis(2500),
+            "{took:?}"
+        );
     }
 
     /// Accepts connections and never answers.
@@ -2468,8 +2964,15 @@ mod tests {
         let e = c.instant("up", 0).await.unwrap_err();
         let took = t.elapsed();
         assert!(matches!(e, PromError::Deadline { .. }), "{e}");
-        assert!(e.to_string().contains("within the timeout of 1s for the whole call"), "{e}");
-        assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(1500), "{took:?}");
+        assert!(
+            e.to_string()
+                .contains("within the timeout of 1s for the whole call"),
+            "{e}"
+        );
+        assert!(
+            took >= Duration::from_millis(950) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
         assert!(!e.is_transient());
         // 400 ms, 400 ms + 20 ms backoff, then the rest of the second.
         assert_eq!(count.load(Ordering::SeqCst), 3);
@@ -2480,13 +2983,25 @@ mod tests {
         // Every request answers an empty matrix after 300 ms; 4 split requests need 1.2 s.
         let (url, count) = serve(|s, _| {
             std::thread::sleep(Duration::from_millis(300));
-            respond(s, "200 OK", r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#);
+            respond(
+                s,
+                "200 OK",
+                r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            );
         });
-        let c = client_for(&url, |c| c.timeout = Duration::from_secs(5)).with_overall_timeout(Duration::from_millis(800));
+        let c = client_for(&url, |c| c.timeout = Duration::from_secs(5))
+            .with_overall_timeout(Duration::from_millis(800));
         let t = StdInstant::now();
-        let e = c.range("up", 0, 4 * MAX_POINTS * 1000, 1000).await.unwrap_err();
+        let e = c
+            .range("up", 0, 4 * MAX_POINTS * 1000, 1000)
+            .await
+            .unwrap_err();
         assert!(matches!(e, PromError::Deadline { .. }), "{e}");
-        assert!(t.elapsed() < Duration::from_millis(1100), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1100),
+            "{:?}",
+            t.elapsed()
+        );
         assert_eq!(count.load(Ordering::SeqCst), 3);
     }
 
@@ -2523,7 +3038,10 @@ mod tests {
             cc.cancel();
         });
         let t = StdInstant::now();
-        assert!(matches!(c3.instant("up", 0).await, Err(PromError::Cancelled)));
+        assert!(matches!(
+            c3.instant("up", 0).await,
+            Err(PromError::Cancelled)
+        ));
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         assert_eq!(count3.load(Ordering::SeqCst), 1);
     }
@@ -2533,13 +3051,27 @@ mod tests {
         // Each request of the range answers one series of 6000 points.
         let (url, count) = serve(|s, _| {
             let pts: Vec<String> = (0..6000).map(|i| format!("[{i},\"1\"]")).collect();
-            respond(s, "200 OK", &format!("{MATRIX_START}{{\"metric\":{{\"a\":\"b\"}},\"values\":[{}]}}]}}}}", pts.join(",")));
+            respond(
+                s,
+                "200 OK",
+                &format!(
+                    "{MATRIX_START}{{\"metric\":{{\"a\":\"b\"}},\"values\":[{}]}}]}}}}",
+                    pts.join(",")
+                ),
+            );
         });
         let end = (MAX_POINTS + 100) * 1000; // 11,101 steps: two requests
         let c = client_for(&url, |c| c.max_samples = 11_500);
         let e = c.range("up", 0, end, 1000).await.unwrap_err();
-        assert!(matches!(e, PromError::TooManySamples { limit: 11_500, .. }), "{e}");
-        assert!(e.to_string().starts_with("too many samples: the answer has more than 11500 samples"), "{e}");
+        assert!(
+            matches!(e, PromError::TooManySamples { limit: 11_500, .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("too many samples: the answer has more than 11500 samples"),
+            "{e}"
+        );
         assert_eq!(count.load(Ordering::SeqCst), 2, "not retried");
         let c = client_for(&url, |c| c.max_samples = 12_000);
         let s = c.range("up", 0, end, 1000).await.unwrap();
@@ -2557,7 +3089,10 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), before);
         // Huge steps do not overflow.
         let c = client_for(&url, |_| {});
-        assert!(c.range("up", i64::MIN / 2, i64::MAX / 2, i64::MAX / 4).await.is_ok());
+        assert!(c
+            .range("up", i64::MIN / 2, i64::MAX / 2, i64::MAX / 4)
+            .await
+            .is_ok());
     }
 
     const USER: &str = "bob";
@@ -2572,7 +3107,12 @@ mod tests {
         v.push(percent_encode(s, false));
         v.push(percent_encode(s, true));
         v.push(lower_hex(&percent_encode(s, false)));
-        v.push(serde_json::to_string(s).unwrap().trim_matches('"').to_string());
+        v.push(
+            serde_json::to_string(s)
+                .unwrap()
+                .trim_matches('"')
+                .to_string(),
+        );
         v
     }
 
@@ -2595,27 +3135,47 @@ mod tests {
         cfg.headers.insert("X-Api-Key".into(), API_KEY.into());
         cfg.headers.insert("X-Scope-OrgID".into(), "a".into());
         let r = Redactor::new(&cfg);
-        let forms = [forms_of(PASSWORD), forms_of(&format!("{USER}:{PASSWORD}")), forms_of(API_KEY)].concat();
+        let forms = [
+            forms_of(PASSWORD),
+            forms_of(&format!("{USER}:{PASSWORD}")),
+            forms_of(API_KEY),
+        ]
+        .concat();
         for f in &forms {
             let text = format!("before {f} after");
             let out = r.redact(&text);
             assert!(!out.contains(f.as_str()), "{f:?} survived: {out}");
             assert!(out.contains("***"), "{out}");
         }
-        let basic = format!("Basic {}", base64_encode(format!("{USER}:{PASSWORD}").as_bytes(), false, true));
-        assert_eq!(r.redact(&format!("Authorization: {basic}\n")), "Authorization: ***\n");
+        let basic = format!(
+            "Basic {}",
+            base64_encode(format!("{USER}:{PASSWORD}").as_bytes(), false, true)
+        );
+        assert_eq!(
+            r.redact(&format!("Authorization: {basic}\n")),
+            "Authorization: ***\n"
+        );
         // Short header values are not credentials and are left alone.
         assert_eq!(r.redact("a tenant"), "a tenant");
 
         let mut cfg = PrometheusConfig::new(crate::config::PromUrl::parse("http://x:1").unwrap());
         cfg.bearer_token = Some(crate::config::Secret::new(TOKEN));
         let r = Redactor::new(&cfg);
-        assert_eq!(r.redact(&format!("authorization: Bearer {TOKEN}")), "authorization: ***");
+        assert_eq!(
+            r.redact(&format!("authorization: Bearer {TOKEN}")),
+            "authorization: ***"
+        );
         // A Basic credential given as a header is decoded, and its password redacted too.
         let mut cfg = PrometheusConfig::new(crate::config::PromUrl::parse("http://x:1").unwrap());
         cfg.headers.insert("Authorization".into(), basic.clone());
         let r = Redactor::new(&cfg);
-        assert_eq!(r.redact(&format!("{basic} / {PASSWORD} / {}", percent_encode(PASSWORD, true))), "*** / *** / ***");
+        assert_eq!(
+            r.redact(&format!(
+                "{basic} / {PASSWORD} / {}",
+                percent_encode(PASSWORD, true)
+            )),
+            "*** / *** / ***"
+        );
     }
 
     /// Echoes the request head (every header, `Authorization` included) in a 401 body:
@@ -2643,7 +3203,12 @@ mod tests {
     async fn errors_quoting_the_server_never_carry_credentials() {
         for json in [false, true] {
             let url = echo_server(json);
-            for (auth, pad) in [("basic", false), ("basic", true), ("bearer", false), ("bearer", true)] {
+            for (auth, pad) in [
+                ("basic", false),
+                ("basic", true),
+                ("bearer", false),
+                ("bearer", true),
+            ] {
                 let c = client_for(&url, |c| {
                     c.retries = 0;
                     if auth == "basic" {
@@ -2657,12 +3222,18 @@ mod tests {
                         c.headers.insert("X-Pad".into(), "1".into());
                     }
                 });
-                for e in [c.instant("up", 0).await.unwrap_err(), c.labels().await.unwrap_err()] {
+                for e in [
+                    c.instant("up", 0).await.unwrap_err(),
+                    c.labels().await.unwrap_err(),
+                ] {
                     let msg = e.to_string();
                     assert!(msg.contains("HTTP 401"), "{msg}");
                     assert!(msg.contains("***") || pad, "{msg}");
                     for f in forbidden() {
-                        assert!(!msg.contains(&f), "{f:?} leaked (json={json}, {auth}, pad={pad}): {msg}");
+                        assert!(
+                            !msg.contains(&f),
+                            "{f:?} leaked (json={json}, {auth}, pad={pad}): {msg}"
+                        );
                     }
                 }
             }

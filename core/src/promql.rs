@@ -77,7 +77,11 @@ fn placeholders(template: &str) -> Vec<Placeholder> {
                     }
                     None => (Context::Bare, false),
                 };
-                out.push(Placeholder { at: i, context, regex });
+                out.push(Placeholder {
+                    at: i,
+                    context,
+                    regex,
+                });
                 i += 2;
                 continue;
             }
@@ -100,7 +104,9 @@ pub fn escape_string(s: &str, quote: char) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -123,7 +129,11 @@ pub fn regex_quote(s: &str) -> String {
 pub fn expand(template: &str, proxy: &str) -> Result<String, String> {
     expand_with(template, |ctx_regex| {
         let (context, regex) = ctx_regex;
-        let value = if regex { regex_quote(proxy) } else { proxy.to_string() };
+        let value = if regex {
+            regex_quote(proxy)
+        } else {
+            proxy.to_string()
+        };
         encode(&value, context, proxy)
     })
 }
@@ -144,7 +154,11 @@ pub fn expand_batch(template: &str, proxies: &[String]) -> Option<String> {
             return None;
         }
         // The placeholder must be the whole string literal: `"%s"`.
-        let q = if p.context == Context::Double { b'"' } else { b'\'' };
+        let q = if p.context == Context::Double {
+            b'"'
+        } else {
+            b'\''
+        };
         if p.at == 0 || bytes[p.at - 1] != q || bytes.get(p.at + 2) != Some(&q) {
             return None;
         }
@@ -224,16 +238,42 @@ pub fn batch_label(template: &str) -> Option<String> {
     let code = strip_strings(template);
     let words = words(&code);
     const MIXING: [&str; 13] = [
-        "on", "ignoring", "group_left", "group_right", "scalar", "vector", "absent", "absent_over_time",
-        "count_values", "time", "limitk", "limit_ratio", "sort_by_label",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "scalar",
+        "vector",
+        "absent",
+        "absent_over_time",
+        "count_values",
+        "time",
+        "limitk",
+        "limit_ratio",
+        "sort_by_label",
     ];
-    const AGGREGATIONS: [&str; 12] =
-        ["sum", "avg", "min", "max", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "group", "count_values"];
+    const AGGREGATIONS: [&str; 12] = [
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "group",
+        "count_values",
+    ];
     for (i, w) in words.iter().enumerate() {
         if MIXING.contains(&w.text.as_str()) {
             return None;
         }
-        if AGGREGATIONS.contains(&w.text.as_str()) && w.next_char == Some('(') || AGGREGATIONS.contains(&w.text.as_str()) && matches!(words.get(i + 1), Some(n) if n.text == "by" || n.text == "without") {
+        if AGGREGATIONS.contains(&w.text.as_str()) && w.next_char == Some('(')
+            || AGGREGATIONS.contains(&w.text.as_str())
+                && matches!(words.get(i + 1), Some(n) if n.text == "by" || n.text == "without")
+        {
             if !aggregation_keeps(&code, w.end, &label) {
                 return None;
             }
@@ -289,7 +329,11 @@ fn words(code: &str) -> Vec<Word> {
                 i += 1;
             }
             let next_char = code[i..].trim_start().chars().next();
-            out.push(Word { text: code[s..i].to_ascii_lowercase(), end: i, next_char });
+            out.push(Word {
+                text: code[s..i].to_ascii_lowercase(),
+                end: i,
+                next_char,
+            });
         } else {
             i += 1;
         }
@@ -313,14 +357,29 @@ fn aggregation_keeps(code: &str, at: usize, label: &str) -> bool {
         };
         let tail = tail.trim_start().strip_prefix('(')?;
         let close = tail.find(')')?;
-        Some((by, tail[..close].split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()))
+        Some((
+            by,
+            tail[..close]
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
+        ))
     };
-    let decide = |(by, labels): (bool, Vec<String>)| if by { labels.iter().any(|l| l == label) } else { !labels.iter().any(|l| l == label) };
+    let decide = |(by, labels): (bool, Vec<String>)| {
+        if by {
+            labels.iter().any(|l| l == label)
+        } else {
+            !labels.iter().any(|l| l == label)
+        }
+    };
     if let Some(c) = clause(rest) {
         return decide(c);
     }
     // `agg(args) by (...)`: skip the balanced argument list.
-    let Some(args) = rest.strip_prefix('(') else { return false };
+    let Some(args) = rest.strip_prefix('(') else {
+        return false;
+    };
     let mut depth = 1;
     for (i, c) in args.char_indices() {
         match c {
@@ -353,7 +412,9 @@ fn encode(value: &str, context: Context, original: &str) -> Result<String, Strin
             // Outside a string the name is PromQL syntax: allow only what cannot
             // change the query's structure.
             if value.is_empty()
-                || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                || !value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
             {
                 return Err(format!(
                     "proxy name {original:?} cannot be placed outside a string literal; quote %s in the query"
@@ -391,8 +452,15 @@ fn unescape_percent(s: &str) -> String {
 /// Milliseconds of a PromQL duration (`1d`, `24h`, `1h30m`, `86400s`, `500ms`); `None`
 /// for anything else (a number alone, an unknown unit, units out of order).
 pub fn duration_ms(text: &str) -> Option<i64> {
-    const UNITS: [(&str, i64); 7] =
-        [("y", 365 * 86_400_000), ("w", 7 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000), ("ms", 1), ("m", 60_000), ("s", 1000)];
+    const UNITS: [(&str, i64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("ms", 1),
+        ("m", 60_000),
+        ("s", 1000),
+    ];
     let t = text.trim();
     if t.is_empty() {
         return None;
@@ -400,7 +468,9 @@ pub fn duration_ms(text: &str) -> Option<i64> {
     let mut rest = t;
     let mut total: i64 = 0;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }
@@ -424,7 +494,11 @@ pub fn rewrite_day_ranges(query: &str, day_ms: i64) -> String {
     if day_ms == DAY_MS || day_ms <= 0 {
         return query.to_string();
     }
-    let replacement = if day_ms % 1000 == 0 { format!("{}s", day_ms / 1000) } else { format!("{day_ms}ms") };
+    let replacement = if day_ms % 1000 == 0 {
+        format!("{}s", day_ms / 1000)
+    } else {
+        format!("{day_ms}ms")
+    };
     let bytes = query.as_bytes();
     let mut out = String::with_capacity(query.len() + 8);
     let mut last = 0;
@@ -494,16 +568,29 @@ mod tests {
             rewrite_day_ranges(q, 23 * 3_600_000),
             r#"sum(increase(c{apiproxy="p[1d]"}[82800s])) by (apiproxy) # [1d] in a comment"#
         );
-        assert_eq!(rewrite_day_ranges("max_over_time(x[24h:5m])", 25 * 3_600_000), "max_over_time(x[90000s:5m])");
-        assert_eq!(rewrite_day_ranges("rate(x[ 1d ])", 84_600_000), "rate(x[ 84600s ])");
+        assert_eq!(
+            rewrite_day_ranges("max_over_time(x[24h:5m])", 25 * 3_600_000),
+            "max_over_time(x[90000s:5m])"
+        );
+        assert_eq!(
+            rewrite_day_ranges("rate(x[ 1d ])", 84_600_000),
+            "rate(x[ 84600s ])"
+        );
         // Other ranges, and day ranges that are not exactly one day, stay.
-        assert_eq!(rewrite_day_ranges("rate(x[5m]) + increase(y[2d])", 23 * 3_600_000), "rate(x[5m]) + increase(y[2d])");
-        assert_eq!(rewrite_day_ranges("x[1d] offset 1d", 23 * 3_600_000), "x[82800s] offset 1d");
+        assert_eq!(
+            rewrite_day_ranges("rate(x[5m]) + increase(y[2d])", 23 * 3_600_000),
+            "rate(x[5m]) + increase(y[2d])"
+        );
+        assert_eq!(
+            rewrite_day_ranges("x[1d] offset 1d", 23 * 3_600_000),
+            "x[82800s] offset 1d"
+        );
     }
 
     use super::*;
 
-    const SEED_Q: &str = r#"sum(increase(apigee_request_count{apiproxy="%s"}[1d])) by (apiproxy, environment)"#;
+    const SEED_Q: &str =
+        r#"sum(increase(apigee_request_count{apiproxy="%s"}[1d])) by (apiproxy, environment)"#;
 
     #[test]
     fn plain_names() {
@@ -521,9 +608,15 @@ mod tests {
             r#"sum(increase(apigee_request_count{apiproxy="x\"} or vector(1) #"}[1d])) by (apiproxy, environment)"#
         );
         assert_eq!(expand(r#"m{a="%s"}"#, "a\\b").unwrap(), r#"m{a="a\\b"}"#);
-        assert_eq!(expand(r#"m{a="%s"}"#, "l1\nl2").unwrap(), r#"m{a="l1\nl2"}"#);
+        assert_eq!(
+            expand(r#"m{a="%s"}"#, "l1\nl2").unwrap(),
+            r#"m{a="l1\nl2"}"#
+        );
         assert_eq!(expand("m{a='%s'}", "it's").unwrap(), r#"m{a='it\'s'}"#);
-        assert_eq!(expand(r#"m{a='%s'}"#, r#"say "hi""#).unwrap(), r#"m{a='say "hi"'}"#);
+        assert_eq!(
+            expand(r#"m{a='%s'}"#, r#"say "hi""#).unwrap(),
+            r#"m{a='say "hi"'}"#
+        );
         assert!(expand("m{a=`%s`}", "a`b").is_err());
         assert!(expand("m{a=\"x\"} + %s", "1 or up").is_err());
     }
@@ -531,7 +624,10 @@ mod tests {
     #[test]
     fn regex_matchers_quote_metacharacters() {
         assert_eq!(expand(r#"m{a=~"%s"}"#, "a.b").unwrap(), r#"m{a=~"a\\.b"}"#);
-        assert_eq!(expand(r#"m{a=~"%s-.*"}"#, "p(1)").unwrap(), r#"m{a=~"p\\(1\\)-.*"}"#);
+        assert_eq!(
+            expand(r#"m{a=~"%s-.*"}"#, "p(1)").unwrap(),
+            r#"m{a=~"p\\(1\\)-.*"}"#
+        );
     }
 
     #[test]
@@ -540,7 +636,10 @@ mod tests {
             expand(r#"m{a="%s"} % 60"#, "p").unwrap(),
             r#"m{a="p"} % 60"#
         );
-        assert_eq!(expand(r#"m{a="%s"} %% 60"#, "p").unwrap(), r#"m{a="p"} % 60"#);
+        assert_eq!(
+            expand(r#"m{a="%s"} %% 60"#, "p").unwrap(),
+            r#"m{a="p"} % 60"#
+        );
         // A `%s` inside a comment is not a placeholder.
         assert!(check_template("up # %s").is_err());
         assert_eq!(expand("m{a=\"%s\"} # %s", "p").unwrap(), "m{a=\"p\"} # %s");
@@ -557,11 +656,28 @@ mod tests {
     #[test]
     fn batch_label_is_conservative() {
         assert_eq!(batch_label(SEED_Q).as_deref(), Some("apiproxy"));
-        assert_eq!(batch_label(r#"max(apigee_latency_ms{apiproxy="%s"}) by (apiproxy, environment)"#).as_deref(), Some("apiproxy"));
-        assert_eq!(batch_label(r#"sum by (environment, apiproxy) (rate(x{apiproxy="%s"}[5m]))"#).as_deref(), Some("apiproxy"));
-        assert_eq!(batch_label(r#"rate(x{apiproxy="%s"}[5m])"#).as_deref(), Some("apiproxy"));
-        assert_eq!(batch_label(r#"sum without (instance) (x{apiproxy="%s"})"#).as_deref(), Some("apiproxy"));
-        assert_eq!(batch_label(r#"a{p="%s"} / b{p="%s"}"#).as_deref(), Some("p"));
+        assert_eq!(
+            batch_label(r#"max(apigee_latency_ms{apiproxy="%s"}) by (apiproxy, environment)"#)
+                .as_deref(),
+            Some("apiproxy")
+        );
+        assert_eq!(
+            batch_label(r#"sum by (environment, apiproxy) (rate(x{apiproxy="%s"}[5m]))"#)
+                .as_deref(),
+            Some("apiproxy")
+        );
+        assert_eq!(
+            batch_label(r#"rate(x{apiproxy="%s"}[5m])"#).as_deref(),
+            Some("apiproxy")
+        );
+        assert_eq!(
+            batch_label(r#"sum without (instance) (x{apiproxy="%s"})"#).as_deref(),
+            Some("apiproxy")
+        );
+        assert_eq!(
+            batch_label(r#"a{p="%s"} / b{p="%s"}"#).as_deref(),
+            Some("p")
+        );
         // Aggregations that drop the proxy label, cross-series functions, other matchers.
         for t in [
             r#"sum(x{apiproxy="%s"})"#,
@@ -579,7 +695,10 @@ mod tests {
             assert_eq!(batch_label(t), None, "{t}");
         }
         // A word inside a string is not syntax.
-        assert_eq!(batch_label(r#"rate(x{apiproxy="%s", job="on"}[5m])"#).as_deref(), Some("apiproxy"));
+        assert_eq!(
+            batch_label(r#"rate(x{apiproxy="%s", job="on"}[5m])"#).as_deref(),
+            Some("apiproxy")
+        );
     }
 
     #[test]

@@ -31,8 +31,8 @@
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    ambiguous_stem, decode_proxy, encode_proxy, is_temp_file, month_end, month_of, month_path, parse_day_dir, parse_month_dir,
-    CREATED_BY_KEY, PARQUET_EXT,
+    ambiguous_stem, decode_proxy, encode_proxy, is_temp_file, month_end, month_of, month_path,
+    parse_day_dir, parse_month_dir, CREATED_BY_KEY, PARQUET_EXT,
 };
 use chrono::NaiveDate;
 use std::collections::{HashMap, HashSet};
@@ -65,7 +65,13 @@ pub struct PartitionFile {
 
 impl PartitionFile {
     fn daily(day: NaiveDate, proxy: String, path: PathBuf, layout: Layout) -> PartitionFile {
-        PartitionFile { day, proxy, path, layout, filter: None }
+        PartitionFile {
+            day,
+            proxy,
+            path,
+            layout,
+            filter: None,
+        }
     }
 }
 
@@ -88,7 +94,9 @@ impl Selection {
         self.from.map_or(true, |f| last >= f) && self.to.map_or(true, |t| first <= t)
     }
     fn proxy_ok(&self, p: &str) -> bool {
-        self.proxies.as_ref().map_or(true, |ps| ps.iter().any(|x| x == p))
+        self.proxies
+            .as_ref()
+            .map_or(true, |ps| ps.iter().any(|x| x == p))
     }
 }
 
@@ -111,7 +119,12 @@ fn list_dir(dir: &Path) -> Result<Vec<Entry>> {
         let symlink = ft.is_symlink();
         let path = e.path();
         let is_dir = if symlink { path.is_dir() } else { ft.is_dir() };
-        out.push(Entry { name: e.file_name().to_string_lossy().into_owned(), path, is_dir, symlink });
+        out.push(Entry {
+            name: e.file_name().to_string_lossy().into_owned(),
+            path,
+            is_dir,
+            symlink,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
@@ -128,9 +141,15 @@ struct Real {
 impl Real {
     fn child(&self, e: &Entry) -> Real {
         if e.symlink {
-            Real { path: std::fs::canonicalize(&e.path).unwrap_or_else(|_| e.path.clone()), direct: false }
+            Real {
+                path: std::fs::canonicalize(&e.path).unwrap_or_else(|_| e.path.clone()),
+                direct: false,
+            }
         } else {
-            Real { path: self.path.join(&e.name), direct: self.direct }
+            Real {
+                path: self.path.join(&e.name),
+                direct: self.direct,
+            }
         }
     }
 }
@@ -153,8 +172,14 @@ impl Found {
 /// `None` when the footer cannot be read.
 pub fn written_by_promduck(path: &Path) -> Option<bool> {
     let f = std::fs::File::open(path).ok()?;
-    let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&f).ok()?;
-    Some(meta.file_metadata().key_value_metadata().is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY)))
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&f)
+        .ok()?;
+    Some(
+        meta.file_metadata()
+            .key_value_metadata()
+            .is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY)),
+    )
 }
 
 /// The proxy of a file directly in a day folder, from its stem (see the module
@@ -175,7 +200,11 @@ fn raw_relative_file(name: &str) -> Option<String> {
     }
     let mut parts: Vec<&str> = name.split('/').collect();
     let last = parts.pop()?;
-    if last.is_empty() || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if last.is_empty()
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return None;
     }
     Some(format!("{name}.{PARQUET_EXT}"))
@@ -192,8 +221,15 @@ pub fn select_files(data_dir: &Path, sel: &Selection) -> Result<Vec<PartitionFil
 /// The daily files (`YYYY-MM-DD/<proxy>.parquet`) of the month starting on
 /// `first`, whether or not the month has a month file: what compaction takes in.
 pub fn daily_files_of_month(data_dir: &Path, first: NaiveDate) -> Result<Vec<PartitionFile>> {
-    let sel = Selection { from: Some(first), to: Some(month_end(first)), proxies: None };
-    Ok(select(data_dir, &sel, false)?.into_iter().filter(|f| f.layout == Layout::Daily).collect())
+    let sel = Selection {
+        from: Some(first),
+        to: Some(month_end(first)),
+        proxies: None,
+    };
+    Ok(select(data_dir, &sel, false)?
+        .into_iter()
+        .filter(|f| f.layout == Layout::Daily)
+        .collect())
 }
 
 /// The month file of `day`'s month, if there is one: what a reader uses instead of a
@@ -204,21 +240,31 @@ pub fn month_fallback(file: &PartitionFile) -> Option<PartitionFile> {
         return None;
     }
     // <data_dir>/<YYYY-MM-DD>/<name>.parquet, `name` possibly in subfolders (raw Go-tool names).
-    let day_dir = file.path.ancestors().find(|a| a.file_name().is_some_and(|n| parse_day_dir(&n.to_string_lossy()) == Some(file.day)))?;
+    let day_dir = file.path.ancestors().find(|a| {
+        a.file_name()
+            .is_some_and(|n| parse_day_dir(&n.to_string_lossy()) == Some(file.day))
+    })?;
     let path = month_path(day_dir.parent()?, file.day);
     path.is_file().then(|| PartitionFile {
         day: month_of(file.day),
         proxy: String::new(),
         path,
         layout: Layout::Month,
-        filter: Some(Arc::new(Selection { from: Some(file.day), to: Some(file.day), proxies: Some(vec![file.proxy.clone()]) })),
+        filter: Some(Arc::new(Selection {
+            from: Some(file.day),
+            to: Some(file.day),
+            proxies: Some(vec![file.proxy.clone()]),
+        })),
     })
 }
 
 fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<PartitionFile>> {
     let meta = std::fs::metadata(data_dir).map_err(|e| Error::io(data_dir, e))?;
     if !meta.is_dir() {
-        return Err(Error::Invalid(format!("{}: not a directory", data_dir.display())));
+        return Err(Error::Invalid(format!(
+            "{}: not a directory",
+            data_dir.display()
+        )));
     }
     if let (Some(f), Some(t)) = (sel.from, sel.to) {
         if f > t {
@@ -230,8 +276,14 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
         let mut seen = HashSet::new();
         ps.retain(|p| seen.insert(p.clone()));
     }
-    let root = Real { path: std::fs::canonicalize(data_dir).map_err(|e| Error::io(data_dir, e))?, direct: true };
-    let mut found = Found { files: Vec::new(), via_symlink: false };
+    let root = Real {
+        path: std::fs::canonicalize(data_dir).map_err(|e| Error::io(data_dir, e))?,
+        direct: true,
+    };
+    let mut found = Found {
+        files: Vec::new(),
+        via_symlink: false,
+    };
     let entries = list_dir(data_dir)?;
     // Month files first, before any day folder is listed: a month whose file is
     // seen is read from it alone; one whose file is not (yet) seen is read from
@@ -239,7 +291,9 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
     let mut compacted: HashSet<NaiveDate> = HashSet::new();
     if month_files {
         for e in entries.iter().filter(|e| e.is_dir) {
-            let Some(first) = parse_month_dir(&e.name) else { continue };
+            let Some(first) = parse_month_dir(&e.name) else {
+                continue;
+            };
             if !sel.day_ok_any(first, month_end(first)) {
                 continue;
             }
@@ -251,11 +305,28 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
             compacted.insert(first);
             let from = sel.from.filter(|f| *f > first);
             let to = sel.to.filter(|t| *t < month_end(first));
-            let filter = (from.is_some() || to.is_some() || sel.proxies.is_some())
-                .then(|| Arc::new(Selection { from, to, proxies: sel.proxies.clone() }));
+            let filter = (from.is_some() || to.is_some() || sel.proxies.is_some()).then(|| {
+                Arc::new(Selection {
+                    from,
+                    to,
+                    proxies: sel.proxies.clone(),
+                })
+            });
             let real = root.child(e);
-            let file_real = Real { path: real.path.join(&file_name), direct: real.direct };
-            found.push(PartitionFile { day: first, proxy: String::new(), path, layout: Layout::Month, filter }, file_real);
+            let file_real = Real {
+                path: real.path.join(&file_name),
+                direct: real.direct,
+            };
+            found.push(
+                PartitionFile {
+                    day: first,
+                    proxy: String::new(),
+                    path,
+                    layout: Layout::Month,
+                    filter,
+                },
+                file_real,
+            );
         }
     }
     for e in entries {
@@ -273,7 +344,11 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
                     None => daily_list(day, &e.path, &real, "", &mut HashSet::new(), &mut found)?,
                 }
             }
-        } else if let Some(year) = e.name.strip_prefix("year=").and_then(|y| y.parse::<i32>().ok()) {
+        } else if let Some(year) = e
+            .name
+            .strip_prefix("year=")
+            .and_then(|y| y.parse::<i32>().ok())
+        {
             hive_files(year, &e.path, &root.child(&e), &sel, &mut found)?;
         }
     }
@@ -289,7 +364,12 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
             }
         }
         let keep: HashSet<usize> = best.into_values().collect();
-        files = files.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, f)| f).collect();
+        files = files
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, f)| f)
+            .collect();
     }
     let mut out: Vec<PartitionFile> = files.into_iter().map(|(f, _)| f).collect();
     out.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
@@ -300,7 +380,13 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
 /// name has up to two candidates, promduck's encoded file name and the Go tool's
 /// raw one; a candidate is kept only if its proxy (as listing resolves it) is the
 /// requested name.
-fn daily_lookup(day: NaiveDate, dir: &Path, real: &Real, proxies: &[String], found: &mut Found) -> Result<()> {
+fn daily_lookup(
+    day: NaiveDate,
+    dir: &Path,
+    real: &Real,
+    proxies: &[String],
+    found: &mut Found,
+) -> Result<()> {
     for p in proxies {
         let encoded = encode_proxy(p);
         let mut candidates = vec![format!("{encoded}.{PARQUET_EXT}")];
@@ -311,7 +397,9 @@ fn daily_lookup(day: NaiveDate, dir: &Path, real: &Real, proxies: &[String], fou
         }
         for name in candidates {
             let path = dir.join(&name);
-            let Ok(lmeta) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(lmeta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             let symlink = lmeta.file_type().is_symlink();
             if symlink || name.contains('/') {
                 if !path.is_file() {
@@ -331,11 +419,20 @@ fn daily_lookup(day: NaiveDate, dir: &Path, real: &Real, proxies: &[String], fou
             let file_real = if symlink || name.contains('/') {
                 let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
                 let direct = real.direct && canon == real.path.join(&name);
-                Real { path: canon, direct }
+                Real {
+                    path: canon,
+                    direct,
+                }
             } else {
-                Real { path: real.path.join(&name), direct: real.direct }
+                Real {
+                    path: real.path.join(&name),
+                    direct: real.direct,
+                }
             };
-            found.push(PartitionFile::daily(day, proxy, path, Layout::Daily), file_real);
+            found.push(
+                PartitionFile::daily(day, proxy, path, Layout::Daily),
+                file_real,
+            );
         }
     }
     Ok(())
@@ -344,7 +441,14 @@ fn daily_lookup(day: NaiveDate, dir: &Path, real: &Real, proxies: &[String], fou
 /// Every partition of a day folder. `prefix` is the proxy-name prefix of a
 /// subfolder (a Go-tool proxy with `/` in its name); `visited` guards against
 /// symlink loops.
-fn daily_list(day: NaiveDate, dir: &Path, real: &Real, prefix: &str, visited: &mut HashSet<PathBuf>, found: &mut Found) -> Result<()> {
+fn daily_list(
+    day: NaiveDate,
+    dir: &Path,
+    real: &Real,
+    prefix: &str,
+    visited: &mut HashSet<PathBuf>,
+    found: &mut Found,
+) -> Result<()> {
     if !visited.insert(real.path.clone()) {
         return Ok(());
     }
@@ -354,19 +458,35 @@ fn daily_list(day: NaiveDate, dir: &Path, real: &Real, prefix: &str, visited: &m
             if real.path.starts_with(&sub.path) {
                 continue; // a link to an enclosing folder (`..`, the data dir): never followed
             }
-            daily_list(day, &e.path, &sub, &format!("{prefix}{}/", e.name), visited, found)?;
+            daily_list(
+                day,
+                &e.path,
+                &sub,
+                &format!("{prefix}{}/", e.name),
+                visited,
+                found,
+            )?;
             continue;
         }
         if is_temp_file(&e.name) {
             continue;
         }
-        let Some(stem) = e.name.strip_suffix(&format!(".{PARQUET_EXT}")) else { continue };
+        let Some(stem) = e.name.strip_suffix(&format!(".{PARQUET_EXT}")) else {
+            continue;
+        };
         if stem.is_empty() {
             continue;
         }
-        let proxy = if prefix.is_empty() { top_level_proxy(stem, &e.path) } else { format!("{prefix}{stem}") };
+        let proxy = if prefix.is_empty() {
+            top_level_proxy(stem, &e.path)
+        } else {
+            format!("{prefix}{stem}")
+        };
         let file_real = real.child(&e);
-        found.push(PartitionFile::daily(day, proxy, e.path, Layout::Daily), file_real);
+        found.push(
+            PartitionFile::daily(day, proxy, e.path, Layout::Daily),
+            file_real,
+        );
     }
     Ok(())
 }
@@ -375,21 +495,36 @@ fn hive_value<'a>(name: &'a str, key: &str) -> Option<&'a str> {
     name.strip_prefix(key)?.strip_prefix('=')
 }
 
-fn hive_files(year: i32, ydir: &Path, yreal: &Real, sel: &Selection, found: &mut Found) -> Result<()> {
+fn hive_files(
+    year: i32,
+    ydir: &Path,
+    yreal: &Real,
+    sel: &Selection,
+    found: &mut Found,
+) -> Result<()> {
     // Prune whole years and months before listing below them.
-    let year_ok = |y: i32| sel.from.map_or(true, |f| y >= chrono::Datelike::year(&f)) && sel.to.map_or(true, |t| y <= chrono::Datelike::year(&t));
+    let year_ok = |y: i32| {
+        sel.from.map_or(true, |f| y >= chrono::Datelike::year(&f))
+            && sel.to.map_or(true, |t| y <= chrono::Datelike::year(&t))
+    };
     if !year_ok(year) {
         return Ok(());
     }
     for m in list_dir(ydir)? {
-        let Some(month) = hive_value(&m.name, "month").and_then(|m| m.parse::<u32>().ok()) else { continue };
+        let Some(month) = hive_value(&m.name, "month").and_then(|m| m.parse::<u32>().ok()) else {
+            continue;
+        };
         if !m.is_dir {
             continue;
         }
         let mreal = yreal.child(&m);
         for d in list_dir(&m.path)? {
-            let Some(dd) = hive_value(&d.name, "day").and_then(|d| d.parse::<u32>().ok()) else { continue };
-            let Some(day) = NaiveDate::from_ymd_opt(year, month, dd) else { continue };
+            let Some(dd) = hive_value(&d.name, "day").and_then(|d| d.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some(day) = NaiveDate::from_ymd_opt(year, month, dd) else {
+                continue;
+            };
             if !d.is_dir || !sel.day_ok(day) {
                 continue;
             }
@@ -397,7 +532,9 @@ fn hive_files(year: i32, ydir: &Path, yreal: &Real, sel: &Selection, found: &mut
             for a in list_dir(&d.path)? {
                 // Hive partition values are percent-encoded by convention; a value
                 // that is not valid percent-encoding is taken as it is.
-                let Some(raw) = hive_value(&a.name, "app") else { continue };
+                let Some(raw) = hive_value(&a.name, "app") else {
+                    continue;
+                };
                 let app = decode_proxy(raw).unwrap_or_else(|| raw.to_string());
                 if !a.is_dir || !sel.proxy_ok(&app) {
                     continue;
@@ -406,11 +543,17 @@ fn hive_files(year: i32, ydir: &Path, yreal: &Real, sel: &Selection, found: &mut
                 // File names here are not proxy names: hidden ones are skipped, as
                 // Hive-style readers do.
                 for f in list_dir(&a.path)? {
-                    if f.is_dir || f.name.starts_with('.') || !f.name.ends_with(&format!(".{PARQUET_EXT}")) {
+                    if f.is_dir
+                        || f.name.starts_with('.')
+                        || !f.name.ends_with(&format!(".{PARQUET_EXT}"))
+                    {
                         continue;
                     }
                     let freal = areal.child(&f);
-                    found.push(PartitionFile::daily(day, app.clone(), f.path, Layout::Hive), freal);
+                    found.push(
+                        PartitionFile::daily(day, app.clone(), f.path, Layout::Hive),
+                        freal,
+                    );
                 }
             }
         }
@@ -428,17 +571,19 @@ fn hive_files(year: i32, ydir: &Path, yreal: &Real, sel: &Selection, found: &mut
 // Hive path) says on every row.
 // ---------------------------------------------------------------------------
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use std::sync::Arc;
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
+use std::sync::Arc;
 
 /// The columns `prom_metrics` returns, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -452,7 +597,14 @@ pub enum Column {
 }
 
 impl Column {
-    pub const ALL: [Column; 6] = [Column::Timestamp, Column::Date, Column::Proxy, Column::Metric, Column::Value, Column::Labels];
+    pub const ALL: [Column; 6] = [
+        Column::Timestamp,
+        Column::Date,
+        Column::Proxy,
+        Column::Metric,
+        Column::Value,
+        Column::Labels,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -544,36 +696,58 @@ impl PartitionReader {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // The embedded Arrow schema is not needed (columns are normalised below) and
         // decoding it is a measurable part of the per-file cost on small partitions.
-        let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true);
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options).map_err(|e| parquet_err(path, e))?;
+        let options =
+            parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options)
+            .map_err(|e| parquet_err(path, e))?;
         let schema = builder.schema().clone();
         let top_level: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let mut needed: Vec<&str> = want.iter().map(|c| c.name()).collect();
         if spec.metrics.is_some() {
             needed.push(Column::Metric.name());
         }
-        if !top_level.contains(&Column::Timestamp.name()) || !top_level.contains(&Column::Value.name()) {
-            return Err(Error::parquet(path, "not a metrics partition: it has no `timestamp` and `value` columns"));
+        if !top_level.contains(&Column::Timestamp.name())
+            || !top_level.contains(&Column::Value.name())
+        {
+            return Err(Error::parquet(
+                path,
+                "not a metrics partition: it has no `timestamp` and `value` columns",
+            ));
         }
         let (first_day, last_day) = file.days();
         let kv = builder.metadata().file_metadata().key_value_metadata();
         let ours = kv.is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY));
         let date_field = schema.field_with_name(Column::Date.name()).ok();
-        if file.layout == Layout::Month && (date_field.is_none() || !top_level.contains(&Column::Proxy.name())) {
-            return Err(Error::parquet(path, "not a month file: it has no `date` and `api_proxy` columns"));
+        if file.layout == Layout::Month
+            && (date_field.is_none() || !top_level.contains(&Column::Proxy.name()))
+        {
+            return Err(Error::parquet(
+                path,
+                "not a month file: it has no `date` and `api_proxy` columns",
+            ));
         }
         // Every row's date must be the folder's day (a month file's: in its month).
         // promduck's own files say so in their statistics (no decoding); anything
         // else is checked row by row.
-        let check_dates = date_field
-            .is_some_and(|f| !(ours && date_stats_prove_days(builder.metadata(), builder.parquet_schema(), f.data_type(), first_day, last_day)));
+        let check_dates = date_field.is_some_and(|f| {
+            !(ours
+                && date_stats_prove_days(
+                    builder.metadata(),
+                    builder.parquet_schema(),
+                    f.data_type(),
+                    first_day,
+                    last_day,
+                ))
+        });
         // A month file read in part: only the row groups whose statistics may hold
         // a selected (day, proxy), then only the selected rows.
         let rows = match (&file.layout, &file.filter) {
             (Layout::Month, Some(f)) => Some(RowFilter::new(f, first_day, last_day)),
             _ => None,
         };
-        let row_groups: Option<Vec<usize>> = rows.as_ref().map(|r| r.row_groups(builder.metadata(), builder.parquet_schema()));
+        let row_groups: Option<Vec<usize>> = rows
+            .as_ref()
+            .map(|r| r.row_groups(builder.metadata(), builder.parquet_schema()));
         if let Some(r) = &rows {
             needed.push(Column::Date.name());
             if r.proxies.is_some() {
@@ -584,9 +758,16 @@ impl PartitionReader {
         // schema hint says seconds (Parquet has no annotation for them). promduck's
         // files hold milliseconds; only foreign ones pay for decoding the hint.
         let mut int_unit = TimeUnit::Millisecond;
-        if !ours && want.contains(&Column::Timestamp) && schema.field_with_name(Column::Timestamp.name()).is_ok_and(|f| *f.data_type() == DataType::Int64) {
+        if !ours
+            && want.contains(&Column::Timestamp)
+            && schema
+                .field_with_name(Column::Timestamp.name())
+                .is_ok_and(|f| *f.data_type() == DataType::Int64)
+        {
             if let Some(kv) = kv.filter(|kv| kv.iter().any(|k| k.key == "ARROW:schema")) {
-                let hinted = parquet::arrow::parquet_to_arrow_schema(builder.parquet_schema(), Some(kv)).map_err(|e| parquet_err(path, e))?;
+                let hinted =
+                    parquet::arrow::parquet_to_arrow_schema(builder.parquet_schema(), Some(kv))
+                        .map_err(|e| parquet_err(path, e))?;
                 if let Ok(f) = hinted.field_with_name(Column::Timestamp.name()) {
                     if let DataType::Timestamp(TimeUnit::Second, _) = f.data_type() {
                         int_unit = TimeUnit::Second;
@@ -599,17 +780,36 @@ impl PartitionReader {
         }
         let groups = builder.metadata().row_groups();
         let total_rows = match &row_groups {
-            Some(sel) => sel.iter().map(|&i| groups[i].num_rows().max(0) as usize).sum(),
+            Some(sel) => sel
+                .iter()
+                .map(|&i| groups[i].num_rows().max(0) as usize)
+                .sum(),
             None => groups.iter().map(|rg| rg.num_rows().max(0) as usize).sum(),
         };
-        let roots: Vec<usize> = top_level.iter().enumerate().filter(|(_, n)| needed.contains(n)).map(|(i, _)| i).collect();
+        let roots: Vec<usize> = top_level
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| needed.contains(n))
+            .map(|(i, _)| i)
+            .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let mut builder = builder.with_projection(mask).with_batch_size(spec.batch_rows.max(1));
+        let mut builder = builder
+            .with_projection(mask)
+            .with_batch_size(spec.batch_rows.max(1));
         if let Some(sel) = row_groups {
             builder = builder.with_row_groups(sel);
         }
         let reader = builder.build().map_err(|e| parquet_err(path, e))?;
-        Ok(PartitionReader { file: file.clone(), spec: spec.clone(), reader, check_dates, rows, int_unit, first_row: 0, total_rows })
+        Ok(PartitionReader {
+            file: file.clone(),
+            spec: spec.clone(),
+            reader,
+            check_dates,
+            rows,
+            int_unit,
+            first_row: 0,
+            total_rows,
+        })
     }
 
     /// The file being read.
@@ -649,7 +849,10 @@ impl PartitionReader {
                     .column_by_name(Column::Metric.name())
                     .ok_or_else(|| Error::parquet(path, "no `metric_name` column to filter on"))?;
                 let names = to_utf8(col, path, "metric_name")?;
-                let mask: BooleanArray = names.iter().map(|n| Some(n.is_some_and(|n| ms.iter().any(|m| m == n)))).collect();
+                let mask: BooleanArray = names
+                    .iter()
+                    .map(|n| Some(n.is_some_and(|n| ms.iter().any(|m| m == n))))
+                    .collect();
                 batch = filter_record_batch(&batch, &mask).map_err(|e| parquet_err(path, e))?;
             }
             if batch.num_rows() == 0 {
@@ -661,8 +864,17 @@ impl PartitionReader {
 }
 
 /// Reads a whole partition file into memory (see [`PartitionReader`] to stream it).
-pub fn read_partition(file: &PartitionFile, want: &[Column], metrics: Option<&[String]>, batch_rows: usize) -> Result<Vec<ReadBatch>> {
-    let spec = Arc::new(ReadSpec { want: want.to_vec(), metrics: metrics.map(<[String]>::to_vec), batch_rows });
+pub fn read_partition(
+    file: &PartitionFile,
+    want: &[Column],
+    metrics: Option<&[String]>,
+    batch_rows: usize,
+) -> Result<Vec<ReadBatch>> {
+    let spec = Arc::new(ReadSpec {
+        want: want.to_vec(),
+        metrics: metrics.map(<[String]>::to_vec),
+        batch_rows,
+    });
     let mut reader = PartitionReader::open(file, &spec)?;
     let mut out = Vec::new();
     while let Some(b) = reader.next_batch()? {
@@ -684,17 +896,28 @@ impl PartitionFile {
 
 /// The leaf column index of a top-level column.
 fn leaf_of(schema: &parquet::schema::types::SchemaDescriptor, name: &str) -> Option<usize> {
-    schema.columns().iter().position(|c| c.path().parts() == [name])
+    schema
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == [name])
 }
 
 /// Whether the footer's statistics show that every non-NULL value of a DATE
 /// column is within `first..=last` (only for promduck's own files: their writer
 /// is trusted to write exact statistics).
-fn date_stats_prove_days(meta: &ParquetMetaData, schema: &parquet::schema::types::SchemaDescriptor, ty: &DataType, first: i32, last: i32) -> bool {
+fn date_stats_prove_days(
+    meta: &ParquetMetaData,
+    schema: &parquet::schema::types::SchemaDescriptor,
+    ty: &DataType,
+    first: i32,
+    last: i32,
+) -> bool {
     if *ty != DataType::Date32 {
         return false;
     }
-    let Some(leaf) = leaf_of(schema, Column::Date.name()) else { return false };
+    let Some(leaf) = leaf_of(schema, Column::Date.name()) else {
+        return false;
+    };
     meta.row_groups().iter().all(|rg| {
         let rows = rg.num_rows() as u64;
         match rg.column(leaf).statistics() {
@@ -721,7 +944,9 @@ struct RowFilter {
 impl RowFilter {
     fn new(sel: &Selection, first: i32, last: i32) -> RowFilter {
         RowFilter {
-            from: sel.from.map_or(first, |d| crate::schema::date32(d).max(first)),
+            from: sel
+                .from
+                .map_or(first, |d| crate::schema::date32(d).max(first)),
             to: sel.to.map_or(last, |d| crate::schema::date32(d).min(last)),
             proxies: sel.proxies.as_ref().map(|ps| ps.iter().cloned().collect()),
         }
@@ -730,7 +955,11 @@ impl RowFilter {
     /// The row groups whose statistics allow a selected row (all of them where a
     /// statistic is missing). Month files are sorted by `api_proxy, date` and their
     /// row groups never split a (proxy, day): one day of one proxy is one group.
-    fn row_groups(&self, meta: &ParquetMetaData, schema: &parquet::schema::types::SchemaDescriptor) -> Vec<usize> {
+    fn row_groups(
+        &self,
+        meta: &ParquetMetaData,
+        schema: &parquet::schema::types::SchemaDescriptor,
+    ) -> Vec<usize> {
         let date_leaf = leaf_of(schema, Column::Date.name());
         let proxy_leaf = leaf_of(schema, Column::Proxy.name());
         (0..meta.num_row_groups())
@@ -743,11 +972,18 @@ impl RowFilter {
                     },
                     _ => true,
                 };
-                let proxies_ok = match (&self.proxies, proxy_leaf.and_then(|l| rg.column(l).statistics())) {
-                    (Some(ps), Some(Statistics::ByteArray(s))) => match (s.min_opt(), s.max_opt()) {
-                        (Some(lo), Some(hi)) => ps.iter().any(|p| p.as_bytes() >= lo.data() && p.as_bytes() <= hi.data()),
-                        _ => true,
-                    },
+                let proxies_ok = match (
+                    &self.proxies,
+                    proxy_leaf.and_then(|l| rg.column(l).statistics()),
+                ) {
+                    (Some(ps), Some(Statistics::ByteArray(s))) => {
+                        match (s.min_opt(), s.max_opt()) {
+                            (Some(lo), Some(hi)) => ps
+                                .iter()
+                                .any(|p| p.as_bytes() >= lo.data() && p.as_bytes() <= hi.data()),
+                            _ => true,
+                        }
+                    }
                     _ => true,
                 };
                 dates_ok && proxies_ok
@@ -756,12 +992,16 @@ impl RowFilter {
     }
 
     fn mask(&self, batch: &RecordBatch, path: &Path) -> Result<BooleanArray> {
-        let date = batch.column_by_name(Column::Date.name()).ok_or_else(|| Error::parquet(path, "no `date` column"))?;
+        let date = batch
+            .column_by_name(Column::Date.name())
+            .ok_or_else(|| Error::parquet(path, "no `date` column"))?;
         let date = checked_cast(date, &DataType::Date32, path, Column::Date.name())?;
         let date = date.as_primitive::<arrow::datatypes::Date32Type>();
         let proxy = match &self.proxies {
             Some(_) => Some(to_utf8(
-                batch.column_by_name(Column::Proxy.name()).ok_or_else(|| Error::parquet(path, "no `api_proxy` column"))?,
+                batch
+                    .column_by_name(Column::Proxy.name())
+                    .ok_or_else(|| Error::parquet(path, "no `api_proxy` column"))?,
                 path,
                 Column::Proxy.name(),
             )?),
@@ -787,8 +1027,12 @@ fn check_dates_are(col: &ArrayRef, file: &PartitionFile, first_row: usize) -> Re
     let dates = checked_cast(col, &DataType::Date32, path, Column::Date.name())?;
     let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
     let (first, last) = file.days();
-    if let Some(i) = (0..dates.len()).find(|&i| dates.is_valid(i) && !(first..=last).contains(&dates.value(i))) {
-        let got = dates.value_as_date(i).map_or_else(|| dates.value(i).to_string(), |d| d.to_string());
+    if let Some(i) =
+        (0..dates.len()).find(|&i| dates.is_valid(i) && !(first..=last).contains(&dates.value(i)))
+    {
+        let got = dates
+            .value_as_date(i)
+            .map_or_else(|| dates.value(i).to_string(), |d| d.to_string());
         let (place, what) = match file.layout {
             Layout::Daily => ("its folder", "a partition holds one day"),
             Layout::Hive => ("its year=/month=/day= path", "a partition holds one day"),
@@ -798,7 +1042,14 @@ fn check_dates_are(col: &ArrayRef, file: &PartitionFile, first_row: usize) -> Re
             Layout::Month => crate::layout::month_dir_name(file.day),
             _ => file.day.to_string(),
         };
-        return Err(col_err(path, Column::Date.name(), format!("row {} holds {got}, but {place} says {says}; {what}", first_row + i)));
+        return Err(col_err(
+            path,
+            Column::Date.name(),
+            format!(
+                "row {} holds {got}, but {place} says {says}; {what}",
+                first_row + i
+            ),
+        ));
     }
     Ok(())
 }
@@ -807,20 +1058,31 @@ fn check_dates_are(col: &ArrayRef, file: &PartitionFile, first_row: usize) -> Re
 /// order (by proxy, then day), read from its `api_proxy` and `date` columns alone.
 pub fn month_partitions(file: &PartitionFile) -> Result<Vec<(NaiveDate, String)>> {
     let path = file.path.as_path();
-    let spec = Arc::new(ReadSpec { want: vec![Column::Date, Column::Proxy], metrics: None, batch_rows: 8192 });
+    let spec = Arc::new(ReadSpec {
+        want: vec![Column::Date, Column::Proxy],
+        metrics: None,
+        batch_rows: 8192,
+    });
     let mut reader = PartitionReader::open(file, &spec)?;
     let mut out: Vec<(NaiveDate, String)> = Vec::new();
     while let Some(b) = reader.next_batch()? {
-        let (Some(dates), Some(proxies)) = (&b.date, &b.proxy) else { return Err(Error::parquet(path, "no `date`/`api_proxy` column")) };
+        let (Some(dates), Some(proxies)) = (&b.date, &b.proxy) else {
+            return Err(Error::parquet(path, "no `date`/`api_proxy` column"));
+        };
         for i in 0..b.len {
             if dates.is_null(i) || proxies.is_null(i) {
                 continue;
             }
             let (d, p) = (dates.value(i), proxies.value(i));
-            if out.last().is_some_and(|(ld, lp)| crate::schema::date32(*ld) == d && lp == p) {
+            if out
+                .last()
+                .is_some_and(|(ld, lp)| crate::schema::date32(*ld) == d && lp == p)
+            {
                 continue;
             }
-            let day = dates.value_as_date(i).ok_or_else(|| col_err(path, Column::Date.name(), format!("day {d} out of range")))?;
+            let day = dates.value_as_date(i).ok_or_else(|| {
+                col_err(path, Column::Date.name(), format!("day {d} out of range"))
+            })?;
             out.push((day, p.to_string()));
         }
     }
@@ -834,12 +1096,23 @@ fn checked_cast(col: &ArrayRef, to: &DataType, path: &Path, name: &str) -> Resul
     if col.data_type() == to {
         return Ok(col.clone());
     }
-    let opts = CastOptions { safe: false, format_options: FormatOptions::default() };
+    let opts = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
     let out = cast_with_options(col, to, &opts).map_err(|e| col_err(path, name, e))?;
     if out.logical_null_count() != col.logical_null_count() {
-        let i = (0..col.len()).find(|&i| col.is_valid(i) && out.is_null(i)).unwrap_or(0);
-        let v = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default()).map(|f| f.value(i).to_string()).unwrap_or_default();
-        return Err(col_err(path, name, format!("value {v:?} ({}) cannot be read as {to}", col.data_type())));
+        let i = (0..col.len())
+            .find(|&i| col.is_valid(i) && out.is_null(i))
+            .unwrap_or(0);
+        let v = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
+            .map(|f| f.value(i).to_string())
+            .unwrap_or_default();
+        return Err(col_err(
+            path,
+            name,
+            format!("value {v:?} ({}) cannot be read as {to}", col.data_type()),
+        ));
     }
     Ok(out)
 }
@@ -849,10 +1122,23 @@ fn to_utf8(col: &ArrayRef, path: &Path, name: &str) -> Result<StringArray> {
     Ok(c.as_string::<i32>().clone())
 }
 
-fn normalise(batch: &RecordBatch, file: &PartitionFile, want: &[Column], int_unit: TimeUnit) -> Result<ReadBatch> {
+fn normalise(
+    batch: &RecordBatch,
+    file: &PartitionFile,
+    want: &[Column],
+    int_unit: TimeUnit,
+) -> Result<ReadBatch> {
     let path = file.path.as_path();
     let n = batch.num_rows();
-    let mut out = ReadBatch { len: n, timestamp_us: None, date: None, proxy: None, metric: None, value: None, labels: None };
+    let mut out = ReadBatch {
+        len: n,
+        timestamp_us: None,
+        date: None,
+        proxy: None,
+        metric: None,
+        value: None,
+        labels: None,
+    };
     for &c in want {
         let col = batch.column_by_name(c.name());
         match c {
@@ -862,14 +1148,18 @@ fn normalise(batch: &RecordBatch, file: &PartitionFile, want: &[Column], int_uni
             }
             Column::Date => {
                 out.date = Some(match col {
-                    Some(col) => checked_cast(col, &DataType::Date32, path, "date")?.as_primitive::<arrow::datatypes::Date32Type>().clone(),
+                    Some(col) => checked_cast(col, &DataType::Date32, path, "date")?
+                        .as_primitive::<arrow::datatypes::Date32Type>()
+                        .clone(),
                     None => Date32Array::from(vec![crate::schema::date32(file.day); n]),
                 });
             }
             Column::Proxy => {
                 out.proxy = Some(match col {
                     Some(col) => to_utf8(col, path, "api_proxy")?,
-                    None => StringArray::from_iter_values(std::iter::repeat(file.proxy.as_str()).take(n)),
+                    None => StringArray::from_iter_values(
+                        std::iter::repeat(file.proxy.as_str()).take(n),
+                    ),
                 });
             }
             Column::Metric => {
@@ -903,18 +1193,28 @@ fn values(col: &ArrayRef, path: &Path) -> Result<Float64Array> {
     let inexact = match col.data_type() {
         DataType::Int64 => {
             let a = col.as_primitive::<arrow::datatypes::Int64Type>();
-            (0..a.len()).find(|&i| a.is_valid(i) && (a.value(i) as f64) as i128 != a.value(i) as i128).map(|i| a.value(i).to_string())
+            (0..a.len())
+                .find(|&i| a.is_valid(i) && (a.value(i) as f64) as i128 != a.value(i) as i128)
+                .map(|i| a.value(i).to_string())
         }
         DataType::UInt64 => {
             let a = col.as_primitive::<arrow::datatypes::UInt64Type>();
-            (0..a.len()).find(|&i| a.is_valid(i) && (a.value(i) as f64) as u128 != a.value(i) as u128).map(|i| a.value(i).to_string())
+            (0..a.len())
+                .find(|&i| a.is_valid(i) && (a.value(i) as f64) as u128 != a.value(i) as u128)
+                .map(|i| a.value(i).to_string())
         }
         _ => None,
     };
     if let Some(v) = inexact {
-        return Err(col_err(path, name, format!("value {v} cannot be represented exactly as a DOUBLE")));
+        return Err(col_err(
+            path,
+            name,
+            format!("value {v} cannot be represented exactly as a DOUBLE"),
+        ));
     }
-    Ok(checked_cast(col, &DataType::Float64, path, name)?.as_primitive::<arrow::datatypes::Float64Type>().clone())
+    Ok(checked_cast(col, &DataType::Float64, path, name)?
+        .as_primitive::<arrow::datatypes::Float64Type>()
+        .clone())
 }
 
 /// Epoch microseconds from an integer column (in `int_unit`: epoch milliseconds,
@@ -924,9 +1224,14 @@ fn values(col: &ArrayRef, path: &Path) -> Result<Float64Array> {
 fn timestamp_us(col: &ArrayRef, path: &Path, int_unit: TimeUnit) -> Result<Int64Array> {
     let name = Column::Timestamp.name();
     let (raw, unit) = match col.data_type() {
-        DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::UInt64 | DataType::UInt32 | DataType::UInt16 | DataType::UInt8 => {
-            (checked_cast(col, &DataType::Int64, path, name)?, int_unit)
-        }
+        DataType::Int64
+        | DataType::Int32
+        | DataType::Int16
+        | DataType::Int8
+        | DataType::UInt64
+        | DataType::UInt32
+        | DataType::UInt16
+        | DataType::UInt8 => (checked_cast(col, &DataType::Int64, path, name)?, int_unit),
         DataType::Timestamp(unit, _) => (checked_cast(col, &DataType::Int64, path, name)?, *unit),
         other => return Err(col_err(path, name, format!("unsupported type {other}"))),
     };
@@ -947,7 +1252,13 @@ fn timestamp_us(col: &ArrayRef, path: &Path, int_unit: TimeUnit) -> Result<Int64
         match v.checked_mul(mul).map(|x| x.div_euclid(div)) {
             Some(x) if (MIN_TIMESTAMP_US..=MAX_TIMESTAMP_US).contains(&x) => us.push(x),
             _ => {
-                return Err(col_err(path, name, format!("value {v} ({what} since the epoch) is outside the range of a timestamp")));
+                return Err(col_err(
+                    path,
+                    name,
+                    format!(
+                        "value {v} ({what} since the epoch) is outside the range of a timestamp"
+                    ),
+                ));
             }
         }
     }
@@ -964,7 +1275,11 @@ fn label_column(col: &ArrayRef, path: &Path) -> Result<LabelColumn> {
         }
         DataType::List(_) => {
             let l = col.as_list::<i32>();
-            let entries = l.values().as_struct_opt().ok_or_else(|| bad("expected a list of key/value structs"))?.clone();
+            let entries = l
+                .values()
+                .as_struct_opt()
+                .ok_or_else(|| bad("expected a list of key/value structs"))?
+                .clone();
             (l.offsets().clone(), entries, l.nulls().cloned())
         }
         other => return Err(bad(&format!("unsupported type {other}"))),
@@ -972,8 +1287,14 @@ fn label_column(col: &ArrayRef, path: &Path) -> Result<LabelColumn> {
     if entries.num_columns() < 2 {
         return Err(bad("entries need a key and a value"));
     }
-    let key_col = entries.column_by_name("key").or_else(|| entries.column_by_name("keys")).unwrap_or(entries.column(0));
-    let val_col = entries.column_by_name("value").or_else(|| entries.column_by_name("values")).unwrap_or(entries.column(1));
+    let key_col = entries
+        .column_by_name("key")
+        .or_else(|| entries.column_by_name("keys"))
+        .unwrap_or(entries.column(0));
+    let val_col = entries
+        .column_by_name("value")
+        .or_else(|| entries.column_by_name("values"))
+        .unwrap_or(entries.column(1));
     let keys = to_utf8(key_col, path, "labels.key")?;
     let values = to_utf8(val_col, path, "labels.value")?;
     if entries.null_count() > 0 || keys.null_count() > 0 {
@@ -983,12 +1304,19 @@ fn label_column(col: &ArrayRef, path: &Path) -> Result<LabelColumn> {
         for r in (0..offs.len().saturating_sub(1)).filter(|&r| row_valid(r)) {
             for j in offs[r] as usize..offs[r + 1] as usize {
                 if entries.is_null(j) || keys.is_null(j) {
-                    return Err(bad("a label without a key (a NULL entry or key), which a MAP cannot hold"));
+                    return Err(bad(
+                        "a label without a key (a NULL entry or key), which a MAP cannot hold",
+                    ));
                 }
             }
         }
     }
-    Ok(LabelColumn { offsets, keys, values, nulls })
+    Ok(LabelColumn {
+        offsets,
+        keys,
+        values,
+        nulls,
+    })
 }
 
 #[cfg(test)]
@@ -1021,17 +1349,41 @@ mod tests {
 
         let all = select_files(&root, &Selection::default()).unwrap();
         assert_eq!(all.len(), 11);
-        let sel = Selection { from: Some(d("2024-03-02")), to: Some(d("2024-03-02")), proxies: None };
-        let got: Vec<_> = select_files(&root, &sel).unwrap().into_iter().map(|f| (f.proxy, f.layout)).collect();
+        let sel = Selection {
+            from: Some(d("2024-03-02")),
+            to: Some(d("2024-03-02")),
+            proxies: None,
+        };
+        let got: Vec<_> = select_files(&root, &sel)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.proxy, f.layout))
+            .collect();
         assert_eq!(
             got,
-            vec![("a".into(), Layout::Daily), ("b".into(), Layout::Daily), ("c".into(), Layout::Hive), ("we\"ird".into(), Layout::Daily)]
+            vec![
+                ("a".into(), Layout::Daily),
+                ("b".into(), Layout::Daily),
+                ("c".into(), Layout::Hive),
+                ("we\"ird".into(), Layout::Daily)
+            ]
         );
-        let sel = Selection { from: None, to: None, proxies: Some(vec!["we\"ird".into(), "zzz".into()]) };
+        let sel = Selection {
+            from: None,
+            to: None,
+            proxies: Some(vec!["we\"ird".into(), "zzz".into()]),
+        };
         assert_eq!(select_files(&root, &sel).unwrap().len(), 3);
-        let sel = Selection { from: Some(d("2024-03-03")), to: Some(d("2024-03-01")), proxies: None };
+        let sel = Selection {
+            from: Some(d("2024-03-03")),
+            to: Some(d("2024-03-01")),
+            proxies: None,
+        };
         assert!(select_files(&root, &sel).unwrap().is_empty());
-        assert!(select_files(&root.join("missing"), &Selection::default()).unwrap_err().to_string().contains("missing"));
+        assert!(select_files(&root.join("missing"), &Selection::default())
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -1040,7 +1392,8 @@ mod tests {
 
     /// A fresh folder under the system temp dir.
     fn scratch(name: &str) -> PathBuf {
-        let root = std::env::temp_dir().join(format!("promduck-reader-{name}-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("promduck-reader-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         root
@@ -1052,10 +1405,15 @@ mod tests {
         let batch = RecordBatch::try_from_iter(cols).unwrap();
         let mut props = parquet::file::properties::WriterProperties::builder();
         if promduck {
-            props = props.set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(CREATED_BY_KEY.to_string(), "test".to_string())]));
+            props =
+                props.set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+                    CREATED_BY_KEY.to_string(),
+                    "test".to_string(),
+                )]));
         }
         let f = std::fs::File::create(path).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props.build())).unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props.build())).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
     }
@@ -1065,11 +1423,17 @@ mod tests {
         write(
             path,
             vec![
-                ("timestamp", Arc::new(Int64Array::from(vec![1_000])) as ArrayRef),
+                (
+                    "timestamp",
+                    Arc::new(Int64Array::from(vec![1_000])) as ArrayRef,
+                ),
                 ("metric_name", Arc::new(Utf8::from(vec!["m"]))),
                 ("value", Arc::new(Float64Array::from(vec![1.0]))),
                 ("api_proxy", Arc::new(Utf8::from(vec![proxy]))),
-                ("date", Arc::new(Date32Array::from(vec![crate::schema::date32(d(day))]))),
+                (
+                    "date",
+                    Arc::new(Date32Array::from(vec![crate::schema::date32(d(day))])),
+                ),
             ],
             promduck,
         );
@@ -1079,12 +1443,25 @@ mod tests {
         select_files(root, sel)
             .unwrap()
             .into_iter()
-            .map(|f| (f.proxy, f.path.strip_prefix(root).unwrap().to_string_lossy().into_owned()))
+            .map(|f| {
+                (
+                    f.proxy,
+                    f.path
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                )
+            })
             .collect()
     }
 
     fn proxies(ps: &[&str]) -> Selection {
-        Selection { from: None, to: None, proxies: Some(ps.iter().map(|p| p.to_string()).collect()) }
+        Selection {
+            from: None,
+            to: None,
+            proxies: Some(ps.iter().map(|p| p.to_string()).collect()),
+        }
     }
 
     #[test]
@@ -1100,12 +1477,22 @@ mod tests {
             ("a%2Fb", "a%2Fb"),
             ("c/d/e", "c/d/e"),
         ] {
-            partition(&go.join(format!("{file}.parquet")), "2024-03-01", proxy, false);
+            partition(
+                &go.join(format!("{file}.parquet")),
+                "2024-03-01",
+                proxy,
+                false,
+            );
         }
         // promduck's files for the same names, a day later.
         let pd = root.join("2024-03-02");
         for proxy in ["sp ace", "a/b", "a%2Fb", ".hidden"] {
-            partition(&pd.join(format!("{}.parquet", encode_proxy(proxy))), "2024-03-02", proxy, true);
+            partition(
+                &pd.join(format!("{}.parquet", encode_proxy(proxy))),
+                "2024-03-02",
+                proxy,
+                true,
+            );
         }
         touch(&pd.join(".x.parquet.abc-1.promduck-tmp"));
         let all = names(&root, &Selection::default());
@@ -1132,7 +1519,15 @@ mod tests {
             assert_eq!(names(&root, &proxies(&[name])), want, "{name}");
         }
         // Names that are no file, or that would leave the day folder.
-        for name in ["a", "c/d", "../2024-03-01/sp ace", "/etc/passwd", "a//b", "./a/b", "x%ZZ"] {
+        for name in [
+            "a",
+            "c/d",
+            "../2024-03-01/sp ace",
+            "/etc/passwd",
+            "a//b",
+            "./a/b",
+            "x%ZZ",
+        ] {
             assert_eq!(names(&root, &proxies(&[name])), vec![], "{name}");
         }
         let _ = std::fs::remove_dir_all(&root);
@@ -1153,24 +1548,57 @@ mod tests {
         std::os::unix::fs::symlink(root.join("2024-03-01"), root.join("2024-02-28")).unwrap();
         std::os::unix::fs::symlink(&root, root.join("2024-03-09")).unwrap();
         std::os::unix::fs::symlink("..", root.join("2024-03-02").join("up")).unwrap();
-        std::os::unix::fs::symlink("api.parquet", root.join("2024-03-02").join("same.parquet")).unwrap();
-        let all: Vec<_> = select_files(&root, &Selection::default()).unwrap().into_iter().map(|f| (f.day.to_string(), f.proxy)).collect();
+        std::os::unix::fs::symlink("api.parquet", root.join("2024-03-02").join("same.parquet"))
+            .unwrap();
+        let all: Vec<_> = select_files(&root, &Selection::default())
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.day.to_string(), f.proxy))
+            .collect();
         let s = |a: &str, b: &str| (a.to_string(), b.to_string());
-        assert_eq!(all, vec![s("2024-03-01", "a/b"), s("2024-03-01", "api"), s("2024-03-02", "a/b"), s("2024-03-02", "api")]);
+        assert_eq!(
+            all,
+            vec![
+                s("2024-03-01", "a/b"),
+                s("2024-03-01", "api"),
+                s("2024-03-02", "a/b"),
+                s("2024-03-02", "api")
+            ]
+        );
         // Selected alone, a symlinked day is its own selection (its rows are checked when read).
-        let sel = Selection { from: Some(d("2024-03-05")), to: Some(d("2024-03-05")), proxies: Some(vec!["api".into(), "api".into()]) };
+        let sel = Selection {
+            from: Some(d("2024-03-05")),
+            to: Some(d("2024-03-05")),
+            proxies: Some(vec!["api".into(), "api".into()]),
+        };
         let got = select_files(&root, &sel).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].path, root.join("2024-03-05/api.parquet"));
-        let e = read_partition(&got[0], &[Column::Value], None, 1024).unwrap_err().to_string();
-        assert!(e.contains("2024-03-05/api.parquet") && e.contains("`date`") && e.contains("2024-03-01") && e.contains("says 2024-03-05"), "{e}");
+        let e = read_partition(&got[0], &[Column::Value], None, 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("2024-03-05/api.parquet")
+                && e.contains("`date`")
+                && e.contains("2024-03-01")
+                && e.contains("says 2024-03-05"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 
-    fn file_with(root: &Path, day: &str, cols: Vec<(&str, ArrayRef)>, promduck: bool) -> PartitionFile {
+    fn file_with(
+        root: &Path,
+        day: &str,
+        cols: Vec<(&str, ArrayRef)>,
+        promduck: bool,
+    ) -> PartitionFile {
         let path = root.join(day).join("p.parquet");
         let mut all: Vec<(&str, ArrayRef)> = vec![
-            ("timestamp", Arc::new(Int64Array::from(vec![Some(1_000), None])) as ArrayRef),
+            (
+                "timestamp",
+                Arc::new(Int64Array::from(vec![Some(1_000), None])) as ArrayRef,
+            ),
             ("metric_name", Arc::new(Utf8::from(vec!["m", "m"]))),
             ("value", Arc::new(Float64Array::from(vec![1.5, 2.5]))),
         ];
@@ -1179,7 +1607,13 @@ mod tests {
             all.push((n, c));
         }
         write(&path, all, promduck);
-        PartitionFile { day: d(day), proxy: "p".into(), path, layout: Layout::Daily, filter: None }
+        PartitionFile {
+            day: d(day),
+            proxy: "p".into(),
+            path,
+            layout: Layout::Daily,
+            filter: None,
+        }
     }
 
     fn read_err(f: &PartitionFile, want: &[Column]) -> String {
@@ -1191,42 +1625,130 @@ mod tests {
         let root = scratch("convert");
         let all = &Column::ALL;
         // A VARCHAR value that is not a number.
-        let f = file_with(&root, "2024-03-01", vec![("value", Arc::new(Utf8::from(vec![Some("1.25"), Some("abc")])))], false);
+        let f = file_with(
+            &root,
+            "2024-03-01",
+            vec![(
+                "value",
+                Arc::new(Utf8::from(vec![Some("1.25"), Some("abc")])),
+            )],
+            false,
+        );
         let e = read_err(&f, &[Column::Value]);
-        assert!(e.starts_with(&f.path.display().to_string()) && e.contains("`value`") && e.contains("'abc'"), "{e}");
+        assert!(
+            e.starts_with(&f.path.display().to_string())
+                && e.contains("`value`")
+                && e.contains("'abc'"),
+            "{e}"
+        );
         // Numbers in strings convert exactly; NULLs stay NULL.
-        let f = file_with(&root, "2024-03-01", vec![("value", Arc::new(Utf8::from(vec![Some("1.25"), None])))], false);
+        let f = file_with(
+            &root,
+            "2024-03-01",
+            vec![("value", Arc::new(Utf8::from(vec![Some("1.25"), None])))],
+            false,
+        );
         let b = &read_partition(&f, &[Column::Value], None, 1024).unwrap()[0];
-        assert_eq!(b.value.as_ref().unwrap(), &Float64Array::from(vec![Some(1.25), None]));
+        assert_eq!(
+            b.value.as_ref().unwrap(),
+            &Float64Array::from(vec![Some(1.25), None])
+        );
         // Integers a DOUBLE cannot hold exactly.
-        let f = file_with(&root, "2024-03-01", vec![("value", Arc::new(Int64Array::from(vec![1, (1 << 53) + 1])))], false);
+        let f = file_with(
+            &root,
+            "2024-03-01",
+            vec![("value", Arc::new(Int64Array::from(vec![1, (1 << 53) + 1])))],
+            false,
+        );
         let e = read_err(&f, &[Column::Value]);
-        assert!(e.contains("`value`") && e.contains("9007199254740993"), "{e}");
-        let f = file_with(&root, "2024-03-01", vec![("value", Arc::new(Int64Array::from(vec![1, 1 << 53])))], false);
+        assert!(
+            e.contains("`value`") && e.contains("9007199254740993"),
+            "{e}"
+        );
+        let f = file_with(
+            &root,
+            "2024-03-01",
+            vec![("value", Arc::new(Int64Array::from(vec![1, 1 << 53])))],
+            false,
+        );
         let b = &read_partition(&f, &[Column::Value], None, 1024).unwrap()[0];
-        assert_eq!(b.value.as_ref().unwrap(), &Float64Array::from(vec![1.0, 9007199254740992.0]));
+        assert_eq!(
+            b.value.as_ref().unwrap(),
+            &Float64Array::from(vec![1.0, 9007199254740992.0])
+        );
         // A `date` that is not a date, in a query that does not even ask for it.
-        let f = file_with(&root, "2024-03-01", vec![("date", Arc::new(Utf8::from(vec!["2024-03-01", "not-a-date"])))], false);
+        let f = file_with(
+            &root,
+            "2024-03-01",
+            vec![(
+                "date",
+                Arc::new(Utf8::from(vec!["2024-03-01", "not-a-date"])),
+            )],
+            false,
+        );
         for want in [&[Column::Value][..], all] {
             let e = read_err(&f, want);
-            assert!(e.contains("p.parquet") && e.contains("`date`") && e.contains("'not-a-date'"), "{e}");
+            assert!(
+                e.contains("p.parquet") && e.contains("`date`") && e.contains("'not-a-date'"),
+                "{e}"
+            );
         }
         // A date other than the folder's.
-        let f = file_with(&root, "2024-03-01", vec![("date", Arc::new(Utf8::from(vec![Some("2024-03-01"), Some("2024-02-29")])))], false);
+        let f = file_with(
+            &root,
+            "2024-03-01",
+            vec![(
+                "date",
+                Arc::new(Utf8::from(vec![Some("2024-03-01"), Some("2024-02-29")])),
+            )],
+            false,
+        );
         let e = read_err(&f, &[Column::Value]);
-        assert!(e.contains("`date`") && e.contains("row 1 holds 2024-02-29") && e.contains("says 2024-03-01"), "{e}");
+        assert!(
+            e.contains("`date`")
+                && e.contains("row 1 holds 2024-02-29")
+                && e.contains("says 2024-03-01"),
+            "{e}"
+        );
         // The folder's day (as text, as the Go tool wrote it) and NULL dates read fine.
-        let f = file_with(&root, "2024-03-01", vec![("date", Arc::new(Utf8::from(vec![Some("2024-03-01"), None])))], false);
+        let f = file_with(
+            &root,
+            "2024-03-01",
+            vec![("date", Arc::new(Utf8::from(vec![Some("2024-03-01"), None])))],
+            false,
+        );
         let b = &read_partition(&f, all, None, 1024).unwrap()[0];
         let day = crate::schema::date32(d("2024-03-01"));
-        assert_eq!(b.date.as_ref().unwrap(), &Date32Array::from(vec![Some(day), None]));
-        assert_eq!(b.timestamp_us.as_ref().unwrap(), &Int64Array::from(vec![Some(1_000_000), None]));
+        assert_eq!(
+            b.date.as_ref().unwrap(),
+            &Date32Array::from(vec![Some(day), None])
+        );
+        assert_eq!(
+            b.timestamp_us.as_ref().unwrap(),
+            &Int64Array::from(vec![Some(1_000_000), None])
+        );
         // promduck's own files: statistics vouch for the day, or the rows are checked.
-        let good = file_with(&root, "2024-03-02", vec![("date", Arc::new(Date32Array::from(vec![day + 1, day + 1])))], true);
-        assert_eq!(read_partition(&good, &[Column::Value], None, 1024).unwrap()[0].len, 2);
-        let bad = file_with(&root, "2024-03-03", vec![("date", Arc::new(Date32Array::from(vec![day + 2, day])))], true);
+        let good = file_with(
+            &root,
+            "2024-03-02",
+            vec![("date", Arc::new(Date32Array::from(vec![day + 1, day + 1])))],
+            true,
+        );
+        assert_eq!(
+            read_partition(&good, &[Column::Value], None, 1024).unwrap()[0].len,
+            2
+        );
+        let bad = file_with(
+            &root,
+            "2024-03-03",
+            vec![("date", Arc::new(Date32Array::from(vec![day + 2, day])))],
+            true,
+        );
         let e = read_err(&bad, &[Column::Value]);
-        assert!(e.contains("row 1 holds 2024-03-01") && e.contains("says 2024-03-03"), "{e}");
+        assert!(
+            e.contains("row 1 holds 2024-03-01") && e.contains("says 2024-03-03"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -1245,24 +1767,55 @@ mod tests {
         // Exact conversions, sub-millisecond parts kept.
         for (unit, raw, us) in [
             (TimeUnit::Second, 1_709_251_200, 1_709_251_200_000_000),
-            (TimeUnit::Millisecond, 1_709_251_200_123, 1_709_251_200_123_000),
-            (TimeUnit::Microsecond, 1_709_251_200_123_456, 1_709_251_200_123_456),
+            (
+                TimeUnit::Millisecond,
+                1_709_251_200_123,
+                1_709_251_200_123_000,
+            ),
+            (
+                TimeUnit::Microsecond,
+                1_709_251_200_123_456,
+                1_709_251_200_123_456,
+            ),
             (TimeUnit::Nanosecond, -1_500, -2),
         ] {
-            let f = file_with(&root, "2024-03-01", vec![("timestamp", ts(unit, vec![raw, 0]))], false);
+            let f = file_with(
+                &root,
+                "2024-03-01",
+                vec![("timestamp", ts(unit, vec![raw, 0]))],
+                false,
+            );
             let b = &read_partition(&f, &[Column::Timestamp], None, 1024).unwrap()[0];
             assert_eq!(b.timestamp_us.as_ref().unwrap().value(0), us, "{unit:?}");
         }
         for (col, needle) in [
-            (Arc::new(Int64Array::from(vec![0, i64::MAX / 999])) as ArrayRef, "9232604641496272"),
-            (Arc::new(Int64Array::from(vec![0, i64::MIN])) as ArrayRef, "-9223372036854775808"),
-            (ts(TimeUnit::Second, vec![0, 9_223_372_036_855]), "9223372036855 (seconds"),
-            (ts(TimeUnit::Microsecond, vec![0, i64::MAX]), "9223372036854775807 (microseconds"),
-            (Arc::new(arrow::array::UInt64Array::from(vec![0, u64::MAX])) as ArrayRef, "18446744073709551615"),
+            (
+                Arc::new(Int64Array::from(vec![0, i64::MAX / 999])) as ArrayRef,
+                "9232604641496272",
+            ),
+            (
+                Arc::new(Int64Array::from(vec![0, i64::MIN])) as ArrayRef,
+                "-9223372036854775808",
+            ),
+            (
+                ts(TimeUnit::Second, vec![0, 9_223_372_036_855]),
+                "9223372036855 (seconds",
+            ),
+            (
+                ts(TimeUnit::Microsecond, vec![0, i64::MAX]),
+                "9223372036854775807 (microseconds",
+            ),
+            (
+                Arc::new(arrow::array::UInt64Array::from(vec![0, u64::MAX])) as ArrayRef,
+                "18446744073709551615",
+            ),
         ] {
             let f = file_with(&root, "2024-03-01", vec![("timestamp", col)], false);
             let e = read_err(&f, &[Column::Timestamp]);
-            assert!(e.contains("p.parquet") && e.contains("`timestamp`") && e.contains(needle), "{e}");
+            assert!(
+                e.contains("p.parquet") && e.contains("`timestamp`") && e.contains(needle),
+                "{e}"
+            );
         }
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -1276,20 +1829,63 @@ mod tests {
         let day = crate::schema::date32(d("2024-03-01"));
         // A foreign file (dates checked row by row) of 1,000-row row groups; row 4,500 has another day.
         let batch = RecordBatch::try_from_iter(vec![
-            ("timestamp", Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| 1_709_251_200_000 + i))) as ArrayRef),
-            ("metric_name", Arc::new(Utf8::from_iter_values((0..n).map(|i| if (3_000..3_010).contains(&i) { "z" } else { "m" })))),
-            ("value", Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64)))),
-            ("date", Arc::new(Date32Array::from_iter_values((0..n).map(|i| if i == 4_500 { day - 1 } else { day })))),
+            (
+                "timestamp",
+                Arc::new(Int64Array::from_iter_values(
+                    (0..n as i64).map(|i| 1_709_251_200_000 + i),
+                )) as ArrayRef,
+            ),
+            (
+                "metric_name",
+                Arc::new(Utf8::from_iter_values((0..n).map(|i| {
+                    if (3_000..3_010).contains(&i) {
+                        "z"
+                    } else {
+                        "m"
+                    }
+                }))),
+            ),
+            (
+                "value",
+                Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))),
+            ),
+            (
+                "date",
+                Arc::new(Date32Array::from_iter_values((0..n).map(|i| {
+                    if i == 4_500 {
+                        day - 1
+                    } else {
+                        day
+                    }
+                }))),
+            ),
         ])
         .unwrap();
-        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(1_000)).build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1_000))
+            .build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batch.schema(),
+            Some(props),
+        )
+        .unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
-        let file = PartitionFile { day: d("2024-03-01"), proxy: "p".into(), path, layout: Layout::Daily, filter: None };
+        let file = PartitionFile {
+            day: d("2024-03-01"),
+            proxy: "p".into(),
+            path,
+            layout: Layout::Daily,
+            filter: None,
+        };
 
         // Batches come one per call; the bad date is found when its batch is read.
-        let spec = Arc::new(ReadSpec { want: vec![Column::Value], metrics: None, batch_rows: 1_024 });
+        let spec = Arc::new(ReadSpec {
+            want: vec![Column::Value],
+            metrics: None,
+            batch_rows: 1_024,
+        });
         let mut r = PartitionReader::open(&file, &spec).unwrap();
         let mut seen = 0;
         for _ in 0..4 {
@@ -1300,20 +1896,36 @@ mod tests {
         }
         assert_eq!(seen, 4_096);
         let e = r.next_batch().unwrap_err().to_string();
-        assert!(e.contains("p.parquet") && e.contains("`date`") && e.contains("row 4500 holds 2024-02-29"), "{e}");
+        assert!(
+            e.contains("p.parquet")
+                && e.contains("`date`")
+                && e.contains("row 4500 holds 2024-02-29"),
+            "{e}"
+        );
         assert!(read_partition(&file, &[Column::Value], None, 1_024).is_err());
 
         // A metric filter skips batches it empties; the reader knows when it is done.
-        let spec = Arc::new(ReadSpec { want: vec![Column::Value], metrics: Some(vec!["z".into()]), batch_rows: 4_096 });
+        let spec = Arc::new(ReadSpec {
+            want: vec![Column::Value],
+            metrics: Some(vec!["z".into()]),
+            batch_rows: 4_096,
+        });
         let mut r = PartitionReader::open(&file, &spec).unwrap();
         let b = r.next_batch().unwrap().unwrap();
-        assert_eq!(b.value.as_ref().unwrap(), &Float64Array::from_iter_values((3_000..3_010).map(|i| i as f64)));
+        assert_eq!(
+            b.value.as_ref().unwrap(),
+            &Float64Array::from_iter_values((3_000..3_010).map(|i| i as f64))
+        );
         assert!(!r.is_exhausted());
         assert!(r.next_batch().unwrap_err().to_string().contains("row 4500"));
 
         // A small file is exhausted right after its only batch, without another read.
         let small = file_with(&root, "2024-03-02", vec![], true);
-        let spec = Arc::new(ReadSpec { want: Column::ALL.to_vec(), metrics: None, batch_rows: 2_048 });
+        let spec = Arc::new(ReadSpec {
+            want: Column::ALL.to_vec(),
+            metrics: None,
+            batch_rows: 2_048,
+        });
         let mut r = PartitionReader::open(&small, &spec).unwrap();
         assert!(!r.is_exhausted());
         assert_eq!(r.next_batch().unwrap().unwrap().len, 2);
@@ -1325,20 +1937,40 @@ mod tests {
     #[test]
     fn labels_without_keys_are_errors() {
         let root = scratch("labels");
-        let t = DataType::Struct(vec![arrow::datatypes::Field::new("key", DataType::Utf8, true), arrow::datatypes::Field::new("value", DataType::Utf8, true)].into());
+        let t = DataType::Struct(
+            vec![
+                arrow::datatypes::Field::new("key", DataType::Utf8, true),
+                arrow::datatypes::Field::new("value", DataType::Utf8, true),
+            ]
+            .into(),
+        );
         let keys = Arc::new(Utf8::from(vec![Some("env"), None])) as ArrayRef;
         let vals = Arc::new(Utf8::from(vec![Some("prod"), Some("x")])) as ArrayRef;
-        let DataType::Struct(fields) = t else { unreachable!() };
+        let DataType::Struct(fields) = t else {
+            unreachable!()
+        };
         let entries = arrow::array::StructArray::new(fields.clone(), vec![keys, vals], None);
         let list = arrow::array::ListArray::new(
-            Arc::new(arrow::datatypes::Field::new("item", DataType::Struct(fields), true)),
+            Arc::new(arrow::datatypes::Field::new(
+                "item",
+                DataType::Struct(fields),
+                true,
+            )),
             OffsetBuffer::new(vec![0, 1, 2].into()),
             Arc::new(entries),
             None,
         );
-        let f = file_with(&root, "2024-03-01", vec![("labels", Arc::new(list) as ArrayRef)], false);
+        let f = file_with(
+            &root,
+            "2024-03-01",
+            vec![("labels", Arc::new(list) as ArrayRef)],
+            false,
+        );
         let e = read_err(&f, &[Column::Labels]);
-        assert!(e.contains("p.parquet") && e.contains("`labels`") && e.contains("NULL"), "{e}");
+        assert!(
+            e.contains("p.parquet") && e.contains("`labels`") && e.contains("NULL"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 }

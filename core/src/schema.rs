@@ -3,7 +3,10 @@
 //! `api_proxy`, `date`, plus `labels` (MAP(VARCHAR, VARCHAR)) for the series labels.
 
 use crate::prometheus::Series;
-use arrow::array::{ArrayRef, Date32Array, Float64Array, Int64Array, MapArray, MapFieldNames, StringArray, StructArray};
+use arrow::array::{
+    ArrayRef, Date32Array, Float64Array, Int64Array, MapArray, MapFieldNames, StringArray,
+    StructArray,
+};
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -19,7 +22,11 @@ pub const COL_LABELS: &str = "labels";
 
 /// Map entry field names as Parquet's MAP logical type and DuckDB write them.
 pub fn map_field_names() -> MapFieldNames {
-    MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }
+    MapFieldNames {
+        entry: "key_value".into(),
+        key: "key".into(),
+        value: "value".into(),
+    }
 }
 
 pub fn labels_type() -> DataType {
@@ -28,7 +35,11 @@ pub fn labels_type() -> DataType {
         Arc::new(Field::new(
             names.entry,
             DataType::Struct(
-                vec![Field::new(names.key, DataType::Utf8, false), Field::new(names.value, DataType::Utf8, true)].into(),
+                vec![
+                    Field::new(names.key, DataType::Utf8, false),
+                    Field::new(names.value, DataType::Utf8, true),
+                ]
+                .into(),
             ),
             false,
         )),
@@ -85,15 +96,23 @@ impl Strings {
     fn new() -> Self {
         let mut offsets = Vec::with_capacity(1024 + 1);
         offsets.push(0);
-        Strings { offsets, bytes: Vec::with_capacity(1024) }
+        Strings {
+            offsets,
+            bytes: Vec::with_capacity(1024),
+        }
     }
 
     fn end_value(&mut self) {
-        self.offsets.push(i32::try_from(self.bytes.len()).expect("byte array offset overflow"));
+        self.offsets
+            .push(i32::try_from(self.bytes.len()).expect("byte array offset overflow"));
     }
 
     fn finish(self) -> StringArray {
-        StringArray::new(OffsetBuffer::new(ScalarBuffer::from(self.offsets)), Buffer::from_vec(self.bytes), None)
+        StringArray::new(
+            OffsetBuffer::new(ScalarBuffer::from(self.offsets)),
+            Buffer::from_vec(self.bytes),
+            None,
+        )
     }
 }
 
@@ -102,7 +121,13 @@ impl Strings {
 /// elements) one by one, are appended: it grows to the larger of twice its capacity
 /// and what it needs (at least 8 bytes' or 4 elements' worth) when a piece does not
 /// fit, as Rust's `Vec` does. Returns the capacity and the length after.
-fn grown(mut cap: usize, mut len: usize, elem: usize, pieces: &[usize], n: usize) -> (usize, usize) {
+fn grown(
+    mut cap: usize,
+    mut len: usize,
+    elem: usize,
+    pieces: &[usize],
+    n: usize,
+) -> (usize, usize) {
     let row: usize = pieces.iter().sum();
     if row == 0 || n == 0 || len + row * n <= cap {
         return (cap, len + row * n);
@@ -181,7 +206,17 @@ impl PartitionBuilder {
         let ones = vec![1; labels.len()];
         let key_lens: Vec<usize> = labels.iter().map(|(k, _)| k.len()).collect();
         let value_lens: Vec<usize> = labels.iter().map(|(_, v)| v.len()).collect();
-        let pieces: [&[usize]; 9] = [&[1], &[1], &[1], &[metric.len()], &[1], &ones, &key_lens, &ones, &value_lens];
+        let pieces: [&[usize]; 9] = [
+            &[1],
+            &[1],
+            &[1],
+            &[metric.len()],
+            &[1],
+            &ones,
+            &key_lens,
+            &ones,
+            &value_lens,
+        ];
         for (v, p) in room.0.iter_mut().zip(pieces) {
             (v.0, v.1) = grown(v.0, v.1, v.2, p, n);
         }
@@ -243,7 +278,13 @@ impl PartitionBuilder {
 
     /// Adds one row per point (`timestamps[i]`, `values[i]`) of `metric`, each with
     /// the labels `labels` (sorted by name, as a series' map holds them).
-    pub fn push_points(&mut self, metric: &str, timestamps: &[i64], values: &[f64], labels: &[(&str, &str)]) {
+    pub fn push_points(
+        &mut self,
+        metric: &str,
+        timestamps: &[i64],
+        values: &[f64],
+        labels: &[(&str, &str)],
+    ) {
         let n = timestamps.len().min(values.len());
         if n == 0 {
             return;
@@ -273,7 +314,8 @@ impl PartitionBuilder {
                 self.values.bytes.extend_from_slice(v.as_bytes());
                 self.values.end_value();
             }
-            self.map_offsets.push(i32::try_from(self.keys.offsets.len() - 1).expect("map offset overflow"));
+            self.map_offsets
+                .push(i32::try_from(self.keys.offsets.len() - 1).expect("map offset overflow"));
         }
         self.rows += n;
     }
@@ -283,20 +325,39 @@ impl PartitionBuilder {
         let n = self.rows;
         let names = map_field_names();
         let entries = StructArray::from(vec![
-            (Arc::new(Field::new(names.key, DataType::Utf8, false)), Arc::new(self.keys.finish()) as ArrayRef),
-            (Arc::new(Field::new(names.value, DataType::Utf8, true)), Arc::new(self.values.finish()) as ArrayRef),
+            (
+                Arc::new(Field::new(names.key, DataType::Utf8, false)),
+                Arc::new(self.keys.finish()) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new(names.value, DataType::Utf8, true)),
+                Arc::new(self.values.finish()) as ArrayRef,
+            ),
         ]);
-        let DataType::Map(entries_field, _) = labels_type() else { unreachable!("labels are a map") };
-        let labels = MapArray::new(entries_field, OffsetBuffer::new(ScalarBuffer::from(self.map_offsets)), entries, None, false);
+        let DataType::Map(entries_field, _) = labels_type() else {
+            unreachable!("labels are a map")
+        };
+        let labels = MapArray::new(
+            entries_field,
+            OffsetBuffer::new(ScalarBuffer::from(self.map_offsets)),
+            entries,
+            None,
+            false,
+        );
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::new(ScalarBuffer::from(self.timestamp), None)),
             Arc::new(self.metric.finish()),
             Arc::new(Float64Array::new(ScalarBuffer::from(self.value), None)),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat(proxy).take(n))),
-            Arc::new(Date32Array::from_iter_values(std::iter::repeat(date32(day)).take(n))),
+            Arc::new(StringArray::from_iter_values(
+                std::iter::repeat(proxy).take(n),
+            )),
+            Arc::new(Date32Array::from_iter_values(
+                std::iter::repeat(date32(day)).take(n),
+            )),
             Arc::new(labels),
         ];
-        RecordBatch::try_new(partition_schema(), columns).expect("columns match the partition schema")
+        RecordBatch::try_new(partition_schema(), columns)
+            .expect("columns match the partition schema")
     }
 }
 
@@ -321,8 +382,12 @@ mod tests {
                 timestamp: Int64Builder::new(),
                 metric: StringBuilder::new(),
                 value: Float64Builder::new(),
-                labels: MapBuilder::new(Some(map_field_names()), StringBuilder::new(), StringBuilder::new())
-                    .with_values_field(Field::new("value", DataType::Utf8, true)),
+                labels: MapBuilder::new(
+                    Some(map_field_names()),
+                    StringBuilder::new(),
+                    StringBuilder::new(),
+                )
+                .with_values_field(Field::new("value", DataType::Utf8, true)),
                 rows: 0,
             }
         }
@@ -345,8 +410,12 @@ mod tests {
                 Arc::new(self.timestamp.finish()),
                 Arc::new(self.metric.finish()),
                 Arc::new(self.value.finish()),
-                Arc::new(StringArray::from_iter_values(std::iter::repeat(proxy).take(n))),
-                Arc::new(Date32Array::from_iter_values(std::iter::repeat(date32(day)).take(n))),
+                Arc::new(StringArray::from_iter_values(
+                    std::iter::repeat(proxy).take(n),
+                )),
+                Arc::new(Date32Array::from_iter_values(
+                    std::iter::repeat(date32(day)).take(n),
+                )),
                 Arc::new(self.labels.finish()),
             ];
             RecordBatch::try_new(partition_schema(), columns).unwrap()
@@ -384,33 +453,53 @@ mod tests {
                 let texts: Vec<(String, String)> = (0..rnd(5))
                     .map(|i| {
                         let long = if rnd(10) == 0 { 5000 } else { 0 };
-                        (format!("k{i}{}", "x".repeat(rnd(12) as usize)), "v".repeat(rnd(30) as usize + long))
+                        (
+                            format!("k{i}{}", "x".repeat(rnd(12) as usize)),
+                            "v".repeat(rnd(30) as usize + long),
+                        )
                     })
                     .collect();
                 series.push((metric, ts, vs, texts));
             }
             let mut room = bulk.room();
             for (metric, ts, _, texts) in &series {
-                let labels: Vec<(&str, &str)> = texts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let labels: Vec<(&str, &str)> = texts
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 PartitionBuilder::plan_points(&mut room, metric, ts.len(), &labels);
             }
             if planned {
                 bulk.reserve(&room);
             }
             for (metric, ts, vs, texts) in &series {
-                let labels: Vec<(&str, &str)> = texts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let labels: Vec<(&str, &str)> = texts
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 bulk.push_points(metric, ts, vs, &labels);
                 rows.push(metric, ts, vs, &labels);
             }
             // Planning saw every reallocation coming.
-            assert!(bulk.room().0.iter().zip(room.0.iter()).all(|(a, b)| a == b), "case {case}");
+            assert!(
+                bulk.room().0.iter().zip(room.0.iter()).all(|(a, b)| a == b),
+                "case {case}"
+            );
             assert_eq!(bulk.rows(), rows.rows);
             let (a, b) = (bulk.finish("p", day), rows.finish("p", day));
             assert_eq!(a, b, "case {case}");
             for i in 0..a.num_columns() {
-                assert_eq!(a.column(i).get_array_memory_size(), b.column(i).get_array_memory_size(), "case {case}, column {i}");
+                assert_eq!(
+                    a.column(i).get_array_memory_size(),
+                    b.column(i).get_array_memory_size(),
+                    "case {case}, column {i}"
+                );
             }
-            assert_eq!(a.get_array_memory_size(), b.get_array_memory_size(), "case {case}");
+            assert_eq!(
+                a.get_array_memory_size(),
+                b.get_array_memory_size(),
+                "case {case}"
+            );
         }
     }
 
@@ -418,13 +507,21 @@ mod tests {
     fn builds_rows_with_filtered_labels() {
         let mut b = PartitionBuilder::new();
         let s = Series {
-            labels: [("apiproxy", "p"), ("environment", "prod"), ("instance", "x")]
-                .into_iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
+            labels: [
+                ("apiproxy", "p"),
+                ("environment", "prod"),
+                ("instance", "x"),
+            ]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
             points: vec![(1000, 1.5), (2000, 2.5)],
         };
-        b.push_series("request_count", &s, &["apiproxy".into(), "environment".into()]);
+        b.push_series(
+            "request_count",
+            &s,
+            &["apiproxy".into(), "environment".into()],
+        );
         b.push_series("all", &s, &[]);
         let day = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
         let batch = b.finish("p", day);
@@ -432,7 +529,19 @@ mod tests {
         let labels = batch.column(5).as_map();
         assert_eq!(labels.value(0).len(), 2);
         assert_eq!(labels.value(3).len(), 3);
-        assert_eq!(batch.column(4).as_primitive::<arrow::datatypes::Date32Type>().value(0), 19783);
-        assert_eq!(batch.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(1), 2000);
+        assert_eq!(
+            batch
+                .column(4)
+                .as_primitive::<arrow::datatypes::Date32Type>()
+                .value(0),
+            19783
+        );
+        assert_eq!(
+            batch
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(1),
+            2000
+        );
     }
 }

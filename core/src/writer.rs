@@ -52,10 +52,15 @@ pub fn create_temp_file(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFi
 /// Creates `.<file name>.<random>.promduck-tmp` next to `path`, exclusively, and
 /// locks it (see the module docs). Permissions follow the umask like any new file.
 fn create_temp(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let prefix = format!(".{name}.");
     let mut b = tempfile::Builder::new();
-    b.prefix(&prefix).suffix(TMP_MARKER).rand_bytes(TMP_RAND_CHARS);
+    b.prefix(&prefix)
+        .suffix(TMP_MARKER)
+        .rand_bytes(TMP_RAND_CHARS);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -66,7 +71,9 @@ fn create_temp(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {
     // again with a new name (a write then never fails for someone else's sweep).
     let mut attempts = 0;
     loop {
-        let tmp = b.tempfile_in(dir).map_err(|e| Error::io(dir.join(format!(".{name}.*{TMP_MARKER}")), e))?;
+        let tmp = b
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(dir.join(format!(".{name}.*{TMP_MARKER}")), e))?;
         tmp.as_file().lock().map_err(|e| Error::io(tmp.path(), e))?;
         if still_named(&tmp) || attempts >= 5 {
             return Ok(tmp);
@@ -80,7 +87,10 @@ fn still_named(tmp: &tempfile::NamedTempFile) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        match (std::fs::symlink_metadata(tmp.path()), tmp.as_file().metadata()) {
+        match (
+            std::fs::symlink_metadata(tmp.path()),
+            tmp.as_file().metadata(),
+        ) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,
         }
@@ -105,8 +115,14 @@ pub fn write_partition(path: &Path, batch: &RecordBatch, storage: &StorageConfig
 /// then make many renames in one folder durable with one [`sync_dir`]. The file's
 /// contents are synced before the rename, so a crash leaves the old file or the
 /// complete new one, never a torn one.
-pub fn write_partition_unsynced_rename(path: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| Error::Invalid(format!("{} has no parent folder", path.display())))?;
+pub fn write_partition_unsynced_rename(
+    path: &Path,
+    batch: &RecordBatch,
+    storage: &StorageConfig,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Invalid(format!("{} has no parent folder", path.display())))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = create_temp(dir, path)?;
     write_file(tmp.as_file(), tmp.path(), batch, storage)?;
@@ -117,22 +133,30 @@ pub fn write_partition_unsynced_rename(path: &Path, batch: &RecordBatch, storage
 
 /// fsyncs a folder, making the renames done in it durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 fn write_file(file: &File, tmp: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
     let props = WriterProperties::builder()
         .set_compression(parquet_compression(storage.compression))
-        .set_key_value_metadata(Some(vec![KeyValue::new("created_by_promduck".to_string(), crate::VERSION.to_string())]))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "created_by_promduck".to_string(),
+            crate::VERSION.to_string(),
+        )]))
         .build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| Error::parquet(tmp, e))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
+        .map_err(|e| Error::parquet(tmp, e))?;
     let limit = storage.row_group_size as usize;
     let row_bytes = (batch.get_array_memory_size() / batch.num_rows().max(1)).max(1);
     let slice_rows = (limit / row_bytes / 4).clamp(1, MAX_SLICE_ROWS);
     let mut offset = 0;
     while offset < batch.num_rows() {
         let len = slice_rows.min(batch.num_rows() - offset);
-        writer.write(&batch.slice(offset, len)).map_err(|e| Error::parquet(tmp, e))?;
+        writer
+            .write(&batch.slice(offset, len))
+            .map_err(|e| Error::parquet(tmp, e))?;
         if writer.in_progress_size() >= limit {
             writer.flush().map_err(|e| Error::parquet(tmp, e))?;
         }
@@ -149,7 +173,9 @@ fn write_file(file: &File, tmp: &Path, batch: &RecordBatch, storage: &StorageCon
 /// folder of `output_dir`; run at start so an interrupted write leaves nothing
 /// behind until its day happens to be collected again.
 pub fn remove_stale_temp_files_everywhere(output_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(output_dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(output_dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .filter(|e| crate::layout::parse_day_dir(&e.file_name().to_string_lossy()).is_some())
@@ -200,10 +226,18 @@ pub fn read_metric_rows(path: &Path, metrics: &[String]) -> Result<Option<Record
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let bad = |e: &dyn std::fmt::Display| Error::parquet(path, format!("cannot read the existing partition: {e}"));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?.build().map_err(|e| bad(&e))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::parquet(path, format!("cannot read the existing partition: {e}"))
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad(&e))?
+        .build()
+        .map_err(|e| bad(&e))?;
     let schema = crate::schema::partition_schema();
-    let exact = CastOptions { safe: false, ..Default::default() };
+    let exact = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
     let mut kept = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| bad(&e))?;
@@ -215,13 +249,17 @@ pub fn read_metric_rows(path: &Path, metrics: &[String]) -> Result<Option<Record
             let col = if col.data_type() == field.data_type() {
                 col.clone()
             } else {
-                cast_with_options(col, field.data_type(), &exact).map_err(|e| bad(&format!("column `{}`: {e}", field.name())))?
+                cast_with_options(col, field.data_type(), &exact)
+                    .map_err(|e| bad(&format!("column `{}`: {e}", field.name())))?
             };
             columns.push(col);
         }
         let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| bad(&e))?;
         let names = batch.column(1).as_string::<i32>();
-        let mask: BooleanArray = names.iter().map(|n| Some(n.is_some_and(|n| metrics.iter().any(|m| m == n)))).collect();
+        let mask: BooleanArray = names
+            .iter()
+            .map(|n| Some(n.is_some_and(|n| metrics.iter().any(|m| m == n))))
+            .collect();
         let batch = filter_record_batch(&batch, &mask).map_err(|e| bad(&e))?;
         if batch.num_rows() > 0 {
             kept.push(batch);
@@ -234,14 +272,18 @@ pub fn read_metric_rows(path: &Path, metrics: &[String]) -> Result<Option<Record
 /// SIGKILL): those whose advisory lock nobody holds. A file a live writer holds,
 /// in this process or any other on this host, is left alone.
 pub fn remove_stale_temp_files(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !crate::layout::is_temp_file(&name) {
             continue;
         }
-        let Ok(f) = File::open(entry.path()) else { continue };
+        let Ok(f) = File::open(entry.path()) else {
+            continue;
+        };
         // Holding the lock while unlinking: no writer can be using it now, and a
         // writer that had only created it (not yet locked) fails its rename
         // cleanly instead of publishing anything.
@@ -264,7 +306,9 @@ mod tests {
     fn batch(rows: usize) -> RecordBatch {
         let mut b = PartitionBuilder::new();
         let s = Series {
-            labels: [("environment".to_string(), "prod".to_string())].into_iter().collect(),
+            labels: [("environment".to_string(), "prod".to_string())]
+                .into_iter()
+                .collect(),
             points: (0..rows as i64).map(|i| (i * 60_000, i as f64)).collect(),
         };
         b.push_series("m", &s, &[]);
@@ -280,17 +324,34 @@ mod tests {
     #[test]
     fn writes_with_codec_and_row_groups() {
         let dir = tmpdir("codec");
-        for (c, name) in [(Compression::Zstd, "ZSTD"), (Compression::Gzip, "GZIP"), (Compression::Snappy, "SNAPPY"), (Compression::Lz4, "LZ4_RAW")] {
+        for (c, name) in [
+            (Compression::Zstd, "ZSTD"),
+            (Compression::Gzip, "GZIP"),
+            (Compression::Snappy, "SNAPPY"),
+            (Compression::Lz4, "LZ4_RAW"),
+        ] {
             let path = dir.join("2024-03-01").join("p.parquet");
-            let storage = StorageConfig { output_dir: dir.clone(), compression: c, row_group_size: 20_000, durable: true };
+            let storage = StorageConfig {
+                output_dir: dir.clone(),
+                compression: c,
+                row_group_size: 20_000,
+                durable: true,
+            };
             write_partition(&path, &batch(10_000), &storage).unwrap();
             let r = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
             let md = r.metadata();
             assert_eq!(md.file_metadata().num_rows(), 10_000);
-            assert!(md.num_row_groups() > 1, "small rowGroupSize must split row groups");
+            assert!(
+                md.num_row_groups() > 1,
+                "small rowGroupSize must split row groups"
+            );
             assert!(format!("{:?}", md.row_group(0).column(0).compression()).starts_with(name));
         }
-        let leftovers: Vec<_> = std::fs::read_dir(dir.join("2024-03-01")).unwrap().flatten().map(|e| e.file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.join("2024-03-01"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     }
 
@@ -303,7 +364,10 @@ mod tests {
         let held = create_temp(&dir, &dir.join("q.parquet")).unwrap();
         assert_eq!(remove_stale_temp_files(&dir), 1);
         assert!(!dead.exists());
-        assert!(held.path().exists(), "a temporary file a writer holds must stay");
+        assert!(
+            held.path().exists(),
+            "a temporary file a writer holds must stay"
+        );
         drop(held);
     }
 
@@ -318,19 +382,30 @@ mod tests {
         for t in [&a, &b] {
             let name = t.path().file_name().unwrap().to_str().unwrap().to_string();
             assert!(crate::layout::is_temp_file(&name), "{name}");
-            assert_eq!(name.len(), "p.parquet".len() + crate::layout::TMP_NAME_OVERHEAD, "{name}");
+            assert_eq!(
+                name.len(),
+                "p.parquet".len() + crate::layout::TMP_NAME_OVERHEAD,
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn longest_storable_proxy_name_can_be_written() {
-        use crate::layout::{check_proxy_name, partition_path, MAX_FILE_NAME, PARQUET_EXT, TMP_NAME_OVERHEAD};
+        use crate::layout::{
+            check_proxy_name, partition_path, MAX_FILE_NAME, PARQUET_EXT, TMP_NAME_OVERHEAD,
+        };
         let dir = tmpdir("long");
         let name = "p".repeat(MAX_FILE_NAME - TMP_NAME_OVERHEAD - PARQUET_EXT.len() - 1);
         check_proxy_name(&name).unwrap();
         let day = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
         let path = partition_path(&dir, day, &name);
-        let storage = StorageConfig { output_dir: dir.clone(), compression: Compression::Zstd, row_group_size: 1 << 20, durable: false };
+        let storage = StorageConfig {
+            output_dir: dir.clone(),
+            compression: Compression::Zstd,
+            row_group_size: 1 << 20,
+            durable: false,
+        };
         write_partition(&path, &batch(3), &storage).unwrap();
         assert!(path.is_file());
     }

@@ -56,13 +56,18 @@ const DEFAULT_CONFIG: &str = "config/config.yaml";
 /// The configuration `prom_collect()` uses without `config :=`, as the collector without
 /// `--config`: `$PROMDUCK_CONFIG` (empty means unset), else `config/config.yaml` if it exists.
 fn default_config_path() -> Result<String, BoxError> {
-    if let Some(p) = std::env::var("PROMDUCK_CONFIG").ok().filter(|s| !s.is_empty()) {
+    if let Some(p) = std::env::var("PROMDUCK_CONFIG")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
         return Ok(p);
     }
     if Path::new(DEFAULT_CONFIG).is_file() {
         return Ok(DEFAULT_CONFIG.to_string());
     }
-    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "?".into());
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "?".into());
     Err(err(format!(
         "prom_collect needs config := 'path/to/config.yaml', or PROMDUCK_CONFIG, or {DEFAULT_CONFIG} \
          in the working directory (there is none in {cwd})"
@@ -88,28 +93,49 @@ impl VTab for PromCollect {
             Some(p) => p,
             None => {
                 if !policy.external_access {
-                    policy.check_path("prom_collect", "read", Path::new(DEFAULT_CONFIG)).map_err(err)?;
+                    policy
+                        .check_path("prom_collect", "read", Path::new(DEFAULT_CONFIG))
+                        .map_err(err)?;
                 }
                 default_config_path()?
             }
         };
-        let config = Config::load_guarded(Path::new(&path), &|p| policy.check_path("prom_collect", "read", p))
-            .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
-        policy.check_dir("prom_collect", "write", &config.storage.output_dir).map_err(err)?;
-        policy.check_url("prom_collect", config.prometheus.url.url.as_str()).map_err(err)?;
+        let config = Config::load_guarded(Path::new(&path), &|p| {
+            policy.check_path("prom_collect", "read", p)
+        })
+        .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
+        policy
+            .check_dir("prom_collect", "write", &config.storage.output_dir)
+            .map_err(err)?;
+        policy
+            .check_url("prom_collect", config.prometheus.url.url.as_str())
+            .map_err(err)?;
         let tls = &config.prometheus.tls;
-        for f in [&tls.ca_file, &tls.cert_file, &tls.key_file].into_iter().flatten() {
+        for f in [&tls.ca_file, &tls.cert_file, &tls.key_file]
+            .into_iter()
+            .flatten()
+        {
             policy.check_path("prom_collect", "read", f).map_err(err)?;
         }
         let now = Utc::now();
-        let date = named(bind, "date").map(|v| date_value(&v, "date")).transpose()?;
-        let start = named(bind, "start_date").map(|v| date_value(&v, "start_date")).transpose()?;
-        let end = named(bind, "end_date").map(|v| date_value(&v, "end_date")).transpose()?;
+        let date = named(bind, "date")
+            .map(|v| date_value(&v, "date"))
+            .transpose()?;
+        let start = named(bind, "start_date")
+            .map(|v| date_value(&v, "start_date"))
+            .transpose()?;
+        let end = named(bind, "end_date")
+            .map(|v| date_value(&v, "end_date"))
+            .transpose()?;
         let (from, to) = match (date, start, end) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => return Err(err("use either date or start_date/end_date, not both")),
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(err("use either date or start_date/end_date, not both"))
+            }
             (Some(d), None, None) => (d, d),
             (None, Some(s), Some(e)) => (s, e),
-            (None, Some(_), None) | (None, None, Some(_)) => return Err(err("start_date and end_date go together")),
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                return Err(err("start_date and end_date go together"))
+            }
             (None, None, None) => {
                 let d = last_complete_day(now, config.timezone);
                 (d, d)
@@ -125,19 +151,30 @@ impl VTab for PromCollect {
             },
         };
         bind.set_cardinality((days.len() * config.api_proxies.len()) as u64, true);
-        Ok(CollectBind { config, days, replace })
+        Ok(CollectBind {
+            config,
+            days,
+            replace,
+        })
     }
 
     fn init(_: &InitInfo) -> Result<CollectInit, BoxError> {
-        Ok(CollectInit { state: Mutex::new(None) })
+        Ok(CollectInit {
+            state: Mutex::new(None),
+        })
     }
 
     fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
         let bind = func.get_bind_data();
         let init = func.get_init_data();
-        let mut state = init.state.lock().map_err(|_| err("internal lock poisoned"))?;
+        let mut state = init
+            .state
+            .lock()
+            .map_err(|_| err("internal lock poisoned"))?;
         if state.is_none() {
-            let collector = Collector::new(bind.config.clone()).map_err(|e| err(e.to_string()))?.with_replace(bind.replace);
+            let collector = Collector::new(bind.config.clone())
+                .map_err(|e| err(e.to_string()))?
+                .with_replace(bind.replace);
             let (tx, rx) = channel();
             let cancel = Cancel::new();
             let (days, run_cancel) = (bind.days.clone(), cancel.clone());
@@ -149,18 +186,26 @@ impl VTab for PromCollect {
                     .await;
             })
             .map_err(err)?;
-            *state = Some(Running { rx, cancel, task: Some(task) });
+            *state = Some(Running {
+                rx,
+                cancel,
+                task: Some(task),
+            });
         }
-        let running = state.as_mut().ok_or_else(|| err("internal error: no result state"))?;
+        let running = state
+            .as_mut()
+            .ok_or_else(|| err("internal error: no result state"))?;
         // Wait for the next finished partition, then take whatever else is ready.
         let mut rows: Vec<PartitionOutcome> = match running.rx.recv() {
             Ok(o) => vec![o],
             Err(RecvError) => {
                 // The run ended; a run that died (a bug) must not look complete.
                 if let Some(task) = running.task.take() {
-                    crate::runtime::block_on(task)
-                        .map_err(err)?
-                        .map_err(|e| err(format!("prom_collect: the collection stopped unexpectedly: {e}")))?;
+                    crate::runtime::block_on(task).map_err(err)?.map_err(|e| {
+                        err(format!(
+                            "prom_collect: the collection stopped unexpectedly: {e}"
+                        ))
+                    })?;
                 }
                 Vec::new()
             }
@@ -173,7 +218,13 @@ impl VTab for PromCollect {
         }
         let n = rows.len();
         let slice = &rows[..];
-        write_values(out, 0, slice.iter().map(|o| Some(promduck_core::schema::date32(o.day))));
+        write_values(
+            out,
+            0,
+            slice
+                .iter()
+                .map(|o| Some(promduck_core::schema::date32(o.day))),
+        );
         write_strings(out, 1, slice.iter().map(|o| Some(o.proxy.as_str())));
         write_values(out, 2, slice.iter().map(|o| Some(o.rows as i64)));
         let paths: Vec<String> = slice.iter().map(|o| o.path.display().to_string()).collect();
@@ -192,7 +243,10 @@ impl VTab for PromCollect {
             ("date".into(), any()),
             ("start_date".into(), any()),
             ("end_date".into(), any()),
-            ("replace".into(), LogicalTypeHandle::from(LogicalTypeId::Boolean)),
+            (
+                "replace".into(),
+                LogicalTypeHandle::from(LogicalTypeId::Boolean),
+            ),
         ])
     }
 }

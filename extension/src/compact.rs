@@ -10,7 +10,10 @@ use crate::vectors::{varchar, write_strings, write_values};
 use chrono::Utc;
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
-use promduck_core::compact::{check_closed, compact_months, current_month, months_with_daily_files, parse_month, CompactOptions, MonthOutcome};
+use promduck_core::compact::{
+    check_closed, compact_months, current_month, months_with_daily_files, parse_month,
+    CompactOptions, MonthOutcome,
+};
 use promduck_core::config::Config;
 use std::path::Path;
 use std::sync::Mutex;
@@ -29,13 +32,18 @@ pub struct CompactInit {
 const DEFAULT_CONFIG: &str = "config/config.yaml";
 
 fn default_config_path() -> Result<String, BoxError> {
-    if let Some(p) = std::env::var("PROMDUCK_CONFIG").ok().filter(|s| !s.is_empty()) {
+    if let Some(p) = std::env::var("PROMDUCK_CONFIG")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
         return Ok(p);
     }
     if Path::new(DEFAULT_CONFIG).is_file() {
         return Ok(DEFAULT_CONFIG.to_string());
     }
-    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "?".into());
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "?".into());
     Err(err(format!(
         "prom_compact needs config := 'path/to/config.yaml', or PROMDUCK_CONFIG, or {DEFAULT_CONFIG} \
          in the working directory (there is none in {cwd})"
@@ -52,7 +60,14 @@ impl VTab for PromCompact {
         bind.add_result_column("month", varchar());
         bind.add_result_column("status", varchar());
         bind.add_result_column("path", varchar());
-        for c in ["daily_files", "removed", "partitions", "rows", "bytes", "row_groups"] {
+        for c in [
+            "daily_files",
+            "removed",
+            "partitions",
+            "rows",
+            "bytes",
+            "row_groups",
+        ] {
             bind.add_result_column(c, LogicalTypeHandle::from(LogicalTypeId::Bigint));
         }
         bind.add_result_column("seconds", LogicalTypeHandle::from(LogicalTypeId::Double));
@@ -63,14 +78,20 @@ impl VTab for PromCompact {
             Some(p) => p,
             None => {
                 if !policy.external_access {
-                    policy.check_path("prom_compact", "read", Path::new(DEFAULT_CONFIG)).map_err(err)?;
+                    policy
+                        .check_path("prom_compact", "read", Path::new(DEFAULT_CONFIG))
+                        .map_err(err)?;
                 }
                 default_config_path()?
             }
         };
-        let config = Config::load_guarded(Path::new(&path), &|p| policy.check_path("prom_compact", "read", p))
-            .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
-        policy.check_dir("prom_compact", "write", &config.storage.output_dir).map_err(err)?;
+        let config = Config::load_guarded(Path::new(&path), &|p| {
+            policy.check_path("prom_compact", "read", p)
+        })
+        .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
+        policy
+            .check_dir("prom_compact", "write", &config.storage.output_dir)
+            .map_err(err)?;
         let months = match named_string(bind, "month") {
             Some(m) => {
                 crate::params::check_not_macro_parameter(&m, "month")?;
@@ -82,7 +103,8 @@ impl VTab for PromCompact {
         };
         let mut opts = CompactOptions::from_config(&config);
         if let Some(v) = named_string(bind, "remove_daily_after") {
-            opts.remove_daily_after = promduck_core::duration::parse_go_duration(&v).map_err(|e| err(format!("remove_daily_after: {e}")))?;
+            opts.remove_daily_after = promduck_core::duration::parse_go_duration(&v)
+                .map_err(|e| err(format!("remove_daily_after: {e}")))?;
         }
         if let Some(v) = named(bind, "replace") {
             opts.replace_partitions = match v.to_string().to_ascii_lowercase().as_str() {
@@ -92,16 +114,26 @@ impl VTab for PromCompact {
             };
         }
         bind.set_cardinality(months.as_ref().map_or(12, |m| m.len()) as u64, false);
-        Ok(CompactBind { config, months, opts })
+        Ok(CompactBind {
+            config,
+            months,
+            opts,
+        })
     }
 
     fn init(_: &InitInfo) -> Result<CompactInit, BoxError> {
-        Ok(CompactInit { done: Mutex::new(false) })
+        Ok(CompactInit {
+            done: Mutex::new(false),
+        })
     }
 
     fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
         let bind = func.get_bind_data();
-        let mut done = func.get_init_data().done.lock().map_err(|_| err("internal lock poisoned"))?;
+        let mut done = func
+            .get_init_data()
+            .done
+            .lock()
+            .map_err(|_| err("internal lock poisoned"))?;
         if *done {
             out.set_len(0);
             return Ok(());
@@ -110,14 +142,19 @@ impl VTab for PromCompact {
         let dir = &bind.config.storage.output_dir;
         let months = match &bind.months {
             Some(m) => m.clone(),
-            None => months_with_daily_files(dir, current_month(Utc::now(), bind.config.timezone)).map_err(|e| err(format!("prom_compact: {e}")))?,
+            None => months_with_daily_files(dir, current_month(Utc::now(), bind.config.timezone))
+                .map_err(|e| err(format!("prom_compact: {e}")))?,
         };
-        let outcomes: Vec<MonthOutcome> = compact_months(dir, &months, &bind.config.storage, &bind.opts, &|| false);
+        let outcomes: Vec<MonthOutcome> =
+            compact_months(dir, &months, &bind.config.storage, &bind.opts, &|| false);
         let n = outcomes.len();
         let names: Vec<String> = outcomes.iter().map(|o| o.month_name()).collect();
         write_strings(out, 0, names.iter().map(|s| Some(s.as_str())));
         write_strings(out, 1, outcomes.iter().map(|o| Some(o.status.as_str())));
-        let paths: Vec<String> = outcomes.iter().map(|o| o.path.display().to_string()).collect();
+        let paths: Vec<String> = outcomes
+            .iter()
+            .map(|o| o.path.display().to_string())
+            .collect();
         write_strings(out, 2, paths.iter().map(|s| Some(s.as_str())));
         write_values(out, 3, outcomes.iter().map(|o| Some(o.daily_files as i64)));
         write_values(out, 4, outcomes.iter().map(|o| Some(o.removed as i64)));
@@ -136,7 +173,10 @@ impl VTab for PromCompact {
             ("config".into(), varchar()),
             ("month".into(), varchar()),
             ("remove_daily_after".into(), varchar()),
-            ("replace".into(), LogicalTypeHandle::from(LogicalTypeId::Boolean)),
+            (
+                "replace".into(),
+                LogicalTypeHandle::from(LogicalTypeId::Boolean),
+            ),
         ])
     }
 }

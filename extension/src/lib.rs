@@ -38,19 +38,33 @@ fn register(con: &Connection) -> Result<(), Box<dyn Error>> {
     // Older hosts (DuckDB 1.4) refuse a second registration of a name outright;
     // the overloads are a convenience, so their failure must not fail LOAD.
     con.register_table_function_with_extra_info::<metrics::PromMetrics<0>, _>("prom_metrics", &sb)?;
-    let _ = con.register_table_function_with_extra_info::<metrics::PromMetrics<2>, _>("prom_metrics", &sb);
-    let _ = con.register_table_function_with_extra_info::<metrics::PromMetrics<1>, _>("prom_metrics", &sb);
-    con.register_table_function_with_extra_info::<metrics::PromPartitions, _>("prom_partitions", &sb)?;
+    let _ = con
+        .register_table_function_with_extra_info::<metrics::PromMetrics<2>, _>("prom_metrics", &sb);
+    let _ = con
+        .register_table_function_with_extra_info::<metrics::PromMetrics<1>, _>("prom_metrics", &sb);
+    con.register_table_function_with_extra_info::<metrics::PromPartitions, _>(
+        "prom_partitions",
+        &sb,
+    )?;
     con.register_table_function_with_extra_info::<collect::PromCollect, _>("prom_collect", &sb)?;
     con.register_table_function_with_extra_info::<compact::PromCompact, _>("prom_compact", &sb)?;
     con.register_table_function_with_extra_info::<live::PromQuery, _>("prom_query", &sb)?;
-    con.register_table_function_with_extra_info::<live::PromQueryRange, _>("prom_query_range", &sb)?;
+    con.register_table_function_with_extra_info::<live::PromQueryRange, _>(
+        "prom_query_range",
+        &sb,
+    )?;
     con.register_table_function_with_extra_info::<live::PromLabels, _>("prom_labels", &sb)?;
-    con.register_table_function_with_extra_info::<live::PromLabelValues, _>("prom_label_values", &sb)?;
+    con.register_table_function_with_extra_info::<live::PromLabelValues, _>(
+        "prom_label_values",
+        &sb,
+    )?;
     con.register_table_function_with_extra_info::<live::PromSeries, _>("prom_series", &sb)?;
     con.register_scalar_function::<scalar::TimestampMs>("timestamp_ms")?;
     if std::env::var("PROMDUCK_TEST_PANIC").as_deref() == Ok("1") {
-        con.register_table_function_with_extra_info::<testing::PanicTest, _>("promduck_test_panic", &sb)?;
+        con.register_table_function_with_extra_info::<testing::PanicTest, _>(
+            "promduck_test_panic",
+            &sb,
+        )?;
     }
     Ok(())
 }

@@ -31,19 +31,32 @@ const CHUNK_ROWS: usize = 2048;
 
 /// Connection named parameters shared by every live function.
 fn connection_params() -> Vec<(String, LogicalTypeHandle)> {
-    let mut p: Vec<(String, LogicalTypeHandle)> =
-        ["url", "username", "password", "bearer_token", "config", "timeout", "attempt_timeout"]
-        .into_iter()
-        .map(|n| (n.to_string(), varchar()))
-        .collect();
+    let mut p: Vec<(String, LogicalTypeHandle)> = [
+        "url",
+        "username",
+        "password",
+        "bearer_token",
+        "config",
+        "timeout",
+        "attempt_timeout",
+    ]
+    .into_iter()
+    .map(|n| (n.to_string(), varchar()))
+    .collect();
     // A number of bytes or a size with a unit ('64MiB').
-    p.push(("max_response_bytes".to_string(), LogicalTypeHandle::from(LogicalTypeId::Any)));
+    p.push((
+        "max_response_bytes".to_string(),
+        LogicalTypeHandle::from(LogicalTypeId::Any),
+    ));
     p
 }
 
 /// `max_samples`, for the functions that return samples.
 fn samples_param() -> (String, LogicalTypeHandle) {
-    ("max_samples".to_string(), LogicalTypeHandle::from(LogicalTypeId::Any))
+    (
+        "max_samples".to_string(),
+        LogicalTypeHandle::from(LogicalTypeId::Any),
+    )
 }
 
 fn env(name: &str) -> Option<String> {
@@ -60,9 +73,11 @@ fn env(name: &str) -> Option<String> {
 fn connection(bind: &BindInfo, who: &str) -> Result<(PrometheusConfig, Duration), BoxError> {
     let policy = crate::sandbox::policy(bind)?;
     let mut cfg = match named_string(bind, "config") {
-        Some(path) => Config::load_guarded(Path::new(&path), &|p| policy.check_path(who, "read", p))
-            .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?
-            .prometheus,
+        Some(path) => {
+            Config::load_guarded(Path::new(&path), &|p| policy.check_path(who, "read", p))
+                .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?
+                .prometheus
+        }
         None => {
             let url = named_string(bind, "url").or_else(|| env("PROMDUCK_PROMETHEUS_URL")).ok_or_else(|| {
                 err("no Prometheus URL: pass url := 'http://host:9090', config := 'config.yaml', or set PROMDUCK_PROMETHEUS_URL")
@@ -70,7 +85,9 @@ fn connection(bind: &BindInfo, who: &str) -> Result<(PrometheusConfig, Duration)
             let url = PromUrl::parse(&url).map_err(|e| err(format!("url: {e}")))?;
             let mut c = PrometheusConfig::new(url);
             c.username = c.username.or_else(|| env("PROMDUCK_PROMETHEUS_USERNAME"));
-            c.password = c.password.or_else(|| env("PROMDUCK_PROMETHEUS_PASSWORD").map(Secret::new));
+            c.password = c
+                .password
+                .or_else(|| env("PROMDUCK_PROMETHEUS_PASSWORD").map(Secret::new));
             c.bearer_token = env("PROMDUCK_PROMETHEUS_BEARER_TOKEN").map(Secret::new);
             c
         }
@@ -90,8 +107,11 @@ fn connection(bind: &BindInfo, who: &str) -> Result<(PrometheusConfig, Duration)
         cfg.bearer_token = Some(Secret::new(t));
     }
     let duration_param = |name: &str| -> Result<Option<Duration>, BoxError> {
-        let Some(t) = named_string(bind, name) else { return Ok(None) };
-        let d = promduck_core::duration::parse_go_duration(&t).map_err(|e| err(format!("{name}: {e}")))?;
+        let Some(t) = named_string(bind, name) else {
+            return Ok(None);
+        };
+        let d = promduck_core::duration::parse_go_duration(&t)
+            .map_err(|e| err(format!("{name}: {e}")))?;
         if d < Duration::from_millis(1) {
             return Err(err(format!("{name}: {t:?} must be at least 1ms")));
         }
@@ -105,19 +125,27 @@ fn connection(bind: &BindInfo, who: &str) -> Result<(PrometheusConfig, Duration)
         cfg.timeout = t.min(deadline);
     }
     if let Some(v) = named_string(bind, "max_response_bytes") {
-        cfg.max_response_bytes = parse_byte_size(&v).map_err(|e| err(format!("max_response_bytes: {e}")))?;
+        cfg.max_response_bytes =
+            parse_byte_size(&v).map_err(|e| err(format!("max_response_bytes: {e}")))?;
     }
     if let Some(v) = named_string(bind, "max_samples") {
         cfg.max_samples = match v.trim().parse::<i64>() {
             Ok(n) if n > 0 => n as u64,
-            _ => return Err(err(format!("max_samples: {v:?} is not a positive whole number"))),
+            _ => {
+                return Err(err(format!(
+                    "max_samples: {v:?} is not a positive whole number"
+                )))
+            }
         };
     }
     if cfg.password.is_some() && cfg.username.is_none() {
         return Err(err("password given without username"));
     }
     policy.check_url(who, cfg.url.url.as_str()).map_err(err)?;
-    for f in [&cfg.tls.ca_file, &cfg.tls.cert_file, &cfg.tls.key_file].into_iter().flatten() {
+    for f in [&cfg.tls.ca_file, &cfg.tls.cert_file, &cfg.tls.key_file]
+        .into_iter()
+        .flatten()
+    {
         policy.check_path(who, "read", f).map_err(err)?;
     }
     Ok((cfg, deadline))
@@ -129,8 +157,16 @@ fn client(cfg: &PrometheusConfig) -> Result<PromClient, BoxError> {
 
 /// What a live function asks Prometheus for.
 enum Request {
-    Instant { query: String, time_ms: i64 },
-    Range { query: String, start_ms: i64, end_ms: i64, step_ms: i64 },
+    Instant {
+        query: String,
+        time_ms: i64,
+    },
+    Range {
+        query: String,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    },
     Labels,
     LabelValues(String),
     Series(Vec<String>),
@@ -145,7 +181,11 @@ pub struct LiveBind {
 
 impl LiveBind {
     fn new(conn: (PrometheusConfig, Duration), request: Request) -> Self {
-        LiveBind { cfg: conn.0, deadline: conn.1, request }
+        LiveBind {
+            cfg: conn.0,
+            deadline: conn.1,
+            request,
+        }
     }
 }
 
@@ -160,7 +200,10 @@ type SeriesKey = (Option<String>, Vec<(String, String)>);
 enum Rows {
     /// Each series' labels once, and its points as `(series index, ms, value)`:
     /// labels are not copied per point.
-    Samples { series: Vec<SeriesKey>, points: Vec<(usize, i64, f64)> },
+    Samples {
+        series: Vec<SeriesKey>,
+        points: Vec<(usize, i64, f64)>,
+    },
     Strings(Vec<String>),
     SeriesList(Vec<SeriesKey>),
 }
@@ -191,7 +234,10 @@ fn samples(series: Vec<Series>) -> Rows {
         keys.push(split_name(s.labels));
         points.extend(s.points.into_iter().map(|(ts, v)| (i, ts, v)));
     }
-    Rows::Samples { series: keys, points }
+    Rows::Samples {
+        series: keys,
+        points,
+    }
 }
 
 fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
@@ -206,13 +252,31 @@ fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
     };
     let rows = block_on(async {
         Ok::<Rows, BoxError>(match &bind.request {
-            Request::Instant { query, time_ms } => samples(client.instant(query, *time_ms).await.map_err(scrub)?),
-            Request::Range { query, start_ms, end_ms, step_ms } => {
-                samples(client.range(query, *start_ms, *end_ms, *step_ms).await.map_err(scrub)?)
+            Request::Instant { query, time_ms } => {
+                samples(client.instant(query, *time_ms).await.map_err(scrub)?)
             }
+            Request::Range {
+                query,
+                start_ms,
+                end_ms,
+                step_ms,
+            } => samples(
+                client
+                    .range(query, *start_ms, *end_ms, *step_ms)
+                    .await
+                    .map_err(scrub)?,
+            ),
             Request::Labels => Rows::Strings(client.labels().await.map_err(scrub)?),
             Request::LabelValues(l) => Rows::Strings(client.label_values(l).await.map_err(scrub)?),
-            Request::Series(m) => Rows::SeriesList(client.series(m, None).await.map_err(scrub)?.into_iter().map(split_name).collect()),
+            Request::Series(m) => Rows::SeriesList(
+                client
+                    .series(m, None)
+                    .await
+                    .map_err(scrub)?
+                    .into_iter()
+                    .map(split_name)
+                    .collect(),
+            ),
         })
     })
     .map_err(err)??;
@@ -226,7 +290,18 @@ fn emit(rows: &Rows, from: usize, out: &mut DataChunkHandle) -> usize {
         Rows::Samples { series, points } => {
             let p = &points[r];
             write_strings(out, 0, p.iter().map(|x| series[x.0].0.as_deref()));
-            write_maps(out, 1, p.iter().map(|x| Some(series[x.0].1.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))));
+            write_maps(
+                out,
+                1,
+                p.iter().map(|x| {
+                    Some(
+                        series[x.0]
+                            .1
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
+                    )
+                }),
+            );
             write_values(out, 2, p.iter().map(|x| Some(x.1.saturating_mul(1000))));
             write_values(out, 3, p.iter().map(|x| Some(x.2)));
         }
@@ -234,7 +309,12 @@ fn emit(rows: &Rows, from: usize, out: &mut DataChunkHandle) -> usize {
         Rows::SeriesList(v) => {
             let s = &v[r];
             write_strings(out, 0, s.iter().map(|x| x.0.as_deref()));
-            write_maps(out, 1, s.iter().map(|x| Some(x.1.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))));
+            write_maps(
+                out,
+                1,
+                s.iter()
+                    .map(|x| Some(x.1.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))),
+            );
         }
     }
     out.set_len(n);
@@ -242,16 +322,27 @@ fn emit(rows: &Rows, from: usize, out: &mut DataChunkHandle) -> usize {
 }
 
 fn live_init() -> Result<LiveInit, BoxError> {
-    Ok(LiveInit { state: Mutex::new(None) })
+    Ok(LiveInit {
+        state: Mutex::new(None),
+    })
 }
 
-fn live_func(bind: &LiveBindResult, init: &LiveInit, out: &mut DataChunkHandle) -> Result<(), BoxError> {
+fn live_func(
+    bind: &LiveBindResult,
+    init: &LiveInit,
+    out: &mut DataChunkHandle,
+) -> Result<(), BoxError> {
     let bind = bind.0.as_ref().map_err(|e| err(e.clone()))?;
-    let mut state = init.state.lock().map_err(|_| err("internal lock poisoned"))?;
+    let mut state = init
+        .state
+        .lock()
+        .map_err(|_| err("internal lock poisoned"))?;
     if state.is_none() {
         *state = Some((execute(bind)?, 0));
     }
-    let (rows, offset) = state.as_mut().ok_or_else(|| err("internal error: no result state"))?;
+    let (rows, offset) = state
+        .as_mut()
+        .ok_or_else(|| err("internal error: no result state"))?;
     if *offset >= rows.len() {
         out.set_len(0);
         return Ok(());
@@ -263,7 +354,10 @@ fn live_func(bind: &LiveBindResult, init: &LiveInit, out: &mut DataChunkHandle) 
 fn sample_columns(bind: &BindInfo) {
     bind.add_result_column("metric_name", varchar());
     bind.add_result_column("labels", labels_type());
-    bind.add_result_column("timestamp", LogicalTypeHandle::from(LogicalTypeId::TimestampTZ));
+    bind.add_result_column(
+        "timestamp",
+        LogicalTypeHandle::from(LogicalTypeId::TimestampTZ),
+    );
     bind.add_result_column("value", LogicalTypeHandle::from(LogicalTypeId::Double));
 }
 
@@ -293,7 +387,10 @@ macro_rules! live_vtab {
             fn init(_: &InitInfo) -> Result<LiveInit, BoxError> {
                 live_init()
             }
-            fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
+            fn func(
+                func: &TableFunctionInfo<Self>,
+                output: &mut DataChunkHandle,
+            ) -> Result<(), BoxError> {
                 live_func(func.get_bind_data(), func.get_init_data(), output)
             }
             fn parameters() -> Option<Vec<LogicalTypeHandle>> {
@@ -320,15 +417,24 @@ live_vtab!(
         let query = query_arg(bind)?;
         // `time` is a keyword in DuckDB's grammar (write `"time" := ...`), so `at` is offered too.
         let time_ms = match (named(bind, "time"), named(bind, "at")) {
-            (Some(_), Some(_)) => return Err(err("give the evaluation time once: either \"time\" or at")),
+            (Some(_), Some(_)) => {
+                return Err(err("give the evaluation time once: either \"time\" or at"))
+            }
             (Some(v), None) => timestamp_value(&v, "time")?.timestamp_millis(),
             (None, Some(v)) => timestamp_value(&v, "at")?.timestamp_millis(),
             (None, None) => chrono::Utc::now().timestamp_millis(),
         };
-        Ok(LiveBind::new(connection(bind, "prom_query")?, Request::Instant { query, time_ms }))
+        Ok(LiveBind::new(
+            connection(bind, "prom_query")?,
+            Request::Instant { query, time_ms },
+        ))
     },
     vec![varchar()],
-    vec![("time".to_string(), tstz()), ("at".to_string(), tstz()), samples_param()]
+    vec![
+        ("time".to_string(), tstz()),
+        ("at".to_string(), tstz()),
+        samples_param()
+    ]
 );
 
 live_vtab!(
@@ -340,7 +446,9 @@ live_vtab!(
         let end = bind.get_parameter(2);
         let step = bind.get_parameter(3);
         if start.is_null() || end.is_null() || step.is_null() {
-            return Err(err("prom_query_range(query, start, end, step): start, end and step must not be NULL"));
+            return Err(err(
+                "prom_query_range(query, start, end, step): start, end and step must not be NULL",
+            ));
         }
         let start_ms = timestamp_value(&start, "start")?.timestamp_millis();
         let end_ms = timestamp_value(&end, "end")?.timestamp_millis();
@@ -350,9 +458,22 @@ live_vtab!(
         let step: Duration = parse_step(&step.to_string()).map_err(err)?;
         // Whole milliseconds of at most 100 years: parse_step checked both.
         let step_ms = step.as_millis() as i64;
-        Ok(LiveBind::new(connection(bind, "prom_query_range")?, Request::Range { query, start_ms, end_ms, step_ms }))
+        Ok(LiveBind::new(
+            connection(bind, "prom_query_range")?,
+            Request::Range {
+                query,
+                start_ms,
+                end_ms,
+                step_ms,
+            },
+        ))
     },
-    vec![varchar(), tstz(), tstz(), LogicalTypeHandle::from(LogicalTypeId::Any)],
+    vec![
+        varchar(),
+        tstz(),
+        tstz(),
+        LogicalTypeHandle::from(LogicalTypeId::Any)
+    ],
     vec![samples_param()]
 );
 
@@ -360,7 +481,10 @@ live_vtab!(
     PromLabels,
     |bind| {
         bind.add_result_column("label", varchar());
-        Ok(LiveBind::new(connection(bind, "prom_labels")?, Request::Labels))
+        Ok(LiveBind::new(
+            connection(bind, "prom_labels")?,
+            Request::Labels,
+        ))
     },
     vec![],
     vec![]
@@ -374,7 +498,10 @@ live_vtab!(
         if v.is_null() {
             return Err(err("label must not be NULL"));
         }
-        Ok(LiveBind::new(connection(bind, "prom_label_values")?, Request::LabelValues(v.to_string())))
+        Ok(LiveBind::new(
+            connection(bind, "prom_label_values")?,
+            Request::LabelValues(v.to_string()),
+        ))
     },
     vec![varchar()],
     vec![]
@@ -390,7 +517,10 @@ live_vtab!(
             return Err(err("match must not be NULL"));
         }
         let matchers = crate::params::string_list(&v, "match")?;
-        Ok(LiveBind::new(connection(bind, "prom_series")?, Request::Series(matchers)))
+        Ok(LiveBind::new(
+            connection(bind, "prom_series")?,
+            Request::Series(matchers),
+        ))
     },
     vec![LogicalTypeHandle::from(LogicalTypeId::Any)],
     vec![]

@@ -21,7 +21,10 @@ use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_valu
 use chrono::{NaiveDate, Utc};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
-use promduck_core::reader::{month_fallback, month_partitions, select_files, Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec, Selection};
+use promduck_core::reader::{
+    month_fallback, month_partitions, select_files, Column, Layout, PartitionFile, PartitionReader,
+    ReadBatch, ReadSpec, Selection,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,10 +45,16 @@ const SOURCE_INDEX: u64 = Column::ALL.len() as u64;
 fn open_file(file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader, BoxError> {
     match PartitionReader::open(file, spec) {
         Ok(r) => Ok(r),
-        Err(promduck_core::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && file.layout == Layout::Daily => {
+        Err(promduck_core::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && file.layout == Layout::Daily =>
+        {
             match month_fallback(file) {
-                Some(month) => PartitionReader::open(&month, spec).map_err(|e| err(format!("prom_metrics: {e}"))),
-                None => Err(err(format!("prom_metrics: {}: {source}", file.path.display()))),
+                Some(month) => PartitionReader::open(&month, spec)
+                    .map_err(|e| err(format!("prom_metrics: {e}"))),
+                None => Err(err(format!(
+                    "prom_metrics: {}: {source}",
+                    file.path.display()
+                ))),
             }
         }
         Err(e) => Err(err(format!("prom_metrics: {e}"))),
@@ -69,7 +78,9 @@ pub struct MetricsInit {
 
 impl MetricsInit {
     fn open_readers(&self) -> Result<std::sync::MutexGuard<'_, Vec<PartitionReader>>, BoxError> {
-        self.open.lock().map_err(|_| err("prom_metrics: internal lock poisoned"))
+        self.open
+            .lock()
+            .map_err(|_| err("prom_metrics: internal lock poisoned"))
     }
 }
 
@@ -93,12 +104,21 @@ fn column_type(c: Column) -> LogicalTypeHandle {
 fn date_range_arg(v: &Value, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), BoxError> {
     if let Some(items) = v.to_list() {
         if items.len() != 2 {
-            return Err(err(format!("date_range: a list needs exactly two dates [start, end], got {}", items.len())));
+            return Err(err(format!(
+                "date_range: a list needs exactly two dates [start, end], got {}",
+                items.len()
+            )));
         }
-        return Ok((date_value(&items[0], "date_range start")?, date_value(&items[1], "date_range end")?));
+        return Ok((
+            date_value(&items[0], "date_range start")?,
+            date_value(&items[1], "date_range end")?,
+        ));
     }
     match v.logical_type_id() {
-        LogicalTypeId::Integer | LogicalTypeId::Bigint | LogicalTypeId::Smallint | LogicalTypeId::Tinyint => {
+        LogicalTypeId::Integer
+        | LogicalTypeId::Bigint
+        | LogicalTypeId::Smallint
+        | LogicalTypeId::Tinyint => {
             return last_days(v.to_int64(), today);
         }
         _ => {}
@@ -107,8 +127,10 @@ fn date_range_arg(v: &Value, today: NaiveDate) -> Result<(NaiveDate, NaiveDate),
     crate::params::check_not_macro_parameter(&s, "date_range")?;
     for sep in ["..", "/"] {
         if let Some((a, b)) = s.split_once(sep) {
-            let a = crate::params::parse_day(a).ok_or_else(|| err(format!("date_range: invalid start {a:?} in {s:?}")))?;
-            let b = crate::params::parse_day(b).ok_or_else(|| err(format!("date_range: invalid end {b:?} in {s:?}")))?;
+            let a = crate::params::parse_day(a)
+                .ok_or_else(|| err(format!("date_range: invalid start {a:?} in {s:?}")))?;
+            let b = crate::params::parse_day(b)
+                .ok_or_else(|| err(format!("date_range: invalid end {b:?} in {s:?}")))?;
             return Ok((a, b));
         }
     }
@@ -118,15 +140,27 @@ fn date_range_arg(v: &Value, today: NaiveDate) -> Result<(NaiveDate, NaiveDate),
 
 fn last_days(n: i64, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), BoxError> {
     if !(1..=36600).contains(&n) {
-        return Err(err(format!("last_days must be between 1 and 36600, got {n}")));
+        return Err(err(format!(
+            "last_days must be between 1 and 36600, got {n}"
+        )));
     }
-    Ok((today - chrono::Days::new(n as u64), today - chrono::Days::new(1)))
+    Ok((
+        today - chrono::Days::new(n as u64),
+        today - chrono::Days::new(1),
+    ))
 }
 
-fn bind_selection(bind: &BindInfo, positional: usize) -> Result<(PathBuf, Selection, Option<Vec<String>>), BoxError> {
+fn bind_selection(
+    bind: &BindInfo,
+    positional: usize,
+) -> Result<(PathBuf, Selection, Option<Vec<String>>), BoxError> {
     let today = Utc::now().date_naive();
     let data_dir = named_string(bind, "data_dir")
-        .or_else(|| std::env::var("PROMDUCK_DATA_DIR").ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::env::var("PROMDUCK_DATA_DIR")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or_else(|| "./data".to_string());
     crate::params::check_not_macro_parameter(&data_dir, "data_dir")?;
     let mut range: Option<(NaiveDate, NaiveDate)> = None;
@@ -150,8 +184,12 @@ fn bind_selection(bind: &BindInfo, positional: usize) -> Result<(PathBuf, Select
         let d = date_value(&v, "date")?;
         set_range((d, d), "date")?;
     }
-    let start = named(bind, "start_date").map(|v| date_value(&v, "start_date")).transpose()?;
-    let end = named(bind, "end_date").map(|v| date_value(&v, "end_date")).transpose()?;
+    let start = named(bind, "start_date")
+        .map(|v| date_value(&v, "start_date"))
+        .transpose()?;
+    let end = named(bind, "end_date")
+        .map(|v| date_value(&v, "end_date"))
+        .transpose()?;
     if start.is_some() || end.is_some() {
         let s = start.unwrap_or(NaiveDate::MIN);
         let e = end.unwrap_or(NaiveDate::MAX);
@@ -184,7 +222,10 @@ fn bind_selection(bind: &BindInfo, positional: usize) -> Result<(PathBuf, Select
         v.retain(|x| seen.insert(x.clone()));
         v
     };
-    let metrics = named(bind, "metric").map(|v| string_list(&v, "metric")).transpose()?.map(dedup);
+    let metrics = named(bind, "metric")
+        .map(|v| string_list(&v, "metric"))
+        .transpose()?
+        .map(dedup);
     let proxies = proxies.map(dedup);
     let sel = Selection {
         from: range.map(|r| r.0).filter(|d| *d != NaiveDate::MIN),
@@ -206,7 +247,9 @@ impl<const N: usize> VTab for PromMetrics<N> {
         if named(bind, "source").is_some_and(|v| v.to_string().eq_ignore_ascii_case("true")) {
             bind.add_result_column("source", varchar());
         }
-        crate::sandbox::policy(bind)?.check_dir("prom_metrics", "read", &data_dir).map_err(err)?;
+        crate::sandbox::policy(bind)?
+            .check_dir("prom_metrics", "read", &data_dir)
+            .map_err(err)?;
         // Listing folders is read-only, so it may happen here; it also gives DuckDB
         // a cardinality estimate.
         let files = select_files(&data_dir, &sel).map_err(|e| err(format!("prom_metrics: {e}")))?;
@@ -216,13 +259,26 @@ impl<const N: usize> VTab for PromMetrics<N> {
 
     fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
         let indices = init.get_column_indices();
-        let columns: Vec<Option<Column>> = indices.iter().map(|&i| Column::ALL.get(i as usize).copied()).collect();
+        let columns: Vec<Option<Column>> = indices
+            .iter()
+            .map(|&i| Column::ALL.get(i as usize).copied())
+            .collect();
         let source = indices.iter().position(|&i| i == SOURCE_INDEX);
         let bind = unsafe { &*init.get_bind_data::<MetricsBind>() };
         init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
         let want: Vec<Column> = columns.iter().flatten().copied().collect();
-        let spec = Arc::new(ReadSpec { want, metrics: bind.metrics.clone(), batch_rows: CHUNK_ROWS });
-        Ok(MetricsInit { columns, source, spec, next_file: AtomicUsize::new(0), open: Mutex::new(Vec::new()) })
+        let spec = Arc::new(ReadSpec {
+            want,
+            metrics: bind.metrics.clone(),
+            batch_rows: CHUNK_ROWS,
+        });
+        Ok(MetricsInit {
+            columns,
+            source,
+            spec,
+            next_file: AtomicUsize::new(0),
+            open: Mutex::new(Vec::new()),
+        })
     }
 
     fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
@@ -245,10 +301,19 @@ impl<const N: usize> VTab for PromMetrics<N> {
                     open_file(file, &init.spec)?
                 }
             };
-            let Some(batch) = reader.next_batch().map_err(|e| err(format!("prom_metrics: {e}")))? else { continue };
+            let Some(batch) = reader
+                .next_batch()
+                .map_err(|e| err(format!("prom_metrics: {e}")))?
+            else {
+                continue;
+            };
             if let Some(col) = init.source {
                 let path = reader.file().path.display().to_string();
-                write_repeated_strings(output, col, std::iter::repeat(Some(path.as_str())).take(batch.len));
+                write_repeated_strings(
+                    output,
+                    col,
+                    std::iter::repeat(Some(path.as_str())).take(batch.len),
+                );
             }
             // A small file is done after its first batch and is closed right away.
             if !reader.is_exhausted() {
@@ -264,7 +329,11 @@ impl<const N: usize> VTab for PromMetrics<N> {
     }
 
     fn parameters() -> Option<Vec<LogicalTypeHandle>> {
-        Some((0..N).map(|_| LogicalTypeHandle::from(LogicalTypeId::Any)).collect())
+        Some(
+            (0..N)
+                .map(|_| LogicalTypeHandle::from(LogicalTypeId::Any))
+                .collect(),
+        )
     }
 
     fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
@@ -275,10 +344,16 @@ impl<const N: usize> VTab for PromMetrics<N> {
             ("date_range".into(), any()),
             ("start_date".into(), any()),
             ("end_date".into(), any()),
-            ("last_days".into(), LogicalTypeHandle::from(LogicalTypeId::Bigint)),
+            (
+                "last_days".into(),
+                LogicalTypeHandle::from(LogicalTypeId::Bigint),
+            ),
             ("proxy".into(), any()),
             ("metric".into(), any()),
-            ("source".into(), LogicalTypeHandle::from(LogicalTypeId::Boolean)),
+            (
+                "source".into(),
+                LogicalTypeHandle::from(LogicalTypeId::Boolean),
+            ),
         ])
     }
 }
@@ -288,7 +363,11 @@ impl<const N: usize> VTab for PromMetrics<N> {
 /// vector again; the row gets the same `string_t` (inline bytes, or a pointer into
 /// this vector's own string heap, which lives as long as the vector). Month files,
 /// sorted by proxy, day and metric, make long runs.
-fn write_repeated_strings<'a>(out: &DataChunkHandle, col: usize, rows: impl Iterator<Item = Option<&'a str>>) {
+fn write_repeated_strings<'a>(
+    out: &DataChunkHandle,
+    col: usize,
+    rows: impl Iterator<Item = Option<&'a str>>,
+) {
     const RECENT: usize = 8;
     let mut v = out.flat_vector(col);
     // SAFETY: a VARCHAR vector's data is an array of 16-byte `duckdb_string_t`, one per
@@ -307,7 +386,10 @@ fn write_repeated_strings<'a>(out: &DataChunkHandle, col: usize, rows: impl Iter
         };
         let hit = match last {
             Some((j, l)) if same(l, s) => Some(j),
-            _ => recent.iter().find(|(j, r)| *j != usize::MAX && same(r, s)).map(|&(j, _)| j),
+            _ => recent
+                .iter()
+                .find(|(j, r)| *j != usize::MAX && same(r, s))
+                .map(|&(j, _)| j),
         };
         match hit {
             Some(j) => unsafe { *data.add(i) = *data.add(j) },
@@ -397,16 +479,25 @@ impl VTab for PromPartitions {
         bind.add_result_column("path", varchar());
         bind.add_result_column("bytes", LogicalTypeHandle::from(LogicalTypeId::Bigint));
         let (data_dir, sel, _) = bind_selection(bind, 0)?;
-        crate::sandbox::policy(bind)?.check_dir("prom_partitions", "read", &data_dir).map_err(err)?;
-        let listed = select_files(&data_dir, &sel).map_err(|e| err(format!("prom_partitions: {e}")))?;
+        crate::sandbox::policy(bind)?
+            .check_dir("prom_partitions", "read", &data_dir)
+            .map_err(err)?;
+        let listed =
+            select_files(&data_dir, &sel).map_err(|e| err(format!("prom_partitions: {e}")))?;
         // A month file holds many partitions: one row each, read from its `api_proxy`
         // and `date` columns (with the selection's row-group pruning).
         let mut files = Vec::with_capacity(listed.len());
         let mut expanded = false;
         for f in listed {
             if f.layout == Layout::Month {
-                for (day, proxy) in month_partitions(&f).map_err(|e| err(format!("prom_partitions: {e}")))? {
-                    files.push(PartitionFile { day, proxy, ..f.clone() });
+                for (day, proxy) in
+                    month_partitions(&f).map_err(|e| err(format!("prom_partitions: {e}")))?
+                {
+                    files.push(PartitionFile {
+                        day,
+                        proxy,
+                        ..f.clone()
+                    });
                 }
                 expanded = true;
             } else {
@@ -417,29 +508,53 @@ impl VTab for PromPartitions {
             files.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
         }
         bind.set_cardinality(files.len() as u64, true);
-        Ok(MetricsBind { files, metrics: None })
+        Ok(MetricsBind {
+            files,
+            metrics: None,
+        })
     }
 
     fn init(_: &InitInfo) -> Result<Self::InitData, BoxError> {
-        Ok(PartitionsInit { next: Mutex::new(0) })
+        Ok(PartitionsInit {
+            next: Mutex::new(0),
+        })
     }
 
     fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
         let files = &func.get_bind_data().files;
-        let mut next = func.get_init_data().next.lock().map_err(|_| err("prom_partitions: internal lock poisoned"))?;
+        let mut next = func
+            .get_init_data()
+            .next
+            .lock()
+            .map_err(|_| err("prom_partitions: internal lock poisoned"))?;
         let slice = &files[*next..(*next + CHUNK_ROWS).min(files.len())];
-        write_values(out, 0, slice.iter().map(|f| Some(promduck_core::schema::date32(f.day))));
+        write_values(
+            out,
+            0,
+            slice
+                .iter()
+                .map(|f| Some(promduck_core::schema::date32(f.day))),
+        );
         write_strings(out, 1, slice.iter().map(|f| Some(f.proxy.as_str())));
         let paths: Vec<String> = slice.iter().map(|f| f.path.display().to_string()).collect();
         write_strings(out, 2, paths.iter().map(|p| Some(p.as_str())));
         // A partition inside a month file has no size of its own: NULL.
-        write_values(out, 3, slice.iter().map(|f| (f.layout != Layout::Month).then(|| std::fs::metadata(&f.path).ok().map(|m| m.len() as i64)).flatten()));
+        write_values(
+            out,
+            3,
+            slice.iter().map(|f| {
+                (f.layout != Layout::Month)
+                    .then(|| std::fs::metadata(&f.path).ok().map(|m| m.len() as i64))
+                    .flatten()
+            }),
+        );
         out.set_len(slice.len());
         *next += slice.len();
         Ok(())
     }
 
     fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
-        PromMetrics::<0>::named_parameters().map(|v| v.into_iter().filter(|(n, _)| n != "source").collect())
+        PromMetrics::<0>::named_parameters()
+            .map(|v| v.into_iter().filter(|(n, _)| n != "source").collect())
     }
 }

@@ -26,10 +26,18 @@ pub fn named_string(bind: &BindInfo, name: &str) -> Option<String> {
 /// An empty list (or one of NULLs) selects nothing.
 pub fn string_list(v: &Value, param: &str) -> Result<Vec<String>, BoxError> {
     let items: Vec<String> = match v.to_list() {
-        Some(items) => items.iter().filter(|i| !i.is_null()).map(|i| i.to_string()).collect(),
+        Some(items) => items
+            .iter()
+            .filter(|i| !i.is_null())
+            .map(|i| i.to_string())
+            .collect(),
         None => match v.logical_type_id() {
             LogicalTypeId::Varchar => vec![v.to_string()],
-            other => return Err(err(format!("{param} must be a string or a list of strings, got {other:?}"))),
+            other => {
+                return Err(err(format!(
+                    "{param} must be a string or a list of strings, got {other:?}"
+                )))
+            }
         },
     };
     for i in &items {
@@ -83,7 +91,11 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
             return Some(t.with_timezone(&Utc));
         }
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(Utc.from_utc_datetime(&t));
         }
@@ -93,7 +105,9 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     }
     if let Ok(secs) = s.parse::<f64>() {
         if secs.is_finite() && secs.abs() < 1e13 {
-            return Utc.timestamp_millis_opt((secs * 1000.0).round() as i64).single();
+            return Utc
+                .timestamp_millis_opt((secs * 1000.0).round() as i64)
+                .single();
         }
     }
     None
@@ -119,7 +133,9 @@ pub fn parse_step(s: &str) -> Result<Duration, String> {
     }
     let bare = t.trim_start_matches(['+', '-']).to_ascii_lowercase();
     if matches!(bare.as_str(), "inf" | "infinity" | "nan") {
-        return Err(format!("step: {s:?} is not a finite number; the step must be a positive duration"));
+        return Err(format!(
+            "step: {s:?} is not a finite number; the step must be a positive duration"
+        ));
     }
     let nanos: i128 = if let Some(r) = decimal_seconds_nanos(t) {
         r.map_err(|why| format!("step: {s:?} {why}"))?
@@ -138,13 +154,17 @@ pub fn parse_step(s: &str) -> Result<Duration, String> {
         d.as_nanos() as i128
     };
     if nanos < 0 {
-        return Err(format!("step: {s:?} is negative; the step must be positive"));
+        return Err(format!(
+            "step: {s:?} is negative; the step must be positive"
+        ));
     }
     if nanos == 0 {
         return Err(format!("step: {s:?} is zero; the step must be positive"));
     }
     if nanos < 1_000_000 {
-        return Err(format!("step: {s:?} is shorter than 1 millisecond, the smallest step"));
+        return Err(format!(
+            "step: {s:?} is shorter than 1 millisecond, the smallest step"
+        ));
     }
     if nanos % 1_000_000 != 0 {
         return Err(format!("step: {s:?} is not a whole number of milliseconds"));
@@ -171,18 +191,30 @@ fn decimal_seconds_nanos(t: &str) -> Option<Result<i128, String>> {
         None => (rest, None),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if (int.is_empty() && frac.is_empty()) || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let exp: i64 = match exp {
         Some(e) => {
             let digits = e.trim_start_matches(['+', '-']);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || e.len() - digits.len() > 1 {
+            if digits.is_empty()
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+                || e.len() - digits.len() > 1
+            {
                 return None;
             }
             match e.parse::<i64>() {
                 Ok(v) if v.abs() <= 100_000 => v,
-                _ => return Some(Err(if e.starts_with('-') { "is shorter than 1 millisecond, the smallest step".into() } else { "is too large (at most 100 years)".into() })),
+                _ => {
+                    return Some(Err(if e.starts_with('-') {
+                        "is shorter than 1 millisecond, the smallest step".into()
+                    } else {
+                        "is too large (at most 100 years)".into()
+                    }))
+                }
             }
         }
         None => 0,
@@ -245,7 +277,11 @@ fn interval_nanos(t: &str) -> Result<i128, String> {
         let n: i128 = w.parse::<i64>().map_err(|_| bad())? as i128;
         let unit = words.get(i + 1).ok_or_else(bad)?.to_ascii_lowercase();
         let per: i128 = match unit.trim_end_matches('s') {
-            "year" | "mon" | "month" => return Err("months and years have no fixed length; give the step in days or less".into()),
+            "year" | "mon" | "month" => {
+                return Err(
+                    "months and years have no fixed length; give the step in days or less".into(),
+                )
+            }
             "day" => 86_400_000_000_000,
             "hour" => 3_600_000_000_000,
             "minute" | "min" => 60_000_000_000,
@@ -274,10 +310,16 @@ mod tests {
     #[test]
     fn days() {
         assert_eq!(parse_day("2024-03-01"), NaiveDate::from_ymd_opt(2024, 3, 1));
-        assert_eq!(parse_day("2024-03-01 00:00:00"), NaiveDate::from_ymd_opt(2024, 3, 1));
+        assert_eq!(
+            parse_day("2024-03-01 00:00:00"),
+            NaiveDate::from_ymd_opt(2024, 3, 1)
+        );
         assert_eq!(parse_day("2024-03-01x"), None);
         assert_eq!(parse_day("2024-03-01 garbage"), None);
-        assert_eq!(parse_day("2024-03-01 00:00:00+00"), NaiveDate::from_ymd_opt(2024, 3, 1));
+        assert_eq!(
+            parse_day("2024-03-01 00:00:00+00"),
+            NaiveDate::from_ymd_opt(2024, 3, 1)
+        );
         assert_eq!(parse_day("yesterday"), None);
     }
 
@@ -361,19 +403,28 @@ mod tests {
             ("1.000000000001", "not a whole number of milliseconds"),
             ("00:00:01.0005", "not a whole number of milliseconds"),
             // no fixed length, or not a step at all
-            ("1 month", "invalid step \"1 month\": months and years have no fixed length"),
+            (
+                "1 month",
+                "invalid step \"1 month\": months and years have no fixed length",
+            ),
             ("1 year 2 mons", "months and years have no fixed length"),
             ("fast", "invalid step \"fast\" (invalid duration `fast`"),
             ("", "empty"),
             ("1.2.3", "invalid step \"1.2.3\""),
-            ("1 fortnight", "invalid step \"1 fortnight\": not an interval"),
+            (
+                "1 fortnight",
+                "invalid step \"1 fortnight\": not an interval",
+            ),
         ];
         for (input, needle) in cases {
             let e = parse_step(input).expect_err(input);
             assert!(e.starts_with("step: "), "{input:?}: {e}");
             assert!(e.contains(needle), "{input:?}: {e}");
             if !input.is_empty() {
-                assert!(e.contains(&format!("{input:?}")) || e.contains(&format!("`{input}`")), "{input:?}: {e}");
+                assert!(
+                    e.contains(&format!("{input:?}")) || e.contains(&format!("`{input}`")),
+                    "{input:?}: {e}"
+                );
             }
         }
     }

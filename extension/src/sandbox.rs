@@ -45,7 +45,10 @@ impl Sandbox {
     /// `allowed_paths`) are read once external access is off, and kept, because DuckDB
     /// refuses to change them from then on (and then the whole policy is final).
     pub fn policy(&self) -> Result<Policy, String> {
-        let mut guard = self.0.lock().map_err(|_| "promduck: internal lock poisoned".to_string())?;
+        let mut guard = self
+            .0
+            .lock()
+            .map_err(|_| "promduck: internal lock poisoned".to_string())?;
         if let Some(p) = &guard.2 {
             return Ok(p.clone());
         }
@@ -58,13 +61,27 @@ impl Sandbox {
         let local_fs_disabled = false;
         let probe = Some(self.clone());
         if external_access {
-            return Ok(Policy { external_access, allowed_directories: vec![], allowed_paths: vec![], local_fs_disabled, probe });
+            return Ok(Policy {
+                external_access,
+                allowed_directories: vec![],
+                allowed_paths: vec![],
+                local_fs_disabled,
+                probe,
+            });
         }
         // Absent before DuckDB 1.3: then there are no exceptions.
         let list = |name: &str| -> Vec<String> {
-            setting(con, &format!("array_to_string(current_setting('{name}'), chr(31))"))
-                .map(|v| v.split('\u{1f}').map(str::to_string).filter(|s| !s.is_empty()).collect())
-                .unwrap_or_default()
+            setting(
+                con,
+                &format!("array_to_string(current_setting('{name}'), chr(31))"),
+            )
+            .map(|v| {
+                v.split('\u{1f}')
+                    .map(str::to_string)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
         };
         let policy = Policy {
             external_access,
@@ -86,7 +103,8 @@ fn setting(con: &Connection, expr: &str) -> Result<String, String> {
     // The value is framed by control characters the SQL text only names (`chr(1)`):
     // DuckDB echoes a failing statement's text in its error, and that echo must never
     // be mistaken for a value (an error of the probe would read as "allowed").
-    let sql = format!("SELECT error(chr(1) || 'promduck' || chr(2) || coalesce(({expr}), '') || chr(3))");
+    let sql =
+        format!("SELECT error(chr(1) || 'promduck' || chr(2) || coalesce(({expr}), '') || chr(3))");
     match con.execute_batch(&sql) {
         Ok(()) => Err("no value".into()),
         Err(e) => {
@@ -105,7 +123,9 @@ fn setting(con: &Connection, expr: &str) -> Result<String, String> {
 pub fn policy(bind: &duckdb::vtab::BindInfo) -> Result<Policy, crate::params::BoxError> {
     let ptr = bind.get_extra_info::<Sandbox>();
     if ptr.is_null() {
-        return Err(crate::params::err("Permission Error: promduck has no access to DuckDB's settings; access refused"));
+        return Err(crate::params::err(
+            "Permission Error: promduck has no access to DuckDB's settings; access refused",
+        ));
     }
     // SAFETY: every table function is registered with a `Sandbox` as its extra info
     // (see `register` in lib.rs); DuckDB owns that copy for the function's lifetime,
@@ -130,7 +150,10 @@ impl Sandbox {
     /// `enable_external_access`, `allowed_directories`/`allowed_paths` and
     /// `disabled_filesystems` exactly as its readers do); `Err` with its message.
     fn duckdb_allows(&self, path: &Path, dir: bool) -> Result<(), String> {
-        let guard = self.0.lock().map_err(|_| "promduck: internal lock poisoned".to_string())?;
+        let guard = self
+            .0
+            .lock()
+            .map_err(|_| "promduck: internal lock poisoned".to_string())?;
         let mut literal = path.display().to_string().replace('\'', "''");
         // A folder is asked about through a name inside it, the way DuckDB sees the
         // files it reads there (recent DuckDB refuses the folder's own path even when
@@ -142,17 +165,29 @@ impl Sandbox {
             }
             literal.push_str(".promduck-sandbox-probe");
         }
-        match setting(&guard.0, &format!("(SELECT count(*) FROM glob('{literal}'))::VARCHAR")) {
+        match setting(
+            &guard.0,
+            &format!("(SELECT count(*) FROM glob('{literal}'))::VARCHAR"),
+        ) {
             Ok(_) => Ok(()),
             // DuckDB's own sentence, without the echo of promduck's probe query.
-            Err(e) => Err(e.lines().next().unwrap_or_default().trim_start_matches("Permission Error: ").to_string()),
+            Err(e) => Err(e
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("Permission Error: ")
+                .to_string()),
         }
     }
 }
 
 /// `path` made absolute and with `.`/`..` resolved lexically (no file is touched).
 fn lexical(path: &Path) -> PathBuf {
-    let abs = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
     let mut out = PathBuf::new();
     for c in abs.components() {
         match c {
@@ -180,7 +215,10 @@ fn resolved(path: &Path) -> PathBuf {
             }
             return out;
         }
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
@@ -195,11 +233,17 @@ impl Policy {
     fn path_allowed(&self, path: &Path) -> bool {
         let forms = [lexical(path), resolved(path)];
         let inside = |p: &Path| {
-            self.allowed_paths.iter().any(|a| !is_url(a) && (lexical(Path::new(a)) == p || resolved(Path::new(a)) == p))
-                || self.allowed_directories.iter().filter(|d| !is_url(d)).any(|d| {
-                    let d = Path::new(d);
-                    p.starts_with(lexical(d)) || p.starts_with(resolved(d))
-                })
+            self.allowed_paths
+                .iter()
+                .any(|a| !is_url(a) && (lexical(Path::new(a)) == p || resolved(Path::new(a)) == p))
+                || self
+                    .allowed_directories
+                    .iter()
+                    .filter(|d| !is_url(d))
+                    .any(|d| {
+                        let d = Path::new(d);
+                        p.starts_with(lexical(d)) || p.starts_with(resolved(d))
+                    })
         };
         forms.iter().all(|p| inside(p))
     }
@@ -226,7 +270,10 @@ impl Policy {
         // an allowed directory once symlinks are resolved.
         if let Some(sb) = &self.probe {
             sb.duckdb_allows(path, dir).map_err(|reason| {
-                format!("Permission Error: {who} cannot {what} {:?}: {reason}", path.display().to_string())
+                format!(
+                    "Permission Error: {who} cannot {what} {:?}: {reason}",
+                    path.display().to_string()
+                )
             })?;
         }
         if self.external_access || self.path_allowed(path) {
@@ -244,7 +291,11 @@ impl Policy {
         if self.external_access {
             return Ok(());
         }
-        let allowed = self.allowed_directories.iter().chain(&self.allowed_paths).any(|a| is_url(a) && url_within(url, a));
+        let allowed = self
+            .allowed_directories
+            .iter()
+            .chain(&self.allowed_paths)
+            .any(|a| is_url(a) && url_within(url, a));
         if allowed {
             return Ok(());
         }
@@ -258,7 +309,12 @@ impl Policy {
 /// A URL entry: `scheme:/…` — DuckDB stores `http://h/` in `allowed_directories` with
 /// its slashes collapsed (`http:/h/`), as it sanitises every entry like a path.
 fn is_url(s: &str) -> bool {
-    s.split_once(":/").is_some_and(|(scheme, _)| !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.'))
+    s.split_once(":/").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.')
+    })
 }
 
 /// Collapses repeated slashes, as DuckDB does to the entries it stores.
@@ -278,7 +334,10 @@ fn url_within(url: &str, allowed: &str) -> bool {
     let url = collapse_slashes(url);
     let allowed = collapse_slashes(allowed);
     let a = allowed.trim_end_matches('/');
-    url == a || url.strip_prefix(a).is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
+    url == a
+        || url
+            .strip_prefix(a)
+            .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
 }
 
 /// Config errors shown to a SQL user name the file, the line and column and the
@@ -288,8 +347,10 @@ fn url_within(url: &str, allowed: &str) -> bool {
 pub fn redact_config_error(e: &promduck_core::config::ConfigError) -> String {
     let msg = &e.message;
     // Keys serde lists as expected are promduck's own names, safe to show.
-    let expected: Vec<&str> =
-        msg.split_once("expected").map(|(_, tail)| tail.split('`').skip(1).step_by(2).collect()).unwrap_or_default();
+    let expected: Vec<&str> = msg
+        .split_once("expected")
+        .map(|(_, tail)| tail.split('`').skip(1).step_by(2).collect())
+        .unwrap_or_default();
     let mut out = String::with_capacity(msg.len());
     let mut chars = msg.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -341,16 +402,33 @@ mod tests {
     #[test]
     fn paths_inside_allowed_directories_only() {
         let p = policy(false, &["/srv/metrics/"], &["/etc/promduck/config.yaml"]);
-        assert!(p.check_path("f", "read", Path::new("/srv/metrics/data")).is_ok());
-        assert!(p.check_path("f", "read", Path::new("/etc/promduck/config.yaml")).is_ok());
-        for bad in ["/srv/metricsX", "/srv/metrics/../secret", "/etc/promduck/other.yaml", "/"] {
+        assert!(p
+            .check_path("f", "read", Path::new("/srv/metrics/data"))
+            .is_ok());
+        assert!(p
+            .check_path("f", "read", Path::new("/etc/promduck/config.yaml"))
+            .is_ok());
+        for bad in [
+            "/srv/metricsX",
+            "/srv/metrics/../secret",
+            "/etc/promduck/other.yaml",
+            "/",
+        ] {
             let e = p.check_path("f", "read", Path::new(bad)).unwrap_err();
-            assert!(e.starts_with("Permission Error: f cannot read"), "{bad}: {e}");
+            assert!(
+                e.starts_with("Permission Error: f cannot read"),
+                "{bad}: {e}"
+            );
         }
-        assert!(policy(true, &[], &[]).check_path("f", "read", Path::new("/anything")).is_ok());
+        assert!(policy(true, &[], &[])
+            .check_path("f", "read", Path::new("/anything"))
+            .is_ok());
         let mut off = policy(true, &[], &[]);
         off.local_fs_disabled = true;
-        assert!(off.check_path("f", "read", Path::new("/x")).unwrap_err().contains("LocalFileSystem"));
+        assert!(off
+            .check_path("f", "read", Path::new("/x"))
+            .unwrap_err()
+            .contains("LocalFileSystem"));
     }
 
     #[test]
@@ -361,8 +439,12 @@ mod tests {
         std::fs::create_dir_all(root.join("secret")).unwrap();
         std::os::unix::fs::symlink(root.join("secret"), root.join("allowed/link")).unwrap();
         let p = policy(false, &[root.join("allowed").to_str().unwrap()], &[]);
-        assert!(p.check_path("f", "read", &root.join("allowed/data")).is_ok());
-        assert!(p.check_path("f", "read", &root.join("allowed/link/x")).is_err());
+        assert!(p
+            .check_path("f", "read", &root.join("allowed/data"))
+            .is_ok());
+        assert!(p
+            .check_path("f", "read", &root.join("allowed/link/x"))
+            .is_err());
     }
 
     #[test]
@@ -370,7 +452,9 @@ mod tests {
         // As DuckDB stores it: `http://…` with its slashes collapsed.
         let p = policy(false, &["http:/127.0.0.1:9090/"], &[]);
         assert!(p.check_url("f", "http://127.0.0.1:9090/").is_ok());
-        assert!(p.check_url("f", "http://127.0.0.1:9090/api/v1/query").is_ok());
+        assert!(p
+            .check_url("f", "http://127.0.0.1:9090/api/v1/query")
+            .is_ok());
         assert!(p.check_url("f", "http://127.0.0.1:90901/").is_err());
         assert!(p.check_url("f", "http://127.0.0.1:9091/").is_err());
         assert!(policy(true, &[], &[]).check_url("f", "http://x/").is_ok());
@@ -385,13 +469,20 @@ mod tests {
             message: r#"invalid type: string "AKIA-s3cr3t", expected struct RawConfig"#.into(),
         };
         let shown = redact_config_error(&e);
-        assert_eq!(shown, r#"/etc/secret.yaml:1:1: invalid type: string "…", expected struct RawConfig"#);
+        assert_eq!(
+            shown,
+            r#"/etc/secret.yaml:1:1: invalid type: string "…", expected struct RawConfig"#
+        );
         let e = promduck_core::config::ConfigError {
             file: PathBuf::from("c.yaml"),
             line: Some(3),
             column: Some(3),
-            message: "prometheus: unknown field `tok3n-s3cr3t`, expected one of `url`, `timeout`".into(),
+            message: "prometheus: unknown field `tok3n-s3cr3t`, expected one of `url`, `timeout`"
+                .into(),
         };
-        assert_eq!(redact_config_error(&e), "c.yaml:3:3: prometheus: unknown field `…`, expected one of `url`, `timeout`");
+        assert_eq!(
+            redact_config_error(&e),
+            "c.yaml:3:3: prometheus: unknown field `…`, expected one of `url`, `timeout`"
+        );
     }
 }

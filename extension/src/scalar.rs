@@ -11,7 +11,11 @@ pub struct TimestampMs;
 impl VScalar for TimestampMs {
     type State = ();
 
-    fn invoke(_: &Self::State, input: &mut DataChunkHandle, output: &mut dyn WritableVector) -> Result<(), Box<dyn std::error::Error>> {
+    fn invoke(
+        _: &Self::State,
+        input: &mut DataChunkHandle,
+        output: &mut dyn WritableVector,
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let n = input.len();
         let col = input.flat_vector(0);
         let ms = unsafe { col.as_slice_with_len::<i64>(n) };
@@ -24,9 +28,12 @@ impl VScalar for TimestampMs {
                     nulls.push(i);
                     continue;
                 }
-                dst[i] = ms[i]
-                    .checked_mul(1000)
-                    .ok_or_else(|| format!("timestamp_ms: {} milliseconds is out of the TIMESTAMP range", ms[i]))?;
+                dst[i] = ms[i].checked_mul(1000).ok_or_else(|| {
+                    format!(
+                        "timestamp_ms: {} milliseconds is out of the TIMESTAMP range",
+                        ms[i]
+                    )
+                })?;
             }
         }
         for i in nulls {

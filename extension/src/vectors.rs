@@ -11,7 +11,11 @@ pub fn labels_type() -> LogicalTypeHandle {
 }
 
 /// Writes `rows` into column `col` as VARCHAR (`None` is NULL).
-pub fn write_strings<'a>(out: &DataChunkHandle, col: usize, rows: impl Iterator<Item = Option<&'a str>>) {
+pub fn write_strings<'a>(
+    out: &DataChunkHandle,
+    col: usize,
+    rows: impl Iterator<Item = Option<&'a str>>,
+) {
     let mut v = out.flat_vector(col);
     for (i, s) in rows.enumerate() {
         match s {
@@ -22,7 +26,11 @@ pub fn write_strings<'a>(out: &DataChunkHandle, col: usize, rows: impl Iterator<
 }
 
 /// Writes fixed-width values (`i64` micros, `f64`, `i32` days) with optional NULLs.
-pub fn write_values<T: Copy>(out: &DataChunkHandle, col: usize, rows: impl Iterator<Item = Option<T>>) {
+pub fn write_values<T: Copy>(
+    out: &DataChunkHandle,
+    col: usize,
+    rows: impl Iterator<Item = Option<T>>,
+) {
     let mut v: FlatVector = out.flat_vector(col);
     let mut nulls = Vec::new();
     {

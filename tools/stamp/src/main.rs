@@ -12,7 +12,9 @@ const FIELD: usize = 32;
 
 fn field(value: &str) -> Result<[u8; FIELD], String> {
     if value.len() > FIELD {
-        return Err(format!("footer field {value:?} is longer than {FIELD} bytes"));
+        return Err(format!(
+            "footer field {value:?} is longer than {FIELD} bytes"
+        ));
     }
     let mut f = [0u8; FIELD];
     f[..value.len()].copy_from_slice(value.as_bytes());
@@ -36,7 +38,16 @@ fn default_platform() -> String {
 /// Builds the 512-byte footer.
 pub fn footer(ext_version: &str, capi_version: &str, platform: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(512);
-    for value in ["", "", "", "C_STRUCT", ext_version, capi_version, platform, "4"] {
+    for value in [
+        "",
+        "",
+        "",
+        "C_STRUCT",
+        ext_version,
+        capi_version,
+        platform,
+        "4",
+    ] {
         out.extend_from_slice(&field(value)?);
     }
     out.extend_from_slice(&[0u8; 256]);
@@ -61,7 +72,12 @@ pub fn existing_footer(bytes: &[u8]) -> Option<String> {
     if field_text(&f[224..256]) != "4" || !known_abi || f[256..].iter().any(|&b| b != 0) {
         return None;
     }
-    Some(format!("{}, extension {}, C API {}", field_text(&f[192..224]), field_text(&f[128..160]), field_text(&f[160..192])))
+    Some(format!(
+        "{}, extension {}, C API {}",
+        field_text(&f[192..224]),
+        field_text(&f[128..160]),
+        field_text(&f[160..192])
+    ))
 }
 
 fn run() -> Result<(), String> {
@@ -86,7 +102,10 @@ fn run() -> Result<(), String> {
         return Err("usage: promduck-stamp IN.so OUT.duckdb_extension (see --help)".into());
     };
     let mut bytes = std::fs::read(input).map_err(|e| format!("{input}: {e}"))?;
-    if !bytes.starts_with(b"\x7fELF") && !bytes.starts_with(&[0xcf, 0xfa, 0xed, 0xfe]) && !bytes.starts_with(b"MZ") {
+    if !bytes.starts_with(b"\x7fELF")
+        && !bytes.starts_with(&[0xcf, 0xfa, 0xed, 0xfe])
+        && !bytes.starts_with(b"MZ")
+    {
         return Err(format!("{input}: not a shared library"));
     }
     // An already stamped file (e.g. the linux_amd64 build, re-stamped for linux_amd64_gcc4)
@@ -138,7 +157,10 @@ mod tests {
         lib.extend([7u8; 600]);
         assert_eq!(existing_footer(&lib), None);
         lib.extend(footer("v0.1.0", "v1.2.0", "linux_amd64").unwrap());
-        assert_eq!(existing_footer(&lib).as_deref(), Some("linux_amd64, extension v0.1.0, C API v1.2.0"));
+        assert_eq!(
+            existing_footer(&lib).as_deref(),
+            Some("linux_amd64, extension v0.1.0, C API v1.2.0")
+        );
         // a signed file's signature area is not zero: not ours to replace
         let n = lib.len();
         lib[n - 1] = 1;
