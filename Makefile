@@ -23,7 +23,7 @@ endif
 HOST_DUCKDB ?= 1.2.2 1.3.2 1.4.5 1.5.6 2.0.1
 HOST_VENVS  := $(foreach v,$(HOST_DUCKDB),.cache/duckdb-$(basename $(v))/.installed-$(v))
 
-.PHONY: all build test test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools \
+.PHONY: all build test lint test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools \
         hosts victoria-metrics notebook
 
 all: build
@@ -112,7 +112,12 @@ tools:
 
 ## test: every test — Rust unit tests, then end-to-end tests against a real
 ## Prometheus and the real DuckDB CLI and Python package
-test: build venv prometheus victoria-metrics browser hosts tools test-rust test-python
+test: lint build venv prometheus victoria-metrics browser hosts tools test-rust test-python
+
+## lint: rustfmt and clippy as CI enforces them (warnings are errors)
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 test-rust:
 	$(CARGO) test --release --workspace

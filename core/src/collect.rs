@@ -33,6 +33,10 @@ use tokio::sync::Notify;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+/// One series of an answer, as the partition builder takes it: metric name, the
+/// range of its kept labels in the shared label list, timestamps, values.
+type SeriesPart<'a> = (&'a str, std::ops::Range<usize>, &'a [i64], &'a [f64]);
+
 /// A cancellation signal shared by a run's tasks (SIGTERM, Ctrl-C).
 #[derive(Clone, Default)]
 pub struct Cancel(Arc<(AtomicBool, Notify)>);
@@ -604,7 +608,7 @@ impl Collector {
         }
         // The rows: per series its kept labels (one list for all) and points.
         let mut labels: Vec<(&str, &str)> = Vec::new();
-        let mut parts: Vec<(&str, std::ops::Range<usize>, &[i64], &[f64])> = Vec::new();
+        let mut parts: Vec<SeriesPart<'_>> = Vec::new();
         for (metric, r) in &answers {
             let keep = &metric.labels;
             for &i in &r.series {

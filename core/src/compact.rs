@@ -591,13 +591,10 @@ impl<'a> Prefetch<'a> {
                 })
                 .collect();
             for h in handles {
-                match h.join() {
-                    Ok(done) => {
-                        for (w, r) in done {
-                            results[w] = Some(r);
-                        }
+                if let Ok(done) = h.join() {
+                    for (w, r) in done {
+                        results[w] = Some(r);
                     }
-                    Err(_) => {}
                 }
             }
         });
@@ -840,7 +837,7 @@ fn month_keys(path: &Path, first: NaiveDate) -> Result<Vec<(String, i32, usize)>
         );
         for i in 0..b.num_rows() {
             if p.is_null(i) || d.is_null(i) {
-                return Err(bad(&format!("row holds a NULL `api_proxy` or `date`")));
+                return Err(bad(&"row holds a NULL `api_proxy` or `date`".to_string()));
             }
             let (proxy, day) = (p.value(i), d.value(i));
             if !(lo..=hi).contains(&day) {

@@ -157,7 +157,7 @@ impl PromUrl {
                 url.scheme()
             ));
         }
-        if url.host_str().map_or(true, |h| h.is_empty()) {
+        if url.host_str().is_none_or(|h| h.is_empty()) {
             return Err("URL has no host".into());
         }
         if url.query().is_some() || url.fragment().is_some() {
@@ -318,7 +318,7 @@ pub fn parse_byte_size(input: &str) -> Result<u64, String> {
     };
     let scale = 10u128.pow(frac.len() as u32);
     let frac_bytes = frac_num * mult;
-    if frac_bytes % scale != 0 {
+    if !frac_bytes.is_multiple_of(scale) {
         return Err(format!("size `{input}` is not a whole number of bytes"));
     }
     let total = int
@@ -339,7 +339,7 @@ pub fn format_byte_size(n: u64) -> String {
         ("MiB", 1 << 20),
         ("KiB", 1 << 10),
     ] {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{n} bytes ({}{unit})", n / size);
         }
     }

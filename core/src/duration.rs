@@ -14,11 +14,11 @@ pub struct GoDuration(pub Duration);
 impl fmt::Display for GoDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 3_600_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -74,9 +74,11 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
                     "missing unit in duration `{input}` (valid units: ns, us, ms, s, m, h)"
                 ))
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown unit `{other}` in duration `{input}` (valid units: ns, us, ms, s, m, h)"
-            )),
+            ))
+            }
         };
         let value: f64 = num
             .parse()

@@ -2221,7 +2221,7 @@ impl PromClient {
 pub fn fmt_seconds(ms: i64) -> String {
     let sign = if ms < 0 { "-" } else { "" };
     let a = ms.unsigned_abs();
-    if a % 1000 == 0 {
+    if a.is_multiple_of(1000) {
         format!("{sign}{}", a / 1000)
     } else {
         format!("{sign}{}.{:03}", a / 1000, a % 1000)
@@ -2419,7 +2419,7 @@ mod tests {
         // values rotating faster than the recent ones kept.
         let mut items = Vec::new();
         for i in 0..300 {
-            let mut labels = vec![
+            let mut labels = [
                 format!(r#""apiproxy":"p{}""#, i / 7),
                 format!(r#""environment":"e{}""#, i % 9),
                 format!(r#""k{}":"v""#, i % 80),
@@ -2456,8 +2456,8 @@ mod tests {
                 for (k, v) in &s.labels {
                     assert_eq!(a.label(i, k), Some(v.as_str()));
                 }
-                for j in 0..want.len() {
-                    assert_eq!(a.cmp_labels(i, j), s.labels.cmp(&want[j].labels), "{i} {j}");
+                for (j, w) in want.iter().enumerate() {
+                    assert_eq!(a.cmp_labels(i, j), s.labels.cmp(&w.labels), "{i} {j}");
                 }
             }
             assert_eq!(Answer::from_series(want.clone()).into_series(), want);
@@ -2491,7 +2491,7 @@ mod tests {
         }
         let mut fast_used = 0;
         for case in 0..6000 {
-            let ws = |r: u64| if r % 5 == 0 { " \n\t" } else { "" };
+            let ws = |r: u64| if r.is_multiple_of(5) { " \n\t" } else { "" };
             let ts = || {
                 let r = rnd(20);
                 let secs = 1_700_000_000 + rnd(100_000);
@@ -2585,7 +2585,7 @@ mod tests {
             } else {
                 format!("[{}]", items.join(","))
             };
-            let mut data_fields = vec![
+            let mut data_fields = [
                 format!("\"resultType\":\"{rt}\""),
                 format!("\"result\":{result}"),
             ];

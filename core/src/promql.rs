@@ -216,10 +216,8 @@ pub fn batch_label(template: &str) -> Option<String> {
             b
         } else if before.ends_with("!=") || before.ends_with("!~") || before.ends_with("==") {
             return None;
-        } else if let Some(b) = before.strip_suffix('=') {
-            b
         } else {
-            return None;
+            before.strip_suffix('=')?
         };
         let before = before.trim_end();
         let name_start = before
@@ -270,13 +268,12 @@ pub fn batch_label(template: &str) -> Option<String> {
         if MIXING.contains(&w.text.as_str()) {
             return None;
         }
-        if AGGREGATIONS.contains(&w.text.as_str()) && w.next_char == Some('(')
+        if (AGGREGATIONS.contains(&w.text.as_str()) && w.next_char == Some('(')
             || AGGREGATIONS.contains(&w.text.as_str())
-                && matches!(words.get(i + 1), Some(n) if n.text == "by" || n.text == "without")
+                && matches!(words.get(i + 1), Some(n) if n.text == "by" || n.text == "without"))
+            && !aggregation_keeps(&code, w.end, &label)
         {
-            if !aggregation_keeps(&code, w.end, &label) {
-                return None;
-            }
+            return None;
         }
     }
     Some(label)
@@ -387,7 +384,7 @@ fn aggregation_keeps(code: &str, at: usize, label: &str) -> bool {
             ')' => {
                 depth -= 1;
                 if depth == 0 {
-                    return clause(&args[i + 1..]).map_or(false, decide);
+                    return clause(&args[i + 1..]).is_some_and(decide);
                 }
             }
             _ => {}

@@ -87,16 +87,16 @@ pub struct Selection {
 
 impl Selection {
     fn day_ok(&self, d: NaiveDate) -> bool {
-        self.from.map_or(true, |f| d >= f) && self.to.map_or(true, |t| d <= t)
+        self.from.is_none_or(|f| d >= f) && self.to.is_none_or(|t| d <= t)
     }
     /// Whether any day of `first..=last` is selected.
     fn day_ok_any(&self, first: NaiveDate, last: NaiveDate) -> bool {
-        self.from.map_or(true, |f| last >= f) && self.to.map_or(true, |t| first <= t)
+        self.from.is_none_or(|f| last >= f) && self.to.is_none_or(|t| first <= t)
     }
     fn proxy_ok(&self, p: &str) -> bool {
         self.proxies
             .as_ref()
-            .map_or(true, |ps| ps.iter().any(|x| x == p))
+            .is_none_or(|ps| ps.iter().any(|x| x == p))
     }
 }
 
@@ -504,8 +504,8 @@ fn hive_files(
 ) -> Result<()> {
     // Prune whole years and months before listing below them.
     let year_ok = |y: i32| {
-        sel.from.map_or(true, |f| y >= chrono::Datelike::year(&f))
-            && sel.to.map_or(true, |t| y <= chrono::Datelike::year(&t))
+        sel.from.is_none_or(|f| y >= chrono::Datelike::year(&f))
+            && sel.to.is_none_or(|t| y <= chrono::Datelike::year(&t))
     };
     if !year_ok(year) {
         return Ok(());
@@ -1157,9 +1157,9 @@ fn normalise(
             Column::Proxy => {
                 out.proxy = Some(match col {
                     Some(col) => to_utf8(col, path, "api_proxy")?,
-                    None => StringArray::from_iter_values(
-                        std::iter::repeat(file.proxy.as_str()).take(n),
-                    ),
+                    None => {
+                        StringArray::from_iter_values(std::iter::repeat_n(file.proxy.as_str(), n))
+                    }
                 });
             }
             Column::Metric => {
@@ -1299,7 +1299,7 @@ fn label_column(col: &ArrayRef, path: &Path) -> Result<LabelColumn> {
     let values = to_utf8(val_col, path, "labels.value")?;
     if entries.null_count() > 0 || keys.null_count() > 0 {
         // Only the entries that non-NULL rows point at matter.
-        let row_valid = |r: usize| nulls.as_ref().map_or(true, |nb| nb.is_valid(r));
+        let row_valid = |r: usize| nulls.as_ref().is_none_or(|nb| nb.is_valid(r));
         let offs = offsets.as_ref();
         for r in (0..offs.len().saturating_sub(1)).filter(|&r| row_valid(r)) {
             for j in offs[r] as usize..offs[r + 1] as usize {

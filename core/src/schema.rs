@@ -246,8 +246,7 @@ impl PartitionBuilder {
     pub fn new() -> Self {
         // The capacities `Int64Builder::new()`, `StringBuilder::new()` and
         // `MapBuilder::new(_, StringBuilder::new(), _)` start with.
-        let mut map_offsets = Vec::with_capacity(1);
-        map_offsets.push(0);
+        let map_offsets = vec![0];
         PartitionBuilder {
             timestamp: Vec::with_capacity(1024),
             value: Vec::with_capacity(1024),
@@ -348,12 +347,11 @@ impl PartitionBuilder {
             Arc::new(Int64Array::new(ScalarBuffer::from(self.timestamp), None)),
             Arc::new(self.metric.finish()),
             Arc::new(Float64Array::new(ScalarBuffer::from(self.value), None)),
-            Arc::new(StringArray::from_iter_values(
-                std::iter::repeat(proxy).take(n),
-            )),
-            Arc::new(Date32Array::from_iter_values(
-                std::iter::repeat(date32(day)).take(n),
-            )),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(proxy, n))),
+            Arc::new(Date32Array::from_iter_values(std::iter::repeat_n(
+                date32(day),
+                n,
+            ))),
             Arc::new(labels),
         ];
         RecordBatch::try_new(partition_schema(), columns)
@@ -410,12 +408,11 @@ mod tests {
                 Arc::new(self.timestamp.finish()),
                 Arc::new(self.metric.finish()),
                 Arc::new(self.value.finish()),
-                Arc::new(StringArray::from_iter_values(
-                    std::iter::repeat(proxy).take(n),
-                )),
-                Arc::new(Date32Array::from_iter_values(
-                    std::iter::repeat(date32(day)).take(n),
-                )),
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(proxy, n))),
+                Arc::new(Date32Array::from_iter_values(std::iter::repeat_n(
+                    date32(day),
+                    n,
+                ))),
                 Arc::new(self.labels.finish()),
             ];
             RecordBatch::try_new(partition_schema(), columns).unwrap()

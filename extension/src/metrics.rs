@@ -312,7 +312,7 @@ impl<const N: usize> VTab for PromMetrics<N> {
                 write_repeated_strings(
                     output,
                     col,
-                    std::iter::repeat(Some(path.as_str())).take(batch.len),
+                    std::iter::repeat_n(Some(path.as_str()), batch.len),
                 );
             }
             // A small file is done after its first batch and is closed right away.

@@ -369,7 +369,7 @@ pub fn redact_config_error(e: &promduck_core::config::ConfigError) -> String {
                 continue;
             }
             out.push(c);
-            out.push_str("…");
+            out.push('…');
             break;
         }
         out.push(c);
