@@ -248,12 +248,22 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let swept = promduck_core::writer::remove_stale_temp_files_everywhere(&cfg.storage.output_dir)
-        + promduck_core::compact::remove_stale_temp_files_in_month_dirs(&cfg.storage.output_dir);
+    let local_root = collector.storage().local_root().map(|p| p.to_path_buf());
+    let swept = local_root.as_deref().map_or(0, |root| {
+        promduck_core::writer::remove_stale_temp_files_everywhere(root)
+            + promduck_core::compact::remove_stale_temp_files_in_month_dirs(root)
+    });
     if swept > 0 {
         tracing::info!(
             removed = swept,
             "removed temporary files left by an interrupted run"
+        );
+    }
+    if cli.compact && local_root.is_none() {
+        anyhow::bail!(
+            "--compact: compaction of an archive in object storage ({}) is not supported yet; \
+             compact a local copy or leave the daily layout",
+            collector.storage().url()
         );
     }
     if cli.compact {
@@ -284,7 +294,11 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         metrics.record(&summary, started.elapsed(), collector.client().stats());
         // Days of compacted months were written as daily files again: compact those
         // months now, so that the new values take effect (see compact.rs).
-        let recompact = recompact_months(&cfg, &days);
+        let recompact = if local_root.is_some() {
+            recompact_months(&cfg, &days)
+        } else {
+            vec![]
+        };
         if !recompact.is_empty() && !cancel.is_cancelled() {
             let outcomes = compact(&cfg, recompact, &cancel, cli.replace).await;
             if outcomes
@@ -325,7 +339,7 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     }
     loop {
         let last = last_complete_day(Utc::now(), cfg.timezone);
-        let units = daemon_partitions(&cfg, last, cli.catch_up_days);
+        let units = daemon_partitions(&collector, last, cli.catch_up_days);
         let units: Vec<(NaiveDate, &[String])> =
             units.iter().map(|(d, p)| (*d, p.as_slice())).collect();
         let started = Instant::now();
@@ -472,11 +486,12 @@ fn compaction_exit_code(outcomes: &[promduck_core::compact::MonthOutcome]) -> Ex
 /// each earlier day of the catch-up window the proxies that have no partition yet
 /// (a hole behind a complete day is filled too, not only a missing tail).
 fn daemon_partitions(
-    cfg: &Config,
+    collector: &Collector,
     last: NaiveDate,
     catch_up: u32,
 ) -> Vec<(NaiveDate, Vec<String>)> {
-    let mut out: Vec<(NaiveDate, Vec<String>)> = gaps(cfg, last, catch_up)
+    let cfg = collector.config();
+    let mut out: Vec<(NaiveDate, Vec<String>)> = gaps(collector, last, catch_up)
         .into_iter()
         .filter(|(d, _)| *d != last)
         .collect();
@@ -487,7 +502,9 @@ fn daemon_partitions(
 /// For each day of `last - catch_up ..= last`, the proxies without a partition file
 /// (days with none missing left out), oldest first. A day of a compacted month is
 /// complete: its month file holds it.
-fn gaps(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<String>)> {
+fn gaps(collector: &Collector, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<String>)> {
+    let cfg = collector.config();
+    let storage = collector.storage();
     let mut out = Vec::new();
     let mut day = last;
     for i in 0..=catch_up {
@@ -497,17 +514,42 @@ fn gaps(cfg: &Config, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<Str
                 None => break,
             }
         }
-        if promduck_core::compact::is_compacted(&cfg.storage.output_dir, day) {
-            continue;
-        }
-        let missing: Vec<String> = cfg
-            .api_proxies
-            .iter()
-            .filter(|p| {
-                !promduck_core::layout::partition_path(&cfg.storage.output_dir, day, p).is_file()
-            })
-            .cloned()
-            .collect();
+        let missing: Vec<String> = match storage.local_root() {
+            Some(root) => {
+                if promduck_core::compact::is_compacted(root, day) {
+                    continue;
+                }
+                cfg.api_proxies
+                    .iter()
+                    .filter(|p| !promduck_core::layout::partition_path(root, day, p).is_file())
+                    .cloned()
+                    .collect()
+            }
+            None => {
+                // One listing of the day (a compacted month lists as its month file).
+                let sel = promduck_core::reader::Selection {
+                    from: Some(day),
+                    to: Some(day),
+                    proxies: None,
+                };
+                match storage.select(&sel) {
+                    Ok(files) if files.iter().any(|f| f.proxy.is_empty()) => continue,
+                    Ok(files) => {
+                        let have: std::collections::HashSet<&str> =
+                            files.iter().map(|f| f.proxy.as_str()).collect();
+                        cfg.api_proxies
+                            .iter()
+                            .filter(|p| !have.contains(p.as_str()))
+                            .cloned()
+                            .collect()
+                    }
+                    Err(e) => {
+                        tracing::warn!(day = %day, error = %e, "cannot list the day; collecting it whole");
+                        cfg.api_proxies.clone()
+                    }
+                }
+            }
+        };
         if !missing.is_empty() {
             out.push((day, missing));
         }
@@ -886,15 +928,15 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
         cfg.metrics.len(),
         cfg.storage.output_dir.display()
     );
-    if let Err(e) = promduck_core::writer::check_writable(&cfg.storage.output_dir) {
-        println!("output {}: FAILED: {e}", cfg.storage.output_dir.display());
+    if let Err(e) = collector.storage().check_writable() {
+        println!("output {}: FAILED: {e}", collector.storage().url());
         return ExitCode::from(1);
     }
-    println!("output {}: ok (writable)", cfg.storage.output_dir.display());
+    println!("output {}: ok (writable)", collector.storage().url());
     // Holes the daemon will fill (within its catch-up window), listed for the operator.
     let last = last_complete_day(Utc::now(), cfg.timezone);
     let holes = gaps(
-        cfg,
+        collector,
         last.pred_opt().unwrap_or(last),
         catch_up.saturating_sub(1),
     );

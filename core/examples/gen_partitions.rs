@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compression: Compression::Zstd,
         row_group_size: 128 << 20,
         durable: false,
+        s3: Default::default(),
     };
     let started = Instant::now();
     let metrics = ["request_count", "error_count", "latency_ms"];

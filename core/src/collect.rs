@@ -20,11 +20,10 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::layout::partition_path;
 use crate::plan::{Eval, MetricPlan, MetricRequests, Plan, Request};
 use crate::prometheus::{Answer, AnswerLimits, PromClient, PromError, Series};
 use crate::schema::PartitionBuilder;
-use crate::writer::{remove_stale_temp_files, sync_dir, write_partition_unsynced_rename};
+use crate::storage::Storage;
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -234,6 +233,8 @@ pub struct Collector {
     plan: Arc<Plan>,
     client: PromClient,
     replace: bool,
+    /// Where partitions are written (a folder or a bucket).
+    storage: Arc<dyn Storage>,
     /// Partitions being built and written at once (over all units).
     writes: Arc<Semaphore>,
 }
@@ -242,11 +243,13 @@ impl Collector {
     pub fn new(cfg: Config) -> Result<Self> {
         let client = PromClient::new(&cfg.prometheus)?;
         let plan = Arc::new(Plan::new(&cfg));
+        let storage = crate::storage::for_config(&cfg.storage)?;
         Ok(Collector {
             cfg: Arc::new(cfg),
             plan,
             client,
             replace: false,
+            storage,
             writes: Arc::new(Semaphore::new(PARTITION_WRITES)),
         })
     }
@@ -264,6 +267,11 @@ impl Collector {
 
     pub fn client(&self) -> &PromClient {
         &self.client
+    }
+
+    /// Where partitions are written.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     /// What this collector asks for, decided from the configuration.
@@ -373,12 +381,7 @@ impl Collector {
             }
         };
         for &(day, proxies) in units {
-            let dir = self
-                .cfg
-                .storage
-                .output_dir
-                .join(crate::layout::day_dir_name(day));
-            let removed = remove_stale_temp_files(&dir);
+            let removed = self.storage.remove_stale(day);
             if removed > 0 {
                 tracing::info!(day = %day, removed, "removed temporary files left by an interrupted run");
             }
@@ -416,7 +419,7 @@ impl Collector {
         PartitionOutcome {
             day,
             proxy: proxy.to_string(),
-            path: partition_path(&self.cfg.storage.output_dir, day, proxy),
+            path: self.storage.partition_location(day, proxy),
             rows: 0,
             status: Status::Cancelled,
             failures: vec![],
@@ -512,12 +515,8 @@ impl Collector {
             .iter()
             .any(|o| matches!(o.status, Status::Written | Status::Empty));
         if any_written && self.cfg.storage.durable {
-            let dir = self
-                .cfg
-                .storage
-                .output_dir
-                .join(crate::layout::day_dir_name(day));
-            let synced = tokio::task::spawn_blocking(move || sync_dir(&dir)).await;
+            let storage = self.storage.clone();
+            let synced = tokio::task::spawn_blocking(move || storage.sync_day(day)).await;
             let err = match synced {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),
@@ -550,7 +549,10 @@ impl Collector {
     ) -> PartitionOutcome {
         let (mut outcome, batch) = self.prepare_outcome(day, proxy, results);
         if let Some(batch) = batch {
-            match write_partition_unsynced_rename(&outcome.path, &batch, &self.cfg.storage) {
+            match self
+                .storage
+                .write_partition(day, proxy, &batch, &self.cfg.storage)
+            {
                 Ok(()) => {
                     outcome.status = if outcome.rows == 0 {
                         Status::Empty
@@ -576,7 +578,7 @@ impl Collector {
         proxy: &str,
         results: Vec<Result<ProxyAnswer>>,
     ) -> (PartitionOutcome, Option<arrow::record_batch::RecordBatch>) {
-        let path = partition_path(&self.cfg.storage.output_dir, day, proxy);
+        let path = self.storage.partition_location(day, proxy);
         let mut failures = Vec::new();
         let mut empty_metrics = Vec::new();
         // Each metric's series, checked and in the order of their labels (stable, as
@@ -650,7 +652,7 @@ impl Collector {
             return (outcome, Some(batch));
         }
         // Some metrics answered with no data: keep what the old file has of them.
-        let old = match crate::writer::read_metric_rows(&outcome.path, &empty_metrics) {
+        let old = match self.storage.read_metric_rows(day, proxy, &empty_metrics) {
             Ok(old) => old,
             Err(e) => {
                 outcome.failures.push(MetricFailure {

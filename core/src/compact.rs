@@ -1155,6 +1155,7 @@ mod tests {
             compression: Compression::Zstd,
             row_group_size: 1 << 20,
             durable: false,
+            s3: Default::default(),
         }
     }
 

@@ -471,6 +471,39 @@ struct RawStorage {
     row_group_size: Option<u64>,
     #[serde(default)]
     compaction: RawCompaction,
+    #[serde(default)]
+    s3: Option<RawS3>,
+}
+
+/// `storage.s3`: how to reach an S3-compatible server when `outputDir` is `s3://…`.
+/// Every key is optional: absent ones come from the standard `AWS_*` variables.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawS3 {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    path_style: Option<bool>,
+    #[serde(default)]
+    allow_http: Option<bool>,
+    #[serde(default)]
+    access_key_id: Option<String>,
+    #[serde(default)]
+    access_key_id_env: Option<String>,
+    #[serde(default)]
+    secret_access_key: Option<String>,
+    #[serde(default)]
+    secret_access_key_file: Option<PathBuf>,
+    #[serde(default)]
+    secret_access_key_env: Option<String>,
+    #[serde(default)]
+    session_token: Option<String>,
+    #[serde(default)]
+    session_token_file: Option<PathBuf>,
+    #[serde(default)]
+    session_token_env: Option<String>,
 }
 
 /// `storage.compaction`: month files (see `compact.rs`). Absent: the original
@@ -568,6 +601,25 @@ pub struct StorageConfig {
     /// fsync files and folders before and after the rename. Always on for
     /// collections; only bulk generators of throw-away data (benchmarks) turn it off.
     pub durable: bool,
+    /// `storage.s3`: settings for an `s3://` output (absent keys: the `AWS_*` variables).
+    pub s3: S3Config,
+}
+
+/// How to reach an S3-compatible server. `None` everywhere means: as the standard
+/// `AWS_*` environment variables say (see `storage::object`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct S3Config {
+    /// `https://s3.example.com`, `http://127.0.0.1:9000` (plain HTTP needs `allow_http`).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`, what MinIO and most
+    /// S3-compatible servers expect); `false`: virtual-hosted (`bucket.endpoint/key`).
+    pub path_style: Option<bool>,
+    /// Allow a plain-HTTP endpoint (testing on loopback only): off by default.
+    pub allow_http: Option<bool>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
 }
 
 impl Default for StorageConfig {
@@ -577,6 +629,7 @@ impl Default for StorageConfig {
             compression: Compression::Snappy,
             row_group_size: 128 * 1024 * 1024,
             durable: true,
+            s3: S3Config::default(),
         }
     }
 }
@@ -682,7 +735,7 @@ impl Config {
                 message: "config file is empty".into(),
             });
         }
-        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+        let mut raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             let loc = e.location();
             let mut message = e.to_string();
             if let Some(l) = &loc {
@@ -855,9 +908,84 @@ impl Config {
             })
             .collect();
 
+        let s3 = match raw.storage.s3 {
+            None => S3Config::default(),
+            Some(r) => {
+                let access_key_id = match (r.access_key_id, r.access_key_id_env) {
+                    (Some(_), Some(_)) => {
+                        return Err(err_at(
+                            "accessKeyId",
+                            "storage.s3.accessKeyId: set only one of accessKeyId, accessKeyIdEnv"
+                                .into(),
+                        ))
+                    }
+                    (Some(v), None) => Some(v),
+                    (None, Some(var)) => Some(std::env::var(&var).map_err(|_| {
+                        err_at(
+                            "accessKeyIdEnv",
+                            format!(
+                                "storage.s3.accessKeyIdEnv: environment variable {var} is not set"
+                            ),
+                        )
+                    })?),
+                    (None, None) => None,
+                };
+                let secret_access_key = resolve_secret(
+                    "storage.s3.secretAccessKey",
+                    r.secret_access_key,
+                    r.secret_access_key_file,
+                    r.secret_access_key_env,
+                    base_dir,
+                    guard,
+                )
+                .map_err(|(key, m)| err_at(&key, m))?;
+                let session_token = resolve_secret(
+                    "storage.s3.sessionToken",
+                    r.session_token,
+                    r.session_token_file,
+                    r.session_token_env,
+                    base_dir,
+                    guard,
+                )
+                .map_err(|(key, m)| err_at(&key, m))?;
+                if access_key_id.is_some() != secret_access_key.is_some() {
+                    return Err(err_at(
+                        if access_key_id.is_some() { "accessKeyId" } else { "secretAccessKey" },
+                        "storage.s3: set both accessKeyId and secretAccessKey (or neither, to use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into(),
+                    ));
+                }
+                if let Some(e) = &r.endpoint {
+                    if !(e.starts_with("http://") || e.starts_with("https://")) {
+                        return Err(err_at(
+                            "endpoint",
+                            format!("storage.s3.endpoint: {e:?} is not an http:// or https:// URL"),
+                        ));
+                    }
+                }
+                S3Config {
+                    endpoint: r.endpoint,
+                    region: r.region,
+                    path_style: r.path_style,
+                    allow_http: r.allow_http,
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                }
+            }
+        };
+        // `file:///x` is the folder `/x`; an `s3://` URL stays as written.
+        let output_dir = match raw.storage.output_dir.take() {
+            None => None,
+            Some(dir) => match crate::storage::Location::parse(&dir.to_string_lossy()) {
+                Ok(crate::storage::Location::Local(path)) => Some(path),
+                Ok(crate::storage::Location::S3 { .. }) => Some(dir),
+                Err(e) => return Err(err_at("outputDir", format!("storage.outputDir: {e}"))),
+            },
+        };
         let storage_default = StorageConfig::default();
         let storage = StorageConfig {
-            output_dir: raw.storage.output_dir.unwrap_or(storage_default.output_dir),
+            s3,
+            output_dir: output_dir.unwrap_or(storage_default.output_dir),
             compression: raw
                 .storage
                 .compression

@@ -1,7 +1,8 @@
 //! promduck's core: everything the collector binary and the DuckDB extension share.
 //!
 //! Data flows one way: [`config`] → [`plan`] → [`prometheus`] → [`schema`] (Arrow
-//! batches) → [`writer`] (Parquet files laid out by [`layout`]) → [`reader`] (DuckDB).
+//! batches) → [`writer`] (Parquet files laid out by [`layout`], kept by a [`storage`]:
+//! a folder or a bucket) → [`reader`] (DuckDB).
 //! [`collect`] drives the first half for a set of days; both shells call it, so a
 //! collection run from SQL and one from cron behave identically.
 
@@ -16,6 +17,7 @@ pub mod prometheus;
 pub mod promql;
 pub mod reader;
 pub mod schema;
+pub mod storage;
 pub mod writer;
 
 pub use config::Config;

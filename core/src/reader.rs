@@ -61,6 +61,17 @@ pub struct PartitionFile {
     pub layout: Layout,
     /// A month file: the days and proxies to read from it (`None`: all).
     pub filter: Option<Arc<Selection>>,
+    /// An object in a bucket (`path` is then its `s3://` URL); `None`: a local file.
+    pub object: Option<ObjectFile>,
+}
+
+/// Where a partition is in an object store (see `storage::object`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectFile {
+    /// The object's key.
+    pub key: String,
+    /// Its size, when a listing said; `None`: looked up by name (it may not exist).
+    pub size: Option<u64>,
 }
 
 impl PartitionFile {
@@ -71,6 +82,7 @@ impl PartitionFile {
             path,
             layout,
             filter: None,
+            object: None,
         }
     }
 }
@@ -86,14 +98,14 @@ pub struct Selection {
 }
 
 impl Selection {
-    fn day_ok(&self, d: NaiveDate) -> bool {
+    pub(crate) fn day_ok(&self, d: NaiveDate) -> bool {
         self.from.is_none_or(|f| d >= f) && self.to.is_none_or(|t| d <= t)
     }
     /// Whether any day of `first..=last` is selected.
-    fn day_ok_any(&self, first: NaiveDate, last: NaiveDate) -> bool {
+    pub(crate) fn day_ok_any(&self, first: NaiveDate, last: NaiveDate) -> bool {
         self.from.is_none_or(|f| last >= f) && self.to.is_none_or(|t| first <= t)
     }
-    fn proxy_ok(&self, p: &str) -> bool {
+    pub(crate) fn proxy_ok(&self, p: &str) -> bool {
         self.proxies
             .as_ref()
             .is_none_or(|ps| ps.iter().any(|x| x == p))
@@ -255,6 +267,7 @@ pub fn month_fallback(file: &PartitionFile) -> Option<PartitionFile> {
             to: Some(file.day),
             proxies: Some(vec![file.proxy.clone()]),
         })),
+        object: None,
     })
 }
 
@@ -324,6 +337,7 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
                     path,
                     layout: Layout::Month,
                     filter,
+                    object: None,
                 },
                 file_real,
             );
@@ -579,7 +593,13 @@ use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderBuilder, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::async_reader::{
+    AsyncFileReader, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
+};
 use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
@@ -678,7 +698,7 @@ pub struct ReadSpec {
 pub struct PartitionReader {
     file: PartitionFile,
     spec: Arc<ReadSpec>,
-    reader: ParquetRecordBatchReader,
+    batches: Batches,
     check_dates: bool,
     /// A month file read for some days or proxies only: the rows to keep.
     rows: Option<RowFilter>,
@@ -688,128 +708,105 @@ pub struct PartitionReader {
     total_rows: usize,
 }
 
+/// Where a reader's batches come from.
+enum Batches {
+    /// A local file, or an object fetched whole.
+    Sync(ParquetRecordBatchReader),
+    /// A large object, read by range (footer, then the projected column chunks).
+    Object(Box<ParquetRecordBatchStream<Box<dyn AsyncFileReader>>>),
+    /// A partition looked up by name that does not exist.
+    None,
+}
+
+/// What opening a file decided, whatever it is read from.
+struct Opened {
+    check_dates: bool,
+    rows: Option<RowFilter>,
+    int_unit: TimeUnit,
+    total_rows: usize,
+}
+
 impl PartitionReader {
-    /// Opens `file` and checks its footer; no row is decoded yet.
+    /// Opens a local `file` and checks its footer; no row is decoded yet.
     pub fn open(file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
         let path = file.path.as_path();
-        let want = spec.want.as_slice();
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        // The embedded Arrow schema is not needed (columns are normalised below) and
-        // decoding it is a measurable part of the per-file cost on small partitions.
-        let options =
-            parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true);
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options)
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, reader_options())
             .map_err(|e| parquet_err(path, e))?;
-        let schema = builder.schema().clone();
-        let top_level: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let mut needed: Vec<&str> = want.iter().map(|c| c.name()).collect();
-        if spec.metrics.is_some() {
-            needed.push(Column::Metric.name());
-        }
-        if !top_level.contains(&Column::Timestamp.name())
-            || !top_level.contains(&Column::Value.name())
-        {
-            return Err(Error::parquet(
-                path,
-                "not a metrics partition: it has no `timestamp` and `value` columns",
-            ));
-        }
-        let (first_day, last_day) = file.days();
-        let kv = builder.metadata().file_metadata().key_value_metadata();
-        let ours = kv.is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY));
-        let date_field = schema.field_with_name(Column::Date.name()).ok();
-        if file.layout == Layout::Month
-            && (date_field.is_none() || !top_level.contains(&Column::Proxy.name()))
-        {
-            return Err(Error::parquet(
-                path,
-                "not a month file: it has no `date` and `api_proxy` columns",
-            ));
-        }
-        // Every row's date must be the folder's day (a month file's: in its month).
-        // promduck's own files say so in their statistics (no decoding); anything
-        // else is checked row by row.
-        let check_dates = date_field.is_some_and(|f| {
-            !(ours
-                && date_stats_prove_days(
-                    builder.metadata(),
-                    builder.parquet_schema(),
-                    f.data_type(),
-                    first_day,
-                    last_day,
-                ))
-        });
-        // A month file read in part: only the row groups whose statistics may hold
-        // a selected (day, proxy), then only the selected rows.
-        let rows = match (&file.layout, &file.filter) {
-            (Layout::Month, Some(f)) => Some(RowFilter::new(f, first_day, last_day)),
-            _ => None,
-        };
-        let row_groups: Option<Vec<usize>> = rows
-            .as_ref()
-            .map(|r| r.row_groups(builder.metadata(), builder.parquet_schema()));
-        if let Some(r) = &rows {
-            needed.push(Column::Date.name());
-            if r.proxies.is_some() {
-                needed.push(Column::Proxy.name());
-            }
-        }
-        // A plain INT64 `timestamp` is epoch milliseconds, unless an Arrow writer's
-        // schema hint says seconds (Parquet has no annotation for them). promduck's
-        // files hold milliseconds; only foreign ones pay for decoding the hint.
-        let mut int_unit = TimeUnit::Millisecond;
-        if !ours
-            && want.contains(&Column::Timestamp)
-            && schema
-                .field_with_name(Column::Timestamp.name())
-                .is_ok_and(|f| *f.data_type() == DataType::Int64)
-        {
-            if let Some(kv) = kv.filter(|kv| kv.iter().any(|k| k.key == "ARROW:schema")) {
-                let hinted =
-                    parquet::arrow::parquet_to_arrow_schema(builder.parquet_schema(), Some(kv))
-                        .map_err(|e| parquet_err(path, e))?;
-                if let Ok(f) = hinted.field_with_name(Column::Timestamp.name()) {
-                    if let DataType::Timestamp(TimeUnit::Second, _) = f.data_type() {
-                        int_unit = TimeUnit::Second;
-                    }
-                }
-            }
-        }
-        if check_dates {
-            needed.push(Column::Date.name());
-        }
-        let groups = builder.metadata().row_groups();
-        let total_rows = match &row_groups {
-            Some(sel) => sel
-                .iter()
-                .map(|&i| groups[i].num_rows().max(0) as usize)
-                .sum(),
-            None => groups.iter().map(|rg| rg.num_rows().max(0) as usize).sum(),
-        };
-        let roots: Vec<usize> = top_level
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| needed.contains(n))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let mut builder = builder
-            .with_projection(mask)
-            .with_batch_size(spec.batch_rows.max(1));
-        if let Some(sel) = row_groups {
-            builder = builder.with_row_groups(sel);
-        }
+        let (builder, opened) = prepare(builder, file, spec)?;
         let reader = builder.build().map_err(|e| parquet_err(path, e))?;
-        Ok(PartitionReader {
+        Ok(Self::new(file, spec, Batches::Sync(reader), opened))
+    }
+
+    /// Opens a file whose bytes are in memory (an object fetched with one GET).
+    pub fn open_bytes(
+        file: &PartitionFile,
+        spec: &Arc<ReadSpec>,
+        bytes: bytes::Bytes,
+    ) -> Result<PartitionReader> {
+        let path = file.path.as_path();
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, reader_options())
+                .map_err(|e| parquet_err(path, e))?;
+        let (builder, opened) = prepare(builder, file, spec)?;
+        let reader = builder.build().map_err(|e| parquet_err(path, e))?;
+        Ok(Self::new(file, spec, Batches::Sync(reader), opened))
+    }
+
+    /// Opens an object read by range: the footer now, column chunks as batches are asked for.
+    pub fn open_async(
+        file: &PartitionFile,
+        spec: &Arc<ReadSpec>,
+        object: Box<dyn AsyncFileReader>,
+    ) -> Result<PartitionReader> {
+        let path = file.path.as_path();
+        let builder = futures::executor::block_on(
+            ParquetRecordBatchStreamBuilder::new_with_options(object, reader_options()),
+        )
+        .map_err(|e| parquet_err(path, e))?;
+        let (builder, opened) = prepare(builder, file, spec)?;
+        let stream: ParquetRecordBatchStream<_> =
+            builder.build().map_err(|e| parquet_err(path, e))?;
+        Ok(Self::new(
+            file,
+            spec,
+            Batches::Object(Box::new(stream)),
+            opened,
+        ))
+    }
+
+    /// A reader of a partition that does not exist: no rows.
+    pub fn empty(file: &PartitionFile, spec: &Arc<ReadSpec>) -> PartitionReader {
+        let opened = Opened {
+            check_dates: false,
+            rows: None,
+            int_unit: TimeUnit::Millisecond,
+            total_rows: 0,
+        };
+        Self::new(file, spec, Batches::None, opened)
+    }
+
+    fn new(file: &PartitionFile, spec: &Arc<ReadSpec>, batches: Batches, o: Opened) -> Self {
+        PartitionReader {
             file: file.clone(),
             spec: spec.clone(),
-            reader,
-            check_dates,
-            rows,
-            int_unit,
+            batches,
+            check_dates: o.check_dates,
+            rows: o.rows,
+            int_unit: o.int_unit,
             first_row: 0,
-            total_rows,
-        })
+            total_rows: o.total_rows,
+        }
+    }
+
+    fn next_raw(&mut self) -> Option<std::result::Result<RecordBatch, String>> {
+        match &mut self.batches {
+            Batches::Sync(r) => r.next().map(|b| b.map_err(|e| e.to_string())),
+            Batches::Object(s) => {
+                futures::executor::block_on(s.next()).map(|b| b.map_err(|e| e.to_string()))
+            }
+            Batches::None => None,
+        }
     }
 
     /// The file being read.
@@ -826,9 +823,10 @@ impl PartitionReader {
     /// The next batch with at least one row, or `None` at the end of the file.
     /// Batches whose rows the metric filter drops entirely are skipped.
     pub fn next_batch(&mut self) -> Result<Option<ReadBatch>> {
-        let path = self.file.path.as_path();
+        let path = self.file.path.clone();
+        let path = path.as_path();
         loop {
-            let Some(batch) = self.reader.next() else {
+            let Some(batch) = self.next_raw() else {
                 self.first_row = self.total_rows;
                 return Ok(None);
             };
@@ -861,6 +859,131 @@ impl PartitionReader {
             return normalise(&batch, &self.file, &self.spec.want, self.int_unit).map(Some);
         }
     }
+}
+
+fn reader_options() -> parquet::arrow::arrow_reader::ArrowReaderOptions {
+    // The embedded Arrow schema is not needed (columns are normalised below) and
+    // decoding it is a measurable part of the per-file cost on small partitions.
+    parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true)
+}
+
+/// The checks and choices of opening a file, whatever it is read from: its footer
+/// must be a metrics partition's; the columns to decode, the row groups of a month
+/// file read in part, whether dates must be checked row by row.
+fn prepare<T>(
+    builder: ArrowReaderBuilder<T>,
+    file: &PartitionFile,
+    spec: &ReadSpec,
+) -> Result<(ArrowReaderBuilder<T>, Opened)> {
+    let path = file.path.as_path();
+    let want = spec.want.as_slice();
+    let schema = builder.schema().clone();
+    let top_level: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut needed: Vec<&str> = want.iter().map(|c| c.name()).collect();
+    if spec.metrics.is_some() {
+        needed.push(Column::Metric.name());
+    }
+    if !top_level.contains(&Column::Timestamp.name()) || !top_level.contains(&Column::Value.name())
+    {
+        return Err(Error::parquet(
+            path,
+            "not a metrics partition: it has no `timestamp` and `value` columns",
+        ));
+    }
+    let (first_day, last_day) = file.days();
+    let kv = builder.metadata().file_metadata().key_value_metadata();
+    let ours = kv.is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY));
+    let date_field = schema.field_with_name(Column::Date.name()).ok();
+    if file.layout == Layout::Month
+        && (date_field.is_none() || !top_level.contains(&Column::Proxy.name()))
+    {
+        return Err(Error::parquet(
+            path,
+            "not a month file: it has no `date` and `api_proxy` columns",
+        ));
+    }
+    // Every row's date must be the folder's day (a month file's: in its month).
+    // promduck's own files say so in their statistics (no decoding); anything
+    // else is checked row by row.
+    let check_dates = date_field.is_some_and(|f| {
+        !(ours
+            && date_stats_prove_days(
+                builder.metadata(),
+                builder.parquet_schema(),
+                f.data_type(),
+                first_day,
+                last_day,
+            ))
+    });
+    // A month file read in part: only the row groups whose statistics may hold
+    // a selected (day, proxy), then only the selected rows.
+    let rows = match (&file.layout, &file.filter) {
+        (Layout::Month, Some(f)) => Some(RowFilter::new(f, first_day, last_day)),
+        _ => None,
+    };
+    let row_groups: Option<Vec<usize>> = rows
+        .as_ref()
+        .map(|r| r.row_groups(builder.metadata(), builder.parquet_schema()));
+    if let Some(r) = &rows {
+        needed.push(Column::Date.name());
+        if r.proxies.is_some() {
+            needed.push(Column::Proxy.name());
+        }
+    }
+    // A plain INT64 `timestamp` is epoch milliseconds, unless an Arrow writer's
+    // schema hint says seconds (Parquet has no annotation for them). promduck's
+    // files hold milliseconds; only foreign ones pay for decoding the hint.
+    let mut int_unit = TimeUnit::Millisecond;
+    if !ours
+        && want.contains(&Column::Timestamp)
+        && schema
+            .field_with_name(Column::Timestamp.name())
+            .is_ok_and(|f| *f.data_type() == DataType::Int64)
+    {
+        if let Some(kv) = kv.filter(|kv| kv.iter().any(|k| k.key == "ARROW:schema")) {
+            let hinted =
+                parquet::arrow::parquet_to_arrow_schema(builder.parquet_schema(), Some(kv))
+                    .map_err(|e| parquet_err(path, e))?;
+            if let Ok(f) = hinted.field_with_name(Column::Timestamp.name()) {
+                if let DataType::Timestamp(TimeUnit::Second, _) = f.data_type() {
+                    int_unit = TimeUnit::Second;
+                }
+            }
+        }
+    }
+    if check_dates {
+        needed.push(Column::Date.name());
+    }
+    let groups = builder.metadata().row_groups();
+    let total_rows = match &row_groups {
+        Some(sel) => sel
+            .iter()
+            .map(|&i| groups[i].num_rows().max(0) as usize)
+            .sum(),
+        None => groups.iter().map(|rg| rg.num_rows().max(0) as usize).sum(),
+    };
+    let roots: Vec<usize> = top_level
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| needed.contains(n))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let mut builder = builder
+        .with_projection(mask)
+        .with_batch_size(spec.batch_rows.max(1));
+    if let Some(sel) = row_groups {
+        builder = builder.with_row_groups(sel);
+    }
+    Ok((
+        builder,
+        Opened {
+            check_dates,
+            rows,
+            int_unit,
+            total_rows,
+        },
+    ))
 }
 
 /// Reads a whole partition file into memory (see [`PartitionReader`] to stream it).
@@ -1613,6 +1736,7 @@ mod tests {
             path,
             layout: Layout::Daily,
             filter: None,
+            object: None,
         }
     }
 
@@ -1878,6 +2002,7 @@ mod tests {
             path,
             layout: Layout::Daily,
             filter: None,
+            object: None,
         };
 
         // Batches come one per call; the bad date is found when its batch is read.

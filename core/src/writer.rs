@@ -139,6 +139,21 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 fn write_file(file: &File, tmp: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
+    let file = encode_partition(file, tmp, batch, storage)?;
+    if storage.durable {
+        file.sync_data().map_err(|e| Error::io(tmp, e))?;
+    }
+    Ok(())
+}
+
+/// Encodes `batch` as a partition's Parquet file into `out` (a file, or a buffer
+/// sent to object storage with one PUT) and returns `out`; `at` names it in errors.
+pub fn encode_partition<W: std::io::Write + Send>(
+    out: W,
+    at: &Path,
+    batch: &RecordBatch,
+    storage: &StorageConfig,
+) -> Result<W> {
     let props = WriterProperties::builder()
         .set_compression(parquet_compression(storage.compression))
         .set_key_value_metadata(Some(vec![KeyValue::new(
@@ -146,8 +161,8 @@ fn write_file(file: &File, tmp: &Path, batch: &RecordBatch, storage: &StorageCon
             crate::VERSION.to_string(),
         )]))
         .build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
-        .map_err(|e| Error::parquet(tmp, e))?;
+    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props))
+        .map_err(|e| Error::parquet(at, e))?;
     let limit = storage.row_group_size as usize;
     let row_bytes = (batch.get_array_memory_size() / batch.num_rows().max(1)).max(1);
     let slice_rows = (limit / row_bytes / 4).clamp(1, MAX_SLICE_ROWS);
@@ -156,17 +171,13 @@ fn write_file(file: &File, tmp: &Path, batch: &RecordBatch, storage: &StorageCon
         let len = slice_rows.min(batch.num_rows() - offset);
         writer
             .write(&batch.slice(offset, len))
-            .map_err(|e| Error::parquet(tmp, e))?;
+            .map_err(|e| Error::parquet(at, e))?;
         if writer.in_progress_size() >= limit {
-            writer.flush().map_err(|e| Error::parquet(tmp, e))?;
+            writer.flush().map_err(|e| Error::parquet(at, e))?;
         }
         offset += len;
     }
-    let file = writer.into_inner().map_err(|e| Error::parquet(tmp, e))?;
-    if storage.durable {
-        file.sync_data().map_err(|e| Error::io(tmp, e))?;
-    }
-    Ok(())
+    writer.into_inner().map_err(|e| Error::parquet(at, e))
 }
 
 /// Removes stale temporary files (see [`remove_stale_temp_files`]) in every day
@@ -218,14 +229,24 @@ pub fn check_writable(output_dir: &Path) -> Result<()> {
 /// be converted exactly to the partition schema is an error naming it: rows are
 /// never carried over approximately.
 pub fn read_metric_rows(path: &Path, metrics: &[String]) -> Result<Option<RecordBatch>> {
-    use arrow::array::{AsArray, BooleanArray};
-    use arrow::compute::{cast_with_options, concat_batches, filter_record_batch, CastOptions};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     };
+    read_metric_rows_from(file, path, metrics)
+}
+
+/// [`read_metric_rows`] of a partition's bytes (a file, or an object fetched
+/// whole); `path` names it in errors.
+pub fn read_metric_rows_from<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+    path: &Path,
+    metrics: &[String],
+) -> Result<Option<RecordBatch>> {
+    use arrow::array::{AsArray, BooleanArray};
+    use arrow::compute::{cast_with_options, concat_batches, filter_record_batch, CastOptions};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bad = |e: &dyn std::fmt::Display| {
         Error::parquet(path, format!("cannot read the existing partition: {e}"))
     };
@@ -336,6 +357,7 @@ mod tests {
                 compression: c,
                 row_group_size: 20_000,
                 durable: true,
+                s3: Default::default(),
             };
             write_partition(&path, &batch(10_000), &storage).unwrap();
             let r = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
@@ -405,6 +427,7 @@ mod tests {
             compression: Compression::Zstd,
             row_group_size: 1 << 20,
             durable: false,
+            s3: Default::default(),
         };
         write_partition(&path, &batch(3), &storage).unwrap();
         assert!(path.is_file());

@@ -104,9 +104,15 @@ impl VTab for PromCollect {
             policy.check_path("prom_collect", "read", p)
         })
         .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
-        policy
-            .check_dir("prom_collect", "write", &config.storage.output_dir)
-            .map_err(err)?;
+        let out = config.storage.output_dir.to_string_lossy().into_owned();
+        match promduck_core::storage::Location::parse(&out).map_err(err)? {
+            promduck_core::storage::Location::Local(dir) => policy
+                .check_dir("prom_collect", "write", &dir)
+                .map_err(err)?,
+            promduck_core::storage::Location::S3 { .. } => {
+                policy.check_url("prom_collect", &out).map_err(err)?
+            }
+        }
         policy
             .check_url("prom_collect", config.prometheus.url.url.as_str())
             .map_err(err)?;

@@ -89,6 +89,15 @@ impl VTab for PromCompact {
             policy.check_path("prom_compact", "read", p)
         })
         .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
+        let out = config.storage.output_dir.to_string_lossy();
+        if !matches!(
+            promduck_core::storage::Location::parse(&out).map_err(err)?,
+            promduck_core::storage::Location::Local(_)
+        ) {
+            return Err(err(format!(
+                "prom_compact: compaction of an archive in object storage ({out}) is not supported yet"
+            )));
+        }
         policy
             .check_dir("prom_compact", "write", &config.storage.output_dir)
             .map_err(err)?;

@@ -22,10 +22,10 @@ use chrono::{NaiveDate, Utc};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
 use promduck_core::reader::{
-    month_fallback, month_partitions, select_files, Column, Layout, PartitionFile, PartitionReader,
-    ReadBatch, ReadSpec, Selection,
+    month_partitions, Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec,
+    Selection,
 };
-use std::path::PathBuf;
+use promduck_core::storage::Storage;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 const CHUNK_ROWS: usize = 2048;
 
 pub struct MetricsBind {
+    storage: Arc<dyn Storage>,
     files: Vec<PartitionFile>,
     metrics: Option<Vec<String>>,
 }
@@ -42,14 +43,19 @@ const SOURCE_INDEX: u64 = Column::ALL.len() as u64;
 
 /// Opens a selected file; a daily file that compaction removed after the listing
 /// is read from the month file that took its rows in.
-fn open_file(file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader, BoxError> {
-    match PartitionReader::open(file, spec) {
+fn open_file(
+    storage: &dyn Storage,
+    file: &PartitionFile,
+    spec: &Arc<ReadSpec>,
+) -> Result<PartitionReader, BoxError> {
+    match storage.open(file, spec) {
         Ok(r) => Ok(r),
         Err(promduck_core::Error::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound && file.layout == Layout::Daily =>
         {
-            match month_fallback(file) {
-                Some(month) => PartitionReader::open(&month, spec)
+            match storage.month_fallback(file) {
+                Some(month) => storage
+                    .open(&month, spec)
                     .map_err(|e| err(format!("prom_metrics: {e}"))),
                 None => Err(err(format!(
                     "prom_metrics: {}: {source}",
@@ -150,10 +156,30 @@ fn last_days(n: i64, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), BoxErro
     ))
 }
 
+/// The archive `data_dir` names, checked against the host's sandbox: a folder
+/// (DuckDB's file-system rules) or an `s3://` URL (a network target: refused with
+/// external access off unless allowed). S3 settings come from the `s3_*` named
+/// parameters, else the `AWS_*` environment variables.
+fn open_archive(bind: &BindInfo, who: &str, data_dir: &str) -> Result<Arc<dyn Storage>, BoxError> {
+    let policy = crate::sandbox::policy(bind)?;
+    let location = promduck_core::storage::Location::parse(data_dir)
+        .map_err(|e| err(format!("{who}: data_dir: {e}")))?;
+    match &location {
+        promduck_core::storage::Location::Local(path) => {
+            policy.check_dir(who, "read", path).map_err(err)?;
+        }
+        promduck_core::storage::Location::S3 { .. } => {
+            policy.check_url(who, data_dir).map_err(err)?;
+        }
+    }
+    let s3 = crate::params::s3_settings(bind)?;
+    promduck_core::storage::open(data_dir, &s3).map_err(|e| err(format!("{who}: {e}")))
+}
+
 fn bind_selection(
     bind: &BindInfo,
     positional: usize,
-) -> Result<(PathBuf, Selection, Option<Vec<String>>), BoxError> {
+) -> Result<(String, Selection, Option<Vec<String>>), BoxError> {
     let today = Utc::now().date_naive();
     let data_dir = named_string(bind, "data_dir")
         .or_else(|| {
@@ -232,7 +258,7 @@ fn bind_selection(
         to: range.map(|r| r.1).filter(|d| *d != NaiveDate::MAX),
         proxies,
     };
-    Ok((PathBuf::from(data_dir), sel, metrics))
+    Ok((data_dir, sel, metrics))
 }
 
 impl<const N: usize> VTab for PromMetrics<N> {
@@ -247,14 +273,18 @@ impl<const N: usize> VTab for PromMetrics<N> {
         if named(bind, "source").is_some_and(|v| v.to_string().eq_ignore_ascii_case("true")) {
             bind.add_result_column("source", varchar());
         }
-        crate::sandbox::policy(bind)?
-            .check_dir("prom_metrics", "read", &data_dir)
-            .map_err(err)?;
-        // Listing folders is read-only, so it may happen here; it also gives DuckDB
-        // a cardinality estimate.
-        let files = select_files(&data_dir, &sel).map_err(|e| err(format!("prom_metrics: {e}")))?;
+        let storage = open_archive(bind, "prom_metrics", &data_dir)?;
+        // Listing is read-only, so it may happen here; it also gives DuckDB a
+        // cardinality estimate.
+        let files = storage
+            .select(&sel)
+            .map_err(|e| err(format!("prom_metrics: {e}")))?;
         bind.set_cardinality((files.len() as u64) * 8, false);
-        Ok(MetricsBind { files, metrics })
+        Ok(MetricsBind {
+            storage,
+            files,
+            metrics,
+        })
     }
 
     fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
@@ -298,7 +328,7 @@ impl<const N: usize> VTab for PromMetrics<N> {
                         output.set_len(0);
                         return Ok(());
                     };
-                    open_file(file, &init.spec)?
+                    open_file(bind.storage.as_ref(), file, &init.spec)?
                 }
             };
             let Some(batch) = reader
@@ -340,6 +370,16 @@ impl<const N: usize> VTab for PromMetrics<N> {
         let any = || LogicalTypeHandle::from(LogicalTypeId::Any);
         Some(vec![
             ("data_dir".into(), varchar()),
+            ("s3_endpoint".into(), varchar()),
+            ("s3_region".into(), varchar()),
+            ("s3_access_key_id".into(), varchar()),
+            ("s3_secret_access_key".into(), varchar()),
+            ("s3_session_token".into(), varchar()),
+            ("s3_url_style".into(), varchar()),
+            (
+                "s3_use_ssl".into(),
+                LogicalTypeHandle::from(LogicalTypeId::Boolean),
+            ),
             ("date".into(), any()),
             ("date_range".into(), any()),
             ("start_date".into(), any()),
@@ -479,11 +519,10 @@ impl VTab for PromPartitions {
         bind.add_result_column("path", varchar());
         bind.add_result_column("bytes", LogicalTypeHandle::from(LogicalTypeId::Bigint));
         let (data_dir, sel, _) = bind_selection(bind, 0)?;
-        crate::sandbox::policy(bind)?
-            .check_dir("prom_partitions", "read", &data_dir)
-            .map_err(err)?;
-        let listed =
-            select_files(&data_dir, &sel).map_err(|e| err(format!("prom_partitions: {e}")))?;
+        let storage = open_archive(bind, "prom_partitions", &data_dir)?;
+        let listed = storage
+            .select(&sel)
+            .map_err(|e| err(format!("prom_partitions: {e}")))?;
         // A month file holds many partitions: one row each, read from its `api_proxy`
         // and `date` columns (with the selection's row-group pruning).
         let mut files = Vec::with_capacity(listed.len());
@@ -509,6 +548,7 @@ impl VTab for PromPartitions {
         }
         bind.set_cardinality(files.len() as u64, true);
         Ok(MetricsBind {
+            storage,
             files,
             metrics: None,
         })
@@ -544,7 +584,10 @@ impl VTab for PromPartitions {
             3,
             slice.iter().map(|f| {
                 (f.layout != Layout::Month)
-                    .then(|| std::fs::metadata(&f.path).ok().map(|m| m.len() as i64))
+                    .then(|| match &f.object {
+                        Some(o) => o.size.map(|s| s as i64),
+                        None => std::fs::metadata(&f.path).ok().map(|m| m.len() as i64),
+                    })
                     .flatten()
             }),
         );

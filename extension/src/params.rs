@@ -22,6 +22,77 @@ pub fn named_string(bind: &BindInfo, name: &str) -> Option<String> {
     named(bind, name).map(|v| v.to_string())
 }
 
+/// S3 settings from the `s3_*` named parameters (DuckDB's own setting names);
+/// those not given come from the `AWS_*` environment variables.
+pub fn s3_settings(bind: &BindInfo) -> Result<promduck_core::config::S3Config, BoxError> {
+    let use_ssl = named(bind, "s3_use_ssl").map(|v| v.to_string().eq_ignore_ascii_case("true"));
+    s3_config(
+        named_string(bind, "s3_endpoint"),
+        named_string(bind, "s3_region"),
+        named_string(bind, "s3_access_key_id"),
+        named_string(bind, "s3_secret_access_key"),
+        named_string(bind, "s3_session_token"),
+        named_string(bind, "s3_url_style"),
+        use_ssl,
+    )
+    .map_err(err)
+}
+
+/// The pure part of [`s3_settings`]. `s3_endpoint` may be a URL or, as DuckDB's
+/// setting, a bare `host:port` whose scheme `s3_use_ssl` decides (default: https).
+/// Error messages name the parameter, never a secret's value.
+pub fn s3_config(
+    endpoint: Option<String>,
+    region: Option<String>,
+    key_id: Option<String>,
+    secret: Option<String>,
+    token: Option<String>,
+    url_style: Option<String>,
+    use_ssl: Option<bool>,
+) -> Result<promduck_core::config::S3Config, String> {
+    use promduck_core::config::{S3Config, Secret};
+    if key_id.is_some() != secret.is_some() {
+        return Err(
+            "s3_access_key_id and s3_secret_access_key go together (or neither, to use \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                .into(),
+        );
+    }
+    let endpoint = endpoint.map(|e| {
+        if e.starts_with("http://") || e.starts_with("https://") {
+            e
+        } else if use_ssl == Some(false) {
+            format!("http://{e}")
+        } else {
+            format!("https://{e}")
+        }
+    });
+    let allow_http = match (&endpoint, use_ssl) {
+        (_, Some(ssl)) => Some(!ssl),
+        (Some(e), None) if e.starts_with("http://") => Some(true),
+        _ => None,
+    };
+    let path_style = match url_style.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("path") => Some(true),
+        Some("vhost") | Some("virtual") | Some("virtual-hosted") => Some(false),
+        Some(other) => {
+            return Err(format!(
+                "s3_url_style must be 'path' or 'vhost', got {other:?}"
+            ))
+        }
+    };
+    Ok(S3Config {
+        endpoint,
+        region,
+        path_style,
+        allow_http,
+        access_key_id: key_id,
+        secret_access_key: secret.map(Secret::new),
+        session_token: token.map(Secret::new),
+    })
+}
+
 /// One string or a list of strings (`proxy := 'a'`, `proxy := ['a', 'b']`).
 /// An empty list (or one of NULLs) selects nothing.
 pub fn string_list(v: &Value, param: &str) -> Result<Vec<String>, BoxError> {

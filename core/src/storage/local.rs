@@ -1,0 +1,94 @@
+//! The archive in a folder on the local disk (the original tool's layout).
+//!
+//! The guarantees live in `writer.rs` (hidden, locked temporary file; fdatasync;
+//! rename; folder fsync; sweep of temporary files nobody holds) and `reader.rs`
+//! (listing with the Go tool's layouts, symlinks resolved, each file once); this
+//! module is the [`Storage`] face of them.
+
+use super::Storage;
+use crate::config::StorageConfig;
+use crate::error::Result;
+use crate::layout::{day_dir_name, partition_path};
+use crate::reader::{PartitionFile, PartitionReader, ReadSpec, Selection};
+use crate::writer;
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+}
+
+impl Storage for LocalStorage {
+    fn url(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    fn select(&self, sel: &Selection) -> Result<Vec<PartitionFile>> {
+        crate::reader::select_files(&self.root, sel)
+    }
+
+    fn open(&self, file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
+        PartitionReader::open(file, spec)
+    }
+
+    fn month_fallback(&self, file: &PartitionFile) -> Option<PartitionFile> {
+        crate::reader::month_fallback(file)
+    }
+
+    fn partition_location(&self, day: NaiveDate, proxy: &str) -> PathBuf {
+        partition_path(&self.root, day, proxy)
+    }
+
+    fn write_partition(
+        &self,
+        day: NaiveDate,
+        proxy: &str,
+        batch: &RecordBatch,
+        cfg: &StorageConfig,
+    ) -> Result<()> {
+        writer::write_partition_unsynced_rename(&partition_path(&self.root, day, proxy), batch, cfg)
+    }
+
+    fn sync_day(&self, day: NaiveDate) -> Result<()> {
+        writer::sync_dir(&self.root.join(day_dir_name(day)))
+    }
+
+    fn read_metric_rows(
+        &self,
+        day: NaiveDate,
+        proxy: &str,
+        metrics: &[String],
+    ) -> Result<Option<RecordBatch>> {
+        writer::read_metric_rows(&partition_path(&self.root, day, proxy), metrics)
+    }
+
+    fn delete_partition(&self, day: NaiveDate, proxy: &str) -> Result<()> {
+        let path = partition_path(&self.root, day, proxy);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(crate::Error::io(path, e)),
+        }
+    }
+
+    fn remove_stale(&self, day: NaiveDate) -> usize {
+        writer::remove_stale_temp_files(&self.root.join(day_dir_name(day)))
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        writer::check_writable(&self.root)
+    }
+}

@@ -1,0 +1,211 @@
+//! Where the archive lives: a folder on disk or a prefix in an S3-compatible bucket.
+//!
+//! Everything that touches the archive goes through [`Storage`]: the collector's
+//! writes, the re-read of a partition whose metric answered nothing, and the
+//! readers (`prom_metrics`, `prom_partitions`) listing and opening partitions. Both
+//! backends keep the same layout (`layout.rs`) and the same promise: a partition is
+//! replaced whole or not at all, so a reader never sees half a file.
+//!
+//! - [`local`]: a hidden temporary file in the partition's folder, fdatasync,
+//!   rename, folder fsync; temporary files of crashed writers are swept.
+//! - [`object`]: one PUT per partition (an object is visible whole or not at all),
+//!   listing by prefix, reads by range through the parquet crate's object-store
+//!   reader.
+//!
+//! The interface is blocking: writes run on the collector's blocking pool and reads
+//! on DuckDB's threads. The object backend runs its requests on its own small
+//! runtime, so it can be called from anywhere.
+
+pub mod local;
+pub mod object;
+
+use crate::config::StorageConfig;
+use crate::error::{Error, Result};
+use crate::reader::{PartitionFile, PartitionReader, ReadSpec, Selection};
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// An archive: list partitions, read one, write one atomically, delete.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The archive as the user named it (`./data`, `s3://bucket/prefix`), for messages.
+    fn url(&self) -> String;
+
+    /// Whether the archive is on the local disk (the folder-only features:
+    /// compaction's locks, the Go tool's symlinked layouts).
+    fn local_root(&self) -> Option<&std::path::Path> {
+        None
+    }
+
+    /// The partitions inside `sel`, sorted by day then proxy, compacted months as
+    /// their month file (see `reader.rs`).
+    fn select(&self, sel: &Selection) -> Result<Vec<PartitionFile>>;
+
+    /// Opens one selected partition for reading (its footer is checked; no row is
+    /// decoded yet).
+    fn open(&self, file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader>;
+
+    /// What a reader uses instead of a daily partition that vanished after it was
+    /// listed: the month file that took in its rows, if there is one.
+    fn month_fallback(&self, file: &PartitionFile) -> Option<PartitionFile>;
+
+    /// Where the partition of (`day`, `proxy`) is (a path or a URL), for messages.
+    fn partition_location(&self, day: NaiveDate, proxy: &str) -> PathBuf;
+
+    /// Writes the partition of (`day`, `proxy`) atomically: readers see the old one
+    /// or the new one. On disk the folder's fsync is left to [`Storage::sync_day`],
+    /// so that many partitions of a day share one.
+    fn write_partition(
+        &self,
+        day: NaiveDate,
+        proxy: &str,
+        batch: &RecordBatch,
+        cfg: &StorageConfig,
+    ) -> Result<()>;
+
+    /// Makes the day's writes durable (disk: the folder's fsync; S3: a PUT is).
+    fn sync_day(&self, day: NaiveDate) -> Result<()>;
+
+    /// The rows of the existing partition of (`day`, `proxy`) whose metric is one of
+    /// `metrics`; `None` when there is no partition.
+    fn read_metric_rows(
+        &self,
+        day: NaiveDate,
+        proxy: &str,
+        metrics: &[String],
+    ) -> Result<Option<RecordBatch>>;
+
+    /// Deletes the partition of (`day`, `proxy`); a missing one is not an error.
+    fn delete_partition(&self, day: NaiveDate, proxy: &str) -> Result<()>;
+
+    /// Removes what crashed writers left for `day` (disk: unlocked temporary files;
+    /// S3 has none: an interrupted PUT leaves nothing); returns how many.
+    fn remove_stale(&self, day: NaiveDate) -> usize;
+
+    /// Whether partitions can be written, checked without leaving anything behind.
+    fn check_writable(&self) -> Result<()>;
+}
+
+/// Where an archive is, as `storage.outputDir` or `data_dir` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A folder: a plain path or a `file://` URL.
+    Local(PathBuf),
+    /// `s3://bucket/prefix` (the prefix may be empty).
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    /// Parses a plain path, `file:///abs/path` or `s3://bucket[/prefix]`; another
+    /// scheme is an error naming it.
+    pub fn parse(text: &str) -> std::result::Result<Location, String> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let rest = rest.trim_end_matches('/');
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("{text:?} names no bucket (s3://bucket/prefix)"));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix
+                .split('/')
+                .any(|p| p == "." || p == ".." || (p.is_empty() && !prefix.is_empty()))
+            {
+                return Err(format!(
+                    "{text:?}: the prefix must not contain empty, `.` or `..` parts"
+                ));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        if let Some(rest) = text.strip_prefix("file://") {
+            let path = rest.strip_prefix("localhost").unwrap_or(rest);
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "{text:?}: a file:// URL names an absolute path (file:///data/metrics)"
+                ));
+            }
+            return Ok(Location::Local(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            {
+                return Err(format!(
+                    "{text:?}: unsupported scheme {scheme}:// (use a path, file:// or s3://)"
+                ));
+            }
+        }
+        Ok(Location::Local(PathBuf::from(text)))
+    }
+}
+
+/// Opens the archive `location` names (`storage.s3` settings for an `s3://` one).
+pub fn open(location: &str, s3: &crate::config::S3Config) -> Result<Arc<dyn Storage>> {
+    match Location::parse(location).map_err(Error::Invalid)? {
+        Location::Local(path) => Ok(Arc::new(local::LocalStorage::new(path))),
+        Location::S3 { bucket, prefix } => {
+            Ok(Arc::new(object::ObjectStorage::s3(&bucket, &prefix, s3)?))
+        }
+    }
+}
+
+/// Opens the archive a configuration writes to.
+pub fn for_config(cfg: &StorageConfig) -> Result<Arc<dyn Storage>> {
+    open(&cfg.output_dir.to_string_lossy(), &cfg.s3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("./data").unwrap(),
+            Location::Local("./data".into())
+        );
+        assert_eq!(
+            Location::parse("file:///srv/m").unwrap(),
+            Location::Local("/srv/m".into())
+        );
+        assert_eq!(
+            Location::parse("file://localhost/srv/m").unwrap(),
+            Location::Local("/srv/m".into())
+        );
+        assert_eq!(
+            Location::parse("s3://b").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("s3://b/metrics/prod/").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "metrics/prod".into()
+            }
+        );
+        for bad in [
+            "s3://",
+            "s3:///x",
+            "s3://b/a//c",
+            "s3://b/../c",
+            "file://rel",
+            "gs://b/x",
+        ] {
+            let e = Location::parse(bad).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        // A colon in a folder name is still a folder.
+        assert_eq!(
+            Location::parse("data:2024").unwrap(),
+            Location::Local("data:2024".into())
+        );
+    }
+}
