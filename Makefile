@@ -110,9 +110,25 @@ tools:
 	@command -v strace >/dev/null 2>&1 || { echo "strace could not be installed (apt-get install strace)"; exit 1; }
 	@command -v script >/dev/null 2>&1 || { echo "script not found (apt-get install bsdutils)"; exit 1; }
 
+## s3s-fs: the S3 server that checks SigV4 signatures (crates.io `s3s-fs`, tests/s3fixture.py), built once
+## into .cache/s3s-fs/bin (its own target folder, removed afterwards; ~8 minutes on 2 cores). moto, the
+## other S3 server the tests start, is a Python package (tests/requirements.txt, `make venv`).
+## 0.15 and later need a newer rustc than 1.95.
+S3S_FS_VERSION ?= 0.14.1
+S3S_FS_STAMP   := .cache/s3s-fs/.installed-$(S3S_FS_VERSION)
+.PHONY: s3s-fs
+s3s-fs: $(S3S_FS_STAMP)
+$(S3S_FS_STAMP):
+	@echo "building s3s-fs $(S3S_FS_VERSION) into .cache/s3s-fs (cargo install, once: several minutes)"
+	CARGO_TARGET_DIR=$(CURDIR)/.cache/s3s-fs-target $(CARGO) install s3s-fs --version $(S3S_FS_VERSION) \
+	  --features binary --root $(CURDIR)/.cache/s3s-fs --locked
+	@.cache/s3s-fs/bin/s3s-fs --version
+	rm -rf .cache/s3s-fs-target .cache/s3s-fs/.installed-*
+	touch $@
+
 ## test: every test — Rust unit tests, then end-to-end tests against a real
 ## Prometheus and the real DuckDB CLI and Python package
-test: lint build venv prometheus victoria-metrics browser hosts tools test-rust test-python
+test: lint build venv prometheus victoria-metrics browser hosts tools s3s-fs test-rust test-python
 
 ## lint: rustfmt and clippy as CI enforces them (warnings are errors)
 lint:
@@ -122,7 +138,7 @@ lint:
 test-rust:
 	$(CARGO) test --release --workspace
 
-test-python: build venv prometheus victoria-metrics browser hosts tools
+test-python: build venv prometheus victoria-metrics browser hosts tools s3s-fs
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 ## fuzz: the property-based fuzz targets with a million cases each (CI runs a few hundred)
