@@ -345,3 +345,41 @@ def test_s3s_env_and_config_use_its_keys(s3s_fs):
     assert s3_env(s3s_fs)["AWS_ACCESS_KEY_ID"] == S3S_ACCESS_KEY
     assert s3_storage_config(s3s_fs, "b")["s3"]["secretAccessKey"] == S3S_SECRET_KEY
     assert s3fixture.S3S_FS.is_file()
+
+
+def test_another_sigv4_client_parquet_through_the_proxy(s3s_fs, tmp_path):
+    """pyarrow's S3 filesystem (the AWS SDK for C++, not boto3) writes and reads Parquet
+    through the proxy on s3s-fs: the proxy keeps its signatures valid, its multipart
+    upload and ranged reads are recorded, a wrong secret is refused."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from pyarrow import fs
+
+    s3s_fs.reset()
+    bucket = s3s_fs.create_bucket()
+    host = s3s_fs.endpoint.removeprefix("http://")
+    good = fs.S3FileSystem(access_key=S3S_ACCESS_KEY, secret_key=S3S_SECRET_KEY, endpoint_override=host,
+                           scheme="http", region="us-east-1")
+    table = pa.table({"x": list(range(50_000)), "y": [f"v{i}" for i in range(50_000)]})
+    pq.write_table(table, f"{bucket}/2024-03-01/p.parquet", filesystem=good)
+    size = s3s_fs.objects(bucket)["2024-03-01/p.parquet"]
+    assert (s3s_fs.root / bucket / "2024-03-01" / "p.parquet").stat().st_size == size
+    writes = s3s_fs.requests()
+    assert {r.kind for r in writes} <= {"PUT", "CREATE_MULTIPART", "UPLOAD_PART", "COMPLETE_MULTIPART"}, \
+        s3s_fs.summary()
+    s3s_fs.reset_requests()
+
+    assert pq.read_table(f"{bucket}/2024-03-01/p.parquet", filesystem=good, columns=["x"]) \
+        .column("x").to_pylist() == list(range(50_000))
+    reads = s3s_fs.requests()
+    assert all(r.status in (200, 206) and r.kind in ("HEAD", "GET_RANGE") for r in reads), s3s_fs.summary()
+    ranges = [r.range for r in reads if r.kind == "GET_RANGE"]
+    assert ranges and all(rng.startswith("bytes=") for rng in ranges)
+    assert any(rng.endswith(f"-{size - 1}") for rng in ranges)  # the footer, read from the end
+    s3s_fs.reset_requests()
+
+    bad = fs.S3FileSystem(access_key=S3S_ACCESS_KEY, secret_key="wrong", endpoint_override=host, scheme="http",
+                          region="us-east-1")
+    with pytest.raises(OSError, match="ACCESS_DENIED"):
+        pq.read_table(f"{bucket}/2024-03-01/p.parquet", filesystem=bad)
+    assert [r.status for r in s3s_fs.requests()] and all(r.status == 403 for r in s3s_fs.requests())
