@@ -24,7 +24,7 @@ HOST_DUCKDB ?= 1.2.2 1.3.2 1.4.5 1.5.6 2.0.1
 HOST_VENVS  := $(foreach v,$(HOST_DUCKDB),.cache/duckdb-$(basename $(v))/.installed-$(v))
 
 .PHONY: all build test lint test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools \
-        hosts victoria-metrics notebook
+        hosts victoria-metrics notebook spark
 
 all: build
 
@@ -88,6 +88,16 @@ old-duckdb: $(filter .cache/duckdb-1.4/%,$(HOST_VENVS))
 victoria-metrics:
 	@bash scripts/get-victoria-metrics.sh >/dev/null
 
+## spark: Apache Spark in local mode for tests/test_engines.py: pyspark into .venv, and Java from
+## Debian's openjdk-17-jre-headless when no `java` is on the PATH
+spark: $(VENV)/.installed-spark
+	@command -v java >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+	@command -v java >/dev/null 2>&1 || { echo "java could not be installed (apt-get install openjdk-17-jre-headless)"; exit 1; }
+
+$(VENV)/.installed-spark: $(VENV)/.installed tests/requirements-spark.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements-spark.txt
+	touch $@
+
 ## notebook: Jupyter on http://127.0.0.1:8888 with examples/notebook/promduck.ipynb (over ./data or PROMDUCK_DATA_DIR)
 notebook: build venv
 	@# Jupyter's web front end only here: `make test` runs the notebook headless without it.
@@ -110,9 +120,25 @@ tools:
 	@command -v strace >/dev/null 2>&1 || { echo "strace could not be installed (apt-get install strace)"; exit 1; }
 	@command -v script >/dev/null 2>&1 || { echo "script not found (apt-get install bsdutils)"; exit 1; }
 
+## s3s-fs: the S3 server that checks SigV4 signatures (crates.io `s3s-fs`, tests/s3fixture.py), built once
+## into .cache/s3s-fs/bin (its own target folder, removed afterwards; ~8 minutes on 2 cores). moto, the
+## other S3 server the tests start, is a Python package (tests/requirements.txt, `make venv`).
+## 0.15 and later need a newer rustc than 1.95.
+S3S_FS_VERSION ?= 0.14.1
+S3S_FS_STAMP   := .cache/s3s-fs/.installed-$(S3S_FS_VERSION)
+.PHONY: s3s-fs
+s3s-fs: $(S3S_FS_STAMP)
+$(S3S_FS_STAMP):
+	@echo "building s3s-fs $(S3S_FS_VERSION) into .cache/s3s-fs (cargo install, once: several minutes)"
+	CARGO_TARGET_DIR=$(CURDIR)/.cache/s3s-fs-target $(CARGO) install s3s-fs --version $(S3S_FS_VERSION) \
+	  --features binary --root $(CURDIR)/.cache/s3s-fs --locked
+	@.cache/s3s-fs/bin/s3s-fs --version
+	rm -rf .cache/s3s-fs-target .cache/s3s-fs/.installed-*
+	touch $@
+
 ## test: every test — Rust unit tests, then end-to-end tests against a real
 ## Prometheus and the real DuckDB CLI and Python package
-test: lint build venv prometheus victoria-metrics browser hosts tools test-rust test-python
+test: lint build venv spark prometheus victoria-metrics browser hosts tools s3s-fs test-rust test-python
 
 ## lint: rustfmt and clippy as CI enforces them (warnings are errors)
 lint:
@@ -122,7 +148,7 @@ lint:
 test-rust:
 	$(CARGO) test --release --workspace
 
-test-python: build venv prometheus victoria-metrics browser hosts tools
+test-python: build venv spark prometheus victoria-metrics browser hosts tools s3s-fs
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 ## fuzz: the property-based fuzz targets with a million cases each (CI runs a few hundred)

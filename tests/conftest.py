@@ -87,3 +87,42 @@ def start_prometheus(prometheus_bin, tmp_path_factory):
     yield start
     for server in servers:
         server.stop()
+
+
+# ---------------------------------------------------------------------------
+# S3-protocol servers on 127.0.0.1 (tests/s3fixture.py), each behind a recording
+# fault proxy: point the product at ``server.endpoint`` (counted, faults apply);
+# the helpers check the bucket through ``server.direct_endpoint`` (not counted).
+#   moto_s3    s3fixture.MotoServer (moto_server; any credentials), session wide
+#   s3s_fs     s3fixture.S3sServer (s3s-fs; SigV4 checked against S3S_ACCESS_KEY /
+#              S3S_SECRET_KEY; `make s3s-fs` builds it), session wide
+#   s3_bucket  a fresh bucket on moto_s3 (its name); moto_s3's fault rules and
+#              request log are cleared before and after the test
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory):
+    from s3fixture import MotoServer
+
+    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3s_fs(tmp_path_factory):
+    from s3fixture import S3sServer
+
+    with S3sServer(tmp_path_factory.mktemp("s3s-fs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(moto_s3):
+    moto_s3.reset()
+    bucket = moto_s3.create_bucket()
+    yield bucket
+    moto_s3.reset()
+    try:
+        moto_s3.delete_bucket(bucket)
+    except Exception:  # noqa: BLE001 - a test may have deleted it, or left it unusable on purpose
+        pass

@@ -16,8 +16,9 @@ Typical use::
         assert [r.action for r in proxy.snapshot()] == [...]   # "http_503", "forward", ...
 
 A rule matches by exact ``path``, by a substring of the ``query`` parameter
-(``query_contains``), by any predicate on the recorded request (``match``), by
-all of those given, or, with none given, every request.
+(``query_contains``), by HTTP ``method``, by a substring of the percent-decoded
+path (``path_contains``: an S3 key, say), by any predicate on the recorded
+request (``match``), by all of those given, or, with none given, every request.
 
 Actions (see ``ACTIONS``):
 
@@ -54,6 +55,18 @@ Actions (see ``ACTIONS``):
 ``delay``
     wait ``delay_seconds`` (default 0.2), then forward normally (for observing
     how many requests a client keeps in flight).
+``s3_error``
+    an S3-style XML error: ``status`` (default 503) with
+    ``<Error><Code>SlowDown</Code><Message>...</Message>...</Error>``;
+    ``code=`` sets the code (default ``SlowDown`` for 503, ``InternalError`` for
+    500, ``ServiceUnavailable`` for other 5xx, ``AccessDenied`` for 403,
+    ``NoSuchKey`` for 404, ``PreconditionFailed`` for 412, else ``InvalidRequest``).
+``partial_body``
+    forward to the upstream, send its status and headers with the *full*
+    ``Content-Length``, then only the first ``after_bytes`` bytes of the body
+    (default half), wait ``hang_seconds`` (default 0) and close the connection:
+    a body cut short (the client sees an early EOF) or, with a long wait, a
+    body that stalls mid-way.
 ``endless``
     200 with a Prometheus-like matrix answer that never ends: series objects are
     written in 64 KiB blocks, as fast as the client reads, until it hangs up (or
@@ -81,6 +94,14 @@ The module also reads PromQL back, to check what a client sent:
 ``promql_skeleton`` (the query with every literal emptied), ``label_matchers``
 and ``regex_literal_alternatives``.
 
+Any method is proxied (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS) with its
+body (``Content-Length`` or chunked; forwarded with a ``Content-Length``).
+``FaultProxy(upstream, transparent=True)`` is for S3 and other signed
+protocols: the client's ``Host`` and ``Accept-Encoding`` headers are forwarded
+unchanged (a SigV4 signature covers ``Host``) and the upstream's
+``Content-Encoding`` is passed back. A ``HEAD`` answer keeps the upstream's
+``Content-Length`` in every mode.
+
 Authentication: ``FaultProxy(upstream, bearer_token="tok")`` answers 401 unless
 the request carries ``Authorization: Bearer tok``, and strips the header before
 forwarding (so bearer auth can be tested against an upstream that knows none).
@@ -104,7 +125,7 @@ from typing import Callable, Optional
 ACTIONS = (
     "http_500", "http_502", "http_503", "http_429", "hang", "reset", "truncate", "malformed",
     "api_error", "wrong_type", "http_400", "http_422", "http_401", "empty", "delay", "endless", "trickle",
-    "echo_headers",
+    "echo_headers", "s3_error", "partial_body",
 )
 
 #: Hop-by-hop and framing headers that are not copied between client and upstream.
@@ -112,6 +133,13 @@ _SKIP_REQUEST_HEADERS = {"host", "connection", "keep-alive", "proxy-connection",
                          "content-length", "accept-encoding", "te", "upgrade", "trailer"}
 _SKIP_RESPONSE_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length",
                           "content-encoding", "date", "server"}
+#: What ``transparent=True`` forwards after all: the client's Host (signed by SigV4)
+#: and Accept-Encoding, and the upstream's Content-Encoding.
+_TRANSPARENT_REQUEST_HEADERS = {"host", "accept-encoding"}
+_TRANSPARENT_RESPONSE_HEADERS = {"content-encoding"}
+#: Default ``<Code>`` of the ``s3_error`` action by status.
+_S3_ERROR_CODES = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied", 404: "NoSuchKey",
+                   412: "PreconditionFailed", 400: "InvalidRequest"}
 
 
 @dataclass
@@ -161,9 +189,15 @@ class Rule:
     times: Optional[int] = 1  # None: every matching request
     options: dict = field(default_factory=dict)
     fired: int = 0
+    method: Optional[str] = None  # "GET", "PUT", ... (case-insensitive)
+    path_contains: Optional[str] = None  # substring of the percent-decoded path
 
     def matches(self, req: RecordedRequest) -> bool:
         if self.path is not None and req.path != self.path:
+            return False
+        if self.method is not None and req.method.upper() != self.method.upper():
+            return False
+        if self.path_contains is not None and self.path_contains not in urllib.parse.unquote(req.path):
             return False
         if self.query_contains is not None and self.query_contains not in (req.promql or ""):
             return False
@@ -184,7 +218,7 @@ class FaultProxy:
     """The proxy server; ``start()``/``stop()`` or use it as a context manager."""
 
     def __init__(self, upstream: str, bearer_token: str | None = None, basic_auth=None,
-                 upstream_timeout: float = 30.0):
+                 upstream_timeout: float = 30.0, transparent: bool = False):
         u = urllib.parse.urlsplit(upstream)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"upstream must be http://host:port, got {upstream!r}")
@@ -194,6 +228,7 @@ class FaultProxy:
         self.bearer_token = bearer_token
         self.basic_auth = tuple(basic_auth) if basic_auth else None
         self.upstream_timeout = upstream_timeout
+        self.transparent = transparent
         self.requests: list[RecordedRequest] = []
         self.rules: list[Rule] = []
         self._lock = threading.RLock()  # `match` predicates run under it
@@ -246,18 +281,20 @@ class FaultProxy:
     # -- rules -----------------------------------------------------------------
     def add_rule(self, action: str, *, path: str | None = None, query_contains: str | None = None,
                  match: Callable[[RecordedRequest], bool] | None = None, times: int | None = 1,
-                 **options) -> Rule:
+                 method: str | None = None, path_contains: str | None = None, **options) -> Rule:
         """Adds a rule; rules are tried in the order added, the first live match wins.
 
         Options: ``message`` (error text), ``text`` (plain-text body for 5xx),
         ``retry_after`` (429), ``hang_seconds`` (hang), ``delay_seconds`` (delay),
         ``chunked``/``content_length`` (endless), ``trickle_interval``/
-        ``trickle_seconds`` (trickle), ``status``/``json``/``auth_at`` (echo_headers).
+        ``trickle_seconds`` (trickle), ``status``/``json``/``auth_at`` (echo_headers),
+        ``status``/``code`` (s3_error), ``after_bytes``/``hang_seconds`` (partial_body).
         """
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}; one of {ACTIONS}")
         with self._lock:
-            rule = Rule(self._next_rule, action, path, query_contains, match, times, options)
+            rule = Rule(self._next_rule, action, path, query_contains, match, times, options,
+                        method=method, path_contains=path_contains)
             self._next_rule += 1
             self.rules.append(rule)
         return rule
@@ -294,8 +331,9 @@ class FaultProxy:
         return [r.promql for r in self.snapshot() if r.promql is not None and (path is None or r.path == path)]
 
     def matching(self, *, path: str | None = None, query_contains: str | None = None,
-                 match: Callable[[RecordedRequest], bool] | None = None) -> list[RecordedRequest]:
-        probe = Rule(0, "forward", path, query_contains, match)
+                 match: Callable[[RecordedRequest], bool] | None = None, method: str | None = None,
+                 path_contains: str | None = None) -> list[RecordedRequest]:
+        probe = Rule(0, "forward", path, query_contains, match, method=method, path_contains=path_contains)
         return [r for r in self.snapshot() if probe.matches(r)]
 
     def summary(self) -> str:
@@ -306,6 +344,18 @@ class FaultProxy:
 
 def _prom_error(error_type: str, message: str) -> bytes:
     return json.dumps({"status": "error", "errorType": error_type, "error": message}).encode()
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def s3_error_body(code: str, message: str, resource: str = "", request_id: str = "faultproxy") -> bytes:
+    """The XML body S3 sends with an error status."""
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{_xml_escape(code)}</Code><Message>{_xml_escape(message)}</Message>"
+            f"<Resource>{_xml_escape(resource)}</Resource><RequestId>{_xml_escape(request_id)}</RequestId>"
+            "</Error>").encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -328,10 +378,33 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self):
         self._handle()
 
+    def do_HEAD(self):
+        self._handle()
+
+    def do_PATCH(self):
+        self._handle()
+
+    def do_OPTIONS(self):
+        self._handle()
+
     # -- plumbing --------------------------------------------------------------
-    def _read_request(self) -> RecordedRequest:
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            parts = []
+            while True:
+                size_line = self.rfile.readline(65537)
+                size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(65537)  # the CRLF after the chunk
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _read_request(self) -> RecordedRequest:
+        body = self._read_body()
         split = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
         form = {}
@@ -376,10 +449,21 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {}
             for k, v in self.headers.items():
                 lk = k.lower()
-                if lk in _SKIP_REQUEST_HEADERS or (strip_auth and lk == "authorization"):
+                if (lk in _SKIP_REQUEST_HEADERS and not (owner.transparent and lk in _TRANSPARENT_REQUEST_HEADERS)) \
+                        or lk == "expect" or (strip_auth and lk == "authorization"):
                     continue
                 headers[k] = v
-            conn.request(self.command, path, body=req.body if req.body else None, headers=headers)
+            if owner.transparent:
+                # Exactly the client's headers: http.client adds neither Host nor Accept-Encoding.
+                conn.putrequest(self.command, path, skip_host="host" in {k.lower() for k in headers},
+                                skip_accept_encoding=True)
+                for k, v in headers.items():
+                    conn.putheader(k, v)
+                if req.body or self.command in ("PUT", "POST", "PATCH"):
+                    conn.putheader("Content-Length", str(len(req.body)))
+                conn.endheaders(req.body if req.body else None)
+            else:
+                conn.request(self.command, path, body=req.body if req.body else None, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
             return resp.status, resp.getheaders(), body
@@ -395,12 +479,21 @@ class _Handler(BaseHTTPRequestHandler):
         req.status = status
         self._answered()
         self.send_response(status)
-        for k, v in headers:
-            if k.lower() not in _SKIP_RESPONSE_HEADERS:
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        self._relay_headers(headers, len(body))
         self.end_headers()
         self.wfile.write(body)
+
+    def _relay_headers(self, headers: list, body_length: int) -> None:
+        """The upstream's headers, and a Content-Length: the body's, or for HEAD the upstream's."""
+        transparent = self.owner.transparent
+        length = str(body_length)
+        for k, v in headers:
+            lk = k.lower()
+            if lk == "content-length" and self.command == "HEAD":
+                length = v
+            if lk not in _SKIP_RESPONSE_HEADERS or (transparent and lk in _TRANSPARENT_RESPONSE_HEADERS):
+                self.send_header(k, v)
+        self.send_header("Content-Length", length)
 
     def _handle(self) -> None:
         owner = self.owner
@@ -492,6 +585,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._trickle(req, rule)
         elif action == "echo_headers":
             self._echo_headers(req, rule)
+        elif action == "s3_error":
+            status = int(rule.options.get("status", 503))
+            code = rule.options.get("code") or _S3_ERROR_CODES.get(
+                status, "ServiceUnavailable" if status >= 500 else "InvalidRequest")
+            if "message" in rule.options:
+                text = rule.options["message"]
+            elif code == "SlowDown":
+                text = f"Please reduce your request rate. ({msg})"
+            else:
+                text = msg
+            body = s3_error_body(code, text, urllib.parse.unquote(req.path), f"faultproxy-{req.seq}")
+            self._send(req, status, body, "application/xml")
+        elif action == "partial_body":
+            self._partial_body(req, rule, strip_auth)
         elif action == "reset":
             self.close_connection = True
             try:
@@ -503,6 +610,28 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
         else:  # pragma: no cover - add_rule validates
             raise AssertionError(action)
+
+    def _partial_body(self, req: RecordedRequest, rule: Rule, strip_auth: bool) -> None:
+        try:
+            status, headers, body = self._upstream(req, strip_auth)
+        except OSError as e:
+            self._send(req, 502, f"faultproxy: upstream failed: {e}".encode(), "text/plain")
+            return
+        after = rule.options.get("after_bytes")
+        after = len(body) // 2 if after is None else min(int(after), len(body))
+        req.status = status
+        self._answered()
+        self.close_connection = True
+        try:
+            self.send_response(status)
+            self._relay_headers(headers, len(body))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body[:after])
+            self.wfile.flush()
+        except OSError:
+            return
+        self.owner._stopping.wait(rule.options.get("hang_seconds", 0.0))
 
     def _stream_headers(self, req: RecordedRequest, chunked: bool, content_length=None) -> None:
         req.status = 200

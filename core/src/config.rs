@@ -217,7 +217,9 @@ pub struct QueryTemplate(pub String);
 impl<'de> Deserialize<'de> for QueryTemplate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_str(d, "a PromQL query", |s| {
-            crate::promql::check_template(s).map(|()| QueryTemplate(s.to_string()))
+            crate::promql::check_template(s)
+                .map(|()| QueryTemplate(s.to_string()))
+                .map_err(|e| e.to_string())
         })
     }
 }

@@ -26,12 +26,45 @@ impl fmt::Display for GoDuration {
     }
 }
 
+/// Why a text is not a Go duration. Every message quotes the input as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// Nothing but whitespace.
+    #[error("empty duration")]
+    Empty,
+    /// A leading `-`: nothing in promduck's configuration can be negative.
+    #[error("duration `{input}` is negative")]
+    Negative { input: String },
+    /// A sign and nothing after it.
+    #[error("invalid duration `{input}`")]
+    Invalid { input: String },
+    /// A unit without a number before it, or a malformed number (`1..5s`).
+    #[error(
+        "invalid duration `{input}` (expected a number followed by a unit such as 30s, 5m, 1h)"
+    )]
+    ExpectedNumber { input: String },
+    /// A number without a unit (`30`).
+    #[error("missing unit in duration `{input}` (valid units: ns, us, ms, s, m, h)")]
+    MissingUnit { input: String },
+    /// A unit Go does not know (`1d`).
+    #[error("unknown unit `{unit}` in duration `{input}` (valid units: ns, us, ms, s, m, h)")]
+    UnknownUnit { unit: String, input: String },
+    /// A number that does not parse.
+    #[error("invalid number `{number}` in duration `{input}`")]
+    InvalidNumber { number: String, input: String },
+    /// More than 100 years, or not finite.
+    #[error("duration `{input}` is too large")]
+    TooLarge { input: String },
+}
+
 /// Parses a Go duration string. Negative durations are rejected: nothing in
 /// promduck's configuration can meaningfully be negative.
-pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
+pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
+    let owned = || input.to_string();
     let s = input.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -40,10 +73,10 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
     if let Some(r) = rest.strip_prefix('+') {
         rest = r;
     } else if rest.starts_with('-') {
-        return Err(format!("duration `{input}` is negative"));
+        return Err(DurationError::Negative { input: owned() });
     }
     if rest.is_empty() {
-        return Err(format!("invalid duration `{input}`"));
+        return Err(DurationError::Invalid { input: owned() });
     }
     let mut total_nanos: f64 = 0.0;
     while !rest.is_empty() {
@@ -52,9 +85,7 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let num = &rest[..num_len];
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(format!(
-                "invalid duration `{input}` (expected a number followed by a unit such as 30s, 5m, 1h)"
-            ));
+            return Err(DurationError::ExpectedNumber { input: owned() });
         }
         rest = &rest[num_len..];
         let unit_len = rest
@@ -69,24 +100,22 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => {
-                return Err(format!(
-                    "missing unit in duration `{input}` (valid units: ns, us, ms, s, m, h)"
-                ))
-            }
+            "" => return Err(DurationError::MissingUnit { input: owned() }),
             other => {
-                return Err(format!(
-                "unknown unit `{other}` in duration `{input}` (valid units: ns, us, ms, s, m, h)"
-            ))
+                return Err(DurationError::UnknownUnit {
+                    unit: other.to_string(),
+                    input: owned(),
+                })
             }
         };
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid number `{num}` in duration `{input}`"))?;
+        let value: f64 = num.parse().map_err(|_| DurationError::InvalidNumber {
+            number: num.to_string(),
+            input: owned(),
+        })?;
         total_nanos += value * scale;
     }
     if !total_nanos.is_finite() || total_nanos > 1e9 * 60.0 * 60.0 * 24.0 * 366.0 * 100.0 {
-        return Err(format!("duration `{input}` is too large"));
+        return Err(DurationError::TooLarge { input: owned() });
     }
     Ok(Duration::from_nanos(total_nanos.round() as u64))
 }
@@ -185,9 +214,46 @@ mod tests {
         for bad in ["", "30", "abc", "5x", "-5s", "1..5s", "s", "h1", "1d"] {
             assert!(parse_go_duration(bad).is_err(), "{bad} should fail");
         }
-        assert!(parse_go_duration("1d")
-            .unwrap_err()
-            .contains("unknown unit `d`"));
+        assert_eq!(
+            parse_go_duration("1d").unwrap_err(),
+            DurationError::UnknownUnit {
+                unit: "d".into(),
+                input: "1d".into()
+            }
+        );
+    }
+
+    #[test]
+    fn each_error_names_the_input_as_before() {
+        let msg = |s: &str| parse_go_duration(s).unwrap_err().to_string();
+        assert_eq!(msg("  "), "empty duration");
+        assert_eq!(msg("-5s"), "duration `-5s` is negative");
+        assert_eq!(msg("+"), "invalid duration `+`");
+        assert_eq!(
+            msg("1..5s"),
+            "invalid duration `1..5s` (expected a number followed by a unit such as 30s, 5m, 1h)"
+        );
+        assert_eq!(
+            msg("h1"),
+            "invalid duration `h1` (expected a number followed by a unit such as 30s, 5m, 1h)"
+        );
+        assert_eq!(
+            msg("30"),
+            "missing unit in duration `30` (valid units: ns, us, ms, s, m, h)"
+        );
+        assert_eq!(
+            msg("5x"),
+            "unknown unit `x` in duration `5x` (valid units: ns, us, ms, s, m, h)"
+        );
+        assert_eq!(msg("9999999h"), "duration `9999999h` is too large");
+        assert!(matches!(
+            parse_go_duration(".s"),
+            Err(DurationError::ExpectedNumber { input }) if input == ".s"
+        ));
+        assert!(matches!(
+            parse_go_duration("-1m"),
+            Err(DurationError::Negative { input }) if input == "-1m"
+        ));
     }
 
     #[test]

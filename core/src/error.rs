@@ -16,8 +16,8 @@ pub enum Error {
     Prometheus(#[from] crate::prometheus::PromError),
 
     /// A PromQL template could not be expanded for a proxy.
-    #[error("{0}")]
-    Template(String),
+    #[error(transparent)]
+    Template(#[from] crate::promql::TemplateError),
 
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]

@@ -177,10 +177,10 @@ pub enum MetricRequests {
     Batched {
         request: Request,
         label: String,
-        fallback: Vec<std::result::Result<Request, String>>,
+        fallback: Vec<std::result::Result<Request, crate::promql::TemplateError>>,
     },
     /// One request per proxy (or why the template cannot be expanded for it).
-    PerProxy(Vec<std::result::Result<Request, String>>),
+    PerProxy(Vec<std::result::Result<Request, crate::promql::TemplateError>>),
 }
 
 /// One metric's collection, decided once from its configuration.
@@ -260,7 +260,7 @@ impl Plan {
     ) -> MetricRequests {
         let window = self.window(day);
         let eval = self.eval(metric, &window);
-        let per_proxy: Vec<std::result::Result<Request, String>> = proxies
+        let per_proxy: Vec<_> = proxies
             .iter()
             .map(|p| {
                 crate::promql::expand(&metric.config.query, p).map(|q| Request {

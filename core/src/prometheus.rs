@@ -29,7 +29,87 @@ const SNIPPET_CHARS: usize = 120;
 /// The longest server message an error carries.
 const MAX_MESSAGE_CHARS: usize = 2000;
 
+/// Prometheus's own classification of a failed query: the `errorType` of its error
+/// answers (`web/api/v1/api.go`). Shown as Prometheus spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ApiErrorType {
+    /// `timeout`: the query ran out of time on the server.
+    Timeout,
+    /// `canceled`: the server cancelled the query.
+    Canceled,
+    /// `execution`: the query failed while running (too many samples, ...).
+    Execution,
+    /// `bad_data`: the query or its parameters are invalid.
+    BadData,
+    /// `internal`: the server failed.
+    Internal,
+    /// `unavailable`: the server cannot answer now (starting, overloaded).
+    Unavailable,
+    /// `not_found`.
+    NotFound,
+    /// `not_acceptable`.
+    NotAcceptable,
+    /// Any other text (compatible servers have their own; `unknown` when absent),
+    /// with credentials redacted.
+    Other(String),
+}
+
+impl ApiErrorType {
+    /// The type an API answer names.
+    pub fn parse(text: &str) -> ApiErrorType {
+        match text {
+            "timeout" => ApiErrorType::Timeout,
+            "canceled" => ApiErrorType::Canceled,
+            "execution" => ApiErrorType::Execution,
+            "bad_data" => ApiErrorType::BadData,
+            "internal" => ApiErrorType::Internal,
+            "unavailable" => ApiErrorType::Unavailable,
+            "not_found" => ApiErrorType::NotFound,
+            "not_acceptable" => ApiErrorType::NotAcceptable,
+            other => ApiErrorType::Other(other.to_string()),
+        }
+    }
+
+    /// As Prometheus spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ApiErrorType::Timeout => "timeout",
+            ApiErrorType::Canceled => "canceled",
+            ApiErrorType::Execution => "execution",
+            ApiErrorType::BadData => "bad_data",
+            ApiErrorType::Internal => "internal",
+            ApiErrorType::Unavailable => "unavailable",
+            ApiErrorType::NotFound => "not_found",
+            ApiErrorType::NotAcceptable => "not_acceptable",
+            ApiErrorType::Other(s) => s,
+        }
+    }
+
+    /// Whether the server says a later try may succeed (`timeout`, `unavailable`).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApiErrorType::Timeout | ApiErrorType::Unavailable)
+    }
+
+    /// The type with any text of the server's redacted.
+    fn redacted(self, r: &Redactor) -> ApiErrorType {
+        match self {
+            ApiErrorType::Other(s) => ApiErrorType::Other(r.redact(&s)),
+            known => known,
+        }
+    }
+}
+
+impl fmt::Display for ApiErrorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a Prometheus call failed. [`PromError::is_transient`] says whether the
+/// client retries it, [`PromError::is_fatal`] whether any other call can succeed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum PromError {
     /// Could not connect, or the connection broke.
     #[error("cannot reach Prometheus at {url}: {message}")]
@@ -57,13 +137,16 @@ pub enum PromError {
     #[error("Prometheus returned HTTP {status}{}: {message}", error_type.as_ref().map(|t| format!(" ({t})")).unwrap_or_default())]
     Http {
         status: u16,
-        error_type: Option<String>,
+        error_type: Option<ApiErrorType>,
         message: String,
         retry_after: Option<Duration>,
     },
     /// HTTP 200 but `"status": "error"`.
     #[error("Prometheus error ({error_type}): {message}")]
-    Api { error_type: String, message: String },
+    Api {
+        error_type: ApiErrorType,
+        message: String,
+    },
     /// The body was not the API's JSON.
     #[error("malformed response from Prometheus: {0}")]
     Decode(String),
@@ -82,15 +165,46 @@ impl PromError {
         match self {
             PromError::Transport { .. } | PromError::Timeout { .. } | PromError::Decode(_) => true,
             PromError::Http { status, .. } => *status == 429 || *status >= 500,
-            PromError::Api { error_type, .. } => {
-                error_type == "timeout" || error_type == "unavailable"
-            }
+            PromError::Api { error_type, .. } => error_type.is_transient(),
             PromError::Deadline { .. }
             | PromError::Cancelled
             | PromError::TooLarge { .. }
             | PromError::TooManySamples { .. }
             | PromError::Unsupported(_)
             | PromError::Setup(_) => false,
+        }
+    }
+
+    /// Whether the failure says Prometheus cannot be used at all, whatever the
+    /// query: unreachable (connection refused, TLS failing), refusing the
+    /// credentials (401, 403), or a client that could not be built. A query's own
+    /// failure (400, 422, an API error, a limit) is not fatal.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            PromError::Transport { .. }
+                | PromError::Setup(_)
+                | PromError::Http {
+                    status: 401 | 403,
+                    ..
+                }
+        )
+    }
+
+    /// The HTTP status of an error answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            PromError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Prometheus's `errorType`, when it sent one (in an error answer or a 200).
+    pub fn api_error_type(&self) -> Option<&ApiErrorType> {
+        match self {
+            PromError::Http { error_type, .. } => error_type.as_ref(),
+            PromError::Api { error_type, .. } => Some(error_type),
+            _ => None,
         }
     }
 
@@ -118,7 +232,7 @@ impl PromError {
                 retry_after,
             } => PromError::Http {
                 status,
-                error_type: error_type.map(f),
+                error_type: error_type.map(|t| t.redacted(r)),
                 message: f(message),
                 retry_after,
             },
@@ -126,7 +240,7 @@ impl PromError {
                 error_type,
                 message,
             } => PromError::Api {
-                error_type: f(error_type),
+                error_type: error_type.redacted(r),
                 message: f(message),
             },
             PromError::Decode(m) => PromError::Decode(f(m)),
@@ -1679,7 +1793,8 @@ fn decode_envelope<T: for<'de> Deserialize<'de>>(
             .data
             .ok_or_else(|| PromError::Decode("response has no data".into())),
         "error" => Err(PromError::Api {
-            error_type: redactor.redact(&env.error_type.unwrap_or_else(|| "unknown".into())),
+            error_type: ApiErrorType::parse(env.error_type.as_deref().unwrap_or("unknown"))
+                .redacted(redactor),
             message: cap_message(redactor.redact(&env.error.unwrap_or_default())),
         }),
         other => Err(PromError::Decode(format!(
@@ -2060,15 +2175,11 @@ impl PromClient {
             match result {
                 Ok(body) => return Ok(body),
                 Err(e) if e.is_transient() && attempt < self.cfg.retries => {
-                    let mut wait = self.backoff_base * 2u32.saturating_pow(attempt);
-                    if let PromError::Http {
-                        retry_after: Some(ra),
-                        ..
-                    } = &e
-                    {
-                        wait = wait.max(*ra);
-                    }
-                    let wait = wait.min(Duration::from_secs(30));
+                    let retry_after = match &e {
+                        PromError::Http { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    let wait = retry_wait(self.backoff_base, attempt, retry_after);
                     if let Some((deadline, _)) = self.deadline {
                         if Instant::now() + wait >= deadline {
                             return Err(self.deadline_error(Some(&e)));
@@ -2164,8 +2275,7 @@ impl PromClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(60)));
+            .and_then(parse_retry_after);
         // The body is read chunk by chunk and given up as soon as it passes the
         // limit, so an endless answer costs at most the limit in memory. Of an
         // error answer only its start is read: it is only quoted.
@@ -2203,7 +2313,8 @@ impl PromClient {
         // Prometheus explains errors in its JSON envelope; other servers (and 401s) in text.
         let (error_type, message) = match serde_json::from_slice::<Envelope<IgnoredAny>>(&body) {
             Ok(env) if env.error.is_some() => (
-                env.error_type.map(|t| self.redactor.redact(&t)),
+                env.error_type
+                    .map(|t| ApiErrorType::parse(&t).redacted(&self.redactor)),
                 cap_message(self.redactor.redact(&env.error.unwrap_or_default())),
             ),
             _ => (None, snippet(&body, &self.redactor)),
@@ -2215,6 +2326,31 @@ impl PromClient {
             retry_after,
         })
     }
+}
+
+/// The longest wait before a retry, whatever the backoff or the server asks.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` taken from a server.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The wait before the retry that follows attempt number `attempt` (0 for the
+/// first): `base` doubled per attempt, at least the server's `Retry-After`, at
+/// most [`MAX_RETRY_WAIT`].
+fn retry_wait(base: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let backoff = base.saturating_mul(2u32.saturating_pow(attempt));
+    retry_after
+        .map_or(backoff, |ra| backoff.max(ra))
+        .min(MAX_RETRY_WAIT)
+}
+
+/// A `Retry-After` header's delay in whole seconds (at most [`MAX_RETRY_AFTER`]);
+/// the HTTP-date form and anything else is ignored (the backoff applies).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
 }
 
 /// Seconds with millisecond precision, as the API expects (`1709251200.5`).
@@ -2329,6 +2465,112 @@ mod tests {
         assert!(!http(400).is_transient());
         assert!(!http(422).is_transient());
         assert!(!http(401).is_transient());
+    }
+
+    #[test]
+    fn api_error_types_are_typed_and_spelled_as_prometheus_does() {
+        for (text, t) in [
+            ("timeout", ApiErrorType::Timeout),
+            ("canceled", ApiErrorType::Canceled),
+            ("execution", ApiErrorType::Execution),
+            ("bad_data", ApiErrorType::BadData),
+            ("internal", ApiErrorType::Internal),
+            ("unavailable", ApiErrorType::Unavailable),
+            ("not_found", ApiErrorType::NotFound),
+            ("not_acceptable", ApiErrorType::NotAcceptable),
+            ("vm_custom", ApiErrorType::Other("vm_custom".into())),
+        ] {
+            assert_eq!(ApiErrorType::parse(text), t);
+            assert_eq!(t.to_string(), text);
+            assert_eq!(
+                t.is_transient(),
+                matches!(text, "timeout" | "unavailable"),
+                "{text}"
+            );
+        }
+        let api = |t: &str| PromError::Api {
+            error_type: ApiErrorType::parse(t),
+            message: "m".into(),
+        };
+        assert!(api("timeout").is_transient());
+        assert!(api("unavailable").is_transient());
+        assert!(!api("execution").is_transient());
+        assert!(
+            !api("Timeout").is_transient(),
+            "case matters, as in Prometheus"
+        );
+        assert_eq!(
+            api("bad_data").to_string(),
+            "Prometheus error (bad_data): m"
+        );
+        // No errorType at all: shown as `unknown`, not retried.
+        let e = decode_query_response(br#"{"status":"error","error":"x"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "Prometheus error (unknown): x");
+        assert_eq!(
+            e.api_error_type(),
+            Some(&ApiErrorType::Other("unknown".into()))
+        );
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn fatal_classification() {
+        let http = |status| PromError::Http {
+            status,
+            error_type: None,
+            message: String::new(),
+            retry_after: None,
+        };
+        for status in [401, 403] {
+            assert!(http(status).is_fatal(), "{status}");
+        }
+        for status in [400, 404, 422, 429, 500, 503] {
+            assert!(!http(status).is_fatal(), "{status}");
+        }
+        assert!(PromError::Transport {
+            url: "u".into(),
+            message: "connection refused".into()
+        }
+        .is_fatal());
+        assert!(PromError::Setup("bad CA".into()).is_fatal());
+        assert!(!PromError::Api {
+            error_type: ApiErrorType::Execution,
+            message: String::new()
+        }
+        .is_fatal());
+        assert!(!PromError::TooLarge { limit: 1 }.is_fatal());
+        assert!(!PromError::Timeout {
+            url: "u".into(),
+            timeout: Duration::from_secs(1)
+        }
+        .is_fatal());
+        assert_eq!(http(422).status(), Some(422));
+        assert_eq!(PromError::Cancelled.status(), None);
+    }
+
+    #[test]
+    fn retry_waits_double_honour_retry_after_and_are_capped() {
+        let ms = Duration::from_millis;
+        let base = ms(200);
+        assert_eq!(retry_wait(base, 0, None), ms(200));
+        assert_eq!(retry_wait(base, 1, None), ms(400));
+        assert_eq!(retry_wait(base, 2, None), ms(800));
+        assert_eq!(retry_wait(base, 7, None), ms(25_600));
+        assert_eq!(retry_wait(base, 8, None), ms(30_000), "capped");
+        assert_eq!(retry_wait(base, u32::MAX, None), ms(30_000), "no overflow");
+        // Retry-After lengthens a shorter backoff, never shortens a longer one.
+        assert_eq!(retry_wait(base, 0, Some(ms(5000))), ms(5000));
+        assert_eq!(retry_wait(base, 3, Some(ms(1000))), ms(1600));
+        assert_eq!(retry_wait(base, 0, Some(ms(0))), ms(200));
+        assert_eq!(retry_wait(base, 0, Some(ms(60_000))), ms(30_000), "capped");
+
+        assert_eq!(parse_retry_after("5"), Some(ms(5000)));
+        assert_eq!(parse_retry_after(" 7 "), Some(ms(7000)));
+        assert_eq!(parse_retry_after("0"), Some(ms(0)));
+        assert_eq!(parse_retry_after("3600"), Some(ms(60_000)), "capped");
+        for ignored in ["", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "soon"] {
+            assert_eq!(parse_retry_after(ignored), None, "{ignored:?}");
+        }
     }
 
     #[test]

@@ -8,12 +8,29 @@
 //! regex matcher (`=~`, `!~`) also gets the name regex-quoted so that it matches the
 //! name literally.
 
+/// Why a query template cannot be used, or cannot be expanded for one proxy name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    /// No `%s` outside comments (`%%s` is a literal `%s`).
+    #[error("query {template:?} has no %s placeholder for the API proxy name")]
+    NoPlaceholder { template: String },
+    /// A name with a backtick cannot go into a raw string, which has no escapes.
+    #[error("proxy name {proxy:?} contains a backtick and cannot go into a `raw string`; quote %s with \" in the query")]
+    BacktickInRawString { proxy: String },
+    /// A placeholder outside quotes takes only names that are plain PromQL words.
+    #[error(
+        "proxy name {proxy:?} cannot be placed outside a string literal; quote %s in the query"
+    )]
+    OutsideString { proxy: String },
+}
+
 /// Checks that a template has a `%s` placeholder.
-pub fn check_template(template: &str) -> Result<(), String> {
+pub fn check_template(template: &str) -> Result<(), TemplateError> {
     if placeholders(template).is_empty() {
-        return Err(format!(
-            "query {template:?} has no %s placeholder for the API proxy name"
-        ));
+        return Err(TemplateError::NoPlaceholder {
+            template: template.to_string(),
+        });
     }
     Ok(())
 }
@@ -126,7 +143,7 @@ pub fn regex_quote(s: &str) -> String {
 }
 
 /// Expands the template for one proxy name.
-pub fn expand(template: &str, proxy: &str) -> Result<String, String> {
+pub fn expand(template: &str, proxy: &str) -> Result<String, TemplateError> {
     expand_with(template, |ctx_regex| {
         let (context, regex) = ctx_regex;
         let value = if regex {
@@ -393,15 +410,15 @@ fn aggregation_keeps(code: &str, at: usize, label: &str) -> bool {
     false
 }
 
-fn encode(value: &str, context: Context, original: &str) -> Result<String, String> {
+fn encode(value: &str, context: Context, original: &str) -> Result<String, TemplateError> {
     Ok(match context {
         Context::Double => escape_string(value, '"'),
         Context::Single => escape_string(value, '\''),
         Context::Backtick => {
             if value.contains('`') {
-                return Err(format!(
-                    "proxy name {original:?} contains a backtick and cannot go into a `raw string`; quote %s with \" in the query"
-                ));
+                return Err(TemplateError::BacktickInRawString {
+                    proxy: original.to_string(),
+                });
             }
             value.to_string()
         }
@@ -413,22 +430,24 @@ fn encode(value: &str, context: Context, original: &str) -> Result<String, Strin
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
             {
-                return Err(format!(
-                    "proxy name {original:?} cannot be placed outside a string literal; quote %s in the query"
-                ));
+                return Err(TemplateError::OutsideString {
+                    proxy: original.to_string(),
+                });
             }
             value.to_string()
         }
     })
 }
 
-fn expand_with<F>(template: &str, mut f: F) -> Result<String, String>
+fn expand_with<F>(template: &str, mut f: F) -> Result<String, TemplateError>
 where
-    F: FnMut((Context, bool)) -> Result<String, String>,
+    F: FnMut((Context, bool)) -> Result<String, TemplateError>,
 {
     let places = placeholders(template);
     if places.is_empty() {
-        return Err(format!("query {template:?} has no %s placeholder"));
+        return Err(TemplateError::NoPlaceholder {
+            template: template.to_string(),
+        });
     }
     let mut out = String::with_capacity(template.len() + 32);
     let mut last = 0;
@@ -614,8 +633,24 @@ mod tests {
             expand(r#"m{a='%s'}"#, r#"say "hi""#).unwrap(),
             r#"m{a='say "hi"'}"#
         );
-        assert!(expand("m{a=`%s`}", "a`b").is_err());
-        assert!(expand("m{a=\"x\"} + %s", "1 or up").is_err());
+        assert_eq!(
+            expand("m{a=`%s`}", "a`b").unwrap_err().to_string(),
+            "proxy name \"a`b\" contains a backtick and cannot go into a `raw string`; quote %s with \" in the query"
+        );
+        assert_eq!(
+            expand("m{a=\"x\"} + %s", "1 or up").unwrap_err(),
+            TemplateError::OutsideString {
+                proxy: "1 or up".into()
+            }
+        );
+        assert_eq!(
+            expand("m{a=\"x\"} + %s", "1 or up")
+                .unwrap_err()
+                .to_string(),
+            "proxy name \"1 or up\" cannot be placed outside a string literal; quote %s in the query"
+        );
+        // A bare placeholder takes a plain word.
+        assert_eq!(expand("m{a=\"x\"} + %s", "up").unwrap(), "m{a=\"x\"} + up");
     }
 
     #[test]
@@ -638,7 +673,16 @@ mod tests {
             r#"m{a="p"} % 60"#
         );
         // A `%s` inside a comment is not a placeholder.
-        assert!(check_template("up # %s").is_err());
+        assert_eq!(
+            check_template("up # %s").unwrap_err().to_string(),
+            "query \"up # %s\" has no %s placeholder for the API proxy name"
+        );
+        assert_eq!(
+            expand("up %%s", "p").unwrap_err(),
+            TemplateError::NoPlaceholder {
+                template: "up %%s".into()
+            }
+        );
         assert_eq!(expand("m{a=\"%s\"} # %s", "p").unwrap(), "m{a=\"p\"} # %s");
     }
 

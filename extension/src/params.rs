@@ -213,14 +213,15 @@ pub fn parse_step(s: &str) -> Result<Duration, String> {
     } else if t.contains(':') || t.contains(' ') {
         interval_nanos(t).map_err(|why| format!("step: invalid step {s:?}: {why}; {hint}"))?
     } else {
-        let d = promduck_core::duration::parse_go_duration(t).map_err(|e| {
-            if t.starts_with('-') {
+        use promduck_core::duration::{parse_go_duration, DurationError};
+        let d = parse_go_duration(t).map_err(|e| match e {
+            DurationError::Negative { .. } => {
                 format!("step: {s:?} is negative; the step must be positive")
-            } else if e.ends_with("is too large") {
-                format!("step: {s:?} is too large (at most 100 years)")
-            } else {
-                format!("step: invalid step {s:?} ({e}); {hint}")
             }
+            DurationError::TooLarge { .. } => {
+                format!("step: {s:?} is too large (at most 100 years)")
+            }
+            e => format!("step: invalid step {s:?} ({e}); {hint}"),
         })?;
         d.as_nanos() as i128
     };
