@@ -913,25 +913,24 @@ impl Config {
         let s3 = match raw.storage.s3 {
             None => S3Config::default(),
             Some(r) => {
-                let access_key_id = match (r.access_key_id, r.access_key_id_env) {
-                    (Some(_), Some(_)) => {
-                        return Err(err_at(
+                let access_key_id =
+                    match (r.access_key_id, r.access_key_id_env) {
+                        (Some(_), Some(_)) => return Err(err_at(
                             "accessKeyId",
                             "storage.s3.accessKeyId: set only one of accessKeyId, accessKeyIdEnv"
                                 .into(),
-                        ))
-                    }
-                    (Some(v), None) => Some(v),
-                    (None, Some(var)) => Some(std::env::var(&var).map_err(|_| {
-                        err_at(
-                            "accessKeyIdEnv",
-                            format!(
+                        )),
+                        (Some(v), None) => Some(v),
+                        (None, Some(var)) => Some(std::env::var(&var).map_err(|_| {
+                            err_at(
+                                "accessKeyIdEnv",
+                                format!(
                                 "storage.s3.accessKeyIdEnv: environment variable {var} is not set"
                             ),
-                        )
-                    })?),
-                    (None, None) => None,
-                };
+                            )
+                        })?),
+                        (None, None) => None,
+                    };
                 let secret_access_key = resolve_secret(
                     "storage.s3.secretAccessKey",
                     r.secret_access_key,

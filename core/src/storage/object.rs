@@ -103,6 +103,10 @@ impl ObjectStorage {
     /// every key `storage.s3` sets over them.
     pub fn s3(bucket: &str, prefix: &str, cfg: &S3Config) -> Result<ObjectStorage> {
         let url = display_url(bucket, prefix);
+        // object_store's HTTP client (reqwest 0.13 without a bundled provider) uses the
+        // process's rustls provider: ring, as everywhere else in promduck. Installing
+        // fails only if one is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
         // Without credentials object_store would ask the instance-metadata endpoint
         // (a link-local address) and fail slowly; say what is missing instead.
@@ -155,12 +159,17 @@ impl ObjectStorage {
             max_retries: 6,
             retry_timeout: Duration::from_secs(120),
         };
-        let options = object_store::ClientOptions::new()
-            .with_timeout(Duration::from_secs(30))
-            .with_connect_timeout(Duration::from_secs(5));
+        // Set key by key: `with_client_options` would replace what the environment
+        // and `allowHttp` put there.
+        use object_store::aws::AmazonS3ConfigKey;
+        use object_store::ClientConfigKey;
         let store = b
             .with_retry(retry)
-            .with_client_options(options)
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "30s")
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "5s",
+            )
             .build()
             .map_err(|e| Error::Invalid(format!("{url}: {}", scrub(&e.to_string(), &secrets))))?;
         Ok(ObjectStorage {
