@@ -111,6 +111,12 @@ pub fn string_list(v: &Value, param: &str) -> Result<Vec<String>, BoxError> {
             }
         },
     };
+    checked_strings(items, param)
+}
+
+/// The items of a string list, each checked to be a value (see
+/// [`check_not_macro_parameter`]).
+fn checked_strings(items: Vec<String>, param: &str) -> Result<Vec<String>, BoxError> {
     for i in &items {
         check_not_macro_parameter(i, param)?;
     }
@@ -119,9 +125,13 @@ pub fn string_list(v: &Value, param: &str) -> Result<Vec<String>, BoxError> {
 
 /// A day from a DATE, TIMESTAMP or `'YYYY-MM-DD'` string.
 pub fn date_value(v: &Value, param: &str) -> Result<NaiveDate, BoxError> {
-    let s = v.to_string();
-    check_not_macro_parameter(&s, param)?;
-    parse_day(&s).ok_or_else(|| err(format!("{param}: invalid date {s:?}, expected YYYY-MM-DD")))
+    date_text(&v.to_string(), param)
+}
+
+/// [`date_value`] of a value's text.
+fn date_text(s: &str, param: &str) -> Result<NaiveDate, BoxError> {
+    check_not_macro_parameter(s, param)?;
+    parse_day(s).ok_or_else(|| err(format!("{param}: invalid date {s:?}, expected YYYY-MM-DD")))
 }
 
 pub fn parse_day(s: &str) -> Option<NaiveDate> {
@@ -185,8 +195,12 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
 }
 
 pub fn timestamp_value(v: &Value, param: &str) -> Result<DateTime<Utc>, BoxError> {
-    let s = v.to_string();
-    parse_timestamp(&s).ok_or_else(|| err(format!("{param}: invalid timestamp {s:?}")))
+    timestamp_text(&v.to_string(), param)
+}
+
+/// [`timestamp_value`] of a value's text.
+fn timestamp_text(s: &str, param: &str) -> Result<DateTime<Utc>, BoxError> {
+    parse_timestamp(s).ok_or_else(|| err(format!("{param}: invalid timestamp {s:?}")))
 }
 
 /// The longest step accepted (as Go durations: 100 years).
@@ -498,6 +512,119 @@ mod tests {
                     "{input:?}: {e}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn date_parameters_are_days_or_errors_naming_the_parameter() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(date_text("2024-02-29", "date").unwrap(), day(2024, 2, 29));
+        // DATE, TIMESTAMP and TIMESTAMPTZ values as DuckDB prints them.
+        assert_eq!(
+            date_text("2024-03-01 00:00:00", "start_date").unwrap(),
+            day(2024, 3, 1)
+        );
+        assert_eq!(
+            date_text("2024-03-01 23:59:59.999+01", "end_date").unwrap(),
+            day(2024, 3, 1)
+        );
+        for (input, param) in [
+            ("2023-02-29", "date"),
+            ("24-01-01", "start_date"),
+            ("2024-3-1", "end_date"),
+            ("2024-03-01 noon", "date_range start"),
+            ("", "date"),
+        ] {
+            assert_eq!(
+                date_text(input, param).unwrap_err().to_string(),
+                format!("{param}: invalid date {input:?}, expected YYYY-MM-DD")
+            );
+        }
+        assert_eq!(
+            date_text("0_macro_parameters.d", "start_date")
+                .unwrap_err()
+                .to_string(),
+            "start_date: got a table-macro parameter, which DuckDB does not pass to table functions as a value; \
+             use SET VARIABLE and getvariable('name') for start_date, or filter with WHERE"
+        );
+    }
+
+    #[test]
+    fn timestamp_parameters_are_instants_or_errors_naming_the_parameter() {
+        let ms = |s, p| timestamp_text(s, p).map(|t| t.timestamp_millis());
+        assert_eq!(
+            ms("2024-03-01 00:00:00-02:30", "start").unwrap(),
+            1_709_260_200_000
+        );
+        assert_eq!(ms("2024-03-01 00:00", "end").unwrap(), 1_709_251_200_000);
+        assert_eq!(ms("1709251200.25", "time").unwrap(), 1_709_251_200_250);
+        assert_eq!(ms("-1.5", "at").unwrap(), -1500);
+        for (input, param) in [
+            ("soon", "time"),
+            ("1e13", "at"),
+            ("2024-03-01 25:00:00", "start"),
+        ] {
+            assert_eq!(
+                ms(input, param).unwrap_err().to_string(),
+                format!("{param}: invalid timestamp {input:?}")
+            );
+        }
+    }
+
+    #[test]
+    fn string_lists_keep_their_items_and_refuse_macro_parameters() {
+        let items = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Order and repeats are kept here (prom_metrics removes repeats itself).
+        assert_eq!(
+            checked_strings(items(&["b", "a", "b", ""]), "proxy").unwrap(),
+            items(&["b", "a", "b", ""])
+        );
+        assert_eq!(
+            checked_strings(vec![], "metric").unwrap(),
+            Vec::<String>::new()
+        );
+        let e = checked_strings(items(&["a", "0_macro_parameters.m"]), "metric").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("metric: got a table-macro parameter"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("for metric, or filter with WHERE"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn go_duration_steps_keep_their_exact_messages() {
+        let hint = "use an INTERVAL, a duration such as '1m', or a number of seconds";
+        for (input, message) in [
+            ("-1m", r#"step: "-1m" is negative; the step must be positive"#.to_string()),
+            (
+                "1000000h",
+                r#"step: "1000000h" is too large (at most 100 years)"#.to_string(),
+            ),
+            (
+                "fast",
+                format!(
+                    "step: invalid step \"fast\" (invalid duration `fast` (expected a number followed by a unit \
+                     such as 30s, 5m, 1h)); {hint}"
+                ),
+            ),
+            (
+                "5x",
+                format!(
+                    "step: invalid step \"5x\" (unknown unit `x` in duration `5x` (valid units: ns, us, ms, s, m, h)); {hint}"
+                ),
+            ),
+            (
+                "1d",
+                format!(
+                    "step: invalid step \"1d\" (unknown unit `d` in duration `1d` (valid units: ns, us, ms, s, m, h)); {hint}"
+                ),
+            ),
+        ] {
+            assert_eq!(parse_step(input).unwrap_err(), message, "{input:?}");
         }
     }
 }
