@@ -121,7 +121,8 @@ tools:
 	@command -v script >/dev/null 2>&1 || { echo "script not found (apt-get install bsdutils)"; exit 1; }
 
 ## s3s-fs: the S3 server that checks SigV4 signatures (crates.io `s3s-fs`, tests/s3fixture.py), built once
-## into .cache/s3s-fs/bin (its own target folder, removed afterwards; ~8 minutes on 2 cores). moto, the
+## into .cache/s3s-fs/bin (its own target folder, removed afterwards; an unoptimised build, ~4 minutes on
+## 2 cores against ~8 optimised: it serves a few test requests). moto, the
 ## other S3 server the tests start, is a Python package (tests/requirements.txt, `make venv`).
 ## 0.15 and later need a newer rustc than 1.95.
 S3S_FS_VERSION ?= 0.14.1
@@ -131,7 +132,7 @@ s3s-fs: $(S3S_FS_STAMP)
 $(S3S_FS_STAMP):
 	@echo "building s3s-fs $(S3S_FS_VERSION) into .cache/s3s-fs (cargo install, once: several minutes)"
 	CARGO_TARGET_DIR=$(CURDIR)/.cache/s3s-fs-target $(CARGO) install s3s-fs --version $(S3S_FS_VERSION) \
-	  --features binary --root $(CURDIR)/.cache/s3s-fs --locked
+	  --features binary --root $(CURDIR)/.cache/s3s-fs --locked --debug
 	@.cache/s3s-fs/bin/s3s-fs --version
 	rm -rf .cache/s3s-fs-target .cache/s3s-fs/.installed-*
 	touch $@

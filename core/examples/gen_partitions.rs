@@ -4,13 +4,12 @@
 //! Each (day, proxy) file holds 3 metrics × 2 environments (the original tool's
 //! daily shape: 6 rows) unless ROWS_PER_METRIC asks for more points per series.
 //! Values are deterministic: value = day_index * 1000 + proxy_index + env_index.
+//! OUT_DIR may be `s3://bucket/prefix` (settings from the `AWS_*` variables).
 
 use chrono::NaiveDate;
 use promduck_core::config::{Compression, StorageConfig};
-use promduck_core::layout::partition_path;
 use promduck_core::prometheus::Series;
 use promduck_core::schema::PartitionBuilder;
-use promduck_core::writer::write_partition;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -37,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         durable: false,
         s3: Default::default(),
     };
+    let archive = promduck_core::storage::open(&args[1], &Default::default())?;
     let started = Instant::now();
     let metrics = ["request_count", "error_count", "latency_ms"];
     let envs = ["prod", "test"];
@@ -73,11 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     );
                 }
             }
-            write_partition(
-                &partition_path(&out, day, &proxy),
-                &b.finish(&proxy, day),
-                &storage,
-            )?;
+            archive.write_partition(day, &proxy, &b.finish(&proxy, day), &storage)?;
         }
     }
     eprintln!(
