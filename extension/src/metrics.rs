@@ -296,6 +296,8 @@ impl<const N: usize> VTab for PromMetrics<N> {
         let source = indices.iter().position(|&i| i == SOURCE_INDEX);
         let bind = unsafe { &*init.get_bind_data::<MetricsBind>() };
         init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
+        // Object storage: fetch the files ahead of the threads that will open them.
+        bind.storage.prefetch(&bind.files);
         let want: Vec<Column> = columns.iter().flatten().copied().collect();
         let spec = Arc::new(ReadSpec {
             want,

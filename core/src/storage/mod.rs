@@ -46,6 +46,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// decoded yet).
     fn open(&self, file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader>;
 
+    /// Starts fetching `files` ahead of their [`Storage::open`], in their order, with
+    /// bounded concurrency and a bounded number fetched but not yet opened (object
+    /// storage, where each file is a request; a scan that waited for each in turn
+    /// would pay every round trip). A no-op on disk.
+    fn prefetch(&self, _files: &[PartitionFile]) {}
+
     /// What a reader uses instead of a daily partition that vanished after it was
     /// listed: the month file that took in its rows, if there is one.
     fn month_fallback(&self, file: &PartitionFile) -> Option<PartitionFile>;

@@ -45,6 +45,11 @@ use std::time::Duration;
 pub const WHOLE_OBJECT_MAX: u64 = 8 * 1024 * 1024;
 /// Requests in flight at once while listing days or checking months.
 const LIST_CONCURRENCY: usize = 16;
+/// GETs in flight at once while prefetching a scan's objects.
+const PREFETCH_CONCURRENCY: usize = 16;
+/// Objects fetched ahead of the scan and not yet opened, at most: the memory a
+/// prefetch holds is bounded by this many small objects.
+const PREFETCH_AHEAD: usize = 64;
 /// Selections of known proxies over at most this many (day, proxy) pairs are
 /// looked up directly (a GET each, a missing one answers 404) instead of listed.
 const DIRECT_LOOKUPS_MAX: usize = 64;
@@ -84,6 +89,30 @@ pub struct ObjectStorage {
     prefix: String,
     /// Values that must never appear in a message (secret key, session token).
     secrets: Vec<String>,
+    /// Objects being fetched ahead of their `open`, by key.
+    prefetched: std::sync::Mutex<
+        std::collections::HashMap<String, tokio::sync::oneshot::Receiver<Fetched>>,
+    >,
+    /// The prefetch tasks, stopped when the storage is dropped (a `LIMIT` that
+    /// ends a scan early leaves nothing fetching).
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+/// A prefetched object (or why not), and its place in the prefetch window, given
+/// back when it is opened.
+type Fetched = (
+    std::result::Result<Bytes, object_store::Error>,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+impl Drop for ObjectStorage {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.get_mut() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -177,6 +206,8 @@ impl ObjectStorage {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             secrets,
+            prefetched: Default::default(),
+            tasks: Default::default(),
         })
     }
 
@@ -187,6 +218,8 @@ impl ObjectStorage {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             secrets: Vec::new(),
+            prefetched: Default::default(),
+            tasks: Default::default(),
         }
     }
 
@@ -321,12 +354,7 @@ impl ObjectStorage {
     fn get_whole(&self, key: &ObjectPath) -> Result<Option<Bytes>> {
         let store = self.store.clone();
         let k = key.clone();
-        let r = run(async move {
-            match store.get(&k).await {
-                Ok(g) => g.bytes().await,
-                Err(e) => Err(e),
-            }
-        });
+        let r = run(async move { get_bytes(&store, &k).await });
         match r {
             Ok(b) => Ok(Some(b)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -392,6 +420,13 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
             Ok(Arc::new(metadata))
         })
     }
+}
+
+async fn get_bytes(
+    store: &Arc<dyn ObjectStore>,
+    key: &ObjectPath,
+) -> std::result::Result<Bytes, object_store::Error> {
+    store.get(key).await?.bytes().await
 }
 
 /// `s3://bucket[/prefix]`.
@@ -581,15 +616,87 @@ impl Storage for ObjectStorage {
                 );
                 PartitionReader::open_async(file, spec, Box::new(reader))
             }
-            _ => match self.get_whole(&key)? {
-                Some(bytes) => PartitionReader::open_bytes(file, spec, bytes),
-                // Looked up directly (not listed) and not there: no such partition.
-                None if obj.size.is_none() => Ok(PartitionReader::empty(file, spec)),
-                None => Err(Error::Parquet {
-                    path: file.path.clone(),
-                    message: "cannot read: not found (removed since it was listed)".into(),
-                }),
-            },
+            _ => {
+                let waiting = self
+                    .prefetched
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&obj.key));
+                let fetched = match waiting.map(futures::executor::block_on) {
+                    // Its place in the window is given back once it is decoded here.
+                    Some(Ok((r, _permit))) => r,
+                    // Not prefetched (or the prefetch was stopped): fetch it now.
+                    _ => {
+                        let store = self.store.clone();
+                        let k = key.clone();
+                        run(async move { get_bytes(&store, &k).await })
+                    }
+                };
+                match fetched {
+                    Ok(bytes) => PartitionReader::open_bytes(file, spec, bytes),
+                    // Looked up directly (not listed) and not there: no such partition.
+                    Err(object_store::Error::NotFound { .. }) if obj.size.is_none() => {
+                        Ok(PartitionReader::empty(file, spec))
+                    }
+                    // Listed, then gone (compaction removed it): the caller may read
+                    // its month file instead, as on disk.
+                    Err(object_store::Error::NotFound { .. }) => Err(Error::io(
+                        &file.path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "not found (removed since it was listed)",
+                        ),
+                    )),
+                    Err(e) => Err(self.err("read", &key, e)),
+                }
+            }
+        }
+    }
+
+    fn prefetch(&self, files: &[PartitionFile]) {
+        let wanted: Vec<&crate::reader::ObjectFile> = files
+            .iter()
+            .filter_map(|f| f.object.as_ref())
+            .filter(|o| o.size.is_none_or(|s| s <= WHOLE_OBJECT_MAX))
+            .collect();
+        if wanted.len() < 2 {
+            return;
+        }
+        let Ok(mut map) = self.prefetched.lock() else {
+            return;
+        };
+        let mut jobs = Vec::with_capacity(wanted.len());
+        for o in wanted {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            map.insert(o.key.clone(), rx);
+            let key =
+                ObjectPath::parse(&o.key).unwrap_or_else(|_| ObjectPath::from(o.key.as_str()));
+            jobs.push((key, tx));
+        }
+        drop(map);
+        let store = self.store.clone();
+        let window = Arc::new(tokio::sync::Semaphore::new(PREFETCH_AHEAD));
+        let task = runtime().spawn(async move {
+            futures::stream::iter(jobs)
+                .for_each_concurrent(PREFETCH_CONCURRENCY, |(key, tx)| {
+                    let store = store.clone();
+                    let window = window.clone();
+                    async move {
+                        // The semaphore is fair: places go to objects in scan order.
+                        let Ok(permit) = window.acquire_owned().await else {
+                            return;
+                        };
+                        if tx.is_closed() {
+                            return;
+                        }
+                        let r = get_bytes(&store, &key).await;
+                        let _ = tx.send((r, permit));
+                    }
+                })
+                .await
+        });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task.abort_handle());
         }
     }
 
@@ -794,6 +901,49 @@ mod tests {
         st.delete_partition(d("2024-03-01"), "api-1").unwrap();
         st.delete_partition(d("2024-03-01"), "api-1").unwrap();
         assert_eq!(sum_values(&st, &Selection::default()), (30, 135.0));
+    }
+
+    #[test]
+    fn prefetched_scans_read_the_same_rows_and_stop_when_dropped() {
+        let mem = Arc::new(InMemory::new());
+        let st = ObjectStorage::with_store(mem.clone(), "b", "");
+        let cfg = StorageConfig::default();
+        let first = d("2024-01-01");
+        for i in 0..100u64 {
+            let day = first + chrono::Days::new(i);
+            st.write_partition(day, "p", &batch("p", day, 5), &cfg)
+                .unwrap();
+        }
+        let spec = Arc::new(ReadSpec {
+            want: vec![Column::Value],
+            metrics: None,
+            batch_rows: 1000,
+        });
+        let files = st.select(&Selection::default()).unwrap();
+        assert_eq!(files.len(), 100);
+        st.prefetch(&files);
+        assert_eq!(st.prefetched.lock().unwrap().len(), 100);
+        let mut rows = 0;
+        for f in &files {
+            let mut r = st.open(f, &spec).unwrap();
+            while let Some(b) = r.next_batch().unwrap() {
+                rows += b.value.unwrap().len();
+            }
+        }
+        assert_eq!(rows, 500);
+        assert!(st.prefetched.lock().unwrap().is_empty());
+        // Stopped early (a LIMIT): dropping the storage stops the prefetch.
+        st.prefetch(&files);
+        let task = st.tasks.lock().unwrap().last().unwrap().clone();
+        let mut r = st.open(&files[0], &spec).unwrap();
+        assert!(r.next_batch().unwrap().is_some());
+        drop(r);
+        drop(st);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !task.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(task.is_finished());
     }
 
     #[test]
