@@ -305,3 +305,21 @@ def test_named_parameters_instead_of_the_environment(archive, history, moto_s3, 
     r = cli(f"SELECT count(*) FROM prom_metrics(data_dir := 's3://{bucket}/{PREFIX}')", child_env(), tmp_path)
     assert r.returncode != 0
     assert "no S3 credentials" in r.stderr
+
+
+def test_prom_collect_writes_to_the_bucket_from_sql(prometheus, history, moto_s3, s3_bucket, tmp_path):
+    """`prom_collect(config := …)` with an s3:// outputDir: the same objects as the collector,
+    each outcome's path the object's URL, then read back with prom_metrics."""
+    day = history.days_list[3]
+    cfg = write_s3_config(tmp_path / "config.yaml", prometheus.url, history.proxies, moto_s3, s3_bucket, PREFIX)
+    r = cli(f"SELECT api_proxy, status, path FROM prom_collect(config := '{cfg}', date := '{day}') ORDER BY api_proxy;"
+            f"SELECT count(*) FROM prom_metrics(data_dir := 's3://{s3_bucket}/{PREFIX}', date := '{day}')",
+            child_env(moto_s3), tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    outcomes = [line.rsplit(",", 2) for line in lines[1:1 + len(history.proxies)]]
+    assert [o[1] for o in outcomes] == ["written"] * len(history.proxies)
+    assert sorted(o[2].strip('"') for o in outcomes) == [f"s3://{s3_bucket}/{k}" for k in seed_keys(history, [day])]
+    assert int(lines[-1]) == len(history.proxies) * 2 * len(history.environments)
+    assert moto_s3.list_keys(s3_bucket) == seed_keys(history, days=[day])
+    assert normalise(bucket_rows(moto_s3, s3_bucket)) == expected_rows(history, days=[day])
