@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The configuration file could not be read or is invalid.
     #[error("{0}")]
@@ -30,10 +31,6 @@ pub enum Error {
     /// A Parquet file could not be written or read.
     #[error("{path}: {message}")]
     Parquet { path: PathBuf, message: String },
-
-    /// A proxy name cannot be stored as a file name.
-    #[error("proxy name {name:?}: {reason}")]
-    ProxyName { name: String, reason: String },
 
     /// Anything a caller asked for that makes no sense (bad date range, ...).
     #[error("{0}")]

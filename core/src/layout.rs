@@ -14,6 +14,7 @@
 //! or hide a file. The `api_proxy` column always holds the real name.
 
 use chrono::{Datelike, NaiveDate};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::path::{Path, PathBuf};
 
 /// The file extension of partitions.
@@ -30,58 +31,72 @@ pub const TMP_NAME_OVERHEAD: usize = 1 + 1 + TMP_RAND_CHARS + TMP_MARKER.len();
 /// are longer but the local layout is the limit).
 pub const MAX_FILE_NAME: usize = 255;
 
+/// The longest proxy name that can be stored when every byte is kept as it is
+/// (`[A-Za-z0-9._-]`, no leading `.`).
+pub const MAX_PLAIN_PROXY_NAME: usize = MAX_FILE_NAME - TMP_NAME_OVERHEAD - PARQUET_EXT.len() - 1;
+
+/// Why a proxy name cannot be stored (every other name is encoded, see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyNameError {
+    #[error("proxy name is empty")]
+    Empty,
+    #[error("proxy name contains a NUL byte")]
+    Nul,
+    /// `file_name`: the partition's file name length once encoded, in bytes.
+    #[error(
+        "proxy name is too long to be stored: its file name would be {file_name} bytes once encoded, \
+         and with the temporary name used while writing it, {} bytes; the limit is {MAX_FILE_NAME} \
+         (at most {MAX_PLAIN_PROXY_NAME} bytes of plain [A-Za-z0-9._-] characters)",
+        .file_name + TMP_NAME_OVERHEAD
+    )]
+    TooLong { file_name: usize },
+}
+
 /// Rejects proxy names that cannot be stored at all (the rest are encoded).
-pub fn check_proxy_name(name: &str) -> Result<(), String> {
+pub fn check_proxy_name(name: &str) -> Result<(), ProxyNameError> {
     if name.is_empty() {
-        return Err("proxy name is empty".into());
+        return Err(ProxyNameError::Empty);
     }
     if name.contains('\0') {
-        return Err("proxy name contains a NUL byte".into());
+        return Err(ProxyNameError::Nul);
     }
     let file_name = encode_proxy(name).len() + PARQUET_EXT.len() + 1;
     if file_name + TMP_NAME_OVERHEAD > MAX_FILE_NAME {
-        return Err(format!(
-            "proxy name is too long to be stored: its file name would be {file_name} bytes once encoded, \
-             and with the temporary name used while writing it, {} bytes; the limit is {MAX_FILE_NAME} \
-             (at most {} bytes of plain [A-Za-z0-9._-] characters)",
-            file_name + TMP_NAME_OVERHEAD,
-            MAX_FILE_NAME - TMP_NAME_OVERHEAD - PARQUET_EXT.len() - 1
-        ));
+        return Err(ProxyNameError::TooLong { file_name });
     }
     Ok(())
 }
 
-/// Encodes a proxy name as a file stem.
+/// The bytes a file stem keeps as they are: `[A-Za-z0-9._-]` (a leading `.` aside).
+const STEM_KEEPS: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'_').remove(b'-');
+
+/// Encodes a proxy name as a file stem: bytes outside `[A-Za-z0-9._-]`, and a
+/// leading `.`, as `%XX` (upper-case hex).
 pub fn encode_proxy(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for (i, b) in name.bytes().enumerate() {
-        let safe = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
-        if safe {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    match name.strip_prefix('.') {
+        Some(rest) => format!("%2E{}", utf8_percent_encode(rest, STEM_KEEPS)),
+        None => utf8_percent_encode(name, STEM_KEEPS).to_string(),
     }
-    out
 }
 
 /// Decodes a file stem back into the proxy name. `None` if the stem is not
-/// something [`encode_proxy`] produces.
+/// well-formed percent-encoding of UTF-8 (a `%` not followed by two hex digits,
+/// or bytes that are not UTF-8 once decoded).
 pub fn decode_proxy(stem: &str) -> Option<String> {
-    let bytes = stem.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = stem.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let b = stem.as_bytes();
+    let well_formed = b.iter().enumerate().all(|(i, &c)| {
+        c != b'%'
+            || (b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_decode_str(stem)
+        .decode_utf8()
+        .ok()
+        .map(|name| name.into_owned())
 }
 
 /// The Parquet key-value metadata key promduck's writer stamps on every file it
@@ -295,9 +310,104 @@ mod tests {
         assert!(check_proxy_name("ok").is_ok());
         // The longest storable plain name, and one byte more: the temporary name
         // written next to the partition must fit in a file name too.
-        let max = MAX_FILE_NAME - TMP_NAME_OVERHEAD - PARQUET_EXT.len() - 1;
+        let max = MAX_PLAIN_PROXY_NAME;
+        assert_eq!(
+            max,
+            MAX_FILE_NAME - TMP_NAME_OVERHEAD - PARQUET_EXT.len() - 1
+        );
         assert!(check_proxy_name(&"a".repeat(max)).is_ok());
         let e = check_proxy_name(&"a".repeat(max + 1)).unwrap_err();
-        assert!(e.contains("too long"), "{e}");
+        assert_eq!(e, ProxyNameError::TooLong { file_name: 229 });
+        // The message as it was when this was a string.
+        assert_eq!(
+            e.to_string(),
+            "proxy name is too long to be stored: its file name would be 229 bytes once encoded, \
+             and with the temporary name used while writing it, 256 bytes; the limit is 255 \
+             (at most 220 bytes of plain [A-Za-z0-9._-] characters)"
+        );
+        assert_eq!(
+            check_proxy_name("").unwrap_err().to_string(),
+            "proxy name is empty"
+        );
+        assert_eq!(
+            check_proxy_name("a\0b").unwrap_err().to_string(),
+            "proxy name contains a NUL byte"
+        );
+    }
+
+    /// The hand-written codec this module used before the `percent-encoding` crate:
+    /// the reference the crate-based one must match byte for byte.
+    mod reference {
+        pub fn encode(name: &str) -> String {
+            let mut out = String::with_capacity(name.len());
+            for (i, b) in name.bytes().enumerate() {
+                let safe =
+                    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
+                if safe {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out
+        }
+
+        pub fn decode(stem: &str) -> Option<String> {
+            let bytes = stem.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    let hex = stem.get(i + 1..i + 3)?;
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 3;
+                } else {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).ok()
+        }
+    }
+
+    #[test]
+    fn decoding_refuses_what_is_not_percent_encoding() {
+        for stem in [
+            "%", "a%", "a%2", "%zz", "%2G", "%+F", "%-1", "%\u{e9}1", "%FF", "%C3",
+        ] {
+            assert_eq!(decode_proxy(stem), None, "{stem:?}");
+        }
+        // `%+F`: the old decoder took `+F` for 15 (`from_str_radix` accepts a sign);
+        // no encoder ever wrote it, and the crate's decoder does not read it.
+        assert_eq!(reference::decode("%+F").as_deref(), Some("\u{f}"));
+        assert_eq!(decode_proxy("%41%2e%2E"), Some("A..".to_string()));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Any name (any Unicode, with `.`, `/`, `%` and controls made likely):
+        /// the same stem as the hand-written encoder, and back.
+        #[test]
+        fn encoding_matches_the_reference(name in "([./%A-Za-z0-9_ -]|\\PC|\\p{Cc}){0,40}") {
+            let stem = encode_proxy(&name);
+            proptest::prop_assert_eq!(&stem, &reference::encode(&name));
+            proptest::prop_assert!(stem.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-%".contains(&b)));
+            proptest::prop_assert!(!stem.starts_with('.'));
+            proptest::prop_assert_eq!(decode_proxy(&stem), Some(name.clone()));
+            proptest::prop_assert_eq!(reference::decode(&stem), Some(name));
+        }
+
+        /// Any stem, well-formed or not: the same name as the hand-written decoder,
+        /// except for a `%` followed by a sign, which only the old one read.
+        #[test]
+        fn decoding_matches_the_reference(stem in "([%.A-Za-z0-9+-]|%[0-9A-Fa-f]{2}|%[C-Fc-f][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|\\PC){0,24}") {
+            let signed = stem.contains("%+");
+            if !signed {
+                proptest::prop_assert_eq!(decode_proxy(&stem), reference::decode(&stem));
+            } else {
+                proptest::prop_assert!(decode_proxy(&stem).is_none());
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::collect::Cancel;
 use crate::config::{format_byte_size, PrometheusConfig};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::cell::Cell;
@@ -396,19 +397,22 @@ fn lower_hex(s: &str) -> String {
     out
 }
 
+/// RFC 3986's unreserved bytes, `A-Za-z0-9-._~`: what a form value keeps as is.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Every byte but `A-Za-z0-9-._~` as `%XX` (a space as `+` when `plus`).
 fn percent_encode(s: &str, plus: bool) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else if plus && b == b' ' {
-            out.push('+');
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    let encoded = utf8_percent_encode(s, UNRESERVED).to_string();
+    // Every `%` of the output starts an escape, so each `%20` is a space.
+    if plus {
+        encoded.replace("%20", "+")
+    } else {
+        encoded
     }
-    out
 }
 
 const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -1948,10 +1952,6 @@ impl PromClient {
         c
     }
 
-    pub fn config(&self) -> &PrometheusConfig {
-        &self.cfg
-    }
-
     /// The credential scrubber every error of this client has been through;
     /// callers that quote server text themselves can use it too.
     pub fn redactor(&self) -> &Redactor {
@@ -2364,16 +2364,10 @@ pub fn fmt_seconds(ms: i64) -> String {
     }
 }
 
+/// A path segment: every byte but `A-Za-z0-9_.-` as `%XX`.
 fn urlencode_path(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const KEEPS: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'-').remove(b'.');
+    utf8_percent_encode(s, KEEPS).to_string()
 }
 
 /// An error and its causes on one line ("connection refused" is usually a cause).
@@ -3487,5 +3481,37 @@ mod tests {
         assert_eq!(fmt_seconds(1_709_337_600_000), "1709337600");
         assert_eq!(fmt_seconds(1500), "1.500");
         assert_eq!(fmt_seconds(-1), "-0.001");
+    }
+
+    /// The hand-written encoders the `percent-encoding` crate replaced, as references.
+    fn old_percent_encode(s: &str, plus: bool, keep: &[u8]) -> String {
+        let mut out = String::new();
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || keep.contains(&b) {
+                out.push(b as char);
+            } else if plus && b == b' ' {
+                out.push('+');
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn percent_encoding_is_unchanged() {
+        assert_eq!(percent_encode("a b~/é%+", true), "a+b~%2F%C3%A9%25%2B");
+        assert_eq!(percent_encode("a b", false), "a%20b");
+        assert_eq!(urlencode_path("le/x~ y"), "le%2Fx%7E%20y");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn percent_encoding_matches_the_hand_written_one(s in "([ %+~./_-]|\\PC){0,24}") {
+            for plus in [false, true] {
+                proptest::prop_assert_eq!(percent_encode(&s, plus), old_percent_encode(&s, plus, b"-._~"));
+            }
+            proptest::prop_assert_eq!(urlencode_path(&s), old_percent_encode(&s, false, b"_-."));
+        }
     }
 }
