@@ -410,6 +410,65 @@ fn aggregation_keeps(code: &str, at: usize, label: &str) -> bool {
     false
 }
 
+/// Whether a name can stand outside a string literal: a plain PromQL word.
+fn is_bare_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// A list of proxy names, scanned once, against which templates are checked in
+/// one pass over each template instead of one expansion per name.
+///
+/// Why this is exact: [`expand`] depends on the name only through escaping. A
+/// placeholder inside `"…"` or `'…'` takes any name (everything is escaped); one
+/// inside a raw string (backticks) refuses exactly the names with a backtick (regex
+/// quoting only adds backslashes); one outside any string (never a regex matcher)
+/// refuses exactly the names that are not plain words. So a template fails for a
+/// name if and only if it has a raw-string placeholder and the name has a backtick,
+/// or a bare placeholder and the name is not a plain word; the first such name in
+/// the list is the first of the two "first offenders" that apply, and expanding the
+/// template for that one name gives the very error the per-name loop gave.
+pub struct ProxyNames<'a> {
+    names: &'a [String],
+    /// The first name with a backtick.
+    first_backtick: Option<usize>,
+    /// The first name that is not a plain PromQL word.
+    first_not_bare: Option<usize>,
+}
+
+impl<'a> ProxyNames<'a> {
+    pub fn new(names: &'a [String]) -> Self {
+        ProxyNames {
+            names,
+            first_backtick: names.iter().position(|n| n.contains('`')),
+            first_not_bare: names.iter().position(|n| !is_bare_name(n)),
+        }
+    }
+
+    /// The error [`expand`] gives for the first name (in list order) it cannot
+    /// expand `template` for; `Ok` when it expands for every name.
+    pub fn check(&self, template: &str) -> Result<(), TemplateError> {
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        let places = placeholders(template);
+        if places.is_empty() {
+            return Err(TemplateError::NoPlaceholder {
+                template: template.to_string(),
+            });
+        }
+        let has = |context| places.iter().any(|p| p.context == context);
+        let raw_offender = self.first_backtick.filter(|_| has(Context::Backtick));
+        let bare_offender = self.first_not_bare.filter(|_| has(Context::Bare));
+        match raw_offender.into_iter().chain(bare_offender).min() {
+            None => Ok(()),
+            Some(i) => expand(template, &self.names[i]).map(drop),
+        }
+    }
+}
+
 fn encode(value: &str, context: Context, original: &str) -> Result<String, TemplateError> {
     Ok(match context {
         Context::Double => escape_string(value, '"'),
@@ -425,11 +484,7 @@ fn encode(value: &str, context: Context, original: &str) -> Result<String, Templ
         Context::Bare => {
             // Outside a string the name is PromQL syntax: allow only what cannot
             // change the query's structure.
-            if value.is_empty()
-                || !value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-            {
+            if !is_bare_name(value) {
                 return Err(TemplateError::OutsideString {
                     proxy: original.to_string(),
                 });
@@ -752,5 +807,20 @@ mod tests {
         assert!(expand_batch(r#"m{a!="%s"}"#, &proxies).is_none());
         assert!(expand_batch(r#"m{a="%s-suffix"}"#, &proxies).is_none());
         assert!(expand_batch("m{a=`%s`}", &proxies).is_none());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// One pass per template gives exactly what expanding it for every name
+        /// gave: the same first error (same name, same kind), or none.
+        #[test]
+        fn checking_names_once_matches_expanding_for_each(
+            template in "(%s|%%|\"|'|`|=~|!~|=|\\\\|#|\n|[a-z{}() ]){0,16}",
+            names in proptest::collection::vec("([a-z:_`\" .\\\\]|\\PC){0,4}", 0..6),
+        ) {
+            let reference = names.iter().try_for_each(|n| expand(&template, n).map(drop));
+            proptest::prop_assert_eq!(ProxyNames::new(&names).check(&template), reference);
+        }
     }
 }
