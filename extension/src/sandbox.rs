@@ -23,21 +23,24 @@ use duckdb::Connection;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The extension's own connection to the database it was loaded into.
+/// The extension's own connection to the database it was loaded into. DuckDB calls
+/// table functions on several threads: the mutex makes them use it one at a time
+/// (duckdb-rs's `Connection` is `Send`, not `Sync`).
 #[derive(Clone)]
-pub struct Sandbox(Arc<Mutex<SendConnection>>);
+pub struct Sandbox(Arc<Mutex<Shared>>);
 
 /// The connection, and the final policy once external access is off.
-struct SendConnection(Connection, (), Option<Policy>);
-
-// SAFETY: a DuckDB connection may be used from any thread, one at a time; the
-// mutex around it guarantees one at a time. `Connection` is `!Send` only because of
-// its statement cache's `RefCell`, which is never shared outside the mutex.
-unsafe impl Send for SendConnection {}
+struct Shared {
+    con: Connection,
+    final_policy: Option<Policy>,
+}
 
 impl Sandbox {
     pub fn new(con: Connection) -> Sandbox {
-        Sandbox(Arc::new(Mutex::new(SendConnection(con, (), None))))
+        Sandbox(Arc::new(Mutex::new(Shared {
+            con,
+            final_policy: None,
+        })))
     }
 
     /// The host's settings now. One query per call: `enable_external_access` and
@@ -49,10 +52,10 @@ impl Sandbox {
             .0
             .lock()
             .map_err(|_| "promduck: internal lock poisoned".to_string())?;
-        if let Some(p) = &guard.2 {
+        if let Some(p) = &guard.final_policy {
             return Ok(p.clone());
         }
-        let con = &guard.0;
+        let con = &guard.con;
         let external = setting(con, "current_setting('enable_external_access')::VARCHAR")
             .map_err(|e| format!("Permission Error: cannot read DuckDB's enable_external_access setting ({e}); access refused"))?;
         let external_access = external.trim().eq_ignore_ascii_case("true");
@@ -90,7 +93,7 @@ impl Sandbox {
             local_fs_disabled,
             probe,
         };
-        guard.2 = Some(policy.clone());
+        guard.final_policy = Some(policy.clone());
         Ok(policy)
     }
 }
@@ -166,7 +169,7 @@ impl Sandbox {
             literal.push_str(".promduck-sandbox-probe");
         }
         match setting(
-            &guard.0,
+            &guard.con,
             &format!("(SELECT count(*) FROM glob('{literal}'))::VARCHAR"),
         ) {
             Ok(_) => Ok(()),

@@ -25,6 +25,9 @@ impl VTab for PanicTest {
     }
 
     fn init(init: &InitInfo) -> Result<(), BoxError> {
+        // SAFETY: init runs only after a successful `bind`, whose `Stage` duckdb-rs
+        // stored as this call's bind data (`Stage` is `BindData`); DuckDB keeps it
+        // alive until the query ends, and nothing mutates it.
         let stage = unsafe { &*init.get_bind_data::<Stage>() };
         if stage.0 == "init" {
             panic!("promduck_test_panic: deliberate panic in init");

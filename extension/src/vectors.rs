@@ -25,15 +25,52 @@ pub fn write_strings<'a>(
     }
 }
 
+/// A Rust type that DuckDB stores the values of some column types as.
+pub trait Physical: Copy {
+    /// The column types whose values are stored as `Self`.
+    const TYPES: &'static [LogicalTypeId];
+}
+
+impl Physical for i32 {
+    const TYPES: &'static [LogicalTypeId] = &[LogicalTypeId::Integer, LogicalTypeId::Date];
+}
+
+impl Physical for i64 {
+    const TYPES: &'static [LogicalTypeId] = &[
+        LogicalTypeId::Bigint,
+        LogicalTypeId::Timestamp,
+        LogicalTypeId::TimestampTZ,
+        LogicalTypeId::TimestampS,
+        LogicalTypeId::TimestampMs,
+        LogicalTypeId::TimestampNs,
+    ];
+}
+
+impl Physical for f64 {
+    const TYPES: &'static [LogicalTypeId] = &[LogicalTypeId::Double];
+}
+
 /// Writes fixed-width values (`i64` micros, `f64`, `i32` days) with optional NULLs.
-pub fn write_values<T: Copy>(
+/// Panics (a DuckDB error, never undefined behaviour) if column `col` is not of a
+/// type stored as `T`.
+pub fn write_values<T: Physical>(
     out: &DataChunkHandle,
     col: usize,
     rows: impl Iterator<Item = Option<T>>,
 ) {
     let mut v: FlatVector = out.flat_vector(col);
+    let id = v.logical_type().id();
+    assert!(
+        T::TYPES.contains(&id),
+        "promduck: column {col} is {id:?}, not stored as {}",
+        std::any::type_name::<T>()
+    );
     let mut nulls = Vec::new();
     {
+        // SAFETY: the assertion above makes `T` the vector's physical type, so the
+        // vector's buffer holds `capacity()` elements of `T` (the slice's length);
+        // `v` is borrowed mutably for the slice's lifetime, so nothing else reads
+        // or writes the buffer meanwhile, and the writes below are bounds-checked.
         let data = unsafe { v.as_mut_slice::<T>() };
         for (i, x) in rows.enumerate() {
             match x {
