@@ -1,0 +1,505 @@
+//! Finding partitions for a query: which files hold the selected days and proxies.
+//!
+//! Pruning works on paths alone, so a file outside the selection is never opened
+//! (DuckDB's own glob cannot skip files by a folder name that is not Hive-style;
+//! on a year of partitions this is three orders of magnitude). Two layouts are
+//! understood: promduck's (and the original Go tool's) `YYYY-MM-DD/<proxy>.parquet`,
+//! and the Go tool's Hive-style `year=YYYY/month=MM/day=DD/app=<proxy>/*.parquet`.
+//!
+//! Proxy names from file names. promduck encodes names ([`encode_proxy`]); the Go
+//! tool used the raw name, so `sp ace.parquet`, `é.parquet`, `.hidden.parquet` are
+//! its proxies and a proxy `a/b` is the file `a/b.parquet` in a subfolder. A file
+//! name's proxy is its raw stem, except for stems that are a promduck encoding
+//! differing from the raw name ([`ambiguous_stem`], e.g. `a%2Fb`): those files
+//! (only those) are opened at listing time, and their footer's
+//! [`CREATED_BY_KEY`] stamp decides (promduck: the decoded name; else: raw).
+//! Only promduck's own temporary files are skipped.
+//!
+//! Each file is selected at most once: repeated proxy names, a name found under
+//! two spellings, a day folder or file reachable through a symlink are
+//! deduplicated by the file's real path (a path without symlinks is preferred).
+//!
+//! Compacted months (`YYYY-MM/YYYY-MM.parquet`, see `compact.rs`): where a month
+//! file exists it is the whole month, and that month's day folders are not
+//! listed. The month file is looked for before any day folder is listed, and
+//! compaction removes daily files only after its month file is visible, so a
+//! listing sees every row exactly once: either the month file, or daily files that
+//! are still there when listed. A month file is one [`PartitionFile`] carrying the
+//! selection: its row groups are chosen by their statistics (files are sorted by
+//! `api_proxy, date`, so one day of one proxy is in one row group) and its rows
+//! filtered by day and proxy.
+
+use super::{Layout, PartitionFile, Selection};
+use crate::error::{Error, Result};
+use crate::layout::{
+    ambiguous_stem, decode_proxy, encode_proxy, is_temp_file, month_end, month_of, month_path,
+    parse_day_dir, parse_month_dir, CREATED_BY_KEY, PARQUET_EXT,
+};
+use chrono::NaiveDate;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A folder entry. `symlink`: the entry itself is a symbolic link (its kind is its
+/// target's; a dangling link counts as a file, so reading it fails naming it).
+struct Entry {
+    name: String,
+    path: PathBuf,
+    is_dir: bool,
+    symlink: bool,
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<Entry>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(|err| Error::io(dir, err))?;
+        // An entry gone since the listing (a temporary file renamed meanwhile) is skipped.
+        let Ok(ft) = e.file_type() else { continue };
+        let symlink = ft.is_symlink();
+        let path = e.path();
+        let is_dir = if symlink { path.is_dir() } else { ft.is_dir() };
+        out.push(Entry {
+            name: e.file_name().to_string_lossy().into_owned(),
+            path,
+            is_dir,
+            symlink,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Where a folder really is: its path with symlinks resolved, and whether the path
+/// we reached it by has none below the data dir (`direct`).
+#[derive(Clone)]
+struct Real {
+    path: PathBuf,
+    direct: bool,
+}
+
+impl Real {
+    fn child(&self, e: &Entry) -> Real {
+        if e.symlink {
+            Real {
+                path: std::fs::canonicalize(&e.path).unwrap_or_else(|_| e.path.clone()),
+                direct: false,
+            }
+        } else {
+            Real {
+                path: self.path.join(&e.name),
+                direct: self.direct,
+            }
+        }
+    }
+}
+
+/// Files found, before deduplication.
+struct Found {
+    files: Vec<(PartitionFile, Real)>,
+    /// Some path went through a symlink: the same file may have been found twice.
+    via_symlink: bool,
+}
+
+impl Found {
+    fn push(&mut self, file: PartitionFile, real: Real) {
+        self.via_symlink |= !real.direct;
+        self.files.push((file, real));
+    }
+}
+
+/// Whether promduck wrote this file (its footer carries [`CREATED_BY_KEY`]).
+/// `None` when the footer cannot be read.
+pub fn written_by_promduck(path: &Path) -> Option<bool> {
+    let f = std::fs::File::open(path).ok()?;
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&f)
+        .ok()?;
+    Some(
+        meta.file_metadata()
+            .key_value_metadata()
+            .is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY)),
+    )
+}
+
+/// The proxy of a file directly in a day folder, from its stem (see the module
+/// docs). An ambiguous file whose footer cannot be read is taken as promduck's
+/// (reading it fails later, naming it).
+fn top_level_proxy(stem: &str, path: &Path) -> String {
+    match ambiguous_stem(stem) {
+        Some(decoded) if written_by_promduck(path) != Some(false) => decoded,
+        _ => stem.to_string(),
+    }
+}
+
+/// The file a Go-tool proxy name maps to under a day folder, if the name is a
+/// relative path that stays inside it (its folders are neither empty, `.` nor `..`).
+fn raw_relative_file(name: &str) -> Option<String> {
+    if name.is_empty() || name.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let last = parts.pop()?;
+    if last.is_empty()
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return None;
+    }
+    Some(format!("{name}.{PARQUET_EXT}"))
+}
+
+/// Lists the files of `data_dir` inside the selection, sorted by day then proxy.
+/// A missing `data_dir` is an error naming it; an empty selection is no files.
+/// A compacted month is its month file (carrying the selection); its day folders
+/// are then not listed (see the module docs).
+pub fn select_files(data_dir: &Path, sel: &Selection) -> Result<Vec<PartitionFile>> {
+    select(data_dir, sel, true)
+}
+
+/// The daily files (`YYYY-MM-DD/<proxy>.parquet`) of the month starting on
+/// `first`, whether or not the month has a month file: what compaction takes in.
+pub fn daily_files_of_month(data_dir: &Path, first: NaiveDate) -> Result<Vec<PartitionFile>> {
+    let sel = Selection {
+        from: Some(first),
+        to: Some(month_end(first)),
+        proxies: None,
+    };
+    Ok(select(data_dir, &sel, false)?
+        .into_iter()
+        .filter(|f| f.layout == Layout::Daily)
+        .collect())
+}
+
+/// The month file of `day`'s month, if there is one: what a reader uses instead of a
+/// daily file that vanished after it was listed (compaction removed it once the
+/// month file had taken in its rows), restricted to that file's day and proxy.
+pub fn month_fallback(file: &PartitionFile) -> Option<PartitionFile> {
+    if file.layout != Layout::Daily {
+        return None;
+    }
+    // <data_dir>/<YYYY-MM-DD>/<name>.parquet, `name` possibly in subfolders (raw Go-tool names).
+    let day_dir = file.path.ancestors().find(|a| {
+        a.file_name()
+            .is_some_and(|n| parse_day_dir(&n.to_string_lossy()) == Some(file.day))
+    })?;
+    let path = month_path(day_dir.parent()?, file.day);
+    path.is_file().then(|| PartitionFile {
+        day: month_of(file.day),
+        proxy: String::new(),
+        path,
+        layout: Layout::Month,
+        filter: Some(Arc::new(Selection {
+            from: Some(file.day),
+            to: Some(file.day),
+            proxies: Some(vec![file.proxy.clone()]),
+        })),
+        object: None,
+    })
+}
+
+fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<PartitionFile>> {
+    let meta = std::fs::metadata(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: not a directory",
+            data_dir.display()
+        )));
+    }
+    if let (Some(f), Some(t)) = (sel.from, sel.to) {
+        if f > t {
+            return Ok(vec![]);
+        }
+    }
+    let mut sel = sel.clone();
+    if let Some(ps) = &mut sel.proxies {
+        let mut seen = HashSet::new();
+        ps.retain(|p| seen.insert(p.clone()));
+    }
+    let root = Real {
+        path: std::fs::canonicalize(data_dir).map_err(|e| Error::io(data_dir, e))?,
+        direct: true,
+    };
+    let mut found = Found {
+        files: Vec::new(),
+        via_symlink: false,
+    };
+    let entries = list_dir(data_dir)?;
+    // Month files first, before any day folder is listed: a month whose file is
+    // seen is read from it alone; one whose file is not (yet) seen is read from
+    // daily files, which compaction removes only after its month file is visible.
+    let mut compacted: HashSet<NaiveDate> = HashSet::new();
+    if month_files {
+        for e in entries.iter().filter(|e| e.is_dir) {
+            let Some(first) = parse_month_dir(&e.name) else {
+                continue;
+            };
+            if !sel.day_ok_any(first, month_end(first)) {
+                continue;
+            }
+            let file_name = format!("{}.{PARQUET_EXT}", e.name);
+            let path = e.path.join(&file_name);
+            if !path.is_file() {
+                continue;
+            }
+            compacted.insert(first);
+            let from = sel.from.filter(|f| *f > first);
+            let to = sel.to.filter(|t| *t < month_end(first));
+            let filter = (from.is_some() || to.is_some() || sel.proxies.is_some()).then(|| {
+                Arc::new(Selection {
+                    from,
+                    to,
+                    proxies: sel.proxies.clone(),
+                })
+            });
+            let real = root.child(e);
+            let file_real = Real {
+                path: real.path.join(&file_name),
+                direct: real.direct,
+            };
+            found.push(
+                PartitionFile {
+                    day: first,
+                    proxy: String::new(),
+                    path,
+                    layout: Layout::Month,
+                    filter,
+                    object: None,
+                },
+                file_real,
+            );
+        }
+    }
+    for e in entries {
+        if !e.is_dir {
+            continue;
+        }
+        if let Some(day) = parse_day_dir(&e.name) {
+            if sel.day_ok(day) && !compacted.contains(&month_of(day)) {
+                let real = root.child(&e);
+                if root.path.starts_with(&real.path) {
+                    continue; // a day folder linked to the data dir or above it
+                }
+                match &sel.proxies {
+                    Some(proxies) => daily_lookup(day, &e.path, &real, proxies, &mut found)?,
+                    None => daily_list(day, &e.path, &real, "", &mut HashSet::new(), &mut found)?,
+                }
+            }
+        } else if let Some(year) = e
+            .name
+            .strip_prefix("year=")
+            .and_then(|y| y.parse::<i32>().ok())
+        {
+            hive_files(year, &e.path, &root.child(&e), &sel, &mut found)?;
+        }
+    }
+    let mut files = found.files;
+    if found.via_symlink {
+        // Keep one entry per real file: a direct path if there is one, else the first.
+        let mut best: HashMap<OsString, usize> = HashMap::new();
+        for (i, (_, real)) in files.iter().enumerate() {
+            let slot = best.entry(real.path.clone().into_os_string()).or_insert(i);
+            let cur = &files[*slot].1;
+            if real.direct && !cur.direct {
+                *slot = i;
+            }
+        }
+        let keep: HashSet<usize> = best.into_values().collect();
+        files = files
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, f)| f)
+            .collect();
+    }
+    let mut out: Vec<PartitionFile> = files.into_iter().map(|(f, _)| f).collect();
+    out.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
+    Ok(out)
+}
+
+/// Known names: look their files up directly instead of listing the folder. Each
+/// name has up to two candidates, promduck's encoded file name and the Go tool's
+/// raw one; a candidate is kept only if its proxy (as listing resolves it) is the
+/// requested name.
+fn daily_lookup(
+    day: NaiveDate,
+    dir: &Path,
+    real: &Real,
+    proxies: &[String],
+    found: &mut Found,
+) -> Result<()> {
+    for p in proxies {
+        let encoded = encode_proxy(p);
+        let mut candidates = vec![format!("{encoded}.{PARQUET_EXT}")];
+        if let Some(raw) = raw_relative_file(p) {
+            if p != &encoded {
+                candidates.push(raw);
+            }
+        }
+        for name in candidates {
+            let path = dir.join(&name);
+            let Ok(lmeta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let symlink = lmeta.file_type().is_symlink();
+            if symlink || name.contains('/') {
+                if !path.is_file() {
+                    continue;
+                }
+            } else if !lmeta.is_file() {
+                continue;
+            }
+            let proxy = match name.strip_suffix(&format!(".{PARQUET_EXT}")) {
+                Some(stem) if !stem.contains('/') => top_level_proxy(stem, &path),
+                Some(stem) => stem.to_string(),
+                None => continue,
+            };
+            if &proxy != p {
+                continue;
+            }
+            let file_real = if symlink || name.contains('/') {
+                let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+                let direct = real.direct && canon == real.path.join(&name);
+                Real {
+                    path: canon,
+                    direct,
+                }
+            } else {
+                Real {
+                    path: real.path.join(&name),
+                    direct: real.direct,
+                }
+            };
+            found.push(
+                PartitionFile::daily(day, proxy, path, Layout::Daily),
+                file_real,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every partition of a day folder. `prefix` is the proxy-name prefix of a
+/// subfolder (a Go-tool proxy with `/` in its name); `visited` guards against
+/// symlink loops.
+fn daily_list(
+    day: NaiveDate,
+    dir: &Path,
+    real: &Real,
+    prefix: &str,
+    visited: &mut HashSet<PathBuf>,
+    found: &mut Found,
+) -> Result<()> {
+    if !visited.insert(real.path.clone()) {
+        return Ok(());
+    }
+    for e in list_dir(dir)? {
+        if e.is_dir {
+            let sub = real.child(&e);
+            if real.path.starts_with(&sub.path) {
+                continue; // a link to an enclosing folder (`..`, the data dir): never followed
+            }
+            daily_list(
+                day,
+                &e.path,
+                &sub,
+                &format!("{prefix}{}/", e.name),
+                visited,
+                found,
+            )?;
+            continue;
+        }
+        if is_temp_file(&e.name) {
+            continue;
+        }
+        let Some(stem) = e.name.strip_suffix(&format!(".{PARQUET_EXT}")) else {
+            continue;
+        };
+        if stem.is_empty() {
+            continue;
+        }
+        let proxy = if prefix.is_empty() {
+            top_level_proxy(stem, &e.path)
+        } else {
+            format!("{prefix}{stem}")
+        };
+        let file_real = real.child(&e);
+        found.push(
+            PartitionFile::daily(day, proxy, e.path, Layout::Daily),
+            file_real,
+        );
+    }
+    Ok(())
+}
+
+fn hive_value<'a>(name: &'a str, key: &str) -> Option<&'a str> {
+    name.strip_prefix(key)?.strip_prefix('=')
+}
+
+fn hive_files(
+    year: i32,
+    ydir: &Path,
+    yreal: &Real,
+    sel: &Selection,
+    found: &mut Found,
+) -> Result<()> {
+    // Prune whole years and months before listing below them.
+    let year_ok = |y: i32| {
+        sel.from.is_none_or(|f| y >= chrono::Datelike::year(&f))
+            && sel.to.is_none_or(|t| y <= chrono::Datelike::year(&t))
+    };
+    if !year_ok(year) {
+        return Ok(());
+    }
+    for m in list_dir(ydir)? {
+        let Some(month) = hive_value(&m.name, "month").and_then(|m| m.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !m.is_dir {
+            continue;
+        }
+        let mreal = yreal.child(&m);
+        for d in list_dir(&m.path)? {
+            let Some(dd) = hive_value(&d.name, "day").and_then(|d| d.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some(day) = NaiveDate::from_ymd_opt(year, month, dd) else {
+                continue;
+            };
+            if !d.is_dir || !sel.day_ok(day) {
+                continue;
+            }
+            let dreal = mreal.child(&d);
+            for a in list_dir(&d.path)? {
+                // Hive partition values are percent-encoded by convention; a value
+                // that is not valid percent-encoding is taken as it is.
+                let Some(raw) = hive_value(&a.name, "app") else {
+                    continue;
+                };
+                let app = decode_proxy(raw).unwrap_or_else(|| raw.to_string());
+                if !a.is_dir || !sel.proxy_ok(&app) {
+                    continue;
+                }
+                let areal = dreal.child(&a);
+                // File names here are not proxy names: hidden ones are skipped, as
+                // Hive-style readers do.
+                for f in list_dir(&a.path)? {
+                    if f.is_dir
+                        || f.name.starts_with('.')
+                        || !f.name.ends_with(&format!(".{PARQUET_EXT}"))
+                    {
+                        continue;
+                    }
+                    let freal = areal.child(&f);
+                    found.push(
+                        PartitionFile::daily(day, app.clone(), f.path, Layout::Hive),
+                        freal,
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
