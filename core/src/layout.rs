@@ -163,17 +163,97 @@ pub fn parse_month_dir(name: &str) -> Option<NaiveDate> {
         .filter(|d| month_dir_name(*d) == name)
 }
 
+/// The month file's name in its folder: `<YYYY-MM>.parquet` for the month holding `day`.
+pub fn month_file_name(day: NaiveDate) -> String {
+    format!("{}.{PARQUET_EXT}", month_dir_name(day))
+}
+
 /// The month file of the month holding `day`: `<outputDir>/<YYYY-MM>/<YYYY-MM>.parquet`.
 pub fn month_path(output_dir: &Path, day: NaiveDate) -> PathBuf {
-    let name = month_dir_name(day);
-    output_dir.join(&name).join(format!("{name}.{PARQUET_EXT}"))
+    output_dir
+        .join(month_dir_name(day))
+        .join(month_file_name(day))
+}
+
+/// The same as a relative key (`/`-separated, for object storage).
+pub fn month_key(day: NaiveDate) -> String {
+    format!("{}/{}", month_dir_name(day), month_file_name(day))
+}
+
+/// A partition's name in its day folder: `<encoded proxy>.parquet`.
+pub fn partition_file_name(proxy: &str) -> String {
+    format!("{}.{PARQUET_EXT}", encode_proxy(proxy))
 }
 
 /// The partition file of one (day, proxy).
 pub fn partition_path(output_dir: &Path, day: NaiveDate, proxy: &str) -> PathBuf {
     output_dir
         .join(day_dir_name(day))
-        .join(format!("{}.{PARQUET_EXT}", encode_proxy(proxy)))
+        .join(partition_file_name(proxy))
+}
+
+/// The same as a relative key (`/`-separated, for object storage).
+pub fn partition_key(day: NaiveDate, proxy: &str) -> String {
+    format!("{}/{}", day_dir_name(day), partition_file_name(proxy))
+}
+
+/// The stem of a Parquet file's name (`<stem>.parquet`); `None` for other files.
+/// In a day folder the stem names the proxy (see [`ambiguous_stem`]).
+pub fn parquet_stem(file_name: &str) -> Option<&str> {
+    file_name.strip_suffix(PARQUET_EXT)?.strip_suffix('.')
+}
+
+/// The file the original Go tool wrote for a proxy under a day folder: the raw
+/// name (`a/b` is `a/b.parquet`, a file in a subfolder), if the name is a relative
+/// path that stays inside the folder (its folders are neither empty, `.` nor `..`).
+pub fn raw_relative_file(name: &str) -> Option<String> {
+    if name.is_empty() || name.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let last = parts.pop()?;
+    if last.is_empty()
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return None;
+    }
+    Some(format!("{name}.{PARQUET_EXT}"))
+}
+
+/// The Go tool's Hive-style layout, `year=YYYY/month=MM/day=DD/app=<proxy>/*.parquet`:
+/// the value of a `key=value` folder name.
+fn hive_value<'a>(name: &'a str, key: &str) -> Option<&'a str> {
+    name.strip_prefix(key)?.strip_prefix('=')
+}
+
+/// `year=YYYY` (any integer the folder holds).
+pub fn parse_hive_year(name: &str) -> Option<i32> {
+    hive_value(name, "year")?.parse().ok()
+}
+
+/// `month=MM`.
+pub fn parse_hive_month(name: &str) -> Option<u32> {
+    hive_value(name, "month")?.parse().ok()
+}
+
+/// `day=DD`.
+pub fn parse_hive_day(name: &str) -> Option<u32> {
+    hive_value(name, "day")?.parse().ok()
+}
+
+/// `app=<proxy>`: Hive partition values are percent-encoded by convention; a value
+/// that is not valid percent-encoding is taken as it is.
+pub fn parse_hive_app(name: &str) -> Option<String> {
+    let raw = hive_value(name, "app")?;
+    Some(decode_proxy(raw).unwrap_or_else(|| raw.to_string()))
+}
+
+/// A data file under an `app=` folder: any visible `*.parquet` (file names there are
+/// not proxy names; hidden ones are skipped, as Hive-style readers do).
+pub fn is_hive_data_file(name: &str) -> bool {
+    !name.starts_with('.') && parquet_stem(name).is_some()
 }
 
 /// Whether a file name is one of our in-progress temporary files (hidden, ending
@@ -269,6 +349,48 @@ mod tests {
         // A month folder is never a day folder, and the other way round.
         assert_eq!(parse_day_dir("2024-02"), None);
         assert_eq!(parse_month_dir("2024-02-01"), None);
+    }
+
+    #[test]
+    fn file_names_and_keys() {
+        let d = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        assert_eq!(partition_file_name("a/b"), "a%2Fb.parquet");
+        assert_eq!(partition_key(d, ".x"), "2024-03-01/%2Ex.parquet");
+        assert_eq!(month_file_name(d), "2024-03.parquet");
+        assert_eq!(month_key(d), "2024-03/2024-03.parquet");
+        assert_eq!(parquet_stem("a%2Fb.parquet"), Some("a%2Fb"));
+        assert_eq!(parquet_stem(".parquet"), Some(""));
+        for other in ["parquet", "a.parquet.tmp", "aparquet", "a.Parquet"] {
+            assert_eq!(parquet_stem(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn go_tool_raw_files() {
+        assert_eq!(raw_relative_file("a/b").as_deref(), Some("a/b.parquet"));
+        assert_eq!(
+            raw_relative_file("sp ace").as_deref(),
+            Some("sp ace.parquet")
+        );
+        for bad in ["", "a/", "/a", "../a", "a/./b", "a//b", "a\0b"] {
+            assert_eq!(raw_relative_file(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hive_folders() {
+        assert_eq!(parse_hive_year("year=2024"), Some(2024));
+        assert_eq!(parse_hive_month("month=03"), Some(3));
+        assert_eq!(parse_hive_day("day=1"), Some(1));
+        assert_eq!(parse_hive_day("month=1"), None);
+        assert_eq!(parse_hive_year("year2024"), None);
+        assert_eq!(parse_hive_year("year=x"), None);
+        assert_eq!(parse_hive_app("app=a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(parse_hive_app("app=50%").as_deref(), Some("50%"));
+        assert_eq!(parse_hive_app("apps=x"), None);
+        assert!(is_hive_data_file("part-0.parquet"));
+        assert!(!is_hive_data_file(".part-0.parquet"));
+        assert!(!is_hive_data_file("part-0.csv"));
     }
 
     #[test]

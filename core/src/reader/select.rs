@@ -6,9 +6,10 @@
 //! understood: promduck's (and the original Go tool's) `YYYY-MM-DD/<proxy>.parquet`,
 //! and the Go tool's Hive-style `year=YYYY/month=MM/day=DD/app=<proxy>/*.parquet`.
 //!
-//! Proxy names from file names. promduck encodes names ([`encode_proxy`]); the Go
-//! tool used the raw name, so `sp ace.parquet`, `é.parquet`, `.hidden.parquet` are
-//! its proxies and a proxy `a/b` is the file `a/b.parquet` in a subfolder. A file
+//! Proxy names from file names (every name is parsed by `crate::layout`). promduck
+//! encodes names ([`crate::layout::encode_proxy`]); the Go tool used the raw name,
+//! so `sp ace.parquet`, `é.parquet`, `.hidden.parquet` are its proxies and a proxy
+//! `a/b` is the file `a/b.parquet` in a subfolder. A file
 //! name's proxy is its raw stem, except for stems that are a promduck encoding
 //! differing from the raw name ([`ambiguous_stem`], e.g. `a%2Fb`): those files
 //! (only those) are opened at listing time, and their footer's
@@ -32,8 +33,9 @@
 use super::{Layout, PartitionFile, Selection};
 use crate::error::{Error, Result};
 use crate::layout::{
-    ambiguous_stem, decode_proxy, encode_proxy, is_temp_file, month_end, month_of, month_path,
-    parse_day_dir, parse_month_dir, CREATED_BY_KEY, PARQUET_EXT,
+    ambiguous_stem, is_hive_data_file, is_temp_file, month_end, month_file_name, month_of,
+    month_path, parquet_stem, parse_day_dir, parse_hive_app, parse_hive_day, parse_hive_month,
+    parse_hive_year, parse_month_dir, partition_file_name, raw_relative_file, CREATED_BY_KEY,
 };
 use chrono::NaiveDate;
 use std::collections::{HashMap, HashSet};
@@ -133,24 +135,6 @@ fn top_level_proxy(stem: &str, path: &Path) -> String {
     }
 }
 
-/// The file a Go-tool proxy name maps to under a day folder, if the name is a
-/// relative path that stays inside it (its folders are neither empty, `.` nor `..`).
-fn raw_relative_file(name: &str) -> Option<String> {
-    if name.is_empty() || name.contains('\0') {
-        return None;
-    }
-    let mut parts: Vec<&str> = name.split('/').collect();
-    let last = parts.pop()?;
-    if last.is_empty()
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || *p == "." || *p == "..")
-    {
-        return None;
-    }
-    Some(format!("{name}.{PARQUET_EXT}"))
-}
-
 /// Lists the files of `data_dir` inside the selection, sorted by day then proxy.
 /// A missing `data_dir` is an error naming it; an empty selection is no files.
 /// A compacted month is its month file (carrying the selection); its day folders
@@ -239,7 +223,7 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
             if !sel.day_ok_any(first, month_end(first)) {
                 continue;
             }
-            let file_name = format!("{}.{PARQUET_EXT}", e.name);
+            let file_name = month_file_name(first);
             let path = e.path.join(&file_name);
             if !path.is_file() {
                 continue;
@@ -287,11 +271,7 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
                     None => daily_list(day, &e.path, &real, "", &mut HashSet::new(), &mut found)?,
                 }
             }
-        } else if let Some(year) = e
-            .name
-            .strip_prefix("year=")
-            .and_then(|y| y.parse::<i32>().ok())
-        {
+        } else if let Some(year) = parse_hive_year(&e.name) {
             hive_files(year, &e.path, &root.child(&e), &sel, &mut found)?;
         }
     }
@@ -331,10 +311,10 @@ fn daily_lookup(
     found: &mut Found,
 ) -> Result<()> {
     for p in proxies {
-        let encoded = encode_proxy(p);
-        let mut candidates = vec![format!("{encoded}.{PARQUET_EXT}")];
+        let encoded = partition_file_name(p);
+        let mut candidates = vec![encoded.clone()];
         if let Some(raw) = raw_relative_file(p) {
-            if p != &encoded {
+            if raw != encoded {
                 candidates.push(raw);
             }
         }
@@ -351,7 +331,7 @@ fn daily_lookup(
             } else if !lmeta.is_file() {
                 continue;
             }
-            let proxy = match name.strip_suffix(&format!(".{PARQUET_EXT}")) {
+            let proxy = match parquet_stem(&name) {
                 Some(stem) if !stem.contains('/') => top_level_proxy(stem, &path),
                 Some(stem) => stem.to_string(),
                 None => continue,
@@ -414,7 +394,7 @@ fn daily_list(
         if is_temp_file(&e.name) {
             continue;
         }
-        let Some(stem) = e.name.strip_suffix(&format!(".{PARQUET_EXT}")) else {
+        let Some(stem) = parquet_stem(&e.name) else {
             continue;
         };
         if stem.is_empty() {
@@ -434,10 +414,6 @@ fn daily_list(
     Ok(())
 }
 
-fn hive_value<'a>(name: &'a str, key: &str) -> Option<&'a str> {
-    name.strip_prefix(key)?.strip_prefix('=')
-}
-
 fn hive_files(
     year: i32,
     ydir: &Path,
@@ -454,7 +430,7 @@ fn hive_files(
         return Ok(());
     }
     for m in list_dir(ydir)? {
-        let Some(month) = hive_value(&m.name, "month").and_then(|m| m.parse::<u32>().ok()) else {
+        let Some(month) = parse_hive_month(&m.name) else {
             continue;
         };
         if !m.is_dir {
@@ -462,7 +438,7 @@ fn hive_files(
         }
         let mreal = yreal.child(&m);
         for d in list_dir(&m.path)? {
-            let Some(dd) = hive_value(&d.name, "day").and_then(|d| d.parse::<u32>().ok()) else {
+            let Some(dd) = parse_hive_day(&d.name) else {
                 continue;
             };
             let Some(day) = NaiveDate::from_ymd_opt(year, month, dd) else {
@@ -473,23 +449,15 @@ fn hive_files(
             }
             let dreal = mreal.child(&d);
             for a in list_dir(&d.path)? {
-                // Hive partition values are percent-encoded by convention; a value
-                // that is not valid percent-encoding is taken as it is.
-                let Some(raw) = hive_value(&a.name, "app") else {
+                let Some(app) = parse_hive_app(&a.name) else {
                     continue;
                 };
-                let app = decode_proxy(raw).unwrap_or_else(|| raw.to_string());
                 if !a.is_dir || !sel.proxy_ok(&app) {
                     continue;
                 }
                 let areal = dreal.child(&a);
-                // File names here are not proxy names: hidden ones are skipped, as
-                // Hive-style readers do.
                 for f in list_dir(&a.path)? {
-                    if f.is_dir
-                        || f.name.starts_with('.')
-                        || !f.name.ends_with(&format!(".{PARQUET_EXT}"))
-                    {
+                    if f.is_dir || !is_hive_data_file(&f.name) {
                         continue;
                     }
                     let freal = areal.child(&f);
