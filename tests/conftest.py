@@ -9,9 +9,9 @@ Fixtures (all documented below):
                      (credentials in ``PROMETHEUS_AUTH``), session wide
   start_prometheus   factory: start_prometheus(history, basic_auth=None) ->
                      started PrometheusServer, stopped at the end of the test
-
-Fixtures for the Rust binaries live in other conftest/plugin files; this one
-only knows about Prometheus.
+  con                an in-process DuckDB connection with the built extension
+                     LOADed, closed at the end of the test
+  moto_s3, s3s_fs, s3_bucket   S3-protocol servers (see below)
 """
 
 from __future__ import annotations
@@ -126,3 +126,20 @@ def s3_bucket(moto_s3):
         moto_s3.delete_bucket(bucket)
     except Exception:  # noqa: BLE001 - a test may have deleted it, or left it unusable on purpose
         pass
+
+
+# ---------------------------------------------------------------------------
+# The extension in-process.
+
+
+@pytest.fixture
+def con():
+    """A DuckDB connection (unsigned extensions allowed) with build/promduck.duckdb_extension
+    LOADed; closed after the test."""
+    import duckdb
+    from helpers import EXTENSION
+
+    c = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    c.execute(f"LOAD '{EXTENSION}'")
+    yield c
+    c.close()

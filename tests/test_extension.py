@@ -48,11 +48,7 @@ def data(prometheus, history, tmp_path_factory) -> Path:
     return work / "data"
 
 
-@pytest.fixture
-def con():
-    c = connect()
-    yield c
-    c.close()
+# `con` (the extension in-process): tests/conftest.py.
 
 
 def totals(history, days, proxies, metric="request_count"):

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from faultproxy import FaultProxy, label_matchers, promql_skeleton, regex_literal_alternatives
-from helpers import (COLLECTOR, DEFAULT_METRICS, EXTENSION, day_end_ms, expected_rows, normalise, partition_files,
+from helpers import (COLLECTOR, DEFAULT_METRICS, day_end_ms, expected_rows, normalise, partition_files,
                      read_rows, run_collector, write_config)
 
 PROXIES = ["api-proxy-1", "api-proxy-2"]
@@ -337,12 +337,7 @@ def test_sigterm_during_a_hung_query_stops_promptly(fault_proxy, history, tmp_pa
 DAILY_ALL = "sum(increase(apigee_request_count[1d])) by (apiproxy, environment)"
 
 
-@pytest.fixture
-def con():
-    c = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    c.execute(f"LOAD '{EXTENSION}'")
-    yield c
-    c.close()
+# `con` (the extension in-process): tests/conftest.py.
 
 
 def live_daily(con, url, day, timeout="5s", attempt_timeout=None):

@@ -30,7 +30,7 @@ import duckdb
 import pytest
 
 from faultproxy import FaultProxy
-from helpers import COLLECTOR, EXTENSION, day_end_ms, partition_files, read_rows, run_collector, write_config
+from helpers import COLLECTOR, day_end_ms, partition_files, read_rows, run_collector, write_config
 
 TOKEN = "S3cr3t-ZZ9-plural-Z-alpha"
 WRONG_TOKEN = "S3cr3t-ZZ9-plural-Z-omega-wrong"
@@ -291,12 +291,7 @@ def test_error_paths_never_show_the_secret(prometheus_auth, bearer_proxy, histor
 
 # --- the extension ---------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def con():
-    c = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    c.execute(f"LOAD '{EXTENSION}'")
-    yield c
-    c.close()
+# `con` (the extension in-process): tests/conftest.py.
 
 
 def sql_str(s: str) -> str:

@@ -177,12 +177,7 @@ def fault_proxy(prometheus):
     p.stop()
 
 
-@pytest.fixture
-def con():
-    c = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    c.execute(f"LOAD '{EXTENSION}'")
-    yield c
-    c.close()
+# `con` (the extension in-process): tests/conftest.py.
 
 
 def duck_error(con, sql, params=None) -> str:

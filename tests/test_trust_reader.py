@@ -20,22 +20,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from helpers import EXTENSION, run_cli_sql
+from helpers import run_cli_sql
 
 D1, D2 = "2024-03-01", "2024-03-02"
 
 
-def connect():
-    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    con.execute(f"LOAD '{EXTENSION}'")
-    return con
-
-
-@pytest.fixture
-def con():
-    c = connect()
-    yield c
-    c.close()
+# `con` (the extension in-process): tests/conftest.py.
 
 
 def lit(s) -> str:
