@@ -19,7 +19,8 @@ server (nothing cached) and a fresh browser profile, then opens the page:
                first DOM mutation after which one exists);
   settled      the script run has finished and no DOM mutation happened for
                --quiet seconds: the time of the last mutation.
-A page not settled after --timeout seconds is reported as "> timeout". Also
+A page not settled --timeout seconds after it was opened (180 by default) is
+reported as "> 180 s" (and so is its first chart, if none was drawn by then). Also
 recorded: charts, traces and points on the page, the bytes the browser
 received over Streamlit's websocket, and the CPU time the Streamlit server and
 Chromium's processes spent from opening to settled (/proc; on a shared machine
@@ -60,8 +61,9 @@ DASHBOARD = REPO / "examples" / "streamlit" / "dashboard.py"
 CHROMIUM = Path(os.environ.get("PROMDUCK_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# The seed's dashboard: the last commit before issue 15's rewrite.
-BEFORE_REV = "d3db2d2"
+# The seed's dashboard: 6903154 is the last commit to change examples/streamlit/dashboard.py
+# before issue 15's rework (14db95d); `git log -- examples/streamlit/` lists both.
+BEFORE_REV = "6903154"
 
 # Installed before any page script: timestamps (performance.now(), ms since the
 # navigation started) of the first drawn chart and of the last DOM mutation.
@@ -241,6 +243,7 @@ def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: 
     server and the browser's processes spent meanwhile (less sensitive to a busy machine
     than the wall-clock times)."""
     keep = profile is not None
+    load = os.getloadavg()[0]  # the machine's load as the page opens (it is shared)
     profile = profile or Path(tempfile.mkdtemp(prefix="chromium-", dir=work))
     context = pw.chromium.launch_persistent_context(
         str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
@@ -253,8 +256,10 @@ def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: 
             "framereceived", lambda payload: received.__setitem__(0, received[0] + len(payload))))
         browser = process_tree(str(profile))
         cpu0 = (cpu_seconds([server_pid] if server_pid else []), cpu_seconds(browser))
+        # The cap counts from opening the page (the page's clock: ms since navigation started);
+        # a page whose last change came after it has not settled within the cap.
+        deadline = time.monotonic() + timeout + quiet
         page.goto(url, timeout=int(timeout * 1000))
-        deadline = time.monotonic() + timeout
         state = None
         while time.monotonic() < deadline:
             time.sleep(0.25)
@@ -262,9 +267,15 @@ def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: 
             idle = state["state"] == "notRunning" and not state["running"]
             if idle and state["now"] - state["last"] >= quiet * 1000:
                 break
+            if state["now"] > (timeout + quiet) * 1000:
+                break
         else:
             state = page.evaluate(STATE_JS)
+        if not (state["state"] == "notRunning" and not state["running"]
+                and state["now"] - state["last"] >= quiet * 1000 and state["last"] <= timeout * 1000):
             state["settled_timeout"] = True
+        if state["first"] is not None and state["first"] > timeout * 1000:
+            state["first"] = None  # drawn after the cap: "> cap" too
         browser = process_tree(str(profile))  # renderers started meanwhile
         cpu = (cpu_seconds([server_pid] if server_pid else []) - cpu0[0], cpu_seconds(browser) - cpu0[1])
         if screenshot is not None and not state.get("settled_timeout"):
@@ -283,11 +294,12 @@ def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: 
         "websocket_mib": round(received[0] / 2**20, 2), "exceptions": state["exception"],
         "charts_sha1": hashlib.sha1(state["digest"].encode()).hexdigest()[:12],
         "server_cpu_s": round(cpu[0], 2), "browser_cpu_s": round(cpu[1], 2),
+        "load_1min": round(load, 2),
     }
 
 
 def fmt(r: dict, key: str) -> str:
-    if key == "settled_s" and r["timed_out_after_s"]:
+    if r["timed_out_after_s"] and (key == "settled_s" or r[key] is None):
         return f"> {r['timed_out_after_s']:.0f} s"
     v = r[key]
     return "–" if v is None else f"{v:.2f} s"
@@ -351,7 +363,7 @@ def main():
     ap.add_argument("--workdir", help="keep the data sets here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--before", default=BEFORE_REV, help="git revision of the 'before' dashboard")
-    ap.add_argument("--timeout", type=float, default=240, help="seconds to wait for a page to settle")
+    ap.add_argument("--timeout", type=float, default=180, help="seconds to wait for a page to settle")
     ap.add_argument("--quiet", type=float, default=2.0, help="seconds without a DOM change that mean settled")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each 'after' case (the median is reported; "
                                                           "'before' runs once)")
