@@ -24,7 +24,11 @@ fn build(raw: RawConfig, source: &Path, guard: FileGuard) -> Result<Config, KeyE
     let mut p = raw.prometheus;
     check_proxies(&raw.api_proxies)?;
     check_metric_names(&p.metrics)?;
-    let (username, password, bearer_token) = credentials(&mut p, base_dir, guard)?;
+    let Credentials {
+        username,
+        password,
+        bearer_token,
+    } = credentials(&mut p, base_dir, guard)?;
     let tls = tls(std::mem::take(&mut p.tls), base_dir)?;
     check_headers(&p.headers)?;
     check_templates(&p.metrics, &raw.api_proxies)?;
@@ -127,13 +131,20 @@ fn check_metric_names(metrics: &[RawMetric]) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// How Prometheus is authenticated: basic auth, a bearer token, or neither.
+struct Credentials {
+    username: Option<String>,
+    password: Option<Secret>,
+    bearer_token: Option<Secret>,
+}
+
 /// Username, password and bearer token: from the keys, their files or variables,
 /// or the URL's user information; basic auth and a bearer token exclude each other.
 fn credentials(
     p: &mut RawPrometheus,
     base_dir: &Path,
     guard: FileGuard,
-) -> Result<(Option<String>, Option<Secret>, Option<Secret>), KeyError> {
+) -> Result<Credentials, KeyError> {
     let password = resolve_secret(
         "prometheus.password",
         SecretSources {
@@ -168,7 +179,11 @@ fn credentials(
             "prometheus: set either username/password or bearerToken, not both",
         ));
     }
-    Ok((username, password, bearer_token))
+    Ok(Credentials {
+        username,
+        password,
+        bearer_token,
+    })
 }
 
 /// `prometheus.tls`: paths relative to the config file, certificate and key
