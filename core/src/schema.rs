@@ -125,10 +125,10 @@ fn grown(
     mut cap: usize,
     mut len: usize,
     elem: usize,
-    pieces: &[usize],
+    pieces: impl Iterator<Item = usize> + Clone,
     n: usize,
 ) -> (usize, usize) {
-    let row: usize = pieces.iter().sum();
+    let row: usize = pieces.clone().sum();
     if row == 0 || n == 0 || len + row * n <= cap {
         return (cap, len + row * n);
     }
@@ -147,7 +147,7 @@ fn grown(
             break;
         }
         // ...then the next one piece by piece, growing where one does not fit.
-        for &p in pieces {
+        for p in pieces.clone() {
             if p > 0 && len + p > cap {
                 cap = (2 * cap).max(len + p).max(min);
             }
@@ -159,7 +159,7 @@ fn grown(
 }
 
 /// Makes room in `v` for `n` rows of `pieces` as appending them one by one would.
-fn grow_as_appends<T>(v: &mut Vec<T>, pieces: &[usize], n: usize) {
+fn grow_as_appends<T>(v: &mut Vec<T>, pieces: impl Iterator<Item = usize> + Clone, n: usize) {
     let (cap, _) = grown(v.capacity(), v.len(), std::mem::size_of::<T>(), pieces, n);
     if cap > v.capacity() {
         v.reserve_exact(cap - v.len());
@@ -203,23 +203,27 @@ impl PartitionBuilder {
 
     /// Plans `n` rows of `metric` with `labels` in `room` (as [`Self::push_points`] will add them).
     pub fn plan_points(room: &mut Room, metric: &str, n: usize, labels: &[(&str, &str)]) {
-        let ones = vec![1; labels.len()];
-        let key_lens: Vec<usize> = labels.iter().map(|(k, _)| k.len()).collect();
-        let value_lens: Vec<usize> = labels.iter().map(|(_, v)| v.len()).collect();
-        let pieces: [&[usize]; 9] = [
-            &[1],
-            &[1],
-            &[1],
-            &[metric.len()],
-            &[1],
-            &ones,
-            &key_lens,
-            &ones,
-            &value_lens,
-        ];
-        for (v, p) in room.0.iter_mut().zip(pieces) {
-            (v.0, v.1) = grown(v.0, v.1, v.2, p, n);
+        let one = std::iter::once(1);
+        let ones = labels.iter().map(|_| 1);
+        let key_lens = labels.iter().map(|(k, _)| k.len());
+        let value_lens = labels.iter().map(|(_, v)| v.len());
+        fn plan(
+            v: &mut (usize, usize, usize),
+            pieces: impl Iterator<Item = usize> + Clone,
+            n: usize,
+        ) {
+            (v.0, v.1) = grown(v.0, v.1, v.2, pieces, n);
         }
+        let r = &mut room.0;
+        plan(&mut r[0], one.clone(), n);
+        plan(&mut r[1], one.clone(), n);
+        plan(&mut r[2], one.clone(), n);
+        plan(&mut r[3], std::iter::once(metric.len()), n);
+        plan(&mut r[4], one, n);
+        plan(&mut r[5], ones.clone(), n);
+        plan(&mut r[6], key_lens, n);
+        plan(&mut r[7], ones, n);
+        plan(&mut r[8], value_lens, n);
     }
 
     /// Allocates the capacities `room` planned (no reallocation while the planned rows are added).
@@ -288,19 +292,21 @@ impl PartitionBuilder {
         if n == 0 {
             return;
         }
-        let m = labels.len();
-        grow_as_appends(&mut self.timestamp, &[1], n);
-        grow_as_appends(&mut self.value, &[1], n);
-        grow_as_appends(&mut self.metric.offsets, &[1], n);
-        grow_as_appends(&mut self.metric.bytes, &[metric.len()], n);
-        grow_as_appends(&mut self.map_offsets, &[1], n);
-        let ones = vec![1; m];
-        let key_lens: Vec<usize> = labels.iter().map(|(k, _)| k.len()).collect();
-        let value_lens: Vec<usize> = labels.iter().map(|(_, v)| v.len()).collect();
-        grow_as_appends(&mut self.keys.offsets, &ones, n);
-        grow_as_appends(&mut self.keys.bytes, &key_lens, n);
-        grow_as_appends(&mut self.values.offsets, &ones, n);
-        grow_as_appends(&mut self.values.bytes, &value_lens, n);
+        let one = std::iter::once(1);
+        grow_as_appends(&mut self.timestamp, one.clone(), n);
+        grow_as_appends(&mut self.value, one.clone(), n);
+        grow_as_appends(&mut self.metric.offsets, one.clone(), n);
+        grow_as_appends(&mut self.metric.bytes, std::iter::once(metric.len()), n);
+        grow_as_appends(&mut self.map_offsets, one, n);
+        let ones = labels.iter().map(|_| 1);
+        grow_as_appends(&mut self.keys.offsets, ones.clone(), n);
+        grow_as_appends(&mut self.keys.bytes, labels.iter().map(|(k, _)| k.len()), n);
+        grow_as_appends(&mut self.values.offsets, ones, n);
+        grow_as_appends(
+            &mut self.values.bytes,
+            labels.iter().map(|(_, v)| v.len()),
+            n,
+        );
 
         self.timestamp.extend_from_slice(&timestamps[..n]);
         self.value.extend_from_slice(&values[..n]);

@@ -14,12 +14,15 @@ use crate::config::{Compression, StorageConfig};
 use crate::error::{Error, Result};
 use crate::layout::{TMP_MARKER, TMP_RAND_CHARS};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{GzipLevel, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::SchemaDescriptor;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// At most this many rows go to the Parquet writer at a time; between slices the
 /// row group's size is checked against `storage.rowGroupSize` (bytes, as the
@@ -52,6 +55,15 @@ pub fn create_temp_file(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFi
 /// Creates `.<file name>.<random>.promduck-tmp` next to `path`, exclusively, and
 /// locks it (see the module docs). Permissions follow the umask like any new file.
 fn create_temp(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {
+    create_temp_io(dir, path).map_err(|(at, e)| Error::io(at, e))
+}
+
+/// [`create_temp`] with the I/O error's kind kept (a missing folder is `NotFound`)
+/// and the path it concerns.
+fn create_temp_io(
+    dir: &Path,
+    path: &Path,
+) -> std::result::Result<tempfile::NamedTempFile, (PathBuf, std::io::Error)> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -73,8 +85,10 @@ fn create_temp(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {
     loop {
         let tmp = b
             .tempfile_in(dir)
-            .map_err(|e| Error::io(dir.join(format!(".{name}.*{TMP_MARKER}")), e))?;
-        tmp.as_file().lock().map_err(|e| Error::io(tmp.path(), e))?;
+            .map_err(|e| (dir.join(format!(".{name}.*{TMP_MARKER}")), e))?;
+        tmp.as_file()
+            .lock()
+            .map_err(|e| (tmp.path().to_path_buf(), e))?;
         if still_named(&tmp) || attempts >= 5 {
             return Ok(tmp);
         }
@@ -120,15 +134,81 @@ pub fn write_partition_unsynced_rename(
     batch: &RecordBatch,
     storage: &StorageConfig,
 ) -> Result<()> {
+    let staged = stage_partition(path, batch, storage)?;
+    if storage.durable {
+        staged.sync()?;
+    }
+    staged.publish()
+}
+
+/// A partition encoded into its locked temporary file next to its path, not yet
+/// visible: [`StagedPartition::sync`] makes its contents durable and
+/// [`StagedPartition::publish`] renames it over the partition. Dropped unpublished,
+/// the temporary file is removed; left by a crash, the next run sweeps it.
+///
+/// Staging many partitions before syncing them lets one journal commit of the
+/// filesystem cover many files, instead of one commit per file while the others
+/// are being created.
+#[derive(Debug)]
+pub struct StagedPartition {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl StagedPartition {
+    /// The partition's path (where [`StagedPartition::publish`] puts it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes the temporary file's contents durable (`fdatasync`).
+    pub fn sync(&self) -> Result<()> {
+        self.tmp
+            .as_file()
+            .sync_data()
+            .map_err(|e| Error::io(self.tmp.path(), e))
+    }
+
+    /// Renames the file over the partition's path; the rename is durable once the
+    /// folder is synced ([`sync_dir`]). On error the temporary file is removed and
+    /// the old partition is untouched.
+    pub fn publish(self) -> Result<()> {
+        let path = self.path;
+        self.tmp
+            .persist(&path)
+            .map_err(|e| Error::io(&path, e.error))?;
+        Ok(())
+    }
+}
+
+/// Encodes `batch` into a new locked temporary file next to `path` (creating the
+/// folder if needed), neither synced nor renamed yet: see [`StagedPartition`].
+pub fn stage_partition(
+    path: &Path,
+    batch: &RecordBatch,
+    storage: &StorageConfig,
+) -> Result<StagedPartition> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Invalid(format!("{} has no parent folder", path.display())))?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = create_temp(dir, path)?;
-    write_file(tmp.as_file(), tmp.path(), batch, storage)?;
-    // On error the temporary file is removed when `tmp` drops; the old file is untouched.
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    // The folder usually exists (a day's partitions share it): create it only when
+    // the temporary file cannot be created for want of it (then a folder that
+    // cannot be created is the error, as it names the cause).
+    let tmp = match create_temp_io(dir, path) {
+        Ok(tmp) => tmp,
+        Err((at, e)) => {
+            if e.kind() != std::io::ErrorKind::NotFound && dir.is_dir() {
+                return Err(Error::io(at, e));
+            }
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            create_temp(dir, path)?
+        }
+    };
+    encode_partition(tmp.as_file(), tmp.path(), batch, storage)?;
+    Ok(StagedPartition {
+        tmp,
+        path: path.to_path_buf(),
+    })
 }
 
 /// fsyncs a folder, making the renames done in it durable.
@@ -138,12 +218,55 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-fn write_file(file: &File, tmp: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
-    let file = encode_partition(file, tmp, batch, storage)?;
-    if storage.durable {
-        file.sync_data().map_err(|e| Error::io(tmp, e))?;
+/// What every partition file of one compression shares, prepared once: the
+/// writer's properties with their key-value metadata (promduck's version, then the
+/// encoded Arrow schema, as `ArrowWriter` appends it) and the Parquet schema. Each
+/// file then starts from clones of them instead of converting and encoding the
+/// schema again (the bytes written are the same: checked in the tests).
+struct PartitionFormat {
+    props: WriterProperties,
+    parquet_schema: SchemaDescriptor,
+}
+
+/// The properties of a partition file without the Arrow schema's entry.
+fn base_properties(compression: Compression) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(parquet_compression(compression))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "created_by_promduck".to_string(),
+            crate::VERSION.to_string(),
+        )]))
+        .build()
+}
+
+impl PartitionFormat {
+    fn new(compression: Compression) -> parquet::errors::Result<PartitionFormat> {
+        let schema = crate::schema::partition_schema();
+        let mut props = base_properties(compression);
+        let parquet_schema = ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)?;
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        Ok(PartitionFormat {
+            props,
+            parquet_schema,
+        })
     }
-    Ok(())
+
+    /// The format of partition files (the partition schema) compressed with `c`.
+    fn get(c: Compression) -> Option<&'static PartitionFormat> {
+        static FORMATS: [OnceLock<Option<PartitionFormat>>; 5] = [const { OnceLock::new() }; 5];
+        let i = match c {
+            Compression::None => 0,
+            Compression::Snappy => 1,
+            Compression::Gzip => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        };
+        FORMATS[i]
+            .get_or_init(|| PartitionFormat::new(c).ok())
+            .as_ref()
+    }
 }
 
 /// Encodes `batch` as a partition's Parquet file into `out` (a file, or a buffer
@@ -154,15 +277,38 @@ pub fn encode_partition<W: std::io::Write + Send>(
     batch: &RecordBatch,
     storage: &StorageConfig,
 ) -> Result<W> {
-    let props = WriterProperties::builder()
-        .set_compression(parquet_compression(storage.compression))
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            "created_by_promduck".to_string(),
-            crate::VERSION.to_string(),
-        )]))
-        .build();
-    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props))
-        .map_err(|e| Error::parquet(at, e))?;
+    let schema = batch.schema();
+    let partition = crate::schema::partition_schema();
+    let format = if std::sync::Arc::ptr_eq(&schema, &partition) || *schema == *partition {
+        PartitionFormat::get(storage.compression)
+    } else {
+        None
+    };
+    let mut writer = match format {
+        Some(f) => ArrowWriter::try_new_with_options(
+            out,
+            schema,
+            ArrowWriterOptions::new()
+                .with_properties(f.props.clone())
+                .with_parquet_schema(f.parquet_schema.clone())
+                .with_skip_arrow_metadata(true),
+        ),
+        // Another schema: prepared from scratch.
+        None => ArrowWriter::try_new(out, schema, Some(base_properties(storage.compression))),
+    }
+    .map_err(|e| Error::parquet(at, e))?;
+    write_slices(&mut writer, at, batch, storage)?;
+    writer.into_inner().map_err(|e| Error::parquet(at, e))
+}
+
+/// Writes `batch` in slices, closing a row group whenever it reaches
+/// `storage.rowGroupSize` bytes.
+fn write_slices<W: std::io::Write + Send>(
+    writer: &mut ArrowWriter<W>,
+    at: &Path,
+    batch: &RecordBatch,
+    storage: &StorageConfig,
+) -> Result<()> {
     let limit = storage.row_group_size as usize;
     let row_bytes = (batch.get_array_memory_size() / batch.num_rows().max(1)).max(1);
     let slice_rows = (limit / row_bytes / 4).clamp(1, MAX_SLICE_ROWS);
@@ -177,7 +323,7 @@ pub fn encode_partition<W: std::io::Write + Send>(
         }
         offset += len;
     }
-    writer.into_inner().map_err(|e| Error::parquet(at, e))
+    Ok(())
 }
 
 /// Removes stale temporary files (see [`remove_stale_temp_files`]) in every day
@@ -375,6 +521,102 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    /// The file `ArrowWriter` writes when set up from scratch for every file (as
+    /// partitions were written before their format was prepared once).
+    fn encode_from_scratch(batch: &RecordBatch, storage: &StorageConfig) -> Vec<u8> {
+        let props = base_properties(storage.compression);
+        let mut w = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).unwrap();
+        write_slices(&mut w, Path::new("t"), batch, storage).unwrap();
+        w.into_inner().unwrap()
+    }
+
+    #[test]
+    fn prepared_format_writes_the_same_bytes() {
+        for c in [
+            Compression::None,
+            Compression::Snappy,
+            Compression::Gzip,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            for (rows, row_group_size) in [(0, 1 << 20), (3, 1 << 20), (10_000, 20_000)] {
+                let storage = StorageConfig {
+                    output_dir: PathBuf::from("."),
+                    compression: c,
+                    row_group_size,
+                    durable: false,
+                    s3: Default::default(),
+                };
+                let b = batch(rows);
+                let got = encode_partition(Vec::new(), Path::new("t"), &b, &storage).unwrap();
+                assert_eq!(got, encode_from_scratch(&b, &storage), "{c:?}, {rows} rows");
+                // A batch with an equal schema that is another `Arc` (a merged one).
+                let copy = RecordBatch::try_new(
+                    std::sync::Arc::new((*b.schema()).clone()),
+                    b.columns().to_vec(),
+                )
+                .unwrap();
+                let got = encode_partition(Vec::new(), Path::new("t"), &copy, &storage).unwrap();
+                assert_eq!(got, encode_from_scratch(&b, &storage), "{c:?}, {rows} rows");
+            }
+        }
+        // Another schema is written from scratch, with its own Arrow schema.
+        let other = RecordBatch::try_from_iter([(
+            "x",
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2]))
+                as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let storage = StorageConfig {
+            output_dir: PathBuf::from("."),
+            compression: Compression::Zstd,
+            row_group_size: 1 << 20,
+            durable: false,
+            s3: Default::default(),
+        };
+        let got = encode_partition(Vec::new(), Path::new("t"), &other, &storage).unwrap();
+        assert_eq!(got, encode_from_scratch(&other, &storage));
+    }
+
+    #[test]
+    fn staged_partitions_appear_only_when_published() {
+        let dir = tmpdir("staged");
+        let storage = StorageConfig {
+            output_dir: dir.clone(),
+            compression: Compression::Zstd,
+            row_group_size: 1 << 20,
+            durable: true,
+            s3: Default::default(),
+        };
+        // The day's folder does not exist yet: staging creates it.
+        let path = dir.join("2024-03-01").join("p.parquet");
+        let staged = stage_partition(&path, &batch(5), &storage).unwrap();
+        assert_eq!(staged.path(), path);
+        assert!(!path.exists());
+        staged.sync().unwrap();
+        staged.publish().unwrap();
+        let r = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(r.metadata().file_metadata().num_rows(), 5);
+        // Dropped unpublished: nothing is left, the old file is untouched.
+        let staged = stage_partition(&path, &batch(7), &storage).unwrap();
+        drop(staged);
+        let names: Vec<_> = std::fs::read_dir(dir.join("2024-03-01"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("p.parquet")]);
+        let r = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(r.metadata().file_metadata().num_rows(), 5);
+        // A folder that cannot be created is an error naming it.
+        let blocker = dir.join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let e = stage_partition(&blocker.join("d").join("p.parquet"), &batch(1), &storage)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&*blocker.join("d").to_string_lossy()), "{e}");
     }
 
     #[test]
