@@ -24,6 +24,7 @@ use crate::plan::{Eval, MetricPlan, MetricRequests, Plan, Request};
 use crate::prometheus::{Answer, AnswerLimits, PromClient, PromError, Series};
 use crate::schema::PartitionBuilder;
 use crate::storage::Storage;
+use crate::writer::StagedPartition;
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -209,6 +210,53 @@ pub const BATCH_MAX_SAMPLES: u64 = 500_000;
 /// to overlap; each holds its rows and its Parquet encoders in memory.
 const PARTITION_WRITES: usize = 8;
 
+/// Partitions staged (encoded, not yet synced and renamed) at most at once, over
+/// all units: each holds an open temporary file.
+const MAX_STAGED: usize = 128;
+
+/// A staged partition waiting to be published: its index in the unit, its outcome
+/// so far, its file and the slot it holds (see [`MAX_STAGED`]).
+type Staged = (
+    usize,
+    PartitionOutcome,
+    (StagedPartition, tokio::sync::OwnedSemaphorePermit),
+);
+
+/// Records the result of writing an outcome's partition: written (or empty), or
+/// failed with the write's error.
+fn record_write(outcome: &mut PartitionOutcome, r: Result<()>) {
+    match r {
+        Ok(()) => {
+            outcome.status = if outcome.rows == 0 {
+                Status::Empty
+            } else {
+                Status::Written
+            }
+        }
+        Err(e) => outcome.failures.push(MetricFailure {
+            metric: "(write)".into(),
+            error: e.to_string(),
+            fatal: false,
+        }),
+    }
+}
+
+/// A built partition: its outcome recorded, or its staged file kept to publish.
+fn take_written(
+    r: (
+        usize,
+        PartitionOutcome,
+        Option<(StagedPartition, tokio::sync::OwnedSemaphorePermit)>,
+    ),
+    outcomes: &mut [Option<PartitionOutcome>],
+    staged: &mut Vec<Staged>,
+) {
+    match r {
+        (i, outcome, Some(file)) => staged.push((i, outcome, file)),
+        (i, outcome, None) => outcomes[i] = Some(outcome),
+    }
+}
+
 /// One metric's answer for one proxy: series of a (possibly batched) answer.
 struct ProxyAnswer {
     answer: Arc<Answer>,
@@ -237,6 +285,8 @@ pub struct Collector {
     storage: Arc<dyn Storage>,
     /// Partitions being built and written at once (over all units).
     writes: Arc<Semaphore>,
+    /// Partitions staged and not yet published (over all units; see [`MAX_STAGED`]).
+    staged_slots: Arc<Semaphore>,
 }
 
 impl Collector {
@@ -251,6 +301,7 @@ impl Collector {
             replace: false,
             storage,
             writes: Arc::new(Semaphore::new(PARTITION_WRITES)),
+            staged_slots: Arc::new(Semaphore::new(MAX_STAGED)),
         })
     }
 
@@ -478,13 +529,40 @@ impl Collector {
                 by_proxy[i].push(r);
             }
         }
-        // Build and write every partition concurrently on the blocking pool (their
-        // fsyncs overlap, which the filesystem can commit together), then make the
-        // renames durable with one fsync of the day's folder. A started write runs
-        // to completion even if the run is cancelled meanwhile: it is short and atomic.
+        // Build and write every partition concurrently on the blocking pool, then make
+        // the renames durable with one fsync of the day's folder. On a local disk a
+        // partition is first staged (encoded into its temporary file) and the staged
+        // files are synced and renamed together: one journal commit then covers many
+        // files, where syncing each as soon as it is written forces one commit after
+        // another while the others are still being created. A started write runs to
+        // completion even if the run is cancelled meanwhile: it is short and atomic.
+        let stage = self.storage.local_root().is_some();
         let mut writes = JoinSet::new();
         let mut outcomes: Vec<Option<PartitionOutcome>> = proxies.iter().map(|_| None).collect();
+        let mut staged: Vec<Staged> = Vec::new();
         for (i, (proxy, results)) in proxies.iter().zip(by_proxy).enumerate() {
+            // A staged file stays open until it is published: their number is
+            // bounded over all units. Short of a slot, this unit publishes what it
+            // has staged (holding no slot while it waits, so units never wait on
+            // each other in a circle).
+            let slot = if !stage {
+                None
+            } else if let Ok(slot) = self.staged_slots.clone().try_acquire_owned() {
+                Some(slot)
+            } else {
+                while let Some(r) = writes.join_next().await {
+                    take_written(unwrap_join(r), &mut outcomes, &mut staged);
+                }
+                self.publish(std::mem::take(&mut staged), &mut outcomes)
+                    .await;
+                Some(
+                    self.staged_slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed"),
+                )
+            };
             let permit = self
                 .writes
                 .clone()
@@ -494,19 +572,18 @@ impl Collector {
             let this = self.clone();
             let proxy = proxy.clone();
             writes.spawn_blocking(move || {
-                let outcome = this.build_and_write(day, &proxy, results);
+                let (outcome, file) = this.build_and_write(day, &proxy, results, stage);
                 drop(permit);
-                (i, outcome)
+                (i, outcome, file.zip(slot))
             });
-            while let Some(done) = writes.try_join_next() {
-                let (i, outcome) = unwrap_join(done);
-                outcomes[i] = Some(outcome);
+            while let Some(r) = writes.try_join_next() {
+                take_written(unwrap_join(r), &mut outcomes, &mut staged);
             }
         }
-        while let Some(done) = writes.join_next().await {
-            let (i, outcome) = unwrap_join(done);
-            outcomes[i] = Some(outcome);
+        while let Some(r) = writes.join_next().await {
+            take_written(unwrap_join(r), &mut outcomes, &mut staged);
         }
+        self.publish(staged, &mut outcomes).await;
         let mut outcomes: Vec<PartitionOutcome> = outcomes
             .into_iter()
             .map(|o| o.expect("every partition was built"))
@@ -539,35 +616,67 @@ impl Collector {
         outcomes
     }
 
+    /// Syncs the staged partitions (if the storage is durable) and renames each over
+    /// its partition, several at once on the blocking pool, recording each outcome
+    /// (written, or failed with the write's error and the old file untouched). The
+    /// renames are durable once the day's folder is synced.
+    async fn publish(&self, staged: Vec<Staged>, outcomes: &mut [Option<PartitionOutcome>]) {
+        if staged.is_empty() {
+            return;
+        }
+        let durable = self.cfg.storage.durable;
+        let tasks = PARTITION_WRITES.min(staged.len());
+        let mut groups: Vec<Vec<_>> = (0..tasks).map(|_| Vec::new()).collect();
+        for (n, s) in staged.into_iter().enumerate() {
+            groups[n % tasks].push(s);
+        }
+        let mut set = JoinSet::new();
+        for group in groups {
+            set.spawn_blocking(move || {
+                group
+                    .into_iter()
+                    .map(|(i, mut outcome, (file, _slot))| {
+                        let r = if durable { file.sync() } else { Ok(()) };
+                        record_write(&mut outcome, r.and_then(|()| file.publish()));
+                        (i, outcome)
+                    })
+                    .collect::<Vec<_>>()
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            for (i, outcome) in unwrap_join(r) {
+                outcomes[i] = Some(outcome);
+            }
+        }
+    }
+
     /// One partition: its rows built from the metrics' answers, written if every
-    /// metric succeeded. Runs on the blocking pool.
+    /// metric succeeded, or only staged (returned, to be synced and renamed with
+    /// others: see [`Collector::publish`]) when `stage` is set. Runs on the blocking
+    /// pool.
     fn build_and_write(
         &self,
         day: NaiveDate,
         proxy: &str,
         results: Vec<Result<ProxyAnswer>>,
-    ) -> PartitionOutcome {
+        stage: bool,
+    ) -> (PartitionOutcome, Option<StagedPartition>) {
         let (mut outcome, batch) = self.prepare_outcome(day, proxy, results);
-        if let Some(batch) = batch {
-            match self
-                .storage
-                .write_partition(day, proxy, &batch, &self.cfg.storage)
-            {
-                Ok(()) => {
-                    outcome.status = if outcome.rows == 0 {
-                        Status::Empty
-                    } else {
-                        Status::Written
-                    }
-                }
-                Err(e) => outcome.failures.push(MetricFailure {
-                    metric: "(write)".into(),
-                    error: e.to_string(),
-                    fatal: false,
-                }),
+        let Some(batch) = batch else {
+            return (outcome, None);
+        };
+        if stage {
+            match crate::writer::stage_partition(&outcome.path, &batch, &self.cfg.storage) {
+                Ok(staged) => return (outcome, Some(staged)),
+                Err(e) => record_write(&mut outcome, Err(e)),
             }
+        } else {
+            let r = self
+                .storage
+                .write_partition(day, proxy, &batch, &self.cfg.storage);
+            record_write(&mut outcome, r);
         }
-        outcome
+        (outcome, None)
     }
 
     /// The outcome of one partition before writing, and the batch to write if all
@@ -702,16 +811,9 @@ impl Collector {
         proxy: &str,
         day: NaiveDate,
     ) -> Result<(Request, Vec<Series>)> {
-        let request =
-            match self
-                .plan
-                .requests(metric, day, std::slice::from_ref(&proxy.to_string()))
-            {
-                MetricRequests::PerProxy(mut r)
-                | MetricRequests::Batched {
-                    fallback: mut r, ..
-                } => r.remove(0),
-            }
+        let request = self
+            .plan
+            .request(metric, day, proxy)
             .map_err(Error::Template)?;
         let series = self.send(&request).await?;
         check_label_collisions(&series, &metric.config.labels).map_err(Error::Invalid)?;
@@ -738,11 +840,7 @@ impl Collector {
         day: NaiveDate,
     ) -> Vec<Result<ProxyAnswer>> {
         let per_proxy = match self.plan.requests(metric, day, proxies) {
-            MetricRequests::Batched {
-                request,
-                label,
-                fallback,
-            } => {
+            MetricRequests::Batched { request, label } => {
                 match self.send_answer(&request, self.batch_limits()).await {
                     Ok(answer) => {
                         if let Some(split) = split_answer(answer, &label, proxies) {
@@ -773,7 +871,7 @@ impl Collector {
                     }
                     Err(_) => {}
                 }
-                fallback
+                self.plan.per_proxy_requests(metric, day, proxies)
             }
             MetricRequests::PerProxy(requests) => requests,
         };
@@ -906,13 +1004,29 @@ fn answer_collisions(
     if keep.is_empty() || series.len() < 2 {
         return Ok(());
     }
+    let kept = |i: u32| {
+        answer
+            .labels(i as usize)
+            .filter(|(k, _)| keep.iter().any(|x| x == k))
+    };
+    // Few series (a proxy's usual answer): compared pairwise, without hashing; the
+    // first pair found is the one the map below finds.
+    if series.len() <= 16 {
+        for (n, &i) in series.iter().enumerate() {
+            if let Some(&j) = series[..n].iter().find(|&&j| kept(j).eq(kept(i))) {
+                return Err(collision_message(
+                    &answer.label_map(j as usize),
+                    &answer.label_map(i as usize),
+                    keep,
+                ));
+            }
+        }
+        return Ok(());
+    }
     let mut seen: std::collections::HashMap<Vec<(&str, &str)>, u32> =
         std::collections::HashMap::with_capacity(series.len());
     for &i in series {
-        let kept: Vec<(&str, &str)> = answer
-            .labels(i as usize)
-            .filter(|(k, _)| keep.iter().any(|x| x == k))
-            .collect();
+        let kept: Vec<(&str, &str)> = kept(i).collect();
         if let Some(&j) = seen.get(&kept) {
             return Err(collision_message(
                 &answer.label_map(j as usize),
@@ -1037,6 +1151,22 @@ mod tests {
         );
         answer_collisions(&answer, &[0, 1], &keep).unwrap();
         answer_collisions(&answer, &[0, 2], &[]).unwrap();
+        // Many series (hashed rather than compared pairwise): the same pair, the same words.
+        let mut many: Vec<Series> = (0..40)
+            .map(|i| series(&[("apiproxy", &format!("p{i}")), ("environment", "prod")]))
+            .collect();
+        many.push(series(&[("apiproxy", "p7"), ("environment", "test")]));
+        let want = check_label_collisions(&many, &keep).unwrap_err();
+        assert!(want.contains(r#"apiproxy="p7""#), "{want}");
+        let order: Vec<u32> = (0..many.len() as u32).collect();
+        let answer = Answer::from_series(many);
+        assert_eq!(answer_collisions(&answer, &order, &keep).unwrap_err(), want);
+        answer_collisions(&answer, &order[..40], &keep).unwrap();
+        // And pairwise, among few of them.
+        assert_eq!(
+            answer_collisions(&answer, &[3, 7, 9, 40], &keep).unwrap_err(),
+            want
+        );
     }
 
     #[tokio::test]

@@ -173,12 +173,9 @@ pub struct Request {
 pub enum MetricRequests {
     /// One request for the whole group, whose answer is split by `label`; if a
     /// series lacks the label (or names a proxy outside the group) the answer is
-    /// not trusted and the `fallback` requests run instead, one per proxy.
-    Batched {
-        request: Request,
-        label: String,
-        fallback: Vec<std::result::Result<Request, crate::promql::TemplateError>>,
-    },
+    /// not trusted and [`Plan::per_proxy_requests`] run instead, one per proxy
+    /// (built only then: most batches never need them).
+    Batched { request: Request, label: String },
     /// One request per proxy (or why the template cannot be expanded for it).
     PerProxy(Vec<std::result::Result<Request, crate::promql::TemplateError>>),
 }
@@ -258,9 +255,35 @@ impl Plan {
         day: NaiveDate,
         proxies: &[String],
     ) -> MetricRequests {
+        if proxies.len() > 1 {
+            if let Some(label) = &metric.batch_label {
+                if let Some(q) = crate::promql::expand_batch(&metric.config.query, proxies) {
+                    let window = self.window(day);
+                    let request = Request {
+                        query: self.query_for_day(metric, q, &window),
+                        eval: self.eval(metric, &window),
+                    };
+                    return MetricRequests::Batched {
+                        request,
+                        label: label.clone(),
+                    };
+                }
+            }
+        }
+        MetricRequests::PerProxy(self.per_proxy_requests(metric, day, proxies))
+    }
+
+    /// One request per proxy for `metric` on `day` (what a batch falls back to when
+    /// its answer cannot be split by proxy).
+    pub fn per_proxy_requests(
+        &self,
+        metric: &MetricPlan,
+        day: NaiveDate,
+        proxies: &[String],
+    ) -> Vec<std::result::Result<Request, crate::promql::TemplateError>> {
         let window = self.window(day);
         let eval = self.eval(metric, &window);
-        let per_proxy: Vec<_> = proxies
+        proxies
             .iter()
             .map(|p| {
                 crate::promql::expand(&metric.config.query, p).map(|q| Request {
@@ -268,23 +291,21 @@ impl Plan {
                     eval,
                 })
             })
-            .collect();
-        if proxies.len() > 1 {
-            if let Some(label) = &metric.batch_label {
-                if let Some(q) = crate::promql::expand_batch(&metric.config.query, proxies) {
-                    let request = Request {
-                        query: self.query_for_day(metric, q, &window),
-                        eval,
-                    };
-                    return MetricRequests::Batched {
-                        request,
-                        label: label.clone(),
-                        fallback: per_proxy,
-                    };
-                }
-            }
-        }
-        MetricRequests::PerProxy(per_proxy)
+            .collect()
+    }
+
+    /// The request for `metric` on `day` for one proxy (never batched).
+    pub fn request(
+        &self,
+        metric: &MetricPlan,
+        day: NaiveDate,
+        proxy: &str,
+    ) -> std::result::Result<Request, crate::promql::TemplateError> {
+        let window = self.window(day);
+        crate::promql::expand(&metric.config.query, proxy).map(|q| Request {
+            query: self.query_for_day(metric, q, &window),
+            eval: self.eval(metric, &window),
+        })
     }
 }
 
@@ -421,11 +442,7 @@ mod tests {
         assert_eq!(labels, vec![Some("apiproxy"), None, None]);
         let proxies = vec!["a".to_string(), "b".to_string()];
         match plan.requests(&plan.metrics[0], d("2024-03-01"), &proxies) {
-            MetricRequests::Batched {
-                request,
-                label,
-                fallback,
-            } => {
+            MetricRequests::Batched { request, label } => {
                 assert_eq!(label, "apiproxy");
                 assert_eq!(
                     request.query,
@@ -439,6 +456,7 @@ mod tests {
                             .timestamp_millis()
                     }
                 );
+                let fallback = plan.per_proxy_requests(&plan.metrics[0], d("2024-03-01"), &proxies);
                 assert_eq!(fallback.len(), 2);
                 assert_eq!(
                     fallback[1].as_ref().unwrap().query,
@@ -449,6 +467,11 @@ mod tests {
         }
         assert!(
             matches!(plan.requests(&plan.metrics[1], d("2024-03-01"), &proxies), MetricRequests::PerProxy(r) if r.len() == 2)
+        );
+        // The single-proxy request is the per-proxy one.
+        assert_eq!(
+            plan.request(&plan.metrics[0], d("2024-03-01"), "b"),
+            plan.per_proxy_requests(&plan.metrics[0], d("2024-03-01"), &proxies)[1]
         );
         // One proxy, or batchSize 1: never batched.
         assert!(matches!(
