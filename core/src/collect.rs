@@ -692,7 +692,8 @@ impl Collector {
         let mut empty_metrics = Vec::new();
         // Each metric's series, checked and in the order of their labels (stable, as
         // a sort of the maps).
-        let mut answers: Vec<(&crate::config::MetricConfig, ProxyAnswer)> = Vec::new();
+        let mut answers: Vec<(&crate::config::MetricConfig, ProxyAnswer)> =
+            Vec::with_capacity(self.plan.metrics.len());
         for (metric, result) in self.plan.metrics.iter().map(|m| &m.config).zip(results) {
             match result {
                 Ok(r) if r.series.is_empty() => empty_metrics.push(metric.name.clone()),
@@ -718,8 +719,9 @@ impl Collector {
             }
         }
         // The rows: per series its kept labels (one list for all) and points.
-        let mut labels: Vec<(&str, &str)> = Vec::new();
-        let mut parts: Vec<SeriesPart<'_>> = Vec::new();
+        let series: usize = answers.iter().map(|(_, r)| r.series.len()).sum();
+        let mut labels: Vec<(&str, &str)> = Vec::with_capacity(series * 2);
+        let mut parts: Vec<SeriesPart<'_>> = Vec::with_capacity(series);
         for (metric, r) in &answers {
             let keep = &metric.labels;
             for &i in &r.series {

@@ -102,9 +102,31 @@ impl Strings {
         }
     }
 
-    fn end_value(&mut self) {
-        self.offsets
-            .push(i32::try_from(self.bytes.len()).expect("byte array offset overflow"));
+    /// Appends `n` rows of the values `row` (one after the other in each row): the
+    /// first row's bytes, then copies of what is written, doubling; then the offsets.
+    fn push_repeated<'a>(&mut self, row: impl Iterator<Item = &'a str> + Clone, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let start = self.bytes.len();
+        for v in row.clone() {
+            self.bytes.extend_from_slice(v.as_bytes());
+        }
+        let row_len = self.bytes.len() - start;
+        let mut done = 1;
+        while done < n {
+            let k = done.min(n - done);
+            self.bytes.extend_from_within(start..start + k * row_len);
+            done += k;
+        }
+        let mut end = start;
+        for _ in 0..n {
+            for v in row.clone() {
+                end += v.len();
+                self.offsets
+                    .push(i32::try_from(end).expect("byte array offset overflow"));
+            }
+        }
     }
 
     fn finish(self) -> StringArray {
@@ -114,6 +136,36 @@ impl Strings {
             None,
         )
     }
+}
+
+/// `StringArray::from_iter_values(std::iter::repeat_n(value, n))` built in bulk:
+/// the same array, its buffers of the same capacities (the values' buffer grows as
+/// Arrow's `MutableBuffer` grows while the values are appended one by one).
+fn repeated_string(value: &str, n: usize) -> StringArray {
+    use arrow::buffer::MutableBuffer;
+    let len = value.len();
+    let (mut cap, mut used, mut left) = (0usize, 0usize, n);
+    while left > 0 && len > 0 {
+        let fit = ((cap - used) / len).min(left);
+        used += fit * len;
+        left -= fit;
+        if left > 0 {
+            cap = (used + len).next_multiple_of(64).max(cap * 2);
+        }
+    }
+    let mut values = MutableBuffer::new(cap);
+    values.repeat_slice_n_times(value.as_bytes(), n);
+    i32::try_from(n * len).expect("byte array offset overflow");
+    let mut offsets = MutableBuffer::new((n + 1) * std::mem::size_of::<i32>());
+    offsets.resize((n + 1) * std::mem::size_of::<i32>(), 0);
+    for (i, o) in offsets.typed_data_mut::<i32>().iter_mut().enumerate() {
+        *o = (i * len) as i32;
+    }
+    StringArray::new(
+        OffsetBuffer::new(ScalarBuffer::from(Buffer::from(offsets))),
+        values.into(),
+        None,
+    )
 }
 
 /// The capacity a vector of `elem`-byte elements with capacity `cap` and length
@@ -310,18 +362,13 @@ impl PartitionBuilder {
 
         self.timestamp.extend_from_slice(&timestamps[..n]);
         self.value.extend_from_slice(&values[..n]);
-        for _ in 0..n {
-            self.metric.bytes.extend_from_slice(metric.as_bytes());
-            self.metric.end_value();
-            for (k, v) in labels {
-                self.keys.bytes.extend_from_slice(k.as_bytes());
-                self.keys.end_value();
-                self.values.bytes.extend_from_slice(v.as_bytes());
-                self.values.end_value();
-            }
-            self.map_offsets
-                .push(i32::try_from(self.keys.offsets.len() - 1).expect("map offset overflow"));
-        }
+        self.metric.push_repeated(std::iter::once(metric), n);
+        let entries = self.keys.offsets.len() - 1;
+        self.keys.push_repeated(labels.iter().map(|(k, _)| *k), n);
+        self.values.push_repeated(labels.iter().map(|(_, v)| *v), n);
+        let m = labels.len();
+        self.map_offsets
+            .extend((1..=n).map(|r| i32::try_from(entries + r * m).expect("map offset overflow")));
         self.rows += n;
     }
 
@@ -353,7 +400,7 @@ impl PartitionBuilder {
             Arc::new(Int64Array::new(ScalarBuffer::from(self.timestamp), None)),
             Arc::new(self.metric.finish()),
             Arc::new(Float64Array::new(ScalarBuffer::from(self.value), None)),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(proxy, n))),
+            Arc::new(repeated_string(proxy, n)),
             Arc::new(Date32Array::from_iter_values(std::iter::repeat_n(
                 date32(day),
                 n,
@@ -414,7 +461,7 @@ mod tests {
                 Arc::new(self.timestamp.finish()),
                 Arc::new(self.metric.finish()),
                 Arc::new(self.value.finish()),
-                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(proxy, n))),
+                Arc::new(repeated_string(proxy, n)),
                 Arc::new(Date32Array::from_iter_values(std::iter::repeat_n(
                     date32(day),
                     n,
@@ -503,6 +550,29 @@ mod tests {
                 b.get_array_memory_size(),
                 "case {case}"
             );
+        }
+    }
+
+    #[test]
+    fn repeated_strings_equal_arrows_in_data_and_memory() {
+        for value in [
+            "",
+            "p",
+            "api-proxy-1234",
+            &"x".repeat(100),
+            &"y".repeat(5000),
+        ] {
+            for n in [0, 1, 2, 3, 4, 5, 63, 64, 65, 1000, 5760] {
+                let a = repeated_string(value, n);
+                let b = StringArray::from_iter_values(std::iter::repeat_n(value, n));
+                assert_eq!(a, b, "{n} x {} bytes", value.len());
+                assert_eq!(
+                    a.get_array_memory_size(),
+                    b.get_array_memory_size(),
+                    "{n} x {} bytes",
+                    value.len()
+                );
+            }
         }
     }
 
