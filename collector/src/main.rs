@@ -259,29 +259,21 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
             "removed temporary files left by an interrupted run"
         );
     }
-    if cli.compact && local_root.is_none() {
-        anyhow::bail!(
-            "--compact: compaction of an archive in object storage ({}) is not supported yet; \
-             compact a local copy or leave the daily layout",
-            collector.storage().url()
-        );
-    }
     if cli.compact {
         let months = match cli.month {
             Some(m) => {
                 promduck_core::compact::check_closed(m, now, cfg.timezone)?;
                 vec![m]
             }
-            None => promduck_core::compact::months_with_daily_files(
-                &cfg.storage.output_dir,
+            None => collector.storage().months_with_daily_files(
                 promduck_core::compact::current_month(now, cfg.timezone),
             )?,
         };
         if months.is_empty() {
-            tracing::info!(output_dir = %cfg.storage.output_dir.display(), "no closed month has daily files: nothing to compact");
+            tracing::info!(output_dir = %collector.storage().url(), "no closed month has daily files: nothing to compact");
             return Ok(ExitCode::SUCCESS);
         }
-        let outcomes = compact(&cfg, months, &cancel, cli.replace).await;
+        let outcomes = compact(&collector, months, &cancel, cli.replace).await;
         return Ok(compaction_exit_code(&outcomes));
     }
     if let Some(days) = days {
@@ -294,13 +286,9 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         metrics.record(&summary, started.elapsed(), collector.client().stats());
         // Days of compacted months were written as daily files again: compact those
         // months now, so that the new values take effect (see compact.rs).
-        let recompact = if local_root.is_some() {
-            recompact_months(&cfg, &days)
-        } else {
-            vec![]
-        };
+        let recompact = recompact_months(&collector, &days);
         if !recompact.is_empty() && !cancel.is_cancelled() {
-            let outcomes = compact(&cfg, recompact, &cancel, cli.replace).await;
+            let outcomes = compact(&collector, recompact, &cancel, cli.replace).await;
             if outcomes
                 .iter()
                 .any(|o| o.status == promduck_core::compact::MonthStatus::Failed)
@@ -351,12 +339,11 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         // Compaction: months compacted before that got daily files again, and, with
         // storage.compaction.afterDays, every month closed that many days ago.
         let days: Vec<NaiveDate> = units.iter().map(|u| u.0).collect();
-        let mut months = recompact_months(&cfg, &days);
+        let mut months = recompact_months(&collector, &days);
         if let Some(after) = cfg.compaction.after_days {
             let today = Utc::now().with_timezone(&cfg.timezone).date_naive();
             let current = promduck_core::compact::current_month(Utc::now(), cfg.timezone);
-            match promduck_core::compact::months_with_daily_files(&cfg.storage.output_dir, current)
-            {
+            match collector.storage().months_with_daily_files(current) {
                 Ok(closed) => months.extend(closed.into_iter().filter(|m| {
                     let closes = promduck_core::layout::month_end(*m)
                         .succ_opt()
@@ -369,7 +356,7 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         months.sort();
         months.dedup();
         if !months.is_empty() {
-            compact(&cfg, months, &cancel, cli.replace).await;
+            compact(&collector, months, &cancel, cli.replace).await;
             if cancel.is_cancelled() {
                 break;
             }
@@ -388,29 +375,37 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
 
 /// The compacted months (those with a month file) among the months of `days`: a
 /// collection wrote daily files into them, which the next compaction takes in.
-fn recompact_months(cfg: &Config, days: &[NaiveDate]) -> Vec<NaiveDate> {
+/// A month that cannot be checked is left out (logged).
+fn recompact_months(collector: &Collector, days: &[NaiveDate]) -> Vec<NaiveDate> {
     let mut months: Vec<NaiveDate> = days
         .iter()
         .map(|d| promduck_core::layout::month_of(*d))
-        .filter(|m| promduck_core::compact::is_compacted(&cfg.storage.output_dir, *m))
         .collect();
     months.sort();
     months.dedup();
+    months.retain(|m| match collector.storage().is_compacted(*m) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(month = %promduck_core::layout::month_dir_name(*m), error = %e, "cannot tell whether the month is compacted");
+            false
+        }
+    });
     months
 }
 
 /// Compacts months on a blocking thread, logging each outcome.
 async fn compact(
-    cfg: &Config,
+    collector: &Collector,
     months: Vec<NaiveDate>,
     cancel: &Cancel,
     replace: bool,
 ) -> Vec<promduck_core::compact::MonthOutcome> {
-    use promduck_core::compact::{compact_months, CompactOptions, MonthStatus};
+    use promduck_core::compact::{CompactOptions, MonthStatus};
+    let cfg = collector.config();
     let mut opts = CompactOptions::from_config(cfg);
     opts.replace_partitions = replace;
-    let (dir, storage, stop) = (
-        cfg.storage.output_dir.clone(),
+    let (archive, storage, stop) = (
+        collector.storage().clone(),
         cfg.storage.clone(),
         cancel.clone(),
     );
@@ -421,7 +416,7 @@ async fn compact(
     tracing::info!(months = %names.join(", "), remove_daily_after = ?opts.remove_daily_after, "compacting");
     let started = Instant::now();
     let outcomes = match tokio::task::spawn_blocking(move || {
-        compact_months(&dir, &months, &storage, &opts, &|| stop.is_cancelled())
+        archive.compact(&months, &storage, &opts, &|| stop.is_cancelled())
     })
     .await
     {

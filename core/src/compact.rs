@@ -45,6 +45,8 @@
 //! partitions are streamed one at a time, in output order, from the daily files and
 //! from the previous month file (read sequentially), never a month at once.
 
+pub(crate) mod s3;
+
 use crate::config::{Config, StorageConfig};
 use crate::error::{Error, Result};
 use crate::layout::{
@@ -57,13 +59,15 @@ use arrow::compute::{
     cast_with_options, concat_batches, filter_record_batch, take_record_batch, CastOptions,
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -332,7 +336,7 @@ impl Identity {
 
 /// One (proxy, day) of the month being written.
 #[derive(Debug, Default)]
-struct Key {
+pub(crate) struct Key {
     daily: Option<usize>,
     /// Rows in the daily file and in the previous month file (for row-group planning).
     daily_rows: usize,
@@ -391,113 +395,46 @@ fn write_month(
 
     // Every (proxy, day) of the month, from the daily files' footers and the previous
     // month file's `api_proxy`/`date` columns.
-    let mut keys: BTreeMap<String, BTreeMap<i32, Key>> = BTreeMap::new();
-    for (i, f) in dailies.iter().enumerate() {
-        let rows = footer_rows(&f.path)?;
-        let k = keys
-            .entry(f.proxy.clone())
-            .or_default()
-            .entry(date32(f.day))
-            .or_default();
-        if let Some(j) = k.daily {
-            return Err(Error::Invalid(format!(
-                "two files hold proxy {:?} on {}: {} and {}; remove one before compacting",
-                f.proxy,
-                f.day,
-                dailies[j].path.display(),
-                f.path.display()
-            )));
-        }
-        k.daily = Some(i);
-        k.daily_rows = rows;
+    let mut rows = Vec::with_capacity(dailies.len());
+    for f in &dailies {
+        rows.push(footer_rows(&f.path)?);
     }
     let previous = target.is_file().then(|| target.clone());
-    if let Some(prev) = &previous {
-        for (proxy, day, rows) in month_keys(prev, first)? {
-            keys.entry(proxy)
-                .or_default()
-                .entry(day)
-                .or_default()
-                .month_rows = rows;
+    let previous_keys = previous
+        .as_deref()
+        .map(|p| month_keys(p, first))
+        .transpose()?;
+    let mut keys = plan_keys(&dailies, previous_keys)?;
+    for days in keys.values_mut() {
+        for k in days.values_mut() {
+            if let Some(i) = k.daily {
+                k.daily_rows = rows[i];
+            }
         }
     }
 
     tracing::debug!(month = %name, daily_files = dailies.len(), seconds = started.elapsed().as_secs_f64(), "listed and counted");
     let tmp = crate::writer::create_temp_file(&month_dir, &target)?;
-    let props = month_properties(storage, opts, &name);
-    let schema = partition_schema();
-    let bad = |e: &dyn std::fmt::Display| Error::parquet(tmp.path(), e.to_string());
-    let mut writer = Batched {
-        writer: ArrowWriter::try_new(tmp.as_file(), schema.clone(), Some(props))
-            .map_err(|e| bad(&e))?,
-        pending: Vec::new(),
-        rows: 0,
-    };
+    let mut writer = Batched::new(tmp.as_file(), storage, opts, &name, tmp.path())?;
     let mut cursor = previous.as_deref().map(MonthCursor::open).transpose()?;
-    let mut absorbed = Vec::new();
     let order: Vec<(usize, usize)> = keys
         .values()
-        .flat_map(|days| {
-            days.values()
-                .filter_map(|k| k.daily.map(|i| (i, k.daily_rows)))
-        })
+        .flat_map(|days| days.values().filter_map(|k| k.daily.map(|i| (i, rows[i]))))
         .collect();
-    let mut prefetch = Prefetch::new(&dailies, order);
-    let limit = opts.row_group_rows.max(1);
-    let mut in_group = 0usize;
-    for (proxy, days) in &keys {
-        let proxy_rows: usize = days.values().map(|k| k.daily_rows + k.month_rows).sum();
-        // A proxy goes whole into the current group if it fits; else it starts a
-        // new one, and if it alone is larger than a group its days fill groups of
-        // their own.
-        if in_group > 0 && in_group + proxy_rows > limit {
-            writer.flush_group().map_err(|e| bad(&e))?;
-            in_group = 0;
-        }
-        let large = proxy_rows > limit;
-        for (&day, k) in days {
-            let key_rows = k.daily_rows + k.month_rows;
-            if large && in_group > 0 && in_group + key_rows > limit {
-                writer.flush_group().map_err(|e| bad(&e))?;
-                in_group = 0;
-            }
-            let old = match (&mut cursor, k.month_rows) {
-                (Some(c), n) if n > 0 => Some(c.take(proxy, day)?),
-                _ => None,
-            };
-            let new = match k.daily {
-                Some(i) => {
-                    let f = &dailies[i];
-                    let (batch, id) = prefetch.next(i)?;
-                    absorbed.push(Absorbed {
-                        path: f.path.clone(),
-                        id,
-                    });
-                    out.daily_files += 1;
-                    Some(batch)
-                }
-                None => None,
-            };
-            let batch = merge(old, new, opts.replace_partitions, tmp.path())?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let batch = sort_partition(&batch, tmp.path())?;
-            let n = batch.num_rows();
-            writer.write(batch).map_err(|e| bad(&e))?;
-            in_group += n;
-            out.rows += n as u64;
-            out.partitions += 1;
-        }
-        if large && in_group > 0 {
-            writer.flush_group().map_err(|e| bad(&e))?;
-            in_group = 0;
-        }
-    }
-    if let Some(c) = &mut cursor {
-        c.finish()?;
-    }
-    let meta = writer.close().map_err(|e| bad(&e))?;
+    let mut source = LocalDailies {
+        rows,
+        prefetch: Prefetch::new(&dailies, order),
+    };
+    let taken = write_partitions(
+        &mut keys,
+        &mut source,
+        cursor.as_mut(),
+        &mut writer,
+        opts,
+        out,
+        tmp.path(),
+    )?;
+    let meta = writer.close(tmp.path())?;
     out.row_groups = meta.num_row_groups();
     if storage.durable {
         tmp.as_file()
@@ -515,7 +452,153 @@ fn write_month(
     out.bytes = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
     tracing::debug!(month = %name, seconds = started.elapsed().as_secs_f64(), "month file visible");
     drop(lock);
-    Ok(absorbed)
+    Ok(taken
+        .into_iter()
+        .map(|(i, id)| Absorbed {
+            path: dailies[i].path.clone(),
+            id,
+        })
+        .collect())
+}
+
+/// Every (proxy, day) of a month being written: the daily partitions `dailies`
+/// (row counts left to the caller) and the previous month file's (proxy, day, rows)
+/// runs. Two daily partitions of one (proxy, day) are an error.
+pub(crate) fn plan_keys(
+    dailies: &[PartitionFile],
+    previous: Option<Vec<(String, i32, usize)>>,
+) -> Result<BTreeMap<String, BTreeMap<i32, Key>>> {
+    let mut keys: BTreeMap<String, BTreeMap<i32, Key>> = BTreeMap::new();
+    for (i, f) in dailies.iter().enumerate() {
+        let k = keys
+            .entry(f.proxy.clone())
+            .or_default()
+            .entry(date32(f.day))
+            .or_default();
+        if let Some(j) = k.daily {
+            return Err(Error::Invalid(format!(
+                "two files hold proxy {:?} on {}: {} and {}; remove one before compacting",
+                f.proxy,
+                f.day,
+                dailies[j].path.display(),
+                f.path.display()
+            )));
+        }
+        k.daily = Some(i);
+    }
+    for (proxy, day, rows) in previous.unwrap_or_default() {
+        keys.entry(proxy)
+            .or_default()
+            .entry(day)
+            .or_default()
+            .month_rows = rows;
+    }
+    Ok(keys)
+}
+
+/// Where the daily partitions of a month come from while its month file is written
+/// (the files of a folder, the objects of a bucket). They are asked for in the
+/// month file's order, and a partition's `rows` before its `take`.
+pub(crate) trait DailySource {
+    /// What tells the partition that was read from one written at its place later.
+    type Id;
+    /// The partition's row count.
+    fn rows(&mut self, i: usize) -> Result<usize>;
+    /// The partition's rows, checked to be its (day, proxy), and its identity as read.
+    fn take(&mut self, i: usize) -> Result<(RecordBatch, Self::Id)>;
+}
+
+/// Daily files: row counts from their footers (read up front), rows read ahead in
+/// parallel windows.
+struct LocalDailies<'a> {
+    rows: Vec<usize>,
+    prefetch: Prefetch<'a>,
+}
+
+impl DailySource for LocalDailies<'_> {
+    type Id = Identity;
+
+    fn rows(&mut self, i: usize) -> Result<usize> {
+        Ok(self.rows[i])
+    }
+
+    fn take(&mut self, i: usize) -> Result<(RecordBatch, Identity)> {
+        self.prefetch.next(i)
+    }
+}
+
+/// Writes a month's partitions in the month file's order (module docs): the
+/// previous month file's rows (`cursor`, read sequentially) merged with the daily
+/// partitions (`source`), in row groups that never split a (proxy, day). Returns
+/// the daily partitions taken in, with their identity as read. `at` names the
+/// file being written, for messages. The writer is left open.
+pub(crate) fn write_partitions<W: Write + Send, S: DailySource>(
+    keys: &mut BTreeMap<String, BTreeMap<i32, Key>>,
+    source: &mut S,
+    mut cursor: Option<&mut MonthCursor>,
+    writer: &mut Batched<W>,
+    opts: &CompactOptions,
+    out: &mut MonthOutcome,
+    at: &Path,
+) -> Result<Vec<(usize, S::Id)>> {
+    let bad = |e: &dyn std::fmt::Display| Error::parquet(at, e.to_string());
+    let mut taken = Vec::new();
+    let limit = opts.row_group_rows.max(1);
+    let mut in_group = 0usize;
+    for (proxy, days) in keys.iter_mut() {
+        for k in days.values_mut() {
+            if let Some(i) = k.daily {
+                k.daily_rows = source.rows(i)?;
+            }
+        }
+        let proxy_rows: usize = days.values().map(|k| k.daily_rows + k.month_rows).sum();
+        // A proxy goes whole into the current group if it fits; else it starts a
+        // new one, and if it alone is larger than a group its days fill groups of
+        // their own.
+        if in_group > 0 && in_group + proxy_rows > limit {
+            writer.flush_group().map_err(|e| bad(&e))?;
+            in_group = 0;
+        }
+        let large = proxy_rows > limit;
+        for (&day, k) in days.iter() {
+            let key_rows = k.daily_rows + k.month_rows;
+            if large && in_group > 0 && in_group + key_rows > limit {
+                writer.flush_group().map_err(|e| bad(&e))?;
+                in_group = 0;
+            }
+            let old = match (&mut cursor, k.month_rows) {
+                (Some(c), n) if n > 0 => Some(c.take(proxy, day)?),
+                _ => None,
+            };
+            let new = match k.daily {
+                Some(i) => {
+                    let (batch, id) = source.take(i)?;
+                    taken.push((i, id));
+                    out.daily_files += 1;
+                    Some(batch)
+                }
+                None => None,
+            };
+            let batch = merge(old, new, opts.replace_partitions, at)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let batch = sort_partition(&batch, at)?;
+            let n = batch.num_rows();
+            writer.write(batch).map_err(|e| bad(&e))?;
+            in_group += n;
+            out.rows += n as u64;
+            out.partitions += 1;
+        }
+        if large && in_group > 0 {
+            writer.flush_group().map_err(|e| bad(&e))?;
+            in_group = 0;
+        }
+    }
+    if let Some(c) = cursor {
+        c.finish()?;
+    }
+    Ok(taken)
 }
 
 /// Reads the daily files in the order they are written, a window at a time, the
@@ -611,14 +694,32 @@ impl<'a> Prefetch<'a> {
 }
 
 /// The month file's writer, fed in batches of up to [`PAGE_ROWS`] rows (one small
-/// partition at a time would make every write pay the writer's per-call cost).
-struct Batched<'a> {
-    writer: ArrowWriter<&'a File>,
+/// partition at a time would make every write pay the writer's per-call cost). It
+/// writes into any sink: a temporary file on disk, a multipart upload to a bucket.
+pub(crate) struct Batched<W: Write + Send> {
+    writer: ArrowWriter<W>,
     pending: Vec<RecordBatch>,
     rows: usize,
 }
 
-impl Batched<'_> {
+impl<W: Write + Send> Batched<W> {
+    /// A month file's writer (see [`month_properties`]) into `sink`; `at` names it.
+    pub(crate) fn new(
+        sink: W,
+        storage: &StorageConfig,
+        opts: &CompactOptions,
+        month: &str,
+        at: &Path,
+    ) -> Result<Batched<W>> {
+        let props = month_properties(storage, opts, month);
+        Ok(Batched {
+            writer: ArrowWriter::try_new(sink, partition_schema(), Some(props))
+                .map_err(|e| Error::parquet(at, e.to_string()))?,
+            pending: Vec::new(),
+            rows: 0,
+        })
+    }
+
     fn write(&mut self, batch: RecordBatch) -> parquet::errors::Result<()> {
         self.rows += batch.num_rows();
         self.pending.push(batch);
@@ -638,9 +739,11 @@ impl Batched<'_> {
         self.writer.write(&batch)
     }
 
-    fn close(mut self) -> parquet::errors::Result<parquet::file::metadata::ParquetMetaData> {
-        self.emit()?;
-        self.writer.close()
+    /// Writes what is pending and the footer; the sink then holds the whole file.
+    pub(crate) fn close(mut self, at: &Path) -> Result<parquet::file::metadata::ParquetMetaData> {
+        self.emit()
+            .and_then(|()| self.writer.close())
+            .map_err(|e| Error::parquet(at, e.to_string()))
     }
 
     /// Ends the current row group.
@@ -743,10 +846,21 @@ fn read_daily(f: &PartitionFile) -> Result<(RecordBatch, Identity)> {
     let path = f.path.as_path();
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let id = Identity::of(&file.metadata().map_err(|e| Error::io(path, e))?);
+    Ok((decode_daily(file, f.day, &f.proxy, path)?, id))
+}
+
+/// The rows of a daily partition (a file, an object's bytes) in the partition
+/// schema, checked to be the (day, proxy) its place says.
+pub(crate) fn decode_daily<R: ChunkReader + 'static>(
+    input: R,
+    day: NaiveDate,
+    proxy: &str,
+    path: &Path,
+) -> Result<RecordBatch> {
     let bad = |e: &dyn std::fmt::Display| {
         Error::parquet(path, format!("cannot read the daily file: {e}"))
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let reader = ParquetRecordBatchReaderBuilder::try_new(input)
         .map_err(|e| bad(&e))?
         .with_batch_size(8192)
         .build()
@@ -756,35 +870,31 @@ fn read_daily(f: &PartitionFile) -> Result<(RecordBatch, Identity)> {
         batches.push(to_partition_schema(&b.map_err(|e| bad(&e))?, path)?);
     }
     let batch = concat_batches(&partition_schema(), &batches).map_err(|e| bad(&e))?;
-    let day = date32(f.day);
+    let want_day = date32(day);
     let dates = batch
         .column_by_name(COL_DATE)
         .expect("schema")
         .as_primitive::<arrow::datatypes::Date32Type>();
-    if let Some(i) = (0..dates.len()).find(|&i| dates.value(i) != day) {
+    if let Some(i) = (0..dates.len()).find(|&i| dates.value(i) != want_day) {
         return Err(Error::parquet(
             path,
-            format!(
-                "column `date`: row {i} holds another day than its folder's {}",
-                f.day
-            ),
+            format!("column `date`: row {i} holds another day than its folder's {day}"),
         ));
     }
     let proxies = batch
         .column_by_name(COL_PROXY)
         .expect("schema")
         .as_string::<i32>();
-    if let Some(i) = (0..proxies.len()).find(|&i| proxies.value(i) != f.proxy) {
+    if let Some(i) = (0..proxies.len()).find(|&i| proxies.value(i) != proxy) {
         return Err(Error::parquet(
             path,
             format!(
-                "column `api_proxy`: row {i} holds {:?}, but the file is proxy {:?}'s",
+                "column `api_proxy`: row {i} holds {:?}, but the file is proxy {proxy:?}'s",
                 proxies.value(i),
-                f.proxy
             ),
         ));
     }
-    Ok((batch, id))
+    Ok(batch)
 }
 
 /// The (proxy, day, rows) runs of a month file, in file order.
@@ -794,8 +904,25 @@ fn month_keys(path: &Path, first: NaiveDate) -> Result<Vec<(String, i32, usize)>
     };
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?;
-    let roots: Vec<usize> = builder
-        .schema()
+    let mask = key_columns(builder.parquet_schema(), builder.schema()).map_err(|e| bad(&e))?;
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(|e| bad(&e))?;
+    month_keys_from(
+        Box::new(reader.map(|b| b.map_err(|e| e.to_string()))),
+        first,
+        path,
+    )
+}
+
+/// The projection of a month file's `api_proxy` and `date` columns.
+pub(crate) fn key_columns(
+    parquet: &parquet::schema::types::SchemaDescriptor,
+    arrow: &arrow::datatypes::Schema,
+) -> std::result::Result<ProjectionMask, String> {
+    let roots: Vec<usize> = arrow
         .fields()
         .iter()
         .enumerate()
@@ -803,17 +930,28 @@ fn month_keys(path: &Path, first: NaiveDate) -> Result<Vec<(String, i32, usize)>
         .map(|(i, _)| i)
         .collect();
     if roots.len() != 2 {
-        return Err(bad(&"it has no `api_proxy` and `date` columns"));
+        return Err("it has no `api_proxy` and `date` columns".into());
     }
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(65_536)
-        .build()
-        .map_err(|e| bad(&e))?;
+    Ok(ProjectionMask::roots(parquet, roots))
+}
+
+/// Batches of a month file, read in file order (from disk or by range from a bucket).
+pub(crate) type BatchIter =
+    Box<dyn Iterator<Item = std::result::Result<RecordBatch, String>> + Send>;
+
+/// The (proxy, day, rows) runs of a month file's `api_proxy` and `date` batches,
+/// checked to be of the month starting on `first` and sorted.
+pub(crate) fn month_keys_from(
+    batches: BatchIter,
+    first: NaiveDate,
+    path: &Path,
+) -> Result<Vec<(String, i32, usize)>> {
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::parquet(path, format!("cannot read the month file: {e}"))
+    };
     let (lo, hi) = (date32(first), date32(month_end(first)));
     let mut out: Vec<(String, i32, usize)> = Vec::new();
-    for b in reader {
+    for b in batches {
         let b = b.map_err(|e| bad(&e))?;
         let exact = CastOptions {
             safe: false,
@@ -861,9 +999,9 @@ fn month_keys(path: &Path, first: NaiveDate) -> Result<Vec<(String, i32, usize)>
 }
 
 /// Reads a month file sequentially, one (proxy, day) at a time, in file order.
-struct MonthCursor {
+pub(crate) struct MonthCursor {
     path: PathBuf,
-    reader: ParquetRecordBatchReader,
+    reader: BatchIter,
     /// The rest of the last batch read.
     pending: Option<RecordBatch>,
 }
@@ -874,11 +1012,19 @@ impl MonthCursor {
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(8192).build())
             .map_err(|e| Error::parquet(path, format!("cannot read the month file: {e}")))?;
-        Ok(MonthCursor {
+        Ok(MonthCursor::new(
+            path,
+            Box::new(reader.map(|b| b.map_err(|e| e.to_string()))),
+        ))
+    }
+
+    /// A cursor over a month file's batches (all columns, file order); `path` names it.
+    pub(crate) fn new(path: &Path, reader: BatchIter) -> MonthCursor {
+        MonthCursor {
             path: path.to_path_buf(),
             reader,
             pending: None,
-        })
+        }
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
@@ -924,7 +1070,7 @@ impl MonthCursor {
     }
 
     /// Errors if rows are left: every key of the file must have been taken.
-    fn finish(&mut self) -> Result<()> {
+    pub(crate) fn finish(&mut self) -> Result<()> {
         match self.next_batch()? {
             Some(b) if b.num_rows() > 0 => Err(Error::parquet(
                 &self.path,

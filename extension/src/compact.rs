@@ -2,8 +2,9 @@
 //! compaction from SQL through the same code as `promduck-collector --compact`. One
 //! row per month: `month, status, path, daily_files, removed, partitions, rows, bytes,
 //! row_groups, seconds, error`. Without `month :=`, every closed month (in the
-//! configured timezone) that still has daily files. The work happens in the first
-//! `func` call, never in `bind` (which DESCRIBE and some clients call alone).
+//! configured timezone) that still has daily files. The config's `outputDir` may be a
+//! folder or an `s3://` bucket prefix (see `promduck_core::compact`). The work happens
+//! in the first `func` call, never in `bind` (which DESCRIBE and some clients call alone).
 
 use crate::params::{err, named, named_string, BoxError};
 use crate::vectors::{varchar, write_strings, write_values};
@@ -11,8 +12,7 @@ use chrono::Utc;
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::compact::{
-    check_closed, compact_months, current_month, months_with_daily_files, parse_month,
-    CompactOptions, MonthOutcome,
+    check_closed, current_month, parse_month, CompactOptions, MonthOutcome,
 };
 use promduck_core::config::Config;
 use std::path::Path;
@@ -89,18 +89,15 @@ impl VTab for PromCompact {
             policy.check_path("prom_compact", "read", p)
         })
         .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
-        let out = config.storage.output_dir.to_string_lossy();
-        if !matches!(
-            promduck_core::storage::Location::parse(&out).map_err(err)?,
-            promduck_core::storage::Location::Local(_)
-        ) {
-            return Err(err(format!(
-                "prom_compact: compaction of an archive in object storage ({out}) is not supported yet"
-            )));
+        let out = config.storage.output_dir.to_string_lossy().into_owned();
+        match promduck_core::storage::Location::parse(&out).map_err(err)? {
+            promduck_core::storage::Location::Local(dir) => policy
+                .check_dir("prom_compact", "write", &dir)
+                .map_err(err)?,
+            promduck_core::storage::Location::S3 { .. } => {
+                policy.check_url("prom_compact", &out).map_err(err)?
+            }
         }
-        policy
-            .check_dir("prom_compact", "write", &config.storage.output_dir)
-            .map_err(err)?;
         let months = match named_string(bind, "month") {
             Some(m) => {
                 crate::params::check_not_macro_parameter(&m, "month")?;
@@ -148,14 +145,17 @@ impl VTab for PromCompact {
             return Ok(());
         }
         *done = true;
-        let dir = &bind.config.storage.output_dir;
+        // The archive the config writes to: a folder or an s3:// bucket prefix.
+        let archive = promduck_core::storage::for_config(&bind.config.storage)
+            .map_err(|e| err(format!("prom_compact: {e}")))?;
         let months = match &bind.months {
             Some(m) => m.clone(),
-            None => months_with_daily_files(dir, current_month(Utc::now(), bind.config.timezone))
+            None => archive
+                .months_with_daily_files(current_month(Utc::now(), bind.config.timezone))
                 .map_err(|e| err(format!("prom_compact: {e}")))?,
         };
         let outcomes: Vec<MonthOutcome> =
-            compact_months(dir, &months, &bind.config.storage, &bind.opts, &|| false);
+            archive.compact(&months, &bind.config.storage, &bind.opts, &|| false);
         let n = outcomes.len();
         let names: Vec<String> = outcomes.iter().map(|o| o.month_name()).collect();
         write_strings(out, 0, names.iter().map(|s| Some(s.as_str())));

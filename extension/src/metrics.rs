@@ -22,8 +22,7 @@ use chrono::{NaiveDate, Utc};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
 use promduck_core::reader::{
-    month_partitions, Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec,
-    Selection,
+    Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec, Selection,
 };
 use promduck_core::storage::Storage;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -531,8 +530,9 @@ impl VTab for PromPartitions {
         let mut expanded = false;
         for f in listed {
             if f.layout == Layout::Month {
-                for (day, proxy) in
-                    month_partitions(&f).map_err(|e| err(format!("prom_partitions: {e}")))?
+                for (day, proxy) in storage
+                    .month_partitions(&f)
+                    .map_err(|e| err(format!("prom_partitions: {e}")))?
                 {
                     files.push(PartitionFile {
                         day,

@@ -91,4 +91,22 @@ impl Storage for LocalStorage {
     fn check_writable(&self) -> Result<()> {
         writer::check_writable(&self.root)
     }
+
+    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>> {
+        crate::compact::months_with_daily_files(&self.root, before)
+    }
+
+    fn is_compacted(&self, day: NaiveDate) -> Result<bool> {
+        Ok(crate::compact::is_compacted(&self.root, day))
+    }
+
+    fn compact(
+        &self,
+        months: &[NaiveDate],
+        cfg: &StorageConfig,
+        opts: &crate::compact::CompactOptions,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Vec<crate::compact::MonthOutcome> {
+        crate::compact::compact_months(&self.root, months, cfg, opts, cancelled)
+    }
 }

@@ -10,7 +10,8 @@
 //!   rename, folder fsync; temporary files of crashed writers are swept.
 //! - [`object`]: one PUT per partition (an object is visible whole or not at all),
 //!   listing by prefix, reads by range through the parquet crate's object-store
-//!   reader.
+//!   reader. Compaction writes a month object with a multipart upload (invisible
+//!   until completed) under a lock object.
 //!
 //! The interface is blocking: writes run on the collector's blocking pool and reads
 //! on DuckDB's threads. The object backend runs its requests on its own small
@@ -19,9 +20,10 @@
 pub mod local;
 pub mod object;
 
+use crate::compact::{CompactOptions, MonthOutcome};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
-use crate::reader::{PartitionFile, PartitionReader, ReadSpec, Selection};
+use crate::reader::{Column, PartitionFile, PartitionReader, ReadSpec, Selection};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use std::path::PathBuf;
@@ -55,6 +57,44 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// What a reader uses instead of a daily partition that vanished after it was
     /// listed: the month file that took in its rows, if there is one.
     fn month_fallback(&self, file: &PartitionFile) -> Option<PartitionFile>;
+
+    /// The (day, proxy) partitions a month file holds within its selection, in
+    /// file order (by proxy, then day), read from its `api_proxy` and `date`
+    /// columns alone through [`Storage::open`] (a month object is read by range,
+    /// only the row groups the selection needs).
+    fn month_partitions(&self, file: &PartitionFile) -> Result<Vec<(NaiveDate, String)>> {
+        use arrow::array::Array;
+        let spec = Arc::new(ReadSpec {
+            want: vec![Column::Date, Column::Proxy],
+            metrics: None,
+            batch_rows: 8192,
+        });
+        let mut reader = self.open(file, &spec)?;
+        let mut out: Vec<(NaiveDate, String)> = Vec::new();
+        while let Some(b) = reader.next_batch()? {
+            let (Some(dates), Some(proxies)) = (&b.date, &b.proxy) else {
+                return Err(Error::parquet(&file.path, "no `date`/`api_proxy` column"));
+            };
+            for i in 0..b.len {
+                if dates.is_null(i) || proxies.is_null(i) {
+                    continue;
+                }
+                let (d, p) = (dates.value(i), proxies.value(i));
+                if out
+                    .last()
+                    .is_some_and(|(ld, lp)| crate::schema::date32(*ld) == d && lp == p)
+                {
+                    continue;
+                }
+                let day = dates.value_as_date(i).ok_or_else(|| {
+                    Error::parquet(&file.path, format!("column `date`: day {d} out of range"))
+                })?;
+                out.push((day, p.to_string()));
+            }
+        }
+        out.dedup();
+        Ok(out)
+    }
 
     /// Where the partition of (`day`, `proxy`) is (a path or a URL), for messages.
     fn partition_location(&self, day: NaiveDate, proxy: &str) -> PathBuf;
@@ -91,6 +131,27 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Whether partitions can be written, checked without leaving anything behind.
     fn check_writable(&self) -> Result<()>;
+
+    /// The months before `before` (a month's first day) that still have daily
+    /// partitions, oldest first: what `--compact` compacts (see `compact.rs`).
+    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>>;
+
+    /// Whether `day`'s month is compacted (its month file exists): its (day,
+    /// proxy) partitions count as present.
+    fn is_compacted(&self, day: NaiveDate) -> Result<bool>;
+
+    /// Compacts `months` (each closed): every month file is made visible first,
+    /// then, `opts.remove_daily_after` later, the daily partitions it took in are
+    /// removed. Disk: a lock per month folder; a bucket: one compaction of the
+    /// archive at a time, under a lock object (see `compact/s3.rs`). `cancelled` is
+    /// asked between months and while waiting.
+    fn compact(
+        &self,
+        months: &[NaiveDate],
+        cfg: &StorageConfig,
+        opts: &CompactOptions,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Vec<MonthOutcome>;
 }
 
 /// Where an archive is, as `storage.outputDir` or `data_dir` name it.

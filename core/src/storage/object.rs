@@ -96,6 +96,40 @@ pub struct ObjectStorage {
     /// The prefetch tasks, stopped when the storage is dropped (a `LIMIT` that
     /// ends a scan early leaves nothing fetching).
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The version (ETag, version id) of each month file `select` found, by key:
+    /// its ranged reads ask for that version only, so a month file replaced by a
+    /// compaction while it is read is an error, never a mix of two files.
+    pins: std::sync::Mutex<std::collections::HashMap<String, Pin>>,
+    /// Signed requests object_store has no call for (S3 only; see [`Signer`]).
+    signer: Option<Signer>,
+    /// The part size of multipart uploads (see [`MonthUpload`]).
+    part_size: usize,
+}
+
+/// The version of an object a read asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Pin {
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Pin {
+    fn of(meta: &object_store::ObjectMeta) -> Pin {
+        Pin {
+            e_tag: meta.e_tag.clone(),
+            version: meta.version.clone(),
+        }
+    }
+
+    /// Options asking for this version: by version id on a versioned bucket (the
+    /// old version stays readable), else by ETag (a replaced object is a 412).
+    fn options(&self) -> object_store::GetOptions {
+        object_store::GetOptions {
+            if_match: self.version.is_none().then(|| self.e_tag.clone()).flatten(),
+            version: self.version.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// A prefetched object (or why not), and its place in the prefetch window, given
@@ -192,22 +226,32 @@ impl ObjectStorage {
         // and `allowHttp` put there.
         use object_store::aws::AmazonS3ConfigKey;
         use object_store::ClientConfigKey;
-        let store = b
+        let b = b
             .with_retry(retry)
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "30s")
             .with_config(
                 AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
                 "5s",
-            )
+            );
+        let signer = Signer::from_builder(&b, bucket);
+        let store = b
             .build()
             .map_err(|e| Error::Invalid(format!("{url}: {}", scrub(&e.to_string(), &secrets))))?;
+        let store = Arc::new(store);
+        let signer = signer.map(|mut s| {
+            s.s3 = Some(store.clone());
+            s
+        });
         Ok(ObjectStorage {
-            store: Arc::new(store),
+            store,
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             secrets,
             prefetched: Default::default(),
             tasks: Default::default(),
+            pins: Default::default(),
+            signer,
+            part_size: part_bytes(),
         })
     }
 
@@ -220,7 +264,16 @@ impl ObjectStorage {
             secrets: Vec::new(),
             prefetched: Default::default(),
             tasks: Default::default(),
+            pins: Default::default(),
+            signer: None,
+            part_size: part_bytes(),
         }
+    }
+
+    /// The same archive with uploads in parts of `bytes` (tests: many parts from little data).
+    pub fn with_part_size(mut self, bytes: usize) -> ObjectStorage {
+        self.part_size = bytes.max(1);
+        self
     }
 
     /// The key of `rel` (a `/`-separated path inside the archive).
@@ -321,7 +374,12 @@ impl ObjectStorage {
         heads
             .into_iter()
             .map(|(k, r)| match r {
-                Ok(meta) => Ok(Some(meta.size)),
+                Ok(meta) => {
+                    if let Ok(mut pins) = self.pins.lock() {
+                        pins.insert(k.to_string(), Pin::of(&meta));
+                    }
+                    Ok(Some(meta.size))
+                }
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(self.err("look for the month file", &k, e)),
             })
@@ -366,16 +424,49 @@ impl ObjectStorage {
 /// A large object read by range, as the parquet crate's async reader asks: the
 /// footer with one suffix request (64 KiB, enough for a month file's metadata),
 /// then the column chunks of the projected columns and selected row groups
-/// (`get_ranges` merges nearby ranges into one request).
+/// (nearby ranges merged into one request). Every request asks for one version
+/// of the object (see [`Pin`]): the one `select` saw, or, if a compaction replaced
+/// it before its footer was read, the new one (a later month file holds every row
+/// of the month too); replaced after that, reading it is an error.
 #[derive(Debug, Clone)]
-struct RangeReader {
+pub(crate) struct RangeReader {
     store: Arc<dyn ObjectStore>,
     key: ObjectPath,
     size: u64,
+    pin: Pin,
 }
 
 fn parquet_io(e: object_store::Error) -> parquet::errors::ParquetError {
     parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl RangeReader {
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        key: ObjectPath,
+        size: u64,
+        pin: Pin,
+    ) -> RangeReader {
+        RangeReader {
+            store,
+            key,
+            size,
+            pin,
+        }
+    }
+
+    async fn fetch(
+        store: Arc<dyn ObjectStore>,
+        key: ObjectPath,
+        pin: Pin,
+        range: std::ops::Range<u64>,
+    ) -> std::result::Result<Bytes, object_store::Error> {
+        let opts = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            ..pin.options()
+        };
+        store.get_opts(&key, opts).await?.bytes().await
+    }
 }
 
 impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
@@ -383,9 +474,9 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
         &mut self,
         range: std::ops::Range<u64>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        let (store, key, pin) = (self.store.clone(), self.key.clone(), self.pin.clone());
         Box::pin(async move {
-            self.store
-                .get_range(&self.key, range)
+            Self::fetch(store, key, pin, range)
                 .await
                 .map_err(parquet_io)
         })
@@ -395,11 +486,15 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        let (store, key, pin) = (self.store.clone(), self.key.clone(), self.pin.clone());
         Box::pin(async move {
-            self.store
-                .get_ranges(&self.key, &ranges)
-                .await
-                .map_err(parquet_io)
+            object_store::coalesce_ranges(
+                &ranges,
+                |r| Self::fetch(store.clone(), key.clone(), pin.clone(), r),
+                object_store::OBJECT_STORE_COALESCE_DEFAULT,
+            )
+            .await
+            .map_err(parquet_io)
         })
     }
 
@@ -411,15 +506,46 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
         parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
     > {
         Box::pin(async move {
-            let size = self.size;
-            let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
-                .with_arrow_reader_options(options)
-                .with_prefetch_hint(Some(64 * 1024))
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
+            let mut repinned = false;
+            loop {
+                let size = self.size;
+                let r = parquet::file::metadata::ParquetMetaDataReader::new()
+                    .with_arrow_reader_options(options)
+                    .with_prefetch_hint(Some(64 * 1024))
+                    .load_and_finish(&mut *self, size)
+                    .await;
+                match r {
+                    Ok(metadata) => return Ok(Arc::new(metadata)),
+                    // Replaced since `select` saw it: read the new version instead
+                    // (nothing of this file has been read yet).
+                    Err(e) if !repinned && is_precondition(&e) => {
+                        let meta = self.store.head(&self.key).await.map_err(parquet_io)?;
+                        self.size = meta.size;
+                        self.pin = Pin::of(&meta);
+                        repinned = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         })
     }
+}
+
+/// Whether a read failed because the object is no longer the version asked for.
+fn is_precondition(e: &parquet::errors::ParquetError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        parquet::errors::ParquetError::External(b) => Some(b.as_ref()),
+        _ => None,
+    };
+    while let Some(s) = source {
+        if let Some(object_store::Error::Precondition { .. }) =
+            s.downcast_ref::<object_store::Error>()
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 async fn get_bytes(
@@ -605,11 +731,13 @@ impl Storage for ObjectStorage {
             ObjectPath::parse(&obj.key).unwrap_or_else(|_| ObjectPath::from(obj.key.as_str()));
         match obj.size {
             Some(size) if size > WHOLE_OBJECT_MAX => {
-                let reader = RangeReader {
-                    store: self.store.clone(),
-                    key,
-                    size,
-                };
+                let pin = self
+                    .pins
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.get(&obj.key).cloned())
+                    .unwrap_or_default();
+                let reader = RangeReader::new(self.store.clone(), key, size, pin);
                 let reader = parquet::arrow::async_reader::SpawnedReader::new(
                     reader,
                     runtime().handle().clone(),
@@ -784,6 +912,936 @@ impl Storage for ObjectStorage {
         run(async move { Self::list(store, k).await })
             .map(drop)
             .map_err(|e| self.err("list the archive", &root, e))
+    }
+    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>> {
+        crate::compact::s3::months_with_daily_objects(self, before)
+    }
+
+    fn is_compacted(&self, day: NaiveDate) -> Result<bool> {
+        crate::compact::s3::is_compacted(self, day)
+    }
+
+    fn compact(
+        &self,
+        months: &[NaiveDate],
+        cfg: &StorageConfig,
+        opts: &crate::compact::CompactOptions,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Vec<crate::compact::MonthOutcome> {
+        crate::compact::s3::compact_months(self, months, cfg, opts, cancelled)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What compaction needs from a bucket (see `compact.rs` and `compact/s3.rs`).
+
+/// Requests object_store has no call for, signed by object_store's own SigV4
+/// signer ([`object_store::aws::AwsAuthorizer`]) with the store's credentials and
+/// sent by its HTTP client: listing the unfinished multipart uploads of a key
+/// (a compaction killed mid-upload leaves one, invisible but billed, which the
+/// next one aborts) and a DELETE that happens only while the object is still the
+/// version compaction read (`If-Match`). S3 stores only; the in-memory store of
+/// the unit tests has none.
+#[derive(Clone)]
+struct Signer {
+    s3: Option<Arc<object_store::aws::AmazonS3>>,
+    http: object_store::client::HttpClient,
+    /// `https://host/bucket` (path style) or `https://bucket.host`, as object_store builds it.
+    bucket_endpoint: String,
+    region: String,
+}
+
+impl Signer {
+    fn from_builder(b: &AmazonS3Builder, bucket: &str) -> Option<Signer> {
+        use object_store::aws::AmazonS3ConfigKey as K;
+        use object_store::client::HttpConnector;
+        let region = b
+            .get_config_value(&K::Region)
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let endpoint = b
+            .get_config_value(&K::S3Endpoint)
+            .or_else(|| b.get_config_value(&K::Endpoint));
+        let virtual_hosted =
+            b.get_config_value(&K::VirtualHostedStyleRequest).as_deref() == Some("true");
+        let bucket_endpoint = match (endpoint, virtual_hosted) {
+            (Some(e), true) => e,
+            (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
+        let allow_http = b
+            .get_config_value(&K::Client(object_store::ClientConfigKey::AllowHttp))
+            .as_deref()
+            == Some("true");
+        let options = object_store::ClientOptions::new()
+            .with_allow_http(allow_http)
+            .with_timeout(Duration::from_secs(30))
+            .with_connect_timeout(Duration::from_secs(5));
+        let http = object_store::client::ReqwestConnector::default()
+            .connect(&options)
+            .ok()?;
+        Some(Signer {
+            s3: None,
+            http,
+            bucket_endpoint,
+            region,
+        })
+    }
+
+    /// Sends a signed request for `key` (the bucket itself when empty), retried on
+    /// 5xx and transport errors (4 attempts, 100 ms doubling); returns the status
+    /// and body.
+    async fn send(
+        &self,
+        method: &'static str,
+        key: &str,
+        query: &[(&str, &str)],
+        headers: &[(&'static str, String)],
+    ) -> std::result::Result<(u16, Bytes), String> {
+        use object_store::client::{HttpRequest, HttpRequestBody};
+        let s3 = self.s3.as_ref().ok_or("no S3 client")?;
+        let mut url = format!("{}/{}", self.bucket_endpoint, uri_encode(key, true));
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&uri_encode(k, false));
+            url.push('=');
+            url.push_str(&uri_encode(v, false));
+        }
+        let mut wait = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let credential = s3
+                .credentials()
+                .get_credential()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut req = HttpRequest::new(HttpRequestBody::empty());
+            *req.method_mut() = method.parse().map_err(|_| "bad method")?;
+            *req.uri_mut() = url.parse().map_err(|e| format!("{url}: {e}"))?;
+            for (name, value) in headers {
+                let v = object_store::HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+                req.headers_mut().insert(*name, v);
+            }
+            object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region)
+                .try_authorize(&mut req, None)
+                .map_err(|e| e.to_string())?;
+            let outcome = match self.http.execute(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match resp.into_body().bytes().await {
+                        Ok(body) if status < 500 => return Ok((status, body)),
+                        Ok(body) => format!("{status}: {}", String::from_utf8_lossy(&body)),
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            if attempt >= 4 {
+                return Err(outcome);
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+
+    /// The upload ids of every unfinished multipart upload of exactly `key`.
+    async fn list_uploads(&self, key: &str) -> std::result::Result<Vec<String>, String> {
+        let mut ids = Vec::new();
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        for _ in 0..100 {
+            let mut query = vec![("uploads", ""), ("prefix", key)];
+            if !key_marker.is_empty() {
+                query.push(("key-marker", &key_marker));
+                query.push(("upload-id-marker", &id_marker));
+            }
+            let (status, body) = self.send("GET", "", &query, &[]).await?;
+            let text = String::from_utf8_lossy(&body);
+            if status != 200 {
+                return Err(format!("{status}: {text}"));
+            }
+            for upload in text.split("<Upload>").skip(1) {
+                if let (Some(k), Some(id)) =
+                    (xml_value(upload, "Key"), xml_value(upload, "UploadId"))
+                {
+                    if k == key {
+                        ids.push(id);
+                    }
+                }
+            }
+            if xml_value(&text, "IsTruncated").as_deref() != Some("true") {
+                break;
+            }
+            key_marker = xml_value(&text, "NextKeyMarker").unwrap_or_default();
+            id_marker = xml_value(&text, "NextUploadIdMarker").unwrap_or_default();
+            if key_marker.is_empty() {
+                break;
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// `text` percent-encoded as S3 wants it: unreserved characters kept (and `/` in a path).
+fn uri_encode(text: &str, path: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (path && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The text of the first `<tag>…</tag>` in `xml`, entities decoded.
+fn xml_value(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(
+        xml[start..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// Objects fetched whole in a given order, up to [`FETCH_AHEAD`] ahead of the
+/// consumer ([`PREFETCH_CONCURRENCY`] requests in flight); stopped when dropped.
+pub(crate) struct OrderedFetch {
+    rx: tokio::sync::mpsc::Receiver<(usize, Fetch)>,
+    task: tokio::task::AbortHandle,
+}
+
+/// A fetched object: its bytes and the version they are (ETag), or why not.
+pub(crate) type Fetch = std::result::Result<(Bytes, Option<String>), object_store::Error>;
+
+/// Objects fetched and not yet taken by compaction, at most.
+const FETCH_AHEAD: usize = 64;
+
+impl OrderedFetch {
+    /// The next object, in order, with its position; `None` once all were given.
+    pub(crate) fn next(&mut self) -> Option<(usize, Fetch)> {
+        futures::executor::block_on(self.rx.recv())
+    }
+}
+
+impl Drop for OrderedFetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The whole month file being written to a bucket: a `Write` sink for the
+/// Parquet writer. Bytes are buffered up to a part's size; the first full part
+/// starts a multipart upload (invisible until completed), parts are sent as
+/// they fill (at most [`PARTS_IN_FLIGHT`] at once), and [`MonthUpload::finish`]
+/// completes it, which makes the object appear whole at once. A file smaller
+/// than one part is sent with one PUT, just as atomic. Dropped unfinished, or
+/// on [`MonthUpload::abort`], the upload is aborted.
+pub(crate) struct MonthUpload {
+    store: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+    at: PathBuf,
+    secrets: Vec<String>,
+    part_size: usize,
+    buf: Vec<u8>,
+    upload: Option<Box<dyn object_store::MultipartUpload>>,
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<object_store::Result<()>>>,
+    parts: usize,
+    bytes: u64,
+}
+
+/// Parts being uploaded at once: the memory of an upload is about
+/// `(PARTS_IN_FLIGHT + 1) × part size`.
+const PARTS_IN_FLIGHT: usize = 2;
+/// A part's size: S3's minimum is 5 MiB (`PROMDUCK_S3_PART_BYTES` overrides it,
+/// for servers and tests that accept smaller parts).
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+
+fn part_bytes() -> usize {
+    std::env::var("PROMDUCK_S3_PART_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n >= 1024)
+        .unwrap_or(PART_BYTES)
+}
+
+impl MonthUpload {
+    fn io_err(&self, what: &str, e: impl std::fmt::Display) -> std::io::Error {
+        std::io::Error::other(format!(
+            "{}: cannot {what}: {}",
+            self.at.display(),
+            scrub(&e.to_string(), &self.secrets)
+        ))
+    }
+
+    /// Sends the buffered bytes as the next part (starting the upload first).
+    fn send_part(&mut self) -> std::io::Result<()> {
+        if self.upload.is_none() {
+            let (store, key) = (self.store.clone(), self.key.clone());
+            let up = run(async move { store.put_multipart(&key).await })
+                .map_err(|e| self.io_err("start the upload", e))?;
+            self.upload = Some(up);
+        }
+        let part = std::mem::take(&mut self.buf);
+        self.bytes += part.len() as u64;
+        self.parts += 1;
+        let fut = self
+            .upload
+            .as_mut()
+            .expect("started above")
+            .put_part(PutPayload::from(part));
+        self.in_flight.push_back(runtime().spawn(fut));
+        while self.in_flight.len() > PARTS_IN_FLIGHT {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
+
+    fn wait_one(&mut self) -> std::io::Result<()> {
+        let Some(h) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match futures::executor::block_on(h) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.io_err("upload a part", e)),
+            Err(e) => Err(self.io_err("upload a part", e)),
+        }
+    }
+
+    /// Makes the object visible, whole; returns its size and the parts it took (0: one PUT).
+    pub(crate) fn finish(mut self) -> Result<(u64, usize)> {
+        let r = self.finish_inner();
+        if r.is_err() {
+            self.abort();
+        }
+        r.map_err(|e| Error::Parquet {
+            path: self.at.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    fn finish_inner(&mut self) -> std::io::Result<(u64, usize)> {
+        if self.upload.is_none() {
+            let body = std::mem::take(&mut self.buf);
+            let n = body.len() as u64;
+            let (store, key) = (self.store.clone(), self.key.clone());
+            run(async move { store.put(&key, PutPayload::from(body)).await })
+                .map_err(|e| self.io_err("write", e))?;
+            self.bytes = n;
+            return Ok((n, 0));
+        }
+        if !self.buf.is_empty() {
+            self.send_part()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_one()?;
+        }
+        let mut up = self.upload.take().expect("started");
+        let (back, r) = run(async move {
+            let r = up.complete().await;
+            (up, r)
+        });
+        match r {
+            Ok(_) => Ok((self.bytes, self.parts)),
+            Err(e) => {
+                self.upload = Some(back);
+                Err(self.io_err("complete the upload", e))
+            }
+        }
+    }
+
+    /// Stops: parts in flight are dropped and the upload aborted (nothing appears).
+    pub(crate) fn abort(&mut self) {
+        for h in self.in_flight.drain(..) {
+            h.abort();
+        }
+        if let Some(mut up) = self.upload.take() {
+            let r = run(async move { up.abort().await });
+            if let Err(e) = r {
+                tracing::warn!(key = %self.key, error = %scrub(&e.to_string(), &self.secrets), "cannot abort the multipart upload; the next compaction aborts it");
+            }
+        }
+    }
+}
+
+impl std::io::Write for MonthUpload {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= self.part_size {
+            self.send_part()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for MonthUpload {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Who holds a compaction lock, as written in the lock object.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+struct LockBody {
+    host: String,
+    boot_id: String,
+    pid: u32,
+    /// The process's start time (clock ticks since boot): a reused pid is another process.
+    start: u64,
+    /// Unique per acquisition.
+    token: String,
+    /// Seconds since the Unix epoch, by the holder's clock.
+    acquired: u64,
+    expires: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A process's start time in clock ticks since boot, and whether it is alive (not
+/// a zombie); `None` when there is no such process.
+fn process_start(pid: u32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, *state != "Z" && *state != "X"))
+}
+
+/// How long a lock lives without a heartbeat: a holder refreshes it every third
+/// of this; another host takes it over once it has expired
+/// (`PROMDUCK_COMPACT_LOCK_TTL`, seconds, overrides it).
+pub const LOCK_TTL: Duration = Duration::from_secs(120);
+
+fn lock_ttl() -> Duration {
+    std::env::var("PROMDUCK_COMPACT_LOCK_TTL")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| *s >= 1.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(LOCK_TTL)
+}
+
+impl LockBody {
+    fn mine(token: &str, ttl: Duration) -> LockBody {
+        let pid = std::process::id();
+        let now = unix_now();
+        LockBody {
+            host: read_trimmed("/proc/sys/kernel/hostname"),
+            boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
+            pid,
+            start: process_start(pid).map(|s| s.0).unwrap_or(0),
+            token: token.to_string(),
+            acquired: now,
+            expires: now + ttl.as_secs().max(1),
+        }
+    }
+
+    /// Whether the lock can be taken over: expired, or held by a process of this
+    /// machine that is gone.
+    fn stale(&self) -> bool {
+        if unix_now() > self.expires {
+            return true;
+        }
+        let here = LockBody::mine("", Duration::ZERO);
+        if self.host.is_empty() || self.boot_id.is_empty() {
+            return false;
+        }
+        if self.host != here.host || self.boot_id != here.boot_id {
+            return false;
+        }
+        match process_start(self.pid) {
+            Some((start, alive)) => !alive || start != self.start,
+            None => true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("pid {} on {}", self.pid, self.host)
+    }
+}
+
+/// The compaction lock of an archive in a bucket: the object
+/// `<prefix>/.promduck-compact.lock`, created with a conditional PUT
+/// (`If-None-Match: *`, so two compactors never both create it), refreshed by a
+/// heartbeat with `If-Match` on its ETag, and deleted (if still ours) when
+/// dropped. A stale one (expired, or its holder on this machine gone) is taken
+/// over with `If-Match` on the stale object's ETag. A holder whose refresh finds
+/// the lock taken over marks it lost: compaction then stops before making
+/// anything visible or deleting anything.
+pub(crate) struct CompactionLock {
+    store: Arc<dyn ObjectStore>,
+    signer: Option<Signer>,
+    secrets: Vec<String>,
+    key: ObjectPath,
+    state: Arc<LockState>,
+    heartbeat: Option<std::thread::JoinHandle<()>>,
+}
+
+struct LockState {
+    e_tag: std::sync::Mutex<Option<String>>,
+    lost: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl CompactionLock {
+    /// Whether another compactor took the lock over (this one must stop).
+    pub(crate) fn lost(&self) -> bool {
+        self.state.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CompactionLock {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
+        if self.lost() {
+            return;
+        }
+        let e_tag = self.state.e_tag.lock().ok().and_then(|e| e.clone());
+        let (store, key, signer) = (self.store.clone(), self.key.clone(), self.signer.clone());
+        let r = run(async move {
+            // Deleted only if still ours (its ETag): with `If-Match` where the
+            // store takes it, else after a HEAD (a window of one request, harmless:
+            // the lock was alive until now).
+            if let (Some(signer), Some(tag)) = (signer, e_tag.clone()) {
+                return match signer
+                    .send("DELETE", key.as_ref(), &[], &[("if-match", tag)])
+                    .await
+                {
+                    Ok((200 | 204 | 404 | 412, _)) => Ok(()),
+                    Ok((status, body)) => {
+                        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            match store.head(&key).await {
+                Ok(m) if m.e_tag == e_tag => store.delete(&key).await.map_err(|e| e.to_string()),
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        if let Err(e) = r {
+            tracing::warn!(key = %self.key, error = %scrub(&e, &self.secrets), "cannot remove the compaction lock; it expires by itself");
+        }
+    }
+}
+
+impl ObjectStorage {
+    /// An error about `key` (the server's message scrubbed of secrets).
+    pub(crate) fn error(&self, what: &str, key: &ObjectPath, e: object_store::Error) -> Error {
+        self.err(what, key, e)
+    }
+
+    /// The key of a month's file.
+    pub(crate) fn month_key(&self, first: NaiveDate) -> ObjectPath {
+        self.key(&Self::month_rel(first))
+    }
+
+    /// `s3://bucket/key`.
+    pub(crate) fn location(&self, key: &ObjectPath) -> PathBuf {
+        self.display(key)
+    }
+
+    /// The days that have a prefix (some object) at the archive's top level.
+    pub(crate) fn listed_days(&self) -> Result<Vec<NaiveDate>> {
+        let root = self.key("");
+        let (store, k) = (self.store.clone(), root.clone());
+        let (dirs, _) =
+            run(Self::list(store, k)).map_err(|e| self.err("list the archive", &root, e))?;
+        let mut days: Vec<NaiveDate> = dirs.iter().filter_map(|d| parse_day_dir(d)).collect();
+        days.sort();
+        Ok(days)
+    }
+
+    /// The daily partitions of `days` (listed, with their sizes), sorted by day then proxy.
+    pub(crate) fn daily_objects(&self, days: &[NaiveDate]) -> Result<Vec<PartitionFile>> {
+        let sel = Selection {
+            from: days.first().copied(),
+            to: days.last().copied(),
+            proxies: None,
+        };
+        let store = self.store.clone();
+        let keys: Vec<(NaiveDate, ObjectPath)> = days
+            .iter()
+            .map(|d| (*d, self.key(&day_dir_name(*d))))
+            .collect();
+        let listed = run(async move {
+            futures::stream::iter(keys.into_iter().map(|(d, k)| {
+                let store = store.clone();
+                async move {
+                    let r = Self::list(store, k.clone()).await;
+                    (d, k, r)
+                }
+            }))
+            .buffered(LIST_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+        });
+        let mut out = Vec::new();
+        for (day, key, r) in listed {
+            let (_, files) = r.map_err(|e| self.err("list", &key, e))?;
+            for (name, size) in files {
+                let Some(stem) = name.strip_suffix(&format!(".{PARQUET_EXT}")) else {
+                    continue;
+                };
+                let Some(proxy) = crate::layout::decode_proxy(stem) else {
+                    continue;
+                };
+                if stem.is_empty() || !sel.day_ok(day) {
+                    continue;
+                }
+                out.push(self.partition_file(
+                    day,
+                    &proxy,
+                    &format!("{}/{name}", day_dir_name(day)),
+                    Some(size),
+                    Layout::Daily,
+                ));
+            }
+        }
+        out.sort_by(|a, b| (a.day, &a.proxy).cmp(&(b.day, &b.proxy)));
+        Ok(out)
+    }
+
+    /// The object at `key` (size, ETag, version), or `None`.
+    pub(crate) fn head(&self, key: &ObjectPath) -> Result<Option<object_store::ObjectMeta>> {
+        let (store, k) = (self.store.clone(), key.clone());
+        match run(async move { store.head(&k).await }) {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("look for", key, e)),
+        }
+    }
+
+    /// Fetches `keys` whole, in their order, a bounded number ahead.
+    pub(crate) fn fetch_in_order(&self, keys: Vec<ObjectPath>) -> OrderedFetch {
+        let (tx, rx) = tokio::sync::mpsc::channel(FETCH_AHEAD);
+        let store = self.store.clone();
+        let task = runtime().spawn(async move {
+            let mut fetches = futures::stream::iter(keys.into_iter().enumerate().map(|(i, k)| {
+                let store = store.clone();
+                async move {
+                    let r: Fetch = async {
+                        let got = store.get(&k).await?;
+                        let e_tag = got.meta.e_tag.clone();
+                        Ok((got.bytes().await?, e_tag))
+                    }
+                    .await;
+                    (i, r)
+                }
+            }))
+            .buffered(PREFETCH_CONCURRENCY);
+            while let Some(item) = fetches.next().await {
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        OrderedFetch {
+            rx,
+            task: task.abort_handle(),
+        }
+    }
+
+    /// A reader of `meta`'s object by range, every request for that version only.
+    pub(crate) fn range_reader(
+        &self,
+        meta: &object_store::ObjectMeta,
+    ) -> parquet::arrow::async_reader::SpawnedReader<RangeReader> {
+        let reader = RangeReader::new(
+            self.store.clone(),
+            meta.location.clone(),
+            meta.size,
+            Pin::of(meta),
+        );
+        parquet::arrow::async_reader::SpawnedReader::new(reader, runtime().handle().clone())
+    }
+
+    /// A new upload of `key` (see [`MonthUpload`]).
+    pub(crate) fn upload(&self, key: &ObjectPath) -> MonthUpload {
+        MonthUpload {
+            store: self.store.clone(),
+            key: key.clone(),
+            at: self.display(key),
+            secrets: self.secrets.clone(),
+            part_size: self.part_size,
+            buf: Vec::new(),
+            upload: None,
+            in_flight: Default::default(),
+            parts: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Aborts every unfinished multipart upload of `key` (left by a compaction
+    /// that was killed; the caller holds the compaction lock, so none is live).
+    /// Returns how many; 0 where uploads cannot be listed.
+    pub(crate) fn abort_uploads(&self, key: &ObjectPath) -> Result<usize> {
+        let Some(signer) = &self.signer else {
+            return Ok(0);
+        };
+        let Some(s3) = signer.s3.clone() else {
+            return Ok(0);
+        };
+        let k = key.to_string();
+        let signer = signer.clone();
+        let ids =
+            run(async move { signer.list_uploads(&k).await }).map_err(|e| Error::Parquet {
+                path: self.display(key),
+                message: format!(
+                    "cannot list unfinished uploads: {}",
+                    scrub(&e, &self.secrets)
+                ),
+            })?;
+        let n = ids.len();
+        for id in ids {
+            let (s3, k) = (s3.clone(), key.clone());
+            use object_store::multipart::MultipartStore;
+            match run(async move { s3.abort_multipart(&k, &id).await }) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("abort an unfinished upload of", key, e)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Deletes `key` only if it is still the version `e_tag` (a partition
+    /// re-collected since compaction read it is kept). S3: one DELETE with
+    /// `If-Match`; elsewhere a HEAD first. Returns whether it was deleted.
+    pub(crate) fn delete_if_same(&self, key: &ObjectPath, e_tag: Option<&str>) -> Result<bool> {
+        let Some(e_tag) = e_tag else {
+            return Ok(false);
+        };
+        if let Some(signer) = &self.signer {
+            let signer = signer.clone();
+            let (k, tag) = (key.to_string(), e_tag.to_string());
+            let r = run(async move { signer.send("DELETE", &k, &[], &[("if-match", tag)]).await });
+            return match r {
+                Ok((204 | 200, _)) => Ok(true),
+                // 412: replaced since it was read; 404: gone already.
+                Ok((412 | 404, _)) => Ok(false),
+                Ok((status, body)) => Err(Error::Parquet {
+                    path: self.display(key),
+                    message: format!(
+                        "cannot delete: {status} {}",
+                        scrub(&String::from_utf8_lossy(&body), &self.secrets)
+                    ),
+                }),
+                Err(e) => Err(Error::Parquet {
+                    path: self.display(key),
+                    message: format!("cannot delete: {}", scrub(&e, &self.secrets)),
+                }),
+            };
+        }
+        match self.head(key)? {
+            Some(m) if m.e_tag.as_deref() == Some(e_tag) => {
+                let (store, k) = (self.store.clone(), key.clone());
+                match run(async move { store.delete(&k).await }) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+                    Err(e) => Err(self.err("delete", key, e)),
+                }
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Takes the archive's compaction lock (see [`CompactionLock`]), waiting for
+    /// a live holder; `cancelled` is asked while waiting.
+    pub(crate) fn lock_compaction(&self, cancelled: &dyn Fn() -> bool) -> Result<CompactionLock> {
+        use object_store::{PutMode, PutOptions, UpdateVersion};
+        let key = self.key(".promduck-compact.lock");
+        let ttl = lock_ttl();
+        let token = format!("{:016x}", {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            );
+            h.finish()
+        });
+        let mut said = false;
+        loop {
+            let body = serde_json::to_vec(&LockBody::mine(&token, ttl)).unwrap_or_default();
+            let (store, k, b) = (self.store.clone(), key.clone(), body.clone());
+            let created = run(async move {
+                store
+                    .put_opts(&k, PutPayload::from(b), PutOptions::from(PutMode::Create))
+                    .await
+            });
+            let e_tag = match created {
+                Ok(r) => r.e_tag,
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let (store, k) = (self.store.clone(), key.clone());
+                    let held = run(async move {
+                        let got = store.get(&k).await?;
+                        let meta = got.meta.clone();
+                        Ok::<_, object_store::Error>((got.bytes().await?, meta))
+                    });
+                    let (bytes, meta) = match held {
+                        Ok(x) => x,
+                        // Released meanwhile: try again at once.
+                        Err(object_store::Error::NotFound { .. }) => continue,
+                        Err(e) => return Err(self.err("read the compaction lock", &key, e)),
+                    };
+                    let holder = serde_json::from_slice::<LockBody>(&bytes).ok();
+                    let stale = match &holder {
+                        Some(h) => h.stale(),
+                        // Not ours to read: stale once it is older than a TTL.
+                        None => (chrono::Utc::now() - meta.last_modified)
+                            .to_std()
+                            .is_ok_and(|age| age > ttl),
+                    };
+                    if !stale {
+                        if !said {
+                            tracing::info!(lock = %self.display(&key).display(), holder = %holder.as_ref().map(LockBody::describe).unwrap_or_default(), "another compaction of this archive is running: waiting for it");
+                            said = true;
+                        }
+                        if cancelled() {
+                            return Err(Error::Invalid(format!(
+                                "stopped while waiting for the compaction lock {}",
+                                self.display(&key).display()
+                            )));
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                    let (store, k, b) = (self.store.clone(), key.clone(), body.clone());
+                    let update = UpdateVersion {
+                        e_tag: meta.e_tag.clone(),
+                        version: None,
+                    };
+                    let taken = run(async move {
+                        store
+                            .put_opts(
+                                &k,
+                                PutPayload::from(b),
+                                PutOptions::from(PutMode::Update(update)),
+                            )
+                            .await
+                    });
+                    match taken {
+                        Ok(r) => {
+                            tracing::warn!(lock = %self.display(&key).display(), holder = %holder.as_ref().map(LockBody::describe).unwrap_or_default(), "took over a stale compaction lock (its holder stopped)");
+                            r.e_tag
+                        }
+                        Err(object_store::Error::Precondition { .. })
+                        | Err(object_store::Error::NotFound { .. }) => continue,
+                        Err(e) => return Err(self.err("take over the compaction lock", &key, e)),
+                    }
+                }
+                Err(e) => return Err(self.err("create the compaction lock", &key, e)),
+            };
+            let state = Arc::new(LockState {
+                e_tag: std::sync::Mutex::new(e_tag),
+                lost: Default::default(),
+                stop: Default::default(),
+            });
+            let heartbeat = {
+                let (state, store, k, token, secrets) = (
+                    state.clone(),
+                    self.store.clone(),
+                    key.clone(),
+                    token.clone(),
+                    self.secrets.clone(),
+                );
+                std::thread::Builder::new()
+                    .name("promduck-lock".into())
+                    .spawn(move || heartbeat(state, store, k, token, ttl, secrets))
+                    .ok()
+            };
+            return Ok(CompactionLock {
+                store: self.store.clone(),
+                signer: self.signer.clone(),
+                secrets: self.secrets.clone(),
+                key,
+                state,
+                heartbeat,
+            });
+        }
+    }
+}
+
+/// Refreshes a held lock every third of its TTL until stopped or lost.
+fn heartbeat(
+    state: Arc<LockState>,
+    store: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+    token: String,
+    ttl: Duration,
+    secrets: Vec<String>,
+) {
+    use object_store::{PutMode, PutOptions, UpdateVersion};
+    use std::sync::atomic::Ordering;
+    let every = ttl / 3;
+    let mut last = std::time::Instant::now();
+    while !state.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50).min(every));
+        if last.elapsed() < every {
+            continue;
+        }
+        last = std::time::Instant::now();
+        let e_tag = state.e_tag.lock().ok().and_then(|e| e.clone());
+        let body = serde_json::to_vec(&LockBody::mine(&token, ttl)).unwrap_or_default();
+        let (s, k) = (store.clone(), key.clone());
+        let update = UpdateVersion {
+            e_tag,
+            version: None,
+        };
+        let r = run(async move {
+            s.put_opts(
+                &k,
+                PutPayload::from(body),
+                PutOptions::from(PutMode::Update(update)),
+            )
+            .await
+        });
+        match r {
+            Ok(r) => {
+                if let Ok(mut e) = state.e_tag.lock() {
+                    *e = r.e_tag;
+                }
+            }
+            Err(object_store::Error::Precondition { .. })
+            | Err(object_store::Error::NotFound { .. }) => {
+                tracing::error!(lock = %key, "the compaction lock was taken over by another compactor: stopping");
+                state.lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lock = %key, error = %scrub(&e.to_string(), &secrets), "cannot refresh the compaction lock; retrying")
+            }
+        }
     }
 }
 
