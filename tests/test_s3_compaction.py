@@ -418,6 +418,61 @@ def test_recollecting_a_compacted_day_in_a_bucket_new_values_win(prometheus, his
     assert moto_s3.stray(s3_bucket) == []
 
 
+def test_the_daemon_compacts_a_bucket_after_days_when_configured(s3, bucket, tmp_path):
+    """storage.compaction.afterDays on an s3:// outputDir: the daemon compacts closed months
+    after its collection (a Prometheus that answers nothing: its own partitions are empty)."""
+    import http.server
+    import socketserver
+
+    data = tmp_path / "data"
+    make_archive(data, date(2024, 1, 30), 3, proxies=PROXIES[:2])
+    expected = local_totals(data)
+    upload(s3, bucket, data, P)
+
+    class Empty(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_POST = do_GET
+
+        def log_message(self, *a):
+            pass
+
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Empty)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        storage = s3_storage_config(s3, bucket, P)
+        storage["compaction"] = {"afterDays": 0, "removeDailyAfter": "0s"}
+        cfg = write_config(tmp_path / "daemon.yaml", f"http://127.0.0.1:{srv.server_address[1]}", ["api-proxy-1"],
+                           storage_extra=storage)
+        p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "0"], env=collector_env(),
+                             stderr=subprocess.PIPE, text=True)
+        lines = []
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            line = p.stderr.readline()
+            lines.append(line)
+            if "waiting for the next collection" in line or not line:
+                break
+        p.send_signal(signal.SIGTERM)
+        out = "".join(lines) + p.stderr.read()
+        assert p.wait(timeout=30) == 0, out
+        assert "compaction finished" in out and 'month="2024-01" status="compacted"' in out, out
+        assert 'month="2024-02" status="compacted"' in out, out
+    finally:
+        srv.shutdown()
+    keys = s3.list_keys(bucket)
+    assert [k for k in keys if k.startswith(f"{P}/2024-")] == month_keys(P, ["2024-01", "2024-02"]), keys
+    assert s3.stray(bucket) == []
+    got = connect().execute(f"SELECT count(*), sum(value) FROM prom_metrics(data_dir := 's3://{bucket}/{P}', "
+                            f"end_date := '2024-02-29', {s3_params(s3)})").fetchone()
+    assert got == expected[:2]
+
+
 # --- crash safety ---------------------------------------------------------------------------------
 
 
