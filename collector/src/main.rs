@@ -43,7 +43,7 @@ struct Cli {
         short,
         long,
         env = "PROMDUCK_CONFIG",
-        default_value = "config/config.yaml"
+        default_value = promduck_core::config::DEFAULT_CONFIG_FILE
     )]
     config: PathBuf,
 

@@ -29,7 +29,7 @@ pub struct CompactInit {
 }
 
 /// The collector's default `--config`, relative to the working directory.
-const DEFAULT_CONFIG: &str = "config/config.yaml";
+const DEFAULT_CONFIG: &str = promduck_core::config::DEFAULT_CONFIG_FILE;
 
 fn default_config_path() -> Result<String, BoxError> {
     if let Some(p) = std::env::var("PROMDUCK_CONFIG")
