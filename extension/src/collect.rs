@@ -9,6 +9,7 @@
 //! the run: no new partition starts and requests in flight are abandoned, while a
 //! partition already being written completes atomically.
 
+use crate::paging::CHUNK_ROWS;
 use crate::params::{date_value, err, named, named_string, BoxError};
 use crate::runtime::spawn;
 use crate::vectors::{varchar, write_strings, write_values};
@@ -216,7 +217,7 @@ impl VTab for PromCollect {
                 Vec::new()
             }
         };
-        while rows.len() < 2048 {
+        while rows.len() < CHUNK_ROWS {
             match running.rx.try_recv() {
                 Ok(o) => rows.push(o),
                 Err(_) => break,

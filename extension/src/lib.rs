@@ -15,10 +15,12 @@ mod collect;
 mod compact;
 mod live;
 mod metrics;
+mod paging;
 mod params;
 mod runtime;
 mod sandbox;
 mod scalar;
+mod selection;
 mod testing;
 mod vectors;
 

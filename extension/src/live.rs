@@ -15,6 +15,7 @@
 //! - `max_samples` (default 5,000,000) bounds the samples of one query over all its
 //!   requests; more is an error naming the limit.
 
+use crate::paging::{PageRows, Pages};
 use crate::params::{err, named, named_string, parse_step, timestamp_value, BoxError};
 use crate::runtime::block_on;
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
@@ -24,10 +25,7 @@ use promduck_core::config::{parse_byte_size, Config, PromUrl, PrometheusConfig, 
 use promduck_core::prometheus::{PromClient, Series};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
-
-const CHUNK_ROWS: usize = 2048;
 
 /// Connection named parameters shared by every live function.
 fn connection_params() -> Vec<(String, LogicalTypeHandle)> {
@@ -208,7 +206,7 @@ enum Rows {
     SeriesList(Vec<SeriesKey>),
 }
 
-impl Rows {
+impl PageRows for Rows {
     fn len(&self) -> usize {
         match self {
             Rows::Samples { points, .. } => points.len(),
@@ -219,7 +217,8 @@ impl Rows {
 }
 
 pub struct LiveInit {
-    state: Mutex<Option<(Rows, usize)>>,
+    /// The result, fetched on the first call.
+    pages: Pages<Rows>,
 }
 
 fn split_name(mut labels: BTreeMap<String, String>) -> SeriesKey {
@@ -283,9 +282,8 @@ fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
     Ok(rows)
 }
 
-fn emit(rows: &Rows, from: usize, out: &mut DataChunkHandle) -> usize {
-    let n = (rows.len() - from).min(CHUNK_ROWS);
-    let r = from..from + n;
+/// Rows `r` of a result into the output chunk.
+fn emit(rows: &Rows, r: std::ops::Range<usize>, out: &mut DataChunkHandle) {
     match rows {
         Rows::Samples { series, points } => {
             let p = &points[r];
@@ -317,13 +315,11 @@ fn emit(rows: &Rows, from: usize, out: &mut DataChunkHandle) -> usize {
             );
         }
     }
-    out.set_len(n);
-    n
 }
 
 fn live_init() -> Result<LiveInit, BoxError> {
     Ok(LiveInit {
-        state: Mutex::new(None),
+        pages: Pages::new(),
     })
 }
 
@@ -333,22 +329,7 @@ fn live_func(
     out: &mut DataChunkHandle,
 ) -> Result<(), BoxError> {
     let bind = bind.0.as_ref().map_err(|e| err(e.clone()))?;
-    let mut state = init
-        .state
-        .lock()
-        .map_err(|_| err("internal lock poisoned"))?;
-    if state.is_none() {
-        *state = Some((execute(bind)?, 0));
-    }
-    let (rows, offset) = state
-        .as_mut()
-        .ok_or_else(|| err("internal error: no result state"))?;
-    if *offset >= rows.len() {
-        out.set_len(0);
-        return Ok(());
-    }
-    *offset += emit(rows, *offset, out);
-    Ok(())
+    init.pages.emit(out, || execute(bind), emit)
 }
 
 fn sample_columns(bind: &BindInfo) {

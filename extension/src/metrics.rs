@@ -16,20 +16,17 @@
 //! removed before it was opened is read from the month file that took it in.
 //! `source := true` adds a `source` column: the file each row came from.
 
-use crate::params::{date_value, err, named, named_string, string_list, BoxError};
+use crate::paging::{Cursor, CHUNK_ROWS};
+use crate::params::{err, named, named_string, BoxError, StringArg};
+use crate::selection::{resolve, DateArg, Resolved, SelectionArgs};
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
-use promduck_core::reader::{
-    Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec, Selection,
-};
+use promduck_core::reader::{Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec};
 use promduck_core::storage::Storage;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// DuckDB's vector size: one read batch fills at most one output chunk.
-const CHUNK_ROWS: usize = 2048;
 
 pub struct MetricsBind {
     storage: Arc<dyn Storage>,
@@ -103,58 +100,6 @@ fn column_type(c: Column) -> LogicalTypeHandle {
     }
 }
 
-/// The short form's first argument: a day (`DATE`/`'2024-03-01'`), a range
-/// (`'2024-03-01..2024-03-07'` or `['2024-03-01', '2024-03-07']`), or an integer
-/// N for the last N complete days.
-fn date_range_arg(v: &Value, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), BoxError> {
-    if let Some(items) = v.to_list() {
-        if items.len() != 2 {
-            return Err(err(format!(
-                "date_range: a list needs exactly two dates [start, end], got {}",
-                items.len()
-            )));
-        }
-        return Ok((
-            date_value(&items[0], "date_range start")?,
-            date_value(&items[1], "date_range end")?,
-        ));
-    }
-    match v.logical_type_id() {
-        LogicalTypeId::Integer
-        | LogicalTypeId::Bigint
-        | LogicalTypeId::Smallint
-        | LogicalTypeId::Tinyint => {
-            return last_days(v.to_int64(), today);
-        }
-        _ => {}
-    }
-    let s = v.to_string();
-    crate::params::check_not_macro_parameter(&s, "date_range")?;
-    for sep in ["..", "/"] {
-        if let Some((a, b)) = s.split_once(sep) {
-            let a = crate::params::parse_day(a)
-                .ok_or_else(|| err(format!("date_range: invalid start {a:?} in {s:?}")))?;
-            let b = crate::params::parse_day(b)
-                .ok_or_else(|| err(format!("date_range: invalid end {b:?} in {s:?}")))?;
-            return Ok((a, b));
-        }
-    }
-    let d = date_value(v, "date_range")?;
-    Ok((d, d))
-}
-
-fn last_days(n: i64, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), BoxError> {
-    if !(1..=36600).contains(&n) {
-        return Err(err(format!(
-            "last_days must be between 1 and 36600, got {n}"
-        )));
-    }
-    Ok((
-        today - chrono::Days::new(n as u64),
-        today - chrono::Days::new(1),
-    ))
-}
-
 /// The archive `data_dir` names, checked against the host's sandbox: a folder
 /// (DuckDB's file-system rules) or an `s3://` URL (a network target: refused with
 /// external access off unless allowed). S3 settings come from the `s3_*` named
@@ -175,89 +120,45 @@ fn open_archive(bind: &BindInfo, who: &str, data_dir: &str) -> Result<Arc<dyn St
     promduck_core::storage::open(data_dir, &s3).map_err(|e| err(format!("{who}: {e}")))
 }
 
-fn bind_selection(
-    bind: &BindInfo,
-    positional: usize,
-) -> Result<(String, Selection, Option<Vec<String>>), BoxError> {
-    let today = Utc::now().date_naive();
-    let data_dir = named_string(bind, "data_dir")
-        .or_else(|| {
-            std::env::var("PROMDUCK_DATA_DIR")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| "./data".to_string());
-    crate::params::check_not_macro_parameter(&data_dir, "data_dir")?;
-    let mut range: Option<(NaiveDate, NaiveDate)> = None;
-    let mut set_range = |r: (NaiveDate, NaiveDate), what: &str| -> Result<(), BoxError> {
-        if range.is_some() {
-            return Err(err(format!("{what} conflicts with another date parameter: use one of date, start_date/end_date, last_days or the positional date range")));
-        }
-        range = Some(r);
-        Ok(())
+/// The selection parameters of a call, read from DuckDB's values (the rules are in
+/// [`crate::selection`]).
+fn selection_args(bind: &BindInfo, positional: usize) -> SelectionArgs {
+    let positional_value = |i: usize| {
+        (positional > i)
+            .then(|| bind.get_parameter(i as u64))
+            .filter(|v| !v.is_null())
     };
-    if positional >= 1 {
-        let v = bind.get_parameter(0);
-        if !v.is_null() {
-            set_range(date_range_arg(&v, today)?, "the date range argument")?;
-        }
+    SelectionArgs {
+        data_dir: named_string(bind, "data_dir"),
+        env_data_dir: std::env::var("PROMDUCK_DATA_DIR").ok(),
+        range: positional_value(0).map(|v| date_arg(&v)),
+        date_range: named(bind, "date_range").map(|v| date_arg(&v)),
+        date: named_string(bind, "date"),
+        start_date: named_string(bind, "start_date"),
+        end_date: named_string(bind, "end_date"),
+        last_days: named(bind, "last_days").map(|v| v.to_int64()),
+        proxy_positional: positional_value(1).map(|v| StringArg::of(&v)),
+        proxy: named(bind, "proxy").map(|v| StringArg::of(&v)),
+        metric: named(bind, "metric").map(|v| StringArg::of(&v)),
     }
-    if let Some(v) = named(bind, "date_range") {
-        set_range(date_range_arg(&v, today)?, "date_range")?;
+}
+
+/// A date-range value: a list's items, an integer, or its text.
+fn date_arg(v: &Value) -> DateArg {
+    if let Some(items) = v.to_list() {
+        return DateArg::List(items.iter().map(|i| i.to_string()).collect());
     }
-    if let Some(v) = named(bind, "date") {
-        let d = date_value(&v, "date")?;
-        set_range((d, d), "date")?;
+    match v.logical_type_id() {
+        LogicalTypeId::Integer
+        | LogicalTypeId::Bigint
+        | LogicalTypeId::Smallint
+        | LogicalTypeId::Tinyint => DateArg::Days(v.to_int64()),
+        _ => DateArg::Text(v.to_string()),
     }
-    let start = named(bind, "start_date")
-        .map(|v| date_value(&v, "start_date"))
-        .transpose()?;
-    let end = named(bind, "end_date")
-        .map(|v| date_value(&v, "end_date"))
-        .transpose()?;
-    if start.is_some() || end.is_some() {
-        let s = start.unwrap_or(NaiveDate::MIN);
-        let e = end.unwrap_or(NaiveDate::MAX);
-        set_range((s, e), "start_date/end_date")?;
-    }
-    if let Some(v) = named(bind, "last_days") {
-        set_range(last_days(v.to_int64(), today)?, "last_days")?;
-    }
-    if let Some((s, e)) = range {
-        if s > e {
-            return Err(err(format!("start date {s} is after end date {e}")));
-        }
-    }
-    let mut proxies = None;
-    if positional >= 2 {
-        let v = bind.get_parameter(1);
-        if !v.is_null() {
-            proxies = Some(string_list(&v, "proxy")?);
-        }
-    }
-    if let Some(v) = named(bind, "proxy") {
-        if proxies.is_some() {
-            return Err(err("proxy is given twice (positionally and by name)"));
-        }
-        proxies = Some(string_list(&v, "proxy")?);
-    }
-    // Repeated names select once (`metric := ['m', 'm']`, `proxy := ['a', 'a']`).
-    let dedup = |mut v: Vec<String>| {
-        let mut seen = std::collections::HashSet::new();
-        v.retain(|x| seen.insert(x.clone()));
-        v
-    };
-    let metrics = named(bind, "metric")
-        .map(|v| string_list(&v, "metric"))
-        .transpose()?
-        .map(dedup);
-    let proxies = proxies.map(dedup);
-    let sel = Selection {
-        from: range.map(|r| r.0).filter(|d| *d != NaiveDate::MIN),
-        to: range.map(|r| r.1).filter(|d| *d != NaiveDate::MAX),
-        proxies,
-    };
-    Ok((data_dir, sel, metrics))
+}
+
+fn bind_selection(bind: &BindInfo, positional: usize) -> Result<Resolved, BoxError> {
+    resolve(&selection_args(bind, positional), Utc::now().date_naive())
 }
 
 impl<const N: usize> VTab for PromMetrics<N> {
@@ -268,7 +169,11 @@ impl<const N: usize> VTab for PromMetrics<N> {
         for c in Column::ALL {
             bind.add_result_column(c.name(), column_type(c));
         }
-        let (data_dir, sel, metrics) = bind_selection(bind, N)?;
+        let Resolved {
+            data_dir,
+            selection: sel,
+            metrics,
+        } = bind_selection(bind, N)?;
         if named(bind, "source").is_some_and(|v| v.to_string().eq_ignore_ascii_case("true")) {
             bind.add_result_column("source", varchar());
         }
@@ -301,6 +206,7 @@ impl<const N: usize> VTab for PromMetrics<N> {
         let spec = Arc::new(ReadSpec {
             want,
             metrics: bind.metrics.clone(),
+            // One read batch fills at most one output chunk.
             batch_rows: CHUNK_ROWS,
         });
         Ok(MetricsInit {
@@ -507,7 +413,8 @@ fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBa
 pub struct PromPartitions;
 
 pub struct PartitionsInit {
-    next: Mutex<usize>,
+    /// The listed partitions not yet returned.
+    cursor: Cursor,
 }
 
 impl VTab for PromPartitions {
@@ -519,7 +426,11 @@ impl VTab for PromPartitions {
         bind.add_result_column("api_proxy", varchar());
         bind.add_result_column("path", varchar());
         bind.add_result_column("bytes", LogicalTypeHandle::from(LogicalTypeId::Bigint));
-        let (data_dir, sel, _) = bind_selection(bind, 0)?;
+        let Resolved {
+            data_dir,
+            selection: sel,
+            ..
+        } = bind_selection(bind, 0)?;
         let storage = open_archive(bind, "prom_partitions", &data_dir)?;
         let listed = storage
             .select(&sel)
@@ -558,18 +469,13 @@ impl VTab for PromPartitions {
 
     fn init(_: &InitInfo) -> Result<Self::InitData, BoxError> {
         Ok(PartitionsInit {
-            next: Mutex::new(0),
+            cursor: Cursor::new(),
         })
     }
 
     fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
         let files = &func.get_bind_data().files;
-        let mut next = func
-            .get_init_data()
-            .next
-            .lock()
-            .map_err(|_| err("prom_partitions: internal lock poisoned"))?;
-        let slice = &files[*next..(*next + CHUNK_ROWS).min(files.len())];
+        let slice = &files[func.get_init_data().cursor.take(files.len())?];
         write_values(
             out,
             0,
@@ -594,7 +500,6 @@ impl VTab for PromPartitions {
             }),
         );
         out.set_len(slice.len());
-        *next += slice.len();
         Ok(())
     }
 

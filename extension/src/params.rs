@@ -96,20 +96,48 @@ pub fn s3_config(
 /// One string or a list of strings (`proxy := 'a'`, `proxy := ['a', 'b']`).
 /// An empty list (or one of NULLs) selects nothing.
 pub fn string_list(v: &Value, param: &str) -> Result<Vec<String>, BoxError> {
-    let items: Vec<String> = match v.to_list() {
-        Some(items) => items
-            .iter()
-            .filter(|i| !i.is_null())
-            .map(|i| i.to_string())
-            .collect(),
-        None => match v.logical_type_id() {
-            LogicalTypeId::Varchar => vec![v.to_string()],
-            other => {
-                return Err(err(format!(
-                    "{param} must be a string or a list of strings, got {other:?}"
-                )))
-            }
-        },
+    string_items(&StringArg::of(v), param)
+}
+
+/// A string-list parameter as DuckDB gave it, read without judging it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StringArg {
+    /// A list: the texts of its non-NULL items.
+    List(Vec<String>),
+    /// A VARCHAR.
+    Text(String),
+    /// Another type: its name, for the error.
+    Other(String),
+}
+
+impl StringArg {
+    pub fn of(v: &Value) -> StringArg {
+        match v.to_list() {
+            Some(items) => StringArg::List(
+                items
+                    .iter()
+                    .filter(|i| !i.is_null())
+                    .map(|i| i.to_string())
+                    .collect(),
+            ),
+            None => match v.logical_type_id() {
+                LogicalTypeId::Varchar => StringArg::Text(v.to_string()),
+                other => StringArg::Other(format!("{other:?}")),
+            },
+        }
+    }
+}
+
+/// The pure part of [`string_list`].
+pub fn string_items(v: &StringArg, param: &str) -> Result<Vec<String>, BoxError> {
+    let items = match v {
+        StringArg::List(items) => items.clone(),
+        StringArg::Text(s) => vec![s.clone()],
+        StringArg::Other(other) => {
+            return Err(err(format!(
+                "{param} must be a string or a list of strings, got {other}"
+            )))
+        }
     };
     checked_strings(items, param)
 }
@@ -129,7 +157,7 @@ pub fn date_value(v: &Value, param: &str) -> Result<NaiveDate, BoxError> {
 }
 
 /// [`date_value`] of a value's text.
-fn date_text(s: &str, param: &str) -> Result<NaiveDate, BoxError> {
+pub fn date_text(s: &str, param: &str) -> Result<NaiveDate, BoxError> {
     check_not_macro_parameter(s, param)?;
     parse_day(s).ok_or_else(|| err(format!("{param}: invalid date {s:?}, expected YYYY-MM-DD")))
 }
