@@ -432,8 +432,10 @@ impl ObjectStorage {
 pub(crate) struct RangeReader {
     store: Arc<dyn ObjectStore>,
     key: ObjectPath,
-    size: u64,
-    pin: Pin,
+    /// The size and version read, shared by the clones the parquet crate's
+    /// `SpawnedReader` makes for each request (a re-pin while reading the footer
+    /// holds for every later request).
+    version: Arc<std::sync::Mutex<(u64, Pin)>>,
 }
 
 fn parquet_io(e: object_store::Error) -> parquet::errors::ParquetError {
@@ -450,9 +452,15 @@ impl RangeReader {
         RangeReader {
             store,
             key,
-            size,
-            pin,
+            version: Arc::new(std::sync::Mutex::new((size, pin))),
         }
+    }
+
+    fn current(&self) -> (u64, Pin) {
+        self.version
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     async fn fetch(
@@ -474,7 +482,7 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
         &mut self,
         range: std::ops::Range<u64>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        let (store, key, pin) = (self.store.clone(), self.key.clone(), self.pin.clone());
+        let (store, key, pin) = (self.store.clone(), self.key.clone(), self.current().1);
         Box::pin(async move {
             Self::fetch(store, key, pin, range)
                 .await
@@ -486,7 +494,7 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        let (store, key, pin) = (self.store.clone(), self.key.clone(), self.pin.clone());
+        let (store, key, pin) = (self.store.clone(), self.key.clone(), self.current().1);
         Box::pin(async move {
             object_store::coalesce_ranges(
                 &ranges,
@@ -508,7 +516,7 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
         Box::pin(async move {
             let mut repinned = false;
             loop {
-                let size = self.size;
+                let size = self.current().0;
                 let r = parquet::file::metadata::ParquetMetaDataReader::new()
                     .with_arrow_reader_options(options)
                     .with_prefetch_hint(Some(64 * 1024))
@@ -520,8 +528,9 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
                     // (nothing of this file has been read yet).
                     Err(e) if !repinned && is_precondition(&e) => {
                         let meta = self.store.head(&self.key).await.map_err(parquet_io)?;
-                        self.size = meta.size;
-                        self.pin = Pin::of(&meta);
+                        if let Ok(mut v) = self.version.lock() {
+                            *v = (meta.size, Pin::of(&meta));
+                        }
                         repinned = true;
                     }
                     Err(e) => return Err(e),
@@ -2002,6 +2011,69 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(task.is_finished());
+    }
+
+    #[test]
+    fn ranged_reads_ask_for_one_version_of_a_month_file() {
+        use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+        let mem = Arc::new(InMemory::new());
+        let store: Arc<dyn ObjectStore> = mem.clone();
+        let key = ObjectPath::from("2024-02/2024-02.parquet");
+        let cfg = StorageConfig::default();
+        let encode = |rows: usize| {
+            let b = batch("p", d("2024-02-01"), rows);
+            Bytes::from(
+                crate::writer::encode_partition(Vec::new(), std::path::Path::new("x"), &b, &cfg)
+                    .unwrap(),
+            )
+        };
+        let put = |bytes: Bytes| {
+            let (s, k) = (store.clone(), key.clone());
+            run(async move { s.put(&k, PutPayload::from(bytes)).await.unwrap() });
+        };
+        let head = || {
+            let (s, k) = (store.clone(), key.clone());
+            run(async move { s.head(&k).await.unwrap() })
+        };
+        let rows_of = |reader: RangeReader| -> std::result::Result<usize, String> {
+            let reader = parquet::arrow::async_reader::SpawnedReader::new(
+                reader,
+                runtime().handle().clone(),
+            );
+            let mut stream =
+                futures::executor::block_on(ParquetRecordBatchStreamBuilder::new(reader))
+                    .map_err(|e| e.to_string())?
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            let mut n = 0;
+            while let Some(b) = futures::executor::block_on(stream.next()) {
+                n += b.map_err(|e| e.to_string())?.num_rows();
+            }
+            Ok(n)
+        };
+        put(encode(10));
+        let seen = head();
+        // Replaced before its footer was read: the new version is read, whole.
+        put(encode(20));
+        let r = RangeReader::new(store.clone(), key.clone(), seen.size, Pin::of(&seen));
+        assert_eq!(rows_of(r), Ok(20));
+        // Replaced after its footer was read: an error, never rows of two files.
+        let seen = head();
+        let reader = parquet::arrow::async_reader::SpawnedReader::new(
+            RangeReader::new(store.clone(), key.clone(), seen.size, Pin::of(&seen)),
+            runtime().handle().clone(),
+        );
+        let mut stream = futures::executor::block_on(ParquetRecordBatchStreamBuilder::new(reader))
+            .unwrap()
+            .build()
+            .unwrap();
+        put(encode(30));
+        let r = futures::executor::block_on(stream.next()).unwrap();
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("Precondition") || e.contains("precondition"),
+            "{e}"
+        );
     }
 
     #[test]
