@@ -6,6 +6,7 @@
 //! folder or an `s3://` bucket prefix (see `promduck_core::compact`). The work happens
 //! in the first `func` call, never in `bind` (which DESCRIBE and some clients call alone).
 
+use crate::paging::Pages;
 use crate::params::{err, named, named_string, BoxError};
 use crate::vectors::{varchar, write_strings, write_values};
 use chrono::Utc;
@@ -16,7 +17,6 @@ use promduck_core::compact::{
 };
 use promduck_core::config::Config;
 use std::path::Path;
-use std::sync::Mutex;
 
 pub struct CompactBind {
     config: Config,
@@ -25,7 +25,8 @@ pub struct CompactBind {
 }
 
 pub struct CompactInit {
-    done: Mutex<bool>,
+    /// The months' outcomes: compacted on the first call, then returned a chunk at a time.
+    pages: Pages<Vec<MonthOutcome>>,
 }
 
 /// The collector's default `--config`, relative to the working directory.
@@ -129,52 +130,17 @@ impl VTab for PromCompact {
 
     fn init(_: &InitInfo) -> Result<CompactInit, BoxError> {
         Ok(CompactInit {
-            done: Mutex::new(false),
+            pages: Pages::new(),
         })
     }
 
     fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
         let bind = func.get_bind_data();
-        let mut done = func
-            .get_init_data()
-            .done
-            .lock()
-            .map_err(|_| err("internal lock poisoned"))?;
-        if *done {
-            out.set_len(0);
-            return Ok(());
-        }
-        *done = true;
-        // The archive the config writes to: a folder or an s3:// bucket prefix.
-        let archive = promduck_core::storage::for_config(&bind.config.storage)
-            .map_err(|e| err(format!("prom_compact: {e}")))?;
-        let months = match &bind.months {
-            Some(m) => m.clone(),
-            None => archive
-                .months_with_daily_files(current_month(Utc::now(), bind.config.timezone))
-                .map_err(|e| err(format!("prom_compact: {e}")))?,
-        };
-        let outcomes: Vec<MonthOutcome> =
-            archive.compact(&months, &bind.config.storage, &bind.opts, &|| false);
-        let n = outcomes.len();
-        let names: Vec<String> = outcomes.iter().map(|o| o.month_name()).collect();
-        write_strings(out, 0, names.iter().map(|s| Some(s.as_str())));
-        write_strings(out, 1, outcomes.iter().map(|o| Some(o.status.as_str())));
-        let paths: Vec<String> = outcomes
-            .iter()
-            .map(|o| o.path.display().to_string())
-            .collect();
-        write_strings(out, 2, paths.iter().map(|s| Some(s.as_str())));
-        write_values(out, 3, outcomes.iter().map(|o| Some(o.daily_files as i64)));
-        write_values(out, 4, outcomes.iter().map(|o| Some(o.removed as i64)));
-        write_values(out, 5, outcomes.iter().map(|o| Some(o.partitions as i64)));
-        write_values(out, 6, outcomes.iter().map(|o| Some(o.rows as i64)));
-        write_values(out, 7, outcomes.iter().map(|o| Some(o.bytes as i64)));
-        write_values(out, 8, outcomes.iter().map(|o| Some(o.row_groups as i64)));
-        write_values(out, 9, outcomes.iter().map(|o| Some(o.seconds)));
-        write_strings(out, 10, outcomes.iter().map(|o| o.error.as_deref()));
-        out.set_len(n);
-        Ok(())
+        func.get_init_data().pages.emit(
+            out,
+            || compact(bind),
+            |o, r, out| write_outcomes(&o[r], out),
+        )
     }
 
     fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
@@ -188,4 +154,38 @@ impl VTab for PromCompact {
             ),
         ])
     }
+}
+
+/// Compacts the months of a call (the first `func` call does it, never `bind`).
+fn compact(bind: &CompactBind) -> Result<Vec<MonthOutcome>, BoxError> {
+    // The archive the config writes to: a folder or an s3:// bucket prefix.
+    let archive = promduck_core::storage::for_config(&bind.config.storage)
+        .map_err(|e| err(format!("prom_compact: {e}")))?;
+    let months = match &bind.months {
+        Some(m) => m.clone(),
+        None => archive
+            .months_with_daily_files(current_month(Utc::now(), bind.config.timezone))
+            .map_err(|e| err(format!("prom_compact: {e}")))?,
+    };
+    Ok(archive.compact(&months, &bind.config.storage, &bind.opts, &|| false))
+}
+
+/// Outcomes into the output chunk, one row each.
+fn write_outcomes(outcomes: &[MonthOutcome], out: &mut DataChunkHandle) {
+    let names: Vec<String> = outcomes.iter().map(|o| o.month_name()).collect();
+    write_strings(out, 0, names.iter().map(|s| Some(s.as_str())));
+    write_strings(out, 1, outcomes.iter().map(|o| Some(o.status.as_str())));
+    let paths: Vec<String> = outcomes
+        .iter()
+        .map(|o| o.path.display().to_string())
+        .collect();
+    write_strings(out, 2, paths.iter().map(|s| Some(s.as_str())));
+    write_values(out, 3, outcomes.iter().map(|o| Some(o.daily_files as i64)));
+    write_values(out, 4, outcomes.iter().map(|o| Some(o.removed as i64)));
+    write_values(out, 5, outcomes.iter().map(|o| Some(o.partitions as i64)));
+    write_values(out, 6, outcomes.iter().map(|o| Some(o.rows as i64)));
+    write_values(out, 7, outcomes.iter().map(|o| Some(o.bytes as i64)));
+    write_values(out, 8, outcomes.iter().map(|o| Some(o.row_groups as i64)));
+    write_values(out, 9, outcomes.iter().map(|o| Some(o.seconds)));
+    write_strings(out, 10, outcomes.iter().map(|o| o.error.as_deref()));
 }
