@@ -418,6 +418,40 @@ def test_recollecting_a_compacted_day_in_a_bucket_new_values_win(prometheus, his
     assert moto_s3.stray(s3_bucket) == []
 
 
+def test_signed_requests_are_accepted_by_a_server_that_checks_signatures(s3s_fs, tmp_path):
+    """s3s-fs checks every SigV4 signature: compaction's own signed requests (the DELETEs with
+    If-Match, the lock's) pass; it has no ListMultipartUploads (501), which is warned about, not a
+    failure. A wrong secret fails cleanly and is never shown."""
+    bucket = s3s_fs.create_bucket()
+    data = tmp_path / "data"
+    make_archive(data, date(2024, 1, 30), 3, proxies=["a", "b"])  # plain names (s3s-fs decodes %XX twice)
+    expected = local_totals(data)
+    keys = upload(s3s_fs, bucket, data, P)
+
+    def config(name, **kw):
+        storage = s3_storage_config(s3s_fs, bucket, P, **kw)
+        storage["compaction"] = {"removeDailyAfter": "0s"}
+        return write_config(tmp_path / name, "http://127.0.0.1:1", ["a"], storage_extra=storage)
+
+    secret = "WRONGsecretVALUE0123456789abcdefXYZ"
+    r = subprocess.run([str(COLLECTOR), "--config", str(config("bad.yaml", secret_key=secret)), "--compact"],
+                       env=child_env(), capture_output=True, text=True)
+    assert r.returncode != 0, r.stderr
+    assert "refused the credentials" in r.stderr or "403" in r.stderr, r.stderr
+    assert secret not in r.stdout + r.stderr and secret[:16] not in r.stdout + r.stderr
+    assert s3s_fs.list_keys(bucket) == keys
+    s3s_fs.reset_requests()
+    r = subprocess.run([str(COLLECTOR), "--config", str(config("ok.yaml")), "--compact"], env=child_env(),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "cannot list unfinished multipart uploads" in r.stderr, r.stderr
+    assert s3s_fs.list_keys(bucket) == month_keys(P, ["2024-01", "2024-02"])
+    deletes = s3s_fs.requests("DELETE", bucket=bucket)
+    assert len(deletes) == len(keys) + 1 and all(q.status == 204 for q in deletes), s3s_fs.summary()
+    assert all(q.raw.headers.get("if-match") for q in deletes), "conditional deletes"
+    assert bucket_totals(s3s_fs, bucket, P) == expected
+
+
 def test_the_daemon_compacts_a_bucket_after_days_when_configured(s3, bucket, tmp_path):
     """storage.compaction.afterDays on an s3:// outputDir: the daemon compacts closed months
     after its collection (a Prometheus that answers nothing: its own partitions are empty)."""

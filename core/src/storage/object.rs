@@ -1039,7 +1039,10 @@ impl Signer {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     match resp.into_body().bytes().await {
-                        Ok(body) if status < 500 => return Ok((status, body)),
+                        // 5xx other than these (501 NotImplemented…) is an answer, not a hiccup.
+                        Ok(body) if !matches!(status, 500 | 502 | 503 | 504) => {
+                            return Ok((status, body))
+                        }
                         Ok(body) => format!("{status}: {}", String::from_utf8_lossy(&body)),
                         Err(e) => e.to_string(),
                     }
@@ -1054,8 +1057,9 @@ impl Signer {
         }
     }
 
-    /// The upload ids of every unfinished multipart upload of exactly `key`.
-    async fn list_uploads(&self, key: &str) -> std::result::Result<Vec<String>, String> {
+    /// The upload ids of every unfinished multipart upload of exactly `key`;
+    /// `None` when the server cannot list them (501 NotImplemented).
+    async fn list_uploads(&self, key: &str) -> std::result::Result<Option<Vec<String>>, String> {
         let mut ids = Vec::new();
         let (mut key_marker, mut id_marker) = (String::new(), String::new());
         for _ in 0..100 {
@@ -1066,6 +1070,9 @@ impl Signer {
             }
             let (status, body) = self.send("GET", "", &query, &[]).await?;
             let text = String::from_utf8_lossy(&body);
+            if status == 501 {
+                return Ok(None);
+            }
             if status != 200 {
                 return Err(format!("{status}: {text}"));
             }
@@ -1087,7 +1094,7 @@ impl Signer {
                 break;
             }
         }
-        Ok(ids)
+        Ok(Some(ids))
     }
 }
 
@@ -1630,6 +1637,13 @@ impl ObjectStorage {
                     scrub(&e, &self.secrets)
                 ),
             })?;
+        let Some(ids) = ids else {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(archive = %self.url(), "this server cannot list unfinished multipart uploads: one left by a killed compaction is not aborted (a lifecycle rule that aborts incomplete uploads removes it)");
+            }
+            return Ok(0);
+        };
         let n = ids.len();
         for id in ids {
             let (s3, k) = (s3.clone(), key.clone());
