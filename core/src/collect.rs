@@ -312,6 +312,13 @@ impl Collector {
         self
     }
 
+    /// Writes to `storage` instead of the archive `storage.outputDir` names (a
+    /// wrapper that fails some operations, in tests); queries are unchanged.
+    pub fn with_storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }
