@@ -15,8 +15,10 @@ Dashboards: "before" is examples/streamlit/dashboard.py at --before (the
 seed's dashboard, `git show REV:examples/streamlit/dashboard.py` into a temp
 file), "after" the working tree's. Each measurement starts a fresh Streamlit
 server (nothing cached) and a fresh browser profile, then opens the page:
-  first chart  a Plotly chart has drawn its traces (performance.now() of the
-               first DOM mutation after which one exists);
+  first chart  a chart has drawn its data (performance.now() of the first DOM
+               mutation after which one has): a Plotly trace (the before
+               dashboard) or a Vega mark of data, a line, bar or point, in the
+               SVG of a Vega-Lite chart (the after dashboard);
   settled      the script run has finished and no DOM mutation happened for
                --quiet seconds: the time of the last mutation.
 A page not settled --timeout seconds after it was opened (180 by default) is
@@ -73,24 +75,31 @@ new MutationObserver(() => {
   const now = performance.now();
   window.__bench.last = now;
   if (window.__bench.first === null &&
-      document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot .main-svg .trace'))
+      document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot .main-svg .trace, %s'))
     window.__bench.first = now;
 }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
-"""
+""" % dashboard_data.VEGA_DRAWN_SELECTOR
 STATE_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
-  const plots = Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'));
   return {state: app ? app.getAttribute('data-test-script-state') : null,
           connected: app ? app.getAttribute('data-test-connection-state') : null,
           running: !!document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]'),
           first: window.__bench.first, last: window.__bench.last, now: performance.now(),
-          charts: plots.length,
-          traces: plots.reduce((a, gd) => a + ((gd._fullData || []).length), 0),
-          points: plots.reduce((a, gd) => a + (gd._fullData || []).reduce((b, t) => b + (t.x ? t.x.length : 0), 0), 0),
-          exception: document.querySelectorAll('[data-testid="stException"]').length,
-          digest: JSON.stringify(plots.map(gd => (gd._fullData || []).map(t => [t.name, Array.from(t.x || [], String),
-                                                                            Array.from(t.y || [], Number)])))};
+          exception: document.querySelectorAll('[data-testid="stException"]').length};
 }"""
+# Once settled: the charts drawn. Plotly's (the before dashboard) from its traces here, the
+# Vega-Lite charts (after) by dashboard_data.vega_charts (their specs and datasets).
+PLOTLY_JS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
+  .map(gd => (gd._fullData || []).map(t => [t.name, Array.from(t.x || [], String), Array.from(t.y || [], Number)]))"""
+
+
+def drawn_charts(page) -> dict:
+    """Charts, traces and points on the page, and a digest of their contents."""
+    plotly = page.evaluate(PLOTLY_JS)
+    vega = [c for c in dashboard_data.vega_charts(page) if c["traces"]]
+    traces = [t for c in plotly for t in c] + [[t["name"], t["x"], t["y"]] for c in vega for t in c["traces"]]
+    return {"charts": len(plotly) + len(vega), "traces": len(traces), "points": sum(len(t[1]) for t in traces),
+            "digest": json.dumps(plotly) + "".join(c["digest"] for c in vega)}
 
 
 def log(msg):
@@ -278,6 +287,7 @@ def measure(pw, url: str, work: Path, timeout: float, quiet: float, screenshot: 
             state["first"] = None  # drawn after the cap: "> cap" too
         browser = process_tree(str(profile))  # renderers started meanwhile
         cpu = (cpu_seconds([server_pid] if server_pid else []) - cpu0[0], cpu_seconds(browser) - cpu0[1])
+        state.update(drawn_charts(page))
         if screenshot is not None and not state.get("settled_timeout"):
             page.screenshot(path=str(screenshot), full_page=True)
     finally:
@@ -309,7 +319,7 @@ def run_case(pw, label: str, script: Path, data: Path, work: Path, args, query: 
              screenshot: Path | None = None, repeat: int = 1) -> dict:
     """``repeat`` times: a fresh server and the page opened three times: cold (a fresh server
     and browser: nothing cached), again in a new browser (what the server cached), and again
-    in the first browser (what the browser cached too: Plotly's script). Returns every run
+    in the first browser (what the browser cached too: the chart library's script). Returns every run
     and the medians."""
     runs = {"cold": [], "again": [], "same_browser": []}
     for i in range(repeat):
@@ -373,6 +383,12 @@ def main():
     for f in (EXTENSION, CHROMIUM):
         if not f.exists():
             raise SystemExit(f"{f} is missing (make build; make browser)")
+    if not args.skip_before:
+        try:
+            import plotly  # noqa: F401
+        except ImportError:
+            raise SystemExit("the before dashboard (git 6903154) draws with Plotly: pip install -r "
+                             "tests/requirements-dashboard.txt, or --skip-before") from None
     from playwright.sync_api import sync_playwright
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="promduck-dashboard-bench-"))

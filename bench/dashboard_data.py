@@ -175,3 +175,99 @@ def write_wide(out: Path, reference: Path, proxies=10_000, day=date(2024, 3, 1),
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_wide_chunk, [(str(out), str(reference), day, proxies, i, workers) for i in range(workers)]))
     return out
+
+
+# ---------------------------------------------------------------------------
+# reading the dashboard's charts in the browser (tests/test_dashboard.py,
+# bench/dashboard_bench.py)
+
+# Every Vega-Lite chart on the page, as Streamlit sent it: the chart element's spec (JSON)
+# and named datasets (Arrow IPC, base64), read from the props of the React component that
+# drew it (Streamlit keeps neither the Vega view nor the data in the DOM), with what Vega
+# drew of it: the paths of its data marks in the SVG (lines, bars, points, shaded bands).
+VEGA_CHARTS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"]')).map(el => {
+  const b64 = (u8) => {
+    let s = '';
+    for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode.apply(null, u8.subarray(i, i + 0x8000));
+    return btoa(s);
+  };
+  const key = Object.keys(el).find(k => k.startsWith('__reactFiber$'));
+  let f = key ? el[key] : null;
+  while (f && !(f.memoizedProps && f.memoizedProps.element && typeof f.memoizedProps.element.spec === 'string'
+                && Array.isArray(f.memoizedProps.element.datasets)))
+    f = f.return;
+  const e = f ? f.memoizedProps.element : null;
+  const box = el.getBoundingClientRect();
+  return {spec: e ? e.spec : null,
+          datasets: e ? e.datasets.map(d => ({name: d.name, arrow: d.data && d.data.data ? b64(d.data.data) : ''}))
+                      : [],
+          drawn: {line: el.querySelectorAll('svg g.role-mark.mark-line > path').length,
+                  bar: el.querySelectorAll('svg g.role-mark.mark-rect > path').length,
+                  point: el.querySelectorAll('svg g.role-mark.mark-symbol > path').length},
+          visible: box.width > 0 && box.height > 0};
+})"""
+
+# The first data mark Vega drew (a line, a bar or a point), for the benchmark's observer.
+VEGA_DRAWN_SELECTOR = ('[data-testid="stVegaLiteChart"] svg g.role-mark.mark-line > path, '
+                       '[data-testid="stVegaLiteChart"] svg g.role-mark.mark-rect > path, '
+                       '[data-testid="stVegaLiteChart"] svg g.role-mark.mark-symbol > path')
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def chart_traces(spec: dict, data: dict) -> dict:
+    """A chart's title, subtitle (its lines) and traces from its Vega-Lite spec and datasets:
+    per line or bar layer, in drawing order, a trace per value of its colour field in the
+    colour scale's (the legend's) order: {name, type ("line" or "bar"), color (the scale's),
+    axis ("y2" on a right axis, else "y"), x (a temporal x as ISO UTC text), y}."""
+    title = spec.get("title") or ""
+    title = title if isinstance(title, dict) else {"text": title}
+    subtitle = title.get("subtitle") or []
+    traces = []
+    for layer in spec.get("layer", [spec]):
+        mark = layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]
+        if mark not in ("line", "bar"):
+            continue
+        enc = layer["encoding"]
+        rows = data[layer["data"]["name"]] if "data" in layer else data[None]
+        fx, fy, fc = enc["x"]["field"], enc["y"]["field"], enc["color"]["field"]
+        temporal = enc["x"]["type"] == "temporal"
+        axis = "y2" if (enc["y"].get("axis") or {}).get("orient") == "right" else "y"
+        scale = enc["color"]["scale"]
+        by = {}
+        for r in rows:
+            by.setdefault(r[fc], []).append(r)
+        for i, name in enumerate(scale["domain"]):
+            if name in by:
+                traces.append({"name": name, "type": mark, "color": scale["range"][i], "axis": axis,
+                               "x": [iso_ms(r[fx]) if temporal else str(r[fx]) for r in by[name]],
+                               "y": [float(r[fy]) for r in by[name]]})
+    return {"title": title.get("text", ""), "subtitle": [subtitle] if isinstance(subtitle, str) else list(subtitle),
+            "traces": traces}
+
+
+def vega_charts(page) -> list:
+    """The page's Vega-Lite charts (see VEGA_CHARTS_JS), each as chart_traces() gives it, plus
+    ``drawn`` (Vega's data-mark paths), ``visible`` and ``digest`` (of the spec and data)."""
+    import base64
+    import hashlib
+    import json
+
+    import pyarrow as pa
+
+    out = []
+    for c in page.evaluate(VEGA_CHARTS_JS):
+        if c["spec"] is None:
+            raise AssertionError("a Vega-Lite chart element without its spec")
+        spec = json.loads(c["spec"])
+        data = {d["name"]: pa.ipc.open_stream(base64.b64decode(d["arrow"])).read_all().to_pylist()
+                if d["arrow"] else [] for d in c["datasets"]}
+        chart = chart_traces(spec, data) if spec.get("layer") or spec.get("encoding") else \
+            {"title": "", "subtitle": [], "traces": []}
+        chart.update(drawn=c["drawn"], visible=c["visible"], spec=spec,
+                     digest=hashlib.sha1((c["spec"] + "".join(d["arrow"] for d in c["datasets"])).encode())
+                     .hexdigest()[:12])
+        out.append(chart)
+    return out

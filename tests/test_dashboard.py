@@ -2,14 +2,17 @@
 127.0.0.1 against collected test data, driven through Debian's Chromium
 (/usr/bin/chromium) with Playwright (no browser is downloaded).
 
-The numbers are read from the page (Plotly's traces, the aggregates table, the
-downloaded CSV) and compared with the generator's history. Then at real scale
+The numbers are read from the page (the Vega-Lite charts' specs and datasets as
+Streamlit sent them, with the pixels Vega drew of each trace; the aggregates
+table; the downloaded CSV) and compared with the generator's history. Then at real scale
 (issue 15): a year of 200 proxies (73,000 files) and a day of 10,000 proxies x
 10 metrics (2.5 M rows), written by bench/dashboard_data.py in the collector's
 exact schema, with the top-10 and "other" traces computed from the
-generator's closed forms. Screenshots go to tests/output/ (dashboard.png,
+generator's closed forms, and a weekly view whose first and last weeks are
+partial (said and shaded). Screenshots go to tests/output/ (dashboard.png,
 dashboard-aggregates.png, dashboard-year.png, dashboard-year-aggregates.png,
-dashboard-wide.png). Nothing here is timed: bench/dashboard_bench.py measures.
+dashboard-year-weekly.png, dashboard-wide.png). Nothing here is timed:
+bench/dashboard_bench.py measures.
 
 Needs: apt-get install chromium; pip install -r tests/requirements-dashboard.txt.
 Missing either is a failure with a message, never a skip.
@@ -34,7 +37,9 @@ import pytest
 from fixtures_data import COUNTERS, LATENCY, collected_data, daily_total, expected_rows, free_port, latency_points
 from helpers import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "bench"))  # dashboard_data: the data sets at scale
+sys.path.insert(0, str(REPO_ROOT / "bench"))  # dashboard_data: the data sets at scale, reading the charts
+
+import dashboard_data as dd  # noqa: E402
 
 DASHBOARD = REPO_ROOT / "examples" / "streamlit" / "dashboard.py"
 OUTPUT = REPO_ROOT / "tests" / "output"
@@ -45,12 +50,7 @@ WEIRD = 'we"ird/proxy'
 TIMEOUT_MS = 20_000
 METRICS = sorted((*COUNTERS, LATENCY))
 
-TRACES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
-  .map(gd => ({title: (gd.layout.title && gd.layout.title.text || '').replace(/<[^>]*>/g, ''),
-               traces: gd._fullData.map(t => ({name: t.name, type: t.type,
-                                              color: (t.type === 'bar' ? t.marker.color : t.line.color),
-                                              axis: t.yaxis,
-                                              x: Array.from(t.x, String), y: Array.from(t.y, Number)}))}))"""
+CHART = '[data-testid="stVegaLiteChart"]'
 TABLES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stTable"] table'))
   .map(t => Array.from(t.querySelectorAll('tr')).map(tr => Array.from(tr.children, c => c.innerText.trim())))"""
 
@@ -59,7 +59,7 @@ def require_tools():
     if not CHROMIUM.is_file():
         pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's package "
                     "(apt-get install -y chromium; `make test` does) or set PROMDUCK_CHROMIUM")
-    for mod in ("streamlit", "plotly", "pandas", "playwright"):
+    for mod in ("streamlit", "pyarrow", "pandas", "playwright"):
         try:
             __import__(mod)
         except ImportError:
@@ -153,7 +153,10 @@ def page(playwright, server, tmp_path_factory):
 
 
 def charts(pg) -> dict:
-    return {c["title"]: c["traces"] for c in pg.evaluate(TRACES_JS)}
+    """{title: traces} of the page's charts (dashboard_data.vega_charts: each trace's name,
+    type "line" or "bar", colour, axis "y" or "y2" (right), x and y, from the Vega-Lite
+    spec and datasets Streamlit sent)."""
+    return {c["title"]: c["traces"] for c in dd.vega_charts(pg)}
 
 
 def wait_for(pg, what, check, timeout=TIMEOUT_MS / 1000):
@@ -222,8 +225,8 @@ def assert_time_series(got: dict, want: dict):
         traces = got[m]
         assert [t["name"] for t in traces] == list(want[m]), m
         for t in traces:
-            assert t["type"] == "scatter"
-            xs = [x[:19] for x in t["x"]]  # Plotly shows e.g. 2024-03-02T00:00:00.000000
+            assert t["type"] == "line"
+            xs = [x[:19] for x in t["x"]]  # e.g. 2024-03-02T00:00:00
             got_points = list(zip(xs, t["y"]))
             want_points = want[m][t["name"]]
             assert [x for x, _ in got_points] == [x for x, _ in want_points], (m, t["name"])
@@ -300,7 +303,7 @@ def test_aggregates_bars_and_table(page, history):
 
 
 def rgb(color: str) -> tuple:
-    """A Plotly colour ('#636efa' or 'rgb(99, 110, 250)') as an (r, g, b) tuple."""
+    """A colour ('#636efa' or 'rgb(99, 110, 250)') as an (r, g, b) tuple."""
     if color.startswith("#"):
         return tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
     return tuple(int(float(x)) for x in color[color.index("(") + 1:color.index(")")].split(",")[:3])
@@ -311,8 +314,8 @@ def assert_charts_drawn(page):
     each of its traces' colours (a line or bars of that trace), not just an empty frame."""
     from PIL import Image
 
-    plots = page.locator('[data-testid="stPlotlyChart"]')
-    infos = page.evaluate(TRACES_JS)
+    plots = page.locator(CHART)
+    infos = dd.vega_charts(page)
     visible = [i for i in range(plots.count()) if plots.nth(i).is_visible()]
     assert visible, "no chart visible"
     for i in visible:
@@ -327,7 +330,7 @@ def assert_charts_drawn(page):
 def screenshot(page, name):
     OUTPUT.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1400, "height": 1900})
-    time.sleep(0.5)  # let Plotly resize to the new viewport
+    time.sleep(0.5)  # let Vega resize to the new viewport
     assert_charts_drawn(page)
     page.screenshot(path=str(OUTPUT / name))
     page.set_viewport_size({"width": 1400, "height": 1000})
@@ -437,7 +440,7 @@ def test_missing_and_empty_data_dir_show_a_message(page, tmp_path):
     field.fill(str(tmp_path / "nowhere"))
     field.press("Enter")
     wait_for(page, "the missing-directory message", lambda: page.get_by_text("No data directory at").count() == 1)
-    assert page.locator('[data-testid="stPlotlyChart"]').count() == 0
+    assert page.locator(CHART).count() == 0
     no_exception(page)
 
     (tmp_path / "empty").mkdir()
@@ -507,8 +510,8 @@ def year_want(days: list, grain: str = "day") -> dict:
         return [(iso_day(k), v) for k, v in sorted(acc.items())]
 
     # "other" is drawn first (under the proxies' lines) and listed last in the legend
-    traces = [("other (190 API proxies)", "scatter", "y2", series(range(190)))]
-    traces += [(dd.year_proxy(p), "scatter", "y", series([p])) for p in sorted(range(190, 200), key=dd.year_proxy)]
+    traces = [("other (190 API proxies)", "line", "y2", series(range(190)))]
+    traces += [(dd.year_proxy(p), "line", "y", series([p])) for p in sorted(range(190, 200), key=dd.year_proxy)]
     return {m: traces for m in dd.YEAR_METRICS}
 
 
@@ -524,9 +527,9 @@ def test_scale_year_of_200_proxies(playwright, scale_data, tmp_path_factory):
         caption = pg.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
         assert "2024-12-01 to 2024-12-30" in caption and "all 200 of 200 API proxies" in caption, caption
         assert f"{30 * 200 * 6:,} rows" in caption and "daily points" in caption, caption
-        subtitle = pg.evaluate("() => document.querySelector('.js-plotly-plot').layout.title.subtitle.text")
-        assert subtitle == ("top 10 of 200 API proxies by sum of error_count; the other 190 as one grey line "
-                            "(right axis) · daily"), subtitle
+        subtitle = dd.vega_charts(pg)[0]["subtitle"]
+        assert subtitle == ["top 10 of 200 API proxies by sum of error_count; the other 190 as one grey line "
+                            "(right axis) · daily"], subtitle
         scale_screenshot(pg, "dashboard-year.png")
         pg.get_by_role("tab", name="Aggregates by API proxy").click()
 
@@ -551,6 +554,18 @@ def test_scale_year_of_200_proxies(playwright, scale_data, tmp_path_factory):
         want = year_want(list(range(272, 365)), grain="week")
         wait_for(pg, "weekly charts", lambda: assert_scale_charts(charts(pg), want) or True, timeout=SCALE_TIMEOUT)
         assert "weekly" in pg.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
+        # the first and last weeks hold one selected day each: said in the subtitle, shaded
+        partial = ("shaded: partial weeks, summing fewer days — week from 2024-09-23: 1 of 7 days (2024-09-29); "
+                   "week from 2024-12-30: 1 of 7 days (2024-12-30)")
+
+        def partial_said():
+            got = dd.vega_charts(pg)
+            assert [c["subtitle"][1:] for c in got] == [[partial]] * 3, [c["subtitle"] for c in got]
+            assert all(c["drawn"]["bar"] == 2 for c in got), [c["drawn"] for c in got]  # the two bands
+            return True
+
+        wait_for(pg, "the partial weeks said and shaded", partial_said, timeout=SCALE_TIMEOUT)
+        scale_screenshot(pg, "dashboard-year-weekly.png")
         no_exception(pg)
 
 
@@ -573,7 +588,7 @@ def wide_want() -> dict:
                      sum(dd.wide_value(p, m, e, h, n) for p in proxies for e in range(len(dd.ENVS))))
                     for h in hours]
 
-        kind = "bar" if metric in dd.WIDE_DAILY else "scatter"
+        kind = "bar" if metric in dd.WIDE_DAILY else "line"
         want[metric] = [(f"other ({n - 10:,} API proxies)", kind, "y2", pts(rest))]
         want[metric] += [(dd.wide_proxy(p), kind, "y", pts([p])) for p in top]
     return want
@@ -624,9 +639,9 @@ def scale_screenshot(page, name):
 
     OUTPUT.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1400, "height": 1900})
-    time.sleep(0.5)  # let Plotly resize to the new viewport
-    plots = page.locator('[data-testid="stPlotlyChart"]')
-    infos = page.evaluate(TRACES_JS)
+    time.sleep(0.5)  # let Vega resize to the new viewport
+    plots = page.locator(CHART)
+    infos = dd.vega_charts(page)
     visible = [i for i in range(plots.count()) if plots.nth(i).is_visible()]
     assert visible, "no chart visible"
     page.screenshot(path=str(OUTPUT / name))

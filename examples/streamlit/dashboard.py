@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """promduck dashboard: the metrics the collector stored, read through the
-promduck DuckDB extension (prom_partitions, prom_metrics), drawn with Plotly in
-Streamlit.
+promduck DuckDB extension (prom_partitions, prom_metrics), drawn as Vega-Lite
+charts in Streamlit (st.vega_lite_chart with a spec built here: no Altair, no
+Plotly; Streamlit's Vega-Lite frontend is a fraction of Plotly's in the browser).
 
     pip install -r examples/requirements.txt
     streamlit run examples/streamlit/dashboard.py
@@ -49,7 +50,7 @@ if not st.runtime.exists():
     sys.exit(1)
 
 import duckdb  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
+import pyarrow as pa  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTENSION = Path(os.environ.get("PROMDUCK_EXTENSION") or REPO_ROOT / "build" / "promduck.duckdb_extension")
@@ -61,7 +62,7 @@ PAGE_SIZES = [25, 50, 100, 500]
 MAX_OPTIONS = 300          # proxy names offered at once in the selector
 LABEL_SAMPLE = 100          # proxies whose files of one day show the label keys
 OTHER_COLOR = "#8c8c8c"
-# Distinct colours, none grey (grey is "other"): d3's category10 without its grey, then Plotly's Dark24.
+# Distinct colours, none grey (grey is "other"): d3's category10 without its grey, then Plotly's Dark24 palette.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
            "#0d2a63", "#fb0d0d", "#1ca71c", "#da16ff", "#b68100", "#750d86", "#eb663b", "#511cfb", "#00a08b",
            "#fb00d1", "#862a16", "#a777f1", "#620042", "#1616a7", "#6c4516", "#af0038"]
@@ -384,13 +385,13 @@ if not data_dir or not os.path.isdir(data_dir):
         "generated demo data in `./data`).")
     st.stop()
 
-# The browser loads Plotly (a 4.7 MB script) when the first chart arrives: a blank one sent
-# while the data is being read lets it load meanwhile (once per session).
+# The browser loads Streamlit's Vega-Lite frontend (vega-embed) when the first chart arrives:
+# a blank chart sent while the data is being read lets it load meanwhile (once per session).
 warm = st.empty()
-if not st.session_state.get("plotly-loaded"):
-    st.session_state["plotly-loaded"] = True
-    warm.plotly_chart(go.Figure(layout=dict(height=10, margin=dict(l=0, r=0, t=0, b=0), xaxis_visible=False,
-                                            yaxis_visible=False)), config={"staticPlot": True}, key="warm")
+if not st.session_state.get("vega-loaded"):
+    st.session_state["vega-loaded"] = True
+    warm.vega_lite_chart({"mark": {"type": "point"}, "height": 1, "width": 1, "padding": 0,
+                          "config": {"view": {"stroke": None}}}, width=1, theme=None, key="warm")
 
 
 def stop():
@@ -557,10 +558,44 @@ def other_name(metric: str) -> str:
     return f"other ({int(counts[metric]['proxies']) - int(counts[metric]['shown']):,} API proxies)"
 
 
-def figure(metric: str, rows: list, kind: str):
-    """(figure, "other" on the right axis?): the drawn lines (or bars) of one chart, a trace per
-    shown series in PALETTE's colours, then "other" in grey, drawn first (under the others) but
-    listed last, on an axis of its own (right) when it would flatten the others."""
+EPOCH = datetime(1970, 1, 1)
+DAY = timedelta(days=1)
+
+
+def epoch_ms(x: datetime) -> int:
+    return (x - EPOCH) // timedelta(milliseconds=1)
+
+
+def partial_weeks(weekly: bool) -> list:
+    """[(week's Monday, first selected day, last selected day, days)] for the first and last
+    weeks of a weekly view that the date range covers only in part (a range is whole days,
+    so only weeks can be partial): their points and bars sum fewer days than the others."""
+    if not weekly:
+        return []
+    out = []
+    for monday in sorted({start - timedelta(days=start.weekday()), end - timedelta(days=end.weekday())}):
+        lo, hi = max(monday, start), min(monday + timedelta(days=6), end)
+        if (hi - lo).days + 1 < 7:
+            out.append((monday, lo, hi, (hi - lo).days + 1))
+    return out
+
+
+def partial_note(parts: list) -> str:
+    """The subtitle's second line for partial weeks (shaded on the chart)."""
+    said = [f"week from {monday}: {n} of 7 days ({lo}{f' to {hi}' if hi != lo else ''})"
+            for monday, lo, hi, n in parts]
+    return f"shaded: partial week{'s' if len(parts) > 1 else ''}, summing fewer days — " + "; ".join(said)
+
+
+def chart(metric: str, rows: list, kind: str, *, title: str, subtitle, x_title: str, y_title: str,
+          legend_title: str, time_axis: dict | None, parts: list, height: int = 360) -> dict:
+    """A Vega-Lite spec: a line (or bar) per shown series in
+    PALETTE's colours, then "other" in grey, drawn first (under the others) but listed last,
+    on an axis of its own (right) when it would flatten the others. ``time_axis``: a temporal
+    x (UTC, epoch ms) with its domain and label format; None: one category per x (bars).
+    ``subtitle(right)``: the subtitle. ``parts``: partial weeks, shaded and said in a second
+    subtitle line. The data goes as named datasets ("other", "top", "partial"), which
+    Streamlit sends as Arrow."""
     series = {}
     for r in rows:  # ordered by series (NULL, "other", last), then x
         series.setdefault(r["series"], ([], []))
@@ -569,31 +604,134 @@ def figure(metric: str, rows: list, kind: str):
     rest = series.pop(None, None)
     top_y = max((abs(y) for _, ys in series.values() for y in ys), default=0.0)
     right = rest is not None and bool(series) and max(abs(y) for y in rest[1]) > 2 * max(top_y, 1e-300)
-    traces = [(name, xy, PALETTE[i % len(PALETTE)], "y", i) for i, (name, xy) in enumerate(series.items())]
-    if rest is not None:
-        traces.insert(0, (other_name(metric), rest, OTHER_COLOR, "y2" if right else "y", len(traces)))
-    fig = go.Figure()
-    for name, (xs, ys), color, axis, rank in traces:
+    names = list(series)
+    other = other_name(metric) if rest is not None else None
+    domain = names + ([other] if other else [])
+    colors = [PALETTE[i % len(PALETTE)] for i in range(len(names))] + ([OTHER_COLOR] if other else [])
+    daily = time_axis is not None and time_axis["daily"]
+
+    def at(x) -> str:  # the tooltip's x
+        if time_axis is None:
+            return str(x)
+        return x.strftime("%Y-%m-%d") if daily else x.strftime("%Y-%m-%d %H:%M UTC")
+
+    def table(items) -> pa.Table:
+        cols = {"series": [], "x": [], "y": [], "at": []}
+        for name, (xs, ys) in items:
+            cols["series"] += [name] * len(xs)
+            cols["x"] += [epoch_ms(x) for x in xs] if time_axis is not None else [str(x) for x in xs]
+            cols["y"] += [float(y) for y in ys]
+            cols["at"] += [at(x) for x in xs]
+        return pa.table({"series": pa.array(cols["series"], pa.string()),
+                         "x": pa.array(cols["x"], pa.int64() if time_axis is not None else pa.string()),
+                         "y": pa.array(cols["y"], pa.float64()), "at": pa.array(cols["at"], pa.string())})
+
+    if time_axis is not None:
+        axis = {"format": time_axis["format"], "labelOverlap": True}
+        if time_axis.get("every_day"):
+            axis["tickCount"] = {"interval": "day", "step": 1}
+        x_enc = {"field": "x", "type": "temporal", "title": x_title, "axis": axis,
+                 "scale": {"type": "utc", "domain": time_axis["domain"]}}
+    else:
+        n_x = len({x for xs, _ in series.values() for x in xs} | set(rest[0] if rest else []))
+        x_enc = {"field": "x", "type": "nominal", "title": x_title, "sort": None,
+                 "axis": {"labelAngle": 0 if n_x <= 12 else -45, "labelOverlap": True}}
+    color = {"field": "series", "type": "nominal", "scale": {"domain": domain, "range": colors},
+             "legend": {"title": legend_title, "orient": "right", "labelLimit": 360, "titleLimit": 360}}
+    tooltip = [{"field": "series", "type": "nominal", "title": legend_title},
+               {"field": "at", "type": "nominal", "title": x_title},
+               {"field": "y", "type": "quantitative", "title": y_title, "format": ",.6~f"}]
+    points = max((len(xs) for xs, _ in series.values()), default=0) <= 100 and \
+        (rest is None or len(rest[0]) <= 100)
+    if kind == "bar":
+        mark = {"type": "bar", "tooltip": True}
+    else:
+        mark = {"type": "line", "strokeWidth": 2, "clip": True,
+                "point": {"filled": True, "size": 36} if points else False}
+
+    def layer(name, on_right):
+        y = {"field": "y", "type": "quantitative", "title": "other" if on_right else y_title,
+             "axis": {"orient": "right", "grid": False, "titleColor": OTHER_COLOR, "labelColor": OTHER_COLOR}
+             if on_right else {"orient": "left"}}
+        if on_right:
+            y["scale"] = {"zero": True}
+        enc = {"x": x_enc, "y": y, "color": color, "tooltip": tooltip}
         if kind == "bar":
-            fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=color, yaxis=axis, offsetgroup=str(rank),
-                                 legendrank=rank))
+            enc["xOffset"] = {"field": "series", "type": "nominal", "scale": {"domain": domain}}
+        return {"data": {"name": name}, "mark": mark, "encoding": enc}
+
+    datasets = {}
+    layers = []
+    if parts:
+        # partial weeks: a grey band over each (behind the data), its days in the tooltip
+        shade = {"note": [f"week from {m}: only {n} of its 7 days selected ({lo}{f' to {hi}' if hi != lo else ''})"
+                          for m, lo, hi, n in parts]}
+        if time_axis is not None:
+            shade["x"] = [epoch_ms(midnight(m)) - 3 * 86_400_000 - 43_200_000 for m, *_ in parts]
+            shade["x2"] = [epoch_ms(midnight(m)) + 3 * 86_400_000 + 43_200_000 for m, *_ in parts]
+            band = {"x": {"field": "x", "type": "temporal", "scale": x_enc["scale"]}, "x2": {"field": "x2"}}
         else:
-            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, line=dict(color=color), yaxis=axis, legendrank=rank,
-                                     mode="lines+markers" if len(xs) <= 100 else "lines"))
+            shade["x"] = [m.isoformat() for m, *_ in parts]
+            band = {"x": {"field": "x", "type": "nominal"}}
+        datasets["partial"] = pa.table(shade)
+        layers.append({"data": {"name": "partial"},
+                       "mark": {"type": "rect", "color": "#000000", "opacity": 0.07, "tooltip": True},
+                       "encoding": {**band, "y": {"value": 0}, "y2": {"value": "height"},
+                                    "tooltip": [{"field": "note", "type": "nominal", "title": "partial week"}]}})
+    if rest is not None:
+        datasets["other"] = table([(other, rest)])
+        layers.append(layer("other", right))
+    if names:
+        datasets["top"] = table(series.items())
+        layers.append(layer("top", False))
+    if kind == "line" and not points:
+        # Lines without markers (over 100 points): hovering shows every line's value at the
+        # nearest x, on a rule (one per x, drawn only there).
+        order = ([(other, rest)] if rest is not None else []) + list(series.items())
+        values = {}
+        for i, (_, (xs, ys)) in enumerate(order):
+            for x, y in zip(xs, ys):
+                values.setdefault(x, {})[i] = float(y)
+        xs = sorted(values)
+        datasets["hover"] = pa.table({"x": pa.array([epoch_ms(x) for x in xs], pa.int64()),
+                                      "at": [at(x) for x in xs],
+                                      **{f"v{i}": pa.array([values[x].get(i) for x in xs], pa.float64())
+                                         for i in range(len(order))}})
+        layers.append({"data": {"name": "hover"}, "mark": {"type": "rule", "color": "#666666", "strokeWidth": 1},
+                       "params": [{"name": "hover", "select": {"type": "point", "encodings": ["x"], "nearest": True,
+                                                               "on": "pointerover", "clear": "pointerout"}}],
+                       "encoding": {"x": x_enc,
+                                    "opacity": {"condition": {"param": "hover", "empty": False, "value": 0.5},
+                                                "value": 0},
+                                    "tooltip": [{"field": "at", "type": "nominal", "title": x_title}]
+                                    + [{"field": f"v{i}", "type": "quantitative", "title": name, "format": ",.6~f"}
+                                       for i, (name, _) in enumerate(order)]}})
+    spec = {"title": {"text": title, "subtitle": [subtitle(right), partial_note(parts)] if parts else subtitle(right),
+                      "anchor": "start", "subtitlePadding": 4},
+            "height": height, "datasets": datasets, "layer": layers,
+            "config": {"legend": {"labelFontSize": 12, "titleFontSize": 12}}}
     if right:
-        fig.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False, tickmode="auto",
-                                      rangemode="tozero", title=dict(text="other", font=dict(color=OTHER_COLOR)),
-                                      tickfont=dict(color=OTHER_COLOR)),
-                          legend=dict(x=1.1))
-    return fig, right
+        spec["resolve"] = {"scale": {"y": "independent"}}
+    return spec
 
 
-def day_axis(fig):
-    """Calendar-day x axis from the first to the last selected day, never a sub-day scale."""
-    pad = timedelta(days=3.5 if grain == "week" else 0.5)
+def time_axis_for(daily: bool) -> dict:
+    """The time series' x: calendar days from the first to the last selected day (weeks: their
+    Mondays), never a sub-day scale, for daily and weekly points; the selected days' hours for
+    sub-day points."""
     short = (end - start).days < 7
-    fig.update_xaxes(range=[midnight(start) - pad, midnight(end) + pad], tickformat="%Y-%m-%d" if short else None,
-                     dtick=86_400_000 if short else None)
+    if daily:
+        if grain == "week":
+            lo, hi = start - timedelta(days=start.weekday()), end - timedelta(days=end.weekday())
+            pad = timedelta(days=3.5)
+        else:
+            lo, hi, pad = start, end, timedelta(days=0.5)
+        return {"daily": True, "domain": [epoch_ms(midnight(lo) - pad), epoch_ms(midnight(hi) + pad)],
+                "format": "%Y-%m-%d" if short else "%b %d" if (end - start).days < 300 else "%Y-%m-%d",
+                "every_day": short}
+    one_day = start == end
+    return {"daily": False, "domain": [epoch_ms(midnight(start)), epoch_ms(midnight(end + DAY))],
+            "format": "%H:%M" if one_day else "%m-%d %H:%M", "every_day": False}
 
 
 with tab_ts:
@@ -605,28 +743,22 @@ with tab_ts:
                 st.info(f"No {metric} rows for this selection.")
                 continue
             daily = bool(rows[0]["daily"]) or not isinstance(grain, int)
-            x_title = "day" if daily and grain != "week" else "week from" if daily else "time (UTC)"
+            x_title = "day" if daily and grain != "week" else "week from" if daily else \
+                f"time (UTC) on {start}" if start == end else "time (UTC)"
+            points = "daily" if daily and isinstance(grain, int) else grain_label
+            parts = partial_weeks(daily and grain == "week")
             if len({r["x"] for r in rows}) == 1:
                 # One point per line (a daily metric over one day): a bar per series reads better
                 # than dots stacked on one instant.
                 label = "%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"
-                fig, right = figure(metric, [dict(r, x=r["x"].strftime(label)) for r in rows], "bar")
-                fig.update_layout(barmode="group")
-                fig.update_xaxes(type="category")
-                kind = "bar"
+                rows = [dict(r, x=r["x"].strftime(label)) for r in rows]
+                kind, axis = "bar", None
             else:
-                fig, right = figure(metric, rows, "line")
-                kind = "line"
-                if daily:
-                    day_axis(fig)
-                else:
-                    fig.update_xaxes(range=[midnight(start), midnight(end + timedelta(days=1))])
-            fig.update_layout(
-                title=dict(text=metric, subtitle=dict(text=chart_note(
-                    metric, kind, right, "daily" if daily and isinstance(grain, int) else grain_label))),
-                legend_title_text=split, margin=dict(t=70, b=10), hovermode="x unified",
-                xaxis_title=x_title, yaxis_title=f"{metric} ({combine})")
-            st.plotly_chart(fig, key=f"ts-{metric}")
+                kind, axis = "line", time_axis_for(daily)
+            spec = chart(metric, rows, kind, title=metric,
+                         subtitle=lambda right: chart_note(metric, kind, right, points), x_title=x_title,
+                         y_title=f"{metric} ({combine})", legend_title=split, time_axis=axis, parts=parts)
+            st.vega_lite_chart(spec, key=f"ts-{metric}")
 
 with tab_agg:
     if is_open(tab_agg):
@@ -643,13 +775,12 @@ with tab_agg:
             if not rows:
                 continue
             st.subheader(metric)
-            fig, right = figure(metric, rows, "bar")
-            fig.update_layout(title=dict(text=f"{metric}: {per} total per API proxy",
-                                         subtitle=dict(text=chart_note(metric, "bar", right, per))),
-                              barmode="group", legend_title_text="API proxy", margin=dict(t=70, b=10),
-                              xaxis_title="week from" if week else "day", yaxis_title=f"{per} total")
-            fig.update_xaxes(type="category")
-            st.plotly_chart(fig, key=f"agg-{metric}")
+            parts = partial_weeks(week)
+            spec = chart(metric, rows, "bar", title=f"{metric}: {per} total per API proxy",
+                         subtitle=lambda right: chart_note(metric, "bar", right, per),
+                         x_title="week from" if week else "day", y_title=f"{per} total",
+                         legend_title="API proxy", time_axis=None, parts=parts)
+            st.vega_lite_chart(spec, key=f"agg-{metric}")
             t = tables.get(metric, [])
             table = pd.DataFrame({
                 "API proxy": [r["api_proxy"] for r in t], "days": [r["days"] for r in t],
