@@ -566,6 +566,16 @@ def epoch_ms(x: datetime) -> int:
     return (x - EPOCH) // timedelta(milliseconds=1)
 
 
+def vl_time(x: datetime) -> dict:
+    """A UTC instant as a Vega-Lite DateTime (an axis' values take these, not epoch numbers)."""
+    return {"year": x.year, "month": x.month, "date": x.day, "hours": x.hour, "minutes": x.minute, "utc": True}
+
+
+def vl_expr(x: datetime) -> str:
+    """A UTC instant as a Vega expression (a scale's domain end)."""
+    return f"utc({x.year}, {x.month - 1}, {x.day}, {x.hour}, {x.minute})"
+
+
 def partial_weeks(weekly: bool) -> list:
     """[(week's Monday, first selected day, last selected day, days)] for the first and last
     weeks of a weekly view that the date range covers only in part (a range is whole days,
@@ -588,7 +598,7 @@ def partial_note(parts: list) -> str:
 
 
 def chart(metric: str, rows: list, kind: str, *, title: str, subtitle, x_title: str, y_title: str,
-          legend_title: str, time_axis: dict | None, parts: list, height: int = 360) -> dict:
+          legend_title: str, time_axis: dict | None, parts: list, height: int = 460) -> dict:
     """A Vega-Lite spec: a line (or bar) per shown series in
     PALETTE's colours, then "other" in grey, drawn first (under the others) but listed last,
     on an axis of its own (right) when it would flatten the others. ``time_axis``: a temporal
@@ -630,14 +640,19 @@ def chart(metric: str, rows: list, kind: str, *, title: str, subtitle, x_title: 
         axis = {"format": time_axis["format"], "labelOverlap": True}
         if time_axis.get("every_day"):
             axis["tickCount"] = {"interval": "day", "step": 1}
+        if time_axis.get("mondays"):
+            axis["values"] = time_axis["mondays"]  # weeks are from Monday (Vega's weeks, from Sunday)
+        lo, hi = time_axis["domain"]
         x_enc = {"field": "x", "type": "temporal", "title": x_title, "axis": axis,
-                 "scale": {"type": "utc", "domain": time_axis["domain"]}}
+                 "scale": {"type": "utc", "domainMin": {"expr": vl_expr(lo)}, "domainMax": {"expr": vl_expr(hi)}}}
     else:
         n_x = len({x for xs, _ in series.values() for x in xs} | set(rest[0] if rest else []))
         x_enc = {"field": "x", "type": "nominal", "title": x_title, "sort": None,
                  "axis": {"labelAngle": 0 if n_x <= 12 else -45, "labelOverlap": True}}
     color = {"field": "series", "type": "nominal", "scale": {"domain": domain, "range": colors},
-             "legend": {"title": legend_title, "orient": "right", "labelLimit": 360, "titleLimit": 360}}
+             "legend": {"title": legend_title, "orient": "right", "labelLimit": 360, "titleLimit": 360,
+                        # as many columns as it takes to fit the plot's height (about 20 px an entry)
+                        "columns": max(1, math.ceil(len(domain) / max(1, (height - 180) // 20)))}}
     tooltip = [{"field": "series", "type": "nominal", "title": legend_title},
                {"field": "at", "type": "nominal", "title": x_title},
                {"field": "y", "type": "quantitative", "title": y_title, "format": ",.6~f"}]
@@ -655,9 +670,13 @@ def chart(metric: str, rows: list, kind: str, *, title: str, subtitle, x_title: 
              if on_right else {"orient": "left"}}
         if on_right:
             y["scale"] = {"zero": True}
-        enc = {"x": x_enc, "y": y, "color": color, "tooltip": tooltip}
+        enc = {"y": y, "color": color, "tooltip": tooltip}
         if kind == "bar":
             enc["xOffset"] = {"field": "series", "type": "nominal", "scale": {"domain": domain}}
+        if name == "other" and kind == "line":
+            # wider, under the others: where they cover it, it still shows around them
+            return {"data": {"name": name}, "encoding": enc,
+                    "mark": dict(mark, strokeWidth=5, point={"filled": True, "size": 90} if points else False)}
         return {"data": {"name": name}, "mark": mark, "encoding": enc}
 
     datasets = {}
@@ -669,10 +688,10 @@ def chart(metric: str, rows: list, kind: str, *, title: str, subtitle, x_title: 
         if time_axis is not None:
             shade["x"] = [epoch_ms(midnight(m)) - 3 * 86_400_000 - 43_200_000 for m, *_ in parts]
             shade["x2"] = [epoch_ms(midnight(m)) + 3 * 86_400_000 + 43_200_000 for m, *_ in parts]
-            band = {"x": {"field": "x", "type": "temporal", "scale": x_enc["scale"]}, "x2": {"field": "x2"}}
+            band = {"x2": {"field": "x2"}}
         else:
             shade["x"] = [m.isoformat() for m, *_ in parts]
-            band = {"x": {"field": "x", "type": "nominal"}}
+            band = {}
         datasets["partial"] = pa.table(shade)
         layers.append({"data": {"name": "partial"},
                        "mark": {"type": "rect", "color": "#000000", "opacity": 0.07, "tooltip": True},
@@ -700,8 +719,7 @@ def chart(metric: str, rows: list, kind: str, *, title: str, subtitle, x_title: 
         layers.append({"data": {"name": "hover"}, "mark": {"type": "rule", "color": "#666666", "strokeWidth": 1},
                        "params": [{"name": "hover", "select": {"type": "point", "encodings": ["x"], "nearest": True,
                                                                "on": "pointerover", "clear": "pointerout"}}],
-                       "encoding": {"x": x_enc,
-                                    "opacity": {"condition": {"param": "hover", "empty": False, "value": 0.5},
+                       "encoding": {"opacity": {"condition": {"param": "hover", "empty": False, "value": 0.5},
                                                 "value": 0},
                                     "tooltip": [{"field": "at", "type": "nominal", "title": x_title}]
                                     + [{"field": f"v{i}", "type": "quantitative", "title": name, "format": ",.6~f"}
@@ -710,6 +728,10 @@ def chart(metric: str, rows: list, kind: str, *, title: str, subtitle, x_title: 
                       "anchor": "start", "subtitlePadding": 4},
             "height": height, "datasets": datasets, "layer": layers,
             "config": {"legend": {"labelFontSize": 12, "titleFontSize": 12}}}
+    # The x scale and axis are set on the first layer only (the others name the field): Vega-Lite
+    # would warn of conflicting domains when each layer repeats the same one.
+    for i, lay in enumerate(layers):
+        lay["encoding"]["x"] = x_enc if i == 0 else {"field": "x", "type": x_enc["type"]}
     if right:
         spec["resolve"] = {"scale": {"y": "independent"}}
     return spec
@@ -721,16 +743,20 @@ def time_axis_for(daily: bool) -> dict:
     sub-day points."""
     short = (end - start).days < 7
     if daily:
+        mondays = None
         if grain == "week":
             lo, hi = start - timedelta(days=start.weekday()), end - timedelta(days=end.weekday())
             pad = timedelta(days=3.5)
+            weeks = (hi - lo).days // 7 + 1
+            step = math.ceil(weeks / 16)  # at most 16 labelled Mondays
+            mondays = [vl_time(midnight(lo + timedelta(weeks=i))) for i in range(0, weeks, step)]
         else:
             lo, hi, pad = start, end, timedelta(days=0.5)
-        return {"daily": True, "domain": [epoch_ms(midnight(lo) - pad), epoch_ms(midnight(hi) + pad)],
-                "format": "%Y-%m-%d" if short else "%b %d" if (end - start).days < 300 else "%Y-%m-%d",
-                "every_day": short}
+        return {"daily": True, "domain": [midnight(lo) - pad, midnight(hi) + pad],
+                "format": "%Y-%m-%d" if short or (end - start).days >= 300 else "%b %d",
+                "every_day": short, "mondays": mondays}
     one_day = start == end
-    return {"daily": False, "domain": [epoch_ms(midnight(start)), epoch_ms(midnight(end + DAY))],
+    return {"daily": False, "domain": [midnight(start), midnight(end + DAY)],
             "format": "%H:%M" if one_day else "%m-%d %H:%M", "every_day": False}
 
 
