@@ -10,7 +10,7 @@
 //! partition already being written completes atomically.
 
 use crate::paging::CHUNK_ROWS;
-use crate::params::{date_value, err, named, named_string, BoxError};
+use crate::params::{date_value, err, named, BoxError};
 use crate::runtime::spawn;
 use crate::vectors::{varchar, write_strings, write_values};
 use chrono::Utc;
@@ -19,7 +19,6 @@ use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::collect::{Cancel, Collector, PartitionOutcome};
 use promduck_core::config::Config;
 use promduck_core::plan::{days_between, last_complete_day};
-use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, RecvError};
 use std::sync::Mutex;
 
@@ -51,30 +50,6 @@ impl Drop for CollectInit {
     }
 }
 
-/// The collector's default `--config`, relative to the working directory.
-const DEFAULT_CONFIG: &str = "config/config.yaml";
-
-/// The configuration `prom_collect()` uses without `config :=`, as the collector without
-/// `--config`: `$PROMDUCK_CONFIG` (empty means unset), else `config/config.yaml` if it exists.
-fn default_config_path() -> Result<String, BoxError> {
-    if let Some(p) = std::env::var("PROMDUCK_CONFIG")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
-        return Ok(p);
-    }
-    if Path::new(DEFAULT_CONFIG).is_file() {
-        return Ok(DEFAULT_CONFIG.to_string());
-    }
-    let cwd = std::env::current_dir()
-        .map(|d| d.display().to_string())
-        .unwrap_or_else(|_| "?".into());
-    Err(err(format!(
-        "prom_collect needs config := 'path/to/config.yaml', or PROMDUCK_CONFIG, or {DEFAULT_CONFIG} \
-         in the working directory (there is none in {cwd})"
-    )))
-}
-
 pub struct PromCollect;
 
 impl VTab for PromCollect {
@@ -90,30 +65,7 @@ impl VTab for PromCollect {
         bind.add_result_column("error", varchar());
         // The host's sandbox first, before any file is looked at or a connection opened.
         let policy = crate::sandbox::policy(bind)?;
-        let path = match named_string(bind, "config") {
-            Some(p) => p,
-            None => {
-                if !policy.external_access {
-                    policy
-                        .check_path("prom_collect", "read", Path::new(DEFAULT_CONFIG))
-                        .map_err(err)?;
-                }
-                default_config_path()?
-            }
-        };
-        let config = Config::load_guarded(Path::new(&path), &|p| {
-            policy.check_path("prom_collect", "read", p)
-        })
-        .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
-        let out = config.storage.output_dir.to_string_lossy().into_owned();
-        match promduck_core::storage::Location::parse(&out).map_err(err)? {
-            promduck_core::storage::Location::Local(dir) => policy
-                .check_dir("prom_collect", "write", &dir)
-                .map_err(err)?,
-            promduck_core::storage::Location::S3 { .. } => {
-                policy.check_url("prom_collect", &out).map_err(err)?
-            }
-        }
+        let config = crate::config_arg::load(bind, &policy, "prom_collect")?;
         policy
             .check_url("prom_collect", config.prometheus.url.url.as_str())
             .map_err(err)?;

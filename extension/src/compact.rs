@@ -16,7 +16,6 @@ use promduck_core::compact::{
     check_closed, current_month, parse_month, CompactOptions, MonthOutcome,
 };
 use promduck_core::config::Config;
-use std::path::Path;
 
 pub struct CompactBind {
     config: Config,
@@ -27,28 +26,6 @@ pub struct CompactBind {
 pub struct CompactInit {
     /// The months' outcomes: compacted on the first call, then returned a chunk at a time.
     pages: Pages<Vec<MonthOutcome>>,
-}
-
-/// The collector's default `--config`, relative to the working directory.
-const DEFAULT_CONFIG: &str = promduck_core::config::DEFAULT_CONFIG_FILE;
-
-fn default_config_path() -> Result<String, BoxError> {
-    if let Some(p) = std::env::var("PROMDUCK_CONFIG")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
-        return Ok(p);
-    }
-    if Path::new(DEFAULT_CONFIG).is_file() {
-        return Ok(DEFAULT_CONFIG.to_string());
-    }
-    let cwd = std::env::current_dir()
-        .map(|d| d.display().to_string())
-        .unwrap_or_else(|_| "?".into());
-    Err(err(format!(
-        "prom_compact needs config := 'path/to/config.yaml', or PROMDUCK_CONFIG, or {DEFAULT_CONFIG} \
-         in the working directory (there is none in {cwd})"
-    )))
 }
 
 pub struct PromCompact;
@@ -75,30 +52,7 @@ impl VTab for PromCompact {
         bind.add_result_column("error", varchar());
         // The host's sandbox first: the config is read, outputDir written.
         let policy = crate::sandbox::policy(bind)?;
-        let path = match named_string(bind, "config") {
-            Some(p) => p,
-            None => {
-                if !policy.external_access {
-                    policy
-                        .check_path("prom_compact", "read", Path::new(DEFAULT_CONFIG))
-                        .map_err(err)?;
-                }
-                default_config_path()?
-            }
-        };
-        let config = Config::load_guarded(Path::new(&path), &|p| {
-            policy.check_path("prom_compact", "read", p)
-        })
-        .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
-        let out = config.storage.output_dir.to_string_lossy().into_owned();
-        match promduck_core::storage::Location::parse(&out).map_err(err)? {
-            promduck_core::storage::Location::Local(dir) => policy
-                .check_dir("prom_compact", "write", &dir)
-                .map_err(err)?,
-            promduck_core::storage::Location::S3 { .. } => {
-                policy.check_url("prom_compact", &out).map_err(err)?
-            }
-        }
+        let config = crate::config_arg::load(bind, &policy, "prom_compact")?;
         let months = match named_string(bind, "month") {
             Some(m) => {
                 crate::params::check_not_macro_parameter(&m, "month")?;

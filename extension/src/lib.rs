@@ -13,6 +13,7 @@
 
 mod collect;
 mod compact;
+mod config_arg;
 mod live;
 mod metrics;
 mod paging;

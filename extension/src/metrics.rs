@@ -198,6 +198,9 @@ impl<const N: usize> VTab for PromMetrics<N> {
             .map(|&i| Column::ALL.get(i as usize).copied())
             .collect();
         let source = indices.iter().position(|&i| i == SOURCE_INDEX);
+        // SAFETY: init runs only after a successful `bind`, whose `MetricsBind` duckdb-rs
+        // stored as this call's bind data; DuckDB keeps it alive until the query ends,
+        // and nothing mutates it after bind.
         let bind = unsafe { &*init.get_bind_data::<MetricsBind>() };
         init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
         // Object storage: fetch the files ahead of the threads that will open them.
@@ -339,6 +342,10 @@ fn write_repeated_strings<'a>(
                 .map(|&(j, _)| j),
         };
         match hit {
+            // SAFETY: `i` and `j` are rows of this chunk (below its capacity, see `data`),
+            // and row `j` was filled before (by `Inserter::insert` or this copy): its
+            // `string_t` (inline, or pointing into the vector's string heap, which lives
+            // as long as the vector) is valid for row `i` too.
             Some(j) => unsafe { *data.add(i) = *data.add(j) },
             None => {
                 duckdb::core::Inserter::insert(&v, i, s);
