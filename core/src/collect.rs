@@ -390,7 +390,10 @@ impl Collector {
         cancel: &Cancel,
         mut on_done: impl FnMut(&PartitionOutcome),
     ) -> RunSummary {
-        let batch = self.plan.batch_size;
+        // Proxies per unit: the configured batch, fewer for fine steps (memory).
+        let batch = units
+            .first()
+            .map_or(self.plan.batch_size, |&(day, _)| self.plan.unit_len(day));
         // Units fetching at once: enough to keep twice `concurrency` queries waiting
         // for the client (which sends `concurrency` at a time), so Prometheus never
         // waits for the collector; units building and writing their partitions
@@ -443,7 +446,7 @@ impl Collector {
             if removed > 0 {
                 tracing::info!(day = %day, removed, "removed temporary files left by an interrupted run");
             }
-            for chunk in proxies.chunks(batch) {
+            for chunk in proxies.chunks(self.plan.unit_len(day)) {
                 while tasks.len() >= in_flight {
                     if let Some(done) = tasks.join_next().await {
                         finish(unwrap_join(done), &mut outcomes);

@@ -189,6 +189,10 @@ pub struct MetricPlan {
     pub batch_label: Option<String>,
 }
 
+/// Points per series a unit of work may hold (see [`Plan::unit_len`]): 50 proxies ×
+/// 10 metrics at a 5-minute step (144,000) fit.
+pub const UNIT_POINTS: i64 = 150_000;
+
 /// A collection's decisions for a configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -222,6 +226,27 @@ impl Plan {
 
     pub fn window(&self, day: NaiveDate) -> DayWindow {
         day_window(day, self.timezone)
+    }
+
+    /// Proxies per unit of work on `day`: `batch_size`, fewer when the metrics' step
+    /// grids are fine enough that a unit would hold more than [`UNIT_POINTS`] points
+    /// per series of each proxy. A unit's answers stay in memory until its partitions
+    /// are written, so this keeps the collector's memory the same whatever the step
+    /// (a 1-minute step holds no more than a 5-minute one), at the cost of more,
+    /// smaller batched queries for fine steps.
+    pub fn unit_len(&self, day: NaiveDate) -> usize {
+        let window = self.window(day);
+        let per_proxy: i64 = self
+            .metrics
+            .iter()
+            .map(|m| match self.eval(m, &window) {
+                Eval::Instant { .. } => 1,
+                Eval::Range(grid) => grid.points().max(1),
+            })
+            .sum();
+        let fit = (UNIT_POINTS / per_proxy.max(1)).max(1);
+        self.batch_size
+            .min(usize::try_from(fit).unwrap_or(usize::MAX))
     }
 
     /// How `metric` is evaluated on the day of `window`.
@@ -412,6 +437,40 @@ mod tests {
                 .collect::<String>()
         );
         Config::from_yaml_str(&yaml, std::path::Path::new("test.yaml")).unwrap()
+    }
+
+    #[test]
+    fn units_shrink_with_the_step_so_they_hold_the_same_points() {
+        let q = r#"sum(rate(c{apiproxy="%s"}[5m])) by (apiproxy)"#;
+        let day = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let plan = |step: Option<u64>, metrics: usize, batch: usize| {
+            let names: Vec<String> = (0..metrics).map(|i| format!("m{i}")).collect();
+            let ms: Vec<(&str, &str, Option<u64>)> =
+                names.iter().map(|n| (n.as_str(), q, step)).collect();
+            Plan::new(&config(&ms, batch, chrono_tz::UTC))
+        };
+        // Daily instant queries and a 5-minute step keep the configured batch:
+        // 10 x 288 = 2,880 points per proxy, 150,000 / 2,880 = 52 >= 50.
+        assert_eq!(plan(None, 10, 50).unit_len(day), 50);
+        assert_eq!(plan(Some(300), 10, 50).unit_len(day), 50);
+        // A 1-minute step: 10 x 1,440 = 14,400 points per proxy -> 10 proxies.
+        assert_eq!(plan(Some(60), 10, 50).unit_len(day), 150_000 / 14_400);
+        // 5 seconds, one metric: 17,280 points -> 8; never fewer than one proxy.
+        assert_eq!(plan(Some(5), 1, 50).unit_len(day), 8);
+        assert_eq!(plan(Some(1), 10, 50).unit_len(day), 1);
+        // Never more than the configured batch.
+        assert_eq!(plan(Some(60), 1, 4).unit_len(day), 4);
+        // A 23-hour DST day has fewer points than a 24-hour one.
+        let berlin = |step| {
+            Plan::new(&config(
+                &[("m", q, Some(step))],
+                1000,
+                chrono_tz::Europe::Berlin,
+            ))
+        };
+        let short = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
+        assert_eq!(berlin(30).unit_len(short), 150_000 / 2_760); // 54
+        assert_eq!(berlin(30).unit_len(day), 150_000 / 2_880); // 52
     }
 
     #[test]
