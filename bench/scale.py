@@ -303,6 +303,11 @@ def run_mode(server, names, work: Path, mode: str, reps: int, baseline: Path | N
         "collector_cpu_s": round(best["promduck"]["cpu"], 1),
         "prometheus_cpu_s": round(best["floor"]["prometheus_cpu"], 1),
         "runs": {k: [round(r["wall"], 2) for r in v] for k, v in runs.items()},
+        # Per run, in the order above: the command's CPU time (user + system), Prometheus's
+        # CPU time meanwhile, the command's peak RSS.
+        "cpu_runs": {k: [round(r["cpu"], 1) for r in v] for k, v in runs.items()},
+        "prometheus_cpu_runs": {k: [round(r["prometheus_cpu"], 1) for r in v] for k, v in runs.items()},
+        "rss_mib_runs": {k: [round(r["rss_kib"] / 1024, 1) for r in v] for k, v in runs.items() if k != "floor"},
     }
     if baseline:
         out["baseline"] = {"s": round(best["baseline"]["wall"], 2),
