@@ -156,11 +156,13 @@ test-python: build venv spark prometheus victoria-metrics browser hosts tools s3
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-1000000} $(CARGO) test --release -p promduck-core --test fuzz -- --nocapture
 
-## stress: the crash-safety and concurrent-reader suites with many more trials (compaction: 200 kills)
-stress: build venv prometheus
+## stress: the crash-safety and concurrent-reader suites with many more trials (compaction: 200 kills
+## on disk, 210 on S3)
+stress: build venv prometheus s3s-fs
 	PROMDUCK_CRASH_TRIALS=$${PROMDUCK_CRASH_TRIALS:-500} PROMDUCK_READS=$${PROMDUCK_READS:-2000} \
 	  PROMDUCK_COMPACT_TRIALS=$${PROMDUCK_COMPACT_TRIALS:-200} \
-	  $(PY) -m pytest tests/test_reliability.py tests/test_compaction.py -q -s -p no:cacheprovider
+	  PROMDUCK_S3_COMPACT_TRIALS=$${PROMDUCK_S3_COMPACT_TRIALS:-70} \
+	  $(PY) -m pytest tests/test_reliability.py tests/test_compaction.py tests/test_s3_compaction.py -q -s -p no:cacheprovider
 
 ## bench: every benchmark, each printing promduck's figure, its baseline's and the ratio;
 ## then the dashboard in Chromium, before and after (DASHBOARD_BENCH_ARGS, e.g. --only wide)
