@@ -287,7 +287,7 @@ def test_prom_metrics_and_partitions_read_a_partly_compacted_archive_as_before(a
         if d < date(2024, 3, 1):
             assert path.endswith(f"{d:%Y-%m}/{d:%Y-%m}.parquet") and size is None
         else:
-            assert path.endswith(f"{d}/{encode_proxy(p)}.parquet") and size > 0
+            assert path.endswith(f"{d}/{encode_proxy(p)}.parquet") and size == Path(path).stat().st_size
     sel = con.execute("SELECT date, api_proxy FROM prom_partitions(data_dir := ?, start_date := '2024-02-28', end_date := '2024-03-01', "
                       "proxy := ['z', 'api-proxy-1']) ORDER BY ALL", [str(data)]).fetchall()
     assert sel == [(date(2024, 2, 28), "api-proxy-1"), (date(2024, 2, 28), "z"), (date(2024, 2, 29), "api-proxy-1"),

@@ -117,8 +117,9 @@ def test_prom_metrics_reads_the_bucket_in_the_cli_and_python(archive, history, m
 
 
 def test_pruning_request_counts(archive, history, moto_s3, tmp_path):
-    """A point query: a HEAD of the month file and one GET. One day: the HEAD, one listing
-    of that day, one GET per proxy. No request touches another day."""
+    """A point query: a ranged GET of the month file (404: the month is not compacted) and
+    one GET of the partition. One day: that ranged GET, one listing of that day, one GET per
+    proxy. No request touches another day."""
     _, bucket, _, _, _ = archive
     url = f"s3://{bucket}/{PREFIX}"
     day = history.days_list[1]
@@ -132,15 +133,19 @@ def test_pruning_request_counts(archive, history, moto_s3, tmp_path):
     want = sum(history.expected[(day, proxy, e, "request_count")] for e in history.environments)
     assert float(r.stdout.splitlines()[1]) == pytest.approx(want)
     c = moto_s3.counts(bucket=bucket)
-    assert dict(c) == {"HEAD": 1, "GET": 1}, moto_s3.summary()
-    assert sum(c.values()) <= 2
+    assert dict(c) == {"GET_RANGE": 1, "GET": 1}, moto_s3.summary()
+    month_key = f"{PREFIX}/{day:%Y-%m}/{day:%Y-%m}.parquet"
+    assert [q.key for q in moto_s3.requests("GET_RANGE", bucket=bucket)] == [month_key], moto_s3.summary()
+    assert [q.key for q in moto_s3.requests("GET", bucket=bucket)] == [
+        f"{PREFIX}/{day.isoformat()}/{encoded(proxy)}.parquet"], moto_s3.summary()
 
     moto_s3.reset_requests()
     r = cli(f"SELECT count(*) FROM prom_metrics(data_dir := '{url}', date := '{day}')", env, tmp_path)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.splitlines()[1]) == len(history.proxies) * 2 * len(history.environments)
     c = moto_s3.counts(bucket=bucket)
-    assert dict(c) == {"HEAD": 1, "LIST": 1, "GET": len(history.proxies)}, moto_s3.summary()
+    assert dict(c) == {"GET_RANGE": 1, "LIST": 1, "GET": len(history.proxies)}, moto_s3.summary()
+    assert [q.key for q in moto_s3.requests("GET_RANGE", bucket=bucket)] == [month_key], moto_s3.summary()
     listed = [q.prefix for q in moto_s3.requests("LIST", bucket=bucket)]
     assert listed == [f"{PREFIX}/{day.isoformat()}/"]
     touched = {q.key for q in moto_s3.requests("GET", bucket=bucket)}

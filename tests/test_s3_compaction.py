@@ -192,7 +192,13 @@ def test_compact_in_a_bucket_exact_clean_and_the_same_file_as_on_disk(s3, bucket
     assert 'month="2024-02" status="compacted"' in r.stderr and 'month="2024-03" status="compacted"' in r.stderr
     assert s3.list_keys(bucket) == month_keys(P, ["2024-01", "2024-02", "2024-03"])
     assert s3.stray(bucket) == []
+    s3.reset_requests()
     assert pm_totals(con, s3, url) == expected
+    # A scan of the compacted archive: one listing of the top level, then one ranged GET (the
+    # last MiB) per month object, each smaller than that, so it arrives whole: no HEAD, no
+    # second GET.
+    assert dict(s3.counts(bucket=bucket)) == {"LIST": 1, "GET_RANGE": 3}, s3.summary()
+    assert sorted(q.key for q in s3.requests("GET_RANGE", bucket=bucket)) == month_keys(P, ["2024-01", "2024-02", "2024-03"])
     assert bucket_totals(s3, bucket, P) == expected
     assert pm_rows(con, s3, url) == rows_before
     parts = con.execute(f"SELECT date, api_proxy, path, bytes FROM prom_partitions(data_dir := '{url}', "

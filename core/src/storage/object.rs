@@ -8,13 +8,14 @@
 //!   interrupted write leaves the old object (or none). Requests are retried with
 //!   backoff on 5xx (SlowDown included), timeouts and resets by `object_store`.
 //! - **Listing**: by prefix with a delimiter, never the whole bucket. Known days
-//!   and proxies are not listed at all: a point query is a HEAD of the month file
-//!   and a GET of the partition. A compacted month (its month file exists) is read
-//!   from its month file alone, as on disk.
+//!   and proxies are not listed at all: a point query is a GET of the month file's
+//!   last MiB (404 unless the month is compacted) and a GET of the partition. A
+//!   compacted month (its month file exists) is read from its month file alone, as
+//!   on disk; a month file of at most 1 MiB arrives whole with that first GET.
 //! - **Reads**: a small object (a daily partition) is fetched with one GET and
 //!   decoded in memory; a large one (a month file) through the parquet crate's
-//!   `ParquetObjectReader`: the footer, then only the projected columns of the
-//!   selected row groups, by range.
+//!   async reader: the footer, then only the projected columns of the selected row
+//!   groups, by range.
 //! - **Secrets**: the secret key and session token go to the signer only; every
 //!   message from the server or the client is scrubbed of them before it becomes
 //!   an error (S3's `SignatureDoesNotMatch` body echoes the signed headers).
@@ -43,6 +44,11 @@ use std::time::Duration;
 /// Objects up to this size are fetched whole with one GET (a daily partition is
 /// typically a few KiB to a few MiB); larger ones are read by range.
 pub const WHOLE_OBJECT_MAX: u64 = 8 * 1024 * 1024;
+/// A month file is looked for with a GET of its last this many bytes rather than a
+/// HEAD: a month file no larger (most are) arrives whole with the same one request,
+/// so a scan of compacted months costs one request per month; a larger one gives
+/// its size and version as a HEAD would, and is then read by range.
+const MONTH_PROBE_BYTES: u64 = 1024 * 1024;
 /// Requests in flight at once while listing days or checking months.
 const LIST_CONCURRENCY: usize = 16;
 /// GETs in flight at once while prefetching a scan's objects.
@@ -100,6 +106,9 @@ pub struct ObjectStorage {
     /// its ranged reads ask for that version only, so a month file replaced by a
     /// compaction while it is read is an error, never a mix of two files.
     pins: std::sync::Mutex<std::collections::HashMap<String, Pin>>,
+    /// Month files that arrived whole when `select` looked for them, by key (read
+    /// from here by `open`, never fetched again).
+    probed: std::sync::Mutex<std::collections::HashMap<String, Bytes>>,
     /// Signed requests object_store has no call for (S3 only; see [`Signer`]).
     signer: Option<Signer>,
     /// The part size of multipart uploads (see [`MonthUpload`]).
@@ -250,6 +259,7 @@ impl ObjectStorage {
             prefetched: Default::default(),
             tasks: Default::default(),
             pins: Default::default(),
+            probed: Default::default(),
             signer,
             part_size: part_bytes(),
         })
@@ -265,6 +275,7 @@ impl ObjectStorage {
             prefetched: Default::default(),
             tasks: Default::default(),
             pins: Default::default(),
+            probed: Default::default(),
             signer: None,
             part_size: part_bytes(),
         }
@@ -352,18 +363,20 @@ impl ObjectStorage {
         Ok((dirs, files))
     }
 
-    /// Whether each month of `months` has its month file (its size if so).
+    /// Whether each month of `months` has its month file (its size if so). One GET
+    /// of the last [`MONTH_PROBE_BYTES`] each: a month file that arrives whole is kept
+    /// for `open`; of a larger one the size and version are kept, as a HEAD gives them.
     fn month_files(&self, months: &[NaiveDate]) -> Result<Vec<Option<u64>>> {
         let keys: Vec<ObjectPath> = months
             .iter()
             .map(|m| self.key(&Self::month_rel(*m)))
             .collect();
         let store = self.store.clone();
-        let heads = run(async move {
+        let probes = run(async move {
             futures::stream::iter(keys.into_iter().map(|k| {
                 let store = store.clone();
                 async move {
-                    let r = store.head(&k).await;
+                    let r = probe(&store, &k).await;
                     (k, r)
                 }
             }))
@@ -371,12 +384,17 @@ impl ObjectStorage {
             .collect::<Vec<_>>()
             .await
         });
-        heads
+        probes
             .into_iter()
             .map(|(k, r)| match r {
-                Ok(meta) => {
+                Ok((meta, whole)) => {
                     if let Ok(mut pins) = self.pins.lock() {
                         pins.insert(k.to_string(), Pin::of(&meta));
+                    }
+                    if let Some(bytes) = whole {
+                        if let Ok(mut probed) = self.probed.lock() {
+                            probed.insert(k.to_string(), bytes);
+                        }
                     }
                     Ok(Some(meta.size))
                 }
@@ -562,6 +580,30 @@ async fn get_bytes(
     key: &ObjectPath,
 ) -> std::result::Result<Bytes, object_store::Error> {
     store.get(key).await?.bytes().await
+}
+
+/// An object's metadata and, if it is at most [`MONTH_PROBE_BYTES`] long, its bytes:
+/// a GET of its last [`MONTH_PROBE_BYTES`] (a suffix range longer than the object
+/// returns all of it). A server that refuses the range (e.g. 416 for an empty
+/// object) is asked with a HEAD instead.
+async fn probe(
+    store: &Arc<dyn ObjectStore>,
+    key: &ObjectPath,
+) -> std::result::Result<(object_store::ObjectMeta, Option<Bytes>), object_store::Error> {
+    let opts = object_store::GetOptions {
+        range: Some(object_store::GetRange::Suffix(MONTH_PROBE_BYTES)),
+        ..Default::default()
+    };
+    match store.get_opts(key, opts).await {
+        Ok(r) => {
+            let meta = r.meta.clone();
+            let whole = r.range.start == 0 && r.range.end == meta.size;
+            let bytes = r.bytes().await?;
+            Ok((meta, whole.then_some(bytes)))
+        }
+        Err(e @ object_store::Error::NotFound { .. }) => Err(e),
+        Err(_) => Ok((store.head(key).await?, None)),
+    }
 }
 
 /// `s3://bucket[/prefix]`.
@@ -754,6 +796,14 @@ impl Storage for ObjectStorage {
                 PartitionReader::open_async(file, spec, Box::new(reader))
             }
             _ => {
+                let probed = self
+                    .probed
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&obj.key).cloned());
+                if let Some(bytes) = probed {
+                    return PartitionReader::open_bytes(file, spec, bytes);
+                }
                 let waiting = self
                     .prefetched
                     .lock()
@@ -791,10 +841,16 @@ impl Storage for ObjectStorage {
     }
 
     fn prefetch(&self, files: &[PartitionFile]) {
+        let probed: HashSet<String> = self
+            .probed
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         let wanted: Vec<&crate::reader::ObjectFile> = files
             .iter()
             .filter_map(|f| f.object.as_ref())
             .filter(|o| o.size.is_none_or(|s| s <= WHOLE_OBJECT_MAX))
+            .filter(|o| !probed.contains(&o.key))
             .collect();
         if wanted.len() < 2 {
             return;
@@ -2088,6 +2144,40 @@ mod tests {
             e.contains("Precondition") || e.contains("precondition"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_month_probe_brings_a_small_object_whole_and_only_the_size_of_a_large_one() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let put = |k: &str, bytes: Vec<u8>| {
+            let (s, k) = (store.clone(), ObjectPath::from(k));
+            run(async move { s.put(&k, PutPayload::from(bytes)).await.unwrap() });
+        };
+        let probe_of = |k: &str| {
+            let (s, k) = (store.clone(), ObjectPath::from(k));
+            run(async move { probe(&s, &k).await })
+        };
+        let small: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        put("small", small.clone());
+        let (meta, whole) = probe_of("small").unwrap();
+        assert_eq!(meta.size, 1000);
+        assert_eq!(whole.as_deref(), Some(small.as_slice()));
+        // Exactly the probe's length: still whole.
+        put("edge", vec![7; MONTH_PROBE_BYTES as usize]);
+        let (meta, whole) = probe_of("edge").unwrap();
+        assert_eq!(meta.size, MONTH_PROBE_BYTES);
+        assert_eq!(whole.map(|b| b.len() as u64), Some(MONTH_PROBE_BYTES));
+        // Larger: its size and version, not its bytes (read by range later).
+        put("large", vec![1; MONTH_PROBE_BYTES as usize + 10]);
+        let (meta, whole) = probe_of("large").unwrap();
+        assert_eq!(meta.size, MONTH_PROBE_BYTES + 10);
+        assert!(meta.e_tag.is_some());
+        assert!(whole.is_none());
+        // Missing: NotFound, as a HEAD would say.
+        assert!(matches!(
+            probe_of("missing"),
+            Err(object_store::Error::NotFound { .. })
+        ));
     }
 
     #[test]
