@@ -165,10 +165,12 @@ stress: build venv prometheus s3s-fs
 	  $(PY) -m pytest tests/test_reliability.py tests/test_compaction.py tests/test_s3_compaction.py -q -s -p no:cacheprovider
 
 ## bench: every benchmark, each printing promduck's figure, its baseline's and the ratio;
-## then the dashboard in Chromium, before and after (DASHBOARD_BENCH_ARGS, e.g. --only wide)
+## then S3 (moto on loopback: daily and compacted archive), then the dashboard in Chromium,
+## before and after (DASHBOARD_BENCH_ARGS, e.g. --only wide)
 bench: build venv prometheus browser
 	$(CARGO) build --release -p promduck-core --example gen_partitions
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/s3.py --json bench/s3.json
 	$(PY) bench/dashboard_bench.py $(DASHBOARD_BENCH_ARGS)
 
 ## demo: a local Prometheus with a week of history → collector → ./data → the

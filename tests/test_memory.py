@@ -211,7 +211,10 @@ def main():
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("builds", nargs="+", help="folders holding promduck.duckdb_extension")
     ap.add_argument("--repeat", type=int, default=3, help="runs per query and build (best time, highest RSS shown)")
+    ap.add_argument("--json", type=Path, help="also write the figures here (BENCHMARKS.md's: bench/prom_metrics_memory.json)")
     args = ap.parse_args()
+    figures = {"rows": SERIES * STEPS, "repeat": args.repeat, "builds": {}}
+    answers = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.monotonic()
         one, four = make_archives(Path(tmp))
@@ -222,6 +225,7 @@ def main():
             ext = Path(build) / "promduck.duckdb_extension"
             _, _, _, base, _ = run_capped("SELECT 1", extension=ext, cap=None)
             print(f"\n{build}: load-only peak RSS {base / 2**20:.0f} MiB")
+            fig = figures["builds"][build] = {"load_only_peak_rss_mib": round(base / 2**20, 1), "queries": {}}
             for name, where, sql in QUERIES:
                 runs = [run_capped(sql.format(row=ROW, data=lit(dirs[where])), extension=ext, cap=None)
                         for _ in range(args.repeat)]
@@ -231,6 +235,26 @@ def main():
                     continue
                 print(f"  {name}: peak RSS {max(r[3] for r in runs) / 2**20:.0f} MiB, "
                       f"{min(r[2] for r in runs):.3f} s  {runs[0][1]}")
+                fig["queries"][name] = {"peak_rss_mib": round(max(r[3] for r in runs) / 2**20, 1),
+                                        "seconds": [round(r[2], 4) for r in runs], "result": runs[0][1]}
+                # Aggregates must agree between builds and with read_parquet (LIMIT 1 may
+                # return any row of the file: not compared).
+                if "LIMIT" not in sql:
+                    answers.setdefault(name, {})[build] = runs[0][1]
+        want = {}
+        for name, where, sql in QUERIES:
+            if "LIMIT" in sql:
+                continue
+            files = files_of(dirs[where])
+            want[name] = plain("SELECT count(*), sum(value) FROM read_parquet(?)", [files])
+        for name, per_build in answers.items():
+            same = all(json.dumps(v) == json.dumps(want[name]) for v in per_build.values())
+            print(f"{name}: read_parquet {want[name]}; {'every build gives the same' if same else 'DIFFERENT: ' + repr(per_build)}")
+            figures.setdefault("checked", {})[name] = {"read_parquet": want[name], "same": same}
+            if not same:
+                raise SystemExit(f"{name}: the builds' results differ from read_parquet's")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":
