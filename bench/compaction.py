@@ -71,10 +71,10 @@ def bench_compaction(tmp: Path, results: dict | None = None):
     glob = str(year / "*" / "*.parquet")
 
     # Before: the daily files.
-    rp_daily, r_rp = timed(con, FULL.format("read_parquet(?)"), [glob], repeat=2)
-    pm_daily, r_pm = timed(con, FULL.format("prom_metrics(data_dir := ?)"), [str(year)], repeat=2)
+    rp_daily, r_rp, _ = timed(con, FULL.format("read_parquet(?)"), [glob], repeat=2)
+    pm_daily, r_pm, _ = timed(con, FULL.format("prom_metrics(data_dir := ?)"), [str(year)], repeat=2)
     assert r_rp == r_pm
-    point_daily, p_daily = timed(con, POINT.format("prom_metrics(data_dir := ?, date := '2024-06-01', proxy := 'api-proxy-7')"),
+    point_daily, p_daily, _ = timed(con, POINT.format("prom_metrics(data_dir := ?, date := '2024-06-01', proxy := 'api-proxy-7')"),
                                  [str(year)], repeat=20)
     log(f"  daily files: {before_files:,}; full scan read_parquet {rp_daily:.2f} s, prom_metrics {pm_daily:.2f} s")
 
@@ -94,8 +94,8 @@ def bench_compaction(tmp: Path, results: dict | None = None):
     mglob = str(month / "*" / "*.parquet")
     q_present = POINT.format("read_parquet(?) WHERE date = DATE '2024-01-17' AND api_proxy = 'api-proxy-7'")
     q_absent = POINT.format("read_parquet(?) WHERE api_proxy = 'api-proxy-7x'")
-    present_off, _ = timed(mcon, q_present, [mglob], repeat=20)
-    absent_off, _ = timed(mcon, q_absent, [mglob], repeat=20)
+    present_off, _, _ = timed(mcon, q_present, [mglob], repeat=20)
+    absent_off, _, _ = timed(mcon, q_absent, [mglob], repeat=20)
     bloom_dir = tmp / "compaction" / "bloom" / "data"
     shutil.rmtree(bloom_dir.parent, ignore_errors=True)
     bloom_dir.mkdir(parents=True)
@@ -104,8 +104,8 @@ def bench_compaction(tmp: Path, results: dict | None = None):
     compact(config(bloom_dir.parent / "c.yaml", bloom_dir, bloom=True), bloom_dir.parent, "--month", "2024-01")
     with_bloom = (bloom_dir / "2024-01" / "2024-01.parquet").stat().st_size
     bglob = str(bloom_dir / "*" / "*.parquet")
-    present_on, _ = timed(mcon, q_present, [bglob], repeat=20)
-    absent_on, _ = timed(mcon, q_absent, [bglob], repeat=20)
+    present_on, _, _ = timed(mcon, q_present, [bglob], repeat=20)
+    absent_on, _, _ = timed(mcon, q_absent, [bglob], repeat=20)
     out["bloom"] = {"bytes_without": no_bloom, "bytes_with": with_bloom, "present_ms_without": round(present_off * 1000, 2),
                     "present_ms_with": round(present_on * 1000, 2), "absent_ms_without": round(absent_off * 1000, 2),
                     "absent_ms_with": round(absent_on * 1000, 2)}
@@ -121,12 +121,12 @@ def bench_compaction(tmp: Path, results: dict | None = None):
 
     # After: the month files.
     con = connect()
-    pm_comp, r1 = timed(con, FULL.format("prom_metrics(data_dir := ?)"), [str(year)], repeat=5)
-    rp_comp, r2 = timed(con, FULL.format("read_parquet(?)"), [glob], repeat=5)
+    pm_comp, r1, pm_comp_cpu = timed(con, FULL.format("prom_metrics(data_dir := ?)"), [str(year)], repeat=5)
+    rp_comp, r2, rp_comp_cpu = timed(con, FULL.format("read_parquet(?)"), [glob], repeat=5)
     assert r1 == r2 == r_rp, "the compacted archive must read the same"
-    point_comp, p_comp = timed(con, POINT.format("prom_metrics(data_dir := ?, date := '2024-06-01', proxy := 'api-proxy-7')"),
+    point_comp, p_comp, _ = timed(con, POINT.format("prom_metrics(data_dir := ?, date := '2024-06-01', proxy := 'api-proxy-7')"),
                                [str(year)], repeat=50)
-    point_comp_rp, p_rp = timed(con, POINT.format("read_parquet(?) WHERE date = DATE '2024-06-01' AND api_proxy = 'api-proxy-7'"),
+    point_comp_rp, p_rp, _ = timed(con, POINT.format("read_parquet(?) WHERE date = DATE '2024-06-01' AND api_proxy = 'api-proxy-7'"),
                                 [glob], repeat=20)
     assert p_comp == p_daily == p_rp and p_comp[0][0] == 6, (p_comp, p_daily, p_rp)
     out.update({
@@ -135,6 +135,7 @@ def bench_compaction(tmp: Path, results: dict | None = None):
         "year_compaction_s": round(year_s, 2), "year_peak_rss_mib": round(year_rss, 1),
         "full_read_parquet_daily_s": round(rp_daily, 3), "full_prom_metrics_daily_s": round(pm_daily, 3),
         "full_prom_metrics_compacted_s": round(pm_comp, 4), "full_read_parquet_compacted_s": round(rp_comp, 4),
+        "full_prom_metrics_compacted_cpu_s": round(pm_comp_cpu, 4), "full_read_parquet_compacted_cpu_s": round(rp_comp_cpu, 4),
         "ratio_vs_read_parquet_daily": round(rp_daily / pm_comp, 1), "ratio_vs_read_parquet_compacted": round(rp_comp / pm_comp, 2),
         "point_prom_metrics_daily_ms": round(point_daily * 1000, 2), "point_prom_metrics_compacted_ms": round(point_comp * 1000, 2),
         "point_read_parquet_compacted_ms": round(point_comp_rp * 1000, 2),
