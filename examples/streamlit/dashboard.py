@@ -708,7 +708,7 @@ def chart(metric: str, rows: list, kind: str, *, title: str, subtitle, x_title: 
     if kind == "line" and not points:
         # Lines without markers (over 100 points): hovering shows every line's value at the
         # nearest x, on a rule (one per x, drawn only there).
-        order = ([(other, rest)] if rest is not None else []) + list(series.items())
+        order = list(series.items()) + ([(other, rest)] if rest is not None else [])  # the legend's order
         values = {}
         for i, (_, (xs, ys)) in enumerate(order):
             for x, y in zip(xs, ys):
