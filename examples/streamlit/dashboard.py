@@ -649,10 +649,15 @@ def chart(metric: str, rows: list, kind: str, *, title: str, subtitle, x_title: 
         n_x = len({x for xs, _ in series.values() for x in xs} | set(rest[0] if rest else []))
         x_enc = {"field": "x", "type": "nominal", "title": x_title, "sort": None,
                  "axis": {"labelAngle": 0 if n_x <= 12 else -45, "labelOverlap": True}}
-    color = {"field": "series", "type": "nominal", "scale": {"domain": domain, "range": colors},
-             "legend": {"title": legend_title, "orient": "right", "labelLimit": 360, "titleLimit": 360,
-                        # as many columns as it takes to fit the plot's height (about 20 px an entry)
-                        "columns": max(1, math.ceil(len(domain) / max(1, (height - 180) // 20)))}}
+    # The legend to the right, in one or two columns as the plot's height allows (about 20 px an
+    # entry); beyond that (a large top N) below the plot, four columns, the chart taller for it.
+    fits = max(1, (height - 180) // 20)
+    legend = {"title": legend_title, "orient": "right", "labelLimit": 360, "titleLimit": 360, "symbolLimit": 0,
+              "columns": 1 if len(domain) <= fits else 2}
+    if len(domain) > 2 * fits:
+        legend.update(orient="bottom", columns=4, labelLimit=240)
+        height += math.ceil(len(domain) / 4) * 20 + 30
+    color = {"field": "series", "type": "nominal", "scale": {"domain": domain, "range": colors}, "legend": legend}
     tooltip = [{"field": "series", "type": "nominal", "title": legend_title},
                {"field": "at", "type": "nominal", "title": x_title},
                {"field": "y", "type": "quantitative", "title": y_title, "format": ",.6~f"}]
