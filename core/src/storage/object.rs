@@ -49,6 +49,9 @@ pub const WHOLE_OBJECT_MAX: u64 = 8 * 1024 * 1024;
 /// so a scan of compacted months costs one request per month; a larger one gives
 /// its size and version as a HEAD would, and is then read by range.
 const MONTH_PROBE_BYTES: u64 = 1024 * 1024;
+/// The footer read of a month file read by range: its last this many bytes, in one
+/// request (enough for a month file's metadata), or from what the look-up brought.
+const FOOTER_PREFETCH: usize = 64 * 1024;
 /// Requests in flight at once while listing days or checking months.
 const LIST_CONCURRENCY: usize = 16;
 /// GETs in flight at once while prefetching a scan's objects.
@@ -109,6 +112,9 @@ pub struct ObjectStorage {
     /// Month files that arrived whole when `select` looked for them, by key (read
     /// from here by `open`, never fetched again).
     probed: std::sync::Mutex<std::collections::HashMap<String, Bytes>>,
+    /// The last [`FOOTER_PREFETCH`] bytes of month files read by range, from the same
+    /// look-up, by key: their footer is read from here, not fetched again.
+    tails: std::sync::Mutex<std::collections::HashMap<String, Bytes>>,
     /// Signed requests object_store has no call for (S3 only; see [`Signer`]).
     signer: Option<Signer>,
     /// The part size of multipart uploads (see [`MonthUpload`]).
@@ -260,6 +266,7 @@ impl ObjectStorage {
             tasks: Default::default(),
             pins: Default::default(),
             probed: Default::default(),
+            tails: Default::default(),
             signer,
             part_size: part_bytes(),
         })
@@ -276,6 +283,7 @@ impl ObjectStorage {
             tasks: Default::default(),
             pins: Default::default(),
             probed: Default::default(),
+            tails: Default::default(),
             signer: None,
             part_size: part_bytes(),
         }
@@ -365,7 +373,8 @@ impl ObjectStorage {
 
     /// Whether each month of `months` has its month file (its size if so). One GET
     /// of the last [`MONTH_PROBE_BYTES`] each: a month file that arrives whole is kept
-    /// for `open`; of a larger one the size and version are kept, as a HEAD gives them.
+    /// for `open`; of a larger one the size, the version and those last bytes (its
+    /// footer, read from them without another request).
     fn month_files(&self, months: &[NaiveDate]) -> Result<Vec<Option<u64>>> {
         let keys: Vec<ObjectPath> = months
             .iter()
@@ -387,14 +396,27 @@ impl ObjectStorage {
         probes
             .into_iter()
             .map(|(k, r)| match r {
-                Ok((meta, whole)) => {
+                Ok((meta, tail)) => {
                     if let Ok(mut pins) = self.pins.lock() {
                         pins.insert(k.to_string(), Pin::of(&meta));
                     }
-                    if let Some(bytes) = whole {
-                        if let Ok(mut probed) = self.probed.lock() {
-                            probed.insert(k.to_string(), bytes);
+                    match tail {
+                        Some(bytes) if bytes.len() as u64 == meta.size => {
+                            if let Ok(mut probed) = self.probed.lock() {
+                                probed.insert(k.to_string(), bytes);
+                            }
                         }
+                        // Read by range: its footer's share of those bytes is kept
+                        // (copied, so the rest of the MiB is freed now).
+                        Some(bytes) if meta.size > WHOLE_OBJECT_MAX => {
+                            let keep = bytes.len().min(FOOTER_PREFETCH);
+                            let tail = Bytes::copy_from_slice(&bytes[bytes.len() - keep..]);
+                            if let Ok(mut tails) = self.tails.lock() {
+                                tails.insert(k.to_string(), tail);
+                            }
+                        }
+                        Some(_) => {}
+                        None => {}
                     }
                     Ok(Some(meta.size))
                 }
@@ -453,7 +475,28 @@ pub(crate) struct RangeReader {
     /// The size and version read, shared by the clones the parquet crate's
     /// `SpawnedReader` makes for each request (a re-pin while reading the footer
     /// holds for every later request).
-    version: Arc<std::sync::Mutex<(u64, Pin)>>,
+    version: Arc<std::sync::Mutex<Version>>,
+}
+
+/// The object version a [`RangeReader`] reads, and the bytes of its end already
+/// fetched (by `select`'s month probe), which serve the footer and any range inside
+/// them without a request.
+#[derive(Debug, Clone, Default)]
+struct Version {
+    size: u64,
+    pin: Pin,
+    /// `(offset, bytes)`: the object's bytes from `offset` to its end.
+    tail: Option<(u64, Bytes)>,
+}
+
+impl Version {
+    /// `range` from the tail, if the tail holds all of it.
+    fn slice(&self, range: &std::ops::Range<u64>) -> Option<Bytes> {
+        let (start, bytes) = self.tail.as_ref()?;
+        let end = start + bytes.len() as u64;
+        (range.start >= *start && range.end <= end && range.start <= range.end)
+            .then(|| bytes.slice((range.start - start) as usize..(range.end - start) as usize))
+    }
 }
 
 fn parquet_io(e: object_store::Error) -> parquet::errors::ParquetError {
@@ -470,11 +513,26 @@ impl RangeReader {
         RangeReader {
             store,
             key,
-            version: Arc::new(std::sync::Mutex::new((size, pin))),
+            version: Arc::new(std::sync::Mutex::new(Version {
+                size,
+                pin,
+                tail: None,
+            })),
         }
     }
 
-    fn current(&self) -> (u64, Pin) {
+    /// The same reader, with the last `bytes.len()` bytes of the version it reads
+    /// already at hand (ignored unless they end exactly at the object's size).
+    pub(crate) fn with_tail(self, bytes: Bytes) -> RangeReader {
+        if let Ok(mut v) = self.version.lock() {
+            if let Some(start) = v.size.checked_sub(bytes.len() as u64) {
+                v.tail = Some((start, bytes));
+            }
+        }
+        self
+    }
+
+    fn current(&self) -> Version {
         self.version
             .lock()
             .map(|v| v.clone())
@@ -500,7 +558,11 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
         &mut self,
         range: std::ops::Range<u64>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        let (store, key, pin) = (self.store.clone(), self.key.clone(), self.current().1);
+        let v = self.current();
+        if let Some(bytes) = v.slice(&range) {
+            return Box::pin(async move { Ok(bytes) });
+        }
+        let (store, key, pin) = (self.store.clone(), self.key.clone(), v.pin);
         Box::pin(async move {
             Self::fetch(store, key, pin, range)
                 .await
@@ -512,15 +574,38 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        let (store, key, pin) = (self.store.clone(), self.key.clone(), self.current().1);
+        let v = self.current();
+        // Ranges inside the tail already fetched are cut from it; the rest are fetched
+        // (nearby ones merged into one request).
+        let mut out: Vec<Option<Bytes>> = ranges.iter().map(|r| v.slice(r)).collect();
+        let missing: Vec<std::ops::Range<u64>> = ranges
+            .iter()
+            .zip(&out)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let (store, key, pin) = (self.store.clone(), self.key.clone(), v.pin);
         Box::pin(async move {
-            object_store::coalesce_ranges(
-                &ranges,
-                |r| Self::fetch(store.clone(), key.clone(), pin.clone(), r),
-                object_store::OBJECT_STORE_COALESCE_DEFAULT,
-            )
-            .await
-            .map_err(parquet_io)
+            if !missing.is_empty() {
+                let fetched = object_store::coalesce_ranges(
+                    &missing,
+                    |r| Self::fetch(store.clone(), key.clone(), pin.clone(), r),
+                    object_store::OBJECT_STORE_COALESCE_DEFAULT,
+                )
+                .await
+                .map_err(parquet_io)?;
+                let mut fetched = fetched.into_iter();
+                for slot in out.iter_mut().filter(|o| o.is_none()) {
+                    *slot = fetched.next();
+                }
+            }
+            out.into_iter()
+                .map(|b| {
+                    b.ok_or_else(|| {
+                        parquet::errors::ParquetError::General("a range was not fetched".into())
+                    })
+                })
+                .collect()
         })
     }
 
@@ -534,10 +619,10 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
         Box::pin(async move {
             let mut repinned = false;
             loop {
-                let size = self.current().0;
+                let size = self.current().size;
                 let r = parquet::file::metadata::ParquetMetaDataReader::new()
                     .with_arrow_reader_options(options)
-                    .with_prefetch_hint(Some(64 * 1024))
+                    .with_prefetch_hint(Some(FOOTER_PREFETCH))
                     .load_and_finish(&mut *self, size)
                     .await;
                 match r {
@@ -547,7 +632,12 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
                     Err(e) if !repinned && is_precondition(&e) => {
                         let meta = self.store.head(&self.key).await.map_err(parquet_io)?;
                         if let Ok(mut v) = self.version.lock() {
-                            *v = (meta.size, Pin::of(&meta));
+                            // A new version: the tail fetched belongs to the old one.
+                            *v = Version {
+                                size: meta.size,
+                                pin: Pin::of(&meta),
+                                tail: None,
+                            };
                         }
                         repinned = true;
                     }
@@ -582,10 +672,10 @@ async fn get_bytes(
     store.get(key).await?.bytes().await
 }
 
-/// An object's metadata and, if it is at most [`MONTH_PROBE_BYTES`] long, its bytes:
-/// a GET of its last [`MONTH_PROBE_BYTES`] (a suffix range longer than the object
-/// returns all of it). A server that refuses the range (e.g. 416 for an empty
-/// object) is asked with a HEAD instead.
+/// An object's metadata and its last [`MONTH_PROBE_BYTES`] (all of it if it is no
+/// longer): one GET with a suffix range (a suffix longer than the object returns all
+/// of it). A server that refuses the range (e.g. 416 for an empty object) is asked
+/// with a HEAD instead, and no bytes come back.
 async fn probe(
     store: &Arc<dyn ObjectStore>,
     key: &ObjectPath,
@@ -597,9 +687,9 @@ async fn probe(
     match store.get_opts(key, opts).await {
         Ok(r) => {
             let meta = r.meta.clone();
-            let whole = r.range.start == 0 && r.range.end == meta.size;
+            let ends_at_the_end = r.range.end == meta.size;
             let bytes = r.bytes().await?;
-            Ok((meta, whole.then_some(bytes)))
+            Ok((meta, ends_at_the_end.then_some(bytes)))
         }
         Err(e @ object_store::Error::NotFound { .. }) => Err(e),
         Err(_) => Ok((store.head(key).await?, None)),
@@ -788,7 +878,12 @@ impl Storage for ObjectStorage {
                     .ok()
                     .and_then(|p| p.get(&obj.key).cloned())
                     .unwrap_or_default();
-                let reader = RangeReader::new(self.store.clone(), key, size, pin);
+                // Taken, not cloned: held only until the month is opened.
+                let tail = self.tails.lock().ok().and_then(|mut t| t.remove(&obj.key));
+                let mut reader = RangeReader::new(self.store.clone(), key, size, pin);
+                if let Some(tail) = tail {
+                    reader = reader.with_tail(tail);
+                }
                 let reader = parquet::arrow::async_reader::SpawnedReader::new(
                     reader,
                     runtime().handle().clone(),
@@ -2147,7 +2242,7 @@ mod tests {
     }
 
     #[test]
-    fn a_month_probe_brings_a_small_object_whole_and_only_the_size_of_a_large_one() {
+    fn a_month_probe_brings_a_small_object_whole_and_the_last_mib_of_a_large_one() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let put = |k: &str, bytes: Vec<u8>| {
             let (s, k) = (store.clone(), ObjectPath::from(k));
@@ -2159,25 +2254,141 @@ mod tests {
         };
         let small: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
         put("small", small.clone());
-        let (meta, whole) = probe_of("small").unwrap();
+        let (meta, tail) = probe_of("small").unwrap();
         assert_eq!(meta.size, 1000);
-        assert_eq!(whole.as_deref(), Some(small.as_slice()));
+        assert_eq!(tail.as_deref(), Some(small.as_slice()));
         // Exactly the probe's length: still whole.
         put("edge", vec![7; MONTH_PROBE_BYTES as usize]);
-        let (meta, whole) = probe_of("edge").unwrap();
+        let (meta, tail) = probe_of("edge").unwrap();
         assert_eq!(meta.size, MONTH_PROBE_BYTES);
-        assert_eq!(whole.map(|b| b.len() as u64), Some(MONTH_PROBE_BYTES));
-        // Larger: its size and version, not its bytes (read by range later).
-        put("large", vec![1; MONTH_PROBE_BYTES as usize + 10]);
-        let (meta, whole) = probe_of("large").unwrap();
+        assert_eq!(tail.map(|b| b.len() as u64), Some(MONTH_PROBE_BYTES));
+        // Larger: its size, version and last MiB (which serve its footer later).
+        let large: Vec<u8> = (0..MONTH_PROBE_BYTES as usize + 10)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        put("large", large.clone());
+        let (meta, tail) = probe_of("large").unwrap();
         assert_eq!(meta.size, MONTH_PROBE_BYTES + 10);
         assert!(meta.e_tag.is_some());
-        assert!(whole.is_none());
+        assert_eq!(tail.as_deref(), Some(&large[10..]));
         // Missing: NotFound, as a HEAD would say.
         assert!(matches!(
             probe_of("missing"),
             Err(object_store::Error::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn a_tail_at_hand_serves_the_footer_and_the_ranges_inside_it() {
+        use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let key = ObjectPath::from("2024-02/2024-02.parquet");
+        let cfg = StorageConfig::default();
+        let b = batch("p", d("2024-02-01"), 50_000);
+        let bytes = Bytes::from(
+            crate::writer::encode_partition(Vec::new(), std::path::Path::new("x"), &b, &cfg)
+                .unwrap(),
+        );
+        let size = bytes.len() as u64;
+        assert!(size > 2 * 64 * 1024, "{size}");
+        let reader = |tail: Bytes| {
+            RangeReader::new(store.clone(), key.clone(), size, Pin::default()).with_tail(tail)
+        };
+        let rows_of = |reader: RangeReader| -> std::result::Result<usize, String> {
+            let reader = parquet::arrow::async_reader::SpawnedReader::new(
+                reader,
+                runtime().handle().clone(),
+            );
+            let mut stream =
+                futures::executor::block_on(ParquetRecordBatchStreamBuilder::new(reader))
+                    .map_err(|e| e.to_string())?
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            let mut n = 0;
+            while let Some(b) = futures::executor::block_on(stream.next()) {
+                n += b.map_err(|e| e.to_string())?.num_rows();
+            }
+            Ok(n)
+        };
+        // The store is empty: whatever is read comes from the tail, or fails.
+        // The whole file at hand: every row, no request.
+        assert_eq!(rows_of(reader(bytes.clone())), Ok(50_000));
+        // Its last 64 KiB: the footer loads from them; the column chunks before them
+        // need the object, which is not there.
+        let tail = bytes.slice(bytes.len() - 64 * 1024..);
+        let mut r = reader(tail.clone());
+        let md = futures::executor::block_on(r.get_metadata(None)).unwrap();
+        assert_eq!(md.file_metadata().num_rows(), 50_000);
+        let inside = futures::executor::block_on(r.get_bytes(size - 100..size - 10)).unwrap();
+        assert_eq!(inside, bytes.slice(bytes.len() - 100..bytes.len() - 10));
+        let both = futures::executor::block_on(
+            r.get_byte_ranges(vec![size - 50..size - 40, size - 30..size - 20]),
+        )
+        .unwrap();
+        assert_eq!(
+            both,
+            vec![
+                bytes.slice(bytes.len() - 50..bytes.len() - 40),
+                bytes.slice(bytes.len() - 30..bytes.len() - 20)
+            ]
+        );
+        assert!(futures::executor::block_on(r.get_bytes(0..10)).is_err());
+        assert!(rows_of(reader(tail.clone())).is_err());
+        // Stored: ranges outside the tail are fetched, inside it cut, in the order asked.
+        let (s, k) = (store.clone(), key.clone());
+        let put = bytes.clone();
+        run(async move { s.put(&k, PutPayload::from(put)).await.unwrap() });
+        let mut r = reader(tail.clone());
+        let mixed = futures::executor::block_on(r.get_byte_ranges(vec![
+            0..10,
+            size - 30..size - 20,
+            100..120,
+        ]))
+        .unwrap();
+        assert_eq!(
+            mixed,
+            vec![
+                bytes.slice(0..10),
+                bytes.slice(bytes.len() - 30..bytes.len() - 20),
+                bytes.slice(100..120)
+            ]
+        );
+        assert_eq!(rows_of(reader(tail)), Ok(50_000));
+    }
+
+    #[test]
+    fn a_large_month_file_is_read_by_range_with_its_footer_from_the_look_up() {
+        let mem = Arc::new(InMemory::new());
+        let st = ObjectStorage::with_store(mem.clone(), "b", "metrics/prod");
+        let n = 1_000_000;
+        let bytes = crate::writer::encode_partition(
+            Vec::new(),
+            std::path::Path::new("x"),
+            &batch("p", d("2024-02-01"), n),
+            &StorageConfig::default(),
+        )
+        .unwrap();
+        assert!(bytes.len() as u64 > WHOLE_OBJECT_MAX, "{}", bytes.len());
+        let key = ObjectPath::from("metrics/prod/2024-02/2024-02.parquet");
+        let (m, k) = (mem.clone(), key.clone());
+        run(async move { m.put(&k, PutPayload::from(bytes)).await.unwrap() });
+        let feb = Selection {
+            from: Some(d("2024-02-01")),
+            to: Some(d("2024-02-29")),
+            proxies: None,
+        };
+        let files = st.select(&feb).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].layout, Layout::Month);
+        // The look-up kept the footer's bytes, not the whole MiB it fetched.
+        let kept = st.tails.lock().unwrap().get(key.as_ref()).map(|b| b.len());
+        assert_eq!(kept, Some(FOOTER_PREFETCH));
+        assert!(st.probed.lock().unwrap().is_empty());
+        // 0 + 1 + ... + (n - 1), every row once.
+        let total = (n as f64) * (n as f64 - 1.0) / 2.0;
+        assert_eq!(sum_values(&st, &feb), (n, total));
+        // Taken by the open: nothing held once the month is read.
+        assert!(st.tails.lock().unwrap().is_empty());
     }
 
     #[test]
