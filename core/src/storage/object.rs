@@ -426,6 +426,57 @@ impl ObjectStorage {
             .collect()
     }
 
+    /// The daily partitions in the folders of `days` whose proxy `proxy_ok` keeps: one
+    /// listing per day, [`LIST_CONCURRENCY`] at a time. Objects whose name is not an
+    /// encoded proxy name (`.parquet`) are not partitions and are left out.
+    fn list_daily(
+        &self,
+        days: &[NaiveDate],
+        proxy_ok: impl Fn(&str) -> bool,
+    ) -> Result<Vec<PartitionFile>> {
+        let store = self.store.clone();
+        let keys: Vec<(NaiveDate, ObjectPath)> = days
+            .iter()
+            .map(|d| (*d, self.key(&day_dir_name(*d))))
+            .collect();
+        let listed = run(async move {
+            futures::stream::iter(keys.into_iter().map(|(d, k)| {
+                let store = store.clone();
+                async move {
+                    let r = Self::list(store, k.clone()).await;
+                    (d, k, r)
+                }
+            }))
+            .buffered(LIST_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+        });
+        let mut out = Vec::new();
+        for (day, key, r) in listed {
+            let (_, files) = r.map_err(|e| self.err("list", &key, e))?;
+            for (name, size) in files {
+                let Some(stem) = name.strip_suffix(&format!(".{PARQUET_EXT}")) else {
+                    continue;
+                };
+                // Written by promduck: the stem is the encoded name.
+                let Some(proxy) = crate::layout::decode_proxy(stem) else {
+                    continue;
+                };
+                if stem.is_empty() || !proxy_ok(&proxy) {
+                    continue;
+                }
+                out.push(self.partition_file(
+                    day,
+                    &proxy,
+                    &format!("{}/{name}", day_dir_name(day)),
+                    Some(size),
+                    Layout::Daily,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     fn partition_file(
         &self,
         day: NaiveDate,
@@ -818,47 +869,7 @@ impl Storage for ObjectStorage {
                     }
                 }
             }
-            _ => {
-                let store = self.store.clone();
-                let keys: Vec<(NaiveDate, ObjectPath)> = days
-                    .iter()
-                    .map(|d| (*d, self.key(&day_dir_name(*d))))
-                    .collect();
-                let listed = run(async move {
-                    futures::stream::iter(keys.into_iter().map(|(d, k)| {
-                        let store = store.clone();
-                        async move {
-                            let r = Self::list(store, k.clone()).await;
-                            (d, k, r)
-                        }
-                    }))
-                    .buffered(LIST_CONCURRENCY)
-                    .collect::<Vec<_>>()
-                    .await
-                });
-                for (day, key, r) in listed {
-                    let (_, files) = r.map_err(|e| self.err("list", &key, e))?;
-                    for (name, size) in files {
-                        let Some(stem) = name.strip_suffix(&format!(".{PARQUET_EXT}")) else {
-                            continue;
-                        };
-                        // Written by promduck: the stem is the encoded name.
-                        let Some(proxy) = crate::layout::decode_proxy(stem) else {
-                            continue;
-                        };
-                        if stem.is_empty() || !sel.proxy_ok(&proxy) {
-                            continue;
-                        }
-                        out.push(self.partition_file(
-                            day,
-                            &proxy,
-                            &format!("{}/{name}", day_dir_name(day)),
-                            Some(size),
-                            Layout::Daily,
-                        ));
-                    }
-                }
-            }
+            _ => out.extend(self.list_daily(&days, |p| sel.proxy_ok(p))?),
         }
         out.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
         Ok(out)
@@ -1650,50 +1661,7 @@ impl ObjectStorage {
 
     /// The daily partitions of `days` (listed, with their sizes), sorted by day then proxy.
     pub(crate) fn daily_objects(&self, days: &[NaiveDate]) -> Result<Vec<PartitionFile>> {
-        let sel = Selection {
-            from: days.first().copied(),
-            to: days.last().copied(),
-            proxies: None,
-        };
-        let store = self.store.clone();
-        let keys: Vec<(NaiveDate, ObjectPath)> = days
-            .iter()
-            .map(|d| (*d, self.key(&day_dir_name(*d))))
-            .collect();
-        let listed = run(async move {
-            futures::stream::iter(keys.into_iter().map(|(d, k)| {
-                let store = store.clone();
-                async move {
-                    let r = Self::list(store, k.clone()).await;
-                    (d, k, r)
-                }
-            }))
-            .buffered(LIST_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await
-        });
-        let mut out = Vec::new();
-        for (day, key, r) in listed {
-            let (_, files) = r.map_err(|e| self.err("list", &key, e))?;
-            for (name, size) in files {
-                let Some(stem) = name.strip_suffix(&format!(".{PARQUET_EXT}")) else {
-                    continue;
-                };
-                let Some(proxy) = crate::layout::decode_proxy(stem) else {
-                    continue;
-                };
-                if stem.is_empty() || !sel.day_ok(day) {
-                    continue;
-                }
-                out.push(self.partition_file(
-                    day,
-                    &proxy,
-                    &format!("{}/{name}", day_dir_name(day)),
-                    Some(size),
-                    Layout::Daily,
-                ));
-            }
-        }
+        let mut out = self.list_daily(days, |_| true)?;
         out.sort_by(|a, b| (a.day, &a.proxy).cmp(&(b.day, &b.proxy)));
         Ok(out)
     }
