@@ -516,17 +516,26 @@ impl PartitionFile {
 /// The (day, proxy) partitions a month file holds within its selection, in file
 /// order (by proxy, then day), read from its `api_proxy` and `date` columns alone.
 pub fn month_partitions(file: &PartitionFile) -> Result<Vec<(NaiveDate, String)>> {
-    let path = file.path.as_path();
-    let spec = Arc::new(ReadSpec {
+    partitions_in(PartitionReader::open(file, &partitions_spec())?)
+}
+
+/// What [`partitions_in`] needs read: the `date` and `api_proxy` columns.
+pub fn partitions_spec() -> Arc<ReadSpec> {
+    Arc::new(ReadSpec {
         want: vec![Column::Date, Column::Proxy],
         metrics: None,
         batch_rows: 8192,
-    });
-    let mut reader = PartitionReader::open(file, &spec)?;
+    })
+}
+
+/// The distinct (day, proxy) pairs of a reader opened with [`partitions_spec`], in
+/// file order (consecutive repeats skipped as they come).
+pub fn partitions_in(mut reader: PartitionReader) -> Result<Vec<(NaiveDate, String)>> {
+    let path = reader.file().path.clone();
     let mut out: Vec<(NaiveDate, String)> = Vec::new();
     while let Some(b) = reader.next_batch()? {
         let (Some(dates), Some(proxies)) = (&b.date, &b.proxy) else {
-            return Err(Error::parquet(path, "no `date`/`api_proxy` column"));
+            return Err(Error::parquet(&path, "no `date`/`api_proxy` column"));
         };
         for i in 0..b.len {
             if dates.is_null(i) || proxies.is_null(i) {
@@ -540,7 +549,7 @@ pub fn month_partitions(file: &PartitionFile) -> Result<Vec<(NaiveDate, String)>
                 continue;
             }
             let day = dates.value_as_date(i).ok_or_else(|| {
-                col_err(path, Column::Date.name(), format!("day {d} out of range"))
+                col_err(&path, Column::Date.name(), format!("day {d} out of range"))
             })?;
             out.push((day, p.to_string()));
         }

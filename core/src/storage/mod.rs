@@ -23,7 +23,7 @@ pub mod object;
 use crate::compact::{CompactOptions, MonthOutcome};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
-use crate::reader::{Column, PartitionFile, PartitionReader, ReadSpec, Selection};
+use crate::reader::{PartitionFile, PartitionReader, ReadSpec, Selection};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use std::path::PathBuf;
@@ -63,37 +63,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// columns alone through [`Storage::open`] (a month object is read by range,
     /// only the row groups the selection needs).
     fn month_partitions(&self, file: &PartitionFile) -> Result<Vec<(NaiveDate, String)>> {
-        use arrow::array::Array;
-        let spec = Arc::new(ReadSpec {
-            want: vec![Column::Date, Column::Proxy],
-            metrics: None,
-            batch_rows: 8192,
-        });
-        let mut reader = self.open(file, &spec)?;
-        let mut out: Vec<(NaiveDate, String)> = Vec::new();
-        while let Some(b) = reader.next_batch()? {
-            let (Some(dates), Some(proxies)) = (&b.date, &b.proxy) else {
-                return Err(Error::parquet(&file.path, "no `date`/`api_proxy` column"));
-            };
-            for i in 0..b.len {
-                if dates.is_null(i) || proxies.is_null(i) {
-                    continue;
-                }
-                let (d, p) = (dates.value(i), proxies.value(i));
-                if out
-                    .last()
-                    .is_some_and(|(ld, lp)| crate::schema::date32(*ld) == d && lp == p)
-                {
-                    continue;
-                }
-                let day = dates.value_as_date(i).ok_or_else(|| {
-                    Error::parquet(&file.path, format!("column `date`: day {d} out of range"))
-                })?;
-                out.push((day, p.to_string()));
-            }
-        }
-        out.dedup();
-        Ok(out)
+        crate::reader::partitions_in(self.open(file, &crate::reader::partitions_spec())?)
     }
 
     /// Where the partition of (`day`, `proxy`) is (a path or a URL), for messages.
