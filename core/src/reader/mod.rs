@@ -10,6 +10,7 @@
 //! with the same [`PartitionReader`].
 
 mod decode;
+mod pages;
 mod select;
 
 pub use select::{daily_files_of_month, month_fallback, select_files, written_by_promduck};
@@ -19,6 +20,7 @@ use crate::layout::{month_end, CREATED_BY_KEY};
 use arrow::array::{Array, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
@@ -26,13 +28,13 @@ use decode::{
     check_dates_are, col_err, date_stats_prove_days, normalise, parquet_err, to_utf8, RowFilter,
 };
 use futures::StreamExt;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderBuilder, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
-};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader};
 use parquet::arrow::async_reader::{
     AsyncFileReader, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
 };
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::ChunkReader;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -227,11 +229,7 @@ impl PartitionReader {
     pub fn open(file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
         let path = file.path.as_path();
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, reader_options())
-            .map_err(|e| parquet_err(path, e))?;
-        let (builder, opened) = prepare(builder, file, spec)?;
-        let reader = builder.build().map_err(|e| parquet_err(path, e))?;
-        Ok(Self::new(file, spec, Batches::Sync(reader), opened))
+        Self::open_whole(file, spec, f)
     }
 
     /// Opens a file whose bytes are in memory (an object fetched with one GET).
@@ -240,12 +238,22 @@ impl PartitionReader {
         spec: &Arc<ReadSpec>,
         bytes: bytes::Bytes,
     ) -> Result<PartitionReader> {
+        Self::open_whole(file, spec, bytes)
+    }
+
+    /// A file whose every byte can be read at any offset (a local file, bytes in
+    /// memory): its column chunks are read through [`pages`].
+    fn open_whole<T: ChunkReader + 'static>(
+        file: &PartitionFile,
+        spec: &Arc<ReadSpec>,
+        input: T,
+    ) -> Result<PartitionReader> {
         let path = file.path.as_path();
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, reader_options())
-                .map_err(|e| parquet_err(path, e))?;
-        let (builder, opened) = prepare(builder, file, spec)?;
-        let reader = builder.build().map_err(|e| parquet_err(path, e))?;
+        let meta = ArrowReaderMetadata::load(&input, reader_options())
+            .map_err(|e| parquet_err(path, e))?;
+        let (p, opened) = prepare(meta.schema(), meta.metadata(), file, spec)?;
+        let reader = pages::batch_reader(input, &meta, p.mask, p.row_groups, p.batch_rows)
+            .map_err(|e| parquet_err(path, e))?;
         Ok(Self::new(file, spec, Batches::Sync(reader), opened))
     }
 
@@ -260,7 +268,13 @@ impl PartitionReader {
             ParquetRecordBatchStreamBuilder::new_with_options(object, reader_options()),
         )
         .map_err(|e| parquet_err(path, e))?;
-        let (builder, opened) = prepare(builder, file, spec)?;
+        let (p, opened) = prepare(builder.schema(), builder.metadata(), file, spec)?;
+        let mut builder = builder
+            .with_projection(p.mask)
+            .with_batch_size(p.batch_rows);
+        if let Some(groups) = p.row_groups {
+            builder = builder.with_row_groups(groups);
+        }
         let stream: ParquetRecordBatchStream<_> =
             builder.build().map_err(|e| parquet_err(path, e))?;
         Ok(Self::new(
@@ -363,17 +377,26 @@ fn reader_options() -> parquet::arrow::arrow_reader::ArrowReaderOptions {
     parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true)
 }
 
+/// What to decode of a file, as [`prepare`] chose it.
+struct Projection {
+    mask: ProjectionMask,
+    /// A month file read in part: the row groups that may hold selected rows.
+    row_groups: Option<Vec<usize>>,
+    batch_rows: usize,
+}
+
 /// The checks and choices of opening a file, whatever it is read from: its footer
-/// must be a metrics partition's; the columns to decode, the row groups of a month
-/// file read in part, whether dates must be checked row by row.
-fn prepare<T>(
-    builder: ArrowReaderBuilder<T>,
+/// (`schema` and `metadata`) must be a metrics partition's; the columns to decode,
+/// the row groups of a month file read in part, whether dates must be checked row by row.
+fn prepare(
+    schema: &SchemaRef,
+    metadata: &ParquetMetaData,
     file: &PartitionFile,
     spec: &ReadSpec,
-) -> Result<(ArrowReaderBuilder<T>, Opened)> {
+) -> Result<(Projection, Opened)> {
     let path = file.path.as_path();
     let want = spec.want.as_slice();
-    let schema = builder.schema().clone();
+    let parquet_schema = metadata.file_metadata().schema_descr();
     let top_level: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let mut needed: Vec<&str> = want.iter().map(|c| c.name()).collect();
     if spec.metrics.is_some() {
@@ -387,7 +410,7 @@ fn prepare<T>(
         ));
     }
     let (first_day, last_day) = file.days();
-    let kv = builder.metadata().file_metadata().key_value_metadata();
+    let kv = metadata.file_metadata().key_value_metadata();
     let ours = kv.is_some_and(|kv| kv.iter().any(|k| k.key == CREATED_BY_KEY));
     let date_field = schema.field_with_name(Column::Date.name()).ok();
     if file.layout == Layout::Month
@@ -403,13 +426,7 @@ fn prepare<T>(
     // else is checked row by row.
     let check_dates = date_field.is_some_and(|f| {
         !(ours
-            && date_stats_prove_days(
-                builder.metadata(),
-                builder.parquet_schema(),
-                f.data_type(),
-                first_day,
-                last_day,
-            ))
+            && date_stats_prove_days(metadata, parquet_schema, f.data_type(), first_day, last_day))
     });
     // A month file read in part: only the row groups whose statistics may hold
     // a selected (day, proxy), then only the selected rows.
@@ -419,7 +436,7 @@ fn prepare<T>(
     };
     let row_groups: Option<Vec<usize>> = rows
         .as_ref()
-        .map(|r| r.row_groups(builder.metadata(), builder.parquet_schema()));
+        .map(|r| r.row_groups(metadata, parquet_schema));
     if let Some(r) = &rows {
         needed.push(Column::Date.name());
         if r.proxies.is_some() {
@@ -437,9 +454,8 @@ fn prepare<T>(
             .is_ok_and(|f| *f.data_type() == DataType::Int64)
     {
         if let Some(kv) = kv.filter(|kv| kv.iter().any(|k| k.key == "ARROW:schema")) {
-            let hinted =
-                parquet::arrow::parquet_to_arrow_schema(builder.parquet_schema(), Some(kv))
-                    .map_err(|e| parquet_err(path, e))?;
+            let hinted = parquet::arrow::parquet_to_arrow_schema(parquet_schema, Some(kv))
+                .map_err(|e| parquet_err(path, e))?;
             if let Ok(f) = hinted.field_with_name(Column::Timestamp.name()) {
                 if let DataType::Timestamp(TimeUnit::Second, _) = f.data_type() {
                     int_unit = TimeUnit::Second;
@@ -450,7 +466,7 @@ fn prepare<T>(
     if check_dates {
         needed.push(Column::Date.name());
     }
-    let groups = builder.metadata().row_groups();
+    let groups = metadata.row_groups();
     let total_rows = match &row_groups {
         Some(sel) => sel
             .iter()
@@ -464,15 +480,13 @@ fn prepare<T>(
         .filter(|(_, n)| needed.contains(n))
         .map(|(i, _)| i)
         .collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let mut builder = builder
-        .with_projection(mask)
-        .with_batch_size(spec.batch_rows.max(1));
-    if let Some(sel) = row_groups {
-        builder = builder.with_row_groups(sel);
-    }
+    let mask = ProjectionMask::roots(parquet_schema, roots);
     Ok((
-        builder,
+        Projection {
+            mask,
+            row_groups,
+            batch_rows: spec.batch_rows.max(1),
+        },
         Opened {
             check_dates,
             rows,
