@@ -294,6 +294,13 @@ def test_prom_partitions_lists_without_opening(con, data, history, tmp_path):
     want = sorted((d, p) for d in history.days_list for p in history.proxies)
     assert [(r[0], r[1]) for r in rows] == want
     assert all(Path(r[2]).stat().st_size == r[3] for r in rows)
+    # Columns are produced as projected (a listing of days and proxies formats no path and
+    # stats no file): any order and subset gives the same values.
+    assert q(con, "SELECT count(*) FROM prom_partitions(data_dir := ?)", [str(copy)]) == [(len(want),)]
+    back = q(con, "SELECT bytes, path, api_proxy, date FROM prom_partitions(data_dir := ?) ORDER BY 4, 3", [str(copy)])
+    assert back == [tuple(reversed(r)) for r in rows]
+    assert q(con, "SELECT bytes, date FROM prom_partitions(data_dir := ?) ORDER BY 2, path", [str(copy)]) == \
+        [(r[3], r[0]) for r in rows]
     rows = q(con, "SELECT api_proxy FROM prom_partitions(data_dir := ?, date := ?, proxy := ['api-proxy-2', 'zzz'])",
              [str(copy), str(history.days_list[1])])
     assert rows == [("api-proxy-2",)]
