@@ -206,6 +206,9 @@ pub struct PartitionReader {
     total_rows: usize,
 }
 
+/// The largest local file [`PartitionReader::open`] reads in one piece.
+pub const READ_WHOLE: u64 = 2 << 20;
+
 /// Where a reader's batches come from.
 enum Batches {
     /// A local file, or an object fetched whole.
@@ -226,10 +229,22 @@ struct Opened {
 
 impl PartitionReader {
     /// Opens a local `file` and checks its footer; no row is decoded yet.
+    ///
+    /// A file of at most [`READ_WHOLE`] bytes (a daily partition, typically a few KiB)
+    /// is read with one `read` and parsed in memory: parquet's reader of a `File`
+    /// duplicates the descriptor, seeks and reads for the footer and again for every
+    /// column chunk, which on such files cost more than the bytes themselves.
     pub fn open(file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
+        use std::io::Read;
         let path = file.path.as_path();
-        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        Self::open_whole(file, spec, f)
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len > READ_WHOLE {
+            return Self::open_whole(file, spec, f);
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+        Self::open_whole(file, spec, bytes::Bytes::from(bytes))
     }
 
     /// Opens a file whose bytes are in memory (an object fetched with one GET).

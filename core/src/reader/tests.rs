@@ -648,3 +648,59 @@ fn labels_without_keys_are_errors() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Files below and above [`READ_WHOLE`] (read in one piece, or by column chunk from the
+/// file) give the same rows; a damaged one is an error naming it either way.
+#[test]
+fn small_and_large_files_read_the_same() {
+    let root = scratch("whole");
+    let rows = |n: usize| {
+        vec![
+            (
+                "timestamp",
+                Arc::new(Int64Array::from_iter_values(
+                    (0..n as i64).map(|i| 1_709_251_200_000 + i),
+                )) as ArrayRef,
+            ),
+            (
+                "metric_name",
+                Arc::new(Utf8::from_iter_values(
+                    (0..n).map(|i| format!("m{}", i % 3)),
+                )),
+            ),
+            (
+                // Not compressible to less than READ_WHOLE at 300,000 rows.
+                "value",
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| (i as f64).sqrt() * 1.000_000_1),
+                )),
+            ),
+        ]
+    };
+    let spec = Arc::new(ReadSpec {
+        want: vec![Column::Timestamp, Column::Metric, Column::Value],
+        metrics: Some(vec!["m1".into()]),
+        batch_rows: 4_096,
+    });
+    for (day, n) in [("2024-03-01", 3_000usize), ("2024-03-02", 300_000)] {
+        let f = file_with(&root, day, rows(n), false);
+        let size = std::fs::metadata(&f.path).unwrap().len();
+        assert_eq!(size > READ_WHOLE, n == 300_000, "{size} bytes");
+        let mut r = PartitionReader::open(&f, &spec).unwrap();
+        let mut got = Vec::new();
+        while let Some(b) = r.next_batch().unwrap() {
+            got.extend(b.value.as_ref().unwrap().values().iter().copied());
+        }
+        let want: Vec<f64> = (0..n)
+            .filter(|i| i % 3 == 1)
+            .map(|i| (i as f64).sqrt() * 1.000_000_1)
+            .collect();
+        assert_eq!(got, want, "{n} rows");
+        // The footer of a damaged file: an error naming the file.
+        let bytes = std::fs::read(&f.path).unwrap();
+        std::fs::write(&f.path, &bytes[..bytes.len() - 3]).unwrap();
+        let e = PartitionReader::open(&f, &spec).err().unwrap().to_string();
+        assert!(e.contains(day) && e.contains("p.parquet"), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
