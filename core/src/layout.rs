@@ -119,19 +119,30 @@ pub fn ambiguous_stem(stem: &str) -> Option<String> {
 
 /// `YYYY-MM-DD`.
 pub fn day_dir_name(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
+    // Plain integer formatting: chrono's `format` interprets its pattern on every call,
+    // and every query formats and parses the archive's day folders.
+    if (0..=9999).contains(&day.year()) {
+        format!("{:04}-{:02}-{:02}", day.year(), day.month(), day.day())
+    } else {
+        day.format("%Y-%m-%d").to_string()
+    }
 }
 
 /// Parses a day folder name; anything else under the data dir is ignored.
+///
+/// Only the canonical spelling, four, two and two digits (`02024-3-01` would also be
+/// 2024-03-01 to chrono's parser, and two folders must never claim the same day).
 pub fn parse_day_dir(name: &str) -> Option<NaiveDate> {
-    if name.len() != 10 {
+    let b = name.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    // Only the canonical spelling: `02024-3-01` also parses as 2024-03-01, and two
-    // folders must never claim the same day.
-    NaiveDate::parse_from_str(name, "%Y-%m-%d")
-        .ok()
-        .filter(|d| day_dir_name(*d) == name)
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
 }
 
 /// The first day of `day`'s month.
@@ -316,6 +327,51 @@ mod tests {
         assert_eq!(parse_day_dir("year=2023"), None);
         assert_eq!(parse_day_dir("02023-4-01"), None);
         assert_eq!(parse_day_dir("2023-04-1 "), None);
+        assert_eq!(parse_day_dir("2024-02-30"), None);
+        assert_eq!(parse_day_dir("+202-01-01"), None);
+        assert_eq!(parse_day_dir("-001-01-01"), None);
+        assert_eq!(parse_day_dir("2024-٠١-01"), None);
+    }
+
+    /// The folder names chrono's pattern wrote and read (and only its canonical spellings)
+    /// are the ones formatted and parsed now, for every year of four digits and for
+    /// strings close to a date.
+    #[test]
+    fn day_dirs_match_chrono() {
+        let chrono_parse = |name: &str| {
+            NaiveDate::parse_from_str(name, "%Y-%m-%d")
+                .ok()
+                .filter(|d| d.format("%Y-%m-%d").to_string() == name)
+        };
+        let mut d = NaiveDate::from_ymd_opt(0, 1, 1).unwrap();
+        let last = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
+        while d <= last {
+            let name = d.format("%Y-%m-%d").to_string();
+            assert_eq!(day_dir_name(d), name);
+            assert_eq!(parse_day_dir(&name), Some(d), "{name}");
+            d = d + chrono::Days::new(1 + u64::from(d.ordinal() % 13));
+        }
+        for y in [-1, 10_000, 262_000] {
+            let d = NaiveDate::from_ymd_opt(y, 6, 1).unwrap();
+            assert_eq!(day_dir_name(d), d.format("%Y-%m-%d").to_string());
+        }
+        let alphabet = b"0123456789-+ ";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            let mut name = *b"2024-03-15";
+            for _ in 0..(seed % 3) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                name[(seed % 10) as usize] =
+                    alphabet[((seed >> 8) % alphabet.len() as u64) as usize];
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let name = std::str::from_utf8(&name).unwrap();
+            assert_eq!(parse_day_dir(name), chrono_parse(name), "{name}");
+        }
     }
 
     #[test]
