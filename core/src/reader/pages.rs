@@ -100,7 +100,14 @@ impl<T: ChunkReader + 'static> Chunks<T> {
                 .set_compression(Compression::UNCOMPRESSED)
                 .build()?;
             let pages = SerializedPageReader::new(self.input.clone(), &stored, rows, None)?;
-            Ok(Box::new(ZstdPages(pages)))
+            Ok(Box::new(ZstdPages {
+                pages,
+                headers: Headers {
+                    input: self.input.clone(),
+                    at: chunk.byte_range().0,
+                },
+                deferred: None,
+            }))
         } else {
             Ok(Box::new(SerializedPageReader::new(
                 self.input.clone(),
@@ -124,38 +131,72 @@ impl<T: ChunkReader + 'static> Iterator for Chunks<T> {
 impl<T: ChunkReader + 'static> PageIterator for Chunks<T> {}
 
 /// The pages of a zstd chunk opened as stored, decompressed as they are handed on.
-struct ZstdPages<P>(P);
+///
+/// Each page's uncompressed size is read from its header, as parquet's own reader reads it,
+/// and the decompressed page must have exactly that size: parquet does not hand the header on
+/// with the page, so [`Headers`] walks the chunk's page headers alongside it.
+struct ZstdPages<P, T> {
+    pages: P,
+    headers: Headers<T>,
+    /// The uncompressed size of a dictionary page skipped and kept back by `pages`.
+    deferred: Option<usize>,
+}
 
-impl<P: PageReader> PageReader for ZstdPages<P> {
+impl<P: PageReader, T: ChunkReader> PageReader for ZstdPages<P, T> {
     fn get_next_page(&mut self) -> Result<Option<Page>> {
-        self.0.get_next_page()?.map(decompress_page).transpose()
+        let Some(page) = self.pages.get_next_page()? else {
+            return Ok(None);
+        };
+        let header = self.headers.next()?;
+        if header.compressed != page.buffer().len() {
+            return Err(ParquetError::General(format!(
+                "page header at byte {} says {} bytes, the page has {}",
+                header.at,
+                header.compressed,
+                page.buffer().len()
+            )));
+        }
+        decompress_page(page, header.uncompressed).map(Some)
     }
 
     fn peek_next_page(&mut self) -> Result<Option<PageMetadata>> {
-        self.0.peek_next_page()
+        self.pages.peek_next_page()
     }
 
     fn skip_next_page(&mut self) -> Result<()> {
-        self.0.skip_next_page()
+        #[cfg(test)]
+        tests::SKIPPED.with(|n| n.set(n.get() + 1));
+        if self.pages.peek_next_page()?.is_none() {
+            return self.pages.skip_next_page();
+        }
+        self.pages.skip_next_page()?;
+        let header = self.headers.next()?;
+        if header.dictionary {
+            self.deferred = Some(header.uncompressed);
+        }
+        Ok(())
     }
 
     fn supports_deferred_dictionary(&self) -> bool {
-        self.0.supports_deferred_dictionary()
+        self.pages.supports_deferred_dictionary()
     }
 
     fn take_deferred_dictionary(&mut self) -> Result<Option<Page>> {
-        self.0
-            .take_deferred_dictionary()?
-            .map(decompress_page)
-            .transpose()
+        let Some(page) = self.pages.take_deferred_dictionary()? else {
+            return Ok(None);
+        };
+        let size = self.deferred.take().ok_or_else(|| {
+            ParquetError::General("a dictionary page handed back that was never skipped".into())
+        })?;
+        decompress_page(page, size).map(Some)
     }
 
     fn at_record_boundary(&mut self) -> Result<bool> {
-        self.0.at_record_boundary()
+        self.pages.at_record_boundary()
     }
 }
 
-impl<P: PageReader> Iterator for ZstdPages<P> {
+impl<P: PageReader, T: ChunkReader> Iterator for ZstdPages<P, T> {
     type Item = Result<Page>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -164,9 +205,10 @@ impl<P: PageReader> Iterator for ZstdPages<P> {
 }
 
 /// A page as parquet's zstd codec would have handed it on: its compressed bytes
-/// decompressed (for a v2 data page, the bytes after its levels, which are stored
-/// uncompressed, and only when the page says it is compressed).
-fn decompress_page(page: Page) -> Result<Page> {
+/// decompressed to exactly `size` bytes, its header's uncompressed size (for a v2 data
+/// page: the bytes after its levels, which are stored uncompressed, and only when the
+/// page says it is compressed).
+fn decompress_page(page: Page, size: usize) -> Result<Page> {
     Ok(match page {
         Page::DictionaryPage {
             buf,
@@ -174,7 +216,7 @@ fn decompress_page(page: Page) -> Result<Page> {
             encoding,
             is_sorted,
         } => Page::DictionaryPage {
-            buf: unzstd(&buf)?,
+            buf: unzstd(&buf, size)?,
             num_values,
             encoding,
             is_sorted,
@@ -187,7 +229,7 @@ fn decompress_page(page: Page) -> Result<Page> {
             rep_level_encoding,
             statistics,
         } => Page::DataPage {
-            buf: unzstd(&buf)?,
+            buf: unzstd(&buf, size)?,
             num_values,
             encoding,
             def_level_encoding,
@@ -206,14 +248,14 @@ fn decompress_page(page: Page) -> Result<Page> {
             statistics,
         } => {
             let levels = def_levels_byte_len as usize + rep_levels_byte_len as usize;
-            if levels > buf.len() {
+            if levels > buf.len() || levels > size {
                 return Err(ParquetError::General(format!(
-                    "data page v2: levels of {levels} bytes in a page of {}",
+                    "data page v2: levels of {levels} bytes in a page of {} ({size} uncompressed)",
                     buf.len()
                 )));
             }
-            let values = unzstd(&buf[levels..])?;
-            let mut out = Vec::with_capacity(levels + values.len());
+            let values = unzstd(&buf[levels..], size - levels)?;
+            let mut out = Vec::with_capacity(size);
             out.extend_from_slice(&buf[..levels]);
             out.extend_from_slice(&values);
             Page::DataPageV2 {
@@ -238,44 +280,217 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
-/// Decompresses a zstd page. Its size comes from the frame header (parquet's writers
-/// and Arrow C++ record it); a frame without it, or a page of several frames, is
-/// decoded by a stream (a context of its own: the rare case).
-fn unzstd(input: &[u8]) -> Result<Bytes> {
+/// Decompresses a zstd page that must hold exactly `size` bytes (a page of several
+/// frames, or of frames that do not record their size, included).
+fn unzstd(input: &[u8], size: usize) -> Result<Bytes> {
     #[cfg(test)]
     tests::UNZSTD_CALLS.with(|n| n.set(n.get() + 1));
-    // A page whose values are all null may store nothing (see parquet's own reader).
-    if input.is_empty() {
+    // A page whose values are all null stores nothing to decompress (as parquet reads it).
+    if size == 0 {
         return Ok(Bytes::new());
     }
-    let size = zstd::zstd_safe::get_frame_content_size(input)
-        .ok()
-        .flatten();
-    if let Some(size) = size {
-        // Page sizes are 32-bit in Parquet: a larger claim is a damaged header, not
-        // a reason to allocate it.
-        if size > i32::MAX as u64 {
-            return Err(ParquetError::General(format!(
-                "zstd page claims {size} bytes uncompressed"
-            )));
-        }
-        let once = CONTEXT.with(|c| -> std::io::Result<Vec<u8>> {
+    let out = CONTEXT
+        .with(|c| -> std::io::Result<Vec<u8>> {
             let mut c = c.borrow_mut();
             let context = match c.as_mut() {
                 Some(context) => context,
                 None => c.insert(zstd::bulk::Decompressor::new()?),
             };
-            context.decompress(input, size as usize)
-        });
-        if let Ok(out) = once {
-            if out.len() as u64 == size {
-                return Ok(Bytes::from(out));
+            context.decompress(input, size)
+        })
+        .map_err(|e| ParquetError::General(format!("zstd page: {e}")))?;
+    if out.len() != size {
+        return Err(ParquetError::General(format!(
+            "zstd page: {} bytes decompressed, its header says {size}",
+            out.len()
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// What one page header says.
+struct Header {
+    /// Where it starts in the file.
+    at: u64,
+    dictionary: bool,
+    uncompressed: usize,
+    compressed: usize,
+}
+
+/// The page headers of one column chunk, read in turn from its start.
+struct Headers<T> {
+    input: Arc<T>,
+    at: u64,
+}
+
+impl<T: ChunkReader> Headers<T> {
+    fn next(&mut self) -> Result<Header> {
+        let at = self.at;
+        let mut r = Compact {
+            r: self.input.get_read(at)?,
+            read: 0,
+        };
+        let (mut kind, mut uncompressed, mut compressed) = (None, None, None);
+        r.read_struct(0, &mut |r, id, ty| {
+            match (id, ty) {
+                (1, 5) => kind = Some(r.i32()?),
+                (2, 5) => uncompressed = Some(r.i32()?),
+                (3, 5) => compressed = Some(r.i32()?),
+                _ => r.skip(ty, 1)?,
+            }
+            Ok(())
+        })?;
+        let size = |v: Option<i32>, what: &str| {
+            v.and_then(|v| usize::try_from(v).ok()).ok_or_else(|| {
+                ParquetError::General(format!("page header at byte {at}: no valid {what}"))
+            })
+        };
+        let header = Header {
+            at,
+            // PageType::DICTIONARY_PAGE
+            dictionary: kind == Some(2),
+            uncompressed: size(uncompressed, "uncompressed size")?,
+            compressed: size(compressed, "compressed size")?,
+        };
+        self.at = at + r.read + header.compressed as u64;
+        Ok(header)
+    }
+}
+
+/// Just enough of Thrift's compact protocol to read a page header's sizes and skip the
+/// rest of it (parquet's own reader of it is not public).
+struct Compact<R> {
+    r: R,
+    read: u64,
+}
+
+impl<R: std::io::Read> Compact<R> {
+    fn byte(&mut self) -> Result<u8> {
+        let mut b = [0u8];
+        self.r
+            .read_exact(&mut b)
+            .map_err(|e| ParquetError::General(format!("page header: {e}")))?;
+        self.read += 1;
+        Ok(b[0])
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
             }
         }
+        Err(ParquetError::General(
+            "page header: a varint too long".into(),
+        ))
     }
-    zstd::stream::decode_all(input)
-        .map(Bytes::from)
-        .map_err(|e| ParquetError::General(format!("zstd page: {e}")))
+
+    fn i32(&mut self) -> Result<i32> {
+        let v = self.varint()? as u32;
+        Ok((v >> 1) as i32 ^ -((v & 1) as i32))
+    }
+
+    /// Reads a struct's fields, handing each (id, type) to `field`, which reads or skips it.
+    fn read_struct(
+        &mut self,
+        depth: u32,
+        field: &mut dyn FnMut(&mut Self, i16, u8) -> Result<()>,
+    ) -> Result<()> {
+        if depth > 16 {
+            return Err(ParquetError::General("page header: nested too deep".into()));
+        }
+        let mut id: i16 = 0;
+        loop {
+            let b = self.byte()?;
+            // Type 0 is the end of the struct whatever the rest of the byte (as parquet reads it).
+            if b & 0x0f == 0 {
+                return Ok(());
+            }
+            let ty = b & 0x0f;
+            id = match b >> 4 {
+                0 => {
+                    let v = self.varint()? as u16;
+                    (v >> 1) as i16 ^ -((v & 1) as i16)
+                }
+                delta => id.wrapping_add(i16::from(delta)),
+            };
+            field(self, id, ty)?;
+        }
+    }
+
+    /// Skips a value of compact type `ty` (a field's: booleans carry no bytes).
+    fn skip(&mut self, ty: u8, depth: u32) -> Result<()> {
+        match ty {
+            1 | 2 => {}
+            3 => {
+                self.byte()?;
+            }
+            4..=6 => {
+                self.varint()?;
+            }
+            7 => {
+                for _ in 0..8 {
+                    self.byte()?;
+                }
+            }
+            8 => {
+                let n = self.varint()?;
+                let copied = std::io::copy(
+                    &mut std::io::Read::take(&mut self.r, n),
+                    &mut std::io::sink(),
+                )
+                .map_err(|e| ParquetError::General(format!("page header: {e}")))?;
+                if copied != n {
+                    return Err(ParquetError::General("page header: cut short".into()));
+                }
+                self.read += n;
+            }
+            9 | 10 => {
+                let h = self.byte()?;
+                let mut n = u64::from(h >> 4);
+                if n == 15 {
+                    n = self.varint()?;
+                }
+                for _ in 0..n {
+                    self.skip_element(h & 0x0f, depth)?;
+                }
+            }
+            11 => {
+                let n = self.varint()?;
+                if n > 0 {
+                    let kv = self.byte()?;
+                    for _ in 0..n {
+                        self.skip_element(kv >> 4, depth)?;
+                        self.skip_element(kv & 0x0f, depth)?;
+                    }
+                }
+            }
+            12 => self.read_struct(depth + 1, &mut |r, _, ty| r.skip(ty, depth + 1))?,
+            13 => {
+                for _ in 0..16 {
+                    self.byte()?;
+                }
+            }
+            _ => {
+                return Err(ParquetError::General(format!(
+                    "page header: unknown Thrift type {ty}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips an element of a list, set or map (booleans take a byte there).
+    fn skip_element(&mut self, ty: u8, depth: u32) -> Result<()> {
+        if ty == 1 || ty == 2 {
+            self.byte().map(drop)
+        } else {
+            self.skip(ty, depth)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -291,6 +506,8 @@ mod tests {
     thread_local! {
         /// Pages this thread decompressed here (not by parquet's codec).
         pub(super) static UNZSTD_CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// zstd pages this thread skipped (a row selection).
+        pub(super) static SKIPPED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
     fn sample(rows: usize) -> RecordBatch {
@@ -360,6 +577,51 @@ mod tests {
                     batch,
                     "{what}"
                 );
+                // A row selection skips whole pages (v2 pages say their rows), a dictionary
+                // page among them, and reads the rest exactly.
+                {
+                    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+                    let md = meta.metadata().clone();
+                    let levels = parquet_to_arrow_field_levels(
+                        md.file_metadata().schema_descr(),
+                        ProjectionMask::all(),
+                        None,
+                    )
+                    .unwrap();
+                    let groups = WholeFile {
+                        input: Arc::new(file.clone()),
+                        metadata: md,
+                        row_groups: vec![0, 1, 2],
+                    };
+                    let selection = RowSelection::from(vec![
+                        RowSelector::skip(1_000),
+                        RowSelector::select(450),
+                        RowSelector::skip(2_150),
+                        RowSelector::select(1_400),
+                    ]);
+                    let skipped = SKIPPED.with(|n| n.get());
+                    let got: Vec<RecordBatch> = ParquetRecordBatchReader::try_new_with_row_groups(
+                        &levels,
+                        &groups,
+                        100,
+                        Some(selection),
+                    )
+                    .unwrap()
+                    .collect::<std::result::Result<_, _>>()
+                    .unwrap();
+                    let want = arrow::compute::concat_batches(
+                        &batch.schema(),
+                        &[batch.slice(1_000, 450), batch.slice(3_600, 1_400)],
+                    )
+                    .unwrap();
+                    assert_eq!(concat(&got), want, "{what}");
+                    if matches!(compression, Compression::ZSTD(_))
+                        && version == WriterVersion::PARQUET_2_0
+                    {
+                        let n = SKIPPED.with(|n| n.get()) - skipped;
+                        assert!(n > 0, "{what}: no page skipped");
+                    }
+                }
                 // Projection and row groups: the second group's `value` alone.
                 let got = concat(&read(file, &[2], Some(vec![1])));
                 assert_eq!(got.num_columns(), 1, "{what}");
@@ -372,19 +634,20 @@ mod tests {
         }
     }
 
-    /// Frames without a recorded size, or several frames in one page, are decoded too;
-    /// damage is an error, never a panic or a huge allocation.
+    /// Pages decompress to exactly their header's size, whatever their frames record
+    /// (a size or none, one frame or several); anything else is an error.
     #[test]
-    fn frames_of_every_shape_decode_and_damage_is_an_error() {
+    fn pages_decompress_to_exactly_their_size() {
         let data: Vec<u8> = (0..100_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
+        let n = data.len();
         let sized = zstd::bulk::compress(&data, 3).unwrap();
         assert_eq!(
             zstd::zstd_safe::get_frame_content_size(&sized).unwrap(),
-            Some(data.len() as u64)
+            Some(n as u64)
         );
-        assert_eq!(unzstd(&sized).unwrap(), data);
+        assert_eq!(unzstd(&sized, n).unwrap(), data);
         // A stream without a pledged size records none.
         let mut unsized_ = Vec::new();
         {
@@ -396,24 +659,207 @@ mod tests {
             zstd::zstd_safe::get_frame_content_size(&unsized_).unwrap(),
             None
         );
-        assert_eq!(unzstd(&unsized_).unwrap(), data);
-        // Two frames: the first's size is too small for both.
+        assert_eq!(unzstd(&unsized_, n).unwrap(), data);
         let mut two = sized.clone();
-        two.extend_from_slice(&sized);
-        assert_eq!(unzstd(&two).unwrap(), [data.clone(), data.clone()].concat());
-        assert_eq!(unzstd(&[]).unwrap(), Bytes::new());
-        // Truncated, corrupted, and a header claiming 2^40 bytes.
-        assert!(unzstd(&sized[..sized.len() / 2]).is_err());
+        two.extend_from_slice(&unsized_);
+        assert_eq!(
+            unzstd(&two, 2 * n).unwrap(),
+            [data.clone(), data.clone()].concat()
+        );
+        // A page of no values stores nothing.
+        assert_eq!(unzstd(&[], 0).unwrap(), Bytes::new());
+        // The header's size is checked both ways, frames recording one or not.
+        for frame in [&sized, &unsized_] {
+            let short = unzstd(frame, n + 1).unwrap_err().to_string();
+            assert!(
+                short.contains(&format!(
+                    "{n} bytes decompressed, its header says {}",
+                    n + 1
+                )) || short.contains("zstd page"),
+                "{short}"
+            );
+            assert!(unzstd(frame, n - 1).is_err());
+        }
+        // Truncated, corrupted.
+        assert!(unzstd(&sized[..sized.len() / 2], n).is_err());
         let mut bad = sized.clone();
         for b in &mut bad[20..60] {
             *b ^= 0x5a;
         }
-        assert!(unzstd(&bad).is_err());
-        // A frame header (single segment, 8-byte size) claiming 2^40 bytes, one raw block.
-        let mut huge = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
-        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
-        huge.extend_from_slice(&[9, 0, 0, b'x']);
-        let err = unzstd(&huge).unwrap_err().to_string();
-        assert!(err.contains("claims 1099511627776 bytes"), "{err}");
+        assert!(unzstd(&bad, n).is_err());
+    }
+
+    /// A page header's sizes are read as Thrift's compact protocol writes them, past fields
+    /// of every type (statistics, lists, maps, nested structs, long field ids).
+    #[test]
+    fn page_headers_are_read_past_every_field_type() {
+        fn varint(out: &mut Vec<u8>, mut v: u64) {
+            while v >= 0x80 {
+                out.push(v as u8 | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        let zz = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
+        let mut h = Vec::new();
+        h.push(0x15); // field 1, i32: type
+        varint(&mut h, zz(2));
+        h.push(0x15); // field 2, i32: uncompressed size
+        varint(&mut h, zz(123_456));
+        h.push(0x15); // field 3, i32: compressed size
+        varint(&mut h, zz(7));
+        h.push(0x15); // field 4, i32: crc
+        varint(&mut h, zz(-5));
+        h.push(0x1c); // field 5, struct
+        h.push(0x18); // binary
+        varint(&mut h, 3);
+        h.extend_from_slice(b"abc");
+        h.push(0x11); // bool true
+        h.push(0x17); // double
+        h.extend_from_slice(&1.5f64.to_le_bytes());
+        h.push(0x19); // list of 3 bools
+        h.push(0x31);
+        h.extend_from_slice(&[1, 2, 1]);
+        h.push(0x1b); // map of 1 i32 -> binary
+        varint(&mut h, 1);
+        h.push(0x58);
+        varint(&mut h, zz(9));
+        varint(&mut h, 2);
+        h.extend_from_slice(b"xy");
+        h.push(0x1c); // nested struct with a long field id
+        h.push(0x06);
+        varint(&mut h, zz(300));
+        varint(&mut h, zz(-1));
+        h.push(0);
+        h.push(0x19); // list of 17 i16 (long size form)
+        h.push(0xf4);
+        varint(&mut h, 17);
+        for i in 0..17 {
+            varint(&mut h, zz(i));
+        }
+        h.push(0x13); // byte
+        h.push(0xff);
+        h.push(0); // end of field 5
+        h.push(0); // end of the header
+        let header_len = h.len() as u64;
+        h.extend_from_slice(b"PAGEBYTE"); // 7 page bytes and the next header's start
+        let mut headers = Headers {
+            input: Arc::new(Bytes::from(h.clone())),
+            at: 0,
+        };
+        let got = headers.next().unwrap();
+        assert_eq!(
+            (got.at, got.dictionary, got.uncompressed, got.compressed),
+            (0, true, 123_456, 7)
+        );
+        assert_eq!(headers.at, header_len + 7);
+        // Cut anywhere, or without a size, it is an error.
+        for cut in 0..header_len as usize {
+            let mut headers = Headers {
+                input: Arc::new(Bytes::from(h[..cut].to_vec())),
+                at: 0,
+            };
+            assert!(headers.next().is_err(), "cut at {cut}");
+        }
+        let mut headers = Headers {
+            input: Arc::new(Bytes::from_static(&[0x15, 0x04, 0x00])),
+            at: 0,
+        };
+        let e = headers.next().err().unwrap().to_string();
+        assert!(e.contains("no valid uncompressed size"), "{e}");
+    }
+
+    /// Damaged bytes anywhere in a zstd file's pages: read here, they give what parquet's
+    /// own reader gives (the same rows, or an error), and never a panic parquet's reader
+    /// would not have had (arrow's decoders themselves panic on some damage, which the
+    /// extension's callbacks contain).
+    #[test]
+    fn damaged_zstd_pages_read_as_parquet_reads_them() {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        type Read = std::thread::Result<std::result::Result<Vec<RecordBatch>, String>>;
+        fn ours(bytes: &Bytes, meta: &ArrowReaderMetadata) -> Read {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                batch_reader(bytes.clone(), meta, ProjectionMask::all(), None, 700)
+                    .map_err(|e| e.to_string())?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
+            }))
+        }
+        fn parquets(bytes: &Bytes) -> Read {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+                    .and_then(|b| b.with_batch_size(700).build())
+                    .map_err(|e| e.to_string())?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
+            }))
+        }
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let batch = sample(3_000);
+        let mut seen = [0usize; 5];
+        let mut failures: Vec<String> = Vec::new();
+        for version in [WriterVersion::PARQUET_1_0, WriterVersion::PARQUET_2_0] {
+            let props = WriterProperties::builder()
+                .set_writer_version(version)
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_data_page_row_count_limit(500)
+                .set_write_batch_size(500)
+                .build();
+            let file = write(&batch, props);
+            let meta = ArrowReaderMetadata::load(&file, Default::default()).unwrap();
+            // Only the pages are damaged (the footer still parses).
+            let pages_end = meta.metadata().row_group(0).columns().iter().map(|c| {
+                let (start, len) = c.byte_range();
+                start + len
+            });
+            let pages_end = pages_end.max().unwrap() as usize;
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ pages_end as u64;
+            for _ in 0..1_500 {
+                let mut bytes = file.to_vec();
+                for _ in 0..1 + seed % 4 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let at = 4 + (seed as usize % (pages_end - 4));
+                    bytes[at] ^= (seed >> 32) as u8 | 1;
+                }
+                let bytes = Bytes::from(bytes);
+                let (a, b) = (ours(&bytes, &meta), parquets(&bytes));
+                let case = format!("{version:?}, seed {seed:#x}");
+                match (&a, &b) {
+                    (Ok(Ok(x)), Ok(Ok(y))) => {
+                        assert_eq!(x, y, "{case}");
+                        seen[0] += 1
+                    }
+                    (Ok(Err(_)), Ok(Err(_))) => seen[1] += 1,
+                    (Err(_), Err(_)) => seen[2] += 1,
+                    // Where parquet's reader panics, ours may stop at an error first.
+                    (Ok(Err(_)), Err(_)) => seen[3] += 1,
+                    // A damaged page header that parquet's reader reads past (it reads some
+                    // fields without checking their types); ours refuses it.
+                    (Ok(Err(e)), Ok(Ok(_))) if e.contains("page header") => seen[4] += 1,
+                    _ => failures.push(format!(
+                        "{case}: ours {:?}, parquet's {:?}",
+                        a.map(|r| r.map(|v| v.len())),
+                        b.map(|r| r.map(|v| v.len()))
+                    )),
+                }
+            }
+        }
+        std::panic::set_hook(hook);
+        assert!(
+            failures.is_empty(),
+            "{} of 3,000: {:#?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        // The damage reached every kind of outcome.
+        assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+        eprintln!(
+            "same rows {}, both errors {}, both panicked {}, ours an error where parquet's \
+             panicked {}, ours an error where parquet's read a damaged header {}",
+            seen[0], seen[1], seen[2], seen[3], seen[4]
+        );
     }
 }
