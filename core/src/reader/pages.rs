@@ -208,46 +208,19 @@ impl<P: PageReader, T: ChunkReader> Iterator for ZstdPages<P, T> {
 /// decompressed to exactly `size` bytes, its header's uncompressed size (for a v2 data
 /// page: the bytes after its levels, which are stored uncompressed, and only when the
 /// page says it is compressed).
-fn decompress_page(page: Page, size: usize) -> Result<Page> {
-    Ok(match page {
-        Page::DictionaryPage {
-            buf,
-            num_values,
-            encoding,
-            is_sorted,
-        } => Page::DictionaryPage {
-            buf: unzstd(&buf, size)?,
-            num_values,
-            encoding,
-            is_sorted,
-        },
-        Page::DataPage {
-            buf,
-            num_values,
-            encoding,
-            def_level_encoding,
-            rep_level_encoding,
-            statistics,
-        } => Page::DataPage {
-            buf: unzstd(&buf, size)?,
-            num_values,
-            encoding,
-            def_level_encoding,
-            rep_level_encoding,
-            statistics,
-        },
+fn decompress_page(mut page: Page, size: usize) -> Result<Page> {
+    match &mut page {
+        Page::DictionaryPage { buf, .. } | Page::DataPage { buf, .. } => {
+            *buf = unzstd(buf, size)?;
+        }
         Page::DataPageV2 {
             buf,
-            num_values,
-            encoding,
-            num_nulls,
-            num_rows,
             def_levels_byte_len,
             rep_levels_byte_len,
-            is_compressed: true,
-            statistics,
-        } => {
-            let levels = def_levels_byte_len as usize + rep_levels_byte_len as usize;
+            is_compressed,
+            ..
+        } if *is_compressed => {
+            let levels = *def_levels_byte_len as usize + *rep_levels_byte_len as usize;
             if levels > buf.len() || levels > size {
                 return Err(ParquetError::General(format!(
                     "data page v2: levels of {levels} bytes in a page of {} ({size} uncompressed)",
@@ -258,20 +231,12 @@ fn decompress_page(page: Page, size: usize) -> Result<Page> {
             let mut out = Vec::with_capacity(size);
             out.extend_from_slice(&buf[..levels]);
             out.extend_from_slice(&values);
-            Page::DataPageV2 {
-                buf: Bytes::from(out),
-                num_values,
-                encoding,
-                num_nulls,
-                num_rows,
-                def_levels_byte_len,
-                rep_levels_byte_len,
-                is_compressed: false,
-                statistics,
-            }
+            *buf = Bytes::from(out);
+            *is_compressed = false;
         }
-        uncompressed @ Page::DataPageV2 { .. } => uncompressed,
-    })
+        Page::DataPageV2 { .. } => {}
+    }
+    Ok(page)
 }
 
 thread_local! {
