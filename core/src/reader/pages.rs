@@ -1,4 +1,4 @@
-//! The column chunks of a file read in one piece (a local file, an object fetched
+//! The column chunks of a file read synchronously (a local file, an object fetched
 //! whole), with one zstd decompression context per thread.
 //!
 //! parquet's zstd codec creates a compression *and* a decompression context for every
@@ -7,7 +7,9 @@
 //! and initialisation of ~100 KiB per chunk; BENCHMARKS.md, the dashboard section).
 //! Here a zstd chunk is opened as if it were uncompressed, so parquet hands over each
 //! page's bytes as stored, and [`ZstdPages`] decompresses them with the context this
-//! thread keeps. Other codecs are opened by parquet as before.
+//! thread keeps, each to exactly the size its page header gives, as parquet's codec
+//! checks it ([`Headers`] reads those headers, which parquet does not hand on). Other
+//! codecs are opened by parquet as before.
 
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader, RowGroups};
