@@ -20,8 +20,7 @@ use crate::layout::{month_end, CREATED_BY_KEY};
 use arrow::array::{Array, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::SchemaRef;
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use decode::{
