@@ -206,7 +206,7 @@ pub struct PartitionReader {
 }
 
 /// The largest local file [`PartitionReader::open`] reads in one piece.
-pub const READ_WHOLE: u64 = 2 << 20;
+pub(crate) const READ_WHOLE: u64 = 2 << 20;
 
 /// Where a reader's batches come from.
 enum Batches {

@@ -415,8 +415,7 @@ impl ObjectStorage {
                                 tails.insert(k.to_string(), tail);
                             }
                         }
-                        Some(_) => {}
-                        None => {}
+                        _ => {}
                     }
                     Ok(Some(meta.size))
                 }
@@ -1992,6 +1991,7 @@ mod tests {
     use super::*;
     use crate::reader::Column;
     use object_store::memory::InMemory;
+    use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
     fn batch(proxy: &str, day: NaiveDate, rows: usize) -> RecordBatch {
         let mut b = crate::schema::PartitionBuilder::new();
@@ -2003,6 +2003,21 @@ mod tests {
         };
         b.push_series("m", &s, &[]);
         b.finish(proxy, day)
+    }
+
+    /// Every row of the month file `reader` reads, through parquet's async reader.
+    fn rows_of(reader: RangeReader) -> std::result::Result<usize, String> {
+        let reader =
+            parquet::arrow::async_reader::SpawnedReader::new(reader, runtime().handle().clone());
+        let mut stream = futures::executor::block_on(ParquetRecordBatchStreamBuilder::new(reader))
+            .map_err(|e| e.to_string())?
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut n = 0;
+        while let Some(b) = futures::executor::block_on(stream.next()) {
+            n += b.map_err(|e| e.to_string())?.num_rows();
+        }
+        Ok(n)
     }
 
     fn d(s: &str) -> NaiveDate {
@@ -2148,7 +2163,6 @@ mod tests {
 
     #[test]
     fn ranged_reads_ask_for_one_version_of_a_month_file() {
-        use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
         let mem = Arc::new(InMemory::new());
         let store: Arc<dyn ObjectStore> = mem.clone();
         let key = ObjectPath::from("2024-02/2024-02.parquet");
@@ -2167,22 +2181,6 @@ mod tests {
         let head = || {
             let (s, k) = (store.clone(), key.clone());
             run(async move { s.head(&k).await.unwrap() })
-        };
-        let rows_of = |reader: RangeReader| -> std::result::Result<usize, String> {
-            let reader = parquet::arrow::async_reader::SpawnedReader::new(
-                reader,
-                runtime().handle().clone(),
-            );
-            let mut stream =
-                futures::executor::block_on(ParquetRecordBatchStreamBuilder::new(reader))
-                    .map_err(|e| e.to_string())?
-                    .build()
-                    .map_err(|e| e.to_string())?;
-            let mut n = 0;
-            while let Some(b) = futures::executor::block_on(stream.next()) {
-                n += b.map_err(|e| e.to_string())?.num_rows();
-            }
-            Ok(n)
         };
         put(encode(10));
         let seen = head();
@@ -2248,7 +2246,7 @@ mod tests {
 
     #[test]
     fn a_tail_at_hand_serves_the_footer_and_the_ranges_inside_it() {
-        use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+        use parquet::arrow::async_reader::AsyncFileReader;
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let key = ObjectPath::from("2024-02/2024-02.parquet");
         let cfg = StorageConfig::default();
@@ -2261,22 +2259,6 @@ mod tests {
         assert!(size > 2 * 64 * 1024, "{size}");
         let reader = |tail: Bytes| {
             RangeReader::new(store.clone(), key.clone(), size, Pin::default()).with_tail(tail)
-        };
-        let rows_of = |reader: RangeReader| -> std::result::Result<usize, String> {
-            let reader = parquet::arrow::async_reader::SpawnedReader::new(
-                reader,
-                runtime().handle().clone(),
-            );
-            let mut stream =
-                futures::executor::block_on(ParquetRecordBatchStreamBuilder::new(reader))
-                    .map_err(|e| e.to_string())?
-                    .build()
-                    .map_err(|e| e.to_string())?;
-            let mut n = 0;
-            while let Some(b) = futures::executor::block_on(stream.next()) {
-                n += b.map_err(|e| e.to_string())?.num_rows();
-            }
-            Ok(n)
         };
         // The store is empty: whatever is read comes from the tail, or fails.
         // The whole file at hand: every row, no request.
