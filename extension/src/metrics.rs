@@ -17,12 +17,12 @@
 //! `source := true` adds a `source` column: the file each row came from.
 
 use crate::paging::{Cursor, CHUNK_ROWS};
-use crate::params::{err, named, named_string, BoxError, StringArg};
+use crate::params::{err, named, named_string, Arg, BoxError, StringArg};
 use crate::selection::{resolve, DateArg, Resolved, SelectionArgs};
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
 use chrono::Utc;
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
-use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
+use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::reader::{Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec};
 use promduck_core::storage::Storage;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -122,43 +122,109 @@ fn open_archive(bind: &BindInfo, who: &str, data_dir: &str) -> Result<Arc<dyn St
 
 /// The selection parameters of a call, read from DuckDB's values (the rules are in
 /// [`crate::selection`]).
-fn selection_args(bind: &BindInfo, positional: usize) -> SelectionArgs {
+fn selection_args(bind: &BindInfo, positional: usize) -> Result<SelectionArgs, BoxError> {
     let positional_value = |i: usize| {
         (positional > i)
-            .then(|| bind.get_parameter(i as u64))
+            .then(|| crate::params::positional(bind, i as u64))
             .filter(|v| !v.is_null())
     };
-    SelectionArgs {
+    let last_days = match named(bind, "last_days") {
+        None => None,
+        Some(v) => Some(match v.integer() {
+            Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
+            None => {
+                return Err(err(format!(
+                    "last_days must be an integer between 1 and 36600, got {} {:?}",
+                    v.type_name(),
+                    v.render()
+                )))
+            }
+        }),
+    };
+    Ok(SelectionArgs {
         data_dir: named_string(bind, "data_dir"),
         env_data_dir: std::env::var("PROMDUCK_DATA_DIR").ok(),
-        range: positional_value(0).map(|v| date_arg(&v)),
-        date_range: named(bind, "date_range").map(|v| date_arg(&v)),
-        date: named_string(bind, "date"),
-        start_date: named_string(bind, "start_date"),
-        end_date: named_string(bind, "end_date"),
-        last_days: named(bind, "last_days").map(|v| v.to_int64()),
+        range: positional_value(0)
+            .map(|v| date_arg(&v, "the date range argument"))
+            .transpose()?,
+        date_range: named(bind, "date_range")
+            .map(|v| date_arg(&v, "date_range"))
+            .transpose()?,
+        date: named(bind, "date")
+            .map(|v| day_text(&v, "date"))
+            .transpose()?,
+        start_date: named(bind, "start_date")
+            .map(|v| day_text(&v, "start_date"))
+            .transpose()?,
+        end_date: named(bind, "end_date")
+            .map(|v| day_text(&v, "end_date"))
+            .transpose()?,
+        last_days,
         proxy_positional: positional_value(1).map(|v| StringArg::of(&v)),
         proxy: named(bind, "proxy").map(|v| StringArg::of(&v)),
         metric: named(bind, "metric").map(|v| StringArg::of(&v)),
-    }
+    })
 }
 
-/// A date-range value: a list's items, an integer, or its text.
-fn date_arg(v: &Value) -> DateArg {
-    if let Some(items) = v.to_list() {
-        return DateArg::List(items.iter().map(|i| i.to_string()).collect());
-    }
-    match v.logical_type_id() {
-        LogicalTypeId::Integer
-        | LogicalTypeId::Bigint
-        | LogicalTypeId::Smallint
-        | LogicalTypeId::Tinyint => DateArg::Days(v.to_int64()),
-        _ => DateArg::Text(v.to_string()),
+/// A day parameter's text, checked by [`crate::params::date_value`]'s rules for the
+/// types that name no day (a list, a TIMESTAMP WITH TIME ZONE).
+fn day_text(v: &Arg, param: &str) -> Result<String, BoxError> {
+    crate::params::date_value(v, param)?;
+    Ok(v.render())
+}
+
+/// A date-range value: a list's items, an integer, or its text. A NULL inside a list
+/// is an error (a range needs both ends).
+fn date_arg(v: &Arg, param: &str) -> Result<DateArg, BoxError> {
+    match v {
+        Arg::List(items) => {
+            if let Some(i) = items.iter().position(Arg::is_null) {
+                return Err(err(format!(
+                    "{param}: item {} of the list is NULL; give two dates [start, end]",
+                    i + 1
+                )));
+            }
+            for i in items {
+                match i {
+                    Arg::Scalar {
+                        ty: LogicalTypeId::TimestampTZ,
+                        ..
+                    } => {
+                        crate::params::date_value(i, param)?;
+                    }
+                    Arg::Scalar { .. } => {}
+                    other => {
+                        return Err(err(format!(
+                            "{param}: the list's items must be dates, got {}",
+                            other.type_name()
+                        )))
+                    }
+                }
+            }
+            Ok(DateArg::List(items.iter().map(Arg::render).collect()))
+        }
+        v if v.is_integer() => Ok(DateArg::Days(
+            v.integer()
+                .and_then(|n| i64::try_from(n).ok())
+                .unwrap_or(i64::MAX),
+        )),
+        v => {
+            if matches!(
+                v,
+                Arg::Scalar {
+                    ty: LogicalTypeId::TimestampTZ,
+                    ..
+                }
+            ) {
+                crate::params::date_value(v, param)?;
+            }
+            Ok(DateArg::Text(v.render()))
+        }
     }
 }
 
 fn bind_selection(bind: &BindInfo, positional: usize) -> Result<Resolved, BoxError> {
-    resolve(&selection_args(bind, positional), Utc::now().date_naive())
+    resolve(&selection_args(bind, positional)?, Utc::now().date_naive())
 }
 
 impl<const N: usize> VTab for PromMetrics<N> {
@@ -174,7 +240,7 @@ impl<const N: usize> VTab for PromMetrics<N> {
             selection: sel,
             metrics,
         } = bind_selection(bind, N)?;
-        if named(bind, "source").is_some_and(|v| v.to_string().eq_ignore_ascii_case("true")) {
+        if named_string(bind, "source").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             bind.add_result_column("source", varchar());
         }
         let storage = open_archive(bind, "prom_metrics", &data_dir)?;
@@ -253,13 +319,13 @@ impl<const N: usize> VTab for PromMetrics<N> {
                     output,
                     col,
                     std::iter::repeat_n(Some(path.as_str()), batch.len),
-                );
+                )?;
             }
             // A small file is done after its first batch and is closed right away.
             if !reader.is_exhausted() {
                 init.open_readers()?.push(reader);
             }
-            write_batch(output, &init.columns, &batch);
+            write_batch(output, &init.columns, &batch)?;
             return Ok(());
         }
     }
@@ -317,8 +383,9 @@ fn write_repeated_strings<'a>(
     out: &DataChunkHandle,
     col: usize,
     rows: impl Iterator<Item = Option<&'a str>>,
-) {
+) -> Result<(), BoxError> {
     const RECENT: usize = 8;
+    let raw = crate::vectors::raw_vector(out, col);
     let mut v = out.flat_vector(col);
     // SAFETY: a VARCHAR vector's data is an array of 16-byte `duckdb_string_t`, one per
     // row of the chunk (its capacity), and rows are only written below capacity.
@@ -348,7 +415,7 @@ fn write_repeated_strings<'a>(
             // as long as the vector) is valid for row `i` too.
             Some(j) => unsafe { *data.add(i) = *data.add(j) },
             None => {
-                duckdb::core::Inserter::insert(&v, i, s);
+                crate::guard::assign_string(raw, i, s)?;
                 recent[next] = (i, s);
                 next = (next + 1) % RECENT;
             }
@@ -358,9 +425,14 @@ fn write_repeated_strings<'a>(
     for i in nulls {
         v.set_null(i);
     }
+    Ok(())
 }
 
-fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBatch) {
+fn write_batch(
+    out: &mut DataChunkHandle,
+    columns: &[Option<Column>],
+    b: &ReadBatch,
+) -> Result<(), BoxError> {
     let n = b.len;
     for (i, c) in columns.iter().enumerate() {
         match c {
@@ -377,12 +449,12 @@ fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBa
             }
             Some(Column::Proxy) => {
                 if let Some(a) = &b.proxy {
-                    write_repeated_strings(out, i, a.iter());
+                    write_repeated_strings(out, i, a.iter())?;
                 }
             }
             Some(Column::Metric) => {
                 if let Some(a) = &b.metric {
-                    write_repeated_strings(out, i, a.iter());
+                    write_repeated_strings(out, i, a.iter())?;
                 }
             }
             Some(Column::Value) => {
@@ -404,13 +476,14 @@ fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBa
                             (l.keys.value(j), v)
                         }))
                     });
-                    write_maps(out, i, rows);
+                    write_maps(out, i, rows)?;
                 }
             }
             None => {}
         }
     }
     out.set_len(n);
+    Ok(())
 }
 
 /// `prom_partitions(...)`: which partitions exist, from the folder listing
@@ -498,11 +571,11 @@ impl VTab for PromPartitions {
                         .iter()
                         .map(|f| Some(promduck_core::schema::date32(f.day))),
                 ),
-                1 => write_strings(out, i, slice.iter().map(|f| Some(f.proxy.as_str()))),
+                1 => write_strings(out, i, slice.iter().map(|f| Some(f.proxy.as_str())))?,
                 2 => {
                     let paths: Vec<String> =
                         slice.iter().map(|f| f.path.display().to_string()).collect();
-                    write_strings(out, i, paths.iter().map(|p| Some(p.as_str())));
+                    write_strings(out, i, paths.iter().map(|p| Some(p.as_str())))?;
                 }
                 // A partition inside a month file has no size of its own: NULL.
                 3 => write_values(
