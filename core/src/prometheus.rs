@@ -1028,6 +1028,7 @@ fn decode_answer(
     left: u64,
     limit: u64,
 ) -> Result<(Answer, u64), PromError> {
+    refuse_native_histograms(body)?;
     let budget = SampleBudget::set(left);
     let (data, sink) = match fast::decode(body) {
         Some(Ok(decoded)) => decoded,
@@ -1056,9 +1057,39 @@ fn decode_answer(
     finish_answer(data, sink, redactor, left, limit)
 }
 
+/// Native histogram samples are not malformed, only not stored: say so.
+fn refuse_native_histograms(body: &[u8]) -> Result<(), PromError> {
+    if has_native_histograms(body) {
+        return Err(PromError::Unsupported(
+            "the answer holds native histogram samples, which promduck does not store; query a float series \
+             instead, e.g. histogram_count(...), histogram_sum(...) or histogram_quantile(0.9, ...)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a query answer carries native histogram samples (`"histogram": [ts, {…}]`
+/// in a vector, `"histograms": [[ts, {…}], …]` in a matrix). A key followed by `[`
+/// cannot occur inside a JSON string (its quote would be escaped) nor be a label (a
+/// label's value is a string).
+fn has_native_histograms(body: &[u8]) -> bool {
+    [&b"\"histogram\":"[..], &b"\"histograms\":"[..]]
+        .iter()
+        .any(|key| {
+            memchr::memmem::find_iter(body, key).any(|at| {
+                body[at + key.len()..]
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace())
+                    == Some(&b'[')
+            })
+        })
+}
+
 /// The same as [`decode_answer`], through serde only (the reference for the fast path).
 #[cfg(test)]
 fn decode_answer_serde(body: &[u8], left: u64) -> Result<(Answer, u64), PromError> {
+    refuse_native_histograms(body)?;
     let redactor = Redactor::default();
     let budget = SampleBudget::set(left);
     let sink = SinkGuard::install();
@@ -1880,7 +1911,7 @@ impl PromClient {
         }
         b = b.default_headers(headers);
         if let Some(ca) = &cfg.tls.ca_file {
-            let pem = std::fs::read(ca)
+            let pem = crate::config::small_file::read(ca, crate::config::small_file::TLS_LIMIT)
                 .map_err(|e| PromError::Setup(format!("tls caFile {}: {e}", ca.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 PromError::Setup(format!(
@@ -1899,11 +1930,14 @@ impl PromClient {
             }
         }
         if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
-            let mut pem = std::fs::read(cert)
-                .map_err(|e| PromError::Setup(format!("tls certFile {}: {e}", cert.display())))?;
+            let mut pem =
+                crate::config::small_file::read(cert, crate::config::small_file::TLS_LIMIT)
+                    .map_err(|e| {
+                        PromError::Setup(format!("tls certFile {}: {e}", cert.display()))
+                    })?;
             pem.push(b'\n');
             pem.extend(
-                std::fs::read(key)
+                crate::config::small_file::read(key, crate::config::small_file::TLS_LIMIT)
                     .map_err(|e| PromError::Setup(format!("tls keyFile {}: {e}", key.display())))?,
             );
             let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
@@ -2388,6 +2422,23 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_histograms_are_unsupported_not_malformed() {
+        let v = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"b"},"histogram":[1,{"count":"2","sum":"3","buckets":[[0,"1","2","3"]]}]}]}}"#;
+        let m = br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"b"},"histograms": [[1,{"count":"2","sum":"3"}]]}]}}"#;
+        for body in [&v[..], &m[..]] {
+            let e = decode_query_response(body).unwrap_err();
+            assert!(matches!(e, PromError::Unsupported(_)), "{e}");
+            assert!(e.to_string().contains("native histogram"), "{e}");
+        }
+        // A label called `histogram` is a label.
+        let l = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"histogram":"x"},"value":[1,"2"]}]}}"#;
+        assert_eq!(
+            decode_query_response(l).unwrap()[0].points,
+            vec![(1000, 2.0)]
+        );
+    }
 
     #[test]
     fn decodes_vector_matrix_scalar() {

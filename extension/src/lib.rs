@@ -14,6 +14,7 @@
 mod collect;
 mod compact;
 mod config_arg;
+mod deferred;
 mod guard;
 mod live;
 mod metrics;

@@ -300,7 +300,11 @@ fn emit(rows: &Rows, r: std::ops::Range<usize>, out: &mut DataChunkHandle) -> Re
                     )
                 }),
             )?;
-            write_values(out, 2, p.iter().map(|x| Some(x.1.saturating_mul(1000))));
+            let micros = p
+                .iter()
+                .map(|x| timestamp_micros(x.1).map(Some))
+                .collect::<Result<Vec<_>, _>>()?;
+            write_values(out, 2, micros.into_iter());
             write_values(out, 3, p.iter().map(|x| Some(x.2)));
         }
         Rows::Strings(v) => write_strings(out, 0, v[r].iter().map(|x| Some(x.as_str())))?,
@@ -316,6 +320,18 @@ fn emit(rows: &Rows, r: std::ops::Range<usize>, out: &mut DataChunkHandle) -> Re
         }
     }
     Ok(())
+}
+
+/// A sample's time (epoch ms) as DuckDB's TIMESTAMPTZ (µs): a time DuckDB cannot
+/// hold is an error, never `infinity` (DuckDB's encoding of ±i64::MAX) or a wrap.
+fn timestamp_micros(ms: i64) -> Result<i64, BoxError> {
+    match ms.checked_mul(1000) {
+        Some(us) if us.unsigned_abs() < i64::MAX as u64 => Ok(us),
+        _ => Err(err(format!(
+            "a sample's timestamp ({} s since 1970) is outside DuckDB's TIMESTAMP range",
+            ms as f64 / 1000.0
+        ))),
+    }
 }
 
 fn live_init() -> Result<LiveInit, BoxError> {
@@ -413,8 +429,16 @@ live_vtab!(
     },
     vec![varchar()],
     vec![
-        ("time".to_string(), tstz()),
-        ("at".to_string(), tstz()),
+        // ANY: a value DuckDB could not cast to a typed parameter would fail in bind,
+        // echoing the statement with any secret in it (see `deferred.rs`).
+        (
+            "time".to_string(),
+            LogicalTypeHandle::from(LogicalTypeId::Any)
+        ),
+        (
+            "at".to_string(),
+            LogicalTypeHandle::from(LogicalTypeId::Any)
+        ),
         samples_param()
     ]
 );

@@ -16,6 +16,7 @@
 //! removed before it was opened is read from the month file that took it in.
 //! `source := true` adds a `source` column: the file each row came from.
 
+use crate::deferred::Deferred;
 use crate::paging::{Cursor, CHUNK_ROWS};
 use crate::params::{err, named, named_string, Arg, BoxError, StringArg};
 use crate::selection::{resolve, DateArg, Resolved, SelectionArgs};
@@ -130,16 +131,18 @@ fn selection_args(bind: &BindInfo, positional: usize) -> Result<SelectionArgs, B
     };
     let last_days = match named(bind, "last_days") {
         None => None,
-        Some(v) => Some(match v.integer() {
-            Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
-            None => {
-                return Err(err(format!(
-                    "last_days must be an integer between 1 and 36600, got {} {:?}",
-                    v.type_name(),
-                    v.render()
-                )))
-            }
-        }),
+        Some(v) => Some(
+            match v.integer().or_else(|| v.varchar()?.trim().parse().ok()) {
+                Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
+                None => {
+                    return Err(err(format!(
+                        "last_days must be an integer between 1 and 36600, got {} {:?}",
+                        v.type_name(),
+                        v.render()
+                    )))
+                }
+            },
+        ),
     };
     Ok(SelectionArgs {
         data_dir: named_string(bind, "data_dir"),
@@ -228,13 +231,39 @@ fn bind_selection(bind: &BindInfo, positional: usize) -> Result<Resolved, BoxErr
 }
 
 impl<const N: usize> VTab for PromMetrics<N> {
-    type BindData = MetricsBind;
+    type BindData = Deferred<MetricsBind>;
     type InitData = MetricsInit;
 
     fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
         for c in Column::ALL {
             bind.add_result_column(c.name(), column_type(c));
         }
+        Deferred::bind(bind, || Self::bind_archive(bind))
+    }
+
+    fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
+        Self::init_scan(init)
+    }
+
+    fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
+        Self::scan(func.get_bind_data().get()?, func.get_init_data(), output)
+    }
+
+    fn supports_pushdown() -> bool {
+        true
+    }
+
+    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+        Self::positional_parameters()
+    }
+
+    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
+        Some(metrics_named_parameters())
+    }
+}
+
+impl<const N: usize> PromMetrics<N> {
+    fn bind_archive(bind: &BindInfo) -> Result<MetricsBind, BoxError> {
         let Resolved {
             data_dir,
             selection: sel,
@@ -257,17 +286,17 @@ impl<const N: usize> VTab for PromMetrics<N> {
         })
     }
 
-    fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
+    fn init_scan(init: &InitInfo) -> Result<MetricsInit, BoxError> {
         let indices = init.get_column_indices();
         let columns: Vec<Option<Column>> = indices
             .iter()
             .map(|&i| Column::ALL.get(i as usize).copied())
             .collect();
         let source = indices.iter().position(|&i| i == SOURCE_INDEX);
-        // SAFETY: init runs only after a successful `bind`, whose `MetricsBind` duckdb-rs
-        // stored as this call's bind data; DuckDB keeps it alive until the query ends,
-        // and nothing mutates it after bind.
-        let bind = unsafe { &*init.get_bind_data::<MetricsBind>() };
+        // SAFETY: init runs only after a successful `bind`, whose `Deferred<MetricsBind>`
+        // duckdb-rs stored as this call's bind data; DuckDB keeps it alive until the
+        // query ends, and nothing mutates it after bind.
+        let bind = unsafe { &*init.get_bind_data::<Deferred<MetricsBind>>() }.get()?;
         init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
         // Object storage: fetch the files ahead of the threads that will open them.
         bind.storage.prefetch(&bind.files);
@@ -287,9 +316,11 @@ impl<const N: usize> VTab for PromMetrics<N> {
         })
     }
 
-    fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
-        let bind = func.get_bind_data();
-        let init = func.get_init_data();
+    fn scan(
+        bind: &MetricsBind,
+        init: &MetricsInit,
+        output: &mut DataChunkHandle,
+    ) -> Result<(), BoxError> {
         loop {
             // A file another call left open first (finishing files keeps few open),
             // else the next file. Opening and reading happen outside the lock.
@@ -330,48 +361,40 @@ impl<const N: usize> VTab for PromMetrics<N> {
         }
     }
 
-    fn supports_pushdown() -> bool {
-        true
-    }
-
-    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+    fn positional_parameters() -> Option<Vec<LogicalTypeHandle>> {
         Some(
             (0..N)
                 .map(|_| LogicalTypeHandle::from(LogicalTypeId::Any))
                 .collect(),
         )
     }
+}
 
-    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
-        let any = || LogicalTypeHandle::from(LogicalTypeId::Any);
-        Some(vec![
-            ("data_dir".into(), varchar()),
-            ("s3_endpoint".into(), varchar()),
-            ("s3_region".into(), varchar()),
-            ("s3_access_key_id".into(), varchar()),
-            ("s3_secret_access_key".into(), varchar()),
-            ("s3_session_token".into(), varchar()),
-            ("s3_url_style".into(), varchar()),
-            (
-                "s3_use_ssl".into(),
-                LogicalTypeHandle::from(LogicalTypeId::Boolean),
-            ),
-            ("date".into(), any()),
-            ("date_range".into(), any()),
-            ("start_date".into(), any()),
-            ("end_date".into(), any()),
-            (
-                "last_days".into(),
-                LogicalTypeHandle::from(LogicalTypeId::Bigint),
-            ),
-            ("proxy".into(), any()),
-            ("metric".into(), any()),
-            (
-                "source".into(),
-                LogicalTypeHandle::from(LogicalTypeId::Boolean),
-            ),
-        ])
-    }
+/// `prom_metrics`' named parameters (`prom_partitions` takes the same). All are `ANY`:
+/// promduck reads every value itself, so DuckDB never fails a cast in bind (its error
+/// would echo the statement, secrets included; see `deferred.rs`).
+fn metrics_named_parameters() -> Vec<(String, LogicalTypeHandle)> {
+    [
+        "data_dir",
+        "s3_endpoint",
+        "s3_region",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "s3_session_token",
+        "s3_url_style",
+        "s3_use_ssl",
+        "date",
+        "date_range",
+        "start_date",
+        "end_date",
+        "last_days",
+        "proxy",
+        "metric",
+        "source",
+    ]
+    .into_iter()
+    .map(|n| (n.to_string(), LogicalTypeHandle::from(LogicalTypeId::Any)))
+    .collect()
 }
 
 /// Like `write_strings`, for columns whose values repeat (`api_proxy`, `metric_name`,
@@ -501,8 +524,51 @@ pub struct PartitionsInit {
     columns: Vec<u64>,
 }
 
+/// `prom_partitions`' bind: the partitions of the selection, a month file's expanded.
+fn partitions_bind(bind: &BindInfo) -> Result<MetricsBind, BoxError> {
+    let Resolved {
+        data_dir,
+        selection: sel,
+        ..
+    } = bind_selection(bind, 0)?;
+    let storage = open_archive(bind, "prom_partitions", &data_dir)?;
+    let listed = storage
+        .select(&sel)
+        .map_err(|e| err(format!("prom_partitions: {e}")))?;
+    // A month file holds many partitions: one row each, read from its `api_proxy`
+    // and `date` columns (with the selection's row-group pruning).
+    let mut files = Vec::with_capacity(listed.len());
+    let mut expanded = false;
+    for f in listed {
+        if f.layout == Layout::Month {
+            for (day, proxy) in storage
+                .month_partitions(&f)
+                .map_err(|e| err(format!("prom_partitions: {e}")))?
+            {
+                files.push(PartitionFile {
+                    day,
+                    proxy,
+                    ..f.clone()
+                });
+            }
+            expanded = true;
+        } else {
+            files.push(f);
+        }
+    }
+    if expanded {
+        files.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
+    }
+    bind.set_cardinality(files.len() as u64, true);
+    Ok(MetricsBind {
+        storage,
+        files,
+        metrics: None,
+    })
+}
+
 impl VTab for PromPartitions {
-    type BindData = MetricsBind;
+    type BindData = Deferred<MetricsBind>;
     type InitData = PartitionsInit;
 
     fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
@@ -510,48 +576,13 @@ impl VTab for PromPartitions {
         bind.add_result_column("api_proxy", varchar());
         bind.add_result_column("path", varchar());
         bind.add_result_column("bytes", LogicalTypeHandle::from(LogicalTypeId::Bigint));
-        let Resolved {
-            data_dir,
-            selection: sel,
-            ..
-        } = bind_selection(bind, 0)?;
-        let storage = open_archive(bind, "prom_partitions", &data_dir)?;
-        let listed = storage
-            .select(&sel)
-            .map_err(|e| err(format!("prom_partitions: {e}")))?;
-        // A month file holds many partitions: one row each, read from its `api_proxy`
-        // and `date` columns (with the selection's row-group pruning).
-        let mut files = Vec::with_capacity(listed.len());
-        let mut expanded = false;
-        for f in listed {
-            if f.layout == Layout::Month {
-                for (day, proxy) in storage
-                    .month_partitions(&f)
-                    .map_err(|e| err(format!("prom_partitions: {e}")))?
-                {
-                    files.push(PartitionFile {
-                        day,
-                        proxy,
-                        ..f.clone()
-                    });
-                }
-                expanded = true;
-            } else {
-                files.push(f);
-            }
-        }
-        if expanded {
-            files.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
-        }
-        bind.set_cardinality(files.len() as u64, true);
-        Ok(MetricsBind {
-            storage,
-            files,
-            metrics: None,
-        })
+        Deferred::bind(bind, || partitions_bind(bind))
     }
 
     fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
+        // SAFETY: as in `PromMetrics::init_scan`: the bind data is this call's
+        // `Deferred<MetricsBind>`, alive and unchanged until the query ends.
+        unsafe { &*init.get_bind_data::<Deferred<MetricsBind>>() }.get()?;
         Ok(PartitionsInit {
             cursor: Cursor::new(),
             columns: init.get_column_indices(),
@@ -559,7 +590,7 @@ impl VTab for PromPartitions {
     }
 
     fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
-        let files = &func.get_bind_data().files;
+        let files = &func.get_bind_data().get()?.files;
         let init = func.get_init_data();
         let slice = &files[init.cursor.take(files.len())?];
         for (i, column) in init.columns.iter().enumerate() {
@@ -603,7 +634,7 @@ impl VTab for PromPartitions {
     }
 
     fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
-        PromMetrics::<0>::named_parameters()
+        Some(metrics_named_parameters())
             .map(|v| v.into_iter().filter(|(n, _)| n != "source").collect())
     }
 }

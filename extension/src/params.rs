@@ -243,13 +243,46 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
 }
 
 pub fn timestamp_value(v: &Arg, param: &str) -> Result<DateTime<Utc>, BoxError> {
+    use duckdb::core::LogicalTypeId as T;
     match v {
-        Arg::Scalar { text, .. } => timestamp_text(text, param),
+        // A TIMESTAMPTZ's text carries its offset; so does an epoch number.
+        Arg::Scalar {
+            ty: T::TimestampTZ,
+            text,
+        } => timestamp_text(text, param),
+        Arg::Scalar { ty, text }
+            if v.is_integer() || matches!(ty, T::Double | T::Float | T::Decimal) =>
+        {
+            timestamp_text(text, param)
+        }
+        // Text or a TIMESTAMP: DuckDB would place a time without an offset in the
+        // session's `TimeZone`, which a table function cannot read: refuse it rather
+        // than guess.
+        Arg::Scalar { text, .. } => {
+            let t = timestamp_text(text, param)?;
+            if !has_offset(text) && text.trim().parse::<f64>().is_err() {
+                return Err(err(format!(
+                    "{param}: {text:?} has no time zone; write it with an offset ('2024-03-01 00:00:00+00') \
+                     or pass a TIMESTAMPTZ (a TIMESTAMP or string cast with ::TIMESTAMPTZ takes your session's TimeZone)"
+                )));
+            }
+            Ok(t)
+        }
         other => Err(err(format!(
             "{param}: expected a TIMESTAMP WITH TIME ZONE, got {}",
             other.type_name()
         ))),
     }
+}
+
+/// Whether a timestamp's text ends with an offset (`+01`, `-02:30`, `Z`).
+fn has_offset(s: &str) -> bool {
+    let s = s.trim();
+    if s.ends_with('Z') || s.ends_with('z') {
+        return true;
+    }
+    // The time part, after the date: a sign there starts an offset.
+    s.get(10..).is_some_and(|t| t.contains(['+', '-']))
 }
 
 /// [`timestamp_value`] of a value's text.
