@@ -644,7 +644,8 @@ impl Reporter {
                 tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data for any metric; wrote an empty partition")
             }
             Status::Kept => {
-                tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data; kept the existing file")
+                let note = o.kept_note().unwrap_or_default();
+                tracing::warn!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "kept; {note}")
             }
             Status::Cancelled => self.cancelled += 1,
             Status::Failed if o.failures.iter().any(|f| f.fatal) => self.fatal += 1,

@@ -374,7 +374,7 @@ pub fn check_writable(output_dir: &Path) -> Result<()> {
 /// the partition schema; `None` when there is no file. A file whose columns cannot
 /// be converted exactly to the partition schema is an error naming it: rows are
 /// never carried over approximately.
-pub fn read_metric_rows(path: &Path, metrics: &[String]) -> Result<Option<RecordBatch>> {
+pub fn read_metric_rows(path: &Path, metrics: Option<&[String]>) -> Result<Option<RecordBatch>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -388,7 +388,7 @@ pub fn read_metric_rows(path: &Path, metrics: &[String]) -> Result<Option<Record
 pub fn read_metric_rows_from<R: parquet::file::reader::ChunkReader + 'static>(
     file: R,
     path: &Path,
-    metrics: &[String],
+    metrics: Option<&[String]>,
 ) -> Result<Option<RecordBatch>> {
     use arrow::array::{AsArray, BooleanArray};
     use arrow::compute::{cast_with_options, concat_batches, filter_record_batch, CastOptions};
@@ -425,7 +425,7 @@ pub fn read_metric_rows_from<R: parquet::file::reader::ChunkReader + 'static>(
         let names = batch.column(1).as_string::<i32>();
         let mask: BooleanArray = names
             .iter()
-            .map(|n| Some(n.is_some_and(|n| metrics.iter().any(|m| m == n))))
+            .map(|n| Some(n.is_some_and(|n| metrics.is_none_or(|ms| ms.iter().any(|m| m == n)))))
             .collect();
         let batch = filter_record_batch(&batch, &mask).map_err(|e| bad(&e))?;
         if batch.num_rows() > 0 {

@@ -70,7 +70,7 @@ impl Storage for LocalStorage {
         &self,
         day: NaiveDate,
         proxy: &str,
-        metrics: &[String],
+        metrics: Option<&[String]>,
     ) -> Result<Option<RecordBatch>> {
         writer::read_metric_rows(&partition_path(&self.root, day, proxy), metrics)
     }

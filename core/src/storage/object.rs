@@ -1048,7 +1048,7 @@ impl Storage for ObjectStorage {
         &self,
         day: NaiveDate,
         proxy: &str,
-        metrics: &[String],
+        metrics: Option<&[String]>,
     ) -> Result<Option<RecordBatch>> {
         let key = self.key(&Self::daily_rel(day, proxy));
         match self.get_whole(&key)? {
@@ -2105,12 +2105,12 @@ mod tests {
         assert_eq!(sum_values(&st, &Selection::default()), (33, 138.0));
         // The rows of a metric are read back for keeping.
         let kept = st
-            .read_metric_rows(d("2024-03-01"), "api-1", &["m".into()])
+            .read_metric_rows(d("2024-03-01"), "api-1", Some(&["m".into()]))
             .unwrap()
             .unwrap();
         assert_eq!(kept.num_rows(), 3);
         assert!(st
-            .read_metric_rows(d("2024-03-09"), "api-1", &["m".into()])
+            .read_metric_rows(d("2024-03-09"), "api-1", Some(&["m".into()]))
             .unwrap()
             .is_none());
         st.delete_partition(d("2024-03-01"), "api-1").unwrap();
