@@ -160,8 +160,11 @@ mod tests {
         NaiveDate::from_ymd_opt(2024, 3, 1).unwrap()
     }
 
-    /// A partition of (metric, labels, [(ts, value)]) series.
-    fn part(series: &[(&str, &[(&str, &str)], &[(i64, f64)])]) -> RecordBatch {
+    /// One series: metric, labels, (timestamp, value) points.
+    type TestSeries<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+    /// A partition of series.
+    fn part(series: &[TestSeries]) -> RecordBatch {
         let mut b = PartitionBuilder::new();
         for (m, labels, points) in series {
             let ts: Vec<i64> = points.iter().map(|p| p.0).collect();
