@@ -433,6 +433,9 @@ impl Collector {
             .div_ceil(requests_per_unit.max(1))
             .max(2);
         let fetch_slots = Arc::new(Semaphore::new(fetching));
+        // The server's oldest sample, asked once per run, after the first unit's
+        // queries were answered (see `collect_unit`).
+        let horizon: Arc<tokio::sync::OnceCell<Option<i64>>> = Arc::default();
         let in_flight = fetching + 2;
         let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
         let mut outcomes = RunSummary::default();
@@ -484,7 +487,11 @@ impl Collector {
                 let cancel = cancel.clone();
                 let chunk: Arc<[String]> = chunk.into();
                 let slots = fetch_slots.clone();
-                tasks.spawn(async move { this.collect_unit(day, chunk, &cancel, &slots).await });
+                let horizon = horizon.clone();
+                tasks.spawn(async move {
+                    this.collect_unit(day, chunk, &cancel, &slots, &horizon)
+                        .await
+                });
             }
         }
         while let Some(done) = tasks.join_next().await {
@@ -517,6 +524,7 @@ impl Collector {
         proxies: Arc<[String]>,
         cancel: &Cancel,
         fetch_slots: &Semaphore,
+        horizon: &tokio::sync::OnceCell<Option<i64>>,
     ) -> Vec<PartitionOutcome> {
         let n_metrics = self.plan.metrics.len();
         let queries = async {
@@ -548,6 +556,14 @@ impl Collector {
         let per_metric = tokio::select! {
             r = queries => r,
             _ = cancel.cancelled() => return proxies.iter().map(|p| self.cancelled_outcome(day, p)).collect(),
+        };
+        let partial = if self.replace {
+            None
+        } else {
+            let oldest = *horizon
+                .get_or_init(|| self.client.lowest_timestamp_ms())
+                .await;
+            self.partial_day(day, oldest)
         };
         // Transpose: per proxy, the results of every metric (in the plan's order).
         let mut by_proxy: Vec<Vec<Result<ProxyAnswer>>> = proxies
@@ -601,8 +617,10 @@ impl Collector {
                 .expect("the semaphore is never closed");
             let this = self.clone();
             let proxy = proxy.clone();
+            let partial = partial.clone();
             writes.spawn_blocking(move || {
-                let (outcome, file) = this.build_and_write(day, &proxy, results, stage);
+                let (outcome, file) =
+                    this.build_and_write(day, &proxy, results, stage, partial.as_deref());
                 drop(permit);
                 (i, outcome, file.zip(slot))
             });
@@ -685,8 +703,9 @@ impl Collector {
         proxy: &str,
         results: Vec<Result<ProxyAnswer>>,
         stage: bool,
+        partial: Option<&str>,
     ) -> (PartitionOutcome, Option<StagedPartition>) {
-        let (mut outcome, batch) = self.prepare_outcome(day, proxy, results);
+        let (mut outcome, batch) = self.prepare_outcome(day, proxy, results, partial);
         let Some(batch) = batch else {
             return (outcome, None);
         };
@@ -711,6 +730,7 @@ impl Collector {
         day: NaiveDate,
         proxy: &str,
         results: Vec<Result<ProxyAnswer>>,
+        partial: Option<&str>,
     ) -> (PartitionOutcome, Option<arrow::record_batch::RecordBatch>) {
         let path = self.storage.partition_location(day, proxy);
         let mut failures = Vec::new();
@@ -804,8 +824,21 @@ impl Collector {
             }
         };
         let Some(old) = old.filter(|o| o.num_rows() > 0) else {
+            if let Some(why) = partial {
+                tracing::warn!(day = %day, proxy, "{why}; nothing was archived for it, so the partial answer is written");
+            }
             return (outcome, Some(batch));
         };
+        if let Some(why) = partial {
+            // The archive knows more of this day than Prometheus does now.
+            outcome.status = Status::Kept;
+            outcome.rows = old.num_rows();
+            outcome.kept_whole = Some(format!(
+                "{why}; kept the archived partition ({} rows) as it is (replace to rewrite it from the partial answer)",
+                old.num_rows()
+            ));
+            return (outcome, None);
+        }
         let (merged, kept) = match crate::recollect::merge(&old, &batch) {
             Ok(m) => m,
             Err(e) => {
@@ -825,6 +858,23 @@ impl Collector {
             return (outcome, None);
         }
         (outcome, Some(merged))
+    }
+
+    /// Why `day` is not held in full by a server whose oldest sample is at `oldest_ms`
+    /// (`None`: it is, or the server does not say).
+    fn partial_day(&self, day: NaiveDate, oldest_ms: Option<i64>) -> Option<String> {
+        let oldest = oldest_ms?;
+        let window = self.plan.window(day);
+        if oldest <= window.start.timestamp_millis() {
+            return None;
+        }
+        let from =
+            chrono::DateTime::from_timestamp_millis(oldest)?.with_timezone(&self.plan.timezone);
+        Some(format!(
+            "Prometheus holds samples only from {} on, after the start of {day} ({}): the day is not held in full",
+            from.format("%Y-%m-%d %H:%M:%S %Z"),
+            window.start.format("%H:%M %Z")
+        ))
     }
 
     /// The series one metric gives for one proxy and day, exactly as a collection

@@ -1057,6 +1057,18 @@ fn decode_answer(
     finish_answer(data, sink, redactor, left, limit)
 }
 
+/// `prometheus_tsdb_lowest_timestamp` (ms) from a text exposition, if it names a time
+/// (an empty TSDB reports the largest int64).
+fn parse_lowest_timestamp(body: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("prometheus_tsdb_lowest_timestamp "))?;
+    let v: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    // Between 1970 and the year 3000: anything else is a placeholder, not a time.
+    (v.is_finite() && v > 0.0 && v < 32_503_680_000_000.0).then_some(v as i64)
+}
+
 /// Native histogram samples are not malformed, only not stored: say so.
 fn refuse_native_histograms(body: &[u8]) -> Result<(), PromError> {
     if has_native_histograms(body) {
@@ -2132,6 +2144,25 @@ impl PromClient {
             .await
     }
 
+    /// The time of the oldest sample the server holds (epoch ms), from Prometheus's own
+    /// `prometheus_tsdb_lowest_timestamp` gauge on its `/metrics` page (same base URL,
+    /// same credentials); `None` when the server does not say (not a Prometheus, an
+    /// empty TSDB, `/metrics` not reachable). The collector uses it so that a day whose
+    /// start the server has forgotten is not re-collected from a partial answer.
+    pub async fn lowest_timestamp_ms(&self) -> Option<i64> {
+        let mut url = self.cfg.url.url.clone();
+        let path = format!("{}/metrics", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        let decode = |body: &[u8]| Ok(parse_lowest_timestamp(body));
+        match self.attempt(&url, &[], 16 << 20, &decode).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = %e.redacted(&self.redactor), "the server's oldest sample is unknown");
+                None
+            }
+        }
+    }
+
     /// Checks that the server answers the query API (used by `--check`).
     pub async fn ping(&self) -> Result<(), PromError> {
         self.instant("1", chrono::Utc::now().timestamp_millis())
@@ -2422,6 +2453,21 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oldest_sample_is_read_from_prometheus_own_metrics() {
+        let page = b"# HELP prometheus_tsdb_lowest_timestamp Lowest timestamp value stored in the database.\n\
+# TYPE prometheus_tsdb_lowest_timestamp gauge\n\
+prometheus_tsdb_lowest_timestamp 1.7092944e+12\n\
+prometheus_tsdb_lowest_timestamp_seconds 1.7092944e+09\n";
+        assert_eq!(parse_lowest_timestamp(page), Some(1_709_294_400_000));
+        // An empty TSDB says int64's largest value: no time.
+        assert_eq!(
+            parse_lowest_timestamp(b"prometheus_tsdb_lowest_timestamp 9.223372036854776e+18\n"),
+            None
+        );
+        assert_eq!(parse_lowest_timestamp(b"up 1\n"), None);
+    }
 
     #[test]
     fn native_histograms_are_unsupported_not_malformed() {
