@@ -78,11 +78,21 @@ def collect(cfg: Path, *extra) -> str:
     return r.stderr
 
 
-def test_a_day_prometheus_no_longer_holds_in_full_is_kept(servers, tmp_path):
+FAST = {"compaction": {"removeDailyAfter": "0s"}}
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_a_day_prometheus_no_longer_holds_in_full_is_kept(servers, tmp_path, compacted):
     history, srv = servers
     data = tmp_path / "data"
-    collect(write_config(tmp_path / "full.yaml", srv["full"].url, PROXIES, METRICS, output_dir=data))
+    full = write_config(tmp_path / "full.yaml", srv["full"].url, PROXIES, METRICS, output_dir=data,
+                        storage_extra=FAST)
+    collect(full)
     archived = rows(data)
+    if compacted:
+        r = run_collector("--config", full, "--compact", "--month", "2024-03")
+        assert r.returncode == 0, r.stderr
+        assert not (data / DAY.isoformat()).exists() and rows(data) == archived
     # The archive holds the generator's exact daily increases and 24 hourly points.
     for p in PROXIES:
         for env in history.environments:
@@ -90,7 +100,8 @@ def test_a_day_prometheus_no_longer_holds_in_full_is_kept(servers, tmp_path):
             assert got == {history.expected[(DAY, p, env, "request_count")]}
             assert len([r for r in archived if r[:3] == (p, "latency_ms", env)]) == 24
 
-    truncated = write_config(tmp_path / "truncated.yaml", srv["truncated"].url, PROXIES, METRICS, output_dir=data)
+    truncated = write_config(tmp_path / "truncated.yaml", srv["truncated"].url, PROXIES, METRICS, output_dir=data,
+                             storage_extra=FAST)
     log = collect(truncated)
     assert rows(data) == archived, "nothing of the archived day changed"
     assert log.count("kept") >= len(PROXIES), log
@@ -129,7 +140,7 @@ def test_vanished_series_keep_their_rows_and_the_others_update(servers, tmp_path
 def test_a_metric_removed_from_the_config_keeps_its_rows_in_every_layout(servers, tmp_path, compacted):
     history, srv = servers
     data = tmp_path / "data"
-    fast = {"compaction": {"removeDailyAfter": "0s"}}
+    fast = FAST
     collect(write_config(tmp_path / "full.yaml", srv["full"].url, PROXIES, METRICS, output_dir=data,
                          storage_extra=fast))
     archived = rows(data)

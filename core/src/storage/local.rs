@@ -72,7 +72,16 @@ impl Storage for LocalStorage {
         proxy: &str,
         metrics: Option<&[String]>,
     ) -> Result<Option<RecordBatch>> {
-        writer::read_metric_rows(&partition_path(&self.root, day, proxy), metrics)
+        // A compacted day's archived partition is in its month file.
+        match writer::read_metric_rows(&partition_path(&self.root, day, proxy), metrics)? {
+            Some(rows) => Ok(Some(rows)),
+            None => writer::read_month_partition_rows(
+                &crate::layout::month_path(&self.root, day),
+                day,
+                proxy,
+                metrics,
+            ),
+        }
     }
 
     fn delete_partition(&self, day: NaiveDate, proxy: &str) -> Result<()> {
