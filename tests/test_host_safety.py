@@ -82,7 +82,10 @@ class FakePrometheus:
             def log_message(self, *_):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A backlog for the collector's concurrent connections (the default 5 drops
+        # SYNs, which costs a second of TCP retransmission each).
+        server = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128, "daemon_threads": True})
+        self.server = server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
