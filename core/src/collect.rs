@@ -292,6 +292,10 @@ impl ProxyAnswer {
     }
 }
 
+/// The server's oldest sample (epoch ms), asked at most once per run: by the first
+/// partition that re-collects an archived one.
+type Horizon = Arc<tokio::sync::OnceCell<Option<i64>>>;
+
 /// Runs collections for one configuration.
 #[derive(Clone)]
 pub struct Collector {
@@ -433,9 +437,7 @@ impl Collector {
             .div_ceil(requests_per_unit.max(1))
             .max(2);
         let fetch_slots = Arc::new(Semaphore::new(fetching));
-        // The server's oldest sample, asked once per run, after the first unit's
-        // queries were answered (see `collect_unit`).
-        let horizon: Arc<tokio::sync::OnceCell<Option<i64>>> = Arc::default();
+        let horizon: Horizon = Arc::default();
         let in_flight = fetching + 2;
         let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
         let mut outcomes = RunSummary::default();
@@ -524,7 +526,7 @@ impl Collector {
         proxies: Arc<[String]>,
         cancel: &Cancel,
         fetch_slots: &Semaphore,
-        horizon: &tokio::sync::OnceCell<Option<i64>>,
+        horizon: &Horizon,
     ) -> Vec<PartitionOutcome> {
         let n_metrics = self.plan.metrics.len();
         let queries = async {
@@ -556,14 +558,6 @@ impl Collector {
         let per_metric = tokio::select! {
             r = queries => r,
             _ = cancel.cancelled() => return proxies.iter().map(|p| self.cancelled_outcome(day, p)).collect(),
-        };
-        let partial = if self.replace {
-            None
-        } else {
-            let oldest = *horizon
-                .get_or_init(|| self.client.lowest_timestamp_ms())
-                .await;
-            self.partial_day(day, oldest)
         };
         // Transpose: per proxy, the results of every metric (in the plan's order).
         let mut by_proxy: Vec<Vec<Result<ProxyAnswer>>> = proxies
@@ -617,10 +611,9 @@ impl Collector {
                 .expect("the semaphore is never closed");
             let this = self.clone();
             let proxy = proxy.clone();
-            let partial = partial.clone();
+            let horizon = horizon.clone();
             writes.spawn_blocking(move || {
-                let (outcome, file) =
-                    this.build_and_write(day, &proxy, results, stage, partial.as_deref());
+                let (outcome, file) = this.build_and_write(day, &proxy, results, stage, &horizon);
                 drop(permit);
                 (i, outcome, file.zip(slot))
             });
@@ -703,9 +696,9 @@ impl Collector {
         proxy: &str,
         results: Vec<Result<ProxyAnswer>>,
         stage: bool,
-        partial: Option<&str>,
+        horizon: &Horizon,
     ) -> (PartitionOutcome, Option<StagedPartition>) {
-        let (mut outcome, batch) = self.prepare_outcome(day, proxy, results, partial);
+        let (mut outcome, batch) = self.prepare_outcome(day, proxy, results, horizon);
         let Some(batch) = batch else {
             return (outcome, None);
         };
@@ -730,7 +723,7 @@ impl Collector {
         day: NaiveDate,
         proxy: &str,
         results: Vec<Result<ProxyAnswer>>,
-        partial: Option<&str>,
+        horizon: &Horizon,
     ) -> (PartitionOutcome, Option<arrow::record_batch::RecordBatch>) {
         let path = self.storage.partition_location(day, proxy);
         let mut failures = Vec::new();
@@ -824,12 +817,14 @@ impl Collector {
             }
         };
         let Some(old) = old.filter(|o| o.num_rows() > 0) else {
-            if let Some(why) = partial {
-                tracing::warn!(day = %day, proxy, "{why}; nothing was archived for it, so the partial answer is written");
-            }
             return (outcome, Some(batch));
         };
-        if let Some(why) = partial {
+        // A re-collection: is the day still held in full? Asked once per run, and only
+        // by a run that re-collects (this runs on the blocking pool, inside the run's
+        // runtime).
+        let oldest = *tokio::runtime::Handle::current()
+            .block_on(horizon.get_or_init(|| self.client.lowest_timestamp_ms()));
+        if let Some(why) = self.partial_day(day, oldest) {
             // The archive knows more of this day than Prometheus does now.
             outcome.status = Status::Kept;
             outcome.rows = old.num_rows();
