@@ -69,7 +69,16 @@ CHILD_MEMORY = 4 << 30
 #: watchdog, not an assertion on speed: every call here is bounded by small timeouts)
 STALL_SECONDS = float(os.environ.get("PROMDUCK_FUZZ_STALL", "120"))
 
+#: findings shrunk per batch at most (each shrink re-runs the statement a few times)
+MAX_SHRINKS = int(os.environ.get("PROMDUCK_FUZZ_SHRINKS", "12"))
+
 SECRET_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+
+
+def EXTENSION_FILES_PRESENT() -> bool:  # noqa: N802
+    """Whether build/ holds the extension for both platforms the hosts report."""
+    return (BUILD / "promduck.duckdb_extension").exists() and \
+        (BUILD / "linux_amd64_gcc4" / "promduck.duckdb_extension").exists()
 
 
 def host_python(host: str) -> Path:
@@ -916,19 +925,16 @@ class Finding:
     func: str = ""
 
     def signature(self) -> str:
-        lines = [ln for ln in self.detail.strip().splitlines() if ln.strip()]
-        last = lines[-1] if lines else ""
-        if self.kind == "death":
-            sig = next((ln for ln in lines if "fatal runtime error" in ln or "memory allocation" in ln
-                        or "panicked" in ln), last)
-        else:
-            sig = last
-        sig = re.sub(r"\d+", "N", sig)[:160]
-        return sig
+        return signature_of(self.kind, self.detail)
 
     def key(self) -> str:
-        shape = re.sub(r"'[^']*'", "'…'", self.minimal or self.statement)
-        shape = re.sub(r"\b\d+\b", "N", shape)[:300]
+        if self.kind == "leak":  # a leak's class: where the secret was and which error carried it
+            return f"leak | {self.func} | {self.signature()} | {secret_param(self.minimal or self.statement)}"
+        if self.minimal:
+            shape = re.sub(r"'[^']*'", "'…'", self.minimal)
+            shape = re.sub(r"\b\d+\b", "N", shape)[:300]
+        else:  # not shrunk: its parameters' names
+            shape = "(not shrunk) " + " ".join(sorted(set(re.findall(r"(\w+) :=", self.statement))))
         return f"{self.kind} | {self.func} | {self.signature()} | {shape}"
 
     def describe(self) -> str:
@@ -960,6 +966,7 @@ class Runner:
         self.env, self.work, self.build = env, work, build
         self.log = log or (lambda *a: None)
         self.minimized = {}  # (func, detail signature, param names) -> minimal text
+        self._shrunk = set()
         work.mkdir(parents=True, exist_ok=True)
         self._n = 0
 
@@ -1019,23 +1026,40 @@ class Runner:
             stalled = True
         return p.returncode, err.decode(errors="replace"), stalled
 
-    def _dies(self, host: str, st: dict) -> tuple:
-        """(died, detail) for one statement alone in a fresh host."""
+    def outcome(self, host: str, st: dict) -> tuple:
+        """(kind, signature) of one statement alone in a fresh host: kind is death, stall,
+        leak, fatal or None (a survivor)."""
         if host == "cli":
             rc, err, stalled = self._cli_one(st)
-            return (rc < 0 or rc > 1 or stalled), f"{_describe_rc(rc)}\n{err[-2000:]}"
-        rc, idx, _, tail, stalled = self._child(host, [st])
-        return (rc != 0 or stalled), f"{_describe_rc(rc)}\n{tail}"
+            if stalled:
+                return "stall", ""
+            if rc < 0 or rc > 1:
+                return "death", signature_of("death", f"{_describe_rc(rc)}\n{err[-2000:]}")
+            if _leaks(err, st["secrets"]):
+                return "leak", signature_of("leak", err)
+            return None, ""
+        rc, idx, recs, tail, stalled = self._child(host, [st])
+        if stalled:
+            return "stall", ""
+        if rc != 0:
+            return "death", signature_of("death", f"{_describe_rc(rc)}\n{tail}")
+        for r in recs:
+            if "leak" in r:
+                return "leak", signature_of("leak", r["error_full"])
+            if "fatal" in r:
+                return "fatal", signature_of("fatal", r["fatal"])
+        return None, ""
 
-    def _minimize(self, host: str, stmt: Stmt, sig: str) -> str:
-        key = (host, stmt.func, sig, tuple(sorted(n for n, _ in stmt.named)), len(stmt.pos), bool(stmt.pre))
+    def _minimize(self, host: str, stmt: Stmt, kind: str, sig: str) -> str:
+        """The statement with every parameter, SET and wrapper dropped that can be dropped
+        while it still ends the same way."""
+        key = (host, stmt.func, kind, sig, tuple(sorted(n for n, _ in stmt.named)), len(stmt.pos), bool(stmt.pre))
         if key in self.minimized:
             return self.minimized[key]
         cur = Stmt(stmt.func, list(stmt.pos), list(stmt.named), stmt.wrap, list(stmt.pre), list(stmt.secrets), stmt.scalar)
 
         def still(c):
-            died, detail = self._dies(host, self.env.subst_json(c.to_json()))
-            return died and _sig_of(detail) == sig
+            return self.outcome(host, self.env.subst_json(c.to_json())) == (kind, sig)
 
         for attr in ("named", "pre"):
             i = 0
@@ -1053,6 +1077,17 @@ class Runner:
         self.minimized[key] = cur.text()
         return self.minimized[key]
 
+    def _shrink(self, f: "Finding", host: str, stmt: Stmt, minimize: bool):
+        """Confirms a finding alone in a fresh host and shrinks it (once per class and host)."""
+        if not minimize:
+            return
+        kind, sig = self.outcome(host, self.env.subst_json(stmt.to_json()))
+        f.alone = kind == f.kind
+        key = (host, f.kind, f.func, sig, tuple(sorted({n for n, _ in stmt.named})))
+        if f.alone and key not in self._shrunk and len(self._shrunk) < MAX_SHRINKS:
+            self._shrunk.add(key)
+            f.minimal = self._minimize(host, stmt, kind, sig)
+
     def run(self, host: str, stmts: list, seed: int, minimize: bool = True) -> tuple:
         """Runs the statements in a host; returns (findings, statements run)."""
         batch = [self.env.subst_json(s.to_json()) for s in stmts]
@@ -1062,7 +1097,7 @@ class Runner:
         start = 0
         while start < len(batch):
             rc, idx, recs, tail, stalled = self._child(host, batch, start)
-            findings += self._records(host, recs, stmts, seed)
+            findings += self._records(host, recs, stmts, seed, minimize)
             if idx is None and rc == 0:
                 break
             if idx is None:  # died before the first statement (LOAD) or after the last
@@ -1071,10 +1106,8 @@ class Runner:
             kind = "stall" if stalled else "death"
             detail = f"{_describe_rc(rc)}" + (f" (no progress for {STALL_SECONDS:.0f} s)" if stalled else "") + f"\n{tail}"
             f = Finding(kind, host, seed, idx, stmts[idx].text(), detail, func=stmts[idx].func)
-            died, alone_detail = self._dies(host, batch[idx])
-            f.alone = died
-            if died and minimize:
-                f.minimal = self._minimize(host, stmts[idx], _sig_of(alone_detail))
+            if not stalled:
+                self._shrink(f, host, stmts[idx], minimize)
             self.log(f"[{host}] seed {seed} #{idx}: {kind}: {f.signature()}")
             findings.append(f)
             start = idx + 1
@@ -1088,21 +1121,26 @@ class Runner:
                 continue  # the CLI has no prepared parameters
             n += 1
             rc, err, stalled = self._cli_one(st)
-            lk = [s for s in st["secrets"] if len(s) >= 10 and any(s[k:k + 10] in err for k in range(len(s) - 9))]
+            lk = _leaks(err, st["secrets"])
             if lk:
-                findings.append(Finding("leak", "cli", seed, i, stmts[i].text(),
-                                        f"secret {lk[0]!r} in: {err[:1500]}", func=stmts[i].func))
+                f = Finding("leak", "cli", seed, i, stmts[i].text(), f"secret {lk[0]!r} in: {err[:1500]}",
+                            func=stmts[i].func)
+                self._shrink(f, "cli", stmts[i], minimize)
+                findings.append(f)
+            if "FATAL Error" in err or "INTERNAL Error" in err or "invalidated" in err:
+                f = Finding("fatal", "cli", seed, i, stmts[i].text(), err[-2000:], func=stmts[i].func)
+                findings.append(f)
             if rc < 0 or rc > 1 or stalled:
                 detail = f"{_describe_rc(rc)}" + (" (stalled)" if stalled else "") + f"\n{err[-2000:]}"
                 f = Finding("stall" if stalled else "death", "cli", seed, i, stmts[i].text(), detail,
                             alone=True, func=stmts[i].func)
-                if minimize and not stalled:
-                    f.minimal = self._minimize("cli", stmts[i], _sig_of(detail))
+                if not stalled:
+                    self._shrink(f, "cli", stmts[i], minimize)
                 self.log(f"[cli] seed {seed} #{i}: {f.kind}: {f.signature()}")
                 findings.append(f)
         return findings, n
 
-    def _records(self, host, recs, stmts, seed):
+    def _records(self, host, recs, stmts, seed, minimize):
         out = []
         for r in recs:
             i = r["i"]
@@ -1112,11 +1150,41 @@ class Runner:
             if "fatal" in r:
                 out.append(Finding("fatal", host, seed, i, stmts[i].text(), r["fatal"],
                                    func=stmts[i].func))
+        for f in out:
+            self._shrink(f, host, stmts[f.index], minimize)
         return out
 
 
-def _sig_of(detail: str) -> str:
-    return Finding("death", "", 0, 0, "", detail).signature()
+def signature_of(kind: str, detail: str) -> str:
+    """What identifies a finding's class in its text: a dying host's last words, a leaking
+    error's first line (quoted values and numbers blanked)."""
+    lines = [ln for ln in detail.strip().splitlines() if ln.strip()]
+    if kind == "leak":
+        first = re.sub(r"^secret '[^']*' in: ", "", lines[0]) if lines else ""
+        sig = re.sub(r"\"[^\"]*\"|'[^']*'", "…", first)
+    elif kind == "death":
+        sig = next((ln for ln in lines if "fatal runtime error" in ln or "memory allocation" in ln
+                    or "panicked" in ln or "terminate called" in ln), lines[-1] if lines else "")
+    else:
+        sig = lines[-1] if lines else ""
+    return re.sub(r"\d+", "N", sig)[:160]
+
+
+def secret_param(text: str) -> str:
+    """Which parameter carried the secret in a statement's text."""
+    for name in ("s3_secret_access_key", "s3_session_token", "password", "bearer_token"):
+        if re.search(rf"\b{name} := ('Zq|\?)", text):
+            return name
+    if re.search(r"url := ('http://fuzzuser|\?)", text):
+        return "url with user:password@"
+    if "@CFG_SECRET@" in text or "@CFG_BAD@" in text:
+        return "config file"
+    return "?"
+
+
+def _leaks(text: str, secrets: list) -> list:
+    """The secrets any 10 consecutive characters of which are in the text."""
+    return [s for s in secrets if len(s) >= 10 and any(s[k:k + 10] in text for k in range(len(s) - 9))]
 
 
 def _last_line(p: Path):
