@@ -81,17 +81,21 @@ def EXTENSION_FILES_PRESENT() -> bool:  # noqa: N802
         (BUILD / "linux_amd64_gcc4" / "promduck.duckdb_extension").exists()
 
 
+class HostMissing(Exception):
+    pass
+
+
 def host_python(host: str) -> Path:
     exe = REPO_ROOT / ".cache" / f"duckdb-{host}" / "bin" / "python"
     if not exe.exists():
-        raise SystemExit(f"{exe} is missing: run `make hosts` (the DuckDB {HOSTS.get(host, host)} host venv)")
+        raise HostMissing(f"{exe} is missing: run `make hosts` (the DuckDB {HOSTS.get(host, host)} host venv)")
     return exe
 
 
 def host_exe(host: str) -> Path:
     if host == "cli":
         if not CLI.exists():
-            raise SystemExit(f"{CLI} is missing: run `make venv`")
+            raise HostMissing(f"{CLI} is missing: run `make venv` (the DuckDB CLI host)")
         return CLI
     return host_python(host)
 
@@ -130,6 +134,7 @@ class Stmt:
         secrets = list(self.secrets)
         if ("@CFG_SECRET@" in c.sql or "@CFG_BAD@" in c.sql) and "@SECRET_CFG@" not in secrets:
             secrets.append("@SECRET_CFG@")  # the config files that hold a secret
+        secrets.append(ENV_SECRET)  # AWS_SECRET_ACCESS_KEY in every child's environment
         return {"sql": c.sql, "params": [enc(v) for v in c.params] if c.params else None,
                 "pre": self.pre, "secrets": secrets}
 
@@ -260,6 +265,8 @@ PROMQL = ["'up'", "'sum(rate(x[5m]))'", "'{__name__=~\".+\"}'", "'invalid(('", "
           f"repeat('x', {HUGE_N})", "'up' || chr(0)", "'\\u00ff'", "repeat('(', 10000)", "'scalar(1)'", "'\"string\"'"]
 LABELS = ["'job'", "'__name__'", "''", "'a/b'", "'../../api'", "'x?y=1'", "'%2e%2e'", "repeat('l', 100000)", "'💥'"]
 MATCHES = ["'up'", "['up', '{job=\"x\"}']", "[]", "[NULL]", "['up', NULL]", "'{'", "[['up']]", "1", "''", "[repeat('u', 100000)]"]
+#: loopback only; without one, s3:// goes to AWS_ENDPOINT_URL, which the child sets to loopback
+S3_ENDPOINTS = ["'http://127.0.0.1:@PORT@'", "'127.0.0.1:@PORT@'", "'http://[::1]:@CLOSED@'", "''", "'http://127.0.0.1:@CLOSED@'"]
 MONTHS = ["'2024-01'", "'2024-02'", "'2024-13'", "'0000-01'", "'294247-01'", "'2099-01'", "''", "'2024-01-01'", "'now'"]
 
 
@@ -355,7 +362,7 @@ class Gen:
             if r.random() < 0.7:
                 s.named.append(("s3_access_key_id", Frag("'AKIAFUZZ'")))
             if r.random() < 0.5:
-                s.named.append(("s3_endpoint", Frag(r.choice(["'http://127.0.0.1:@PORT@'", "'127.0.0.1:@CLOSED@'"]))))
+                s.named.append(("s3_endpoint", Frag(r.choice(S3_ENDPOINTS))))
             if r.random() < 0.5:
                 s.named.append(("data_dir", Frag("'s3://bucket/prefix'")))
         elif s.func.startswith("prom_") and s.func not in ("prom_collect", "prom_compact"):
@@ -389,14 +396,15 @@ class Gen:
                                                "-1", "0", "['2024-03-02', '2024-03-01']", "[]"], 0.3),
                                ("last_days", ["1", "3", "0", "-1", "100000", "9223372036854775807", "'3'"], 0.1),
                                ("proxy", PROXIES, 0.35), ("metric", METRICS, 0.25),
-                               ("s3_endpoint", ["'http://127.0.0.1:@PORT@'", "'127.0.0.1:@PORT@'", "'http://[::1]:@CLOSED@'", "''"], 0.05),
+                               ("s3_endpoint", None, 0.05),
                                ("s3_region", ["'us-east-1'", "''", "'💥'"], 0.04),
                                ("s3_access_key_id", ["'AKIAFUZZ'", "''"], 0.04),
-                               ("s3_url_style", ["'path'", "'vhost'", "'sideways'"], 0.04),
+                               ("s3_url_style", ["'path'", "'sideways'", "'PATH'"], 0.04),
                                ("s3_use_ssl", ["false", "true", "'maybe'"], 0.04),
                                ("source", ["true", "false", "'yes'"], 0.15 if allow_source else 0.01)]:
             if r.random() < p:
-                named.append((name, self.pick(plaus)))
+                # S3 endpoints only on loopback, never from the zoo (a host name would leave the machine)
+                named.append((name, Frag(r.choice(S3_ENDPOINTS)) if plaus is None else self.pick(plaus)))
         return named
 
     def prom_metrics(self):
@@ -928,14 +936,16 @@ class Finding:
         return signature_of(self.kind, self.detail)
 
     def key(self) -> str:
-        if self.kind == "leak":  # a leak's class: where the secret was and which error carried it
-            return f"leak | {self.func} | {self.signature()} | {secret_param(self.minimal or self.statement)}"
-        if self.minimal:
-            shape = re.sub(r"'[^']*'", "'…'", self.minimal)
-            shape = re.sub(r"\b\d+\b", "N", shape)[:300]
-        else:  # not shrunk: its parameters' names
-            shape = "(not shrunk) " + " ".join(sorted(set(re.findall(r"(\w+) :=", self.statement))))
-        return f"{self.kind} | {self.func} | {self.signature()} | {shape}"
+        """The finding's class: a leak by the error that carried the secret and the parameter
+        that held it; anything else by function, the host's last words, and the parameters
+        (and SETs) of the shrunk statement."""
+        if self.kind == "leak":
+            return f"leak | {re.sub(r'prom_[a-z_]+', 'F', self.signature())} | {secret_param(self.minimal or self.statement)}"
+        text = self.minimal or self.statement
+        names = " ".join(sorted(set(re.findall(r"([\w\"]+) :=", text))))
+        sets = " ".join(sorted(set(re.findall(r"SET (\w+)", text))))
+        shrunk = "" if self.minimal else "(not shrunk) "
+        return f"{self.kind} | {self.func} | {self.signature()} | {shrunk}params: {names or '-'}{' | SET ' + sets if sets else ''}"
 
     def describe(self) -> str:
         alone = {True: "yes", False: "no (needs the statements before it)", None: "n/a"}[self.alone]
@@ -987,7 +997,7 @@ class Runner:
         errf = open(d / "stderr", "wb")
         p = subprocess.Popen([str(host_exe(host)), "-c", CHILD, str(d / "batch.json"), str(progress), str(results),
                               str(self.build), str(start)], cwd=self.env.root, stdout=subprocess.DEVNULL, stderr=errf,
-                             env=child_env(), preexec_fn=_limit_memory)
+                             env=child_env(self.env.server.port), preexec_fn=_limit_memory)
         last, since, stalled = None, time.monotonic(), False
         while p.poll() is None:
             time.sleep(0.2)
@@ -1016,7 +1026,7 @@ class Runner:
         ext = self.build / "promduck.duckdb_extension"
         sql = f"LOAD '{ext}';\n" + "".join(p + ";\n" for p in st["pre"]) + st["sql"] + ";"
         p = subprocess.Popen([str(CLI), "-unsigned", "-csv", "-c", sql], cwd=self.env.root, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, env=child_env(), preexec_fn=_limit_memory)
+                             stderr=subprocess.PIPE, env=child_env(self.env.server.port), preexec_fn=_limit_memory)
         try:
             _, err = p.communicate(timeout=STALL_SECONDS)
             stalled = False
@@ -1161,6 +1171,7 @@ def signature_of(kind: str, detail: str) -> str:
     lines = [ln for ln in detail.strip().splitlines() if ln.strip()]
     if kind == "leak":
         first = re.sub(r"^secret '[^']*' in: ", "", lines[0]) if lines else ""
+        first = re.sub(r"^\w+Exception: ", "", first)  # Python's class name, absent in the CLI
         sig = re.sub(r"\"[^\"]*\"|'[^']*'", "…", first)
     elif kind == "death":
         sig = next((ln for ln in lines if "fatal runtime error" in ln or "memory allocation" in ln
@@ -1179,7 +1190,7 @@ def secret_param(text: str) -> str:
         return "url with user:password@"
     if "@CFG_SECRET@" in text or "@CFG_BAD@" in text:
         return "config file"
-    return "?"
+    return "environment (AWS_SECRET_ACCESS_KEY)"
 
 
 def _leaks(text: str, secrets: list) -> list:
@@ -1196,9 +1207,18 @@ def _last_line(p: Path):
     return lines[-1] if lines else None
 
 
-def child_env() -> dict:
+#: the S3 secret every child has in its environment: no error may show it either
+ENV_SECRET = "ZqEnvironmentSecretKey0042"
+
+
+def child_env(port: int) -> dict:
+    """The parent's environment without PROMDUCK_* and AWS_*, and S3 settings that keep every
+    s3:// access on loopback (no instance-metadata lookup, no AWS host)."""
     env = {k: v for k, v in os.environ.items() if not (k.startswith("PROMDUCK_") or k.startswith("AWS_"))}
-    env["RUST_BACKTRACE"] = "0"
+    env.update({"RUST_BACKTRACE": "0", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                "AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIAFUZZENV", "AWS_SECRET_ACCESS_KEY": ENV_SECRET,
+                "AWS_EC2_METADATA_DISABLED": "true"})
     return env
 
 
@@ -1216,10 +1236,14 @@ def record_findings(findings: list, path: Path = FINDINGS) -> None:
         for f in findings:
             k = f.key()
             if k not in state:
-                state[k] = {"text": f.describe(), "hosts": [], "kind": f.kind, "func": f.func,
+                state[k] = {"text": f.describe(), "hosts": [], "funcs": [], "kind": f.kind, "func": f.func,
                             "minimal": f.minimal or f.statement, "sig": f.signature(), "first": time.strftime("%H:%M:%S")}
+            elif f.minimal and "minimal: `" not in state[k]["text"]:
+                state[k]["text"] = f.describe()
             if f.host not in state[k]["hosts"]:
                 state[k]["hosts"].append(f.host)
+            if f.func not in state[k].setdefault("funcs", []):
+                state[k]["funcs"].append(f.func)
         tmp = state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(state_path)
@@ -1227,8 +1251,10 @@ def record_findings(findings: list, path: Path = FINDINGS) -> None:
                  "Class = kind | function | the host's last words | the shrunk statement's shape. "
                  "Rewritten on each run from " + state_path.name + ".\n"]
         for k, v in sorted(state.items(), key=lambda kv: (kv[1]["kind"], kv[1]["func"], kv[0])):
-            lines.append(f"\n## {v['kind']} in {v['func'] or '?'}: {v['sig'][:120]}\n"
-                         f"hosts: {', '.join(sorted(v['hosts']))}\n\n{v['text']}")
+            title = k.split(" | ", 1)[1]
+            lines.append(f"\n## {v['kind']}: {title[:200]}\n"
+                         f"hosts: {', '.join(sorted(v['hosts']))}; functions: {', '.join(sorted(v.get('funcs', [])))}\n\n"
+                         f"{v['text']}")
         tmp = path.with_suffix(".mdtmp")
         tmp.write_text("".join(lines))
         tmp.replace(path)
@@ -1309,6 +1335,12 @@ def main(argv=None):
         return 0
     hosts = a.host or list(HOSTS) + ["cli"]
     hosts = [_register_path_host(h) for h in hosts]
+    try:
+        for h in hosts:
+            host_exe(h)
+    except HostMissing as e:
+        print(e, file=sys.stderr)
+        return 2
     t0 = time.monotonic()
     findings, counts = fuzz(seeds, a.count, hosts, a.cli_share, parallel=a.parallel, record=not a.no_record,
                             minimize=not a.no_minimize)
