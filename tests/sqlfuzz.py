@@ -63,8 +63,9 @@ BUILD = Path(os.environ.get("PROMDUCK_BUILD") or REPO_ROOT / "build")
 HOSTS = {"1.2": "1.2.2", "1.3": "1.3.2", "1.4": "1.4.5", "1.5": "1.5.6", "2.0": "2.0.1"}
 CLI = REPO_ROOT / ".venv" / "bin" / "duckdb"
 FINDINGS = Path(os.environ.get("PROMDUCK_FUZZ_FINDINGS") or "/tmp/fuzz-findings.md")
-#: a child's address space: a statement that reads without bound dies here, not on the machine
-CHILD_MEMORY = 4 << 30
+#: a child's data segment (RLIMIT_DATA: writable private memory, not the address space that
+#: allocators reserve): a statement that reads without bound dies here, not on the machine
+CHILD_MEMORY = int(os.environ.get("PROMDUCK_FUZZ_CHILD_MEMORY", str(4 << 30)))
 #: a statement that has not finished after this many seconds is reported as stalled (a
 #: watchdog, not an assertion on speed: every call here is bounded by small timeouts)
 STALL_SECONDS = float(os.environ.get("PROMDUCK_FUZZ_STALL", "120"))
@@ -120,14 +121,32 @@ class Stmt:
     pre: list = field(default_factory=list)  # SET statements before, RESET after
     secrets: list = field(default_factory=list)
     scalar: bool = False
+    #: the name of a named parameter passed through a table macro (`fzm(value)`) instead
+    macro: str | None = None
 
     def call(self) -> Frag:
-        parts = list(self.pos) + [Frag(f"{n} := {f.sql}", f.params) for n, f in self.named]
+        named = self.named
+        through = next((f for n, f in named if n == self.macro), None) if self.macro else None
+        if through is not None:
+            named = [(n, Frag("x") if n == self.macro else f) for n, f in named]
+        parts = list(self.pos) + [Frag(f"{n} := {f.sql}", f.params) for n, f in named]
         sql = ", ".join(p.sql for p in parts)
         params = [v for p in parts for v in p.params]
-        if self.scalar:
-            return Frag(self.wrap.format(f"{self.func}({sql})"), params)
+        if through is not None and not params:
+            return Frag(self.wrap.format(f"fzm({through.sql})"), through.params)
         return Frag(self.wrap.format(f"{self.func}({sql})"), params)
+
+    def all_pre(self) -> list:
+        """The statements before: the SETs, and the table macro's definition if any."""
+        through = next((f for n, f in self.named if n == self.macro), None) if self.macro else None
+        if through is None:
+            return list(self.pre)
+        named = [(n, Frag("x") if n == self.macro else f) for n, f in self.named]
+        parts = list(self.pos) + [Frag(f"{n} := {f.sql}", f.params) for n, f in named]
+        if any(p.params for p in parts):
+            return list(self.pre)
+        inner = f"{self.func}({', '.join(p.sql for p in parts)})"
+        return list(self.pre) + [f"CREATE OR REPLACE TEMP MACRO fzm(x) AS TABLE SELECT * FROM {inner}"]
 
     def to_json(self) -> dict:
         c = self.call()
@@ -136,11 +155,11 @@ class Stmt:
             secrets.append("@SECRET_CFG@")  # the config files that hold a secret
         secrets.append(ENV_SECRET)  # AWS_SECRET_ACCESS_KEY in every child's environment
         return {"sql": c.sql, "params": [enc(v) for v in c.params] if c.params else None,
-                "pre": self.pre, "secrets": secrets}
+                "pre": self.all_pre(), "secrets": secrets}
 
     def text(self) -> str:
         c = self.call()
-        s = "; ".join(self.pre + [c.sql])
+        s = "; ".join(self.all_pre() + [c.sql])
         if c.params:
             s += f"   -- bound: {short(repr(c.params))}"
         return s
@@ -304,12 +323,16 @@ class Gen:
     def __init__(self, seed: int):
         self.seed = seed
         self.rng = random.Random(seed)
+        self._vars = []
 
     # -- values
     def zoo(self) -> Frag:
         r = self.rng
         if r.random() < 0.12:
             return Frag("?", [r.choice(ZOO_PY)])
+        if r.random() < 0.04:  # through a variable, as a table macro's user would pass it
+            self._vars.append(f"SET VARIABLE fzv{len(self._vars)} = {r.choice(ZOO_SQL)}")
+            return Frag(f"getvariable('fzv{len(self._vars) - 1}')")
         return Frag(r.choice(ZOO_SQL))
 
     def pick(self, plausible: list) -> Frag:
@@ -324,6 +347,7 @@ class Gen:
     # -- statements
     def statement(self) -> Stmt:
         r = self.rng
+        self._vars = []
         f = r.choices(
             ["prom_metrics", "prom_partitions", "prom_collect", "prom_compact", "prom_query", "prom_query_range",
              "prom_labels", "prom_label_values", "prom_series", "timestamp_ms"],
@@ -345,8 +369,11 @@ class Gen:
             s.pre = [r.choice(["SET memory_limit = '20MB'", "SET memory_limit = '8MB'", "SET memory_limit = '64MB'",
                                "SET memory_limit = '20MB'; SET threads = 1", "SET TimeZone = 'Pacific/Kiritimati'",
                                "SET TimeZone = 'America/St_Johns'", "SET threads = 1"])]
+        s.pre = self._vars + s.pre
         if r.random() < 0.15 and not s.scalar:
             self.add_secret(s)
+        elif r.random() < 0.05 and s.named and not s.scalar:  # one parameter through a table macro
+            s.macro = r.choice([n for n, _ in s.named])
         return s
 
     def add_secret(self, s: Stmt):
@@ -908,12 +935,13 @@ for i in range(start, len(batch)):
         con = connect()
     for p in st['pre']:
         for q in p.split(';'):
-            name = q.strip().split(' ')[1] if q.strip() else None
-            if name:
-                try:
-                    con.execute('RESET ' + name)
-                except Exception:
-                    pass
+            w = q.split()
+            if len(w) < 2 or w[0].upper() != 'SET':
+                continue
+            try:  # SET x = ... -> RESET x; SET VARIABLE v = ... -> RESET VARIABLE v
+                con.execute('RESET ' + (w[1] + ' ' + w[2] if w[1].upper() == 'VARIABLE' else w[1]))
+            except Exception:
+                pass
     results.write(json.dumps(rec) + '\n')
     results.flush()
 os.write(progress, b'done\n')
@@ -931,6 +959,9 @@ class Finding:
     alone: bool | None = None
     minimal: str | None = None
     func: str = ""
+    #: when it does not reproduce alone: the latest earlier statement it needs (bisected),
+    #: its text, and whether that one and this one alone reproduce it
+    needs: tuple | None = None
 
     def signature(self) -> str:
         return signature_of(self.kind, self.detail)
@@ -945,7 +976,13 @@ class Finding:
         names = " ".join(sorted(set(re.findall(r"([\w\"]+) :=", text))))
         sets = " ".join(sorted(set(re.findall(r"SET (\w+)", text))))
         shrunk = "" if self.minimal else "(not shrunk) "
-        return f"{self.kind} | {self.func} | {self.signature()} | {shrunk}params: {names or '-'}{' | SET ' + sets if sets else ''}"
+        after = ""
+        if self.needs:
+            m = re.match(r"(?:SET [^;]*; )*(?:\w+ )*?(?:FROM )?(prom_\w+|timestamp_ms)", self.needs[1])
+            pre = " ".join(sorted(set(re.findall(r"SET (\w+)", self.needs[1]))))
+            after = f" | after {m.group(1) if m else '?'}{' with SET ' + pre if pre else ''}"
+        return (f"{self.kind} | {self.func} | {self.signature()} | {shrunk}params: {names or '-'}"
+                f"{' | SET ' + sets if sets else ''}{after}")
 
     def describe(self) -> str:
         alone = {True: "yes", False: "no (needs the statements before it)", None: "n/a"}[self.alone]
@@ -953,12 +990,15 @@ class Finding:
                 f"  - statement: `{self.statement}`\n"
                 + (f"  - minimal: `{self.minimal}`\n" if self.minimal and self.minimal != self.statement else "")
                 + f"  - reproduces alone: {alone}\n"
-                f"  - tail: {' | '.join(self.detail.strip().splitlines()[-4:])[:1500]}\n")
+                + (f"  - needs statement #{self.needs[0]} before it: `{self.needs[1]}`; those two alone in a fresh host (each SET is RESET after its statement): "
+                   f"{'die the same way' if self.needs[2] else 'do not (more of the batch is needed)'}\n"
+                   if self.needs else "")
+                + f"  - tail: {' | '.join(self.detail.strip().splitlines()[-4:])[:1500]}\n")
 
 
 def _limit_memory():
     import resource
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    resource.setrlimit(resource.RLIMIT_DATA, (CHILD_MEMORY, CHILD_MEMORY))
     os.setsid()
 
 
@@ -977,6 +1017,7 @@ class Runner:
         self.log = log or (lambda *a: None)
         self.minimized = {}  # (func, detail signature, param names) -> minimal text
         self._shrunk = set()
+        self._bisected = set()
         work.mkdir(parents=True, exist_ok=True)
         self._n = 0
 
@@ -1066,7 +1107,8 @@ class Runner:
         key = (host, stmt.func, kind, sig, tuple(sorted(n for n, _ in stmt.named)), len(stmt.pos), bool(stmt.pre))
         if key in self.minimized:
             return self.minimized[key]
-        cur = Stmt(stmt.func, list(stmt.pos), list(stmt.named), stmt.wrap, list(stmt.pre), list(stmt.secrets), stmt.scalar)
+        cur = Stmt(stmt.func, list(stmt.pos), list(stmt.named), stmt.wrap, list(stmt.pre), list(stmt.secrets), stmt.scalar,
+                   stmt.macro)
 
         def still(c):
             return self.outcome(host, self.env.subst_json(c.to_json())) == (kind, sig)
@@ -1074,14 +1116,15 @@ class Runner:
         for attr in ("named", "pre"):
             i = 0
             while i < len(getattr(cur, attr)):
-                trial = Stmt(cur.func, list(cur.pos), list(cur.named), cur.wrap, list(cur.pre), cur.secrets, cur.scalar)
+                trial = Stmt(cur.func, list(cur.pos), list(cur.named), cur.wrap, list(cur.pre), cur.secrets, cur.scalar,
+                             cur.macro)
                 getattr(trial, attr).pop(i)
                 if still(trial):
                     cur = trial
                 else:
                     i += 1
         if cur.wrap != "SELECT * FROM {}" and not cur.scalar:
-            trial = Stmt(cur.func, cur.pos, cur.named, "SELECT * FROM {}", cur.pre, cur.secrets)
+            trial = Stmt(cur.func, cur.pos, cur.named, "SELECT * FROM {}", cur.pre, cur.secrets, False, cur.macro)
             if still(trial):
                 cur = trial
         self.minimized[key] = cur.text()
@@ -1118,6 +1161,8 @@ class Runner:
             f = Finding(kind, host, seed, idx, stmts[idx].text(), detail, func=stmts[idx].func)
             if not stalled:
                 self._shrink(f, host, stmts[idx], minimize)
+                if f.alone is False and minimize:
+                    f.needs = self._bisect(host, batch, stmts, start, idx)
             self.log(f"[{host}] seed {seed} #{idx}: {kind}: {f.signature()}")
             findings.append(f)
             start = idx + 1
@@ -1149,6 +1194,27 @@ class Runner:
                 self.log(f"[cli] seed {seed} #{i}: {f.kind}: {f.signature()}")
                 findings.append(f)
         return findings, n
+
+    def _bisect(self, host: str, batch: list, stmts: list, start: int, idx: int) -> tuple:
+        """batch[start..idx] kills the host at idx, idx alone does not: the latest k such that
+        batch[k..idx] still does (binary search), and whether batch[k] + batch[idx] alone do."""
+        def dies_at_idx(k):
+            rc, last, _, _, _ = self._child(host, batch[k:idx + 1])
+            return rc != 0 and last == idx - k
+
+        key = (host, stmts[idx].func, tuple(sorted({n for n, _ in stmts[idx].named})))
+        if key in self._bisected or len(self._bisected) >= MAX_SHRINKS:
+            return None
+        self._bisected.add(key)
+        lo, hi = start, idx  # dies from lo; not from hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if dies_at_idx(mid):
+                lo = mid
+            else:
+                hi = mid
+        rc, last, _, _, _ = self._child(host, [batch[lo], batch[idx]])
+        return lo, stmts[lo].text(), rc != 0 and last == 1
 
     def _records(self, host, recs, stmts, seed, minimize):
         out = []
