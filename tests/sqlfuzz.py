@@ -984,7 +984,7 @@ class Finding:
         shrunk = "" if self.minimal else "(not shrunk) "
         after = ""
         if self.needs:
-            m = re.match(r"(?:SET [^;]*; )*(?:\w+ )*?(?:FROM )?(prom_\w+|timestamp_ms)", self.needs[1])
+            m = re.search(r"\b(prom_\w+|timestamp_ms)\(", self.needs[1])
             pre = " ".join(sorted(set(re.findall(r"SET (\w+)", self.needs[1]))))
             after = f" | after {m.group(1) if m else '?'}{' with SET ' + pre if pre else ''}"
         return (f"{self.kind} | {self.func} | {self.signature()} | {shrunk}params: {names or '-'}"
@@ -1319,9 +1319,17 @@ def record_findings(findings: list, path: Path = FINDINGS) -> None:
         tmp = state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(state_path)
-        lines = ["# promduck SQL fuzzer findings (tests/sqlfuzz.py), one entry per class\n",
-                 "Class = kind | function | the host's last words | the shrunk statement's shape. "
-                 "Rewritten on each run from " + state_path.name + ".\n"]
+        lines = ["# promduck SQL fuzzer findings (tests/sqlfuzz.py), one entry per class\n\n",
+                 "A class is: kind | function | the host's last words (a leak: the error that carried the secret) | "
+                 "the parameters of the shrunk statement (a leak: the parameter that held the secret). "
+                 "Placeholders: @DATA@ a valid archive (5 days, 3 proxies), @BIGDATA@ one with a 20 MiB label, "
+                 "@BADDATA@ garbage Parquet, @LINKDATA@ a symlink to @DATA@, @EMPTY@ an empty folder, @GARBAGE@ a "
+                 "file of bytes, @FIFO@ a FIFO fed 57 KiB of junk, @MISSING@ a missing path, @CFG_*@ configs "
+                 "(retries 0; @CFG_SECRET@ holds a secret), @PORT@ the fuzzer's HTTP server on 127.0.0.1 (the "
+                 "answer is chosen by the path /m/<mode>: hugelabel = a 30 MiB label, ...), @CLOSED@ a closed "
+                 "port. Children run with RLIMIT_DATA = 4 GiB. Replay: `python tests/sqlfuzz.py --seed N "
+                 "--count M --host H` (M as in the test: PROMDUCK_FUZZ_STATEMENTS / 2). Rewritten on each run "
+                 "from " + state_path.name + ".\n"]
         for k, v in sorted(state.items(), key=lambda kv: (kv[1]["kind"], kv[1]["func"], kv[0])):
             title = k.split(" | ", 1)[1]
             lines.append(f"\n## {v['kind']}: {title[:200]}\n"
