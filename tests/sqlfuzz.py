@@ -1018,8 +1018,10 @@ def _describe_rc(rc: int) -> str:
 
 
 class Runner:
-    def __init__(self, env: FuzzEnv, work: Path, build: Path = BUILD, log=None):
+    def __init__(self, env: FuzzEnv, work: Path, build: Path = BUILD, log=None, on_finding=None):
         self.env, self.work, self.build = env, work, build
+        self.on_finding = on_finding
+        self._emitted = set()
         self.log = log or (lambda *a: None)
         self.minimized = {}  # (func, detail signature, param names) -> minimal text
         self._shrunk = set()
@@ -1155,6 +1157,7 @@ class Runner:
             return self._run_cli(batch, stmts, seed, minimize)
         start = 0
         while start < len(batch):
+            self._emit(findings)
             rc, idx, recs, tail, stalled = self._child(host, batch, start)
             findings += self._records(host, recs, stmts, seed, minimize)
             if idx is None and rc == 0:
@@ -1172,12 +1175,21 @@ class Runner:
             self.log(f"[{host}] seed {seed} #{idx}: {kind}: {f.signature()}")
             findings.append(f)
             start = idx + 1
+        self._emit(findings)
         return findings, len(batch)
+
+    def _emit(self, findings: list):
+        """Hands the findings not yet handed to on_finding (the findings file, at once)."""
+        new = [f for f in findings if id(f) not in self._emitted]
+        self._emitted.update(id(f) for f in new)
+        if new and self.on_finding:
+            self.on_finding(new)
 
     def _run_cli(self, batch, stmts, seed, minimize):
         findings = []
         n = 0
         for i, st in enumerate(batch):
+            self._emit(findings)
             if st["params"] is not None:
                 continue  # the CLI has no prepared parameters
             n += 1
@@ -1199,6 +1211,7 @@ class Runner:
                     self._shrink(f, "cli", stmts[i], minimize)
                 self.log(f"[cli] seed {seed} #{i}: {f.kind}: {f.signature()}")
                 findings.append(f)
+        self._emit(findings)
         return findings, n
 
     def _bisect(self, host: str, batch: list, stmts: list, start: int, idx: int) -> tuple:
@@ -1328,7 +1341,7 @@ def record_findings(findings: list, path: Path = FINDINGS) -> None:
                  "(retries 0; @CFG_SECRET@ holds a secret), @PORT@ the fuzzer's HTTP server on 127.0.0.1 (the "
                  "answer is chosen by the path /m/<mode>: hugelabel = a 30 MiB label, ...), @CLOSED@ a closed "
                  "port. Children run with RLIMIT_DATA = 4 GiB. Replay: `python tests/sqlfuzz.py --seed N "
-                 "--count M --host H` (M as in the test: PROMDUCK_FUZZ_STATEMENTS / 2). Rewritten on each run "
+                 "--count M --host H` (statement i of a seed is the same whatever M, so M > i is enough). Rewritten on each run "
                  "from " + state_path.name + ".\n"]
         for k, v in sorted(state.items(), key=lambda kv: (kv[1]["kind"], kv[1]["func"], kv[0])):
             title = k.split(" | ", 1)[1]
@@ -1354,6 +1367,11 @@ def fuzz(seeds: list, count: int, hosts: list, cli_share: float = 0.25, work: Pa
         else host_python("2.0")
     findings, counts = [], {h: 0 for h in hosts}
     lock = threading.Lock()
+
+    def on_finding(fs):
+        if record:
+            with lock:
+                record_findings(fs)
     try:
         jobs = []
         for seed in seeds:
@@ -1369,15 +1387,13 @@ def fuzz(seeds: list, count: int, hosts: list, cli_share: float = 0.25, work: Pa
             root = tmp / f"{h}-{seed}"
             env = FuzzEnv(root / "env", builder)
             try:
-                r = Runner(env, root / "work", log=log)
+                r = Runner(env, root / "work", log=log, on_finding=on_finding)
                 fs, n = r.run(h, s, seed, minimize=minimize)
             finally:
                 env.close()
             with lock:
                 findings.extend(fs)
                 counts[h] += n
-                if record:
-                    record_findings(fs)
             log(f"[{h}] seed {seed}: {n} statements, {len(fs)} findings")
 
         threads = []
