@@ -71,7 +71,7 @@ CHILD_MEMORY = int(os.environ.get("PROMDUCK_FUZZ_CHILD_MEMORY", str(4 << 30)))
 STALL_SECONDS = float(os.environ.get("PROMDUCK_FUZZ_STALL", "120"))
 
 #: findings shrunk per batch at most (each shrink re-runs the statement a few times)
-MAX_SHRINKS = int(os.environ.get("PROMDUCK_FUZZ_SHRINKS", "12"))
+MAX_SHRINKS = int(os.environ.get("PROMDUCK_FUZZ_SHRINKS", "40"))
 
 SECRET_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
 
@@ -1002,6 +1002,23 @@ class Finding:
                 + f"  - tail: {' | '.join(self.detail.strip().splitlines()[-4:])[:1500]}\n")
 
 
+#: shrunk statements, shared by the runners: (host, kind, function, signature, parts, text)
+_KNOWN = []
+_KNOWN_LOCK = threading.Lock()
+
+
+def _parts(st: Stmt) -> frozenset:
+    """A statement's parts, comparable between statements: each positional and named argument
+    (with its bound values), each SET, the wrapper."""
+    out = {("pos", i, f.sql, json.dumps(enc(f.params))) for i, f in enumerate(st.pos)}
+    out |= {("named", n, f.sql, json.dumps(enc(f.params))) for n, f in st.named}
+    out |= {("pre", p) for p in st.pre}
+    out |= {("macro", st.macro)} if st.macro else set()
+    if st.wrap != "SELECT * FROM {}":
+        out.add(("wrap", st.wrap))
+    return frozenset(out)
+
+
 def _limit_memory():
     import resource
     resource.setrlimit(resource.RLIMIT_DATA, (CHILD_MEMORY, CHILD_MEMORY))
@@ -1136,6 +1153,8 @@ class Runner:
             if still(trial):
                 cur = trial
         self.minimized[key] = cur.text()
+        with _KNOWN_LOCK:
+            _KNOWN.append((host, kind, stmt.func, sig, _parts(cur), cur.text()))
         return self.minimized[key]
 
     def _shrink(self, f: "Finding", host: str, stmt: Stmt, minimize: bool):
@@ -1144,8 +1163,17 @@ class Runner:
             return
         kind, sig = self.outcome(host, self.env.subst_json(stmt.to_json()))
         f.alone = kind == f.kind
+        if not f.alone:
+            return
+        # a statement that holds every part of a known shrunk one, dying the same way: that one
+        mine = _parts(stmt)
+        with _KNOWN_LOCK:
+            known = [k for k in _KNOWN if k[:4] == (host, kind, stmt.func, sig) and k[4] <= mine]
+        if known:
+            f.minimal = known[0][5]
+            return
         key = (host, f.kind, f.func, sig, tuple(sorted({n for n, _ in stmt.named})))
-        if f.alone and key not in self._shrunk and len(self._shrunk) < MAX_SHRINKS:
+        if key not in self._shrunk and len(self._shrunk) < MAX_SHRINKS:
             self._shrunk.add(key)
             f.minimal = self._minimize(host, stmt, kind, sig)
 
@@ -1423,6 +1451,7 @@ def main(argv=None):
     ap.add_argument("--no-minimize", action="store_true")
     ap.add_argument("--no-record", action="store_true", help="do not merge findings into " + str(FINDINGS))
     a = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the tmp folder is removed
     seeds = a.seed or [1]
     if a.print:
         for seed in seeds:
