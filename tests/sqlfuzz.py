@@ -1338,9 +1338,22 @@ def child_env(port: int) -> dict:
 # ---------------------------------------------------------------------------------------
 # Findings file, merged by class across runs (others read it while fixing)
 
-def record_findings(findings: list, path: Path = FINDINGS) -> None:
+def build_id(build: Path = None) -> str:
+    """Which extension a finding is about: its file's SHA-256 prefix and modification time."""
+    import hashlib
+    f = (build or BUILD) / "promduck.duckdb_extension"
+    try:
+        h = hashlib.sha256(f.read_bytes()).hexdigest()[:12]
+        return f"{h} ({time.strftime('%Y-%m-%d %H:%M', time.gmtime(f.stat().st_mtime))} UTC)"
+    except OSError:
+        return "missing"
+
+
+def record_findings(findings: list, path: Path = None) -> None:
+    path = path or Path(os.environ.get("PROMDUCK_FUZZ_FINDINGS") or FINDINGS)
     if not findings:
         return
+    bid = build_id()
     state_path = path.with_suffix(".json")
     lock = open(str(path) + ".lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -1355,6 +1368,8 @@ def record_findings(findings: list, path: Path = FINDINGS) -> None:
                 state[k]["text"] = f.describe()
             if f.host not in state[k]["hosts"]:
                 state[k]["hosts"].append(f.host)
+            if bid not in state[k].setdefault("builds", []):
+                state[k]["builds"].append(bid)
             if f.func not in state[k].setdefault("funcs", []):
                 state[k]["funcs"].append(f.func)
         tmp = state_path.with_suffix(".tmp")
@@ -1374,7 +1389,8 @@ def record_findings(findings: list, path: Path = FINDINGS) -> None:
         for k, v in sorted(state.items(), key=lambda kv: (kv[1]["kind"], kv[1]["func"], kv[0])):
             title = k.split(" | ", 1)[1]
             lines.append(f"\n## {v['kind']}: {title[:200]}\n"
-                         f"hosts: {', '.join(sorted(v['hosts']))}; functions: {', '.join(sorted(v.get('funcs', [])))}\n\n"
+                         f"hosts: {', '.join(sorted(v['hosts']))}; functions: {', '.join(sorted(v.get('funcs', [])))}; "
+                         f"extension: {', '.join(v.get('builds', []))}\n\n"
                          f"{v['text']}")
         tmp = path.with_suffix(".mdtmp")
         tmp.write_text("".join(lines))
