@@ -133,8 +133,8 @@ class Stmt:
         sql = ", ".join(p.sql for p in parts)
         params = [v for p in parts for v in p.params]
         if through is not None and not params:
-            return Frag(self.wrap.format(f"fzm({through.sql})"), through.params)
-        return Frag(self.wrap.format(f"{self.func}({sql})"), params)
+            return _wrap(self.wrap, f"fzm({through.sql})", through.params)
+        return _wrap(self.wrap, f"{self.func}({sql})", params)
 
     def all_pre(self) -> list:
         """The statements before: the SETs, and the table macro's definition if any."""
@@ -166,6 +166,13 @@ class Stmt:
 
     def prepared(self) -> bool:
         return bool(self.call().params)
+
+
+def _wrap(wrap: str, call: str, params: list) -> Frag:
+    """The call put in its statement: every `{}` of the wrapper is the call (its bound values
+    repeat as often)."""
+    n = wrap.count("{}")
+    return Frag(wrap.replace("{}", call), params * n)
 
 
 def short(s: str, n: int = 400) -> str:
@@ -290,6 +297,29 @@ REMOVE_AFTER = ["'0s'", "'1ms'", "'-1s'", "'fast'", "''", "'1ns'", "'0.5ms'", "'
 MONTHS = ["'2024-01'", "'2024-02'", "'2024-13'", "'0000-01'", "'294247-01'", "'2099-01'", "''", "'2024-01-01'", "'now'"]
 
 
+#: statements around a table function's call (`{}`), with weights
+WRAPS = [("SELECT * FROM {}", 50), ("SELECT count(*) FROM {}", 20), ("DESCRIBE SELECT * FROM {}", 4),
+         ("SELECT * FROM {} LIMIT 0", 4), ("SELECT * FROM {} LIMIT 1", 4), ("EXPLAIN SELECT * FROM {}", 2),
+         ("EXPLAIN ANALYZE SELECT * FROM {}", 2), ("SELECT * FROM {} t1, range(2) t2", 2),
+         ("SELECT count(*) FROM (SELECT * FROM {} UNION ALL SELECT * FROM {})", 2),
+         ("SELECT rowid FROM {}", 2), ("SELECT count(rowid) FROM {}", 1), ("SUMMARIZE SELECT * FROM {}", 1),
+         ("CREATE OR REPLACE TEMP TABLE fzt AS SELECT * FROM {}", 2), ("SELECT * FROM {} ORDER BY ALL", 2),
+         ("COPY (SELECT * FROM {}) TO '@TMP@/copy.parquet' (FORMAT parquet)", 1),
+         ("SELECT * FROM (SELECT 1) t, LATERAL (SELECT * FROM {})", 1),
+         ("WITH x AS MATERIALIZED (SELECT * FROM {}) SELECT count(*) FROM x, x AS y", 1)]
+#: projections (pushdown) of each function's own columns
+COLUMN_WRAPS = {
+    "prom_metrics": [("SELECT value FROM {}", 3), ("SELECT labels, rowid FROM {}", 2),
+                     ("SELECT api_proxy, date FROM {} WHERE date = DATE '2024-03-01'", 2),
+                     ("SELECT labels['apiproxy'], source FROM {}", 2), ("SELECT timestamp, timestamp FROM {}", 1),
+                     ("SELECT sum(value) FROM {} GROUP BY metric_name", 2)],
+    "prom_partitions": [("SELECT path FROM {}", 2), ("SELECT bytes, rowid FROM {}", 2)],
+    "prom_query": [("SELECT value FROM {}", 2), ("SELECT labels, timestamp FROM {}", 2)],
+    "prom_query_range": [("SELECT value FROM {}", 2), ("SELECT labels, timestamp FROM {}", 2)],
+    "prom_series": [("SELECT labels FROM {}", 2)],
+}
+
+
 def data_dirs() -> list:
     return ["'@DATA@'", "'@DATA@'", "'@DATA@'", "'@BIGDATA@'", "'@BADDATA@'", "'@EMPTY@'", "'@GARBAGE@'", "'/dev/zero'",
             "'@FIFO@'", "'@MISSING@'", "'/'", "'/proc/self'", "'@DATA@/2024-03-01'", "'@DATA@/../data'",
@@ -356,17 +386,17 @@ class Gen:
         s = getattr(self, f)()
         s.func = f
         if not s.scalar:
-            s.wrap = r.choices(["SELECT * FROM {}", "SELECT count(*) FROM {}", "DESCRIBE SELECT * FROM {}",
-                                "SELECT * FROM {} LIMIT 0", "SELECT * FROM {} LIMIT 1", "EXPLAIN SELECT * FROM {}",
-                                "SELECT * FROM {} t1, {} t2".replace("{} t2", "range(2) t2")],
-                               weights=[50, 20, 5, 5, 5, 3, 3])[0]
+            wraps = WRAPS + COLUMN_WRAPS.get(s.func, [])
+            s.wrap = r.choices(wraps, weights=[w for _, w in wraps])[0][0]
         # a bogus or repeated named parameter now and then
         if r.random() < 0.05:
             s.named.append((r.choice(["bogus", "Data_Dir", "date_range", "\"time\"", "url"]), self.zoo()))
         if r.random() < 0.03 and s.pos:
             s.pos.append(self.zoo())
         r.shuffle(s.named)
-        if r.random() < 0.12:
+        if r.random() < 0.04 and not s.scalar:
+            self.make_big(s)
+        elif r.random() < 0.12:
             s.pre = [r.choice(["SET memory_limit = '20MB'", "SET memory_limit = '8MB'", "SET memory_limit = '64MB'",
                                "SET memory_limit = '20MB'; SET threads = 1", "SET TimeZone = 'Pacific/Kiritimati'",
                                "SET TimeZone = 'America/St_Johns'", "SET threads = 1"])]
@@ -376,6 +406,22 @@ class Gen:
         elif r.random() < 0.05 and s.named and not s.scalar:  # one parameter through a table macro
             s.macro = r.choice([n for n, _ in s.named])
         return s
+
+    def make_big(self, s: Stmt):
+        """A tiny memory_limit and something big in the same statement: a 30 MiB label or 200,000
+        labels from the server, the archive with a 20 MiB label, or a 10 MB argument."""
+        r = self.rng
+        s.pre = [f"SET memory_limit = '{r.choice(['8MB', '20MB', '50MB', '100MB'])}'"]
+        if s.func in ("prom_metrics", "prom_partitions"):
+            s.named = [(n, v) for n, v in s.named if n != "data_dir"] + [("data_dir", Frag("'@BIGDATA@'"))]
+        elif s.func in ("prom_collect", "prom_compact"):
+            s.named = [(n, v) for n, v in s.named if n != "config"] + [("config", Frag("'@CFG_COLLECT_HUGE@'"))]
+        else:
+            mode = r.choice(["hugelabel", "manylabels", "bigmatrix", "hugelabel"])
+            s.named = [(n, v) for n, v in s.named if n not in ("url", "config")] + [
+                ("config", Frag("'@CFG_LIVE@'")), ("url", Frag(f"'http://127.0.0.1:@PORT@/m/{mode}'"))]
+        if r.random() < 0.3:
+            s.named.append((r.choice([n for n, _ in s.named]), Frag(f"repeat('x', {HUGE_N})")))
 
     def add_secret(self, s: Stmt):
         """A secret-bearing parameter and a bad one beside it: the error must not carry the secret."""
