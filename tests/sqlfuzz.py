@@ -1071,7 +1071,12 @@ def _limit_memory():
     os.setsid()
 
 
-def _describe_rc(rc: int) -> str:
+def _describe_rc(rc: int, cli: bool = False) -> str:
+    if cli and rc > 128:  # the duckdb-cli launcher (Python) exits with 256 - signal of its binary
+        try:
+            return f"killed by {signal.Signals(256 - rc).name} (the duckdb-cli launcher's exit status {rc})"
+        except ValueError:
+            pass
     if rc < 0:
         try:
             return f"killed by {signal.Signals(-rc).name}"
@@ -1156,7 +1161,7 @@ class Runner:
             if stalled:
                 return "stall", ""
             if rc < 0 or rc > 1:
-                return "death", signature_of("death", f"{_describe_rc(rc)}\n{err[-2000:]}")
+                return "death", signature_of("death", f"{_describe_rc(rc, True)}\n{err[-2000:]}")
             if _leaks(err, st["secrets"]):
                 return "leak", signature_of("leak", err)
             return None, ""
@@ -1278,7 +1283,7 @@ class Runner:
                 f = Finding("fatal", "cli", seed, i, stmts[i].text(), err[-2000:], func=stmts[i].func)
                 findings.append(f)
             if rc < 0 or rc > 1 or stalled:
-                detail = f"{_describe_rc(rc)}" + (" (stalled)" if stalled else "") + f"\n{err[-2000:]}"
+                detail = f"{_describe_rc(rc, True)}" + (" (stalled)" if stalled else "") + f"\n{err[-2000:]}"
                 f = Finding("stall" if stalled else "death", "cli", seed, i, stmts[i].text(), detail,
                             alone=True, func=stmts[i].func)
                 if not stalled:
