@@ -593,7 +593,7 @@ def generate(seed: int, count: int) -> list:
 # ---------------------------------------------------------------------------------------
 # The environment: an archive, configs, odd files and the HTTP server, all on loopback/tmp
 
-SECRET_IN_CONFIG = "ZqConfigSecretNeverShown77"
+SECRET_IN_CONFIG = "ZqC4fG8nS2xTq9Wm6Jr3Hd7y"
 
 
 class OddServer:
@@ -1372,7 +1372,7 @@ def _last_line(p: Path):
 
 
 #: the S3 secret every child has in its environment: no error may show it either
-ENV_SECRET = "ZqEnvironmentSecretKey0042"
+ENV_SECRET = "ZqE7vKx93PqWm2Ld8Rt5Vb4h"
 
 
 def child_env(port: int) -> dict:
