@@ -445,7 +445,8 @@ class Gen:
                 s.named = [(n, v) for n, v in s.named if n not in ("url", "config")]
                 s.named.append(("url", Frag(f"'http://fuzzuser:{sec}@127.0.0.1:@{r.choice(['PORT', 'CLOSED'])}@'")
                                 if not prepared else Frag("?", [f"http://fuzzuser:{sec}@127.0.0.1:@CLOSED@"])))
-                s.secrets.append(base64.b64encode(f"fuzzuser:{sec}".encode()).decode())
+                # Basic auth of it: the characters after the 12 that encode "fuzzuser:" are the secret
+                s.secrets.append(base64.b64encode(f"fuzzuser:{sec}".encode()).decode()[12:])
             else:
                 s.named.append((kind, val))
         else:
