@@ -11,7 +11,10 @@ What it generates (the same seed gives the same statements):
   HUGEINT/UHUGEINT extremes, -0.0, NaN, inf, odd dates and timestamps (year 0, 294247,
   infinity), intervals (negative, months), TIMESTAMPTZ, BLOB, UUID, BOOLEAN, ENUM, and
   prepared parameters (`?` bound from Python: None inside lists, nested lists, dicts);
-- some statements under a tiny `memory_limit`;
+- wrappers around the call: projections of each function's columns (pushdown), rowid, LIMIT,
+  UNION ALL, LATERAL, CREATE TABLE AS, COPY, SUMMARIZE, DESCRIBE, EXPLAIN (ANALYZE); values
+  through SET VARIABLE/getvariable and through a table macro;
+- some statements under a tiny `memory_limit`, some with something big in the same statement;
 - live functions pointed at loopback only: a closed port, or the fuzzer's own HTTP server
   (`OddServer`), whose answer is chosen by the URL's path prefix (`/m/<mode>`): bad JSON,
   huge labels, odd numbers, redirects, truncated bodies ...;
@@ -26,11 +29,17 @@ venv `.cache/duckdb-<minor>/bin/python`, or the CLI `.venv/bin/duckdb`, one proc
 statement as the CLI stops at the first error). The child writes each statement's index to a
 progress file before executing it; when the host dies (a signal, an abort, a nonzero exit)
 the runner takes the statement from the progress file, re-runs it alone to confirm, shrinks it
-(drops parameters while it still kills the host the same way) and goes on from the next one.
+(drops parameters while it still kills the host the same way; a death that needs earlier
+statements is bisected to the one it needs) and goes on from the next one. Children run with
+RLIMIT_DATA = 4 GiB (PROMDUCK_FUZZ_CHILD_MEMORY) so that an unbounded read dies there.
 An error from DuckDB is a survivor; a host death, a secret in an error, a FATAL error that
 invalidates the database, or a statement that stalls are findings.
 
     python tests/sqlfuzz.py --seed 1 --count 500 --host 2.0 --host cli
+    python tests/sqlfuzz.py --seed 1 --count 50 --print          # the statements only
+    python tests/sqlfuzz.py --seed 1 --host /path/to/python      # a Python with duckdb
+
+(--host: 1.2, 1.3, 1.4, 1.5, 2.0 — the venvs of `make hosts` — cli, or a path; default all.)
 
 prints the findings and exits 1 when there are any. Findings are also merged into
 PROMDUCK_FUZZ_FINDINGS (default /tmp/fuzz-findings.md), deduplicated by class.
