@@ -987,6 +987,8 @@ for i in range(start, len(batch)):
     if lk:
         rec['leak'] = lk
         rec['error_full'] = text[:4000]
+    if 'panicked' in text:
+        rec['panic'] = text[:2000]
     if 'invalidated' in text or text.startswith('FatalException') or 'FATAL Error' in text or 'INTERNAL Error' in text:
         rec['fatal'] = text[:2000]
         try:
@@ -1012,7 +1014,7 @@ os.write(progress, b'done\n')
 
 @dataclass
 class Finding:
-    kind: str  # death, leak, fatal, stall
+    kind: str  # death, leak, fatal, stall; panic (a Rust panic caught as an error: reported, not failing)
     host: str
     seed: int
     index: int
@@ -1174,6 +1176,8 @@ class Runner:
                 return "death", signature_of("death", f"{_describe_rc(rc, True)}\n{err[-2000:]}")
             if _leaks(err, st["secrets"]):
                 return "leak", signature_of("leak", err)
+            if "panicked" in err:
+                return "panic", signature_of("panic", err)
             return None, ""
         rc, idx, recs, tail, stalled = self._child(host, [st])
         if stalled:
@@ -1185,6 +1189,8 @@ class Runner:
                 return "leak", signature_of("leak", r["error_full"])
             if "fatal" in r:
                 return "fatal", signature_of("fatal", r["fatal"])
+            if "panic" in r:
+                return "panic", signature_of("panic", r["panic"])
         return None, ""
 
     def _minimize(self, host: str, stmt: Stmt, kind: str, sig: str) -> str:
@@ -1289,6 +1295,10 @@ class Runner:
                             func=stmts[i].func)
                 self._shrink(f, "cli", stmts[i], minimize)
                 findings.append(f)
+            if "panicked" in err:
+                f = Finding("panic", "cli", seed, i, stmts[i].text(), err[-2000:], func=stmts[i].func)
+                self._shrink(f, "cli", stmts[i], minimize)
+                findings.append(f)
             if "FATAL Error" in err or "INTERNAL Error" in err or "invalidated" in err:
                 f = Finding("fatal", "cli", seed, i, stmts[i].text(), err[-2000:], func=stmts[i].func)
                 findings.append(f)
@@ -1334,6 +1344,8 @@ class Runner:
             if "fatal" in r:
                 out.append(Finding("fatal", host, seed, i, stmts[i].text(), r["fatal"],
                                    func=stmts[i].func))
+            if "panic" in r:
+                out.append(Finding("panic", host, seed, i, stmts[i].text(), r["panic"], func=stmts[i].func))
         for f in out:
             self._shrink(f, host, stmts[f.index], minimize)
         return out
@@ -1342,14 +1354,19 @@ class Runner:
 def signature_of(kind: str, detail: str) -> str:
     """What identifies a finding's class in its text: a dying host's last words, a leaking
     error's first line (quoted values and numbers blanked)."""
+    if kind == "leak":
+        detail = re.sub(r"^secret '[^']*' in: ", "", detail.strip())
     lines = [ln for ln in detail.strip().splitlines() if ln.strip()]
     if kind == "leak":
-        first = re.sub(r"^secret '[^']*' in: ", "", lines[0]) if lines else ""
+        first = lines[0] if lines else ""
         first = re.sub(r"^\w+Exception: ", "", first)  # Python's class name, absent in the CLI
         sig = re.sub(r"\"[^\"]*\"|'[^']*'", "…", first)
     elif kind == "death":
         sig = next((ln for ln in lines if "fatal runtime error" in ln or "memory allocation" in ln
                     or "panicked" in ln or "terminate called" in ln), lines[-1] if lines else "")
+    elif kind == "panic":
+        sig = next((ln for ln in lines if "panicked" in ln), lines[0] if lines else "")
+        sig = re.sub(r"^\w+Exception: ", "", sig)
     else:
         sig = lines[-1] if lines else ""
     return re.sub(r"\d+", "N", sig)[:160]
@@ -1549,7 +1566,7 @@ def main(argv=None):
     print(f"statements run: {counts} in {time.monotonic() - t0:.0f} s")
     for f in findings:
         print(f.describe())
-    return 1 if findings else 0
+    return 1 if any(f.kind != "panic" for f in findings) else 0
 
 
 def _register_path_host(h: str) -> str:

@@ -6,7 +6,8 @@ numbers, odd dates, intervals, prepared parameters, tiny memory limits, odd file
 HTTP server on loopback), batch by batch in child processes. A test fails when the host dies
 on any statement (its seed, index and statement, shrunk, are in the failure and in
 /tmp/fuzz-findings.md), when an error carries a secret given to the statement, when a
-statement invalidates the database, or when one stalls.
+statement invalidates the database, or when one stalls. A Rust panic caught as an error is
+written to the findings file but does not fail the test (the host lives; DuckDB's own rule).
 
 PROMDUCK_FUZZ_STATEMENTS: statements per host (default 500; the CLI runs a quarter of them,
 one process each, without the prepared ones); PROMDUCK_FUZZ_SEED: the first seed (default
@@ -59,6 +60,8 @@ def test_no_statement_kills_the_host_or_leaks_a_secret(host, tmp_path):
     findings, counts = sqlfuzz.fuzz(SEEDS, STATEMENTS // len(SEEDS), [host], work=tmp_path, log=print)
     print(f"DuckDB {host}: {counts[host]} statements in {time.monotonic() - t0:.0f} s, {len(findings)} findings")
     assert counts[host] > 0
+    # a Rust panic that DuckDB shows as an error leaves the host alive: in the findings file, not a failure
+    findings = [f for f in findings if f.kind != "panic"]
     assert not findings, (
         f"{len(findings)} finding(s) in DuckDB {host} (seeds {SEEDS}; re-run one with "
         f"`python tests/sqlfuzz.py --seed N --count {STATEMENTS // len(SEEDS)} --host {host}`; placeholders such as "
