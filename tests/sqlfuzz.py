@@ -914,6 +914,7 @@ import datetime, decimal, json, os, sys, time, uuid
 import duckdb
 batch_file, progress_file, results_file, build, start = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 batch = json.load(open(batch_file))
+selftest = os.environ.get('PROMDUCK_FUZZ_SELFTEST') == '1'
 
 def dec(v):
     if isinstance(v, list):
@@ -965,6 +966,8 @@ results = open(results_file, 'a')
 for i in range(start, len(batch)):
     st = batch[i]
     os.write(progress, (str(i) + '\n').encode())
+    if selftest and '/*fuzz-selftest-abort*/' in st['sql']:
+        os.abort()  # the runner's own test: a host that dies here
     rec = {'i': i}
     t0 = time.monotonic()
     for p in st['pre']:
@@ -1405,7 +1408,8 @@ ENV_SECRET = "ZqE7vKx93PqWm2Ld8Rt5Vb4h"
 def child_env(port: int) -> dict:
     """The parent's environment without PROMDUCK_* and AWS_*, and S3 settings that keep every
     s3:// access on loopback (no instance-metadata lookup, no AWS host)."""
-    env = {k: v for k, v in os.environ.items() if not (k.startswith("PROMDUCK_") or k.startswith("AWS_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("PROMDUCK_") or k.startswith("AWS_")) or k == "PROMDUCK_FUZZ_SELFTEST"}
     env.update({"RUST_BACKTRACE": "0", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
                 "AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIAFUZZENV", "AWS_SECRET_ACCESS_KEY": ENV_SECRET,

@@ -66,3 +66,29 @@ def test_no_statement_kills_the_host_or_leaks_a_secret(host, tmp_path):
         f"{len(findings)} finding(s) in DuckDB {host} (seeds {SEEDS}; re-run one with "
         f"`python tests/sqlfuzz.py --seed N --count {STATEMENTS // len(SEEDS)} --host {host}`; placeholders such as "
         f"@DATA@ are the fuzzer's tmp archive and files):\n\n" + "\n".join(f.describe() for f in findings[:30]))
+
+
+def test_the_runner_reports_a_dying_host_and_a_leaking_error_and_goes_on(tmp_path, monkeypatch):
+    """The machinery itself, in one host: a child that aborts on statement 1 (a marker the child
+    honours only under PROMDUCK_FUZZ_SELFTEST) is a death at #1, confirmed alone, and #2 still
+    runs; an error carrying a secret (here DuckDB's own error()) is a leak."""
+    try:
+        sqlfuzz.host_exe("2.0")
+    except sqlfuzz.HostMissing as e:
+        pytest.fail(str(e))
+    monkeypatch.setenv("PROMDUCK_FUZZ_SELFTEST", "1")
+    secret = "ZqSelfTest8kW3nV5xR2pL7q"
+    stmts = [sqlfuzz.Stmt("timestamp_ms", [sqlfuzz.Frag("1")], [], wrap="SELECT {}", scalar=True),
+             sqlfuzz.Stmt("timestamp_ms", [sqlfuzz.Frag("2")], [], wrap="SELECT {} /*fuzz-selftest-abort*/", scalar=True),
+             sqlfuzz.Stmt("timestamp_ms", [sqlfuzz.Frag("3")], [], wrap=f"SELECT {{}}, error('no {secret} here')",
+                          scalar=True, secrets=[secret])]
+    env = sqlfuzz.FuzzEnv(tmp_path / "env", sqlfuzz.host_exe("2.0"))
+    try:
+        findings, n = sqlfuzz.Runner(env, tmp_path / "work").run("2.0", stmts, seed=0)
+    finally:
+        env.close()
+    assert n == 3
+    kinds = sorted((f.kind, f.index) for f in findings)
+    assert kinds == [("death", 1), ("leak", 2)], [f.describe() for f in findings]
+    death = next(f for f in findings if f.kind == "death")
+    assert death.alone is True and "SIGABRT" in death.detail, death.describe()
