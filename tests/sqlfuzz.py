@@ -1218,6 +1218,10 @@ class Runner:
                     cur = trial
                 else:
                     i += 1
+        if cur.macro:
+            trial = Stmt(cur.func, cur.pos, cur.named, cur.wrap, cur.pre, cur.secrets, cur.scalar, None)
+            if still(trial):
+                cur = trial
         if cur.wrap != "SELECT * FROM {}" and not cur.scalar:
             trial = Stmt(cur.func, cur.pos, cur.named, "SELECT * FROM {}", cur.pre, cur.secrets, False, cur.macro)
             if still(trial):
