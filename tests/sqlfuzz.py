@@ -1364,15 +1364,16 @@ def signature_of(kind: str, detail: str) -> str:
     if kind == "leak":
         detail = re.sub(r"^secret '[^']*' in: ", "", detail.strip())
     lines = [ln for ln in detail.strip().splitlines() if ln.strip()]
-    if kind == "leak":
-        first = lines[0] if lines else ""
+    if kind == "leak":  # the error's line (the CLI may print a panic's message first)
+        first = next((ln for ln in lines if "Error" in ln), lines[0] if lines else "")
         first = re.sub(r"^\w+Exception: ", "", first)  # Python's class name, absent in the CLI
         sig = re.sub(r"\"[^\"]*\"|'[^']*'", "…", first)
     elif kind == "death":
         sig = next((ln for ln in lines if "fatal runtime error" in ln or "memory allocation" in ln
                     or "panicked" in ln or "terminate called" in ln), lines[-1] if lines else "")
     elif kind == "panic":
-        sig = next((ln for ln in lines if "panicked" in ln), lines[0] if lines else "")
+        sig = next((ln for ln in lines if "callback panicked" in ln),
+                   next((ln for ln in lines if "panicked" in ln), lines[0] if lines else ""))
         sig = re.sub(r"^\w+Exception: ", "", sig)
     else:
         sig = lines[-1] if lines else ""
