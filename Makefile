@@ -165,6 +165,11 @@ stress: build venv prometheus s3s-fs
 	  PROMDUCK_MODEL_SEQUENCES=$${PROMDUCK_MODEL_SEQUENCES:-2000} \
 	  $(PY) -m pytest tests/test_reliability.py tests/test_compaction.py tests/test_s3_compaction.py \
 	    tests/test_archive_model.py -q -s -p no:cacheprovider
+	@# The SQL fuzzer (tests/sqlfuzz.py) with many statements per host, from a new seed each run
+	@# (printed with every finding); PROMDUCK_FUZZ_SEED replays one.
+	$(MAKE) --no-print-directory hosts
+	PROMDUCK_FUZZ_STATEMENTS=$${PROMDUCK_FUZZ_STATEMENTS:-10000} PROMDUCK_FUZZ_SEED=$${PROMDUCK_FUZZ_SEED:-$$(date +%s)} \
+	  $(PY) -m pytest tests/test_sql_fuzz.py -q -s -p no:cacheprovider
 
 ## bench: every benchmark, each printing promduck's figure, its baseline's and the ratio;
 ## then S3 (moto on loopback: daily and compacted archive), then the dashboard in Chromium,
