@@ -1017,7 +1017,7 @@ os.write(progress, b'done\n')
 
 @dataclass
 class Finding:
-    kind: str  # death, leak, fatal, stall; panic (a Rust panic caught as an error: reported, not failing)
+    kind: str  # death, leak, fatal, stall; panic and echo (reported, not failing: see DUCKDB_OWN_ERRORS)
     host: str
     seed: int
     index: int
@@ -1298,7 +1298,7 @@ class Runner:
             rc, err, stalled = self._cli_one(st)
             lk = _leaks(err, st["secrets"])
             if lk:
-                f = Finding("leak", "cli", seed, i, stmts[i].text(), f"secret {lk[0]!r} in: {err[:1500]}",
+                f = Finding(_leak_kind(err), "cli", seed, i, stmts[i].text(), f"secret {lk[0]!r} in: {err[:1500]}",
                             func=stmts[i].func)
                 self._shrink(f, "cli", stmts[i], minimize)
                 findings.append(f)
@@ -1346,7 +1346,7 @@ class Runner:
         for r in recs:
             i = r["i"]
             if "leak" in r:
-                out.append(Finding("leak", host, seed, i, stmts[i].text(),
+                out.append(Finding(_leak_kind(r["error_full"]), host, seed, i, stmts[i].text(),
                                    f"secret {r['leak'][0]!r} in: {r['error_full']}", func=stmts[i].func))
             if "fatal" in r:
                 out.append(Finding("fatal", host, seed, i, stmts[i].text(), r["fatal"],
@@ -1390,6 +1390,20 @@ def secret_param(text: str) -> str:
     if "@CFG_SECRET@" in text or "@CFG_BAD@" in text:
         return "config file"
     return "environment (AWS_SECRET_ACCESS_KEY)"
+
+
+#: Errors DuckDB raises while binding the statement, before promduck's own bind runs, with
+#: the statement's text appended (`LINE 1: …`): an unknown parameter name, no function of
+#: that signature, a value that cannot be cast to a typed positional parameter, a syntax
+#: error. promduck never sees them and cannot redact them; SECURITY.md says to pass secrets
+#: as `?` parameters, through the environment or a config file. Reported as kind `echo`, not a
+#: failure; a secret in any other error fails the test.
+DUCKDB_OWN_ERRORS = ("Invalid named parameter", "No function matches", "Parser Error",
+                     "Conversion Error", "Could not cast value")
+
+
+def _leak_kind(text: str) -> str:
+    return "echo" if any(e in text for e in DUCKDB_OWN_ERRORS) else "leak"
 
 
 def _leaks(text: str, secrets: list) -> list:

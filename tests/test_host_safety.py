@@ -316,3 +316,40 @@ def test_prom_series_of_only_nulls_sends_no_request(tmp_path, fake, host):
     for got in out:
         assert "match: give at least one series selector" in err(got)
     assert fake.requests == []
+
+
+# --- SIGPIPE: a server that closes while the request is being sent ----------------------------------
+
+def test_a_connection_closed_mid_request_is_an_error_in_the_cli(tmp_path):
+    """The DuckDB CLI keeps SIGPIPE's default action (death). A server that resets the
+    connection while a 20 MB request is being written killed the CLI silently (exit 243);
+    promduck blocks SIGPIPE in the threads that write (extension/src/sigpipe.rs), so the
+    write fails with an error the CLI prints."""
+    import socket
+    import struct
+    from helpers import DUCKDB_CLI, EXTENSION
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+
+    def reset_each():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.recv(1024)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+
+    threading.Thread(target=reset_each, daemon=True).start()
+    try:
+        sql = (f"LOAD '{EXTENSION}'; SELECT * FROM prom_query(repeat('x', 20000000), "
+               f"url := 'http://127.0.0.1:{port}/m', timeout := '10s');")
+        r = subprocess.run([str(DUCKDB_CLI), "-unsigned"], input=sql, capture_output=True, text=True,
+                           timeout=120, cwd=tmp_path)
+    finally:
+        srv.close()
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "cannot reach Prometheus at http://127.0.0.1:" in r.stderr + r.stdout, r.stderr[-2000:]

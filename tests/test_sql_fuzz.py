@@ -61,7 +61,8 @@ def test_no_statement_kills_the_host_or_leaks_a_secret(host, tmp_path):
     print(f"DuckDB {host}: {counts[host]} statements in {time.monotonic() - t0:.0f} s, {len(findings)} findings")
     assert counts[host] > 0
     # a Rust panic that DuckDB shows as an error leaves the host alive: in the findings file, not a failure
-    findings = [f for f in findings if f.kind != "panic"]
+    # nor does a secret in an error DuckDB raises before promduck runs (sqlfuzz.DUCKDB_OWN_ERRORS)
+    findings = [f for f in findings if f.kind not in ("panic", "echo")]
     assert not findings, (
         f"{len(findings)} finding(s) in DuckDB {host} (seeds {SEEDS}; re-run one with "
         f"`python tests/sqlfuzz.py --seed N --count {STATEMENTS // len(SEEDS)} --host {host}`; placeholders such as "

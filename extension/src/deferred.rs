@@ -44,12 +44,23 @@ fn has_userinfo(url: &str) -> bool {
 pub struct Deferred<T>(Result<T, String>);
 
 impl<T> Deferred<T> {
-    /// Runs a bind: its error is returned now, unless the call carries a secret.
+    /// Runs a bind: its error is returned now, unless the call carries a secret. A
+    /// panic (a dependency refusing a value it was not meant to get) is an error like
+    /// any other, deferred the same way.
     pub fn bind(
         bind: &BindInfo,
         f: impl FnOnce() -> Result<T, BoxError>,
     ) -> Result<Deferred<T>, BoxError> {
-        match f() {
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(err(format!("promduck: internal error: {what}")))
+            });
+        match result {
             Ok(v) => Ok(Deferred(Ok(v))),
             Err(e) if carries_secret(bind) => Ok(Deferred(Err(e.to_string()))),
             Err(e) => Err(e),

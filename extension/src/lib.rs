@@ -24,6 +24,7 @@ mod runtime;
 mod sandbox;
 mod scalar;
 mod selection;
+mod sigpipe;
 mod testing;
 mod value;
 mod vectors;
@@ -120,6 +121,8 @@ unsafe fn init(
     // SAFETY: `access` is valid for this call (the caller's contract).
     let access = unsafe { access.as_ref() }.ok_or("DuckDB passed no extension access")?;
     let get_api = access.get_api.ok_or("DuckDB offers no get_api")?;
+    // The object store's runtime threads (core) block SIGPIPE too (sigpipe.rs).
+    promduck_core::storage::object::set_thread_start_hook(sigpipe::block_in_this_thread);
     // SAFETY: the same request duckdb-rs made just above; DuckDB returns its API
     // struct for this extension (it lives as long as the database).
     unsafe { guard::init(get_api(info, C_API_VERSION.as_ptr()).cast())? };

@@ -55,6 +55,14 @@ pub fn s3_config(
                 .into(),
         );
     }
+    if endpoint
+        .as_deref()
+        .is_some_and(|e| e.trim().is_empty() || e.contains(char::is_whitespace))
+    {
+        return Err(
+            "s3_endpoint must be a URL or host:port (it is empty or contains spaces)".into(),
+        );
+    }
     let endpoint = endpoint.map(|e| {
         if e.starts_with("http://") || e.starts_with("https://") {
             e

@@ -63,6 +63,17 @@ const PREFETCH_AHEAD: usize = 64;
 /// looked up directly (a GET each, a missing one answers 404) instead of listed.
 const DIRECT_LOOKUPS_MAX: usize = 64;
 
+/// Run at the start of each of the object-store runtime's threads, if set before the
+/// runtime starts: the DuckDB extension blocks SIGPIPE there (a host such as the
+/// DuckDB CLI keeps its default action, which would kill it on a write to a closed
+/// connection).
+static THREAD_START: OnceLock<fn()> = OnceLock::new();
+
+/// Sets [`THREAD_START`] (once; later calls are ignored).
+pub fn set_thread_start_hook(f: fn()) {
+    let _ = THREAD_START.set(f);
+}
+
 /// The runtime object-store requests run on: two threads of their own, so that
 /// the blocking [`Storage`] calls work from any thread (DuckDB's, the collector's
 /// blocking pool, even an async task) without nesting runtimes.
@@ -72,6 +83,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("promduck-objstore")
+            .on_thread_start(|| {
+                if let Some(f) = THREAD_START.get() {
+                    f()
+                }
+            })
             .enable_all()
             .build()
             .expect("the object-store runtime starts (threads and an I/O driver)")
