@@ -68,8 +68,9 @@ struct Cli {
     check: bool,
 
     /// Replace partitions with exactly what Prometheus answers now. By default a
-    /// metric that answers with no data for a day keeps the rows the existing file
-    /// has for it (Prometheus's retention forgets; the archive must not).
+    /// re-collection keeps every archived row the new answer lacks (a series, a step
+    /// point, a metric) and leaves a day Prometheus no longer holds in full as it is
+    /// (Prometheus's retention forgets; the archive must not).
     #[arg(long, conflicts_with = "check")]
     replace: bool,
 
