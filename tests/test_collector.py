@@ -238,10 +238,20 @@ def test_unreachable_prometheus_exits_1(history, tmp_path):
 
 
 def test_check_mode(prometheus, history, tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
-    r = run_collector("--config", cfg, "--check", cwd=tmp_path)
+    proxies = ["api-proxy-1", "api-proxy-2"]
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, proxies)
+    day = history.days_list[0]
+    r = run_collector("--config", cfg, "--check", "--date", day, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "prometheus " + prometheus.url in r.stdout and "metric request_count: ok" in r.stdout
+    # Every proxy is checked (issue 25 item 7): the series of both, from the generator.
+    n = len(proxies) * len(history.environments)
+    assert "prometheus " + prometheus.url in r.stdout
+    assert f"metric request_count: ok ({n} series over 2 proxies on {day};" in r.stdout, r.stdout
+    # A day without data is never "ok".
+    r = run_collector("--config", cfg, "--check", "--date", "2020-01-01", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "metric request_count: WARNING: no series for any of the 2 proxies checked on 2020-01-01" in r.stdout
+    assert "metric request_count: ok" not in r.stdout
     bad = DEFAULT_METRICS + [{"name": "broken", "query": 'x{apiproxy="%s"'}]
     write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"], metrics=bad)
     r = run_collector("--config", cfg, "--check", cwd=tmp_path)

@@ -961,7 +961,16 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
     }
     println!("prometheus {}: ok", collector.client().url());
     let day = day.unwrap_or_else(|| last_complete_day(Utc::now(), cfg.timezone));
-    let proxy = &cfg.api_proxies[0];
+    let sample = check_sample(&cfg.api_proxies);
+    if sample.len() < cfg.api_proxies.len() {
+        println!(
+            "proxies checked: {} of {}, spread over the list ({} … {})",
+            sample.len(),
+            cfg.api_proxies.len(),
+            sample[0],
+            sample[sample.len() - 1]
+        );
+    }
     let mut ok = true;
     // The same query a collection runs (instant or the step grid), and the same
     // checks on its answer (series that would collide once labels are dropped).
@@ -979,27 +988,61 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
         }
     );
     for m in &collector.plan().metrics {
-        match collector.query_metric(m, proxy, day).await {
-            Ok((request, series)) => {
-                let how = match request.eval {
-                    promduck_core::plan::Eval::Instant { .. } => {
-                        "instant at the day's end".to_string()
+        let mut series = 0usize;
+        let mut without = Vec::new();
+        let mut request = None;
+        let mut failed = None;
+        for proxy in &sample {
+            match collector.query_metric(m, proxy, day).await {
+                Ok((r, s)) => {
+                    if s.is_empty() {
+                        without.push(proxy.as_str());
                     }
-                    promduck_core::plan::Eval::Range(g) => {
-                        format!("{} points every {} ms", g.points(), g.step_ms)
-                    }
-                };
-                println!(
-                    "metric {}: ok ({} series for proxy {proxy:?} on {day}; {how}; query {})",
-                    m.config.name,
-                    series.len(),
-                    request.query
-                )
+                    series += s.len();
+                    request.get_or_insert(r);
+                }
+                Err(e) => {
+                    failed = Some(format!("proxy {proxy:?}: {e}"));
+                    break;
+                }
             }
-            Err(e) => {
-                println!("metric {}: FAILED: {e}", m.config.name);
-                ok = false;
+        }
+        if let Some(e) = failed {
+            println!("metric {}: FAILED: {e}", m.config.name);
+            ok = false;
+            continue;
+        }
+        let Some(request) = request else { continue };
+        let how = match request.eval {
+            promduck_core::plan::Eval::Instant { .. } => "instant at the day's end".to_string(),
+            promduck_core::plan::Eval::Range(g) => {
+                format!("{} points every {} ms", g.points(), g.step_ms)
             }
+        };
+        if series == 0 {
+            // Not "ok": nothing was checked but that the query runs.
+            println!(
+                "metric {}: WARNING: no series for any of the {} proxies checked on {day} ({how}; query {}): \
+                 a collection would write nothing for it (another day: --date)",
+                m.config.name,
+                sample.len(),
+                request.query
+            );
+            continue;
+        }
+        println!(
+            "metric {}: ok ({series} series over {} proxies on {day}; {how}; query {})",
+            m.config.name,
+            sample.len(),
+            request.query
+        );
+        if !without.is_empty() {
+            println!(
+                "metric {}: note: no series for {} of them: {}",
+                m.config.name,
+                without.len(),
+                without.join(", ")
+            );
         }
     }
     if ok {
@@ -1008,6 +1051,23 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
         ExitCode::from(1)
     }
 }
+
+/// The proxies `--check` queries: all of them up to [`CHECK_PROXIES`], else that many
+/// spread evenly over the list (first and last included).
+fn check_sample(proxies: &[String]) -> Vec<String> {
+    if proxies.len() <= CHECK_PROXIES {
+        return proxies.to_vec();
+    }
+    let last = proxies.len() - 1;
+    let mut picked: Vec<usize> = (0..CHECK_PROXIES)
+        .map(|i| i * last / (CHECK_PROXIES - 1))
+        .collect();
+    picked.dedup();
+    picked.into_iter().map(|i| proxies[i].clone()).collect()
+}
+
+/// Proxies `--check` queries at most (each metric once per proxy).
+const CHECK_PROXIES: usize = 20;
 
 fn spawn_signal_handler(cancel: Cancel) {
     tokio::spawn(async move {
