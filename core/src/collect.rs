@@ -315,6 +315,7 @@ impl Collector {
     pub fn new(cfg: Config) -> Result<Self> {
         let client = PromClient::new(&cfg.prometheus)?;
         let plan = Arc::new(Plan::new(&cfg));
+        plan.check_steps().map_err(Error::Invalid)?;
         let storage = crate::storage::for_config(&cfg.storage)?;
         Ok(Collector {
             cfg: Arc::new(cfg),

@@ -95,6 +95,27 @@ pub fn day_window(day: NaiveDate, tz: Tz) -> DayWindow {
     }
 }
 
+/// The lengths (ms) the days of `tz` take from 1990 to 2060, each with the first day that
+/// has it: 24 h everywhere, and 23 h / 25 h (23.5 h / 24.5 h in Lord Howe) where clocks
+/// change.
+pub fn day_lengths(tz: Tz) -> std::collections::BTreeMap<i64, NaiveDate> {
+    let mut out = std::collections::BTreeMap::new();
+    let (first, last) = (
+        NaiveDate::from_ymd_opt(1990, 1, 1).expect("a date"),
+        NaiveDate::from_ymd_opt(2060, 12, 31).expect("a date"),
+    );
+    let mut start = local_midnight(first, tz);
+    let mut day = first;
+    while day <= last {
+        let next = day.succ_opt().unwrap_or(day);
+        let end = local_midnight(next, tz);
+        out.entry((end - start).num_milliseconds()).or_insert(day);
+        start = end;
+        day = next;
+    }
+    out
+}
+
 /// The last day that has fully ended at `now` in `tz`: yesterday, local time.
 pub fn last_complete_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
     let today = now.with_timezone(&tz).date_naive();
@@ -228,6 +249,38 @@ impl Plan {
         day_window(day, self.timezone)
     }
 
+    /// Every metric's `step` divides every day of the time zone: a step grid that does
+    /// not fit a day (1 h on Lord Howe's 24.5-hour days) would put its first point's
+    /// range into the day before, so such a step is refused, naming the metric, the
+    /// day length and a day that has it.
+    pub fn check_steps(&self) -> std::result::Result<(), String> {
+        let steps: Vec<(&str, i64)> = self
+            .metrics
+            .iter()
+            .filter_map(|m| {
+                let step = i64::try_from(m.config.step?.as_millis()).ok()?;
+                Some((m.config.name.as_str(), step))
+            })
+            .collect();
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let lengths = day_lengths(self.timezone);
+        for (name, step) in steps {
+            if let Some((len, day)) = lengths.iter().find(|(len, _)| **len % step.max(1) != 0) {
+                return Err(format!(
+                    "metric {name}: step {} does not divide the {} h days of {} (e.g. {day}); \
+                     choose a step that divides every day of the time zone (e.g. {})",
+                    fmt_ms(step),
+                    *len as f64 / 3_600_000.0,
+                    self.timezone,
+                    fmt_ms(gcd(lengths.keys().copied().fold(0, gcd), step))
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Proxies per unit of work on `day`: `batch_size`, fewer when the metrics' step
     /// grids are fine enough that a unit would hold more than [`UNIT_POINTS`] points
     /// per series of each proxy. A unit's answers stay in memory until its partitions
@@ -334,6 +387,24 @@ impl Plan {
     }
 }
 
+/// A step as a Go duration (`1h`, `30m`, `90s`, `1500ms`).
+fn fmt_ms(ms: i64) -> String {
+    for (unit, n) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms % n == 0 {
+            return format!("{}{unit}", ms / n);
+        }
+    }
+    format!("{ms}ms")
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a.abs()
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// One of `n` collectors sharing the proxies: `index` in `0..count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
@@ -380,6 +451,45 @@ impl DayWindow {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_step_must_divide_every_day_of_the_zone() {
+        use crate::config::Config;
+        let cfg = |tz: &str, step: &str| {
+            let yaml = format!(
+                "apiProxies: [p]\ntimezone: {tz}\nprometheus:\n  url: http://127.0.0.1:9\n  metrics:\n    \
+                 - name: m\n      query: 'x{{a=\"%s\"}}'\n      step: {step}\n"
+            );
+            Config::from_yaml_str(&yaml, std::path::Path::new("c.yaml")).unwrap()
+        };
+        let lh = super::day_lengths("Australia/Lord_Howe".parse().unwrap());
+        assert_eq!(
+            lh.keys()
+                .map(|l| *l as f64 / 3_600_000.0)
+                .collect::<Vec<_>>(),
+            vec![23.5, 24.0, 24.5]
+        );
+        let e = super::Plan::new(&cfg("Australia/Lord_Howe", "1h"))
+            .check_steps()
+            .unwrap_err();
+        assert!(
+            e.starts_with(
+                "metric m: step 1h does not divide the 23.5 h days of Australia/Lord_Howe (e.g. "
+            ),
+            "{e}"
+        );
+        assert!(e.ends_with("(e.g. 30m)"), "{e}");
+        super::Plan::new(&cfg("Australia/Lord_Howe", "30m"))
+            .check_steps()
+            .unwrap();
+        super::Plan::new(&cfg("Europe/Berlin", "1h"))
+            .check_steps()
+            .unwrap();
+        assert!(super::Plan::new(&cfg("Europe/Berlin", "2h"))
+            .check_steps()
+            .is_err());
+        super::Plan::new(&cfg("UTC", "2h")).check_steps().unwrap();
+    }
 
     #[test]
     fn shards_cover_every_proxy_exactly_once_and_stay_put() {
