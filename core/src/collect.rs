@@ -107,6 +107,7 @@ pub fn is_fatal(e: &Error) -> bool {
         Error::Prometheus(
             PromError::Transport { .. }
                 | PromError::Setup(_)
+                | PromError::Redirect(_)
                 | PromError::Http {
                     status: 401 | 403,
                     ..
@@ -291,7 +292,16 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(cfg: Config) -> Result<Self> {
-        let client = PromClient::new(&cfg.prometheus)?;
+        Self::with_client_options(cfg, crate::prometheus::ClientOptions::default())
+    }
+
+    /// A collector whose Prometheus client takes `options` (e.g. a redirect hop
+    /// guard).
+    pub fn with_client_options(
+        cfg: Config,
+        options: crate::prometheus::ClientOptions,
+    ) -> Result<Self> {
+        let client = PromClient::with_options(&cfg.prometheus, options)?;
         let plan = Arc::new(Plan::new(&cfg));
         let storage = crate::storage::for_config(&cfg.storage)?;
         Ok(Collector {
