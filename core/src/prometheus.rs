@@ -1866,6 +1866,9 @@ fn cap_message(s: String) -> String {
     out
 }
 
+/// The URL type a [`HopGuard`] is given.
+pub use reqwest::Url;
+
 /// Decides whether a redirect may be followed to a URL: `Err` says why not. The
 /// client asks it at every hop, before any connection to the hop's target is made
 /// (e.g. the DuckDB extension passes its sandbox's URL check). The core knows

@@ -19,11 +19,14 @@ use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::collect::{Cancel, Collector, PartitionOutcome};
 use promduck_core::config::Config;
 use promduck_core::plan::{days_between, last_complete_day};
+use promduck_core::prometheus::{ClientOptions, HopGuard};
 use std::sync::mpsc::{channel, Receiver, RecvError};
 use std::sync::Mutex;
 
 pub struct CollectBind {
     config: Config,
+    /// The sandbox's check of every redirect hop of the Prometheus client.
+    hop_guard: HopGuard,
     days: Vec<chrono::NaiveDate>,
     replace: bool,
 }
@@ -112,6 +115,7 @@ impl VTab for PromCollect {
         bind.set_cardinality((days.len() * config.api_proxies.len()) as u64, true);
         Ok(CollectBind {
             config,
+            hop_guard: policy.hop_guard("prom_collect"),
             days,
             replace,
         })
@@ -131,7 +135,10 @@ impl VTab for PromCollect {
             .lock()
             .map_err(|_| err("internal lock poisoned"))?;
         if state.is_none() {
-            let collector = Collector::new(bind.config.clone())
+            let options = ClientOptions {
+                hop_guard: Some(bind.hop_guard.clone()),
+            };
+            let collector = Collector::with_client_options(bind.config.clone(), options)
                 .map_err(|e| err(e.to_string()))?
                 .with_replace(bind.replace);
             let (tx, rx) = channel();
