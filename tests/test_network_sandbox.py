@@ -253,3 +253,25 @@ def test_disabled_filesystems_in_the_cli(tmp_path):
         assert trap.requests == []
     finally:
         trap.close()
+
+
+S3_REDIRECT_SCRIPT = COMMON + r"""
+ext = sys.argv[1]
+c = connect(ext)
+print(json.dumps({"prom_metrics": run(c, "SELECT count(*) FROM prom_metrics(data_dir := 's3://bucket/archive')")}))
+"""
+
+
+def test_s3_redirects_stay_within_the_endpoint(servers, tmp_path):
+    """An S3 endpoint answering 302 to another host: object_store's client would follow it
+    (with the session token and signed headers); promduck's refuses, before connecting."""
+    redirector, target = servers
+    env = {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secret-test", "AWS_REGION": "us-east-1",
+           "AWS_SESSION_TOKEN": "session-t0k3n", "AWS_ENDPOINT": redirector.url, "AWS_ALLOW_HTTP": "true"}
+    out = run_host("venv", S3_REDIRECT_SCRIPT, [EXTENSION], tmp_path, env=env)
+    assert redirector.requests, out
+    assert target.requests == [], f"an S3 redirect reached another host: {target.requests}"
+    e = out["prom_metrics"].get("error", "")
+    host_port = target.url.removeprefix("http://")
+    assert f"to http://{host_port} refused" in e, out
+    assert "session-t0k3n" not in e and "secret-test" not in e

@@ -9,10 +9,18 @@
 //! The client is otherwise built as object_store builds it, from the same
 //! [`ClientOptions`] (timeouts, proxy, certificates, HTTP versions, allow_http).
 
-use object_store::client::{HttpClient, HttpConnector};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService,
+};
 use object_store::{ClientConfigKey as K, ClientOptions};
 use reqwest_object_store as reqwest;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+/// How every refusal's text starts (see [`same_endpoint_only`]).
+const REFUSED_PREFIX: &str = "redirect from the S3 endpoint ";
+const TOO_MANY: &str = "too many redirects (more than ";
 
 /// How many redirects one S3 request follows at most.
 const MAX_REDIRECTS: usize = 10;
@@ -87,7 +95,50 @@ impl HttpConnector for SameEndpointConnector {
         if flag(K::Http2Only) {
             b = b.http2_prior_knowledge();
         }
-        Ok(HttpClient::new(b.build().map_err(setup_error)?))
+        Ok(HttpClient::new(Client(b.build().map_err(setup_error)?)))
+    }
+}
+
+/// Why a redirect was not followed (inside reqwest's "error following redirect").
+#[derive(Debug)]
+struct RedirectRefused(String);
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// object_store's reqwest service, with a refused redirect's reason brought up into
+/// the error object_store shows (it shows only the first level of the chain).
+#[derive(Debug)]
+struct Client(reqwest::Client);
+
+impl HttpService for Client {
+    fn call<'a, 'b>(
+        &'a self,
+        req: HttpRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(async move {
+            self.0.call(req).await.map_err(|e| {
+                // Found by its text: reqwest 0.13 boxes the policy's error anew.
+                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(c) = cur {
+                    let text = c.to_string();
+                    if text.starts_with(REFUSED_PREFIX) || text.starts_with(TOO_MANY) {
+                        return HttpError::new(HttpErrorKind::Unknown, RedirectRefused(text));
+                    }
+                    cur = c.source();
+                }
+                e
+            })
+        })
     }
 }
 
@@ -101,7 +152,7 @@ fn same_endpoint_only(next: &reqwest::Url, previous: &[reqwest::Url]) -> Result<
     };
     if previous.len() > MAX_REDIRECTS {
         return Err(format!(
-            "too many redirects (more than {MAX_REDIRECTS}); the last one was to {}",
+            "{TOO_MANY}{MAX_REDIRECTS}); the last one was to {}",
             origin(next)
         ));
     }
@@ -112,7 +163,7 @@ fn same_endpoint_only(next: &reqwest::Url, previous: &[reqwest::Url]) -> Result<
                 || prev.port_or_known_default() != next.port_or_known_default() =>
         {
             Err(format!(
-                "redirect from the S3 endpoint {} to {} refused: S3 requests are followed only \
+                "{REFUSED_PREFIX}{} to {} refused: S3 requests are followed only \
                  within their endpoint (signed requests and session tokens never go to another host)",
                 origin(prev),
                 origin(next)
