@@ -20,7 +20,6 @@
 //! next open, as after any unclean exit).
 
 use duckdb::Connection;
-use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -35,7 +34,7 @@ struct Shared {
     con: Connection,
     final_policy: Option<Policy>,
     /// Every file system seen disabled so far: DuckDB never enables one again.
-    seen_disabled: BTreeSet<String>,
+    seen_disabled: Names,
 }
 
 impl Sandbox {
@@ -43,7 +42,7 @@ impl Sandbox {
         Sandbox(Arc::new(Mutex::new(Shared {
             con,
             final_policy: None,
-            seen_disabled: BTreeSet::new(),
+            seen_disabled: Names::new(),
         })))
     }
 
@@ -74,7 +73,7 @@ impl Sandbox {
                 allowed_directories: vec![],
                 allowed_paths: vec![],
                 local_fs_disabled: false,
-                disabled_filesystems: BTreeSet::new(),
+                disabled_filesystems: Names::new(),
                 disabled_unreadable: None,
                 probe,
             }
@@ -99,7 +98,7 @@ impl Sandbox {
             allowed_directories: list("allowed_directories"),
             allowed_paths: list("allowed_paths"),
             local_fs_disabled: false,
-            disabled_filesystems: BTreeSet::new(),
+            disabled_filesystems: Names::new(),
             disabled_unreadable: None,
             probe,
         };
@@ -107,6 +106,9 @@ impl Sandbox {
         Ok(policy.with_disabled(disabled))
     }
 }
+
+/// Names of DuckDB file systems.
+pub type Names = std::collections::BTreeSet<String>;
 
 /// The file systems DuckDB has disabled (`disabled_filesystems`), read back
 /// through DuckDB's own rule that a disabled file system can never be enabled
@@ -118,10 +120,7 @@ impl Sandbox {
 /// is registered (httpfs need not be loaded). `seen` (what earlier reads found)
 /// starts the list, so one statement usually suffices. `Err` when DuckDB refuses
 /// the statement for another reason (`lock_configuration = true`).
-fn read_disabled(
-    con: &Connection,
-    seen: &mut BTreeSet<String>,
-) -> Result<BTreeSet<String>, (BTreeSet<String>, String)> {
+fn read_disabled(con: &Connection, seen: &mut Names) -> Result<Names, (Names, String)> {
     let mut names = seen.clone();
     // Every round learns one more name; DuckDB has a handful of file systems.
     for _ in 0..64 {
@@ -211,7 +210,7 @@ pub struct Policy {
     pub allowed_paths: Vec<String>,
     pub local_fs_disabled: bool,
     /// `disabled_filesystems` as read (see [`read_disabled`]).
-    pub disabled_filesystems: BTreeSet<String>,
+    pub disabled_filesystems: Names,
     /// Why `disabled_filesystems` could not be read, when it could not (then
     /// `disabled_filesystems` holds what earlier reads found).
     pub disabled_unreadable: Option<String>,
@@ -221,10 +220,7 @@ pub struct Policy {
 
 impl Policy {
     /// This policy with `disabled_filesystems` as just read.
-    fn with_disabled(
-        mut self,
-        read: Result<BTreeSet<String>, (BTreeSet<String>, String)>,
-    ) -> Policy {
+    fn with_disabled(mut self, read: Result<Names, (Names, String)>) -> Policy {
         let (set, why) = match read {
             Ok(set) => (set, None),
             Err((seen, why)) => (seen, Some(why)),
@@ -530,7 +526,7 @@ mod tests {
             allowed_directories: dirs.iter().map(|s| s.to_string()).collect(),
             allowed_paths: paths.iter().map(|s| s.to_string()).collect(),
             local_fs_disabled: false,
-            disabled_filesystems: BTreeSet::new(),
+            disabled_filesystems: Names::new(),
             disabled_unreadable: None,
             probe: None,
         }
