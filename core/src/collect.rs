@@ -292,16 +292,7 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(cfg: Config) -> Result<Self> {
-        Self::with_client_options(cfg, crate::prometheus::ClientOptions::default())
-    }
-
-    /// A collector whose Prometheus client takes `options` (e.g. a redirect hop
-    /// guard).
-    pub fn with_client_options(
-        cfg: Config,
-        options: crate::prometheus::ClientOptions,
-    ) -> Result<Self> {
-        let client = PromClient::with_options(&cfg.prometheus, options)?;
+        let client = PromClient::new(&cfg.prometheus)?;
         let plan = Arc::new(Plan::new(&cfg));
         let storage = crate::storage::for_config(&cfg.storage)?;
         Ok(Collector {
@@ -327,6 +318,16 @@ impl Collector {
     pub fn with_storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self
+    }
+
+    /// The same collector with its Prometheus client built with `options` (e.g. a
+    /// redirect hop guard).
+    pub fn with_client_options(
+        mut self,
+        options: crate::prometheus::ClientOptions,
+    ) -> Result<Self> {
+        self.client = PromClient::with_options(&self.cfg.prometheus, options)?;
+        Ok(self)
     }
 
     pub fn config(&self) -> &Config {

@@ -25,10 +25,10 @@ use std::sync::Mutex;
 
 pub struct CollectBind {
     config: Config,
-    /// The sandbox's check of every redirect hop of the Prometheus client.
-    hop_guard: HopGuard,
     days: Vec<chrono::NaiveDate>,
     replace: bool,
+    /// The sandbox's check of every redirect hop of the Prometheus client.
+    hop_guard: HopGuard,
 }
 
 /// A started run: its outcomes arrive on `rx`; the sender drops when it ends.
@@ -115,9 +115,9 @@ impl VTab for PromCollect {
         bind.set_cardinality((days.len() * config.api_proxies.len()) as u64, true);
         Ok(CollectBind {
             config,
-            hop_guard: policy.hop_guard("prom_collect"),
             days,
             replace,
+            hop_guard: policy.hop_guard("prom_collect"),
         })
     }
 
@@ -135,12 +135,16 @@ impl VTab for PromCollect {
             .lock()
             .map_err(|_| err("internal lock poisoned"))?;
         if state.is_none() {
+            let collector = Collector::new(bind.config.clone())
+                .map_err(|e| err(e.to_string()))?
+                .with_replace(bind.replace);
+            // Every redirect hop of its Prometheus requests passes the sandbox.
             let options = ClientOptions {
                 hop_guard: Some(bind.hop_guard.clone()),
             };
-            let collector = Collector::with_client_options(bind.config.clone(), options)
-                .map_err(|e| err(e.to_string()))?
-                .with_replace(bind.replace);
+            let collector = collector
+                .with_client_options(options)
+                .map_err(|e| err(e.to_string()))?;
             let (tx, rx) = channel();
             let cancel = Cancel::new();
             let (days, run_cancel) = (bind.days.clone(), cancel.clone());
