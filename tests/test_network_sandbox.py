@@ -275,3 +275,42 @@ def test_s3_redirects_stay_within_the_endpoint(servers, tmp_path):
     host_port = target.url.removeprefix("http://")
     assert f"to http://{host_port} refused" in e, out
     assert "session-t0k3n" not in e and "secret-test" not in e
+
+
+MOTO_SCRIPT = COMMON + r"""
+ext, bucket = sys.argv[1:3]
+out = {}
+for fs in ("S3FileSystem", "HTTPFileSystem"):
+    c = connect(ext, f"SET disabled_filesystems = '{fs}'")
+    out[fs] = run(c, f"SELECT count(*) FROM prom_metrics(data_dir := 's3://{bucket}/archive')")
+    print(json.dumps({"step": fs}), flush=True)
+    sys.stdin.readline()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("host", [*HOSTS, "venv"])
+def test_s3_file_system_disabled_against_a_real_s3_server(moto_s3, s3_bucket, host, tmp_path):
+    """Against moto: S3FileSystem disabled, not one request reaches the server; only
+    HTTPFileSystem disabled (DuckDB's S3 is a file system of its own), the bucket is read."""
+    from s3fixture import child_env
+
+    moto_s3.put(s3_bucket, "archive/README", "not a partition")
+    moto_s3.reset_requests()
+    from test_hosts import host_python
+    p = subprocess.Popen([str(host_python(host)), "-c", MOTO_SCRIPT, str(ext_for(host)), s3_bucket], cwd=tmp_path,
+                         env=child_env(moto_s3), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(p.stdout.readline()) == {"step": "S3FileSystem"}
+        assert moto_s3.requests() == [], "a request reached S3 with S3FileSystem disabled"
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert json.loads(p.stdout.readline()) == {"step": "HTTPFileSystem"}
+        p.stdin.write("\n")
+        p.stdin.flush()
+        out = json.loads(p.stdout.readline())
+    finally:
+        p.communicate(timeout=60)
+    assert "file system S3FileSystem has been disabled by configuration" in out["S3FileSystem"]["error"], out
+    assert out["HTTPFileSystem"] == {"rows": [["0"]]}, out
+    assert moto_s3.requests(), "the control read never reached S3"
