@@ -111,6 +111,7 @@ pub fn is_fatal(e: &Error) -> bool {
         Error::Prometheus(
             PromError::Transport { .. }
                 | PromError::Setup(_)
+                | PromError::Redirect(_)
                 | PromError::Http {
                     status: 401 | 403,
                     ..
@@ -340,6 +341,16 @@ impl Collector {
     pub fn with_storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self
+    }
+
+    /// The same collector with its Prometheus client built with `options` (e.g. a
+    /// redirect hop guard).
+    pub fn with_client_options(
+        mut self,
+        options: crate::prometheus::ClientOptions,
+    ) -> Result<Self> {
+        self.client = PromClient::with_options(&self.cfg.prometheus, options)?;
+        Ok(self)
     }
 
     pub fn config(&self) -> &Config {

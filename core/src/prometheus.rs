@@ -157,6 +157,10 @@ pub enum PromError {
     /// The client could not be built (bad CA file, ...).
     #[error("{0}")]
     Setup(String),
+    /// A redirect was not followed: the hop guard refused its target, it would
+    /// have carried credentials to another place, or there were too many.
+    #[error("{0}")]
+    Redirect(String),
 }
 
 impl PromError {
@@ -172,19 +176,22 @@ impl PromError {
             | PromError::TooLarge { .. }
             | PromError::TooManySamples { .. }
             | PromError::Unsupported(_)
-            | PromError::Setup(_) => false,
+            | PromError::Setup(_)
+            | PromError::Redirect(_) => false,
         }
     }
 
     /// Whether the failure says Prometheus cannot be used at all, whatever the
     /// query: unreachable (connection refused, TLS failing), refusing the
-    /// credentials (401, 403), or a client that could not be built. A query's own
-    /// failure (400, 422, an API error, a limit) is not fatal.
+    /// credentials (401, 403), a client that could not be built, or a redirect
+    /// that may not be followed. A query's own failure (400, 422, an API error, a
+    /// limit) is not fatal.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
             PromError::Transport { .. }
                 | PromError::Setup(_)
+                | PromError::Redirect(_)
                 | PromError::Http {
                     status: 401 | 403,
                     ..
@@ -247,6 +254,7 @@ impl PromError {
             PromError::Decode(m) => PromError::Decode(f(m)),
             PromError::Unsupported(m) => PromError::Unsupported(f(m)),
             PromError::Setup(m) => PromError::Setup(f(m)),
+            PromError::Redirect(m) => PromError::Redirect(f(m)),
             e @ (PromError::Timeout { .. } | PromError::Cancelled | PromError::TooLarge { .. }) => {
                 e
             }
@@ -1870,6 +1878,132 @@ fn cap_message(s: String) -> String {
     out
 }
 
+/// The URL type a [`HopGuard`] is given.
+pub use reqwest::Url;
+
+/// Decides whether a redirect may be followed to a URL: `Err` says why not. The
+/// client asks it at every hop, before any connection to the hop's target is made
+/// (e.g. the DuckDB extension passes its sandbox's URL check). The core knows
+/// nothing of who decides.
+pub type HopGuard = Arc<dyn Fn(&reqwest::Url) -> Result<(), String> + Send + Sync>;
+
+/// How many redirects one request follows at most.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Options of a [`PromClient`] beyond its configuration.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    /// Asked at every redirect hop; `None` follows redirects as any HTTP client
+    /// would (at most [`MAX_REDIRECTS`], credentials never carried to another
+    /// place).
+    pub hop_guard: Option<HopGuard>,
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("hop_guard", &self.hop_guard.is_some())
+            .finish()
+    }
+}
+
+/// Why a redirect was not followed (the source of reqwest's redirect error).
+#[derive(Debug)]
+struct RedirectRefused(String);
+
+impl fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// A URL as shown in a redirect error: scheme, host and port only (never
+/// credentials, a path or a query that may carry a token).
+pub fn shown_origin(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{}://{host}:{p}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
+/// Same scheme, host and port.
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// What to do with one redirect hop from `previous` (the URLs requested so far, the
+/// first one last-but-n) to `next`. `carries_headers`: the client sends configured
+/// headers that reqwest would forward to any host (it strips only `Authorization`,
+/// cookies and proxy credentials, and only when the host or port changes).
+fn redirect_decision(
+    next: &reqwest::Url,
+    previous: &[reqwest::Url],
+    guard: Option<&HopGuard>,
+    carries_headers: bool,
+) -> Result<(), String> {
+    let target = shown_origin(next);
+    if previous.len() > MAX_REDIRECTS {
+        return Err(format!(
+            "too many redirects (more than {MAX_REDIRECTS}); the last one was to {target}"
+        ));
+    }
+    if let Some(prev) = previous.last() {
+        // reqwest keeps `Authorization` when only the scheme changes (same host
+        // and port): a downgrade would send credentials in clear text.
+        if prev.scheme() == "https" && next.scheme() != "https" {
+            return Err(format!(
+                "redirect from {} to {target} refused: it leaves HTTPS",
+                shown_origin(prev)
+            ));
+        }
+        if carries_headers && !same_origin(prev, next) {
+            return Err(format!(
+                "redirect to {target} refused: the configured headers (prometheus.headers) would be sent to another host"
+            ));
+        }
+    }
+    if let Some(guard) = guard {
+        guard(next)
+            .map_err(|reason| format!("redirect to {target} refused by the sandbox: {reason}"))?;
+    }
+    Ok(())
+}
+
+/// The client's redirect policy: every hop passes [`redirect_decision`].
+fn redirect_policy(guard: Option<HopGuard>, carries_headers: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        match redirect_decision(
+            attempt.url(),
+            attempt.previous(),
+            guard.as_ref(),
+            carries_headers,
+        ) {
+            Ok(()) => attempt.follow(),
+            Err(why) => attempt.error(RedirectRefused(why)),
+        }
+    })
+}
+
+/// The refusal inside a reqwest error, if a redirect was refused.
+fn redirect_refusal(e: &reqwest::Error) -> Option<String> {
+    if !e.is_redirect() {
+        return None;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(r) = c.downcast_ref::<RedirectRefused>() {
+            return Some(r.0.clone());
+        }
+        cur = c.source();
+    }
+    None
+}
+
 /// The client. Cheap to clone; clones share the connection pool and the
 /// concurrency limit.
 #[derive(Clone)]
@@ -1906,8 +2040,16 @@ impl PromClient {
     }
 
     pub fn new(cfg: &PrometheusConfig) -> Result<Self, PromError> {
+        Self::with_options(cfg, ClientOptions::default())
+    }
+
+    /// A client whose redirects pass `options.hop_guard` at every hop.
+    pub fn with_options(cfg: &PrometheusConfig, options: ClientOptions) -> Result<Self, PromError> {
         let redactor = Redactor::new(cfg);
         let mut b = reqwest::Client::builder()
+            .redirect(redirect_policy(options.hop_guard, !cfg.headers.is_empty()))
+            // The previous URL is nobody else's business.
+            .referer(false)
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(cfg.concurrency.max(1))
@@ -2322,7 +2464,9 @@ impl PromClient {
         }
         let shown_url = self.url().to_string();
         let map_err = |e: reqwest::Error| {
-            if e.is_timeout() {
+            if let Some(why) = redirect_refusal(&e) {
+                PromError::Redirect(format!("Prometheus at {shown_url}: {why}"))
+            } else if e.is_timeout() {
                 PromError::Timeout {
                     url: shown_url.clone(),
                     timeout: self.cfg.timeout,
@@ -3610,5 +3754,227 @@ prometheus_tsdb_lowest_timestamp_seconds 1.7092944e+09\n";
             }
             proptest::prop_assert_eq!(urlencode_path(&s), old_percent_encode(&s, false, b"_-."));
         }
+    }
+
+    // --- redirects, hop by hop ----------------------------------------------------------------------------------
+
+    const LABELS_OK: &str = r#"{"status":"success","data":["a","b"]}"#;
+
+    /// A server answering every request with a 302 to `to` + the request's path.
+    fn redirecting_to(to: String) -> (String, Arc<AtomicUsize>) {
+        serve(move |s, req| {
+            let path = req
+                .head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .to_string();
+            let _ = write!(
+                s,
+                "HTTP/1.1 302 Found\r\nLocation: {to}{path}\r\nContent-Length: 0\r\n\r\n"
+            );
+        })
+    }
+
+    /// A server answering `LABELS_OK`, keeping every request's head.
+    fn recording() -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = heads.clone();
+        let (url, count) = serve(move |s, req| {
+            h.lock().unwrap().push(req.head.to_ascii_lowercase());
+            respond(s, "200 OK", LABELS_OK);
+        });
+        (url, count, heads)
+    }
+
+    fn guarded_client(
+        url: &str,
+        guard: Option<HopGuard>,
+        f: impl FnOnce(&mut PrometheusConfig),
+    ) -> PromClient {
+        let mut cfg = PrometheusConfig::new(crate::config::PromUrl::parse(url).unwrap());
+        cfg.retries = 2;
+        f(&mut cfg);
+        let mut c = PromClient::with_options(&cfg, ClientOptions { hop_guard: guard }).unwrap();
+        c.backoff_base = Duration::from_millis(20);
+        c
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_guard_redirects_are_followed_without_credentials_to_another_host() {
+        let (second, second_count, heads) = recording();
+        let (first, first_count) = redirecting_to(second.clone());
+        let c = guarded_client(&first, None, |c| {
+            c.username = Some("user".into());
+            c.password = Some(crate::config::Secret::new("s3cr3t"));
+        });
+        assert_eq!(c.labels().await.unwrap(), vec!["a", "b"]);
+        assert_eq!(first_count.load(Ordering::SeqCst), 1);
+        assert_eq!(second_count.load(Ordering::SeqCst), 1);
+        let heads = heads.lock().unwrap();
+        // Another port is another place: basic auth and the previous URL stay home.
+        assert!(!heads[0].contains("authorization"), "{}", heads[0]);
+        assert!(!heads[0].contains("referer"), "{}", heads[0]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn same_place_redirects_keep_credentials() {
+        // A redirect to the same host and port (a path prefix added by a proxy).
+        let (url, count) = serve(|s, req| {
+            if req.head.starts_with("GET /moved/") {
+                let auth = req
+                    .head
+                    .to_ascii_lowercase()
+                    .contains("authorization: basic");
+                respond(
+                    s,
+                    "200 OK",
+                    if auth {
+                        LABELS_OK
+                    } else {
+                        r#"{"status":"success","data":[]}"#
+                    },
+                );
+            } else {
+                let path = req
+                    .head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .to_string();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 302 Found\r\nLocation: /moved{path}\r\nContent-Length: 0\r\n\r\n"
+                );
+            }
+        });
+        let c = guarded_client(&url, None, |c| {
+            c.username = Some("user".into());
+            c.password = Some(crate::config::Secret::new("s3cr3t"));
+        });
+        assert_eq!(c.labels().await.unwrap(), vec!["a", "b"]);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guard_refuses_a_hop_before_any_connection_and_it_is_not_retried() {
+        let (second, second_count, _) = recording();
+        let (first, first_count) = redirecting_to(second.replace("http://", "http://user:pw@"));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let guard: HopGuard = Arc::new(move |u: &reqwest::Url| {
+            s2.lock().unwrap().push(u.to_string());
+            Err("not allowed here".to_string())
+        });
+        let c = guarded_client(&first, Some(guard), |_| {});
+        for e in [
+            c.labels().await.unwrap_err(),
+            c.instant("up", 0).await.unwrap_err(),
+        ] {
+            assert!(matches!(e, PromError::Redirect(_)), "{e:?}");
+            assert!(!e.is_transient() && e.is_fatal());
+            let host = second.trim_start_matches("http://");
+            assert_eq!(
+                e.to_string(),
+                format!("Prometheus at {first}/: redirect to http://{host} refused by the sandbox: not allowed here")
+            );
+            assert!(!e.to_string().contains("pw"), "{e}");
+        }
+        assert_eq!(
+            first_count.load(Ordering::SeqCst),
+            2,
+            "no retry of a refused redirect"
+        );
+        assert_eq!(
+            second_count.load(Ordering::SeqCst),
+            0,
+            "the refused host was contacted"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guard_that_allows_lets_the_hop_through() {
+        let (second, second_count, _) = recording();
+        let (first, _) = redirecting_to(second.clone());
+        let allowed = second.clone();
+        let guard: HopGuard = Arc::new(move |u: &reqwest::Url| {
+            if u.as_str().starts_with(&allowed) {
+                Ok(())
+            } else {
+                Err("no".into())
+            }
+        });
+        let c = guarded_client(&first, Some(guard), |_| {});
+        assert_eq!(c.labels().await.unwrap(), vec!["a", "b"]);
+        assert_eq!(second_count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redirect_loops_stop() {
+        let (url, count) = serve(|s, req| {
+            let path = req
+                .head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .to_string();
+            let _ = write!(
+                s,
+                "HTTP/1.1 302 Found\r\nLocation: {path}\r\nContent-Length: 0\r\n\r\n"
+            );
+        });
+        let c = guarded_client(&url, None, |_| {});
+        let e = c.labels().await.unwrap_err();
+        assert!(matches!(e, PromError::Redirect(_)), "{e:?}");
+        assert!(e.to_string().contains("too many redirects"), "{e}");
+        assert_eq!(count.load(Ordering::SeqCst), MAX_REDIRECTS + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn configured_headers_never_go_to_another_place() {
+        let (second, second_count, _) = recording();
+        let (first, _) = redirecting_to(second);
+        let c = guarded_client(&first, None, |c| {
+            c.headers.insert("X-Api-Key".into(), "k3y-s3cr3t".into());
+        });
+        let e = c.labels().await.unwrap_err();
+        assert!(e.to_string().contains("the configured headers"), "{e}");
+        assert!(!e.to_string().contains("k3y"), "{e}");
+        assert_eq!(second_count.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn redirect_decisions() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        // Leaving HTTPS is refused even on the same host and port.
+        let e = redirect_decision(&u("http://h:8443/x"), &[u("https://h:8443/")], None, false)
+            .unwrap_err();
+        assert!(e.contains("leaves HTTPS"), "{e}");
+        assert!(redirect_decision(&u("https://other/x"), &[u("https://h/")], None, false).is_ok());
+        assert!(redirect_decision(&u("https://h/x"), &[u("https://h:443/")], None, true).is_ok());
+        assert!(redirect_decision(&u("https://h:444/x"), &[u("https://h/")], None, true).is_err());
+        let many: Vec<_> = (0..=MAX_REDIRECTS)
+            .map(|i| u(&format!("http://h/{i}")))
+            .collect();
+        assert!(redirect_decision(&u("http://h/"), &many, None, false).is_err());
+        assert!(redirect_decision(&u("http://h/"), &many[1..], None, false).is_ok());
+        // What a refusal shows of the target: never credentials, a path or a query.
+        assert_eq!(
+            shown_origin(&u("http://user:pw@127.0.0.1:9/api?token=t")),
+            "http://127.0.0.1:9"
+        );
+        let guard: HopGuard =
+            Arc::new(|u: &reqwest::Url| Err(format!("{} no", u.host_str().unwrap_or(""))));
+        assert_eq!(
+            redirect_decision(
+                &u("https://a:b@x/p?q"),
+                &[u("https://h/")],
+                Some(&guard),
+                false
+            )
+            .unwrap_err(),
+            "redirect to https://x refused by the sandbox: x no"
+        );
     }
 }

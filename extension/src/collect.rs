@@ -19,6 +19,7 @@ use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::collect::{Cancel, Collector, PartitionOutcome};
 use promduck_core::config::Config;
 use promduck_core::plan::{days_between, last_complete_day};
+use promduck_core::prometheus::{ClientOptions, HopGuard};
 use std::sync::mpsc::{channel, Receiver, RecvError};
 use std::sync::Mutex;
 
@@ -26,6 +27,8 @@ pub struct CollectBind {
     config: Config,
     days: Vec<chrono::NaiveDate>,
     replace: bool,
+    /// The sandbox's check of every redirect hop of the Prometheus client.
+    hop_guard: HopGuard,
 }
 
 /// A started run: its outcomes arrive on `rx`; the sender drops when it ends.
@@ -114,6 +117,7 @@ impl VTab for PromCollect {
             config,
             days,
             replace,
+            hop_guard: policy.hop_guard("prom_collect"),
         })
     }
 
@@ -134,6 +138,13 @@ impl VTab for PromCollect {
             let collector = Collector::new(bind.config.clone())
                 .map_err(|e| err(e.to_string()))?
                 .with_replace(bind.replace);
+            // Every redirect hop of its Prometheus requests passes the sandbox.
+            let options = ClientOptions {
+                hop_guard: Some(bind.hop_guard.clone()),
+            };
+            let collector = collector
+                .with_client_options(options)
+                .map_err(|e| err(e.to_string()))?;
             let (tx, rx) = channel();
             let cancel = Cancel::new();
             let (days, run_cancel) = (bind.days.clone(), cancel.clone());

@@ -22,7 +22,7 @@ use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_valu
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::config::{parse_byte_size, Config, PromUrl, PrometheusConfig, Secret};
-use promduck_core::prometheus::{PromClient, Series};
+use promduck_core::prometheus::{ClientOptions, HopGuard, PromClient, Series};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -68,7 +68,12 @@ fn env(name: &str) -> Option<String> {
 /// The host's sandbox applies before any I/O: the config file (and files it names)
 /// must be readable and the URL reachable under `enable_external_access` /
 /// `allowed_directories`; config errors never show the file's values.
-fn connection(bind: &BindInfo, who: &str) -> Result<(PrometheusConfig, Duration), BoxError> {
+/// The client's redirects pass the same sandbox check at every hop (the hop guard
+/// returned).
+fn connection(
+    bind: &BindInfo,
+    who: &str,
+) -> Result<(PrometheusConfig, Duration, HopGuard), BoxError> {
     let policy = crate::sandbox::policy(bind)?;
     let mut cfg = match named_string(bind, "config") {
         Some(path) => {
@@ -146,11 +151,14 @@ fn connection(bind: &BindInfo, who: &str) -> Result<(PrometheusConfig, Duration)
     {
         policy.check_path(who, "read", f).map_err(err)?;
     }
-    Ok((cfg, deadline))
+    Ok((cfg, deadline, policy.hop_guard(who)))
 }
 
-fn client(cfg: &PrometheusConfig) -> Result<PromClient, BoxError> {
-    PromClient::new(cfg).map_err(|e| err(e.to_string()))
+fn client(cfg: &PrometheusConfig, hop_guard: &HopGuard) -> Result<PromClient, BoxError> {
+    let options = ClientOptions {
+        hop_guard: Some(hop_guard.clone()),
+    };
+    PromClient::with_options(cfg, options).map_err(|e| err(e.to_string()))
 }
 
 /// What a live function asks Prometheus for.
@@ -174,14 +182,17 @@ pub struct LiveBind {
     cfg: PrometheusConfig,
     /// The whole call's deadline (`timeout`).
     deadline: Duration,
+    /// The sandbox's check of every redirect hop.
+    hop_guard: HopGuard,
     request: Request,
 }
 
 impl LiveBind {
-    fn new(conn: (PrometheusConfig, Duration), request: Request) -> Self {
+    fn new(conn: (PrometheusConfig, Duration, HopGuard), request: Request) -> Self {
         LiveBind {
             cfg: conn.0,
             deadline: conn.1,
+            hop_guard: conn.2,
             request,
         }
     }
@@ -241,7 +252,7 @@ fn samples(series: Vec<Series>) -> Rows {
 
 fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
     // `timeout` bounds the whole call, retries and split requests included.
-    let client = client(&bind.cfg)?.with_overall_timeout(bind.deadline);
+    let client = client(&bind.cfg, &bind.hop_guard)?.with_overall_timeout(bind.deadline);
     let scrub = |e: promduck_core::prometheus::PromError| {
         let mut msg = e.to_string();
         for s in bind.cfg.secrets() {

@@ -33,6 +33,8 @@ pub struct Sandbox(Arc<Mutex<Shared>>);
 struct Shared {
     con: Connection,
     final_policy: Option<Policy>,
+    /// Every file system seen disabled so far: DuckDB never enables one again.
+    seen_disabled: Names,
 }
 
 impl Sandbox {
@@ -40,6 +42,7 @@ impl Sandbox {
         Sandbox(Arc::new(Mutex::new(Shared {
             con,
             final_policy: None,
+            seen_disabled: Names::new(),
         })))
     }
 
@@ -52,25 +55,29 @@ impl Sandbox {
             .0
             .lock()
             .map_err(|_| "promduck: internal lock poisoned".to_string())?;
-        if let Some(p) = &guard.final_policy {
-            return Ok(p.clone());
+        let shared = &mut *guard;
+        // `disabled_filesystems` may still grow after external access is off (until
+        // `lock_configuration`): read at every bind.
+        let disabled = read_disabled(&shared.con, &mut shared.seen_disabled);
+        if let Some(p) = &shared.final_policy {
+            return Ok(p.clone().with_disabled(disabled));
         }
-        let con = &guard.con;
+        let con = &shared.con;
         let external = setting(con, "current_setting('enable_external_access')::VARCHAR")
             .map_err(|e| format!("Permission Error: cannot read DuckDB's enable_external_access setting ({e}); access refused"))?;
         let external_access = external.trim().eq_ignore_ascii_case("true");
-        // `disabled_filesystems` does not read back through current_setting in every
-        // host; the local-file probe below (DuckDB's own check) covers it.
-        let local_fs_disabled = false;
         let probe = Some(self.clone());
         if external_access {
             return Ok(Policy {
                 external_access,
                 allowed_directories: vec![],
                 allowed_paths: vec![],
-                local_fs_disabled,
+                local_fs_disabled: false,
+                disabled_filesystems: Names::new(),
+                disabled_unreadable: None,
                 probe,
-            });
+            }
+            .with_disabled(disabled));
         }
         // Absent before DuckDB 1.3: then there are no exceptions.
         let list = |name: &str| -> Vec<String> {
@@ -90,12 +97,70 @@ impl Sandbox {
             external_access,
             allowed_directories: list("allowed_directories"),
             allowed_paths: list("allowed_paths"),
-            local_fs_disabled,
+            local_fs_disabled: false,
+            disabled_filesystems: Names::new(),
+            disabled_unreadable: None,
             probe,
         };
-        guard.final_policy = Some(policy.clone());
-        Ok(policy)
+        shared.final_policy = Some(policy.clone());
+        Ok(policy.with_disabled(disabled))
     }
+}
+
+/// Names of DuckDB file systems.
+pub type Names = std::collections::BTreeSet<String>;
+
+/// The file systems DuckDB has disabled (`disabled_filesystems`), read back
+/// through DuckDB's own rule that a disabled file system can never be enabled
+/// again: `current_setting('disabled_filesystems')` reads back empty in every host
+/// (1.2.2 to 2.0.1), but `SET disabled_filesystems = '<a list>'` fails, naming one
+/// disabled file system missing from the list, until the list holds them all;
+/// then it succeeds and changes nothing (it sets exactly what was set). It can
+/// never enable anything (DuckDB refuses) and works whether or not the file system
+/// is registered (httpfs need not be loaded). `seen` (what earlier reads found)
+/// starts the list, so one statement usually suffices. `Err` when DuckDB refuses
+/// the statement for another reason (`lock_configuration = true`).
+fn read_disabled(con: &Connection, seen: &mut Names) -> Result<Names, (Names, String)> {
+    let mut names = seen.clone();
+    // Every round learns one more name; DuckDB has a handful of file systems.
+    for _ in 0..64 {
+        let list = names.iter().cloned().collect::<Vec<_>>().join(",");
+        let sql = format!("SET disabled_filesystems = '{}'", list.replace('\'', "''"));
+        match con.execute_batch(&sql) {
+            Ok(()) => {
+                seen.clone_from(&names);
+                return Ok(names);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                match previously_disabled(&msg) {
+                    Some(name) if !names.contains(&name) => {
+                        names.insert(name);
+                    }
+                    _ => {
+                        seen.extend(names);
+                        let why = msg.lines().next().unwrap_or_default().to_string();
+                        return Err((seen.clone(), why));
+                    }
+                }
+            }
+        }
+    }
+    seen.extend(names);
+    Err((seen.clone(), "too many disabled file systems".into()))
+}
+
+/// The name in DuckDB's `File system "X" has been disabled previously, it cannot
+/// be re-enabled`.
+fn previously_disabled(msg: &str) -> Option<String> {
+    let (_, rest) = msg.split_once("File system \"")?;
+    let (name, tail) = rest.split_once('"')?;
+    (tail
+        .trim_start()
+        .starts_with("has been disabled previously")
+        && !name.is_empty()
+        && !name.contains(','))
+    .then(|| name.to_string())
 }
 
 /// Evaluates a VARCHAR expression on the extension's connection. The value comes back
@@ -144,8 +209,55 @@ pub struct Policy {
     pub allowed_directories: Vec<String>,
     pub allowed_paths: Vec<String>,
     pub local_fs_disabled: bool,
+    /// `disabled_filesystems` as read (see [`read_disabled`]).
+    pub disabled_filesystems: Names,
+    /// Why `disabled_filesystems` could not be read, when it could not (then
+    /// `disabled_filesystems` holds what earlier reads found).
+    pub disabled_unreadable: Option<String>,
     /// Where to ask DuckDB itself whether a local path may be accessed.
     probe: Option<Sandbox>,
+}
+
+impl Policy {
+    /// This policy with `disabled_filesystems` as just read.
+    fn with_disabled(mut self, read: Result<Names, (Names, String)>) -> Policy {
+        let (set, why) = match read {
+            Ok(set) => (set, None),
+            Err((seen, why)) => (seen, Some(why)),
+        };
+        self.local_fs_disabled = set.contains("LocalFileSystem");
+        self.disabled_filesystems = set;
+        self.disabled_unreadable = why;
+        self
+    }
+
+    /// The redirect hop guard of `who`'s HTTP client: every hop passes
+    /// [`Policy::check_url`] as the first URL did (credentials in the target are
+    /// not shown, nor compared).
+    pub fn hop_guard(&self, who: &str) -> promduck_core::prometheus::HopGuard {
+        let policy = self.clone();
+        let who = who.to_string();
+        Arc::new(move |url: &promduck_core::prometheus::Url| {
+            let mut url = url.clone();
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_fragment(None);
+            policy
+                .check_url(&who, url.as_str())
+                .map(drop)
+                .map_err(|e| e.trim_start_matches("Permission Error: ").to_string())
+        })
+    }
+}
+
+/// The DuckDB file system that serves a URL's scheme (as httpfs names them).
+fn file_system_of(url: &str) -> Option<&'static str> {
+    let (scheme, _) = url.split_once(':')?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" | "https" => Some("HTTPFileSystem"),
+        "s3" | "s3a" | "s3n" => Some("S3FileSystem"),
+        _ => None,
+    }
 }
 
 impl Sandbox {
@@ -289,8 +401,18 @@ impl Policy {
         ))
     }
 
-    /// May `who` open connections to `url`?
+    /// May `who` open connections to `url`? `disabled_filesystems` first (the file
+    /// system DuckDB would use for the URL: `HTTPFileSystem` for http(s)://,
+    /// `S3FileSystem` for s3://), whatever `enable_external_access` says; then, with
+    /// external access off, the URL must be inside an allowed entry, and
+    /// `disabled_filesystems` must have been readable (fail closed).
     pub fn check_url(&self, who: &str, url: &str) -> Result<(), String> {
+        let fs = file_system_of(url);
+        if let Some(fs) = fs.filter(|fs| self.disabled_filesystems.contains(*fs)) {
+            return Err(format!(
+                "Permission Error: {who} cannot connect to {url}: file system {fs} has been disabled by configuration (disabled_filesystems)"
+            ));
+        }
         if self.external_access {
             return Ok(());
         }
@@ -300,7 +422,13 @@ impl Policy {
             .chain(&self.allowed_paths)
             .any(|a| is_url(a) && url_within(url, a));
         if allowed {
-            return Ok(());
+            return match (&self.disabled_unreadable, fs) {
+                (Some(why), Some(_)) => Err(format!(
+                    "Permission Error: {who} cannot connect to {url}: DuckDB's disabled_filesystems setting cannot be read ({why}), \
+                     and with enable_external_access = false promduck refuses network access it cannot check"
+                )),
+                _ => Ok(()),
+            };
         }
         Err(format!(
             "Permission Error: {who} cannot connect to {url}: network access is disabled by configuration \
@@ -398,6 +526,8 @@ mod tests {
             allowed_directories: dirs.iter().map(|s| s.to_string()).collect(),
             allowed_paths: paths.iter().map(|s| s.to_string()).collect(),
             local_fs_disabled: false,
+            disabled_filesystems: Names::new(),
+            disabled_unreadable: None,
             probe: None,
         }
     }
@@ -461,6 +591,77 @@ mod tests {
         assert!(p.check_url("f", "http://127.0.0.1:90901/").is_err());
         assert!(p.check_url("f", "http://127.0.0.1:9091/").is_err());
         assert!(policy(true, &[], &[]).check_url("f", "http://x/").is_ok());
+    }
+
+    #[test]
+    fn disabled_filesystems_refuse_their_urls() {
+        let mut p = policy(true, &[], &[]);
+        p.disabled_filesystems = ["HTTPFileSystem".to_string()].into();
+        let e = p
+            .check_url("prom_query", "http://127.0.0.1:9/")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "Permission Error: prom_query cannot connect to http://127.0.0.1:9/: file system HTTPFileSystem \
+             has been disabled by configuration (disabled_filesystems)"
+        );
+        assert!(p.check_url("f", "HTTPS://x/").is_err());
+        assert!(p.check_url("f", "s3://bucket/x").is_ok());
+        p.disabled_filesystems = ["S3FileSystem".to_string()].into();
+        assert!(p
+            .check_url("f", "s3://bucket/x")
+            .unwrap_err()
+            .contains("S3FileSystem"));
+        assert!(p.check_url("f", "http://x/").is_ok());
+        // Unreadable: external access on keeps going; off refuses what it allows.
+        p.disabled_filesystems.clear();
+        p.disabled_unreadable = Some("locked".into());
+        assert!(p.check_url("f", "http://x/").is_ok());
+        let mut off = policy(false, &["http:/127.0.0.1:9/"], &[]);
+        off.disabled_unreadable = Some("the configuration has been locked".into());
+        let e = off.check_url("f", "http://127.0.0.1:9/a").unwrap_err();
+        assert!(
+            e.contains("cannot be read (the configuration has been locked)"),
+            "{e}"
+        );
+        assert!(off
+            .check_url("f", "http://127.0.0.1:8/a")
+            .unwrap_err()
+            .contains("not inside"));
+    }
+
+    #[test]
+    fn disabled_names_from_duckdb_errors() {
+        assert_eq!(
+            previously_disabled(
+                "Invalid Input Error: File system \"S3FileSystem\" has been disabled previously, it cannot be re-enabled"
+            )
+            .as_deref(),
+            Some("S3FileSystem")
+        );
+        for other in [
+            "Invalid Input Error: Cannot change configuration option \"disabled_filesystems\" - the configuration has been locked",
+            "File system \"\" has been disabled previously",
+            "File system \"A,B\" has been disabled previously",
+        ] {
+            assert_eq!(previously_disabled(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn hop_guards_check_each_hop_like_the_first_url() {
+        let p = policy(false, &["http:/127.0.0.1:9/"], &[]);
+        let g = p.hop_guard("prom_labels");
+        let u = |s: &str| promduck_core::prometheus::Url::parse(s).unwrap();
+        assert!(g(&u("http://127.0.0.1:9/api/v1/labels")).is_ok());
+        assert!(g(&u("http://user:pw@127.0.0.1:9/api/v1/labels")).is_ok());
+        let e = g(&u("http://user:pw@127.0.0.1:10/x")).unwrap_err();
+        assert!(
+            e.starts_with("prom_labels cannot connect to http://127.0.0.1:10/x"),
+            "{e}"
+        );
+        assert!(!e.contains("pw"), "{e}");
+        assert!(policy(true, &[], &[]).hop_guard("f")(&u("http://h/")).is_ok());
     }
 
     #[test]

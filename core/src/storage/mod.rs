@@ -19,6 +19,7 @@
 
 pub mod local;
 pub mod object;
+mod s3_http;
 
 use crate::compact::{CompactOptions, MonthOutcome};
 use crate::config::StorageConfig;

@@ -258,6 +258,7 @@ impl ObjectStorage {
         use object_store::aws::AmazonS3ConfigKey;
         use object_store::ClientConfigKey;
         let b = b
+            .with_http_connector(super::s3_http::SameEndpointConnector)
             .with_retry(retry)
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "30s")
             .with_config(
@@ -1163,7 +1164,7 @@ impl Signer {
             .with_allow_http(allow_http)
             .with_timeout(Duration::from_secs(30))
             .with_connect_timeout(Duration::from_secs(5));
-        let http = object_store::client::ReqwestConnector::default()
+        let http = super::s3_http::SameEndpointConnector
             .connect(&options)
             .ok()?;
         Some(Signer {
