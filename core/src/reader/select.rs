@@ -51,6 +51,22 @@ struct Entry {
     path: PathBuf,
     is_dir: bool,
     symlink: bool,
+    /// A symlink the file-system handle refuses to follow (it leads outside the
+    /// allowed folders): an error naming it as soon as the entry is used, never
+    /// skipped silently (DuckDB's own glob refuses it too).
+    blocked: bool,
+}
+
+impl Entry {
+    /// Errs, naming the entry, if it is [`Entry::blocked`].
+    fn usable(&self, fs: &Fs) -> Result<()> {
+        if self.blocked {
+            if let Err(e) = fs.metadata(&self.path) {
+                return Err(Error::io(&self.path, e));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn list_dir(fs: &Fs, dir: &Path) -> Result<Vec<Entry>> {
@@ -60,13 +76,14 @@ fn list_dir(fs: &Fs, dir: &Path) -> Result<Vec<Entry>> {
         // An entry gone since the listing (a temporary file renamed meanwhile) was skipped.
         let symlink = e.is_symlink();
         let path = e.path;
+        let mut blocked = false;
         let is_dir = if symlink {
             match fs.metadata(&path) {
                 Ok(m) => m.is_dir(),
-                // A symlink leading out of the allowed folders: refused, naming it
-                // (as DuckDB's own glob refuses it), never skipped silently.
-                Err(err) if crate::fs::is_refusal(&err) => return Err(Error::io(&path, err)),
-                Err(_) => false,
+                Err(err) => {
+                    blocked = crate::fs::is_refusal(&err);
+                    false
+                }
             }
         } else {
             e.kind == crate::fs::Kind::Dir
@@ -76,6 +93,7 @@ fn list_dir(fs: &Fs, dir: &Path) -> Result<Vec<Entry>> {
             path,
             is_dir,
             symlink,
+            blocked,
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -235,6 +253,16 @@ fn select(
     // seen is read from it alone; one whose file is not (yet) seen is read from
     // daily files, which compaction removes only after its month file is visible.
     let mut compacted: HashSet<NaiveDate> = HashSet::new();
+    for e in entries.iter().filter(|e| e.blocked) {
+        // A link out where the selection would look: an error naming it.
+        let used = parse_month_dir(&e.name)
+            .is_some_and(|first| month_files && sel.day_ok_any(first, month_end(first)))
+            || parse_day_dir(&e.name).is_some_and(|day| sel.day_ok(day))
+            || parse_hive_year(&e.name).is_some();
+        if used {
+            e.usable(fs)?;
+        }
+    }
     if month_files {
         for e in entries.iter().filter(|e| e.is_dir) {
             let Some(first) = parse_month_dir(&e.name) else {
@@ -404,6 +432,7 @@ fn daily_list(
         return Ok(());
     }
     for e in list_dir(fs, dir)? {
+        e.usable(fs)?;
         if e.is_dir {
             let sub = real.child(fs, &e);
             if real.path.starts_with(&sub.path) {
@@ -460,6 +489,7 @@ fn hive_files(
         return Ok(());
     }
     for m in list_dir(fs, ydir)? {
+        m.usable(fs)?;
         let Some(month) = parse_hive_month(&m.name) else {
             continue;
         };
@@ -468,6 +498,7 @@ fn hive_files(
         }
         let mreal = yreal.child(fs, &m);
         for d in list_dir(fs, &m.path)? {
+            d.usable(fs)?;
             let Some(dd) = parse_hive_day(&d.name) else {
                 continue;
             };
@@ -479,6 +510,7 @@ fn hive_files(
             }
             let dreal = mreal.child(fs, &d);
             for a in list_dir(fs, &d.path)? {
+                a.usable(fs)?;
                 let Some(app) = parse_hive_app(&a.name) else {
                     continue;
                 };
@@ -487,6 +519,7 @@ fn hive_files(
                 }
                 let areal = dreal.child(fs, &a);
                 for f in list_dir(fs, &a.path)? {
+                    f.usable(fs)?;
                     if f.is_dir || !is_hive_data_file(&f.name) {
                         continue;
                     }
