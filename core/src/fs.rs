@@ -374,7 +374,12 @@ impl Fs {
                 use rustix::fs::{Mode, OFlags};
                 use std::os::fd::AsRawFd;
                 let fd = self.open_fd(c, path, OFlags::PATH, Mode::empty())?;
-                std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+                // The kernel's name of the descriptor; without /proc, the path as
+                // given (made absolute): it was resolved beneath the root all the same.
+                Ok(
+                    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+                        .unwrap_or_else(|_| absolute(path)),
+                )
             }
         }
     }
