@@ -162,9 +162,15 @@ stress: build venv prometheus s3s-fs
 	PROMDUCK_CRASH_TRIALS=$${PROMDUCK_CRASH_TRIALS:-500} PROMDUCK_READS=$${PROMDUCK_READS:-2000} \
 	  PROMDUCK_COMPACT_TRIALS=$${PROMDUCK_COMPACT_TRIALS:-200} \
 	  PROMDUCK_S3_COMPACT_TRIALS=$${PROMDUCK_S3_COMPACT_TRIALS:-70} \
+	  PROMDUCK_MODEL_SEQUENCES=$${PROMDUCK_MODEL_SEQUENCES:-2000} \
 	  PROMDUCK_SANDBOX_LAYOUTS=$${PROMDUCK_SANDBOX_LAYOUTS:-300} \
 	  $(PY) -m pytest tests/test_reliability.py tests/test_compaction.py tests/test_s3_compaction.py \
-	    tests/test_sandbox_oracle.py -q -s -p no:cacheprovider
+	    tests/test_archive_model.py tests/test_sandbox_oracle.py -q -s -p no:cacheprovider
+	@# The SQL fuzzer (tests/sqlfuzz.py) with many statements per host, from a new seed each run
+	@# (printed with every finding); PROMDUCK_FUZZ_SEED replays one.
+	$(MAKE) --no-print-directory hosts
+	PROMDUCK_FUZZ_STATEMENTS=$${PROMDUCK_FUZZ_STATEMENTS:-10000} PROMDUCK_FUZZ_SEED=$${PROMDUCK_FUZZ_SEED:-$$(date +%s)} \
+	  $(PY) -m pytest tests/test_sql_fuzz.py -q -s -p no:cacheprovider
 
 ## bench: every benchmark, each printing promduck's figure, its baseline's and the ratio;
 ## then S3 (moto on loopback: daily and compacted archive), then the dashboard in Chromium,

@@ -568,7 +568,7 @@ def test_double_bind_in_python_runs_collection_once(prometheus, history, tmp_pat
 # --- misuse: each error is clear, and the connection keeps working ------------------------------------------------
 
 MISUSE = [
-    ("SELECT * FROM prom_metrics(data_dir := '{data}', last_days := 'abc')", "Could not convert string 'abc'"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', last_days := 'abc')", 'last_days must be an integer between 1 and 36600, got VARCHAR "abc"'),
     ("SELECT * FROM prom_metrics(data_dir := '{data}', no_such_param := 1)", "no_such_param"),
     ("SELECT * FROM prom_metrics(data_dir := '{data}', start_date := '2024-03-04', end_date := '2024-03-01')",
      "start date 2024-03-04 is after end date 2024-03-01"),

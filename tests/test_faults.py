@@ -295,10 +295,11 @@ def test_empty_answer_keeps_the_existing_file(fault_proxy, history, tmp_path):
     # Keeping the old file is not a failure: exit 0, one warning for that partition.
     assert r.returncode == 0, r.stderr
     assert (target.read_bytes(), os.stat(target).st_ino) == before, r.stderr
-    kept = [l for l in r.stderr.splitlines() if "kept the existing" in l]
+    kept = [l for l in r.stderr.splitlines() if "kept archived rows" in l]
     assert len(kept) == 1, r.stderr
-    assert "written=1 empty=0 kept=1 failed=0 cancelled=0 rows=4 " in r.stderr, r.stderr
-    assert TARGET in kept[0] and str(day) in kept[0] and "Prometheus returned no data; kept the existing file" in kept[0]
+    # rows: the written partition's 4 and the kept one's 4.
+    assert "written=1 empty=0 kept=1 failed=0 cancelled=0 rows=8 " in r.stderr, r.stderr
+    assert TARGET in kept[0] and str(day) in kept[0] and "no rows of it in the new answer" in kept[0]
     assert "WARN" in kept[0] and "ERROR" not in r.stderr, r.stderr
     assert normalise(read_rows(tmp_path / "data")) == expected_rows(history, [day], PROXIES)
 

@@ -50,14 +50,15 @@ def test_metric_answering_no_data_keeps_its_old_rows(prometheus, history, tmp_pa
     assert r.returncode == 0, r.stderr
     assert normalise(read_rows(tmp_path / "data")) == before
     n_env = len(history.environments)
-    assert r.stderr.count(f"no data returned for error_count ({n_env} rows); kept the existing rows") == len(proxies)
+    note = (f"kept archived rows the new answer lacks: error_count ({n_env} archived rows; "
+            "no rows of it in the new answer) (replace to drop them)")
+    assert r.stderr.count(note) == len(proxies)
 
     # The same through prom_collect: the note says what was kept.
     con = connect()
     rows = con.execute("SELECT api_proxy, status, rows, error FROM prom_collect(config := ?, date := ?) ORDER BY 1",
                        [str(cfg), str(day)]).fetchall()
-    note = f"no data returned for error_count ({n_env} rows); kept the existing rows (replace to drop them)"
-    assert rows == [(p, "written", 2 * n_env, note) for p in proxies]
+    assert rows == [(p, "kept", 2 * n_env, note) for p in proxies]
     assert normalise(read_rows(tmp_path / "data")) == before
 
     # Asked explicitly, the partition becomes exactly what Prometheus answers now.
@@ -75,7 +76,7 @@ def test_all_metrics_answering_no_data_keep_the_file_byte_for_byte(prometheus, h
     write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-3"], metrics=gone)
     r = run_collector("--config", cfg, "--date", day, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "kept the existing file" in r.stderr
+    assert "kept archived rows the new answer lacks: error_count" in r.stderr
     assert {p: p.read_bytes() for p in (tmp_path / "data").rglob("*.parquet")} == files
 
 

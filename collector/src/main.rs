@@ -153,9 +153,18 @@ fn init_logging(format: LogFormat, debug: bool) {
 
 fn load_config(path: &std::path::Path) -> Result<Config, String> {
     if path.as_os_str() == "-" {
+        use promduck_core::config::small_file::CONFIG_LIMIT;
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .map_err(|e| format!("<stdin>: cannot read the configuration: {e}"))?;
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::io::stdin(), CONFIG_LIMIT + 1),
+            &mut text,
+        )
+        .map_err(|e| format!("<stdin>: cannot read the configuration: {e}"))?;
+        if text.len() as u64 > CONFIG_LIMIT {
+            return Err(format!(
+                "<stdin>: the configuration is larger than the limit of {CONFIG_LIMIT} bytes"
+            ));
+        }
         return Config::from_yaml_str(&text, std::path::Path::new("<stdin>"))
             .map_err(|e| e.to_string());
     }
@@ -640,7 +649,8 @@ impl Reporter {
                 tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data for any metric; wrote an empty partition")
             }
             Status::Kept => {
-                tracing::warn!(day = %o.day, proxy = %o.proxy, path = %o.path.display(), "Prometheus returned no data; kept the existing file")
+                let note = o.kept_note().unwrap_or_default();
+                tracing::warn!(day = %o.day, proxy = %o.proxy, rows = o.rows, path = %o.path.display(), "kept; {note}")
             }
             Status::Cancelled => self.cancelled += 1,
             Status::Failed if o.failures.iter().any(|f| f.fatal) => self.fatal += 1,

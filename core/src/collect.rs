@@ -3,9 +3,12 @@
 //! `prom_collect` both call [`Collector::run`].
 //!
 //! A partition is replaced only when every metric for it succeeded; otherwise the
-//! old file stays and the failures are reported per metric. A metric that now
-//! answers with no data keeps the rows the old file has for it (Prometheus's
-//! retention forgets; the archive must not), unless the run was asked to replace.
+//! old file stays and the failures are reported per metric. Re-collecting a
+//! partition that exists follows the one rule of [`crate::recollect`]: the archived
+//! rows the new answer lacks (a series dropped, a step point missing, a metric that
+//! answers nothing or left the configuration) are kept, unless the run was asked to
+//! replace; and a day Prometheus no longer holds in full (its oldest sample is later
+//! than the day's start) is not re-collected over an archived partition at all.
 //! Work units are run with a bounded number in flight (the client also bounds
 //! queries), so memory stays flat however many days a backfill spans.
 //!
@@ -69,7 +72,8 @@ pub enum Status {
     /// Every metric answered with no data and there was no file: an empty
     /// partition was written (it records that the day was collected).
     Empty,
-    /// Every metric answered with no data and an existing file with data was kept.
+    /// Archived rows were kept: the new answer lacked some (they were carried into
+    /// the written partition), or nothing new was written (see [`PartitionOutcome::kept`]).
     Kept,
     /// Some metric failed; the old file (if any) is untouched.
     Failed,
@@ -124,9 +128,14 @@ pub struct PartitionOutcome {
     pub rows: usize,
     pub status: Status,
     pub failures: Vec<MetricFailure>,
-    /// Metrics that answered with no data and whose rows were carried over from
-    /// the old file, with how many rows each.
-    pub kept_metrics: Vec<(String, usize)>,
+    /// What was carried over from the archived partition, by metric (see
+    /// [`crate::recollect`]).
+    pub kept: Vec<crate::recollect::Kept>,
+    /// Why the archived partition was kept without asking Prometheus (the day is not
+    /// held in full there any more).
+    pub kept_whole: Option<String>,
+    /// Whether a file was written (a kept partition may be, with the new rows).
+    pub wrote: bool,
 }
 
 impl PartitionOutcome {
@@ -137,7 +146,7 @@ impl PartitionOutcome {
             Status::Empty => {
                 Some("no data returned for any metric; an empty partition was written".into())
             }
-            Status::Kept => Some("no data returned; the existing file with data was kept".into()),
+            Status::Kept => self.kept_note(),
             Status::Cancelled => Some("cancelled".into()),
             Status::Failed => Some(
                 self.failures
@@ -151,19 +160,22 @@ impl PartitionOutcome {
 }
 
 impl PartitionOutcome {
-    /// For a written partition that carried rows over: which, and why.
+    /// For a partition that kept archived rows: which, and why.
     pub fn kept_note(&self) -> Option<String> {
-        if self.kept_metrics.is_empty() {
+        if let Some(why) = &self.kept_whole {
+            return Some(why.clone());
+        }
+        if self.kept.is_empty() {
             return None;
         }
         let list = self
-            .kept_metrics
+            .kept
             .iter()
-            .map(|(m, n)| format!("{m} ({n} rows)"))
+            .map(|k| k.describe())
             .collect::<Vec<_>>()
-            .join(", ");
+            .join("; ");
         Some(format!(
-            "no data returned for {list}; kept the existing rows (replace to drop them)"
+            "kept archived rows the new answer lacks: {list} (replace to drop them)"
         ))
     }
 }
@@ -177,7 +189,7 @@ pub struct RunSummary {
     pub kept: usize,
     pub failed: usize,
     pub cancelled: usize,
-    /// Rows in the partitions written.
+    /// Rows in the partitions written or kept.
     pub rows: usize,
     /// Why the run stopped early, when a failure said Prometheus cannot be used
     /// (the partitions it did not attempt count as cancelled).
@@ -192,7 +204,10 @@ impl RunSummary {
                 self.rows += o.rows;
             }
             Status::Empty => self.empty += 1,
-            Status::Kept => self.kept += 1,
+            Status::Kept => {
+                self.kept += 1;
+                self.rows += o.rows;
+            }
             Status::Failed => self.failed += 1,
             Status::Cancelled => self.cancelled += 1,
         }
@@ -227,7 +242,10 @@ type Staged = (
 fn record_write(outcome: &mut PartitionOutcome, r: Result<()>) {
     match r {
         Ok(()) => {
-            outcome.status = if outcome.rows == 0 {
+            outcome.wrote = true;
+            outcome.status = if !outcome.kept.is_empty() {
+                Status::Kept
+            } else if outcome.rows == 0 {
                 Status::Empty
             } else {
                 Status::Written
@@ -273,6 +291,10 @@ impl ProxyAnswer {
         }
     }
 }
+
+/// The server's oldest sample (epoch ms), asked at most once per run: by the first
+/// partition that re-collects an archived one.
+type Horizon = Arc<tokio::sync::OnceCell<Option<i64>>>;
 
 /// Runs collections for one configuration.
 #[derive(Clone)]
@@ -424,6 +446,7 @@ impl Collector {
             .div_ceil(requests_per_unit.max(1))
             .max(2);
         let fetch_slots = Arc::new(Semaphore::new(fetching));
+        let horizon: Horizon = Arc::default();
         let in_flight = fetching + 2;
         let mut tasks: JoinSet<Vec<PartitionOutcome>> = JoinSet::new();
         let mut outcomes = RunSummary::default();
@@ -475,7 +498,11 @@ impl Collector {
                 let cancel = cancel.clone();
                 let chunk: Arc<[String]> = chunk.into();
                 let slots = fetch_slots.clone();
-                tasks.spawn(async move { this.collect_unit(day, chunk, &cancel, &slots).await });
+                let horizon = horizon.clone();
+                tasks.spawn(async move {
+                    this.collect_unit(day, chunk, &cancel, &slots, &horizon)
+                        .await
+                });
             }
         }
         while let Some(done) = tasks.join_next().await {
@@ -493,7 +520,9 @@ impl Collector {
             rows: 0,
             status: Status::Cancelled,
             failures: vec![],
-            kept_metrics: vec![],
+            kept: vec![],
+            kept_whole: None,
+            wrote: false,
         }
     }
 
@@ -506,6 +535,7 @@ impl Collector {
         proxies: Arc<[String]>,
         cancel: &Cancel,
         fetch_slots: &Semaphore,
+        horizon: &Horizon,
     ) -> Vec<PartitionOutcome> {
         let n_metrics = self.plan.metrics.len();
         let queries = async {
@@ -590,8 +620,9 @@ impl Collector {
                 .expect("the semaphore is never closed");
             let this = self.clone();
             let proxy = proxy.clone();
+            let horizon = horizon.clone();
             writes.spawn_blocking(move || {
-                let (outcome, file) = this.build_and_write(day, &proxy, results, stage);
+                let (outcome, file) = this.build_and_write(day, &proxy, results, stage, &horizon);
                 drop(permit);
                 (i, outcome, file.zip(slot))
             });
@@ -607,9 +638,7 @@ impl Collector {
             .into_iter()
             .map(|o| o.expect("every partition was built"))
             .collect();
-        let any_written = outcomes
-            .iter()
-            .any(|o| matches!(o.status, Status::Written | Status::Empty));
+        let any_written = outcomes.iter().any(|o| o.wrote);
         if any_written && self.cfg.storage.durable {
             let storage = self.storage.clone();
             let synced = tokio::task::spawn_blocking(move || storage.sync_day(day)).await;
@@ -619,10 +648,7 @@ impl Collector {
                 Err(e) => Some(format!("sync task failed: {e}")),
             };
             if let Some(err) = err {
-                for o in outcomes
-                    .iter_mut()
-                    .filter(|o| matches!(o.status, Status::Written | Status::Empty))
-                {
+                for o in outcomes.iter_mut().filter(|o| o.wrote) {
                     o.status = Status::Failed;
                     o.failures.push(MetricFailure {
                         metric: "(sync)".into(),
@@ -679,8 +705,9 @@ impl Collector {
         proxy: &str,
         results: Vec<Result<ProxyAnswer>>,
         stage: bool,
+        horizon: &Horizon,
     ) -> (PartitionOutcome, Option<StagedPartition>) {
-        let (mut outcome, batch) = self.prepare_outcome(day, proxy, results);
+        let (mut outcome, batch) = self.prepare_outcome(day, proxy, results, horizon);
         let Some(batch) = batch else {
             return (outcome, None);
         };
@@ -706,17 +733,17 @@ impl Collector {
         day: NaiveDate,
         proxy: &str,
         results: Vec<Result<ProxyAnswer>>,
+        horizon: &Horizon,
     ) -> (PartitionOutcome, Option<arrow::record_batch::RecordBatch>) {
         let path = self.storage.partition_location(day, proxy);
         let mut failures = Vec::new();
-        let mut empty_metrics = Vec::new();
         // Each metric's series, checked and in the order of their labels (stable, as
         // a sort of the maps).
         let mut answers: Vec<(&crate::config::MetricConfig, ProxyAnswer)> =
             Vec::with_capacity(self.plan.metrics.len());
         for (metric, result) in self.plan.metrics.iter().map(|m| &m.config).zip(results) {
             match result {
-                Ok(r) if r.series.is_empty() => empty_metrics.push(metric.name.clone()),
+                Ok(r) if r.series.is_empty() => {}
                 Ok(mut r) => {
                     if let Err(e) = answer_collisions(&r.answer, &r.series, &metric.labels) {
                         failures.push(MetricFailure {
@@ -763,7 +790,9 @@ impl Collector {
             rows,
             status: Status::Failed,
             failures,
-            kept_metrics: vec![],
+            kept: vec![],
+            kept_whole: None,
+            wrote: false,
         };
         if !outcome.failures.is_empty() {
             return (outcome, None);
@@ -779,20 +808,19 @@ impl Collector {
             builder.push_points(metric, ts, values, &labels[l]);
         }
         let batch = builder.finish(proxy, day);
-        if empty_metrics.is_empty() || self.replace {
+        if self.replace {
             return (outcome, Some(batch));
         }
-        // Some metrics answered with no data: keep what the old file has of them.
-        let old = match self.storage.read_metric_rows(day, proxy, &empty_metrics) {
+        // The archived partition, if any: what the new answer lacks of it is kept.
+        let old = match self.storage.read_metric_rows(day, proxy, None) {
             Ok(old) => old,
             Err(e) => {
                 outcome.failures.push(MetricFailure {
                     metric: "(existing file)".into(),
                     fatal: false,
                     error: format!(
-                        "{e}; it is needed to keep the rows of {} (no data returned now); \
-                         the file was left untouched (replace to overwrite it)",
-                        empty_metrics.join(", ")
+                        "{e}; it is needed to keep the archived rows the new answer lacks; \
+                         the file was left untouched (replace to overwrite it)"
                     ),
                 });
                 return (outcome, None);
@@ -801,27 +829,57 @@ impl Collector {
         let Some(old) = old.filter(|o| o.num_rows() > 0) else {
             return (outcome, Some(batch));
         };
-        if rows == 0 {
-            // Nothing new at all: the old file stays as it is.
+        // A re-collection: is the day still held in full? Asked once per run, and only
+        // by a run that re-collects (this runs on the blocking pool, inside the run's
+        // runtime).
+        let oldest = *tokio::runtime::Handle::current()
+            .block_on(horizon.get_or_init(|| self.client.lowest_timestamp_ms()));
+        if let Some(why) = self.partial_day(day, oldest) {
+            // The archive knows more of this day than Prometheus does now.
             outcome.status = Status::Kept;
             outcome.rows = old.num_rows();
+            outcome.kept_whole = Some(format!(
+                "{why}; kept the archived partition ({} rows) as it is (replace to rewrite it from the partial answer)",
+                old.num_rows()
+            ));
             return (outcome, None);
         }
-        outcome.kept_metrics = count_by_metric(&old);
-        match arrow::compute::concat_batches(&batch.schema(), [&batch, &old]) {
-            Ok(merged) => {
-                outcome.rows = merged.num_rows();
-                (outcome, Some(merged))
-            }
+        let (merged, kept) = match crate::recollect::merge(&old, &batch) {
+            Ok(m) => m,
             Err(e) => {
                 outcome.failures.push(MetricFailure {
                     metric: "(existing file)".into(),
-                    error: format!("cannot merge the kept rows: {e}"),
+                    error: format!("cannot merge the archived rows: {e}"),
                     fatal: false,
                 });
-                (outcome, None)
+                return (outcome, None);
             }
+        };
+        outcome.rows = merged.num_rows();
+        outcome.kept = kept;
+        if rows == 0 && !outcome.kept.is_empty() {
+            // Nothing new at all: the archived file stays as it is.
+            outcome.status = Status::Kept;
+            return (outcome, None);
         }
+        (outcome, Some(merged))
+    }
+
+    /// Why `day` is not held in full by a server whose oldest sample is at `oldest_ms`
+    /// (`None`: it is, or the server does not say).
+    fn partial_day(&self, day: NaiveDate, oldest_ms: Option<i64>) -> Option<String> {
+        let oldest = oldest_ms?;
+        let window = self.plan.window(day);
+        if oldest <= window.start.timestamp_millis() {
+            return None;
+        }
+        let from =
+            chrono::DateTime::from_timestamp_millis(oldest)?.with_timezone(&self.plan.timezone);
+        Some(format!(
+            "Prometheus holds samples only from {} on, after the start of {day} ({}): the day is not held in full",
+            from.format("%Y-%m-%d %H:%M:%S %Z"),
+            window.start.format("%H:%M %Z")
+        ))
     }
 
     /// The series one metric gives for one proxy and day, exactly as a collection
@@ -1092,25 +1150,6 @@ fn collision_message(
         differ.into_iter().collect::<Vec<_>>().join(", "),
         keep.join(", ")
     )
-}
-
-/// Rows per metric name in a batch of the partition schema, in first-seen order.
-fn count_by_metric(batch: &arrow::record_batch::RecordBatch) -> Vec<(String, usize)> {
-    use arrow::array::AsArray;
-    let mut out: Vec<(String, usize)> = Vec::new();
-    let Some(col) = batch.column_by_name(crate::schema::COL_METRIC) else {
-        return out;
-    };
-    let Some(names) = col.as_string_opt::<i32>() else {
-        return out;
-    };
-    for n in names.iter().flatten() {
-        match out.iter_mut().find(|(m, _)| m == n) {
-            Some((_, c)) => *c += 1,
-            None => out.push((n.to_string(), 1)),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

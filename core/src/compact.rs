@@ -35,10 +35,9 @@
 //!
 //! Re-collecting a day of a compacted month writes a daily file again; readers keep
 //! using the month file until the month is compacted again, which takes the new file
-//! in: the new values win, metric by metric (a metric the new file lacks keeps its
-//! archived rows, as when re-collecting a day whose file exists), or for the whole
-//! (day, proxy) with [`CompactOptions::replace_partitions`] (the collector's
-//! `--replace`). The collector binary compacts such months again right after
+//! in by the re-collection rule of [`crate::recollect`] (the new rows win; archived
+//! rows the new file lacks stay), or for the whole (day, proxy) with
+//! [`CompactOptions::replace_partitions`] (the collector's `--replace`). The collector binary compacts such months again right after
 //! collecting.
 //!
 //! Memory is bounded by one row group being encoded plus one (day, proxy) partition:
@@ -55,10 +54,8 @@ use crate::layout::{
 };
 use crate::reader::{daily_files_of_month, PartitionFile};
 use crate::schema::{date32, partition_schema, COL_DATE, COL_METRIC, COL_PROXY, COL_TIMESTAMP};
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{
-    cast_with_options, concat_batches, filter_record_batch, take_record_batch, CastOptions,
-};
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast_with_options, concat_batches, take_record_batch, CastOptions};
 use chrono::{DateTime, NaiveDate, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -66,7 +63,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -1103,39 +1100,28 @@ impl MonthCursor {
     }
 }
 
-/// A (day, proxy)'s rows from the previous month file and from its daily file: the
-/// daily file's metrics replace the month file's rows of the same metrics (or all
-/// of them with `replace`); the month file's other metrics stay.
+/// A (day, proxy)'s rows from the previous month file and from its daily file, by the
+/// re-collection rule ([`crate::recollect`]): the daily file's rows, plus the month
+/// file's rows whose (metric, labels, timestamp) it lacks — or the daily file alone
+/// with `replace`.
 fn merge(
     old: Option<RecordBatch>,
     new: Option<RecordBatch>,
     replace: bool,
     path: &Path,
 ) -> Result<RecordBatch> {
-    let schema = partition_schema();
     Ok(match (old, new) {
-        (None, None) => RecordBatch::new_empty(schema),
+        (None, None) => RecordBatch::new_empty(partition_schema()),
         (Some(o), None) => o,
         (None, Some(n)) => n,
         (Some(_), Some(n)) if replace => n,
         (Some(o), Some(n)) => {
-            let fresh: HashSet<&str> = n
-                .column_by_name(COL_METRIC)
-                .expect("schema")
-                .as_string::<i32>()
-                .iter()
-                .flatten()
-                .collect();
-            let names = o
-                .column_by_name(COL_METRIC)
-                .expect("schema")
-                .as_string::<i32>();
-            let keep: BooleanArray = names
-                .iter()
-                .map(|m| Some(m.is_some_and(|m| !fresh.contains(m))))
-                .collect();
-            let kept = filter_record_batch(&o, &keep).map_err(|e| Error::parquet(path, e))?;
-            concat_batches(&schema, &[kept, n.clone()]).map_err(|e| Error::parquet(path, e))?
+            let (merged, kept) =
+                crate::recollect::merge(&o, &n).map_err(|e| Error::parquet(path, e))?;
+            for k in &kept {
+                tracing::warn!(path = %path.display(), "compaction kept archived rows the re-collected daily file lacks: {}", k.describe());
+            }
+            merged
         }
     })
 }

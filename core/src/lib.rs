@@ -17,6 +17,7 @@ pub mod plan;
 pub mod prometheus;
 pub mod promql;
 pub mod reader;
+pub mod recollect;
 pub mod schema;
 pub mod storage;
 pub mod writer;

@@ -1028,6 +1028,7 @@ fn decode_answer(
     left: u64,
     limit: u64,
 ) -> Result<(Answer, u64), PromError> {
+    refuse_native_histograms(body)?;
     let budget = SampleBudget::set(left);
     let (data, sink) = match fast::decode(body) {
         Some(Ok(decoded)) => decoded,
@@ -1056,9 +1057,51 @@ fn decode_answer(
     finish_answer(data, sink, redactor, left, limit)
 }
 
+/// `prometheus_tsdb_lowest_timestamp` (ms) from a text exposition, if it names a time
+/// (an empty TSDB reports the largest int64).
+fn parse_lowest_timestamp(body: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("prometheus_tsdb_lowest_timestamp "))?;
+    let v: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    // Between 1970 and the year 3000: anything else is a placeholder, not a time.
+    (v.is_finite() && v > 0.0 && v < 32_503_680_000_000.0).then_some(v as i64)
+}
+
+/// Native histogram samples are not malformed, only not stored: say so.
+fn refuse_native_histograms(body: &[u8]) -> Result<(), PromError> {
+    if has_native_histograms(body) {
+        return Err(PromError::Unsupported(
+            "the answer holds native histogram samples, which promduck does not store; query a float series \
+             instead, e.g. histogram_count(...), histogram_sum(...) or histogram_quantile(0.9, ...)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a query answer carries native histogram samples (`"histogram": [ts, {…}]`
+/// in a vector, `"histograms": [[ts, {…}], …]` in a matrix). A key followed by `[`
+/// cannot occur inside a JSON string (its quote would be escaped) nor be a label (a
+/// label's value is a string).
+fn has_native_histograms(body: &[u8]) -> bool {
+    [&b"\"histogram\":"[..], &b"\"histograms\":"[..]]
+        .iter()
+        .any(|key| {
+            memchr::memmem::find_iter(body, key).any(|at| {
+                body[at + key.len()..]
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace())
+                    == Some(&b'[')
+            })
+        })
+}
+
 /// The same as [`decode_answer`], through serde only (the reference for the fast path).
 #[cfg(test)]
 fn decode_answer_serde(body: &[u8], left: u64) -> Result<(Answer, u64), PromError> {
+    refuse_native_histograms(body)?;
     let redactor = Redactor::default();
     let budget = SampleBudget::set(left);
     let sink = SinkGuard::install();
@@ -1880,7 +1923,7 @@ impl PromClient {
         }
         b = b.default_headers(headers);
         if let Some(ca) = &cfg.tls.ca_file {
-            let pem = std::fs::read(ca)
+            let pem = crate::config::small_file::read(ca, crate::config::small_file::TLS_LIMIT)
                 .map_err(|e| PromError::Setup(format!("tls caFile {}: {e}", ca.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 PromError::Setup(format!(
@@ -1899,11 +1942,14 @@ impl PromClient {
             }
         }
         if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
-            let mut pem = std::fs::read(cert)
-                .map_err(|e| PromError::Setup(format!("tls certFile {}: {e}", cert.display())))?;
+            let mut pem =
+                crate::config::small_file::read(cert, crate::config::small_file::TLS_LIMIT)
+                    .map_err(|e| {
+                        PromError::Setup(format!("tls certFile {}: {e}", cert.display()))
+                    })?;
             pem.push(b'\n');
             pem.extend(
-                std::fs::read(key)
+                crate::config::small_file::read(key, crate::config::small_file::TLS_LIMIT)
                     .map_err(|e| PromError::Setup(format!("tls keyFile {}: {e}", key.display())))?,
             );
             let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
@@ -2096,6 +2142,25 @@ impl PromClient {
         }
         self.request("series", &form, |b| decode_envelope(b, &self.redactor))
             .await
+    }
+
+    /// The time of the oldest sample the server holds (epoch ms), from Prometheus's own
+    /// `prometheus_tsdb_lowest_timestamp` gauge on its `/metrics` page (same base URL,
+    /// same credentials); `None` when the server does not say (not a Prometheus, an
+    /// empty TSDB, `/metrics` not reachable). The collector uses it so that a day whose
+    /// start the server has forgotten is not re-collected from a partial answer.
+    pub async fn lowest_timestamp_ms(&self) -> Option<i64> {
+        let mut url = self.cfg.url.url.clone();
+        let path = format!("{}/metrics", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        let decode = |body: &[u8]| Ok(parse_lowest_timestamp(body));
+        match self.attempt(&url, &[], 16 << 20, &decode).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = %e.redacted(&self.redactor), "the server's oldest sample is unknown");
+                None
+            }
+        }
     }
 
     /// Checks that the server answers the query API (used by `--check`).
@@ -2388,6 +2453,38 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oldest_sample_is_read_from_prometheus_own_metrics() {
+        let page = b"# HELP prometheus_tsdb_lowest_timestamp Lowest timestamp value stored in the database.\n\
+# TYPE prometheus_tsdb_lowest_timestamp gauge\n\
+prometheus_tsdb_lowest_timestamp 1.7092944e+12\n\
+prometheus_tsdb_lowest_timestamp_seconds 1.7092944e+09\n";
+        assert_eq!(parse_lowest_timestamp(page), Some(1_709_294_400_000));
+        // An empty TSDB says int64's largest value: no time.
+        assert_eq!(
+            parse_lowest_timestamp(b"prometheus_tsdb_lowest_timestamp 9.223372036854776e+18\n"),
+            None
+        );
+        assert_eq!(parse_lowest_timestamp(b"up 1\n"), None);
+    }
+
+    #[test]
+    fn native_histograms_are_unsupported_not_malformed() {
+        let v = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"b"},"histogram":[1,{"count":"2","sum":"3","buckets":[[0,"1","2","3"]]}]}]}}"#;
+        let m = br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"b"},"histograms": [[1,{"count":"2","sum":"3"}]]}]}}"#;
+        for body in [&v[..], &m[..]] {
+            let e = decode_query_response(body).unwrap_err();
+            assert!(matches!(e, PromError::Unsupported(_)), "{e}");
+            assert!(e.to_string().contains("native histogram"), "{e}");
+        }
+        // A label called `histogram` is a label.
+        let l = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"histogram":"x"},"value":[1,"2"]}]}}"#;
+        assert_eq!(
+            decode_query_response(l).unwrap()[0].points,
+            vec![(1000, 2.0)]
+        );
+    }
 
     #[test]
     fn decodes_vector_matrix_scalar() {

@@ -355,7 +355,11 @@ pub fn check_writable(fs: &Fs, output_dir: &Path) -> Result<()> {
 /// the partition schema; `None` when there is no file. A file whose columns cannot
 /// be converted exactly to the partition schema is an error naming it: rows are
 /// never carried over approximately.
-pub fn read_metric_rows(fs: &Fs, path: &Path, metrics: &[String]) -> Result<Option<RecordBatch>> {
+pub fn read_metric_rows(
+    fs: &Fs,
+    path: &Path,
+    metrics: Option<&[String]>,
+) -> Result<Option<RecordBatch>> {
     let file = match fs.open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -369,7 +373,72 @@ pub fn read_metric_rows(fs: &Fs, path: &Path, metrics: &[String]) -> Result<Opti
 pub fn read_metric_rows_from<R: parquet::file::reader::ChunkReader + 'static>(
     file: R,
     path: &Path,
-    metrics: &[String],
+    metrics: Option<&[String]>,
+) -> Result<Option<RecordBatch>> {
+    read_rows_from(file, path, metrics, None)
+}
+
+/// The rows of (`day`, `proxy`) in the month file at `path` whose metric is one of
+/// `metrics` (all for `None`): the archived partition of a compacted day. Only the row
+/// groups whose statistics can hold it are read (a month file is sorted by proxy and
+/// day, so that is one or two). `None` when there is no month file.
+pub fn read_month_partition_rows(
+    fs: &Fs,
+    path: &Path,
+    day: chrono::NaiveDate,
+    proxy: &str,
+    metrics: Option<&[String]>,
+) -> Result<Option<RecordBatch>> {
+    let file = match fs.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    read_rows_from(file, path, metrics, Some((day, proxy)))
+}
+
+/// Row groups of a file that may hold rows of `proxy` on `day` (days as Date32), by
+/// their `api_proxy` and `date` statistics; a group without them may.
+fn groups_holding(
+    meta: &parquet::file::metadata::ParquetMetaData,
+    proxy: &str,
+    day: i32,
+) -> Vec<usize> {
+    use parquet::file::statistics::Statistics;
+    let columns = meta.file_metadata().schema_descr().columns();
+    let find = |name: &str| columns.iter().position(|c| c.path().string() == name);
+    let (pc, dc) = (
+        find(crate::schema::COL_PROXY),
+        find(crate::schema::COL_DATE),
+    );
+    (0..meta.num_row_groups())
+        .filter(|&g| {
+            let rg = meta.row_group(g);
+            let proxy_ok = match pc.and_then(|c| rg.column(c).statistics()) {
+                Some(Statistics::ByteArray(s)) => {
+                    s.min_opt().is_none_or(|m| m.data() <= proxy.as_bytes())
+                        && s.max_opt().is_none_or(|m| proxy.as_bytes() <= m.data())
+                }
+                _ => true,
+            };
+            let day_ok = match dc.and_then(|c| rg.column(c).statistics()) {
+                Some(Statistics::Int32(s)) => {
+                    s.min_opt().is_none_or(|m| *m <= day) && s.max_opt().is_none_or(|m| day <= *m)
+                }
+                _ => true,
+            };
+            proxy_ok && day_ok
+        })
+        .collect()
+}
+
+/// A partition file's rows in the partition schema, those of `metrics` (all for
+/// `None`) and, for a month file, of `only` (a day and a proxy).
+fn read_rows_from<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+    path: &Path,
+    metrics: Option<&[String]>,
+    only: Option<(chrono::NaiveDate, &str)>,
 ) -> Result<Option<RecordBatch>> {
     use arrow::array::{AsArray, BooleanArray};
     use arrow::compute::{cast_with_options, concat_batches, filter_record_batch, CastOptions};
@@ -377,10 +446,13 @@ pub fn read_metric_rows_from<R: parquet::file::reader::ChunkReader + 'static>(
     let bad = |e: &dyn std::fmt::Display| {
         Error::parquet(path, format!("cannot read the existing partition: {e}"))
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| bad(&e))?
-        .build()
-        .map_err(|e| bad(&e))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?;
+    let only = only.map(|(day, proxy)| (crate::schema::date32(day), proxy));
+    if let Some((day, proxy)) = only {
+        let groups = groups_holding(builder.metadata(), proxy, day);
+        builder = builder.with_row_groups(groups);
+    }
+    let reader = builder.build().map_err(|e| bad(&e))?;
     let schema = crate::schema::partition_schema();
     let exact = CastOptions {
         safe: false,
@@ -404,9 +476,17 @@ pub fn read_metric_rows_from<R: parquet::file::reader::ChunkReader + 'static>(
         }
         let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| bad(&e))?;
         let names = batch.column(1).as_string::<i32>();
-        let mask: BooleanArray = names
-            .iter()
-            .map(|n| Some(n.is_some_and(|n| metrics.iter().any(|m| m == n))))
+        let proxies = batch.column(3).as_string::<i32>();
+        let days = batch
+            .column(4)
+            .as_primitive::<arrow::datatypes::Date32Type>();
+        let mask: BooleanArray = (0..batch.num_rows())
+            .map(|i| {
+                let metric_ok = metrics.is_none_or(|ms| ms.iter().any(|m| m == names.value(i)));
+                let partition_ok =
+                    only.is_none_or(|(d, p)| days.value(i) == d && proxies.value(i) == p);
+                Some(metric_ok && partition_ok)
+            })
             .collect();
         let batch = filter_record_batch(&batch, &mask).map_err(|e| bad(&e))?;
         if batch.num_rows() > 0 {

@@ -583,7 +583,7 @@ async fn each_partition_is_written_empty_kept_or_failed_as_its_answers_say() {
 
     // Run 2: new values for everyone, except —
     //  a: everything new (written);
-    //  b: ec answers nothing now (written, ec's old rows kept);
+    //  b: ec answers nothing now (kept: written with ec's archived rows);
     //  c: nothing at all now (kept: the old file stays);
     //  d: ec fails (failed: the old file stays);
     //  e: still nothing, over an empty file (empty again).
@@ -599,19 +599,29 @@ async fn each_partition_is_written_empty_kept_or_failed_as_its_answers_say() {
     set(&script, "ec", "e", None);
     script.lock().unwrap().fail.push(("ec".into(), "d".into()));
     let (s, o) = run(&c).await;
-    assert_eq!(s, summary(2, 1, 1, 1, 8));
+    assert_eq!(s, summary(1, 1, 2, 1, 12));
     assert_eq!(stub.queries().len(), 10);
 
     assert_eq!(o["a"].status, Status::Written);
     assert_eq!(o["a"].error_message(), None);
     assert_eq!(rows_of(out, "a"), expected("a", &[("rc", 2), ("ec", 2)]));
 
-    assert_eq!(o["b"].status, Status::Written);
+    assert_eq!(o["b"].status, Status::Kept);
     assert_eq!(o["b"].rows, 4);
-    assert_eq!(o["b"].kept_metrics, vec![("ec".to_string(), 2)]);
+    assert_eq!(
+        o["b"].kept,
+        vec![promduck_core::recollect::Kept {
+            metric: "ec".into(),
+            rows: 2,
+            whole_metric: true,
+            series: vec![],
+            series_count: 0
+        }]
+    );
     assert_eq!(
         o["b"].error_message().unwrap(),
-        "no data returned for ec (2 rows); kept the existing rows (replace to drop them)"
+        "kept archived rows the new answer lacks: ec (2 archived rows; no rows of it in the new answer) \
+         (replace to drop them)"
     );
     // The new rows, then the old file's rows of the metric that answered nothing.
     assert_eq!(rows_of(out, "b"), expected("b", &[("rc", 2), ("ec", 1)]));
@@ -620,7 +630,8 @@ async fn each_partition_is_written_empty_kept_or_failed_as_its_answers_say() {
     assert_eq!(o["c"].rows, 4);
     assert_eq!(
         o["c"].error_message().unwrap(),
-        "no data returned; the existing file with data was kept"
+        "kept archived rows the new answer lacks: ec (2 archived rows; no rows of it in the new answer); \
+         rc (2 archived rows; no rows of it in the new answer) (replace to drop them)"
     );
     assert_eq!(identity(&partition_path(out, "c")), before["c"]);
 
@@ -640,7 +651,7 @@ async fn each_partition_is_written_empty_kept_or_failed_as_its_answers_say() {
     let c = c.with_replace(true);
     let (s, o) = run(&c).await;
     assert_eq!(s, summary(2, 2, 0, 1, 6));
-    assert_eq!(o["b"].kept_metrics, vec![]);
+    assert_eq!(o["b"].kept, vec![]);
     assert_eq!(rows_of(out, "b"), expected("b", &[("rc", 2)]));
     // ... and one that answers nothing for all its metrics is replaced by an empty file.
     assert_eq!(o["c"].status, Status::Empty);
@@ -667,7 +678,7 @@ async fn an_unreadable_old_file_fails_the_partition_that_needs_its_rows() {
     assert!(e.starts_with(&format!("{}: ", path.display())), "{e}");
     assert!(
         e.ends_with(
-            "; it is needed to keep the rows of ec (no data returned now); \
+            "; it is needed to keep the archived rows the new answer lacks; \
              the file was left untouched (replace to overwrite it)"
         ),
         "{e}"
@@ -734,7 +745,7 @@ impl Storage for FailingSync {
         &self,
         day: NaiveDate,
         proxy: &str,
-        metrics: &[String],
+        metrics: Option<&[String]>,
     ) -> promduck_core::Result<Option<arrow::record_batch::RecordBatch>> {
         self.inner.read_metric_rows(day, proxy, metrics)
     }
@@ -807,7 +818,8 @@ async fn a_day_that_cannot_be_synced_fails_its_written_partitions_only() {
             vec![the_day()],
             "one sync for the day"
         );
-        assert_eq!(s, summary(0, 0, 1, 3, 0), "staged: {staged}");
+        // b's 4 archived rows stay (kept, nothing written).
+        assert_eq!(s, summary(0, 0, 1, 3, 4), "staged: {staged}");
         let sync_error = format!(
             "{}: fsync failed: disk on fire",
             out.join("2024-03-01").display()
@@ -845,7 +857,8 @@ async fn a_day_that_cannot_be_synced_fails_its_written_partitions_only() {
         }
         let (s, o) = run(&failing).await;
         assert_eq!(storage.syncs.lock().unwrap().len(), 1, "staged: {staged}");
-        assert_eq!(s, summary(0, 0, 3, 1, 0), "staged: {staged}");
+        // a, b and d kept: 4 archived rows each.
+        assert_eq!(s, summary(0, 0, 3, 1, 12), "staged: {staged}");
         assert_eq!(
             o["c"].error_message().unwrap(),
             "rc: Prometheus returned HTTP 400 (bad_data): parse error at char 5"

@@ -105,7 +105,7 @@ impl VTab for PromCollect {
         let days = days_between(from, to, now, config.timezone).map_err(|e| err(e.to_string()))?;
         let replace = match named(bind, "replace") {
             None => false,
-            Some(v) => match v.to_string().to_ascii_lowercase().as_str() {
+            Some(v) => match v.render().to_ascii_lowercase().as_str() {
                 "true" => true,
                 "false" => false,
                 other => return Err(err(format!("replace must be true or false, got {other:?}"))),
@@ -187,13 +187,13 @@ impl VTab for PromCollect {
                 .iter()
                 .map(|o| Some(promduck_core::schema::date32(o.day))),
         );
-        write_strings(out, 1, slice.iter().map(|o| Some(o.proxy.as_str())));
+        write_strings(out, 1, slice.iter().map(|o| Some(o.proxy.as_str())))?;
         write_values(out, 2, slice.iter().map(|o| Some(o.rows as i64)));
         let paths: Vec<String> = slice.iter().map(|o| o.path.display().to_string()).collect();
-        write_strings(out, 3, paths.iter().map(|p| Some(p.as_str())));
-        write_strings(out, 4, slice.iter().map(|o| Some(o.status.as_str())));
+        write_strings(out, 3, paths.iter().map(|p| Some(p.as_str())))?;
+        write_strings(out, 4, slice.iter().map(|o| Some(o.status.as_str())))?;
         let errors: Vec<Option<String>> = slice.iter().map(|o| o.error_message()).collect();
-        write_strings(out, 5, errors.iter().map(|e| e.as_deref()));
+        write_strings(out, 5, errors.iter().map(|e| e.as_deref()))?;
         out.set_len(n);
         Ok(())
     }

@@ -70,7 +70,7 @@ impl VTab for PromCompact {
                 .map_err(|e| err(format!("remove_daily_after: {e}")))?;
         }
         if let Some(v) = named(bind, "replace") {
-            opts.replace_partitions = match v.to_string().to_ascii_lowercase().as_str() {
+            opts.replace_partitions = match v.render().to_ascii_lowercase().as_str() {
                 "true" => true,
                 "false" => false,
                 other => return Err(err(format!("replace must be true or false, got {other:?}"))),
@@ -128,15 +128,15 @@ fn compact(bind: &CompactBind) -> Result<Vec<MonthOutcome>, BoxError> {
 }
 
 /// Outcomes into the output chunk, one row each.
-fn write_outcomes(outcomes: &[MonthOutcome], out: &mut DataChunkHandle) {
+fn write_outcomes(outcomes: &[MonthOutcome], out: &mut DataChunkHandle) -> Result<(), BoxError> {
     let names: Vec<String> = outcomes.iter().map(|o| o.month_name()).collect();
-    write_strings(out, 0, names.iter().map(|s| Some(s.as_str())));
-    write_strings(out, 1, outcomes.iter().map(|o| Some(o.status.as_str())));
+    write_strings(out, 0, names.iter().map(|s| Some(s.as_str())))?;
+    write_strings(out, 1, outcomes.iter().map(|o| Some(o.status.as_str())))?;
     let paths: Vec<String> = outcomes
         .iter()
         .map(|o| o.path.display().to_string())
         .collect();
-    write_strings(out, 2, paths.iter().map(|s| Some(s.as_str())));
+    write_strings(out, 2, paths.iter().map(|s| Some(s.as_str())))?;
     write_values(out, 3, outcomes.iter().map(|o| Some(o.daily_files as i64)));
     write_values(out, 4, outcomes.iter().map(|o| Some(o.removed as i64)));
     write_values(out, 5, outcomes.iter().map(|o| Some(o.partitions as i64)));
@@ -144,5 +144,6 @@ fn write_outcomes(outcomes: &[MonthOutcome], out: &mut DataChunkHandle) {
     write_values(out, 7, outcomes.iter().map(|o| Some(o.bytes as i64)));
     write_values(out, 8, outcomes.iter().map(|o| Some(o.row_groups as i64)));
     write_values(out, 9, outcomes.iter().map(|o| Some(o.seconds)));
-    write_strings(out, 10, outcomes.iter().map(|o| o.error.as_deref()));
+    write_strings(out, 10, outcomes.iter().map(|o| o.error.as_deref()))?;
+    Ok(())
 }

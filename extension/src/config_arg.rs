@@ -17,14 +17,7 @@ use std::path::Path;
 pub fn load(bind: &BindInfo, policy: &Policy, who: &str) -> Result<Config, BoxError> {
     let path = match named_string(bind, "config") {
         Some(p) => p,
-        None => {
-            if !policy.external_access {
-                policy
-                    .check_path(who, "read", Path::new(DEFAULT_CONFIG_FILE))
-                    .map_err(err)?;
-            }
-            default_path(who)?
-        }
+        None => default_path(policy, who)?,
     };
     let config = Config::load_guarded(Path::new(&path), &|p| policy.check_path(who, "read", p))
         .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
@@ -37,11 +30,19 @@ pub fn load(bind: &BindInfo, policy: &Policy, who: &str) -> Result<Config, BoxEr
 }
 
 /// `$PROMDUCK_CONFIG`, else the default file if it exists, else an error naming both.
-fn default_path(who: &str) -> Result<String, BoxError> {
-    if let Some(p) = std::env::var("PROMDUCK_CONFIG")
+/// The file that would be used is put to the sandbox before anything looks at it
+/// (not even whether the default file exists is learnt where it may not be read).
+fn default_path(policy: &Policy, who: &str) -> Result<String, BoxError> {
+    let from_env = std::env::var("PROMDUCK_CONFIG")
         .ok()
-        .filter(|s| !s.is_empty())
-    {
+        .filter(|s| !s.is_empty());
+    let candidate = from_env.as_deref().unwrap_or(DEFAULT_CONFIG_FILE);
+    if !policy.external_access {
+        policy
+            .check_path(who, "read", Path::new(candidate))
+            .map_err(err)?;
+    }
+    if let Some(p) = from_env {
         return Ok(p);
     }
     if Path::new(DEFAULT_CONFIG_FILE).is_file() {

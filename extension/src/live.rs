@@ -16,7 +16,7 @@
 //!   requests; more is an error naming the limit.
 
 use crate::paging::{PageRows, Pages};
-use crate::params::{err, named, named_string, parse_step, timestamp_value, BoxError};
+use crate::params::{err, named, named_string, parse_step, positional, timestamp_value, BoxError};
 use crate::runtime::block_on;
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
@@ -283,11 +283,11 @@ fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
 }
 
 /// Rows `r` of a result into the output chunk.
-fn emit(rows: &Rows, r: std::ops::Range<usize>, out: &mut DataChunkHandle) {
+fn emit(rows: &Rows, r: std::ops::Range<usize>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
     match rows {
         Rows::Samples { series, points } => {
             let p = &points[r];
-            write_strings(out, 0, p.iter().map(|x| series[x.0].0.as_deref()));
+            write_strings(out, 0, p.iter().map(|x| series[x.0].0.as_deref()))?;
             write_maps(
                 out,
                 1,
@@ -299,21 +299,38 @@ fn emit(rows: &Rows, r: std::ops::Range<usize>, out: &mut DataChunkHandle) {
                             .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
                     )
                 }),
-            );
-            write_values(out, 2, p.iter().map(|x| Some(x.1.saturating_mul(1000))));
+            )?;
+            let micros = p
+                .iter()
+                .map(|x| timestamp_micros(x.1).map(Some))
+                .collect::<Result<Vec<_>, _>>()?;
+            write_values(out, 2, micros.into_iter());
             write_values(out, 3, p.iter().map(|x| Some(x.2)));
         }
-        Rows::Strings(v) => write_strings(out, 0, v[r].iter().map(|x| Some(x.as_str()))),
+        Rows::Strings(v) => write_strings(out, 0, v[r].iter().map(|x| Some(x.as_str())))?,
         Rows::SeriesList(v) => {
             let s = &v[r];
-            write_strings(out, 0, s.iter().map(|x| x.0.as_deref()));
+            write_strings(out, 0, s.iter().map(|x| x.0.as_deref()))?;
             write_maps(
                 out,
                 1,
                 s.iter()
                     .map(|x| Some(x.1.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))),
-            );
+            )?;
         }
+    }
+    Ok(())
+}
+
+/// A sample's time (epoch ms) as DuckDB's TIMESTAMPTZ (µs): a time DuckDB cannot
+/// hold is an error, never `infinity` (DuckDB's encoding of ±i64::MAX) or a wrap.
+fn timestamp_micros(ms: i64) -> Result<i64, BoxError> {
+    match ms.checked_mul(1000) {
+        Some(us) if us.unsigned_abs() < i64::MAX as u64 => Ok(us),
+        _ => Err(err(format!(
+            "a sample's timestamp ({} s since 1970) is outside DuckDB's TIMESTAMP range",
+            ms as f64 / 1000.0
+        ))),
     }
 }
 
@@ -343,11 +360,11 @@ fn sample_columns(bind: &BindInfo) {
 }
 
 fn query_arg(bind: &BindInfo) -> Result<String, BoxError> {
-    let v = bind.get_parameter(0);
+    let v = positional(bind, 0);
     if v.is_null() {
         return Err(err("query must not be NULL"));
     }
-    let q = v.to_string();
+    let q = v.render();
     if q.trim().is_empty() {
         return Err(err("query is empty"));
     }
@@ -412,8 +429,16 @@ live_vtab!(
     },
     vec![varchar()],
     vec![
-        ("time".to_string(), tstz()),
-        ("at".to_string(), tstz()),
+        // ANY: a value DuckDB could not cast to a typed parameter would fail in bind,
+        // echoing the statement with any secret in it (see `deferred.rs`).
+        (
+            "time".to_string(),
+            LogicalTypeHandle::from(LogicalTypeId::Any)
+        ),
+        (
+            "at".to_string(),
+            LogicalTypeHandle::from(LogicalTypeId::Any)
+        ),
         samples_param()
     ]
 );
@@ -423,9 +448,9 @@ live_vtab!(
     |bind| {
         sample_columns(bind);
         let query = query_arg(bind)?;
-        let start = bind.get_parameter(1);
-        let end = bind.get_parameter(2);
-        let step = bind.get_parameter(3);
+        let start = positional(bind, 1);
+        let end = positional(bind, 2);
+        let step = positional(bind, 3);
         if start.is_null() || end.is_null() || step.is_null() {
             return Err(err(
                 "prom_query_range(query, start, end, step): start, end and step must not be NULL",
@@ -434,9 +459,13 @@ live_vtab!(
         let start_ms = timestamp_value(&start, "start")?.timestamp_millis();
         let end_ms = timestamp_value(&end, "end")?.timestamp_millis();
         if start_ms > end_ms {
-            return Err(err(format!("start {start} is after end {end}")));
+            return Err(err(format!(
+                "start {} is after end {}",
+                start.render(),
+                end.render()
+            )));
         }
-        let step: Duration = parse_step(&step.to_string()).map_err(err)?;
+        let step: Duration = parse_step(&step.render()).map_err(err)?;
         // Whole milliseconds of at most 100 years: parse_step checked both.
         let step_ms = step.as_millis() as i64;
         Ok(LiveBind::new(
@@ -475,13 +504,13 @@ live_vtab!(
     PromLabelValues,
     |bind| {
         bind.add_result_column("value", varchar());
-        let v = bind.get_parameter(0);
+        let v = positional(bind, 0);
         if v.is_null() {
             return Err(err("label must not be NULL"));
         }
         Ok(LiveBind::new(
             connection(bind, "prom_label_values")?,
-            Request::LabelValues(v.to_string()),
+            Request::LabelValues(v.render()),
         ))
     },
     vec![varchar()],
@@ -493,11 +522,16 @@ live_vtab!(
     |bind| {
         bind.add_result_column("metric_name", varchar());
         bind.add_result_column("labels", labels_type());
-        let v = bind.get_parameter(0);
+        let v = positional(bind, 0);
         if v.is_null() {
             return Err(err("match must not be NULL"));
         }
         let matchers = crate::params::string_list(&v, "match")?;
+        if matchers.is_empty() {
+            return Err(err(
+                "match: give at least one series selector (a list of only NULLs selects no series)",
+            ));
+        }
         Ok(LiveBind::new(
             connection(bind, "prom_series")?,
             Request::Series(matchers),

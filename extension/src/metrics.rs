@@ -16,14 +16,15 @@
 //! removed before it was opened is read from the month file that took it in.
 //! `source := true` adds a `source` column: the file each row came from.
 
+use crate::deferred::Deferred;
 use crate::paging::{Cursor, CHUNK_ROWS};
-use crate::params::{err, named, named_string, BoxError, StringArg};
+use crate::params::{err, named, named_string, Arg, BoxError, StringArg};
 use crate::sandbox::core_error;
 use crate::selection::{resolve, DateArg, Resolved, SelectionArgs};
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
 use chrono::Utc;
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
-use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab, Value};
+use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::reader::{Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec};
 use promduck_core::storage::Storage;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,59 +127,153 @@ fn open_archive(bind: &BindInfo, who: &str, data_dir: &str) -> Result<Arc<dyn St
 
 /// The selection parameters of a call, read from DuckDB's values (the rules are in
 /// [`crate::selection`]).
-fn selection_args(bind: &BindInfo, positional: usize) -> SelectionArgs {
+fn selection_args(bind: &BindInfo, positional: usize) -> Result<SelectionArgs, BoxError> {
     let positional_value = |i: usize| {
         (positional > i)
-            .then(|| bind.get_parameter(i as u64))
+            .then(|| crate::params::positional(bind, i as u64))
             .filter(|v| !v.is_null())
     };
-    SelectionArgs {
+    let last_days = match named(bind, "last_days") {
+        None => None,
+        Some(v) => Some(
+            match v.integer().or_else(|| v.varchar()?.trim().parse().ok()) {
+                Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
+                None => {
+                    return Err(err(format!(
+                        "last_days must be an integer between 1 and 36600, got {} {:?}",
+                        v.type_name(),
+                        v.render()
+                    )))
+                }
+            },
+        ),
+    };
+    Ok(SelectionArgs {
         data_dir: named_string(bind, "data_dir"),
         env_data_dir: std::env::var("PROMDUCK_DATA_DIR").ok(),
-        range: positional_value(0).map(|v| date_arg(&v)),
-        date_range: named(bind, "date_range").map(|v| date_arg(&v)),
-        date: named_string(bind, "date"),
-        start_date: named_string(bind, "start_date"),
-        end_date: named_string(bind, "end_date"),
-        last_days: named(bind, "last_days").map(|v| v.to_int64()),
+        range: positional_value(0)
+            .map(|v| date_arg(&v, "the date range argument"))
+            .transpose()?,
+        date_range: named(bind, "date_range")
+            .map(|v| date_arg(&v, "date_range"))
+            .transpose()?,
+        date: named(bind, "date")
+            .map(|v| day_text(&v, "date"))
+            .transpose()?,
+        start_date: named(bind, "start_date")
+            .map(|v| day_text(&v, "start_date"))
+            .transpose()?,
+        end_date: named(bind, "end_date")
+            .map(|v| day_text(&v, "end_date"))
+            .transpose()?,
+        last_days,
         proxy_positional: positional_value(1).map(|v| StringArg::of(&v)),
         proxy: named(bind, "proxy").map(|v| StringArg::of(&v)),
         metric: named(bind, "metric").map(|v| StringArg::of(&v)),
-    }
+    })
 }
 
-/// A date-range value: a list's items, an integer, or its text.
-fn date_arg(v: &Value) -> DateArg {
-    if let Some(items) = v.to_list() {
-        return DateArg::List(items.iter().map(|i| i.to_string()).collect());
-    }
-    match v.logical_type_id() {
-        LogicalTypeId::Integer
-        | LogicalTypeId::Bigint
-        | LogicalTypeId::Smallint
-        | LogicalTypeId::Tinyint => DateArg::Days(v.to_int64()),
-        _ => DateArg::Text(v.to_string()),
+/// A day parameter's text, checked by [`crate::params::date_value`]'s rules for the
+/// types that name no day (a list, a TIMESTAMP WITH TIME ZONE).
+fn day_text(v: &Arg, param: &str) -> Result<String, BoxError> {
+    crate::params::date_value(v, param)?;
+    Ok(v.render())
+}
+
+/// A date-range value: a list's items, an integer, or its text. A NULL inside a list
+/// is an error (a range needs both ends).
+fn date_arg(v: &Arg, param: &str) -> Result<DateArg, BoxError> {
+    match v {
+        Arg::List(items) => {
+            if let Some(i) = items.iter().position(Arg::is_null) {
+                return Err(err(format!(
+                    "{param}: item {} of the list is NULL; give two dates [start, end]",
+                    i + 1
+                )));
+            }
+            for i in items {
+                match i {
+                    Arg::Scalar {
+                        ty: LogicalTypeId::TimestampTZ,
+                        ..
+                    } => {
+                        crate::params::date_value(i, param)?;
+                    }
+                    Arg::Scalar { .. } => {}
+                    other => {
+                        return Err(err(format!(
+                            "{param}: the list's items must be dates, got {}",
+                            other.type_name()
+                        )))
+                    }
+                }
+            }
+            Ok(DateArg::List(items.iter().map(Arg::render).collect()))
+        }
+        v if v.is_integer() => Ok(DateArg::Days(
+            v.integer()
+                .and_then(|n| i64::try_from(n).ok())
+                .unwrap_or(i64::MAX),
+        )),
+        v => {
+            if matches!(
+                v,
+                Arg::Scalar {
+                    ty: LogicalTypeId::TimestampTZ,
+                    ..
+                }
+            ) {
+                crate::params::date_value(v, param)?;
+            }
+            Ok(DateArg::Text(v.render()))
+        }
     }
 }
 
 fn bind_selection(bind: &BindInfo, positional: usize) -> Result<Resolved, BoxError> {
-    resolve(&selection_args(bind, positional), Utc::now().date_naive())
+    resolve(&selection_args(bind, positional)?, Utc::now().date_naive())
 }
 
 impl<const N: usize> VTab for PromMetrics<N> {
-    type BindData = MetricsBind;
+    type BindData = Deferred<MetricsBind>;
     type InitData = MetricsInit;
 
     fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
         for c in Column::ALL {
             bind.add_result_column(c.name(), column_type(c));
         }
+        Deferred::bind(bind, || Self::bind_archive(bind))
+    }
+
+    fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
+        Self::init_scan(init)
+    }
+
+    fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
+        Self::scan(func.get_bind_data().get()?, func.get_init_data(), output)
+    }
+
+    fn supports_pushdown() -> bool {
+        true
+    }
+
+    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+        Self::positional_parameters()
+    }
+
+    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
+        Some(metrics_named_parameters())
+    }
+}
+
+impl<const N: usize> PromMetrics<N> {
+    fn bind_archive(bind: &BindInfo) -> Result<MetricsBind, BoxError> {
         let Resolved {
             data_dir,
             selection: sel,
             metrics,
         } = bind_selection(bind, N)?;
-        if named(bind, "source").is_some_and(|v| v.to_string().eq_ignore_ascii_case("true")) {
+        if named_string(bind, "source").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             bind.add_result_column("source", varchar());
         }
         let storage = open_archive(bind, "prom_metrics", &data_dir)?;
@@ -195,17 +290,17 @@ impl<const N: usize> VTab for PromMetrics<N> {
         })
     }
 
-    fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
+    fn init_scan(init: &InitInfo) -> Result<MetricsInit, BoxError> {
         let indices = init.get_column_indices();
         let columns: Vec<Option<Column>> = indices
             .iter()
             .map(|&i| Column::ALL.get(i as usize).copied())
             .collect();
         let source = indices.iter().position(|&i| i == SOURCE_INDEX);
-        // SAFETY: init runs only after a successful `bind`, whose `MetricsBind` duckdb-rs
-        // stored as this call's bind data; DuckDB keeps it alive until the query ends,
-        // and nothing mutates it after bind.
-        let bind = unsafe { &*init.get_bind_data::<MetricsBind>() };
+        // SAFETY: init runs only after a successful `bind`, whose `Deferred<MetricsBind>`
+        // duckdb-rs stored as this call's bind data; DuckDB keeps it alive until the
+        // query ends, and nothing mutates it after bind.
+        let bind = unsafe { &*init.get_bind_data::<Deferred<MetricsBind>>() }.get()?;
         init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
         // Object storage: fetch the files ahead of the threads that will open them.
         bind.storage.prefetch(&bind.files);
@@ -225,9 +320,11 @@ impl<const N: usize> VTab for PromMetrics<N> {
         })
     }
 
-    fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
-        let bind = func.get_bind_data();
-        let init = func.get_init_data();
+    fn scan(
+        bind: &MetricsBind,
+        init: &MetricsInit,
+        output: &mut DataChunkHandle,
+    ) -> Result<(), BoxError> {
         loop {
             // A file another call left open first (finishing files keeps few open),
             // else the next file. Opening and reading happen outside the lock.
@@ -257,59 +354,51 @@ impl<const N: usize> VTab for PromMetrics<N> {
                     output,
                     col,
                     std::iter::repeat_n(Some(path.as_str()), batch.len),
-                );
+                )?;
             }
             // A small file is done after its first batch and is closed right away.
             if !reader.is_exhausted() {
                 init.open_readers()?.push(reader);
             }
-            write_batch(output, &init.columns, &batch);
+            write_batch(output, &init.columns, &batch)?;
             return Ok(());
         }
     }
 
-    fn supports_pushdown() -> bool {
-        true
-    }
-
-    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+    fn positional_parameters() -> Option<Vec<LogicalTypeHandle>> {
         Some(
             (0..N)
                 .map(|_| LogicalTypeHandle::from(LogicalTypeId::Any))
                 .collect(),
         )
     }
+}
 
-    fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
-        let any = || LogicalTypeHandle::from(LogicalTypeId::Any);
-        Some(vec![
-            ("data_dir".into(), varchar()),
-            ("s3_endpoint".into(), varchar()),
-            ("s3_region".into(), varchar()),
-            ("s3_access_key_id".into(), varchar()),
-            ("s3_secret_access_key".into(), varchar()),
-            ("s3_session_token".into(), varchar()),
-            ("s3_url_style".into(), varchar()),
-            (
-                "s3_use_ssl".into(),
-                LogicalTypeHandle::from(LogicalTypeId::Boolean),
-            ),
-            ("date".into(), any()),
-            ("date_range".into(), any()),
-            ("start_date".into(), any()),
-            ("end_date".into(), any()),
-            (
-                "last_days".into(),
-                LogicalTypeHandle::from(LogicalTypeId::Bigint),
-            ),
-            ("proxy".into(), any()),
-            ("metric".into(), any()),
-            (
-                "source".into(),
-                LogicalTypeHandle::from(LogicalTypeId::Boolean),
-            ),
-        ])
-    }
+/// `prom_metrics`' named parameters (`prom_partitions` takes the same). All are `ANY`:
+/// promduck reads every value itself, so DuckDB never fails a cast in bind (its error
+/// would echo the statement, secrets included; see `deferred.rs`).
+fn metrics_named_parameters() -> Vec<(String, LogicalTypeHandle)> {
+    [
+        "data_dir",
+        "s3_endpoint",
+        "s3_region",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "s3_session_token",
+        "s3_url_style",
+        "s3_use_ssl",
+        "date",
+        "date_range",
+        "start_date",
+        "end_date",
+        "last_days",
+        "proxy",
+        "metric",
+        "source",
+    ]
+    .into_iter()
+    .map(|n| (n.to_string(), LogicalTypeHandle::from(LogicalTypeId::Any)))
+    .collect()
 }
 
 /// Like `write_strings`, for columns whose values repeat (`api_proxy`, `metric_name`,
@@ -321,8 +410,9 @@ fn write_repeated_strings<'a>(
     out: &DataChunkHandle,
     col: usize,
     rows: impl Iterator<Item = Option<&'a str>>,
-) {
+) -> Result<(), BoxError> {
     const RECENT: usize = 8;
+    let raw = crate::vectors::raw_vector(out, col);
     let mut v = out.flat_vector(col);
     // SAFETY: a VARCHAR vector's data is an array of 16-byte `duckdb_string_t`, one per
     // row of the chunk (its capacity), and rows are only written below capacity.
@@ -352,7 +442,7 @@ fn write_repeated_strings<'a>(
             // as long as the vector) is valid for row `i` too.
             Some(j) => unsafe { *data.add(i) = *data.add(j) },
             None => {
-                duckdb::core::Inserter::insert(&v, i, s);
+                crate::guard::assign_string(raw, i, s)?;
                 recent[next] = (i, s);
                 next = (next + 1) % RECENT;
             }
@@ -362,9 +452,14 @@ fn write_repeated_strings<'a>(
     for i in nulls {
         v.set_null(i);
     }
+    Ok(())
 }
 
-fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBatch) {
+fn write_batch(
+    out: &mut DataChunkHandle,
+    columns: &[Option<Column>],
+    b: &ReadBatch,
+) -> Result<(), BoxError> {
     let n = b.len;
     for (i, c) in columns.iter().enumerate() {
         match c {
@@ -381,12 +476,12 @@ fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBa
             }
             Some(Column::Proxy) => {
                 if let Some(a) = &b.proxy {
-                    write_repeated_strings(out, i, a.iter());
+                    write_repeated_strings(out, i, a.iter())?;
                 }
             }
             Some(Column::Metric) => {
                 if let Some(a) = &b.metric {
-                    write_repeated_strings(out, i, a.iter());
+                    write_repeated_strings(out, i, a.iter())?;
                 }
             }
             Some(Column::Value) => {
@@ -408,13 +503,14 @@ fn write_batch(out: &mut DataChunkHandle, columns: &[Option<Column>], b: &ReadBa
                             (l.keys.value(j), v)
                         }))
                     });
-                    write_maps(out, i, rows);
+                    write_maps(out, i, rows)?;
                 }
             }
             None => {}
         }
     }
     out.set_len(n);
+    Ok(())
 }
 
 /// `prom_partitions(...)`: which partitions exist, from the folder listing
@@ -432,8 +528,51 @@ pub struct PartitionsInit {
     columns: Vec<u64>,
 }
 
+/// `prom_partitions`' bind: the partitions of the selection, a month file's expanded.
+fn partitions_bind(bind: &BindInfo) -> Result<MetricsBind, BoxError> {
+    let Resolved {
+        data_dir,
+        selection: sel,
+        ..
+    } = bind_selection(bind, 0)?;
+    let storage = open_archive(bind, "prom_partitions", &data_dir)?;
+    let listed = storage
+        .select(&sel)
+        .map_err(|e| err(core_error("prom_partitions", "read", &e)))?;
+    // A month file holds many partitions: one row each, read from its `api_proxy`
+    // and `date` columns (with the selection's row-group pruning).
+    let mut files = Vec::with_capacity(listed.len());
+    let mut expanded = false;
+    for f in listed {
+        if f.layout == Layout::Month {
+            for (day, proxy) in storage
+                .month_partitions(&f)
+                .map_err(|e| err(core_error("prom_partitions", "read", &e)))?
+            {
+                files.push(PartitionFile {
+                    day,
+                    proxy,
+                    ..f.clone()
+                });
+            }
+            expanded = true;
+        } else {
+            files.push(f);
+        }
+    }
+    if expanded {
+        files.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
+    }
+    bind.set_cardinality(files.len() as u64, true);
+    Ok(MetricsBind {
+        storage,
+        files,
+        metrics: None,
+    })
+}
+
 impl VTab for PromPartitions {
-    type BindData = MetricsBind;
+    type BindData = Deferred<MetricsBind>;
     type InitData = PartitionsInit;
 
     fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
@@ -441,48 +580,13 @@ impl VTab for PromPartitions {
         bind.add_result_column("api_proxy", varchar());
         bind.add_result_column("path", varchar());
         bind.add_result_column("bytes", LogicalTypeHandle::from(LogicalTypeId::Bigint));
-        let Resolved {
-            data_dir,
-            selection: sel,
-            ..
-        } = bind_selection(bind, 0)?;
-        let storage = open_archive(bind, "prom_partitions", &data_dir)?;
-        let listed = storage
-            .select(&sel)
-            .map_err(|e| err(core_error("prom_partitions", "read", &e)))?;
-        // A month file holds many partitions: one row each, read from its `api_proxy`
-        // and `date` columns (with the selection's row-group pruning).
-        let mut files = Vec::with_capacity(listed.len());
-        let mut expanded = false;
-        for f in listed {
-            if f.layout == Layout::Month {
-                for (day, proxy) in storage
-                    .month_partitions(&f)
-                    .map_err(|e| err(core_error("prom_partitions", "read", &e)))?
-                {
-                    files.push(PartitionFile {
-                        day,
-                        proxy,
-                        ..f.clone()
-                    });
-                }
-                expanded = true;
-            } else {
-                files.push(f);
-            }
-        }
-        if expanded {
-            files.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
-        }
-        bind.set_cardinality(files.len() as u64, true);
-        Ok(MetricsBind {
-            storage,
-            files,
-            metrics: None,
-        })
+        Deferred::bind(bind, || partitions_bind(bind))
     }
 
     fn init(init: &InitInfo) -> Result<Self::InitData, BoxError> {
+        // SAFETY: as in `PromMetrics::init_scan`: the bind data is this call's
+        // `Deferred<MetricsBind>`, alive and unchanged until the query ends.
+        unsafe { &*init.get_bind_data::<Deferred<MetricsBind>>() }.get()?;
         Ok(PartitionsInit {
             cursor: Cursor::new(),
             columns: init.get_column_indices(),
@@ -490,7 +594,7 @@ impl VTab for PromPartitions {
     }
 
     fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
-        let files = &func.get_bind_data().files;
+        let files = &func.get_bind_data().get()?.files;
         let init = func.get_init_data();
         let slice = &files[init.cursor.take(files.len())?];
         for (i, column) in init.columns.iter().enumerate() {
@@ -502,11 +606,11 @@ impl VTab for PromPartitions {
                         .iter()
                         .map(|f| Some(promduck_core::schema::date32(f.day))),
                 ),
-                1 => write_strings(out, i, slice.iter().map(|f| Some(f.proxy.as_str()))),
+                1 => write_strings(out, i, slice.iter().map(|f| Some(f.proxy.as_str())))?,
                 2 => {
                     let paths: Vec<String> =
                         slice.iter().map(|f| f.path.display().to_string()).collect();
-                    write_strings(out, i, paths.iter().map(|p| Some(p.as_str())));
+                    write_strings(out, i, paths.iter().map(|p| Some(p.as_str())))?;
                 }
                 // A partition inside a month file has no size of its own: NULL.
                 3 => write_values(
@@ -534,7 +638,7 @@ impl VTab for PromPartitions {
     }
 
     fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
-        PromMetrics::<0>::named_parameters()
+        Some(metrics_named_parameters())
             .map(|v| v.into_iter().filter(|(n, _)| n != "source").collect())
     }
 }

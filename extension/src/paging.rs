@@ -83,15 +83,16 @@ impl<R: PageRows> Pages<R> {
         &self,
         out: &mut DataChunkHandle,
         produce: impl FnOnce() -> Result<R, BoxError>,
-        write: impl FnOnce(&R, Range<usize>, &mut DataChunkHandle),
+        write: impl FnOnce(&R, Range<usize>, &mut DataChunkHandle) -> Result<(), BoxError>,
     ) -> Result<(), BoxError> {
         self.next(produce, |rows, r| {
             let n = r.len();
             if n > 0 {
-                write(rows, r, out);
+                write(rows, r, out)?;
             }
             out.set_len(n);
-        })
+            Ok(())
+        })?
     }
 }
 

@@ -3,8 +3,7 @@
 //! `ANY` and interpreted here, with errors that name the parameter.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
-use duckdb::core::LogicalTypeId;
-use duckdb::vtab::{BindInfo, Value};
+use duckdb::vtab::BindInfo;
 use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error>;
@@ -13,19 +12,17 @@ pub fn err(msg: impl Into<String>) -> BoxError {
     msg.into().into()
 }
 
-/// A named parameter, `None` when absent or NULL.
-pub fn named(bind: &BindInfo, name: &str) -> Option<Value> {
-    bind.get_named_parameter(name).filter(|v| !v.is_null())
-}
+pub use crate::value::{named, positional, Arg};
 
+/// A named parameter's text (a list as DuckDB prints it); `None` when absent or NULL.
 pub fn named_string(bind: &BindInfo, name: &str) -> Option<String> {
-    named(bind, name).map(|v| v.to_string())
+    named(bind, name).map(|v| v.render())
 }
 
 /// S3 settings from the `s3_*` named parameters (DuckDB's own setting names);
 /// those not given come from the `AWS_*` environment variables.
 pub fn s3_settings(bind: &BindInfo) -> Result<promduck_core::config::S3Config, BoxError> {
-    let use_ssl = named(bind, "s3_use_ssl").map(|v| v.to_string().eq_ignore_ascii_case("true"));
+    let use_ssl = named_string(bind, "s3_use_ssl").map(|v| v.eq_ignore_ascii_case("true"));
     s3_config(
         named_string(bind, "s3_endpoint"),
         named_string(bind, "s3_region"),
@@ -56,6 +53,14 @@ pub fn s3_config(
             "s3_access_key_id and s3_secret_access_key go together (or neither, to use \
              AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
                 .into(),
+        );
+    }
+    if endpoint
+        .as_deref()
+        .is_some_and(|e| e.trim().is_empty() || e.contains(char::is_whitespace))
+    {
+        return Err(
+            "s3_endpoint must be a URL or host:port (it is empty or contains spaces)".into(),
         );
     }
     let endpoint = endpoint.map(|e| {
@@ -95,7 +100,7 @@ pub fn s3_config(
 
 /// One string or a list of strings (`proxy := 'a'`, `proxy := ['a', 'b']`).
 /// An empty list (or one of NULLs) selects nothing.
-pub fn string_list(v: &Value, param: &str) -> Result<Vec<String>, BoxError> {
+pub fn string_list(v: &Arg, param: &str) -> Result<Vec<String>, BoxError> {
     string_items(&StringArg::of(v), param)
 }
 
@@ -111,18 +116,23 @@ pub enum StringArg {
 }
 
 impl StringArg {
-    pub fn of(v: &Value) -> StringArg {
-        match v.to_list() {
-            Some(items) => StringArg::List(
-                items
-                    .iter()
-                    .filter(|i| !i.is_null())
-                    .map(|i| i.to_string())
-                    .collect(),
-            ),
-            None => match v.logical_type_id() {
-                LogicalTypeId::Varchar => StringArg::Text(v.to_string()),
-                other => StringArg::Other(format!("{other:?}")),
+    /// A list's items must be strings (NULL items are skipped); a nested list or a
+    /// list of numbers is [`StringArg::Other`], never read as its text.
+    pub fn of(v: &Arg) -> StringArg {
+        match v {
+            Arg::List(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items.iter().filter(|i| !i.is_null()) {
+                    match i.varchar() {
+                        Some(s) => out.push(s.to_string()),
+                        None => return StringArg::Other(v.type_name()),
+                    }
+                }
+                StringArg::List(out)
+            }
+            other => match other.varchar() {
+                Some(s) => StringArg::Text(s.to_string()),
+                None => StringArg::Other(other.type_name()),
             },
         }
     }
@@ -151,9 +161,27 @@ fn checked_strings(items: Vec<String>, param: &str) -> Result<Vec<String>, BoxEr
     Ok(items)
 }
 
-/// A day from a DATE, TIMESTAMP or `'YYYY-MM-DD'` string.
-pub fn date_value(v: &Value, param: &str) -> Result<NaiveDate, BoxError> {
-    date_text(&v.to_string(), param)
+/// A day from a DATE, TIMESTAMP or `'YYYY-MM-DD'` string. A TIMESTAMP WITH TIME
+/// ZONE is refused: its day depends on the session's `TimeZone`, which the C API gives
+/// a table function no access to; `ts::DATE` is DuckDB's own cast in that zone.
+pub fn date_value(v: &Arg, param: &str) -> Result<NaiveDate, BoxError> {
+    if let Arg::Scalar {
+        ty: duckdb::core::LogicalTypeId::TimestampTZ,
+        ..
+    } = v
+    {
+        return Err(err(format!(
+            "{param}: a TIMESTAMP WITH TIME ZONE names no day by itself; cast it to a DATE in your session's \
+             time zone ({param} := ts::DATE) or pass 'YYYY-MM-DD'"
+        )));
+    }
+    match v {
+        Arg::Scalar { text, .. } => date_text(text, param),
+        other => Err(err(format!(
+            "{param}: expected a DATE or 'YYYY-MM-DD', got {}",
+            other.type_name()
+        ))),
+    }
 }
 
 /// [`date_value`] of a value's text.
@@ -222,8 +250,47 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     None
 }
 
-pub fn timestamp_value(v: &Value, param: &str) -> Result<DateTime<Utc>, BoxError> {
-    timestamp_text(&v.to_string(), param)
+pub fn timestamp_value(v: &Arg, param: &str) -> Result<DateTime<Utc>, BoxError> {
+    use duckdb::core::LogicalTypeId as T;
+    match v {
+        // A TIMESTAMPTZ's text carries its offset; so does an epoch number.
+        Arg::Scalar {
+            ty: T::TimestampTZ,
+            text,
+        } => timestamp_text(text, param),
+        Arg::Scalar { ty, text }
+            if v.is_integer() || matches!(ty, T::Double | T::Float | T::Decimal) =>
+        {
+            timestamp_text(text, param)
+        }
+        // Text or a TIMESTAMP: DuckDB would place a time without an offset in the
+        // session's `TimeZone`, which a table function cannot read: refuse it rather
+        // than guess.
+        Arg::Scalar { text, .. } => {
+            let t = timestamp_text(text, param)?;
+            if !has_offset(text) && text.trim().parse::<f64>().is_err() {
+                return Err(err(format!(
+                    "{param}: {text:?} has no time zone; write it with an offset ('2024-03-01 00:00:00+00') \
+                     or pass a TIMESTAMPTZ (a TIMESTAMP or string cast with ::TIMESTAMPTZ takes your session's TimeZone)"
+                )));
+            }
+            Ok(t)
+        }
+        other => Err(err(format!(
+            "{param}: expected a TIMESTAMP WITH TIME ZONE, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// Whether a timestamp's text ends with an offset (`+01`, `-02:30`, `Z`).
+fn has_offset(s: &str) -> bool {
+    let s = s.trim();
+    if s.ends_with('Z') || s.ends_with('z') {
+        return true;
+    }
+    // The time part, after the date: a sign there starts an offset.
+    s.get(10..).is_some_and(|t| t.contains(['+', '-']))
 }
 
 /// [`timestamp_value`] of a value's text.

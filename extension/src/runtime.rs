@@ -33,6 +33,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
         .worker_threads(2)
         .max_blocking_threads(16)
         .thread_name("promduck-io")
+        .on_thread_start(crate::sigpipe::block_in_this_thread)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
@@ -43,7 +44,10 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
 }
 
 pub fn block_on<F: Future>(f: F) -> Result<F::Output, String> {
-    Ok(runtime()?.block_on(f))
+    let rt = runtime()?;
+    // The future may write to a socket on this (DuckDB's) thread: see sigpipe.rs.
+    let _quiet = crate::sigpipe::Blocked::new();
+    Ok(rt.block_on(f))
 }
 
 /// Runs `f` in the background on the runtime (for work that streams results back

@@ -17,7 +17,7 @@ impl VTab for PanicTest {
 
     fn bind(bind: &BindInfo) -> Result<Stage, BoxError> {
         bind.add_result_column("x", varchar());
-        let stage = bind.get_parameter(0).to_string();
+        let stage = crate::params::positional(bind, 0).render();
         if stage == "bind" {
             panic!("promduck_test_panic: deliberate panic in bind");
         }

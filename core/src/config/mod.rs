@@ -17,6 +17,7 @@ mod error;
 mod raw;
 mod secret;
 mod size;
+pub mod small_file;
 #[cfg(test)]
 mod tests;
 mod url;
@@ -270,7 +271,7 @@ impl Config {
             source: path,
         };
         guard(path).map_err(|reason| at.file(reason))?;
-        let text = std::fs::read_to_string(path)
+        let text = small_file::read_text(path, small_file::CONFIG_LIMIT)
             .map_err(|e| at.file(format!("cannot read config file: {e}")))?;
         Config::from_yaml_str_guarded(&text, path, guard)
     }

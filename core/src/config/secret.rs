@@ -81,7 +81,7 @@ pub(super) fn resolve_secret(
             f
         };
         guard(&path).map_err(|reason| fail("File", reason))?;
-        let text = std::fs::read_to_string(&path)
+        let text = super::small_file::read_text(&path, super::small_file::SECRET_LIMIT)
             .map_err(|e| fail("File", format!("cannot read {}: {e}", path.display())))?;
         let text = text.trim_end_matches(['\n', '\r']).to_string();
         if text.is_empty() {

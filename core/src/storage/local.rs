@@ -96,9 +96,20 @@ impl Storage for LocalStorage {
         &self,
         day: NaiveDate,
         proxy: &str,
-        metrics: &[String],
+        metrics: Option<&[String]>,
     ) -> Result<Option<RecordBatch>> {
-        writer::read_metric_rows(&self.fs, &partition_path(&self.root, day, proxy), metrics)
+        // A compacted day's archived partition is in its month file.
+        match writer::read_metric_rows(&self.fs, &partition_path(&self.root, day, proxy), metrics)?
+        {
+            Some(rows) => Ok(Some(rows)),
+            None => writer::read_month_partition_rows(
+                &self.fs,
+                &crate::layout::month_path(&self.root, day),
+                day,
+                proxy,
+                metrics,
+            ),
+        }
     }
 
     fn delete_partition(&self, day: NaiveDate, proxy: &str) -> Result<()> {

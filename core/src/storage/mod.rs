@@ -90,12 +90,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn sync_day(&self, day: NaiveDate) -> Result<()>;
 
     /// The rows of the existing partition of (`day`, `proxy`) whose metric is one of
-    /// `metrics`; `None` when there is no partition.
+    /// `metrics` (all rows for `None`); `None` when there is no partition. On disk a
+    /// compacted day's rows come from its month file; in a bucket only from a daily
+    /// object (a month object is not fetched whole for one partition).
     fn read_metric_rows(
         &self,
         day: NaiveDate,
         proxy: &str,
-        metrics: &[String],
+        metrics: Option<&[String]>,
     ) -> Result<Option<RecordBatch>>;
 
     /// Deletes the partition of (`day`, `proxy`); a missing one is not an error.

@@ -63,6 +63,17 @@ const PREFETCH_AHEAD: usize = 64;
 /// looked up directly (a GET each, a missing one answers 404) instead of listed.
 const DIRECT_LOOKUPS_MAX: usize = 64;
 
+/// Run at the start of each of the object-store runtime's threads, if set before the
+/// runtime starts: the DuckDB extension blocks SIGPIPE there (a host such as the
+/// DuckDB CLI keeps its default action, which would kill it on a write to a closed
+/// connection).
+static THREAD_START: OnceLock<fn()> = OnceLock::new();
+
+/// Sets [`THREAD_START`] (once; later calls are ignored).
+pub fn set_thread_start_hook(f: fn()) {
+    let _ = THREAD_START.set(f);
+}
+
 /// The runtime object-store requests run on: two threads of their own, so that
 /// the blocking [`Storage`] calls work from any thread (DuckDB's, the collector's
 /// blocking pool, even an async task) without nesting runtimes.
@@ -72,6 +83,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("promduck-objstore")
+            .on_thread_start(|| {
+                if let Some(f) = THREAD_START.get() {
+                    f()
+                }
+            })
             .enable_all()
             .build()
             .expect("the object-store runtime starts (threads and an I/O driver)")
@@ -1053,7 +1069,7 @@ impl Storage for ObjectStorage {
         &self,
         day: NaiveDate,
         proxy: &str,
-        metrics: &[String],
+        metrics: Option<&[String]>,
     ) -> Result<Option<RecordBatch>> {
         let key = self.key(&Self::daily_rel(day, proxy));
         match self.get_whole(&key)? {
@@ -2110,12 +2126,12 @@ mod tests {
         assert_eq!(sum_values(&st, &Selection::default()), (33, 138.0));
         // The rows of a metric are read back for keeping.
         let kept = st
-            .read_metric_rows(d("2024-03-01"), "api-1", &["m".into()])
+            .read_metric_rows(d("2024-03-01"), "api-1", Some(&["m".into()]))
             .unwrap()
             .unwrap();
         assert_eq!(kept.num_rows(), 3);
         assert!(st
-            .read_metric_rows(d("2024-03-09"), "api-1", &["m".into()])
+            .read_metric_rows(d("2024-03-09"), "api-1", Some(&["m".into()]))
             .unwrap()
             .is_none());
         st.delete_partition(d("2024-03-01"), "api-1").unwrap();
