@@ -163,8 +163,9 @@ stress: build venv prometheus s3s-fs
 	  PROMDUCK_COMPACT_TRIALS=$${PROMDUCK_COMPACT_TRIALS:-200} \
 	  PROMDUCK_S3_COMPACT_TRIALS=$${PROMDUCK_S3_COMPACT_TRIALS:-70} \
 	  PROMDUCK_MODEL_SEQUENCES=$${PROMDUCK_MODEL_SEQUENCES:-2000} \
+	  PROMDUCK_SANDBOX_LAYOUTS=$${PROMDUCK_SANDBOX_LAYOUTS:-300} \
 	  $(PY) -m pytest tests/test_reliability.py tests/test_compaction.py tests/test_s3_compaction.py \
-	    tests/test_archive_model.py -q -s -p no:cacheprovider
+	    tests/test_archive_model.py tests/test_sandbox_oracle.py -q -s -p no:cacheprovider
 	@# The SQL fuzzer (tests/sqlfuzz.py) with many statements per host, from a new seed each run
 	@# (printed with every finding); PROMDUCK_FUZZ_SEED replays one.
 	$(MAKE) --no-print-directory hosts

@@ -260,8 +260,9 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     };
     let local_root = collector.storage().local_root().map(|p| p.to_path_buf());
     let swept = local_root.as_deref().map_or(0, |root| {
-        promduck_core::writer::remove_stale_temp_files_everywhere(root)
-            + promduck_core::compact::remove_stale_temp_files_in_month_dirs(root)
+        let fs = promduck_core::fs::Fs::unconfined();
+        promduck_core::writer::remove_stale_temp_files_everywhere(&fs, root)
+            + promduck_core::compact::remove_stale_temp_files_in_month_dirs(&fs, root)
     });
     if swept > 0 {
         tracing::info!(
@@ -521,7 +522,11 @@ fn gaps(collector: &Collector, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate
         }
         let missing: Vec<String> = match storage.local_root() {
             Some(root) => {
-                if promduck_core::compact::is_compacted(root, day) {
+                if promduck_core::compact::is_compacted(
+                    &promduck_core::fs::Fs::unconfined(),
+                    root,
+                    day,
+                ) {
                     continue;
                 }
                 cfg.api_proxies

@@ -304,6 +304,8 @@ pub struct Collector {
     plan: Arc<Plan>,
     client: PromClient,
     replace: bool,
+    /// The file-system handle of a folder archive's staged writes (see `fs.rs`).
+    fs: crate::fs::Fs,
     /// Where partitions are written (a folder or a bucket).
     storage: Arc<dyn Storage>,
     /// Partitions being built and written at once (over all units).
@@ -314,15 +316,22 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(cfg: Config) -> Result<Self> {
+        Collector::new_with_fs(cfg, &crate::fs::Fs::unconfined())
+    }
+
+    /// [`Collector::new`], every file operation on a folder archive going through
+    /// `fs` (confined in a sandboxed DuckDB: see `fs.rs`).
+    pub fn new_with_fs(cfg: Config, fs: &crate::fs::Fs) -> Result<Self> {
         let client = PromClient::new(&cfg.prometheus)?;
         let plan = Arc::new(Plan::new(&cfg));
         plan.check_steps().map_err(Error::Invalid)?;
-        let storage = crate::storage::for_config(&cfg.storage)?;
+        let storage = crate::storage::for_config_with(&cfg.storage, fs)?;
         Ok(Collector {
             cfg: Arc::new(cfg),
             plan,
             client,
             replace: false,
+            fs: fs.clone(),
             storage,
             writes: Arc::new(Semaphore::new(PARTITION_WRITES)),
             staged_slots: Arc::new(Semaphore::new(MAX_STAGED)),
@@ -715,7 +724,8 @@ impl Collector {
             return (outcome, None);
         };
         if stage {
-            match crate::writer::stage_partition(&outcome.path, &batch, &self.cfg.storage) {
+            match crate::writer::stage_partition(&self.fs, &outcome.path, &batch, &self.cfg.storage)
+            {
                 Ok(staged) => return (outcome, Some(staged)),
                 Err(e) => record_write(&mut outcome, Err(e)),
             }

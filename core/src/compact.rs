@@ -48,6 +48,7 @@ pub(crate) mod s3;
 
 use crate::config::{Config, StorageConfig};
 use crate::error::{Error, Result};
+use crate::fs::Fs;
 use crate::layout::{
     month_dir_name, month_end, month_of, month_path, parse_day_dir, CREATED_BY_KEY, PARQUET_EXT,
 };
@@ -63,7 +64,6 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -203,30 +203,34 @@ pub fn check_closed(first: NaiveDate, now: DateTime<Utc>, tz: chrono_tz::Tz) -> 
 /// The months before `before` (a month's first day) that have daily files (or a
 /// daily file being removed, or, once compacted, day folders left to remove), oldest
 /// first: what `--compact` compacts.
-pub fn months_with_daily_files(output_dir: &Path, before: NaiveDate) -> Result<Vec<NaiveDate>> {
-    let entries = match std::fs::read_dir(output_dir) {
+pub fn months_with_daily_files(
+    fs: &Fs,
+    output_dir: &Path,
+    before: NaiveDate,
+) -> Result<Vec<NaiveDate>> {
+    let entries = match fs.read_dir(output_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(Error::io(output_dir, e)),
     };
     let mut months = std::collections::BTreeSet::new();
-    for e in entries.flatten() {
+    for e in entries {
         let Some(day) = parse_day_dir(&e.file_name().to_string_lossy()) else {
             continue;
         };
-        if day >= before || months.contains(&month_of(day)) || !e.path().is_dir() {
+        if day >= before || months.contains(&month_of(day)) || !fs.is_dir(&e.path) {
             continue;
         }
-        let Ok(files) = std::fs::read_dir(e.path()) else {
+        let Ok(files) = fs.read_dir(&e.path) else {
             continue;
         };
-        let has_data = files.flatten().any(|f| {
+        let has_data = files.iter().any(|f| {
             let n = f.file_name().to_string_lossy().into_owned();
             (n.ends_with(&format!(".{PARQUET_EXT}")) && !crate::layout::is_temp_file(&n))
                 || n.ends_with(DEL_MARKER)
-                || f.path().is_dir()
+                || fs.is_dir(&f.path)
         });
-        if has_data || is_compacted(output_dir, day) {
+        if has_data || is_compacted(fs, output_dir, day) {
             months.insert(month_of(day));
         }
     }
@@ -238,6 +242,7 @@ pub fn months_with_daily_files(output_dir: &Path, before: NaiveDate) -> Result<V
 /// daily files are removed. `cancelled` is asked between months and while waiting;
 /// a month already written stays written (its daily files go at the next run).
 pub fn compact_months(
+    fs: &Fs,
     output_dir: &Path,
     months: &[NaiveDate],
     storage: &StorageConfig,
@@ -256,7 +261,7 @@ pub fn compact_months(
             continue;
         }
         let started = Instant::now();
-        match write_month(output_dir, first, storage, opts, &mut out) {
+        match write_month(fs, output_dir, first, storage, opts, &mut out) {
             Ok(absorbed) => {
                 if !absorbed.is_empty() {
                     out.status = MonthStatus::Written;
@@ -285,7 +290,7 @@ pub fn compact_months(
     for (i, absorbed) in pending {
         let started = Instant::now();
         let out = &mut outcomes[i];
-        match remove_absorbed(output_dir, out.month, &absorbed) {
+        match remove_absorbed(fs, output_dir, out.month, &absorbed) {
             Ok(n) => {
                 out.removed = n;
                 out.status = MonthStatus::Compacted;
@@ -343,6 +348,7 @@ pub(crate) struct Key {
 /// Writes the month file (steps 1 of the module docs) and returns the daily files
 /// it took in.
 fn write_month(
+    fs: &Fs,
     output_dir: &Path,
     first: NaiveDate,
     storage: &StorageConfig,
@@ -352,19 +358,30 @@ fn write_month(
     let name = month_dir_name(first);
     let month_dir = output_dir.join(&name);
     let target = month_path(output_dir, first);
-    if !output_dir.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{}: no such directory",
-            output_dir.display()
-        )));
+    match fs.metadata(output_dir) {
+        Ok(m) if m.is_dir() => {}
+        Err(e) if crate::fs::is_refusal(&e) => return Err(Error::io(output_dir, e)),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{}: no such directory",
+                output_dir.display()
+            )))
+        }
     }
-    let created = !month_dir.exists();
-    std::fs::create_dir_all(&month_dir).map_err(|e| Error::io(&month_dir, e))?;
+    let created = match fs.metadata(&month_dir) {
+        Ok(_) => false,
+        Err(e) if crate::fs::is_refusal(&e) => return Err(Error::io(&month_dir, e)),
+        Err(_) => true,
+    };
+    fs.create_dir_all(&month_dir)
+        .map_err(|e| Error::io(&month_dir, e))?;
     // One compaction of a month at a time (a lock on the month folder itself, so
     // nothing is left behind): another one (a second collector, a sharded daemon,
     // prom_compact) is waited for, then what it left is taken in. Where the
     // filesystem has no such locks, compaction goes on without.
-    let lock = File::open(&month_dir).map_err(|e| Error::io(&month_dir, e))?;
+    let lock = fs
+        .open_dir(&month_dir)
+        .map_err(|e| Error::io(&month_dir, e))?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -375,17 +392,17 @@ fn write_month(
             tracing::debug!(month = %name, error = %e, "cannot lock the month folder")
         }
     }
-    crate::writer::remove_stale_temp_files(&month_dir);
-    recover_removals(output_dir, first)?;
+    crate::writer::remove_stale_temp_files(fs, &month_dir);
+    recover_removals(fs, output_dir, first)?;
     let started = Instant::now();
-    let dailies = daily_files_of_month(output_dir, first)?;
+    let dailies = daily_files_of_month(fs, output_dir, first)?;
     if dailies.is_empty() {
-        remove_empty_day_dirs(output_dir, first);
+        remove_empty_day_dirs(fs, output_dir, first);
         if created {
-            let _ = std::fs::remove_dir(&month_dir);
+            let _ = fs.remove_dir(&month_dir);
         }
-        if target.is_file() {
-            describe(&target, out);
+        if fs.is_file(&target) {
+            describe(fs, &target, out);
         }
         return Ok(vec![]);
     }
@@ -394,12 +411,12 @@ fn write_month(
     // month file's `api_proxy`/`date` columns.
     let mut rows = Vec::with_capacity(dailies.len());
     for f in &dailies {
-        rows.push(footer_rows(&f.path)?);
+        rows.push(footer_rows(fs, &f.path)?);
     }
-    let previous = target.is_file().then(|| target.clone());
+    let previous = fs.is_file(&target).then(|| target.clone());
     let previous_keys = previous
         .as_deref()
-        .map(|p| month_keys(p, first))
+        .map(|p| month_keys(fs, p, first))
         .transpose()?;
     let mut keys = plan_keys(&dailies, previous_keys)?;
     for days in keys.values_mut() {
@@ -411,16 +428,19 @@ fn write_month(
     }
 
     tracing::debug!(month = %name, daily_files = dailies.len(), seconds = started.elapsed().as_secs_f64(), "listed and counted");
-    let tmp = crate::writer::create_temp_file(&month_dir, &target)?;
+    let tmp = crate::writer::create_temp_file(fs, &month_dir, &target)?;
     let mut writer = Batched::new(tmp.as_file(), storage, opts, &name, tmp.path())?;
-    let mut cursor = previous.as_deref().map(MonthCursor::open).transpose()?;
+    let mut cursor = previous
+        .as_deref()
+        .map(|p| MonthCursor::open(fs, p))
+        .transpose()?;
     let order: Vec<(usize, usize)> = keys
         .values()
         .flat_map(|days| days.values().filter_map(|k| k.daily.map(|i| (i, rows[i]))))
         .collect();
     let mut source = LocalDailies {
         rows,
-        prefetch: Prefetch::new(&dailies, order),
+        prefetch: Prefetch::new(fs, &dailies, order),
     };
     let taken = write_partitions(
         &mut keys,
@@ -438,15 +458,14 @@ fn write_month(
             .sync_data()
             .map_err(|e| Error::io(tmp.path(), e))?;
     }
-    tmp.persist(&target)
-        .map_err(|e| Error::io(&target, e.error))?;
+    tmp.persist(&target).map_err(|e| Error::io(&target, e))?;
     if storage.durable {
-        crate::writer::sync_dir(&month_dir)?;
+        crate::writer::sync_dir(fs, &month_dir)?;
         if created {
-            crate::writer::sync_dir(output_dir)?;
+            crate::writer::sync_dir(fs, output_dir)?;
         }
     }
-    out.bytes = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    out.bytes = fs.metadata(&target).map(|m| m.len()).unwrap_or(0);
     tracing::debug!(month = %name, seconds = started.elapsed().as_secs_f64(), "month file visible");
     drop(lock);
     Ok(taken
@@ -604,6 +623,7 @@ pub(crate) fn write_partitions<W: Write + Send, S: DailySource>(
 /// and [`WINDOW_ROWS`] rows (more only for one partition larger than that), which
 /// bounds the memory it adds.
 struct Prefetch<'a> {
+    fs: &'a Fs,
     dailies: &'a [PartitionFile],
     /// (daily file, its rows) in consumption order, and the next to read.
     order: Vec<(usize, usize)>,
@@ -615,8 +635,9 @@ const WINDOW_FILES: usize = 256;
 const WINDOW_ROWS: usize = 65_536;
 
 impl<'a> Prefetch<'a> {
-    fn new(dailies: &'a [PartitionFile], order: Vec<(usize, usize)>) -> Prefetch<'a> {
+    fn new(fs: &'a Fs, dailies: &'a [PartitionFile], order: Vec<(usize, usize)>) -> Prefetch<'a> {
         Prefetch {
+            fs,
             dailies,
             order,
             next: 0,
@@ -656,6 +677,7 @@ impl<'a> Prefetch<'a> {
         let mut results: Vec<Option<Result<(RecordBatch, Identity)>>> =
             (0..window.len()).map(|_| None).collect();
         let dailies = self.dailies;
+        let fs = self.fs;
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
@@ -665,7 +687,7 @@ impl<'a> Prefetch<'a> {
                             .enumerate()
                             .skip(t)
                             .step_by(threads)
-                            .map(|(w, &(i, _))| (w, read_daily(&dailies[i])))
+                            .map(|(w, &(i, _))| (w, read_daily(fs, &dailies[i])))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -751,8 +773,8 @@ impl<W: Write + Send> Batched<W> {
 }
 
 /// Row count, size and row groups of an existing month file, for an outcome.
-fn describe(path: &Path, out: &mut MonthOutcome) {
-    if let Ok(f) = File::open(path) {
+fn describe(fs: &Fs, path: &Path, out: &mut MonthOutcome) {
+    if let Ok(f) = fs.open(path) {
         out.bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         if let Ok(meta) = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&f)
         {
@@ -792,8 +814,8 @@ fn month_properties(
     b.build()
 }
 
-fn footer_rows(path: &Path) -> Result<usize> {
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+fn footer_rows(fs: &Fs, path: &Path) -> Result<usize> {
+    let f = fs.open(path).map_err(|e| Error::io(path, e))?;
     let meta = parquet::file::metadata::ParquetMetaDataReader::new()
         .parse_and_finish(&f)
         .map_err(|e| Error::parquet(path, format!("cannot read Parquet footer: {e}")))?;
@@ -839,9 +861,9 @@ fn to_partition_schema(batch: &RecordBatch, path: &Path) -> Result<RecordBatch> 
 }
 
 /// A daily file's rows, checked to be its (day, proxy), and its identity as read.
-fn read_daily(f: &PartitionFile) -> Result<(RecordBatch, Identity)> {
+fn read_daily(fs: &Fs, f: &PartitionFile) -> Result<(RecordBatch, Identity)> {
     let path = f.path.as_path();
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = fs.open(path).map_err(|e| Error::io(path, e))?;
     let id = Identity::of(&file.metadata().map_err(|e| Error::io(path, e))?);
     Ok((decode_daily(file, f.day, &f.proxy, path)?, id))
 }
@@ -895,11 +917,11 @@ pub(crate) fn decode_daily<R: ChunkReader + 'static>(
 }
 
 /// The (proxy, day, rows) runs of a month file, in file order.
-fn month_keys(path: &Path, first: NaiveDate) -> Result<Vec<(String, i32, usize)>> {
+fn month_keys(fs: &Fs, path: &Path, first: NaiveDate) -> Result<Vec<(String, i32, usize)>> {
     let bad = |e: &dyn std::fmt::Display| {
         Error::parquet(path, format!("cannot read the month file: {e}"))
     };
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = fs.open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?;
     let mask = key_columns(builder.parquet_schema(), builder.schema()).map_err(|e| bad(&e))?;
     let reader = builder
@@ -1004,8 +1026,8 @@ pub(crate) struct MonthCursor {
 }
 
 impl MonthCursor {
-    fn open(path: &Path) -> Result<MonthCursor> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    fn open(fs: &Fs, path: &Path) -> Result<MonthCursor> {
+        let file = fs.open(path).map_err(|e| Error::io(path, e))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(8192).build())
             .map_err(|e| Error::parquet(path, format!("cannot read the month file: {e}")))?;
@@ -1144,15 +1166,20 @@ fn random_suffix() -> String {
 
 /// Removes the daily files a month file took in (step 2 of the module docs), each
 /// only if it is still the file that was read; then the month's empty day folders.
-fn remove_absorbed(output_dir: &Path, first: NaiveDate, absorbed: &[Absorbed]) -> Result<usize> {
+fn remove_absorbed(
+    fs: &Fs,
+    output_dir: &Path,
+    first: NaiveDate,
+    absorbed: &[Absorbed],
+) -> Result<usize> {
     let started = Instant::now();
     let mut removed = 0;
     for a in absorbed {
-        if remove_if_same(&a.path, a.id)? {
+        if remove_if_same(fs, &a.path, a.id)? {
             removed += 1;
         }
     }
-    remove_empty_day_dirs(output_dir, first);
+    remove_empty_day_dirs(fs, output_dir, first);
     tracing::debug!(month = %month_dir_name(first), removed, seconds = started.elapsed().as_secs_f64(), "daily files removed");
     Ok(removed)
 }
@@ -1160,7 +1187,7 @@ fn remove_absorbed(output_dir: &Path, first: NaiveDate, absorbed: &[Absorbed]) -
 /// Renames `path` to a hidden name, then unlinks it if it is the file `id` describes,
 /// else puts it back (unless a newer file took its name meanwhile). A file replaced
 /// by a collector after compaction read it is never removed.
-fn remove_if_same(path: &Path, id: Identity) -> Result<bool> {
+fn remove_if_same(fs: &Fs, path: &Path, id: Identity) -> Result<bool> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(false);
     };
@@ -1169,56 +1196,57 @@ fn remove_if_same(path: &Path, id: Identity) -> Result<bool> {
         name.to_string_lossy(),
         random_suffix()
     ));
-    match std::fs::rename(path, &hidden) {
+    match fs.rename(path, &hidden) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(path, e)),
     }
-    let same = std::fs::symlink_metadata(&hidden)
+    let same = fs
+        .symlink_metadata(&hidden)
         .map(|m| Identity::of(&m) == id)
         .unwrap_or(false);
     if same {
-        std::fs::remove_file(&hidden).map_err(|e| Error::io(&hidden, e))?;
+        fs.remove_file(&hidden).map_err(|e| Error::io(&hidden, e))?;
         return Ok(true);
     }
-    put_back(&hidden, path)?;
+    put_back(fs, &hidden, path)?;
     Ok(false)
 }
 
 /// Puts a hidden file back at `path`, unless a file is there now (which is newer:
 /// it was renamed there after this one was taken away), then removes the hidden name.
-fn put_back(hidden: &Path, path: &Path) -> Result<()> {
-    match std::fs::hard_link(hidden, path) {
+fn put_back(fs: &Fs, hidden: &Path, path: &Path) -> Result<()> {
+    match fs.hard_link(hidden, path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(path, e)),
     }
-    std::fs::remove_file(hidden).map_err(|e| Error::io(hidden, e))
+    fs.remove_file(hidden).map_err(|e| Error::io(hidden, e))
 }
 
 /// The day folders of a month.
-fn day_dirs(output_dir: &Path, first: NaiveDate) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(output_dir) else {
+fn day_dirs(fs: &Fs, output_dir: &Path, first: NaiveDate) -> Vec<PathBuf> {
+    let Ok(entries) = fs.read_dir(output_dir) else {
         return vec![];
     };
     let mut out: Vec<PathBuf> = entries
-        .flatten()
+        .into_iter()
         .filter(|e| {
             parse_day_dir(&e.file_name().to_string_lossy()).is_some_and(|d| month_of(d) == first)
         })
-        .map(|e| e.path())
+        .map(|e| e.path)
         .collect();
     out.sort();
     out
 }
 
 /// Puts back (or removes) daily files a crash left under a removal's hidden name.
-fn recover_removals(output_dir: &Path, first: NaiveDate) -> Result<()> {
-    for dir in day_dirs(output_dir, first) {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+fn recover_removals(fs: &Fs, output_dir: &Path, first: NaiveDate) -> Result<()> {
+    for dir in day_dirs(fs, output_dir, first) {
+        let Ok(entries) = fs.read_dir(&dir) else {
             continue;
         };
-        for e in entries.flatten() {
+        for e in entries {
             let n = e.file_name().to_string_lossy().into_owned();
             let Some(inner) = n.strip_prefix('.').and_then(|x| x.strip_suffix(DEL_MARKER)) else {
                 continue;
@@ -1229,45 +1257,47 @@ fn recover_removals(output_dir: &Path, first: NaiveDate) -> Result<()> {
             if orig.is_empty() {
                 continue;
             }
-            put_back(&e.path(), &dir.join(orig))?;
+            put_back(fs, &e.path, &dir.join(orig))?;
         }
     }
     Ok(())
 }
 
 /// Removes the month's day folders that hold nothing but stale temporary files.
-fn remove_empty_day_dirs(output_dir: &Path, first: NaiveDate) {
-    for dir in day_dirs(output_dir, first) {
-        crate::writer::remove_stale_temp_files(&dir);
-        let _ = std::fs::remove_dir(&dir);
+fn remove_empty_day_dirs(fs: &Fs, output_dir: &Path, first: NaiveDate) {
+    for dir in day_dirs(fs, output_dir, first) {
+        crate::writer::remove_stale_temp_files(fs, &dir);
+        let _ = fs.remove_dir(&dir);
     }
 }
 
 /// Removes temporary files left by an interrupted compaction in every month folder.
-pub fn remove_stale_temp_files_in_month_dirs(output_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(output_dir) else {
+pub fn remove_stale_temp_files_in_month_dirs(fs: &Fs, output_dir: &Path) -> usize {
+    let Ok(entries) = fs.read_dir(output_dir) else {
         return 0;
     };
     entries
-        .flatten()
+        .iter()
         .filter(|e| crate::layout::parse_month_dir(&e.file_name().to_string_lossy()).is_some())
-        .map(|e| crate::writer::remove_stale_temp_files(&e.path()))
+        .map(|e| crate::writer::remove_stale_temp_files(fs, &e.path))
         .sum()
 }
 
 /// Whether `day`'s month has a month file: its (day, proxy) partitions count as
 /// present (the collector's catch-up must not collect them again).
-pub fn is_compacted(output_dir: &Path, day: NaiveDate) -> bool {
-    month_path(output_dir, day).is_file()
+pub fn is_compacted(fs: &Fs, output_dir: &Path, day: NaiveDate) -> bool {
+    fs.is_file(&month_path(output_dir, day))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Compression;
+    use crate::fs::Fs;
     use crate::prometheus::Series;
     use crate::reader::{read_partition, select_files, Column, Layout, Selection};
     use crate::schema::PartitionBuilder;
+    use std::fs::File;
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
@@ -1320,14 +1350,20 @@ mod tests {
             b.push_series(m, &s, &[]);
         }
         let path = crate::layout::partition_path(dir, d(day), proxy);
-        crate::writer::write_partition(&path, &b.finish(proxy, d(day)), &storage(dir)).unwrap();
+        crate::writer::write_partition(
+            &Fs::unconfined(),
+            &path,
+            &b.finish(proxy, d(day)),
+            &storage(dir),
+        )
+        .unwrap();
     }
 
     fn total(dir: &Path, sel: &Selection) -> (usize, f64) {
         let mut rows = 0;
         let mut sum = 0.0;
-        for f in select_files(dir, sel).unwrap() {
-            for b in read_partition(&f, &[Column::Value], None, 1024).unwrap() {
+        for f in select_files(&Fs::unconfined(), dir, sel).unwrap() {
+            for b in read_partition(&Fs::unconfined(), &f, &[Column::Value], None, 1024).unwrap() {
                 rows += b.len;
                 sum += b.value.unwrap().values().iter().sum::<f64>();
             }
@@ -1346,10 +1382,17 @@ mod tests {
         let all = Selection::default();
         let before = total(&dir, &all);
         assert_eq!(
-            months_with_daily_files(&dir, d("2024-03-01")).unwrap(),
+            months_with_daily_files(&Fs::unconfined(), &dir, d("2024-03-01")).unwrap(),
             vec![d("2024-02-01")]
         );
-        let out = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        let out = compact_months(
+            &Fs::unconfined(),
+            &dir,
+            &[d("2024-02-01")],
+            &storage(&dir),
+            &opts(),
+            &|| false,
+        );
         assert_eq!(out.len(), 1);
         let o = &out[0];
         assert_eq!(
@@ -1376,6 +1419,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.join("2024-02")).unwrap().count(), 1);
         // Sorted by api_proxy, date, metric_name, timestamp.
         let f = select_files(
+            &Fs::unconfined(),
             &dir,
             &Selection {
                 from: Some(d("2024-02-01")),
@@ -1387,6 +1431,7 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].layout, Layout::Month);
         let rows = read_partition(
+            &Fs::unconfined(),
             &f[0],
             &[
                 Column::Proxy,
@@ -1443,7 +1488,14 @@ mod tests {
             assert_eq!(total(&dir, &sel).0, rows, "{sel:?}");
         }
         // Nothing left to do: unchanged.
-        let again = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        let again = compact_months(
+            &Fs::unconfined(),
+            &dir,
+            &[d("2024-02-01")],
+            &storage(&dir),
+            &opts(),
+            &|| false,
+        );
         assert_eq!(again[0].status, MonthStatus::Unchanged);
         assert_eq!(again[0].rows, 36);
         let _ = std::fs::remove_dir_all(&dir);
@@ -1455,17 +1507,31 @@ mod tests {
         for p in ["a", "b"] {
             daily(&dir, "2024-02-10", p, 0.0, &["m", "n"]);
         }
-        compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        compact_months(
+            &Fs::unconfined(),
+            &dir,
+            &[d("2024-02-01")],
+            &storage(&dir),
+            &opts(),
+            &|| false,
+        );
         let all = Selection::default();
         assert_eq!(total(&dir, &all), (8, 4.0));
         // Re-collected: `m` only, new values. Until compacted again, the month file wins.
         daily(&dir, "2024-02-10", "a", 100.0, &["m"]);
         assert_eq!(total(&dir, &all), (8, 4.0));
         assert_eq!(
-            months_with_daily_files(&dir, d("2024-03-01")).unwrap(),
+            months_with_daily_files(&Fs::unconfined(), &dir, d("2024-03-01")).unwrap(),
             vec![d("2024-02-01")]
         );
-        let o = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        let o = compact_months(
+            &Fs::unconfined(),
+            &dir,
+            &[d("2024-02-01")],
+            &storage(&dir),
+            &opts(),
+            &|| false,
+        );
         assert_eq!(
             (o[0].status, o[0].daily_files, o[0].removed),
             (MonthStatus::Compacted, 1, 1)
@@ -1477,7 +1543,14 @@ mod tests {
         let mut o2 = opts();
         o2.replace_partitions = true;
         daily(&dir, "2024-02-10", "b", 50.0, &["n"]);
-        compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &o2, &|| false);
+        compact_months(
+            &Fs::unconfined(),
+            &dir,
+            &[d("2024-02-01")],
+            &storage(&dir),
+            &o2,
+            &|| false,
+        );
         // b with replace: only n = 50 + 51.
         assert_eq!(total(&dir, &all), (8, 201.0 + 1.0 + 101.0 + 11.0));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1498,7 +1571,14 @@ mod tests {
         }
         let mut o = opts();
         o.row_group_rows = 20; // a, b: 10 rows each; big: 40 (8 a day); c: 10
-        let out = compact_months(&dir, &[d("2024-01-01")], &storage(&dir), &o, &|| false);
+        let out = compact_months(
+            &Fs::unconfined(),
+            &dir,
+            &[d("2024-01-01")],
+            &storage(&dir),
+            &o,
+            &|| false,
+        );
         assert_eq!(out[0].rows, 70);
         let f = File::open(month_path(&dir, d("2024-01-01"))).unwrap();
         let meta = parquet::file::metadata::ParquetMetaDataReader::new()
@@ -1509,6 +1589,7 @@ mod tests {
         assert_eq!(groups, vec![20, 16, 16, 8, 10]);
         // Each (proxy, day) is in exactly one row group by its statistics.
         let file = select_files(
+            &Fs::unconfined(),
             &dir,
             &Selection {
                 from: Some(d("2024-01-04")),
@@ -1522,7 +1603,7 @@ mod tests {
             metrics: None,
             batch_rows: 1024,
         });
-        let r = crate::reader::PartitionReader::open(&file[0], &spec).unwrap();
+        let r = crate::reader::PartitionReader::open(&Fs::unconfined(), &file[0], &spec).unwrap();
         assert!(!r.is_exhausted());
         assert_eq!(
             total(
@@ -1542,20 +1623,20 @@ mod tests {
     fn a_file_replaced_after_it_was_read_is_kept() {
         let dir = scratch("replaced");
         daily(&dir, "2024-02-10", "a", 0.0, &["m"]);
-        let f = &daily_files_of_month(&dir, d("2024-02-01")).unwrap()[0];
-        let (_, id) = read_daily(f).unwrap();
+        let f = &daily_files_of_month(&Fs::unconfined(), &dir, d("2024-02-01")).unwrap()[0];
+        let (_, id) = read_daily(&Fs::unconfined(), f).unwrap();
         // Re-collected after compaction read it: a new file at the same path.
         daily(&dir, "2024-02-10", "a", 7.0, &["m"]);
-        assert!(!remove_if_same(&f.path, id).unwrap());
+        assert!(!remove_if_same(&Fs::unconfined(), &f.path, id).unwrap());
         assert!(f.path.is_file());
-        let (b, id2) = read_daily(f).unwrap();
+        let (b, id2) = read_daily(&Fs::unconfined(), f).unwrap();
         assert_eq!(
             b.column(2)
                 .as_primitive::<arrow::datatypes::Float64Type>()
                 .value(0),
             8.0
         );
-        assert!(remove_if_same(&f.path, id2).unwrap());
+        assert!(remove_if_same(&Fs::unconfined(), &f.path, id2).unwrap());
         assert!(!f.path.exists());
         // A crash between the rename and the unlink: the next compaction puts it back.
         daily(&dir, "2024-02-10", "a", 0.0, &["m"]);
@@ -1566,10 +1647,17 @@ mod tests {
             .join(format!(".a.parquet.abcdefabcdef{DEL_MARKER}"));
         std::fs::rename(&f.path, &hidden).unwrap();
         assert_eq!(
-            months_with_daily_files(&dir, d("2024-03-01")).unwrap(),
+            months_with_daily_files(&Fs::unconfined(), &dir, d("2024-03-01")).unwrap(),
             vec![d("2024-02-01")]
         );
-        let out = compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        let out = compact_months(
+            &Fs::unconfined(),
+            &dir,
+            &[d("2024-02-01")],
+            &storage(&dir),
+            &opts(),
+            &|| false,
+        );
         assert_eq!((out[0].daily_files, out[0].removed, out[0].rows), (1, 1, 2));
         assert!(!hidden.exists());
         let _ = std::fs::remove_dir_all(&dir);
@@ -1580,12 +1668,26 @@ mod tests {
         let dir = scratch("fallback");
         daily(&dir, "2024-02-10", "a", 0.0, &["m"]);
         daily(&dir, "2024-02-10", "b", 3.0, &["m"]);
-        let listed = select_files(&dir, &Selection::default()).unwrap();
+        let listed = select_files(&Fs::unconfined(), &dir, &Selection::default()).unwrap();
         assert_eq!(listed.len(), 2);
-        compact_months(&dir, &[d("2024-02-01")], &storage(&dir), &opts(), &|| false);
+        compact_months(
+            &Fs::unconfined(),
+            &dir,
+            &[d("2024-02-01")],
+            &storage(&dir),
+            &opts(),
+            &|| false,
+        );
         assert!(!listed[0].path.exists());
-        let fb = crate::reader::month_fallback(&listed[1]).unwrap();
-        let b = read_partition(&fb, &[Column::Value, Column::Proxy], None, 1024).unwrap();
+        let fb = crate::reader::month_fallback(&Fs::unconfined(), &listed[1]).unwrap();
+        let b = read_partition(
+            &Fs::unconfined(),
+            &fb,
+            &[Column::Value, Column::Proxy],
+            None,
+            1024,
+        )
+        .unwrap();
         assert_eq!(b.len(), 1);
         assert_eq!(
             b[0].value.as_ref().unwrap().values().to_vec(),

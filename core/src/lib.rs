@@ -11,6 +11,7 @@ pub mod compact;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod fs;
 pub mod layout;
 pub mod plan;
 pub mod prometheus;

@@ -12,6 +12,7 @@
 
 use crate::config::{Compression, StorageConfig};
 use crate::error::{Error, Result};
+use crate::fs::{Fs, TempFile};
 use crate::layout::{TMP_MARKER, TMP_RAND_CHARS};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
@@ -20,7 +21,6 @@ use parquet::basic::{GzipLevel, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::SchemaDescriptor;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -48,48 +48,40 @@ pub fn parquet_codec(c: Compression) -> parquet::basic::Compression {
 
 /// A locked temporary file for `path` in `dir`, named and swept like a partition's
 /// (see [`remove_stale_temp_files`]); persist it over `path` to publish it.
-pub fn create_temp_file(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {
-    create_temp(dir, path)
+pub fn create_temp_file(fs: &Fs, dir: &Path, path: &Path) -> Result<TempFile> {
+    create_temp(fs, dir, path)
 }
 
 /// Creates `.<file name>.<random>.promduck-tmp` next to `path`, exclusively, and
 /// locks it (see the module docs). Permissions follow the umask like any new file.
-fn create_temp(dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile> {
-    create_temp_io(dir, path).map_err(|(at, e)| Error::io(at, e))
+fn create_temp(fs: &Fs, dir: &Path, path: &Path) -> Result<TempFile> {
+    create_temp_io(fs, dir, path).map_err(|(at, e)| Error::io(at, e))
 }
 
 /// [`create_temp`] with the I/O error's kind kept (a missing folder is `NotFound`)
 /// and the path it concerns.
 fn create_temp_io(
+    fs: &Fs,
     dir: &Path,
     path: &Path,
-) -> std::result::Result<tempfile::NamedTempFile, (PathBuf, std::io::Error)> {
+) -> std::result::Result<TempFile, (PathBuf, std::io::Error)> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let prefix = format!(".{name}.");
-    let mut b = tempfile::Builder::new();
-    b.prefix(&prefix)
-        .suffix(TMP_MARKER)
-        .rand_bytes(TMP_RAND_CHARS);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        b.permissions(std::fs::Permissions::from_mode(0o666));
-    }
     // Another process's clean-up may take the lock between our create and our lock
     // and unlink the file: after locking, the name must still be our file, else try
     // again with a new name (a write then never fails for someone else's sweep).
     let mut attempts = 0;
     loop {
-        let tmp = b
-            .tempfile_in(dir)
+        let tmp = fs
+            .temp_file(dir, &prefix, TMP_MARKER, TMP_RAND_CHARS)
             .map_err(|e| (dir.join(format!(".{name}.*{TMP_MARKER}")), e))?;
         tmp.as_file()
             .lock()
             .map_err(|e| (tmp.path().to_path_buf(), e))?;
-        if still_named(&tmp) || attempts >= 5 {
+        if still_named(fs, &tmp) || attempts >= 5 {
             return Ok(tmp);
         }
         attempts += 1;
@@ -97,30 +89,25 @@ fn create_temp_io(
 }
 
 /// Whether the temporary file's name still refers to the file we hold.
-fn still_named(tmp: &tempfile::NamedTempFile) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (
-            std::fs::symlink_metadata(tmp.path()),
-            tmp.as_file().metadata(),
-        ) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tmp.path().exists()
+fn still_named(fs: &Fs, tmp: &TempFile) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs.symlink_metadata(tmp.path()), tmp.as_file().metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
 /// Writes `batch` to `path` atomically, creating its folder if needed, and makes
 /// the rename durable.
-pub fn write_partition(path: &Path, batch: &RecordBatch, storage: &StorageConfig) -> Result<()> {
-    write_partition_unsynced_rename(path, batch, storage)?;
+pub fn write_partition(
+    fs: &Fs,
+    path: &Path,
+    batch: &RecordBatch,
+    storage: &StorageConfig,
+) -> Result<()> {
+    write_partition_unsynced_rename(fs, path, batch, storage)?;
     match path.parent() {
-        Some(dir) if storage.durable => sync_dir(dir),
+        Some(dir) if storage.durable => sync_dir(fs, dir),
         _ => Ok(()),
     }
 }
@@ -130,11 +117,12 @@ pub fn write_partition(path: &Path, batch: &RecordBatch, storage: &StorageConfig
 /// contents are synced before the rename, so a crash leaves the old file or the
 /// complete new one, never a torn one.
 pub fn write_partition_unsynced_rename(
+    fs: &Fs,
     path: &Path,
     batch: &RecordBatch,
     storage: &StorageConfig,
 ) -> Result<()> {
-    let staged = stage_partition(path, batch, storage)?;
+    let staged = stage_partition(fs, path, batch, storage)?;
     if storage.durable {
         staged.sync()?;
     }
@@ -151,7 +139,7 @@ pub fn write_partition_unsynced_rename(
 /// are being created.
 #[derive(Debug)]
 pub struct StagedPartition {
-    tmp: tempfile::NamedTempFile,
+    tmp: TempFile,
     path: PathBuf,
 }
 
@@ -174,16 +162,14 @@ impl StagedPartition {
     /// the old partition is untouched.
     pub fn publish(self) -> Result<()> {
         let path = self.path;
-        self.tmp
-            .persist(&path)
-            .map_err(|e| Error::io(&path, e.error))?;
-        Ok(())
+        self.tmp.persist(&path).map_err(|e| Error::io(&path, e))
     }
 }
 
 /// Encodes `batch` into a new locked temporary file next to `path` (creating the
 /// folder if needed), neither synced nor renamed yet: see [`StagedPartition`].
 pub fn stage_partition(
+    fs: &Fs,
     path: &Path,
     batch: &RecordBatch,
     storage: &StorageConfig,
@@ -194,14 +180,14 @@ pub fn stage_partition(
     // The folder usually exists (a day's partitions share it): create it only when
     // the temporary file cannot be created for want of it (then a folder that
     // cannot be created is the error, as it names the cause).
-    let tmp = match create_temp_io(dir, path) {
+    let tmp = match create_temp_io(fs, dir, path) {
         Ok(tmp) => tmp,
         Err((at, e)) => {
-            if e.kind() != std::io::ErrorKind::NotFound && dir.is_dir() {
+            if e.kind() != std::io::ErrorKind::NotFound && fs.is_dir(dir) {
                 return Err(Error::io(at, e));
             }
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            create_temp(dir, path)?
+            fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            create_temp(fs, dir, path)?
         }
     };
     encode_partition(tmp.as_file(), tmp.path(), batch, storage)?;
@@ -212,10 +198,8 @@ pub fn stage_partition(
 }
 
 /// fsyncs a folder, making the renames done in it durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+pub fn sync_dir(fs: &Fs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// What every partition file of one compression shares, prepared once: the
@@ -329,24 +313,24 @@ fn write_slices<W: std::io::Write + Send>(
 /// Removes stale temporary files (see [`remove_stale_temp_files`]) in every day
 /// folder of `output_dir`; run at start so an interrupted write leaves nothing
 /// behind until its day happens to be collected again.
-pub fn remove_stale_temp_files_everywhere(output_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(output_dir) else {
+pub fn remove_stale_temp_files_everywhere(fs: &Fs, output_dir: &Path) -> usize {
+    let Ok(entries) = fs.read_dir(output_dir) else {
         return 0;
     };
     entries
-        .flatten()
+        .iter()
         .filter(|e| crate::layout::parse_day_dir(&e.file_name().to_string_lossy()).is_some())
-        .map(|e| remove_stale_temp_files(&e.path()))
+        .map(|e| remove_stale_temp_files(fs, &e.path))
         .sum()
 }
 
 /// Whether partitions can be written under `output_dir`, checked without leaving
 /// anything behind: a temporary file is created (and removed) in `output_dir`, or
 /// in its nearest existing ancestor when it does not exist yet.
-pub fn check_writable(output_dir: &Path) -> Result<()> {
+pub fn check_writable(fs: &Fs, output_dir: &Path) -> Result<()> {
     let mut probe = output_dir.to_path_buf();
     loop {
-        match std::fs::metadata(&probe) {
+        match fs.metadata(&probe) {
             Ok(m) if m.is_dir() => break,
             Ok(_) => {
                 return Err(Error::Invalid(format!(
@@ -362,10 +346,7 @@ pub fn check_writable(output_dir: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(&probe, e)),
         }
     }
-    tempfile::Builder::new()
-        .prefix(".promduck-check.")
-        .suffix(TMP_MARKER)
-        .tempfile_in(&probe)
+    fs.temp_file(&probe, ".promduck-check.", TMP_MARKER, 6)
         .map(drop)
         .map_err(|e| Error::Invalid(format!("cannot create files in {}: {e}", probe.display())))
 }
@@ -374,8 +355,12 @@ pub fn check_writable(output_dir: &Path) -> Result<()> {
 /// the partition schema; `None` when there is no file. A file whose columns cannot
 /// be converted exactly to the partition schema is an error naming it: rows are
 /// never carried over approximately.
-pub fn read_metric_rows(path: &Path, metrics: Option<&[String]>) -> Result<Option<RecordBatch>> {
-    let file = match File::open(path) {
+pub fn read_metric_rows(
+    fs: &Fs,
+    path: &Path,
+    metrics: Option<&[String]>,
+) -> Result<Option<RecordBatch>> {
+    let file = match fs.open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
@@ -398,12 +383,13 @@ pub fn read_metric_rows_from<R: parquet::file::reader::ChunkReader + 'static>(
 /// groups whose statistics can hold it are read (a month file is sorted by proxy and
 /// day, so that is one or two). `None` when there is no month file.
 pub fn read_month_partition_rows(
+    fs: &Fs,
     path: &Path,
     day: chrono::NaiveDate,
     proxy: &str,
     metrics: Option<&[String]>,
 ) -> Result<Option<RecordBatch>> {
-    let file = match File::open(path) {
+    let file = match fs.open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
@@ -513,23 +499,23 @@ fn read_rows_from<R: parquet::file::reader::ChunkReader + 'static>(
 /// Removes temporary files left in `dir` by writers that no longer run (a crash, a
 /// SIGKILL): those whose advisory lock nobody holds. A file a live writer holds,
 /// in this process or any other on this host, is left alone.
-pub fn remove_stale_temp_files(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+pub fn remove_stale_temp_files(fs: &Fs, dir: &Path) -> usize {
+    let Ok(entries) = fs.read_dir(dir) else {
         return 0;
     };
     let mut removed = 0;
-    for entry in entries.flatten() {
+    for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !crate::layout::is_temp_file(&name) {
             continue;
         }
-        let Ok(f) = File::open(entry.path()) else {
+        let Ok(f) = fs.open(&entry.path) else {
             continue;
         };
         // Holding the lock while unlinking: no writer can be using it now, and a
         // writer that had only created it (not yet locked) fails its rename
         // cleanly instead of publishing anything.
-        if f.try_lock().is_ok() && std::fs::remove_file(entry.path()).is_ok() {
+        if f.try_lock().is_ok() && fs.remove_file(&entry.path).is_ok() {
             removed += 1;
         }
     }
@@ -539,10 +525,12 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::Fs;
     use crate::prometheus::Series;
     use crate::schema::PartitionBuilder;
     use chrono::NaiveDate;
     use parquet::file::reader::{FileReader, SerializedFileReader};
+    use std::fs::File;
     use std::path::PathBuf;
 
     fn batch(rows: usize) -> RecordBatch {
@@ -580,7 +568,7 @@ mod tests {
                 durable: true,
                 s3: Default::default(),
             };
-            write_partition(&path, &batch(10_000), &storage).unwrap();
+            write_partition(&Fs::unconfined(), &path, &batch(10_000), &storage).unwrap();
             let r = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
             let md = r.metadata();
             assert_eq!(md.file_metadata().num_rows(), 10_000);
@@ -667,7 +655,7 @@ mod tests {
         };
         // The day's folder does not exist yet: staging creates it.
         let path = dir.join("2024-03-01").join("p.parquet");
-        let staged = stage_partition(&path, &batch(5), &storage).unwrap();
+        let staged = stage_partition(&Fs::unconfined(), &path, &batch(5), &storage).unwrap();
         assert_eq!(staged.path(), path);
         assert!(!path.exists());
         staged.sync().unwrap();
@@ -675,7 +663,7 @@ mod tests {
         let r = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         assert_eq!(r.metadata().file_metadata().num_rows(), 5);
         // Dropped unpublished: nothing is left, the old file is untouched.
-        let staged = stage_partition(&path, &batch(7), &storage).unwrap();
+        let staged = stage_partition(&Fs::unconfined(), &path, &batch(7), &storage).unwrap();
         drop(staged);
         let names: Vec<_> = std::fs::read_dir(dir.join("2024-03-01"))
             .unwrap()
@@ -688,9 +676,14 @@ mod tests {
         // A folder that cannot be created is an error naming it.
         let blocker = dir.join("file");
         std::fs::write(&blocker, b"x").unwrap();
-        let e = stage_partition(&blocker.join("d").join("p.parquet"), &batch(1), &storage)
-            .unwrap_err()
-            .to_string();
+        let e = stage_partition(
+            &Fs::unconfined(),
+            &blocker.join("d").join("p.parquet"),
+            &batch(1),
+            &storage,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with(&*blocker.join("d").to_string_lossy()), "{e}");
     }
 
@@ -700,8 +693,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let dead = dir.join(format!(".p.parquet.abcdefghijkl{TMP_MARKER}"));
         std::fs::write(&dead, b"x").unwrap();
-        let held = create_temp(&dir, &dir.join("q.parquet")).unwrap();
-        assert_eq!(remove_stale_temp_files(&dir), 1);
+        let held = create_temp(&Fs::unconfined(), &dir, &dir.join("q.parquet")).unwrap();
+        assert_eq!(remove_stale_temp_files(&Fs::unconfined(), &dir), 1);
         assert!(!dead.exists());
         assert!(
             held.path().exists(),
@@ -715,8 +708,8 @@ mod tests {
         let dir = tmpdir("names");
         std::fs::create_dir_all(&dir).unwrap();
         let target = dir.join("p.parquet");
-        let a = create_temp(&dir, &target).unwrap();
-        let b = create_temp(&dir, &target).unwrap();
+        let a = create_temp(&Fs::unconfined(), &dir, &target).unwrap();
+        let b = create_temp(&Fs::unconfined(), &dir, &target).unwrap();
         assert_ne!(a.path(), b.path());
         for t in [&a, &b] {
             let name = t.path().file_name().unwrap().to_str().unwrap().to_string();
@@ -746,7 +739,7 @@ mod tests {
             durable: false,
             s3: Default::default(),
         };
-        write_partition(&path, &batch(3), &storage).unwrap();
+        write_partition(&Fs::unconfined(), &path, &batch(3), &storage).unwrap();
         assert!(path.is_file());
     }
 }

@@ -13,6 +13,7 @@
 use chrono::NaiveDate;
 use promduck_core::collect::{Cancel, Collector, PartitionOutcome, RunSummary, Status};
 use promduck_core::config::{Config, StorageConfig};
+use promduck_core::fs::Fs;
 use promduck_core::reader::{read_partition, select_files, Column, PartitionFile, Selection};
 use promduck_core::storage::local::LocalStorage;
 use promduck_core::storage::Storage;
@@ -302,10 +303,11 @@ fn rows_of(out: &Path, proxy: &str) -> Vec<(String, String, f64, i64)> {
         proxies: Some(vec![proxy.to_string()]),
         ..Default::default()
     };
-    let files: Vec<PartitionFile> = select_files(out, &sel).unwrap();
+    let files: Vec<PartitionFile> = select_files(&Fs::unconfined(), out, &sel).unwrap();
     assert_eq!(files.len(), 1, "{proxy}: one file");
     let mut rows = Vec::new();
     for b in read_partition(
+        &Fs::unconfined(),
         &files[0],
         &[
             Column::Metric,

@@ -17,6 +17,7 @@ use arrow::datatypes::{DataType, Field, Fields};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use promduck_core::config::StorageConfig;
+use promduck_core::fs::Fs;
 use promduck_core::layout::{encode_proxy, CREATED_BY_KEY};
 use promduck_core::reader::{
     daily_files_of_month, month_fallback, month_partitions, read_partition, select_files,
@@ -140,7 +141,7 @@ fn read_all(file: &PartitionFile) -> ReadBatch {
 }
 
 fn read_columns(file: &PartitionFile, want: &[Column]) -> ReadBatch {
-    let mut batches = read_partition(file, want, None, 1024).unwrap();
+    let mut batches = read_partition(&Fs::unconfined(), file, want, None, 1024).unwrap();
     assert_eq!(
         batches.len(),
         1,
@@ -209,11 +210,17 @@ fn promduck_daily_files_read_back_exactly() {
     let path = root
         .join(d)
         .join(format!("{}.parquet", encode_proxy("sp ace")));
-    promduck_core::writer::write_partition(&path, &batch, &StorageConfig::default()).unwrap();
+    promduck_core::writer::write_partition(
+        &Fs::unconfined(),
+        &path,
+        &batch,
+        &StorageConfig::default(),
+    )
+    .unwrap();
     assert!(path.ends_with("2024-03-01/sp%20ace.parquet"));
-    assert_eq!(written_by_promduck(&path), Some(true));
+    assert_eq!(written_by_promduck(&Fs::unconfined(), &path), Some(true));
 
-    let files = select_files(&root, &Selection::default()).unwrap();
+    let files = select_files(&Fs::unconfined(), &root, &Selection::default()).unwrap();
     assert_eq!(
         relative(&root, &files),
         vec![(
@@ -254,6 +261,7 @@ fn promduck_daily_files_read_back_exactly() {
     assert!(only_value.date.is_none() && only_value.proxy.is_none());
     assert_eq!(values(&only_value), vec![Some(1.5), Some(2.5), Some(0.0)]);
     let up = read_partition(
+        &Fs::unconfined(),
         &files[0],
         &[Column::Timestamp],
         Some(&strings(&["up"])),
@@ -262,8 +270,14 @@ fn promduck_daily_files_read_back_exactly() {
     .unwrap();
     assert_eq!(up.len(), 1);
     assert_eq!(ts_us(&up[0]), vec![Some(1_709_337_600_999_000)]);
-    let none =
-        read_partition(&files[0], &[Column::Value], Some(&strings(&["down"])), 1024).unwrap();
+    let none = read_partition(
+        &Fs::unconfined(),
+        &files[0],
+        &[Column::Value],
+        Some(&strings(&["down"])),
+        1024,
+    )
+    .unwrap();
     assert_eq!(none.len(), 0, "a metric with no rows is no batch");
 }
 
@@ -340,7 +354,7 @@ fn go_daily_files_have_raw_names_text_dates_and_label_lists() {
     );
     std::fs::write(dir.join("notes.txt"), "not a partition").unwrap();
 
-    let files = select_files(&root, &Selection::default()).unwrap();
+    let files = select_files(&Fs::unconfined(), &root, &Selection::default()).unwrap();
     assert_eq!(
         relative(&root, &files),
         vec![
@@ -357,7 +371,10 @@ fn go_daily_files_have_raw_names_text_dates_and_label_lists() {
             ),
         ]
     );
-    assert_eq!(written_by_promduck(&files[0].path), Some(false));
+    assert_eq!(
+        written_by_promduck(&Fs::unconfined(), &files[0].path),
+        Some(false)
+    );
 
     let got = read_all(&files[2]);
     let t0 = 1_680_307_200_000_000; // 2023-04-01 00:00:00 UTC in microseconds
@@ -397,7 +414,7 @@ fn go_daily_files_have_raw_names_text_dates_and_label_lists() {
             proxies: Some(strings(&[name])),
             ..Default::default()
         };
-        let got = select_files(&root, &sel).unwrap();
+        let got = select_files(&Fs::unconfined(), &root, &sel).unwrap();
         assert_eq!(
             relative(&root, &got),
             vec![(name.to_string(), file.to_string(), Layout::Daily)]
@@ -431,8 +448,8 @@ fn a_go_daily_text_date_other_than_its_folder_is_an_error_naming_the_row() {
         false,
         None,
     );
-    let files = select_files(&root, &Selection::default()).unwrap();
-    let e = read_partition(&files[0], &[Column::Value], None, 1024)
+    let files = select_files(&Fs::unconfined(), &root, &Selection::default()).unwrap();
+    let e = read_partition(&Fs::unconfined(), &files[0], &[Column::Value], None, 1024)
         .unwrap_err()
         .to_string();
     assert_eq!(
@@ -538,7 +555,7 @@ fn hive_files_take_day_and_proxy_from_their_path() {
         to: Some(day("2023-04-02")),
         proxies: Some(strings(&["sp ace"])),
     };
-    let files = select_files(&root, &sel).unwrap();
+    let files = select_files(&Fs::unconfined(), &root, &sel).unwrap();
     assert_eq!(
         relative(&root, &files),
         vec![
@@ -575,7 +592,7 @@ fn hive_files_take_day_and_proxy_from_their_path() {
     assert_eq!(ts_us(&b), vec![Some(1_680_393_600_007_000)]);
     assert_eq!(labels_of(&b), vec![label_row(&[("x", Some("y"))])]);
     // The other proxy is there when nothing is selected; another day prunes both.
-    let all = select_files(&root, &Selection::default()).unwrap();
+    let all = select_files(&Fs::unconfined(), &root, &Selection::default()).unwrap();
     assert_eq!(
         all.iter().map(|f| f.proxy.as_str()).collect::<Vec<_>>(),
         vec!["other", "sp ace", "sp ace"]
@@ -584,7 +601,10 @@ fn hive_files_take_day_and_proxy_from_their_path() {
         from: Some(day("2023-04-03")),
         ..Default::default()
     };
-    assert_eq!(select_files(&root, &sel).unwrap(), vec![]);
+    assert_eq!(
+        select_files(&Fs::unconfined(), &root, &sel).unwrap(),
+        vec![]
+    );
 }
 
 // --- timestamps ----------------------------------------------------------------------------
@@ -716,7 +736,7 @@ fn every_timestamp_type_converts_exactly_in_both_go_layouts() {
             None,
         );
     }
-    let files = select_files(&root, &Selection::default()).unwrap();
+    let files = select_files(&Fs::unconfined(), &root, &Selection::default()).unwrap();
     assert_eq!(files.len(), 2 * cases.len());
     for f in &files {
         let (layout, name) = f.proxy.split_once('-').unwrap();
@@ -787,6 +807,7 @@ fn values_of_other_types_convert_exactly() {
             None,
         );
         let files = select_files(
+            &Fs::unconfined(),
             &root,
             &Selection {
                 proxies: Some(strings(&[name])),
@@ -870,7 +891,7 @@ fn labels_that_are_no_map_are_errors_naming_the_file() {
             values(&read_columns(&file, &[Column::Value])),
             vec![Some(1.0)]
         );
-        let e = read_partition(&file, &[Column::Labels], None, 1024)
+        let e = read_partition(&Fs::unconfined(), &file, &[Column::Labels], None, 1024)
             .unwrap_err()
             .to_string();
         assert_eq!(e, format!("{}: {message}", path.display()), "{name}");
@@ -916,7 +937,7 @@ fn promduck_map_labels_keep_null_values_and_null_rows() {
         true,
         None,
     );
-    let files = select_files(&root, &Selection::default()).unwrap();
+    let files = select_files(&Fs::unconfined(), &root, &Selection::default()).unwrap();
     assert_eq!(
         labels_of(&read_columns(&files[0], &[Column::Labels])),
         vec![
@@ -1019,7 +1040,7 @@ fn month_files_are_read_for_the_selected_days_and_proxies_only() {
         to: Some(day("2024-03-02")),
         proxies: Some(strings(&["b", "b"])),
     };
-    let files = select_files(&root, &sel).unwrap();
+    let files = select_files(&Fs::unconfined(), &root, &sel).unwrap();
     assert_eq!(
         files,
         vec![PartitionFile {
@@ -1050,21 +1071,21 @@ fn month_files_are_read_for_the_selected_days_and_proxies_only() {
         to: Some(day("2024-03-31")),
         proxies: Some(strings(&["a"])),
     };
-    let files = select_files(&root, &sel).unwrap();
+    let files = select_files(&Fs::unconfined(), &root, &sel).unwrap();
     assert_eq!(files.len(), 1);
     assert_eq!(
         values(&read_all(&files[0])),
         vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0)]
     );
     assert_eq!(
-        month_partitions(&files[0]).unwrap(),
+        month_partitions(&Fs::unconfined(), &files[0]).unwrap(),
         vec![
             (day("2024-03-01"), "a".into()),
             (day("2024-03-02"), "a".into())
         ]
     );
     // The whole month: the group of `c` is read, and its April row is an error.
-    let all = select_files(&root, &Selection::default()).unwrap();
+    let all = select_files(&Fs::unconfined(), &root, &Selection::default()).unwrap();
     assert_eq!(
         relative(&root, &all),
         vec![
@@ -1077,7 +1098,7 @@ fn month_files_are_read_for_the_selected_days_and_proxies_only() {
         ]
     );
     assert_eq!(all[0].filter, None);
-    let e = read_partition(&all[0], &[Column::Value], None, 1024)
+    let e = read_partition(&Fs::unconfined(), &all[0], &[Column::Value], None, 1024)
         .unwrap_err()
         .to_string();
     assert_eq!(
@@ -1089,7 +1110,7 @@ fn month_files_are_read_for_the_selected_days_and_proxies_only() {
         )
     );
     // Compaction's own listing still sees the month's daily files.
-    let dailies = daily_files_of_month(&root, day("2024-03-01")).unwrap();
+    let dailies = daily_files_of_month(&Fs::unconfined(), &root, day("2024-03-01")).unwrap();
     assert_eq!(
         relative(&root, &dailies),
         vec![("a".into(), "2024-03-05/a.parquet".into(), Layout::Daily)]
@@ -1109,7 +1130,7 @@ fn a_vanished_daily_file_falls_back_to_its_month_file() {
         filter: None,
         object: None,
     };
-    let fb = month_fallback(&gone).unwrap();
+    let fb = month_fallback(&Fs::unconfined(), &gone).unwrap();
     assert_eq!(
         fb,
         PartitionFile {
@@ -1137,12 +1158,12 @@ fn a_vanished_daily_file_falls_back_to_its_month_file() {
         path: root.join("2024-04-01").join("a.parquet"),
         ..gone.clone()
     };
-    assert_eq!(month_fallback(&april), None);
+    assert_eq!(month_fallback(&Fs::unconfined(), &april), None);
     let hive = PartitionFile {
         layout: Layout::Hive,
         ..gone
     };
-    assert_eq!(month_fallback(&hive), None);
+    assert_eq!(month_fallback(&Fs::unconfined(), &hive), None);
 }
 
 #[test]
@@ -1162,9 +1183,9 @@ fn a_month_file_without_proxy_and_date_columns_is_refused() {
         true,
         None,
     );
-    let files = select_files(&root, &Selection::default()).unwrap();
+    let files = select_files(&Fs::unconfined(), &root, &Selection::default()).unwrap();
     assert_eq!(files.len(), 1);
-    let e = read_partition(&files[0], &[Column::Value], None, 1024)
+    let e = read_partition(&Fs::unconfined(), &files[0], &[Column::Value], None, 1024)
         .unwrap_err()
         .to_string();
     assert_eq!(

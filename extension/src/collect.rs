@@ -25,6 +25,8 @@ use std::sync::Mutex;
 
 pub struct CollectBind {
     config: Config,
+    /// The sandbox's file-system handle (confined with external access off).
+    fs: promduck_core::fs::Fs,
     days: Vec<chrono::NaiveDate>,
     replace: bool,
     /// The sandbox's check of every redirect hop of the Prometheus client.
@@ -114,6 +116,7 @@ impl VTab for PromCollect {
         };
         bind.set_cardinality((days.len() * config.api_proxies.len()) as u64, true);
         Ok(CollectBind {
+            fs: policy.fs(),
             config,
             days,
             replace,
@@ -135,7 +138,7 @@ impl VTab for PromCollect {
             .lock()
             .map_err(|_| err("internal lock poisoned"))?;
         if state.is_none() {
-            let collector = Collector::new(bind.config.clone())
+            let collector = Collector::new_with_fs(bind.config.clone(), &bind.fs)
                 .map_err(|e| err(e.to_string()))?
                 .with_replace(bind.replace);
             // Every redirect hop of its Prometheus requests passes the sandbox.

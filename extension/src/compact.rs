@@ -19,6 +19,8 @@ use promduck_core::config::Config;
 
 pub struct CompactBind {
     config: Config,
+    /// The sandbox's file-system handle (confined with external access off).
+    fs: promduck_core::fs::Fs,
     months: Option<Vec<chrono::NaiveDate>>,
     opts: CompactOptions,
 }
@@ -76,6 +78,7 @@ impl VTab for PromCompact {
         }
         bind.set_cardinality(months.as_ref().map_or(12, |m| m.len()) as u64, false);
         Ok(CompactBind {
+            fs: policy.fs(),
             config,
             months,
             opts,
@@ -113,13 +116,13 @@ impl VTab for PromCompact {
 /// Compacts the months of a call (the first `func` call does it, never `bind`).
 fn compact(bind: &CompactBind) -> Result<Vec<MonthOutcome>, BoxError> {
     // The archive the config writes to: a folder or an s3:// bucket prefix.
-    let archive = promduck_core::storage::for_config(&bind.config.storage)
+    let archive = promduck_core::storage::for_config_with(&bind.config.storage, &bind.fs)
         .map_err(|e| err(format!("prom_compact: {e}")))?;
     let months = match &bind.months {
         Some(m) => m.clone(),
         None => archive
             .months_with_daily_files(current_month(Utc::now(), bind.config.timezone))
-            .map_err(|e| err(format!("prom_compact: {e}")))?,
+            .map_err(|e| err(crate::sandbox::core_error("prom_compact", "read", &e)))?,
     };
     Ok(archive.compact(&months, &bind.config.storage, &bind.opts, &|| false))
 }

@@ -19,6 +19,7 @@
 use crate::deferred::Deferred;
 use crate::paging::{Cursor, CHUNK_ROWS};
 use crate::params::{err, named, named_string, Arg, BoxError, StringArg};
+use crate::sandbox::core_error;
 use crate::selection::{resolve, DateArg, Resolved, SelectionArgs};
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
 use chrono::Utc;
@@ -53,14 +54,14 @@ fn open_file(
             match storage.month_fallback(file) {
                 Some(month) => storage
                     .open(&month, spec)
-                    .map_err(|e| err(format!("prom_metrics: {e}"))),
+                    .map_err(|e| err(core_error("prom_metrics", "read", &e))),
                 None => Err(err(format!(
                     "prom_metrics: {}: {source}",
                     file.path.display()
                 ))),
             }
         }
-        Err(e) => Err(err(format!("prom_metrics: {e}"))),
+        Err(e) => Err(err(core_error("prom_metrics", "read", &e))),
     }
 }
 
@@ -118,7 +119,10 @@ fn open_archive(bind: &BindInfo, who: &str, data_dir: &str) -> Result<Arc<dyn St
         }
     }
     let s3 = crate::params::s3_settings(bind)?;
-    promduck_core::storage::open(data_dir, &s3).map_err(|e| err(format!("{who}: {e}")))
+    // Below the folder checked above, every file operation goes through the
+    // policy's file-system handle: confined at every depth when external access is off.
+    promduck_core::storage::open_with(data_dir, &s3, &policy.fs())
+        .map_err(|e| err(format!("{who}: {e}")))
 }
 
 /// The selection parameters of a call, read from DuckDB's values (the rules are in
@@ -277,7 +281,7 @@ impl<const N: usize> PromMetrics<N> {
         // cardinality estimate.
         let files = storage
             .select(&sel)
-            .map_err(|e| err(format!("prom_metrics: {e}")))?;
+            .map_err(|e| err(core_error("prom_metrics", "read", &e)))?;
         bind.set_cardinality((files.len() as u64) * 8, false);
         Ok(MetricsBind {
             storage,
@@ -340,7 +344,7 @@ impl<const N: usize> PromMetrics<N> {
             };
             let Some(batch) = reader
                 .next_batch()
-                .map_err(|e| err(format!("prom_metrics: {e}")))?
+                .map_err(|e| err(core_error("prom_metrics", "read", &e)))?
             else {
                 continue;
             };
@@ -534,7 +538,7 @@ fn partitions_bind(bind: &BindInfo) -> Result<MetricsBind, BoxError> {
     let storage = open_archive(bind, "prom_partitions", &data_dir)?;
     let listed = storage
         .select(&sel)
-        .map_err(|e| err(format!("prom_partitions: {e}")))?;
+        .map_err(|e| err(core_error("prom_partitions", "read", &e)))?;
     // A month file holds many partitions: one row each, read from its `api_proxy`
     // and `date` columns (with the selection's row-group pruning).
     let mut files = Vec::with_capacity(listed.len());
@@ -543,7 +547,7 @@ fn partitions_bind(bind: &BindInfo) -> Result<MetricsBind, BoxError> {
         if f.layout == Layout::Month {
             for (day, proxy) in storage
                 .month_partitions(&f)
-                .map_err(|e| err(format!("prom_partitions: {e}")))?
+                .map_err(|e| err(core_error("prom_partitions", "read", &e)))?
             {
                 files.push(PartitionFile {
                     day,

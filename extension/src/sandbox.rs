@@ -20,6 +20,7 @@
 //! next open, as after any unclean exit).
 
 use duckdb::Connection;
+use promduck_core::fs::Fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -363,6 +364,26 @@ impl Policy {
         forms.iter().all(|p| inside(p))
     }
 
+    /// The file-system handle promduck's file operations go through (see
+    /// `promduck_core::fs`): plain `std::fs` with external access on; else confined,
+    /// at every depth and at the moment of each operation, to the local entries of
+    /// `allowed_directories` (folders) and `allowed_paths` (single files).
+    pub fn fs(&self) -> Fs {
+        if self.external_access {
+            return Fs::unconfined();
+        }
+        Fs::confined(
+            self.allowed_directories
+                .iter()
+                .filter(|d| !is_url(d))
+                .map(PathBuf::from),
+            self.allowed_paths
+                .iter()
+                .filter(|p| !is_url(p))
+                .map(PathBuf::from),
+        )
+    }
+
     /// May `who` (a function name) read or write the file `path` (`what` says which)?
     pub fn check_path(&self, who: &str, what: &str, path: &Path) -> Result<(), String> {
         self.check(who, what, path, false)
@@ -469,6 +490,21 @@ fn url_within(url: &str, allowed: &str) -> bool {
         || url
             .strip_prefix(a)
             .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
+}
+
+/// A library error as `who` reports it: a confined file system's refusal as DuckDB
+/// words its own (`Permission Error: prom_metrics cannot read "…": …`), anything
+/// else prefixed with the function's name.
+pub fn core_error(who: &str, what: &str, e: &promduck_core::Error) -> String {
+    match e {
+        promduck_core::Error::Io { path, source } if promduck_core::fs::is_refusal(source) => {
+            format!(
+                "Permission Error: {who} cannot {what} {:?}: {source}",
+                path.display().to_string()
+            )
+        }
+        _ => format!("{who}: {e}"),
+    }
 }
 
 /// Config errors shown to a SQL user name the file, the line and column and the

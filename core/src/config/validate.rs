@@ -29,7 +29,7 @@ fn build(raw: RawConfig, source: &Path, guard: FileGuard) -> Result<Config, KeyE
         password,
         bearer_token,
     } = credentials(&mut p, base_dir, guard)?;
-    let tls = tls(std::mem::take(&mut p.tls), base_dir)?;
+    let tls = tls(std::mem::take(&mut p.tls), base_dir, guard)?;
     check_headers(&p.headers)?;
     check_templates(&p.metrics, &raw.api_proxies)?;
     let (storage, compaction) = storage(raw.storage, base_dir, guard)?;
@@ -188,7 +188,7 @@ fn credentials(
 
 /// `prometheus.tls`: paths relative to the config file, certificate and key
 /// together, every file readable.
-fn tls(raw: RawTls, base_dir: &Path) -> Result<TlsConfig, KeyError> {
+fn tls(raw: RawTls, base_dir: &Path, guard: FileGuard) -> Result<TlsConfig, KeyError> {
     let resolve =
         |p: Option<PathBuf>| p.map(|p| if p.is_relative() { base_dir.join(p) } else { p });
     let tls = TlsConfig {
@@ -209,6 +209,10 @@ fn tls(raw: RawTls, base_dir: &Path) -> Result<TlsConfig, KeyError> {
         ("keyFile", &tls.key_file),
     ] {
         if let Some(f) = file {
+            // The guard (the host's sandbox) first: nothing outside it is looked at,
+            // so its answer cannot tell whether the file exists.
+            guard(f)
+                .map_err(|reason| KeyError::new(key, format!("prometheus.tls.{key}: {reason}")))?;
             if let Err(e) = std::fs::metadata(f) {
                 return Err(KeyError::new(
                     key,

@@ -233,10 +233,14 @@ impl PartitionReader {
     /// is read with one `read` and parsed in memory: parquet's reader of a `File`
     /// duplicates the descriptor, seeks and reads for the footer and again for every
     /// column chunk, which on such files cost more than the bytes themselves.
-    pub fn open(file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
+    pub fn open(
+        fs: &crate::fs::Fs,
+        file: &PartitionFile,
+        spec: &Arc<ReadSpec>,
+    ) -> Result<PartitionReader> {
         use std::io::Read;
         let path = file.path.as_path();
-        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut f = fs.open(path).map_err(|e| Error::io(path, e))?;
         let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
         if len > READ_WHOLE {
             return Self::open_whole(file, spec, f);
@@ -512,6 +516,7 @@ fn prepare(
 
 /// Reads a whole partition file into memory (see [`PartitionReader`] to stream it).
 pub fn read_partition(
+    fs: &crate::fs::Fs,
     file: &PartitionFile,
     want: &[Column],
     metrics: Option<&[String]>,
@@ -522,7 +527,7 @@ pub fn read_partition(
         metrics: metrics.map(<[String]>::to_vec),
         batch_rows,
     });
-    let mut reader = PartitionReader::open(file, &spec)?;
+    let mut reader = PartitionReader::open(fs, file, &spec)?;
     let mut out = Vec::new();
     while let Some(b) = reader.next_batch()? {
         out.push(b);
@@ -543,8 +548,11 @@ impl PartitionFile {
 
 /// The (day, proxy) partitions a month file holds within its selection, in file
 /// order (by proxy, then day), read from its `api_proxy` and `date` columns alone.
-pub fn month_partitions(file: &PartitionFile) -> Result<Vec<(NaiveDate, String)>> {
-    partitions_in(PartitionReader::open(file, &partitions_spec())?)
+pub fn month_partitions(
+    fs: &crate::fs::Fs,
+    file: &PartitionFile,
+) -> Result<Vec<(NaiveDate, String)>> {
+    partitions_in(PartitionReader::open(fs, file, &partitions_spec())?)
 }
 
 /// What [`partitions_in`] needs read: the `date` and `api_proxy` columns.

@@ -32,6 +32,7 @@
 
 use super::{Layout, PartitionFile, Selection};
 use crate::error::{Error, Result};
+use crate::fs::Fs;
 use crate::layout::{
     ambiguous_stem, is_hive_data_file, is_temp_file, month_end, month_file_name, month_of,
     month_path, parquet_stem, parse_day_dir, parse_hive_app, parse_hive_day, parse_hive_month,
@@ -50,23 +51,49 @@ struct Entry {
     path: PathBuf,
     is_dir: bool,
     symlink: bool,
+    /// A symlink the file-system handle refuses to follow (it leads outside the
+    /// allowed folders): an error naming it as soon as the entry is used, never
+    /// skipped silently (DuckDB's own glob refuses it too).
+    blocked: bool,
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<Entry>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+impl Entry {
+    /// Errs, naming the entry, if it is [`Entry::blocked`].
+    fn usable(&self, fs: &Fs) -> Result<()> {
+        if self.blocked {
+            if let Err(e) = fs.metadata(&self.path) {
+                return Err(Error::io(&self.path, e));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn list_dir(fs: &Fs, dir: &Path) -> Result<Vec<Entry>> {
+    let entries = fs.read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut out = Vec::new();
     for e in entries {
-        let e = e.map_err(|err| Error::io(dir, err))?;
-        // An entry gone since the listing (a temporary file renamed meanwhile) is skipped.
-        let Ok(ft) = e.file_type() else { continue };
-        let symlink = ft.is_symlink();
-        let path = e.path();
-        let is_dir = if symlink { path.is_dir() } else { ft.is_dir() };
+        // An entry gone since the listing (a temporary file renamed meanwhile) was skipped.
+        let symlink = e.is_symlink();
+        let path = e.path;
+        let mut blocked = false;
+        let is_dir = if symlink {
+            match fs.metadata(&path) {
+                Ok(m) => m.is_dir(),
+                Err(err) => {
+                    blocked = crate::fs::is_refusal(&err);
+                    false
+                }
+            }
+        } else {
+            e.kind == crate::fs::Kind::Dir
+        };
         out.push(Entry {
-            name: e.file_name().to_string_lossy().into_owned(),
+            name: e.name.to_string_lossy().into_owned(),
             path,
             is_dir,
             symlink,
+            blocked,
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -82,10 +109,10 @@ struct Real {
 }
 
 impl Real {
-    fn child(&self, e: &Entry) -> Real {
+    fn child(&self, fs: &Fs, e: &Entry) -> Real {
         if e.symlink {
             Real {
-                path: std::fs::canonicalize(&e.path).unwrap_or_else(|_| e.path.clone()),
+                path: fs.canonicalize(&e.path).unwrap_or_else(|_| e.path.clone()),
                 direct: false,
             }
         } else {
@@ -113,8 +140,8 @@ impl Found {
 
 /// Whether promduck wrote this file (its footer carries [`CREATED_BY_KEY`]).
 /// `None` when the footer cannot be read.
-pub fn written_by_promduck(path: &Path) -> Option<bool> {
-    let f = std::fs::File::open(path).ok()?;
+pub fn written_by_promduck(fs: &Fs, path: &Path) -> Option<bool> {
+    let f = fs.open(path).ok()?;
     let meta = parquet::file::metadata::ParquetMetaDataReader::new()
         .parse_and_finish(&f)
         .ok()?;
@@ -128,9 +155,9 @@ pub fn written_by_promduck(path: &Path) -> Option<bool> {
 /// The proxy of a file directly in a day folder, from its stem (see the module
 /// docs). An ambiguous file whose footer cannot be read is taken as promduck's
 /// (reading it fails later, naming it).
-fn top_level_proxy(stem: &str, path: &Path) -> String {
+fn top_level_proxy(fs: &Fs, stem: &str, path: &Path) -> String {
     match ambiguous_stem(stem) {
-        Some(decoded) if written_by_promduck(path) != Some(false) => decoded,
+        Some(decoded) if written_by_promduck(fs, path) != Some(false) => decoded,
         _ => stem.to_string(),
     }
 }
@@ -139,19 +166,23 @@ fn top_level_proxy(stem: &str, path: &Path) -> String {
 /// A missing `data_dir` is an error naming it; an empty selection is no files.
 /// A compacted month is its month file (carrying the selection); its day folders
 /// are then not listed (see the module docs).
-pub fn select_files(data_dir: &Path, sel: &Selection) -> Result<Vec<PartitionFile>> {
-    select(data_dir, sel, true)
+pub fn select_files(fs: &Fs, data_dir: &Path, sel: &Selection) -> Result<Vec<PartitionFile>> {
+    select(fs, data_dir, sel, true)
 }
 
 /// The daily files (`YYYY-MM-DD/<proxy>.parquet`) of the month starting on
 /// `first`, whether or not the month has a month file: what compaction takes in.
-pub fn daily_files_of_month(data_dir: &Path, first: NaiveDate) -> Result<Vec<PartitionFile>> {
+pub fn daily_files_of_month(
+    fs: &Fs,
+    data_dir: &Path,
+    first: NaiveDate,
+) -> Result<Vec<PartitionFile>> {
     let sel = Selection {
         from: Some(first),
         to: Some(month_end(first)),
         proxies: None,
     };
-    Ok(select(data_dir, &sel, false)?
+    Ok(select(fs, data_dir, &sel, false)?
         .into_iter()
         .filter(|f| f.layout == Layout::Daily)
         .collect())
@@ -160,7 +191,7 @@ pub fn daily_files_of_month(data_dir: &Path, first: NaiveDate) -> Result<Vec<Par
 /// The month file of `day`'s month, if there is one: what a reader uses instead of a
 /// daily file that vanished after it was listed (compaction removed it once the
 /// month file had taken in its rows), restricted to that file's day and proxy.
-pub fn month_fallback(file: &PartitionFile) -> Option<PartitionFile> {
+pub fn month_fallback(fs: &Fs, file: &PartitionFile) -> Option<PartitionFile> {
     if file.layout != Layout::Daily {
         return None;
     }
@@ -170,7 +201,7 @@ pub fn month_fallback(file: &PartitionFile) -> Option<PartitionFile> {
             .is_some_and(|n| parse_day_dir(&n.to_string_lossy()) == Some(file.day))
     })?;
     let path = month_path(day_dir.parent()?, file.day);
-    path.is_file().then(|| PartitionFile {
+    fs.is_file(&path).then(|| PartitionFile {
         day: month_of(file.day),
         proxy: String::new(),
         path,
@@ -184,8 +215,13 @@ pub fn month_fallback(file: &PartitionFile) -> Option<PartitionFile> {
     })
 }
 
-fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<PartitionFile>> {
-    let meta = std::fs::metadata(data_dir).map_err(|e| Error::io(data_dir, e))?;
+fn select(
+    fs: &Fs,
+    data_dir: &Path,
+    sel: &Selection,
+    month_files: bool,
+) -> Result<Vec<PartitionFile>> {
+    let meta = fs.metadata(data_dir).map_err(|e| Error::io(data_dir, e))?;
     if !meta.is_dir() {
         return Err(Error::Invalid(format!(
             "{}: not a directory",
@@ -203,18 +239,30 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
         ps.retain(|p| seen.insert(p.clone()));
     }
     let root = Real {
-        path: std::fs::canonicalize(data_dir).map_err(|e| Error::io(data_dir, e))?,
+        path: fs
+            .canonicalize(data_dir)
+            .map_err(|e| Error::io(data_dir, e))?,
         direct: true,
     };
     let mut found = Found {
         files: Vec::new(),
         via_symlink: false,
     };
-    let entries = list_dir(data_dir)?;
+    let entries = list_dir(fs, data_dir)?;
     // Month files first, before any day folder is listed: a month whose file is
     // seen is read from it alone; one whose file is not (yet) seen is read from
     // daily files, which compaction removes only after its month file is visible.
     let mut compacted: HashSet<NaiveDate> = HashSet::new();
+    for e in entries.iter().filter(|e| e.blocked) {
+        // A link out where the selection would look: an error naming it.
+        let used = parse_month_dir(&e.name)
+            .is_some_and(|first| month_files && sel.day_ok_any(first, month_end(first)))
+            || parse_day_dir(&e.name).is_some_and(|day| sel.day_ok(day))
+            || parse_hive_year(&e.name).is_some();
+        if used {
+            e.usable(fs)?;
+        }
+    }
     if month_files {
         for e in entries.iter().filter(|e| e.is_dir) {
             let Some(first) = parse_month_dir(&e.name) else {
@@ -225,7 +273,7 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
             }
             let file_name = month_file_name(first);
             let path = e.path.join(&file_name);
-            if !path.is_file() {
+            if !fs.is_file(&path) {
                 continue;
             }
             compacted.insert(first);
@@ -238,7 +286,7 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
                     proxies: sel.proxies.clone(),
                 })
             });
-            let real = root.child(e);
+            let real = root.child(fs, e);
             let file_real = Real {
                 path: real.path.join(&file_name),
                 direct: real.direct,
@@ -262,17 +310,19 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
         }
         if let Some(day) = parse_day_dir(&e.name) {
             if sel.day_ok(day) && !compacted.contains(&month_of(day)) {
-                let real = root.child(&e);
+                let real = root.child(fs, &e);
                 if root.path.starts_with(&real.path) {
                     continue; // a day folder linked to the data dir or above it
                 }
                 match &sel.proxies {
-                    Some(proxies) => daily_lookup(day, &e.path, &real, proxies, &mut found)?,
-                    None => daily_list(day, &e.path, &real, "", &mut HashSet::new(), &mut found)?,
+                    Some(proxies) => daily_lookup(fs, day, &e.path, &real, proxies, &mut found)?,
+                    None => {
+                        daily_list(fs, day, &e.path, &real, "", &mut HashSet::new(), &mut found)?
+                    }
                 }
             }
         } else if let Some(year) = parse_hive_year(&e.name) {
-            hive_files(year, &e.path, &root.child(&e), &sel, &mut found)?;
+            hive_files(fs, year, &e.path, &root.child(fs, &e), &sel, &mut found)?;
         }
     }
     let mut files = found.files;
@@ -304,6 +354,7 @@ fn select(data_dir: &Path, sel: &Selection, month_files: bool) -> Result<Vec<Par
 /// raw one; a candidate is kept only if its proxy (as listing resolves it) is the
 /// requested name.
 fn daily_lookup(
+    fs: &Fs,
     day: NaiveDate,
     dir: &Path,
     real: &Real,
@@ -320,19 +371,23 @@ fn daily_lookup(
         }
         for name in candidates {
             let path = dir.join(&name);
-            let Ok(lmeta) = std::fs::symlink_metadata(&path) else {
-                continue;
+            let lmeta = match fs.symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if crate::fs::is_refusal(&e) => return Err(Error::io(&path, e)),
+                Err(_) => continue,
             };
             let symlink = lmeta.file_type().is_symlink();
             if symlink || name.contains('/') {
-                if !path.is_file() {
-                    continue;
+                match fs.metadata(&path) {
+                    Ok(m) if m.is_file() => {}
+                    Err(e) if crate::fs::is_refusal(&e) => return Err(Error::io(&path, e)),
+                    _ => continue,
                 }
             } else if !lmeta.is_file() {
                 continue;
             }
             let proxy = match parquet_stem(&name) {
-                Some(stem) if !stem.contains('/') => top_level_proxy(stem, &path),
+                Some(stem) if !stem.contains('/') => top_level_proxy(fs, stem, &path),
                 Some(stem) => stem.to_string(),
                 None => continue,
             };
@@ -340,7 +395,7 @@ fn daily_lookup(
                 continue;
             }
             let file_real = if symlink || name.contains('/') {
-                let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+                let canon = fs.canonicalize(&path).unwrap_or_else(|_| path.clone());
                 let direct = real.direct && canon == real.path.join(&name);
                 Real {
                     path: canon,
@@ -365,6 +420,7 @@ fn daily_lookup(
 /// subfolder (a Go-tool proxy with `/` in its name); `visited` guards against
 /// symlink loops.
 fn daily_list(
+    fs: &Fs,
     day: NaiveDate,
     dir: &Path,
     real: &Real,
@@ -375,13 +431,15 @@ fn daily_list(
     if !visited.insert(real.path.clone()) {
         return Ok(());
     }
-    for e in list_dir(dir)? {
+    for e in list_dir(fs, dir)? {
+        e.usable(fs)?;
         if e.is_dir {
-            let sub = real.child(&e);
+            let sub = real.child(fs, &e);
             if real.path.starts_with(&sub.path) {
                 continue; // a link to an enclosing folder (`..`, the data dir): never followed
             }
             daily_list(
+                fs,
                 day,
                 &e.path,
                 &sub,
@@ -401,11 +459,11 @@ fn daily_list(
             continue;
         }
         let proxy = if prefix.is_empty() {
-            top_level_proxy(stem, &e.path)
+            top_level_proxy(fs, stem, &e.path)
         } else {
             format!("{prefix}{stem}")
         };
-        let file_real = real.child(&e);
+        let file_real = real.child(fs, &e);
         found.push(
             PartitionFile::daily(day, proxy, e.path, Layout::Daily),
             file_real,
@@ -415,6 +473,7 @@ fn daily_list(
 }
 
 fn hive_files(
+    fs: &Fs,
     year: i32,
     ydir: &Path,
     yreal: &Real,
@@ -429,15 +488,17 @@ fn hive_files(
     if !year_ok(year) {
         return Ok(());
     }
-    for m in list_dir(ydir)? {
+    for m in list_dir(fs, ydir)? {
+        m.usable(fs)?;
         let Some(month) = parse_hive_month(&m.name) else {
             continue;
         };
         if !m.is_dir {
             continue;
         }
-        let mreal = yreal.child(&m);
-        for d in list_dir(&m.path)? {
+        let mreal = yreal.child(fs, &m);
+        for d in list_dir(fs, &m.path)? {
+            d.usable(fs)?;
             let Some(dd) = parse_hive_day(&d.name) else {
                 continue;
             };
@@ -447,20 +508,22 @@ fn hive_files(
             if !d.is_dir || !sel.day_ok(day) {
                 continue;
             }
-            let dreal = mreal.child(&d);
-            for a in list_dir(&d.path)? {
+            let dreal = mreal.child(fs, &d);
+            for a in list_dir(fs, &d.path)? {
+                a.usable(fs)?;
                 let Some(app) = parse_hive_app(&a.name) else {
                     continue;
                 };
                 if !a.is_dir || !sel.proxy_ok(&app) {
                     continue;
                 }
-                let areal = dreal.child(&a);
-                for f in list_dir(&a.path)? {
+                let areal = dreal.child(fs, &a);
+                for f in list_dir(fs, &a.path)? {
+                    f.usable(fs)?;
                     if f.is_dir || !is_hive_data_file(&f.name) {
                         continue;
                     }
-                    let freal = areal.child(&f);
+                    let freal = areal.child(fs, &f);
                     found.push(
                         PartitionFile::daily(day, app.clone(), f.path, Layout::Hive),
                         freal,

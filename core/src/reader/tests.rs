@@ -1,6 +1,7 @@
 //! The reader's unit tests: selection, decoding, streaming.
 
 use super::*;
+use crate::fs::Fs;
 use crate::layout::{encode_proxy, CREATED_BY_KEY};
 use arrow::array::ArrayRef;
 use std::path::Path;
@@ -29,14 +30,14 @@ fn selects_by_day_and_proxy() {
     touch(&root.join("year=2024/month=04/day=01/app=c/part-0.parquet"));
     std::fs::create_dir_all(root.join("junk")).unwrap();
 
-    let all = select_files(&root, &Selection::default()).unwrap();
+    let all = select_files(&Fs::unconfined(), &root, &Selection::default()).unwrap();
     assert_eq!(all.len(), 11);
     let sel = Selection {
         from: Some(d("2024-03-02")),
         to: Some(d("2024-03-02")),
         proxies: None,
     };
-    let got: Vec<_> = select_files(&root, &sel)
+    let got: Vec<_> = select_files(&Fs::unconfined(), &root, &sel)
         .unwrap()
         .into_iter()
         .map(|f| (f.proxy, f.layout))
@@ -55,17 +56,26 @@ fn selects_by_day_and_proxy() {
         to: None,
         proxies: Some(vec!["we\"ird".into(), "zzz".into()]),
     };
-    assert_eq!(select_files(&root, &sel).unwrap().len(), 3);
+    assert_eq!(
+        select_files(&Fs::unconfined(), &root, &sel).unwrap().len(),
+        3
+    );
     let sel = Selection {
         from: Some(d("2024-03-03")),
         to: Some(d("2024-03-01")),
         proxies: None,
     };
-    assert!(select_files(&root, &sel).unwrap().is_empty());
-    assert!(select_files(&root.join("missing"), &Selection::default())
-        .unwrap_err()
-        .to_string()
-        .contains("missing"));
+    assert!(select_files(&Fs::unconfined(), &root, &sel)
+        .unwrap()
+        .is_empty());
+    assert!(select_files(
+        &Fs::unconfined(),
+        &root.join("missing"),
+        &Selection::default()
+    )
+    .unwrap_err()
+    .to_string()
+    .contains("missing"));
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -120,7 +130,7 @@ fn partition(path: &Path, day: &str, proxy: &str, promduck: bool) {
 }
 
 fn names(root: &Path, sel: &Selection) -> Vec<(String, String)> {
-    select_files(root, sel)
+    select_files(&Fs::unconfined(), root, sel)
         .unwrap()
         .into_iter()
         .map(|f| {
@@ -221,7 +231,10 @@ fn each_file_is_selected_once() {
         partition(&root.join(day).join("a%2Fb.parquet"), day, "a/b", true);
     }
     let sel = proxies(&["api", "api", "a/b", "a/b"]);
-    assert_eq!(select_files(&root, &sel).unwrap().len(), 4);
+    assert_eq!(
+        select_files(&Fs::unconfined(), &root, &sel).unwrap().len(),
+        4
+    );
     // Day folders reachable twice: a symlinked day, a symlink to the data dir,
     // a subfolder linking back up, a symlinked file.
     std::os::unix::fs::symlink(root.join("2024-03-01"), root.join("2024-03-05")).unwrap();
@@ -230,7 +243,7 @@ fn each_file_is_selected_once() {
     std::os::unix::fs::symlink("..", root.join("2024-03-02").join("up")).unwrap();
     std::os::unix::fs::symlink("api.parquet", root.join("2024-03-02").join("same.parquet"))
         .unwrap();
-    let all: Vec<_> = select_files(&root, &Selection::default())
+    let all: Vec<_> = select_files(&Fs::unconfined(), &root, &Selection::default())
         .unwrap()
         .into_iter()
         .map(|f| (f.day.to_string(), f.proxy))
@@ -251,10 +264,10 @@ fn each_file_is_selected_once() {
         to: Some(d("2024-03-05")),
         proxies: Some(vec!["api".into(), "api".into()]),
     };
-    let got = select_files(&root, &sel).unwrap();
+    let got = select_files(&Fs::unconfined(), &root, &sel).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].path, root.join("2024-03-05/api.parquet"));
-    let e = read_partition(&got[0], &[Column::Value], None, 1024)
+    let e = read_partition(&Fs::unconfined(), &got[0], &[Column::Value], None, 1024)
         .unwrap_err()
         .to_string();
     assert!(
@@ -293,7 +306,9 @@ fn file_with(root: &Path, day: &str, cols: Vec<(&str, ArrayRef)>, promduck: bool
 }
 
 fn read_err(f: &PartitionFile, want: &[Column]) -> String {
-    read_partition(f, want, None, 1024).unwrap_err().to_string()
+    read_partition(&Fs::unconfined(), f, want, None, 1024)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -324,7 +339,7 @@ fn conversions_are_exact_or_errors_naming_file_column_and_value() {
         vec![("value", Arc::new(Utf8::from(vec![Some("1.25"), None])))],
         false,
     );
-    let b = &read_partition(&f, &[Column::Value], None, 1024).unwrap()[0];
+    let b = &read_partition(&Fs::unconfined(), &f, &[Column::Value], None, 1024).unwrap()[0];
     assert_eq!(
         b.value.as_ref().unwrap(),
         &Float64Array::from(vec![Some(1.25), None])
@@ -347,7 +362,7 @@ fn conversions_are_exact_or_errors_naming_file_column_and_value() {
         vec![("value", Arc::new(Int64Array::from(vec![1, 1 << 53])))],
         false,
     );
-    let b = &read_partition(&f, &[Column::Value], None, 1024).unwrap()[0];
+    let b = &read_partition(&Fs::unconfined(), &f, &[Column::Value], None, 1024).unwrap()[0];
     assert_eq!(
         b.value.as_ref().unwrap(),
         &Float64Array::from(vec![1.0, 9007199254740992.0])
@@ -393,7 +408,7 @@ fn conversions_are_exact_or_errors_naming_file_column_and_value() {
         vec![("date", Arc::new(Utf8::from(vec![Some("2024-03-01"), None])))],
         false,
     );
-    let b = &read_partition(&f, all, None, 1024).unwrap()[0];
+    let b = &read_partition(&Fs::unconfined(), &f, all, None, 1024).unwrap()[0];
     let day = crate::schema::date32(d("2024-03-01"));
     assert_eq!(
         b.date.as_ref().unwrap(),
@@ -411,7 +426,7 @@ fn conversions_are_exact_or_errors_naming_file_column_and_value() {
         true,
     );
     assert_eq!(
-        read_partition(&good, &[Column::Value], None, 1024).unwrap()[0].len,
+        read_partition(&Fs::unconfined(), &good, &[Column::Value], None, 1024).unwrap()[0].len,
         2
     );
     let bad = file_with(
@@ -461,7 +476,8 @@ fn timestamps_never_overflow_silently() {
             vec![("timestamp", ts(unit, vec![raw, 0]))],
             false,
         );
-        let b = &read_partition(&f, &[Column::Timestamp], None, 1024).unwrap()[0];
+        let b =
+            &read_partition(&Fs::unconfined(), &f, &[Column::Timestamp], None, 1024).unwrap()[0];
         assert_eq!(b.timestamp_us.as_ref().unwrap().value(0), us, "{unit:?}");
     }
     for (col, needle) in [
@@ -563,7 +579,7 @@ fn partitions_are_read_a_batch_at_a_time() {
         metrics: None,
         batch_rows: 1_024,
     });
-    let mut r = PartitionReader::open(&file, &spec).unwrap();
+    let mut r = PartitionReader::open(&Fs::unconfined(), &file, &spec).unwrap();
     let mut seen = 0;
     for _ in 0..4 {
         assert!(!r.is_exhausted());
@@ -577,7 +593,7 @@ fn partitions_are_read_a_batch_at_a_time() {
         e.contains("p.parquet") && e.contains("`date`") && e.contains("row 4500 holds 2024-02-29"),
         "{e}"
     );
-    assert!(read_partition(&file, &[Column::Value], None, 1_024).is_err());
+    assert!(read_partition(&Fs::unconfined(), &file, &[Column::Value], None, 1_024).is_err());
 
     // A metric filter skips batches it empties; the reader knows when it is done.
     let spec = Arc::new(ReadSpec {
@@ -585,7 +601,7 @@ fn partitions_are_read_a_batch_at_a_time() {
         metrics: Some(vec!["z".into()]),
         batch_rows: 4_096,
     });
-    let mut r = PartitionReader::open(&file, &spec).unwrap();
+    let mut r = PartitionReader::open(&Fs::unconfined(), &file, &spec).unwrap();
     let b = r.next_batch().unwrap().unwrap();
     assert_eq!(
         b.value.as_ref().unwrap(),
@@ -601,7 +617,7 @@ fn partitions_are_read_a_batch_at_a_time() {
         metrics: None,
         batch_rows: 2_048,
     });
-    let mut r = PartitionReader::open(&small, &spec).unwrap();
+    let mut r = PartitionReader::open(&Fs::unconfined(), &small, &spec).unwrap();
     assert!(!r.is_exhausted());
     assert_eq!(r.next_batch().unwrap().unwrap().len, 2);
     assert!(r.is_exhausted());
@@ -686,7 +702,7 @@ fn small_and_large_files_read_the_same() {
         let f = file_with(&root, day, rows(n), false);
         let size = std::fs::metadata(&f.path).unwrap().len();
         assert_eq!(size > READ_WHOLE, n == 300_000, "{size} bytes");
-        let mut r = PartitionReader::open(&f, &spec).unwrap();
+        let mut r = PartitionReader::open(&Fs::unconfined(), &f, &spec).unwrap();
         let mut got = Vec::new();
         while let Some(b) = r.next_batch().unwrap() {
             got.extend(b.value.as_ref().unwrap().values().iter().copied());
@@ -699,7 +715,10 @@ fn small_and_large_files_read_the_same() {
         // The footer of a damaged file: an error naming the file.
         let bytes = std::fs::read(&f.path).unwrap();
         std::fs::write(&f.path, &bytes[..bytes.len() - 3]).unwrap();
-        let e = PartitionReader::open(&f, &spec).err().unwrap().to_string();
+        let e = PartitionReader::open(&Fs::unconfined(), &f, &spec)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains(day) && e.contains("p.parquet"), "{e}");
     }
     let _ = std::fs::remove_dir_all(&root);

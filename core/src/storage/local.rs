@@ -8,6 +8,7 @@
 use super::Storage;
 use crate::config::StorageConfig;
 use crate::error::Result;
+use crate::fs::Fs;
 use crate::layout::{day_dir_name, partition_path};
 use crate::reader::{PartitionFile, PartitionReader, ReadSpec, Selection};
 use crate::writer;
@@ -19,11 +20,27 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// Every file and folder operation goes through it (see `fs.rs`).
+    fs: Fs,
 }
 
 impl LocalStorage {
+    /// An archive read and written with plain `std::fs` (symlinks followed anywhere).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStorage { root: root.into() }
+        LocalStorage::with_fs(root, Fs::unconfined())
+    }
+
+    /// An archive whose every file operation goes through `fs` (confined or not).
+    pub fn with_fs(root: impl Into<PathBuf>, fs: Fs) -> Self {
+        LocalStorage {
+            root: root.into(),
+            fs,
+        }
+    }
+
+    /// The file-system handle its operations go through.
+    pub fn fs(&self) -> &Fs {
+        &self.fs
     }
 }
 
@@ -36,16 +53,20 @@ impl Storage for LocalStorage {
         Some(&self.root)
     }
 
+    fn local_fs(&self) -> Option<&Fs> {
+        Some(&self.fs)
+    }
+
     fn select(&self, sel: &Selection) -> Result<Vec<PartitionFile>> {
-        crate::reader::select_files(&self.root, sel)
+        crate::reader::select_files(&self.fs, &self.root, sel)
     }
 
     fn open(&self, file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
-        PartitionReader::open(file, spec)
+        PartitionReader::open(&self.fs, file, spec)
     }
 
     fn month_fallback(&self, file: &PartitionFile) -> Option<PartitionFile> {
-        crate::reader::month_fallback(file)
+        crate::reader::month_fallback(&self.fs, file)
     }
 
     fn partition_location(&self, day: NaiveDate, proxy: &str) -> PathBuf {
@@ -59,11 +80,16 @@ impl Storage for LocalStorage {
         batch: &RecordBatch,
         cfg: &StorageConfig,
     ) -> Result<()> {
-        writer::write_partition_unsynced_rename(&partition_path(&self.root, day, proxy), batch, cfg)
+        writer::write_partition_unsynced_rename(
+            &self.fs,
+            &partition_path(&self.root, day, proxy),
+            batch,
+            cfg,
+        )
     }
 
     fn sync_day(&self, day: NaiveDate) -> Result<()> {
-        writer::sync_dir(&self.root.join(day_dir_name(day)))
+        writer::sync_dir(&self.fs, &self.root.join(day_dir_name(day)))
     }
 
     fn read_metric_rows(
@@ -73,9 +99,11 @@ impl Storage for LocalStorage {
         metrics: Option<&[String]>,
     ) -> Result<Option<RecordBatch>> {
         // A compacted day's archived partition is in its month file.
-        match writer::read_metric_rows(&partition_path(&self.root, day, proxy), metrics)? {
+        match writer::read_metric_rows(&self.fs, &partition_path(&self.root, day, proxy), metrics)?
+        {
             Some(rows) => Ok(Some(rows)),
             None => writer::read_month_partition_rows(
+                &self.fs,
                 &crate::layout::month_path(&self.root, day),
                 day,
                 proxy,
@@ -86,7 +114,7 @@ impl Storage for LocalStorage {
 
     fn delete_partition(&self, day: NaiveDate, proxy: &str) -> Result<()> {
         let path = partition_path(&self.root, day, proxy);
-        match std::fs::remove_file(&path) {
+        match self.fs.remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(crate::Error::io(path, e)),
@@ -94,19 +122,19 @@ impl Storage for LocalStorage {
     }
 
     fn remove_stale(&self, day: NaiveDate) -> usize {
-        writer::remove_stale_temp_files(&self.root.join(day_dir_name(day)))
+        writer::remove_stale_temp_files(&self.fs, &self.root.join(day_dir_name(day)))
     }
 
     fn check_writable(&self) -> Result<()> {
-        writer::check_writable(&self.root)
+        writer::check_writable(&self.fs, &self.root)
     }
 
     fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>> {
-        crate::compact::months_with_daily_files(&self.root, before)
+        crate::compact::months_with_daily_files(&self.fs, &self.root, before)
     }
 
     fn is_compacted(&self, day: NaiveDate) -> Result<bool> {
-        Ok(crate::compact::is_compacted(&self.root, day))
+        Ok(crate::compact::is_compacted(&self.fs, &self.root, day))
     }
 
     fn compact(
@@ -116,6 +144,6 @@ impl Storage for LocalStorage {
         opts: &crate::compact::CompactOptions,
         cancelled: &dyn Fn() -> bool,
     ) -> Vec<crate::compact::MonthOutcome> {
-        crate::compact::compact_months(&self.root, months, cfg, opts, cancelled)
+        crate::compact::compact_months(&self.fs, &self.root, months, cfg, opts, cancelled)
     }
 }

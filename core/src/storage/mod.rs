@@ -41,6 +41,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The file-system handle of an archive on the local disk (every file
+    /// operation on it goes through it: see `fs.rs`); `None` for a bucket.
+    fn local_fs(&self) -> Option<&crate::fs::Fs> {
+        None
+    }
+
     /// The partitions inside `sel`, sorted by day then proxy, compacted months as
     /// their month file (see `reader.rs`).
     fn select(&self, sel: &Selection) -> Result<Vec<PartitionFile>>;
@@ -186,8 +192,17 @@ impl Location {
 
 /// Opens the archive `location` names (`storage.s3` settings for an `s3://` one).
 pub fn open(location: &str, s3: &crate::config::S3Config) -> Result<Arc<dyn Storage>> {
+    open_with(location, s3, &crate::fs::Fs::unconfined())
+}
+
+/// [`open`], a folder's every file operation going through `fs` (see `fs.rs`).
+pub fn open_with(
+    location: &str,
+    s3: &crate::config::S3Config,
+    fs: &crate::fs::Fs,
+) -> Result<Arc<dyn Storage>> {
     match Location::parse(location).map_err(Error::Invalid)? {
-        Location::Local(path) => Ok(Arc::new(local::LocalStorage::new(path))),
+        Location::Local(path) => Ok(Arc::new(local::LocalStorage::with_fs(path, fs.clone()))),
         Location::S3 { bucket, prefix } => {
             Ok(Arc::new(object::ObjectStorage::s3(&bucket, &prefix, s3)?))
         }
@@ -196,7 +211,12 @@ pub fn open(location: &str, s3: &crate::config::S3Config) -> Result<Arc<dyn Stor
 
 /// Opens the archive a configuration writes to.
 pub fn for_config(cfg: &StorageConfig) -> Result<Arc<dyn Storage>> {
-    open(&cfg.output_dir.to_string_lossy(), &cfg.s3)
+    for_config_with(cfg, &crate::fs::Fs::unconfined())
+}
+
+/// [`for_config`], a folder's every file operation going through `fs`.
+pub fn for_config_with(cfg: &StorageConfig, fs: &crate::fs::Fs) -> Result<Arc<dyn Storage>> {
+    open_with(&cfg.output_dir.to_string_lossy(), &cfg.s3, fs)
 }
 
 #[cfg(test)]

@@ -893,7 +893,12 @@ impl Storage for ObjectStorage {
 
     fn open(&self, file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
         let Some(obj) = &file.object else {
-            return PartitionReader::open(file, spec);
+            // Only this storage's own listings make the files it opens: never a local path.
+            return Err(Error::Invalid(format!(
+                "{}: not an object of {}",
+                file.path.display(),
+                self.url()
+            )));
         };
         let key =
             ObjectPath::parse(&obj.key).unwrap_or_else(|_| ObjectPath::from(obj.key.as_str()));
