@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -328,3 +329,24 @@ def test_prom_collect_writes_to_the_bucket_from_sql(prometheus, history, moto_s3
     assert int(lines[-1]) == len(history.proxies) * 2 * len(history.environments)
     assert moto_s3.list_keys(s3_bucket) == seed_keys(history, days=[day])
     assert normalise(bucket_rows(moto_s3, s3_bucket)) == expected_rows(history, days=[day])
+
+
+def test_a_backfill_into_a_missing_bucket_stops_with_one_short_error(prometheus, history, moto_s3, tmp_path):
+    """Issue 25 item 8: a missing bucket made a 30-day backfill print 120 errors of ~800 bytes
+    (the server's XML body) and never stop. The archive is unusable: the run stops at the first
+    failure (as for an unreachable Prometheus), and says so in short lines."""
+    cfg = write_s3_config(tmp_path / "config.yaml", prometheus.url, history.proxies, moto_s3, "no-such-bucket-y")
+    first = history.days_list[0]
+    last = first + timedelta(days=29)
+    r = run_collector("--config", cfg, "--from", first, "--to", last, cwd=tmp_path, env=child_env())
+    assert r.returncode != 0, r.stderr
+    lines = [l for l in r.stderr.splitlines() if "no-such-bucket-y" in l]
+    assert lines, r.stderr
+    assert len(lines) <= 5, f"{len(lines)} lines name the bucket:\n" + r.stderr[-3000:]
+    assert all(len(l) < 600 for l in lines), r.stderr[-3000:]
+    assert "<?xml" not in r.stderr and "<Error>" not in r.stderr
+    assert 'bucket "no-such-bucket-y" does not exist' in r.stderr
+    # It stopped: far fewer partitions attempted than 30 days × proxies.
+    assert "cancelled=" in r.stderr
+    cancelled = int(r.stderr.rsplit("cancelled=", 1)[1].split()[0])
+    assert cancelled > 0, r.stderr[-2000:]

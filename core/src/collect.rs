@@ -106,18 +106,19 @@ pub struct MetricFailure {
 /// Whether an error means no further request can succeed (see [`MetricFailure::fatal`]).
 pub fn is_fatal(e: &Error) -> bool {
     use crate::prometheus::PromError;
-    matches!(
-        e,
-        Error::Prometheus(
-            PromError::Transport { .. }
-                | PromError::Setup(_)
-                | PromError::Redirect(_)
-                | PromError::Http {
-                    status: 401 | 403,
-                    ..
-                }
+    matches!(e, Error::ArchiveUnusable { .. })
+        || matches!(
+            e,
+            Error::Prometheus(
+                PromError::Transport { .. }
+                    | PromError::Setup(_)
+                    | PromError::Redirect(_)
+                    | PromError::Http {
+                        status: 401 | 403,
+                        ..
+                    }
+            )
         )
-    )
 }
 
 /// What happened to one (day, proxy) partition.
@@ -255,7 +256,7 @@ fn record_write(outcome: &mut PartitionOutcome, r: Result<()>) {
         Err(e) => outcome.failures.push(MetricFailure {
             metric: "(write)".into(),
             error: e.to_string(),
-            fatal: false,
+            fatal: is_fatal(&e),
         }),
     }
 }
@@ -829,7 +830,7 @@ impl Collector {
             Err(e) => {
                 outcome.failures.push(MetricFailure {
                     metric: "(existing file)".into(),
-                    fatal: false,
+                    fatal: is_fatal(&e),
                     error: format!(
                         "{e}; it is needed to keep the archived rows the new answer lacks; \
                          the file was left untouched (replace to overwrite it)"

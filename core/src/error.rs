@@ -32,6 +32,12 @@ pub enum Error {
     #[error("{path}: {message}")]
     Parquet { path: PathBuf, message: String },
 
+    /// The archive cannot be used at all: its bucket does not exist, or the server
+    /// refuses the credentials. No later write can succeed, so a run stops at the first
+    /// (as for an unreachable Prometheus).
+    #[error("{path}: {message}")]
+    ArchiveUnusable { path: PathBuf, message: String },
+
     /// Anything a caller asked for that makes no sense (bad date range, ...).
     #[error("{0}")]
     Invalid(String),

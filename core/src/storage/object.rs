@@ -355,11 +355,27 @@ impl ObjectStorage {
             }
             _ => String::new(),
         };
-        let mut text = scrub(&e.to_string(), &self.secrets);
-        if text.contains("NoSuchBucket") {
-            text = format!("bucket {:?} does not exist ({text})", self.bucket);
-        } else if text.contains("SignatureDoesNotMatch") || text.contains("InvalidAccessKeyId") {
-            text = format!("the server refused the credentials ({text})");
+        let text = scrub(&e.to_string(), &self.secrets);
+        // The causes that make the whole archive unusable, said in one short line (the
+        // server's XML body, repeated for every partition of a backfill, says no more).
+        let unusable = if text.contains("NoSuchBucket") {
+            Some(format!(
+                "bucket {:?} does not exist (NoSuchBucket)",
+                self.bucket
+            ))
+        } else if let Some(code) = ["SignatureDoesNotMatch", "InvalidAccessKeyId"]
+            .into_iter()
+            .find(|c| text.contains(c))
+        {
+            Some(format!("the server refused the credentials ({code})"))
+        } else {
+            None
+        };
+        if let Some(why) = unusable {
+            return Error::ArchiveUnusable {
+                path: PathBuf::from(format!("s3://{}", self.bucket)),
+                message: format!("cannot {what}: {why}"),
+            };
         }
         let message = if hint.is_empty() {
             format!("cannot {what}: {text}")
