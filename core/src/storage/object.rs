@@ -363,13 +363,11 @@ impl ObjectStorage {
                 "bucket {:?} does not exist (NoSuchBucket)",
                 self.bucket
             ))
-        } else if let Some(code) = ["SignatureDoesNotMatch", "InvalidAccessKeyId"]
-            .into_iter()
-            .find(|c| text.contains(c))
-        {
-            Some(format!("the server refused the credentials ({code})"))
         } else {
-            None
+            ["SignatureDoesNotMatch", "InvalidAccessKeyId"]
+                .into_iter()
+                .find(|c| text.contains(c))
+                .map(|code| format!("the server refused the credentials ({code})"))
         };
         if let Some(why) = unusable {
             return Error::ArchiveUnusable {
