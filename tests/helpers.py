@@ -93,3 +93,20 @@ def expected_rows(history, days=None, proxies=None, metrics=("error_count", "req
 def normalise(rows):
     """read_rows() output with labels as plain dicts, comparable with expected_rows()."""
     return [(r[0], r[1], r[2], r[3], r[4], dict(r[5])) for r in rows]
+
+
+def serve_http(handler_class):
+    """A threading HTTP server on 127.0.0.1 (a free port) running ``handler_class`` in the
+    background; returns the server (``server.url`` its address; ``shutdown()`` and
+    ``server_close()`` stop it). Its backlog takes the collector's concurrent connections:
+    the standard library's 5 drops SYNs, which costs a second of TCP retransmission each."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server_class = type("LoopbackServer", (ThreadingHTTPServer,), {"request_queue_size": 128,
+                                                                   "daemon_threads": True})
+    server = server_class(("127.0.0.1", 0), handler_class)
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+

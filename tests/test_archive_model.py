@@ -25,17 +25,16 @@ import json
 import os
 import random
 import re
-import threading
 import urllib.parse
 import zlib
 from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from helpers import EXTENSION, run_collector
+from helpers import EXTENSION, run_collector, serve_http
 
 DAYS = [date(2024, 3, 1), date(2024, 3, 2)]
 PROXIES = ["p1", "p2"]
@@ -155,12 +154,8 @@ class FakePrometheus:
             def log_message(self, *_):
                 pass
 
-        # A backlog for the collector's concurrent connections (the default 5 drops
-        # SYNs, which costs a second of TCP retransmission each).
-        server = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128, "daemon_threads": True})
-        self.server = server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_http(Handler)
+        self.url = self.server.url
 
     def close(self):
         self.server.shutdown()

@@ -14,11 +14,12 @@ import json
 import os
 import subprocess
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
+from helpers import serve_http
 from test_hosts import GCC4_HOSTS, HOSTS, PLATFORM, host_python, stamped_for
 
 SECRET = "Zq9-host-safety-s3cr3t"
@@ -82,12 +83,8 @@ class FakePrometheus:
             def log_message(self, *_):
                 pass
 
-        # A backlog for the collector's concurrent connections (the default 5 drops
-        # SYNs, which costs a second of TCP retransmission each).
-        server = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128, "daemon_threads": True})
-        self.server = server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_http(Handler)
+        self.url = self.server.url
 
     def close(self):
         self.server.shutdown()

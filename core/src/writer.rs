@@ -360,12 +360,19 @@ pub fn read_metric_rows(
     path: &Path,
     metrics: Option<&[String]>,
 ) -> Result<Option<RecordBatch>> {
-    let file = match fs.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
+    let Some(file) = open_existing(fs, path)? else {
+        return Ok(None);
     };
     read_metric_rows_from(file, path, metrics)
+}
+
+/// The file at `path`, or `None` when there is none.
+fn open_existing(fs: &Fs, path: &Path) -> Result<Option<std::fs::File>> {
+    match fs.open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 /// [`read_metric_rows`] of a partition's bytes (a file, or an object fetched
@@ -389,10 +396,8 @@ pub fn read_month_partition_rows(
     proxy: &str,
     metrics: Option<&[String]>,
 ) -> Result<Option<RecordBatch>> {
-    let file = match fs.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
+    let Some(file) = open_existing(fs, path)? else {
+        return Ok(None);
     };
     read_rows_from(file, path, metrics, Some((day, proxy)))
 }
