@@ -402,3 +402,19 @@ def test_daemon_catches_up_missed_days_then_stops_on_sigterm(prometheus, tmp_pat
     # Yesterday and the seven days before it were collected; the complete day was not touched.
     assert partition_files(tmp_path / "data") == want
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / str(done_day)).iterdir()} == before
+
+
+def test_metrics_options_are_never_silently_ignored(prometheus, history, tmp_path):
+    """Issue 25 item 9: an unwritable --metrics-file made a one-shot run exit 0, and
+    --metrics-listen was silently ignored outside the daemon."""
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
+    day = history.days_list[0]
+    r = run_collector("--config", cfg, "--date", day, "--metrics-file", "/proc/promduck.prom", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "cannot write the metrics file" in r.stderr and "/proc/promduck.prom" in r.stderr
+    # The partitions themselves were written.
+    assert (tmp_path / "data" / str(day) / "api-proxy-1.parquet").exists()
+    for mode in (["--once"], ["--date", str(day)], ["--check"]):
+        r = run_collector("--config", cfg, *mode, "--metrics-listen", "127.0.0.1:0", cwd=tmp_path)
+        assert r.returncode == 2, (mode, r.stderr)
+        assert "--metrics-listen" in r.stderr and "cannot be used with" in r.stderr, r.stderr

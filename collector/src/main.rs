@@ -98,7 +98,8 @@ struct Cli {
     metrics_file: Option<PathBuf>,
 
     /// Daemon only: serve the same metrics over HTTP at ADDR (e.g. 127.0.0.1:9464), on any path.
-    #[arg(long, value_name = "ADDR")]
+    /// A one-shot run has nothing to serve: use --metrics-file there.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["once", "date", "from", "check", "compact"])]
     metrics_listen: Option<std::net::SocketAddr>,
 
     /// Compact every closed month (in the configured timezone) that still has daily
@@ -294,7 +295,7 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
             .collect();
         let started = Instant::now();
         let summary = collect(&collector, &all, &cancel, cli.progress).await;
-        metrics.record(&summary, started.elapsed(), collector.client().stats());
+        let metrics_written = metrics.record(&summary, started.elapsed(), collector.client().stats());
         // Days of compacted months were written as daily files again: compact those
         // months now, so that the new values take effect (see compact.rs).
         let recompact = recompact_months(&collector, &days);
@@ -313,9 +314,11 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         } else if summary.cancelled > 0 {
             ExitCode::from(130)
-        } else if summary.failed == 0 {
+        } else if summary.failed == 0 && metrics_written {
             ExitCode::SUCCESS
         } else {
+            // A partition failed, or the --metrics-file asked for could not be written
+            // (cron would otherwise never learn that monitoring went blind).
             ExitCode::from(1)
         });
     }
@@ -774,12 +777,13 @@ impl SelfMetrics {
         self.text.clone()
     }
 
+    /// Records a run; `false` when the metrics file could not be written.
     fn record(
         &mut self,
         s: &RunSummary,
         took: std::time::Duration,
         (requests, retries): (u64, u64),
-    ) {
+    ) -> bool {
         let now = Utc::now().timestamp_millis() as f64 / 1000.0;
         if s.failed == 0 && s.cancelled == 0 && s.aborted.is_none() {
             self.last_success = Some(now);
@@ -862,8 +866,10 @@ impl SelfMetrics {
         if let Some(path) = &self.file {
             if let Err(e) = write_atomically(path, &t) {
                 tracing::error!(path = %path.display(), error = %e, "cannot write the metrics file");
+                return false;
             }
         }
+        true
     }
 }
 
