@@ -295,7 +295,8 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
             .collect();
         let started = Instant::now();
         let summary = collect(&collector, &all, &cancel, cli.progress).await;
-        let metrics_written = metrics.record(&summary, started.elapsed(), collector.client().stats());
+        let metrics_written =
+            metrics.record(&summary, started.elapsed(), collector.client().stats());
         // Days of compacted months were written as daily files again: compact those
         // months now, so that the new values take effect (see compact.rs).
         let recompact = recompact_months(&collector, &days);
