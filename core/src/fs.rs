@@ -580,15 +580,12 @@ fn walk(
     flags: rustix::fs::OFlags,
     mode: rustix::fs::Mode,
 ) -> io::Result<OwnedFd> {
-    use rustix::fs::{FileType, Mode, OFlags};
+    use rustix::fs::{Mode, OFlags};
     let parts: Vec<Component> = rel
         .components()
         .filter(|c| !matches!(c, Component::CurDir))
         .collect();
     let mut stack: Vec<OwnedFd> = vec![rootfd];
-    let is_link = |fd: &OwnedFd| -> io::Result<bool> {
-        Ok(FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode) == FileType::Symlink)
-    };
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let Some((last, middle)) = parts.split_last() else {
         let cur = stack.pop().ok_or_else(|| refused(LEADS_OUT))?;
@@ -606,19 +603,8 @@ fn walk(
                 let cur = stack.last().ok_or_else(|| refused(LEADS_OUT))?;
                 let fd = match rustix::fs::openat(cur, *name, dir_flags, Mode::empty()) {
                     Ok(fd) => fd,
-                    Err(rustix::io::Errno::NOTDIR) => {
-                        // A symlink (to anything) or a file.
-                        let l = rustix::fs::openat(
-                            cur,
-                            *name,
-                            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                            Mode::empty(),
-                        )?;
-                        if is_link(&l)? {
-                            return Err(refused(LEADS_OUT));
-                        }
-                        return Err(io::Error::from_raw_os_error(libc_enotdir()));
-                    }
+                    // A symlink (to anything) or a file.
+                    Err(rustix::io::Errno::NOTDIR) => return Err(not_a_folder(cur, name)),
                     Err(e) => return Err(e.into()),
                 };
                 stack.push(fd);
@@ -638,18 +624,7 @@ fn walk(
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::LOOP) => return Err(refused(LEADS_OUT)),
                 // `O_DIRECTORY` on a symlink: refused if it is one.
-                Err(rustix::io::Errno::NOTDIR) => {
-                    let l = rustix::fs::openat(
-                        cur,
-                        *name,
-                        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )?;
-                    if is_link(&l)? {
-                        return Err(refused(LEADS_OUT));
-                    }
-                    return Err(io::Error::from_raw_os_error(libc_enotdir()));
-                }
+                Err(rustix::io::Errno::NOTDIR) => return Err(not_a_folder(cur, name)),
                 Err(e) => return Err(e.into()),
             };
             if flags.contains(OFlags::PATH) && !flags.contains(OFlags::NOFOLLOW) && is_link(&fd)? {
@@ -661,8 +636,24 @@ fn walk(
     }
 }
 
-fn libc_enotdir() -> i32 {
-    rustix::io::Errno::NOTDIR.raw_os_error()
+fn is_link(fd: &OwnedFd) -> io::Result<bool> {
+    use rustix::fs::FileType;
+    Ok(FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode) == FileType::Symlink)
+}
+
+/// Why `name` in the folder `dir` could not be opened as a folder: it is a symlink
+/// (refused: the walk follows none) or not a folder (ENOTDIR).
+fn not_a_folder(dir: &OwnedFd, name: &std::ffi::OsStr) -> io::Error {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(io::Error::from) {
+        Ok(l) => match is_link(&l) {
+            Ok(true) => refused(LEADS_OUT),
+            Ok(false) => io::Error::from(rustix::io::Errno::NOTDIR),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    }
 }
 
 /// `n` random alphanumeric characters (temporary names).
