@@ -509,67 +509,25 @@ fn daemon_partitions(
     out
 }
 
-/// For each day of `last - catch_up ..= last`, the proxies without a partition file
-/// (days with none missing left out), oldest first. A day of a compacted month is
-/// complete: its month file holds it.
+/// For each day of `last - catch_up ..= last`, the proxies without a partition
+/// (days with none missing left out), oldest first (see `Storage::holes`). An archive
+/// that cannot be listed: every day is collected whole, with a warning.
 fn gaps(collector: &Collector, last: NaiveDate, catch_up: u32) -> Vec<(NaiveDate, Vec<String>)> {
-    let cfg = collector.config();
-    let storage = collector.storage();
-    let mut out = Vec::new();
-    let mut day = last;
-    for i in 0..=catch_up {
-        if i > 0 {
-            match day.pred_opt() {
-                Some(d) => day = d,
-                None => break,
-            }
-        }
-        let missing: Vec<String> = match storage.local_root() {
-            Some(root) => {
-                if promduck_core::compact::is_compacted(
-                    &promduck_core::fs::Fs::unconfined(),
-                    root,
-                    day,
-                ) {
-                    continue;
-                }
-                cfg.api_proxies
-                    .iter()
-                    .filter(|p| !promduck_core::layout::partition_path(root, day, p).is_file())
-                    .cloned()
-                    .collect()
-            }
-            None => {
-                // One listing of the day (a compacted month lists as its month file).
-                let sel = promduck_core::reader::Selection {
-                    from: Some(day),
-                    to: Some(day),
-                    proxies: None,
-                };
-                match storage.select(&sel) {
-                    Ok(files) if files.iter().any(|f| f.proxy.is_empty()) => continue,
-                    Ok(files) => {
-                        let have: std::collections::HashSet<&str> =
-                            files.iter().map(|f| f.proxy.as_str()).collect();
-                        cfg.api_proxies
-                            .iter()
-                            .filter(|p| !have.contains(p.as_str()))
-                            .cloned()
-                            .collect()
-                    }
-                    Err(e) => {
-                        tracing::warn!(day = %day, error = %e, "cannot list the day; collecting it whole");
-                        cfg.api_proxies.clone()
-                    }
-                }
-            }
-        };
-        if !missing.is_empty() {
-            out.push((day, missing));
+    let proxies = &collector.config().api_proxies;
+    let first = last
+        .checked_sub_days(chrono::Days::new(catch_up.into()))
+        .unwrap_or(NaiveDate::MIN);
+    match collector.storage().holes(proxies, first, last) {
+        Ok(holes) => holes,
+        Err(e) => {
+            tracing::warn!(from = %first, to = %last, error = %e, "cannot list the archive; collecting the days whole");
+            first
+                .iter_days()
+                .take_while(|d| *d <= last)
+                .map(|d| (d, proxies.clone()))
+                .collect()
         }
     }
-    out.reverse();
-    out
 }
 
 /// Runs a collection with progress and a summary.

@@ -50,9 +50,12 @@ use crate::config::{Config, StorageConfig};
 use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::layout::{
-    month_dir_name, month_end, month_of, month_path, parse_day_dir, CREATED_BY_KEY, PARQUET_EXT,
+    month_dir_name, month_end, month_of, month_path, parse_day_dir, parse_hive_month,
+    parse_hive_year, CREATED_BY_KEY, PARQUET_EXT,
 };
-use crate::reader::{daily_files_of_month, PartitionFile};
+use crate::reader::{
+    daily_files_of_month, partition_rows, partition_spec, Layout, PartitionFile, PartitionReader,
+};
 use crate::schema::{date32, partition_schema, COL_DATE, COL_METRIC, COL_PROXY, COL_TIMESTAMP};
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{cast_with_options, concat_batches, take_record_batch, CastOptions};
@@ -61,7 +64,6 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -234,7 +236,67 @@ pub fn months_with_daily_files(
             months.insert(month_of(day));
         }
     }
+    months.extend(
+        hive_months(fs, output_dir)
+            .into_iter()
+            .filter(|m| *m < before),
+    );
     Ok(months.into_iter().collect())
+}
+
+/// The Go tool's Hive month folders (`year=YYYY/month=MM`) of `output_dir`, each with
+/// its month: those holding a data file are months compaction takes in.
+fn hive_month_dirs(fs: &Fs, output_dir: &Path) -> Vec<(NaiveDate, PathBuf)> {
+    let mut out = Vec::new();
+    for y in fs.read_dir(output_dir).unwrap_or_default() {
+        let Some(year) = parse_hive_year(&y.file_name().to_string_lossy()) else {
+            continue;
+        };
+        for m in fs.read_dir(&y.path).unwrap_or_default() {
+            let first = parse_hive_month(&m.file_name().to_string_lossy())
+                .and_then(|mm| NaiveDate::from_ymd_opt(year, mm, 1));
+            if let Some(first) = first {
+                out.push((first, m.path.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The months with a file in the Go tool's Hive layout.
+fn hive_months(fs: &Fs, output_dir: &Path) -> Vec<NaiveDate> {
+    let has_file = |dir: &Path| {
+        fs.read_dir(dir).unwrap_or_default().iter().any(|d| {
+            fs.read_dir(&d.path).unwrap_or_default().iter().any(|a| {
+                fs.read_dir(&a.path)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|f| crate::layout::is_hive_data_file(&f.file_name().to_string_lossy()))
+            })
+        })
+    };
+    hive_month_dirs(fs, output_dir)
+        .into_iter()
+        .filter(|(_, dir)| has_file(dir))
+        .map(|(first, _)| first)
+        .collect()
+}
+
+/// Removes the empty folders (`day=`, `app=`, the month's own) the Hive files a
+/// month file took in leave behind; anything else in them stays.
+fn remove_empty_hive_dirs(fs: &Fs, output_dir: &Path, first: NaiveDate) {
+    for (m, dir) in hive_month_dirs(fs, output_dir) {
+        if m != first {
+            continue;
+        }
+        for d in fs.read_dir(&dir).unwrap_or_default() {
+            for a in fs.read_dir(&d.path).unwrap_or_default() {
+                let _ = fs.remove_dir(&a.path);
+            }
+            let _ = fs.remove_dir(&d.path);
+        }
+        let _ = fs.remove_dir(&dir);
+    }
 }
 
 /// Compacts the given months (each must have closed: see [`check_closed`]): every
@@ -339,7 +401,9 @@ impl Identity {
 /// One (proxy, day) of the month being written.
 #[derive(Debug, Default)]
 pub(crate) struct Key {
-    daily: Option<usize>,
+    /// The daily partition's files: one, or the Go tool's Hive files of the
+    /// (proxy, day) (its `app=` folder may hold several).
+    daily: Vec<usize>,
     /// Rows in the daily file and in the previous month file (for row-group planning).
     daily_rows: usize,
     month_rows: usize,
@@ -421,9 +485,7 @@ fn write_month(
     let mut keys = plan_keys(&dailies, previous_keys)?;
     for days in keys.values_mut() {
         for k in days.values_mut() {
-            if let Some(i) = k.daily {
-                k.daily_rows = rows[i];
-            }
+            k.daily_rows = k.daily.iter().map(|&i| rows[i]).sum();
         }
     }
 
@@ -436,7 +498,10 @@ fn write_month(
         .transpose()?;
     let order: Vec<(usize, usize)> = keys
         .values()
-        .flat_map(|days| days.values().filter_map(|k| k.daily.map(|i| (i, rows[i]))))
+        .flat_map(|days| {
+            days.values()
+                .flat_map(|k| k.daily.iter().map(|&i| (i, rows[i])))
+        })
         .collect();
     let mut source = LocalDailies {
         rows,
@@ -491,7 +556,13 @@ pub(crate) fn plan_keys(
             .or_default()
             .entry(date32(f.day))
             .or_default();
-        if let Some(j) = k.daily {
+        // One resolved source per (proxy, day) (see `reader::select`): several files
+        // only as the Hive files of one `app=` folder.
+        if let Some(&j) = k
+            .daily
+            .iter()
+            .find(|&&j| dailies[j].layout != Layout::Hive || f.layout != Layout::Hive)
+        {
             return Err(Error::Invalid(format!(
                 "two files hold proxy {:?} on {}: {} and {}; remove one before compacting",
                 f.proxy,
@@ -500,7 +571,7 @@ pub(crate) fn plan_keys(
                 f.path.display()
             )));
         }
-        k.daily = Some(i);
+        k.daily.push(i);
     }
     for (proxy, day, rows) in previous.unwrap_or_default() {
         keys.entry(proxy)
@@ -563,9 +634,11 @@ pub(crate) fn write_partitions<W: Write + Send, S: DailySource>(
     let mut in_group = 0usize;
     for (proxy, days) in keys.iter_mut() {
         for k in days.values_mut() {
-            if let Some(i) = k.daily {
-                k.daily_rows = source.rows(i)?;
+            let mut n = 0;
+            for &i in &k.daily {
+                n += source.rows(i)?;
             }
+            k.daily_rows = n;
         }
         let proxy_rows: usize = days.values().map(|k| k.daily_rows + k.month_rows).sum();
         // A proxy goes whole into the current group if it fits; else it starts a
@@ -586,14 +659,17 @@ pub(crate) fn write_partitions<W: Write + Send, S: DailySource>(
                 (Some(c), n) if n > 0 => Some(c.take(proxy, day)?),
                 _ => None,
             };
-            let new = match k.daily {
-                Some(i) => {
-                    let (batch, id) = source.take(i)?;
-                    taken.push((i, id));
-                    out.daily_files += 1;
-                    Some(batch)
-                }
-                None => None,
+            let mut parts = Vec::with_capacity(k.daily.len());
+            for &i in &k.daily {
+                let (batch, id) = source.take(i)?;
+                taken.push((i, id));
+                out.daily_files += 1;
+                parts.push(batch);
+            }
+            let new = match parts.len() {
+                0 => None,
+                1 => parts.pop(),
+                _ => Some(concat_batches(&partition_schema(), &parts).map_err(|e| bad(&e))?),
             };
             let batch = merge(old, new, opts.replace_partitions, at)?;
             if batch.num_rows() == 0 {
@@ -865,55 +941,19 @@ fn read_daily(fs: &Fs, f: &PartitionFile) -> Result<(RecordBatch, Identity)> {
     let path = f.path.as_path();
     let file = fs.open(path).map_err(|e| Error::io(path, e))?;
     let id = Identity::of(&file.metadata().map_err(|e| Error::io(path, e))?);
-    Ok((decode_daily(file, f.day, &f.proxy, path)?, id))
+    let reader = PartitionReader::open_file(f, &partition_spec(None), file)?;
+    Ok((partition_rows(reader)?, id))
 }
 
-/// The rows of a daily partition (a file, an object's bytes) in the partition
-/// schema, checked to be the (day, proxy) its place says.
-pub(crate) fn decode_daily<R: ChunkReader + 'static>(
-    input: R,
-    day: NaiveDate,
-    proxy: &str,
-    path: &Path,
-) -> Result<RecordBatch> {
-    let bad = |e: &dyn std::fmt::Display| {
-        Error::parquet(path, format!("cannot read the daily file: {e}"))
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(input)
-        .map_err(|e| bad(&e))?
-        .with_batch_size(8192)
-        .build()
-        .map_err(|e| bad(&e))?;
-    let mut batches = Vec::new();
-    for b in reader {
-        batches.push(to_partition_schema(&b.map_err(|e| bad(&e))?, path)?);
-    }
-    let batch = concat_batches(&partition_schema(), &batches).map_err(|e| bad(&e))?;
-    let want_day = date32(day);
-    let dates = batch
-        .column_by_name(COL_DATE)
-        .expect("schema")
-        .as_primitive::<arrow::datatypes::Date32Type>();
-    if let Some(i) = (0..dates.len()).find(|&i| dates.value(i) != want_day) {
-        return Err(Error::parquet(
-            path,
-            format!("column `date`: row {i} holds another day than its folder's {day}"),
-        ));
-    }
-    let proxies = batch
-        .column_by_name(COL_PROXY)
-        .expect("schema")
-        .as_string::<i32>();
-    if let Some(i) = (0..proxies.len()).find(|&i| proxies.value(i) != proxy) {
-        return Err(Error::parquet(
-            path,
-            format!(
-                "column `api_proxy`: row {i} holds {:?}, but the file is proxy {proxy:?}'s",
-                proxies.value(i),
-            ),
-        ));
-    }
-    Ok(batch)
+/// The rows of a daily partition held in memory (an object's bytes) in the partition
+/// schema, read as `prom_metrics` reads it: every layout it reads, the day and the
+/// proxy its place says checked by the reader.
+pub(crate) fn decode_daily(bytes: bytes::Bytes, f: &PartitionFile) -> Result<RecordBatch> {
+    partition_rows(PartitionReader::open_bytes(
+        f,
+        &partition_spec(None),
+        bytes,
+    )?)
 }
 
 /// The (proxy, day, rows) runs of a month file, in file order.
@@ -1180,6 +1220,7 @@ fn remove_absorbed(
         }
     }
     remove_empty_day_dirs(fs, output_dir, first);
+    remove_empty_hive_dirs(fs, output_dir, first);
     tracing::debug!(month = %month_dir_name(first), removed, seconds = started.elapsed().as_secs_f64(), "daily files removed");
     Ok(removed)
 }

@@ -712,6 +712,12 @@ impl Storage for FailingSync {
     ) -> promduck_core::Result<Vec<promduck_core::reader::PartitionFile>> {
         self.inner.select(sel)
     }
+    fn select_pending(
+        &self,
+        sel: &Selection,
+    ) -> promduck_core::Result<Vec<promduck_core::reader::PartitionFile>> {
+        self.inner.select_pending(sel)
+    }
     fn open(
         &self,
         file: &PartitionFile,

@@ -40,29 +40,15 @@ pub struct MetricsBind {
 const SOURCE_INDEX: u64 = Column::ALL.len() as u64;
 
 /// Opens a selected file; a daily file that compaction removed after the listing
-/// is read from the month file that took its rows in.
+/// is read from the month file that took its rows in (`Storage::open_listed`).
 fn open_file(
     storage: &dyn Storage,
     file: &PartitionFile,
     spec: &Arc<ReadSpec>,
 ) -> Result<PartitionReader, BoxError> {
-    match storage.open(file, spec) {
-        Ok(r) => Ok(r),
-        Err(promduck_core::Error::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound && file.layout == Layout::Daily =>
-        {
-            match storage.month_fallback(file) {
-                Some(month) => storage
-                    .open(&month, spec)
-                    .map_err(|e| err(core_error("prom_metrics", "read", &e))),
-                None => Err(err(format!(
-                    "prom_metrics: {}: {source}",
-                    file.path.display()
-                ))),
-            }
-        }
-        Err(e) => Err(err(core_error("prom_metrics", "read", &e))),
-    }
+    storage
+        .open_listed(file, spec)
+        .map_err(|e| err(core_error("prom_metrics", "read", &e)))
 }
 
 pub struct MetricsInit {

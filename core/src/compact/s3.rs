@@ -223,7 +223,7 @@ fn write_month(
     tracing::debug!(month = %name, daily_files = dailies.len(), seconds = started.elapsed().as_secs_f64(), "listed");
     let order: Vec<usize> = keys
         .values()
-        .flat_map(|days| days.values().filter_map(|k| k.daily))
+        .flat_map(|days| days.values().flat_map(|k| k.daily.iter().copied()))
         .collect();
     let fetch = st.fetch_in_order(order.iter().map(|&i| object_key(&dailies[i])).collect());
     let mut source = ObjectDailies {
@@ -380,7 +380,7 @@ impl DailySource for ObjectDailies<'_> {
         self.ensure(i)?;
         let (bytes, e_tag) = self.got.remove(&i).expect("ensured");
         let f = &self.dailies[i];
-        Ok((super::decode_daily(bytes, f.day, &f.proxy, &f.path)?, e_tag))
+        Ok((super::decode_daily(bytes, f)?, e_tag))
     }
 }
 

@@ -72,6 +72,65 @@ pub(super) fn date_stats_prove_days(
     })
 }
 
+/// Whether the footer's statistics show that every row's `api_proxy` is `proxy`
+/// (only for promduck's own files: exact minimum and maximum, both the proxy).
+pub(super) fn proxy_stats_prove(
+    meta: &ParquetMetaData,
+    schema: &parquet::schema::types::SchemaDescriptor,
+    proxy: &str,
+) -> bool {
+    let Some(leaf) = leaf_of(schema, Column::Proxy.name()) else {
+        return false;
+    };
+    meta.row_groups()
+        .iter()
+        .all(|rg| match rg.column(leaf).statistics() {
+            _ if rg.num_rows() == 0 => true,
+            Some(Statistics::ByteArray(s)) => {
+                s.null_count_opt() == Some(0)
+                    && s.min_is_exact()
+                    && s.max_is_exact()
+                    && s.min_opt().is_some_and(|m| m.data() == proxy.as_bytes())
+                    && s.max_opt().is_some_and(|m| m.data() == proxy.as_bytes())
+            }
+            _ => false,
+        })
+}
+
+/// Errors unless every row's `api_proxy` is the proxy the file's place names (a
+/// daily file's name, a Hive path's `app=`): a file read as one proxy's partition
+/// must hold that proxy's rows only, or `proxy := ...` and `WHERE api_proxy = ...`
+/// would disagree.
+pub(super) fn check_proxies_are(
+    col: &ArrayRef,
+    file: &PartitionFile,
+    first_row: usize,
+) -> Result<()> {
+    let path = file.path.as_path();
+    let proxies = to_utf8(col, path, Column::Proxy.name())?;
+    let want = file.proxy.as_str();
+    if let Some(i) = (0..proxies.len()).find(|&i| proxies.is_null(i) || proxies.value(i) != want) {
+        let got = if proxies.is_null(i) {
+            "NULL".to_string()
+        } else {
+            format!("{:?}", proxies.value(i))
+        };
+        let place = match file.layout {
+            Layout::Hive => "its app= folder",
+            _ => "its file name",
+        };
+        return Err(col_err(
+            path,
+            Column::Proxy.name(),
+            format!(
+                "row {} holds {got}, but {place} says {want:?}; a partition holds one proxy's rows",
+                first_row + i
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The rows of a month file a reader keeps: days `from..=to` (Date32) of the
 /// selected proxies.
 #[derive(Debug)]

@@ -11,9 +11,13 @@
 
 mod decode;
 mod pages;
+mod rows;
 mod select;
 
-pub use select::{daily_files_of_month, month_fallback, select_files, written_by_promduck};
+pub use rows::{partition_rows, partition_spec};
+pub use select::{
+    daily_files_of_month, month_fallback, select_daily_files, select_files, written_by_promduck,
+};
 
 use crate::error::{Error, Result};
 use crate::layout::{month_end, CREATED_BY_KEY};
@@ -24,7 +28,8 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use decode::{
-    check_dates_are, col_err, date_stats_prove_days, normalise, parquet_err, to_utf8, RowFilter,
+    check_dates_are, check_proxies_are, col_err, date_stats_prove_days, normalise, parquet_err,
+    proxy_stats_prove, to_utf8, RowFilter,
 };
 use futures::StreamExt;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader};
@@ -197,6 +202,8 @@ pub struct PartitionReader {
     spec: Arc<ReadSpec>,
     batches: Batches,
     check_dates: bool,
+    /// Whether each row's `api_proxy` must be checked against the file's proxy.
+    check_proxy: bool,
     /// A month file read for some days or proxies only: the rows to keep.
     rows: Option<RowFilter>,
     int_unit: TimeUnit,
@@ -221,6 +228,7 @@ enum Batches {
 /// What opening a file decided, whatever it is read from.
 struct Opened {
     check_dates: bool,
+    check_proxy: bool,
     rows: Option<RowFilter>,
     int_unit: TimeUnit,
     total_rows: usize,
@@ -238,9 +246,20 @@ impl PartitionReader {
         file: &PartitionFile,
         spec: &Arc<ReadSpec>,
     ) -> Result<PartitionReader> {
+        let path = file.path.as_path();
+        let f = fs.open(path).map_err(|e| Error::io(path, e))?;
+        Self::open_file(file, spec, f)
+    }
+
+    /// [`PartitionReader::open`] of a file already open (whose identity the caller
+    /// took from the same descriptor).
+    pub fn open_file(
+        file: &PartitionFile,
+        spec: &Arc<ReadSpec>,
+        mut f: std::fs::File,
+    ) -> Result<PartitionReader> {
         use std::io::Read;
         let path = file.path.as_path();
-        let mut f = fs.open(path).map_err(|e| Error::io(path, e))?;
         let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
         if len > READ_WHOLE {
             return Self::open_whole(file, spec, f);
@@ -307,6 +326,7 @@ impl PartitionReader {
     pub fn empty(file: &PartitionFile, spec: &Arc<ReadSpec>) -> PartitionReader {
         let opened = Opened {
             check_dates: false,
+            check_proxy: false,
             rows: None,
             int_unit: TimeUnit::Millisecond,
             total_rows: 0,
@@ -320,6 +340,7 @@ impl PartitionReader {
             spec: spec.clone(),
             batches,
             check_dates: o.check_dates,
+            check_proxy: o.check_proxy,
             rows: o.rows,
             int_unit: o.int_unit,
             first_row: 0,
@@ -335,6 +356,12 @@ impl PartitionReader {
             }
             Batches::None => None,
         }
+    }
+
+    /// Whether the partition was looked up by name and does not exist
+    /// ([`PartitionReader::empty`]).
+    pub fn is_absent(&self) -> bool {
+        matches!(self.batches, Batches::None)
     }
 
     /// The file being read.
@@ -363,6 +390,11 @@ impl PartitionReader {
             if self.check_dates {
                 if let Some(col) = batch.column_by_name(Column::Date.name()) {
                     check_dates_are(col, &self.file, self.first_row)?;
+                }
+            }
+            if self.check_proxy {
+                if let Some(col) = batch.column_by_name(Column::Proxy.name()) {
+                    check_proxies_are(col, &self.file, self.first_row)?;
                 }
             }
             self.first_row += rows;
@@ -484,6 +516,14 @@ fn prepare(
     if check_dates {
         needed.push(Column::Date.name());
     }
+    // A daily or Hive file is one proxy's partition: its rows' `api_proxy` (where it
+    // has the column) must be that proxy. promduck's files say so in their statistics.
+    let check_proxy = file.layout != Layout::Month
+        && top_level.contains(&Column::Proxy.name())
+        && !(ours && proxy_stats_prove(metadata, parquet_schema, &file.proxy));
+    if check_proxy {
+        needed.push(Column::Proxy.name());
+    }
     let groups = metadata.row_groups();
     let total_rows = match &row_groups {
         Some(sel) => sel
@@ -507,6 +547,7 @@ fn prepare(
         },
         Opened {
             check_dates,
+            check_proxy,
             rows,
             int_unit,
             total_rows,

@@ -170,8 +170,20 @@ pub fn select_files(fs: &Fs, data_dir: &Path, sel: &Selection) -> Result<Vec<Par
     select(fs, data_dir, sel, true)
 }
 
-/// The daily files (`YYYY-MM-DD/<proxy>.parquet`) of the month starting on
-/// `first`, whether or not the month has a month file: what compaction takes in.
+/// The daily partitions inside `sel` (daily files, else the Go tool's Hive files),
+/// whether or not their month is compacted: in a compacted month, those a
+/// collection wrote since (see `Storage::select_pending`).
+pub fn select_daily_files(fs: &Fs, data_dir: &Path, sel: &Selection) -> Result<Vec<PartitionFile>> {
+    Ok(select(fs, data_dir, sel, false)?
+        .into_iter()
+        .filter(|f| f.layout != Layout::Month)
+        .collect())
+}
+
+/// The daily partitions of the month starting on `first`, whether or not the month
+/// has a month file: what compaction takes in. Each (day, proxy) resolved as a
+/// reader resolves it: its daily file (`YYYY-MM-DD/<proxy>.parquet`), else the Go
+/// tool's Hive files (`year=/month=/day=/app=<proxy>/*.parquet`).
 pub fn daily_files_of_month(
     fs: &Fs,
     data_dir: &Path,
@@ -182,10 +194,7 @@ pub fn daily_files_of_month(
         to: Some(month_end(first)),
         proxies: None,
     };
-    Ok(select(fs, data_dir, &sel, false)?
-        .into_iter()
-        .filter(|f| f.layout == Layout::Daily)
-        .collect())
+    select_daily_files(fs, data_dir, &sel)
 }
 
 /// The month file of `day`'s month, if there is one: what a reader uses instead of a
@@ -322,7 +331,18 @@ fn select(
                 }
             }
         } else if let Some(year) = parse_hive_year(&e.name) {
-            hive_files(fs, year, &e.path, &root.child(fs, &e), &sel, &mut found)?;
+            let hive_sel = HiveSelection {
+                sel: &sel,
+                compacted: &compacted,
+            };
+            hive_files(
+                fs,
+                year,
+                &e.path,
+                &root.child(fs, &e),
+                &hive_sel,
+                &mut found,
+            )?;
         }
     }
     let mut files = found.files;
@@ -345,6 +365,17 @@ fn select(
             .collect();
     }
     let mut out: Vec<PartitionFile> = files.into_iter().map(|(f, _)| f).collect();
+    // One source per (day, proxy): a daily file shadows the Go tool's Hive files of
+    // the same partition (a collector pointed at the Go tool's folder writes the
+    // daily file after taking in the Hive rows), as a month file shadows both.
+    let daily: HashSet<(NaiveDate, String)> = out
+        .iter()
+        .filter(|f| f.layout == Layout::Daily)
+        .map(|f| (f.day, f.proxy.clone()))
+        .collect();
+    if !daily.is_empty() {
+        out.retain(|f| f.layout != Layout::Hive || !daily.contains(&(f.day, f.proxy.clone())));
+    }
     out.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
     Ok(out)
 }
@@ -472,14 +503,21 @@ fn daily_list(
     Ok(())
 }
 
+/// What [`hive_files`] lists: the selection's days outside compacted months.
+struct HiveSelection<'a> {
+    sel: &'a Selection,
+    compacted: &'a HashSet<NaiveDate>,
+}
+
 fn hive_files(
     fs: &Fs,
     year: i32,
     ydir: &Path,
     yreal: &Real,
-    sel: &Selection,
+    hive: &HiveSelection<'_>,
     found: &mut Found,
 ) -> Result<()> {
+    let sel = hive.sel;
     // Prune whole years and months before listing below them.
     let year_ok = |y: i32| {
         sel.from.is_none_or(|f| y >= chrono::Datelike::year(&f))
@@ -505,7 +543,7 @@ fn hive_files(
             let Some(day) = NaiveDate::from_ymd_opt(year, month, dd) else {
                 continue;
             };
-            if !d.is_dir || !sel.day_ok(day) {
+            if !d.is_dir || !sel.day_ok(day) || hive.compacted.contains(&month_of(day)) {
                 continue;
             }
             let dreal = mreal.child(fs, &d);

@@ -57,8 +57,20 @@ impl Storage for LocalStorage {
         Some(&self.fs)
     }
 
+    fn exists(&self) -> Result<bool> {
+        match self.fs.metadata(&self.root) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(crate::Error::io(&self.root, e)),
+        }
+    }
+
     fn select(&self, sel: &Selection) -> Result<Vec<PartitionFile>> {
         crate::reader::select_files(&self.fs, &self.root, sel)
+    }
+
+    fn select_pending(&self, sel: &Selection) -> Result<Vec<PartitionFile>> {
+        crate::reader::select_daily_files(&self.fs, &self.root, sel)
     }
 
     fn open(&self, file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
@@ -90,26 +102,6 @@ impl Storage for LocalStorage {
 
     fn sync_day(&self, day: NaiveDate) -> Result<()> {
         writer::sync_dir(&self.fs, &self.root.join(day_dir_name(day)))
-    }
-
-    fn read_metric_rows(
-        &self,
-        day: NaiveDate,
-        proxy: &str,
-        metrics: Option<&[String]>,
-    ) -> Result<Option<RecordBatch>> {
-        // A compacted day's archived partition is in its month file.
-        match writer::read_metric_rows(&self.fs, &partition_path(&self.root, day, proxy), metrics)?
-        {
-            Some(rows) => Ok(Some(rows)),
-            None => writer::read_month_partition_rows(
-                &self.fs,
-                &crate::layout::month_path(&self.root, day),
-                day,
-                proxy,
-                metrics,
-            ),
-        }
     }
 
     fn delete_partition(&self, day: NaiveDate, proxy: &str) -> Result<()> {

@@ -47,9 +47,21 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether the archive itself exists (a folder not created yet does not; a
+    /// bucket prefix always does).
+    fn exists(&self) -> Result<bool> {
+        Ok(true)
+    }
+
     /// The partitions inside `sel`, sorted by day then proxy, compacted months as
     /// their month file (see `reader.rs`).
     fn select(&self, sel: &Selection) -> Result<Vec<PartitionFile>>;
+
+    /// The daily partitions inside `sel` (a bounded range of days) whether or not
+    /// their month is compacted. In a compacted month these are partitions a
+    /// collection wrote since the month file (each merged from the month file's rows
+    /// when it was written, so newer than them), which the next compaction takes in.
+    fn select_pending(&self, sel: &Selection) -> Result<Vec<PartitionFile>>;
 
     /// Opens one selected partition for reading (its footer is checked; no row is
     /// decoded yet).
@@ -90,16 +102,114 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Makes the day's writes durable (disk: the folder's fsync; S3: a PUT is).
     fn sync_day(&self, day: NaiveDate) -> Result<()>;
 
-    /// The rows of the existing partition of (`day`, `proxy`) whose metric is one of
-    /// `metrics` (all rows for `None`); `None` when there is no partition. On disk a
-    /// compacted day's rows come from its month file; in a bucket only from a daily
-    /// object (a month object is not fetched whole for one partition).
+    /// The rows of the archived partition of (`day`, `proxy`) whose metric is one of
+    /// `metrics` (all rows for `None`), in the partition schema; `None` when the
+    /// archive holds no file for it. The file is the one every reader resolves the
+    /// partition to ([`Storage::select`]: a month file, else a daily file, else the
+    /// Go tool's Hive files), read through the same [`PartitionReader`] as a query,
+    /// so re-collection keeps exactly the rows `prom_metrics` shows, whatever layout
+    /// holds them.
     fn read_metric_rows(
         &self,
         day: NaiveDate,
         proxy: &str,
         metrics: Option<&[String]>,
-    ) -> Result<Option<RecordBatch>>;
+    ) -> Result<Option<RecordBatch>> {
+        let sel = Selection {
+            from: Some(day),
+            to: Some(day),
+            proxies: Some(vec![proxy.to_string()]),
+        };
+        let missing_archive = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        let spec = crate::reader::partition_spec(metrics);
+        let mut parts = Vec::new();
+        // A daily partition written since its month was compacted is the newest
+        // state of the partition; else the one every reader resolves it to.
+        for pending in [true, false] {
+            let listed = if pending {
+                self.select_pending(&sel)
+            } else {
+                self.select(&sel)
+            };
+            let files = match listed {
+                // An archive not created yet holds nothing.
+                Err(e) if missing_archive(&e) && !self.exists()? => return Ok(None),
+                r => r?,
+            };
+            for f in &files {
+                let reader = self.open_listed(f, &spec)?;
+                if !reader.is_absent() {
+                    parts.push(crate::reader::partition_rows(reader)?);
+                }
+            }
+            if !parts.is_empty() {
+                break;
+            }
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        arrow::compute::concat_batches(&crate::schema::partition_schema(), &parts)
+            .map(Some)
+            .map_err(|e| Error::parquet(self.partition_location(day, proxy), e))
+    }
+
+    /// [`Storage::open`] of a file a listing found; a daily file that compaction
+    /// removed since is read from the month file that took its rows in (the one
+    /// way every reader handles a listing that went stale).
+    fn open_listed(&self, file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
+        match self.open(file, spec) {
+            Err(Error::Io { source, path })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && file.layout == crate::reader::Layout::Daily =>
+            {
+                match self.month_fallback(file) {
+                    Some(month) => self.open(&month, spec),
+                    None => Err(Error::Io { source, path }),
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// For each day of `from..=to`, the `proxies` the archive holds no partition of,
+    /// oldest first (days with none missing left out): what a catch-up collects and
+    /// `--check` lists. One listing of the window, resolved as every reader resolves
+    /// it (see [`Storage::select`]): a day of a compacted month is held by its month
+    /// file, a (day, proxy) in the Go tool's Hive layout is held.
+    fn holes(
+        &self,
+        proxies: &[String],
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, Vec<String>)>> {
+        let files = self.select(&Selection {
+            from: Some(from),
+            to: Some(to),
+            proxies: None,
+        })?;
+        let compacted: std::collections::HashSet<NaiveDate> = files
+            .iter()
+            .filter(|f| f.layout == crate::reader::Layout::Month)
+            .map(|f| f.day)
+            .collect();
+        let held: std::collections::HashSet<(NaiveDate, &str)> =
+            files.iter().map(|f| (f.day, f.proxy.as_str())).collect();
+        Ok(from
+            .iter_days()
+            .take_while(|d| *d <= to)
+            .filter(|d| !compacted.contains(&crate::layout::month_of(*d)))
+            .map(|d| {
+                let missing: Vec<String> = proxies
+                    .iter()
+                    .filter(|p| !held.contains(&(d, p.as_str())))
+                    .cloned()
+                    .collect();
+                (d, missing)
+            })
+            .filter(|(_, m)| !m.is_empty())
+            .collect())
+    }
 
     /// Deletes the partition of (`day`, `proxy`); a missing one is not an error.
     fn delete_partition(&self, day: NaiveDate, proxy: &str) -> Result<()>;

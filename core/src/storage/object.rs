@@ -456,6 +456,33 @@ impl ObjectStorage {
             .collect()
     }
 
+    /// The daily partitions of `days` inside `sel`: few known names are looked up
+    /// by name (no listing; a missing one reads as absent), else each day is listed.
+    fn daily_files(&self, days: &[NaiveDate], sel: &Selection) -> Result<Vec<PartitionFile>> {
+        match &sel.proxies {
+            Some(proxies) if days.len() * proxies.len() <= DIRECT_LOOKUPS_MAX => {
+                let mut out = Vec::with_capacity(days.len() * proxies.len());
+                for d in days {
+                    for p in proxies {
+                        let mut f = self.partition_file(
+                            *d,
+                            p,
+                            &Self::daily_rel(*d, p),
+                            None,
+                            Layout::Daily,
+                        );
+                        if let Some(o) = &mut f.object {
+                            o.size = None;
+                        }
+                        out.push(f);
+                    }
+                }
+                Ok(out)
+            }
+            _ => self.list_daily(days, |p| sel.proxy_ok(p)),
+        }
+    }
+
     /// The daily partitions in the folders of `days` whose proxy `proxy_ok` keeps: one
     /// listing per day, [`LIST_CONCURRENCY`] at a time. Objects whose name is not an
     /// encoded proxy name (`.parquet`) are not partitions and are left out.
@@ -526,18 +553,6 @@ impl ObjectStorage {
                 key: key.to_string(),
                 size,
             }),
-        }
-    }
-
-    /// Fetches a whole object; `None` if there is none.
-    fn get_whole(&self, key: &ObjectPath) -> Result<Option<Bytes>> {
-        let store = self.store.clone();
-        let k = key.clone();
-        let r = run(async move { get_bytes(&store, &k).await });
-        match r {
-            Ok(b) => Ok(Some(b)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err("read", key, e)),
         }
     }
 }
@@ -880,29 +895,19 @@ impl Storage for ObjectStorage {
             .into_iter()
             .filter(|d| !compacted.contains(&month_of(*d)))
             .collect();
-        match &sel.proxies {
-            Some(proxies) if days.len() * proxies.len() <= DIRECT_LOOKUPS_MAX => {
-                // Known names: no listing; a missing partition is a 404 when read.
-                for d in &days {
-                    for p in proxies {
-                        let mut f = self.partition_file(
-                            *d,
-                            p,
-                            &Self::daily_rel(*d, p),
-                            None,
-                            Layout::Daily,
-                        );
-                        if let Some(o) = &mut f.object {
-                            o.size = None;
-                        }
-                        out.push(f);
-                    }
-                }
-            }
-            _ => out.extend(self.list_daily(&days, |p| sel.proxy_ok(p))?),
-        }
+        out.extend(self.daily_files(&days, &sel)?);
         out.sort_by(|a, b| (a.day, &a.proxy, &a.path).cmp(&(b.day, &b.proxy, &b.path)));
         Ok(out)
+    }
+
+    fn select_pending(&self, sel: &Selection) -> Result<Vec<PartitionFile>> {
+        let (Some(from), Some(to)) = (sel.from, sel.to) else {
+            return Err(Error::Invalid(
+                "daily partitions are looked up for a bounded range of days".into(),
+            ));
+        };
+        let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+        self.daily_files(&days, sel)
     }
 
     fn open(&self, file: &PartitionFile, spec: &Arc<ReadSpec>) -> Result<PartitionReader> {
@@ -1078,21 +1083,6 @@ impl Storage for ObjectStorage {
 
     fn sync_day(&self, _day: NaiveDate) -> Result<()> {
         Ok(())
-    }
-
-    fn read_metric_rows(
-        &self,
-        day: NaiveDate,
-        proxy: &str,
-        metrics: Option<&[String]>,
-    ) -> Result<Option<RecordBatch>> {
-        let key = self.key(&Self::daily_rel(day, proxy));
-        match self.get_whole(&key)? {
-            None => Ok(None),
-            Some(bytes) => {
-                crate::writer::read_metric_rows_from(bytes, &self.display(&key), metrics)
-            }
-        }
     }
 
     fn delete_partition(&self, day: NaiveDate, proxy: &str) -> Result<()> {
