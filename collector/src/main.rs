@@ -460,6 +460,13 @@ async fn compact(
             MonthStatus::Written => {
                 tracing::warn!(month, path = %o.path.display(), daily_files = o.daily_files, "month file written; stopped before its daily files were removed (the next compaction removes them)")
             }
+            MonthStatus::Empty => {
+                tracing::info!(
+                    month,
+                    status = o.status.as_str(),
+                    "nothing to compact: the archive holds no partition of this month"
+                )
+            }
             MonthStatus::Cancelled => tracing::warn!(month, "not compacted: stopped by a signal"),
             MonthStatus::Failed => tracing::error!(
                 month,
@@ -628,7 +635,7 @@ impl Reporter {
                             }
                         }
                         None => {
-                            tracing::error!(day = %o.day, proxy = %o.proxy, metric = %f.metric, error = %f.error, "failed; existing file untouched");
+                            tracing::error!(day = %o.day, proxy = %o.proxy, metric = %f.metric, error = %f.error, "failed; nothing written for this partition");
                             self.repeated.insert(
                                 key.clone(),
                                 (f.metric.clone(), f.error.clone(), 0, Vec::new()),
@@ -663,14 +670,14 @@ impl Reporter {
                 url,
                 failed = self.fatal,
                 not_attempted = self.cancelled,
-                "stopped: Prometheus cannot be used ({reason}); {} partition(s) failed with it and {} not attempted, existing files untouched",
+                "stopped: Prometheus cannot be used ({reason}); {} partition(s) failed with it and {} not attempted; nothing written for them",
                 self.fatal,
                 self.cancelled
             );
         } else if self.cancelled > 0 {
             tracing::warn!(
                 cancelled = self.cancelled,
-                "stopped by a signal: {} partition(s) not started; existing files untouched",
+                "stopped by a signal: {} partition(s) not started; nothing written for them",
                 self.cancelled
             );
         }

@@ -59,7 +59,7 @@ use crate::reader::{
 use crate::schema::{date32, partition_schema, COL_DATE, COL_METRIC, COL_PROXY, COL_TIMESTAMP};
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{cast_with_options, concat_batches, take_record_batch, CastOptions};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -113,8 +113,10 @@ pub enum MonthStatus {
     /// Written, but the daily files were left (the run was stopped while waiting to
     /// remove them): the next compaction removes them.
     Written,
-    /// No daily files: the month file already holds everything (or the month has no data).
+    /// No daily files: the month file already holds everything.
     Unchanged,
+    /// Neither daily files nor a month file: the archive holds nothing of the month.
+    Empty,
     Failed,
     Cancelled,
 }
@@ -125,6 +127,7 @@ impl MonthStatus {
             MonthStatus::Compacted => "compacted",
             MonthStatus::Written => "written",
             MonthStatus::Unchanged => "unchanged",
+            MonthStatus::Empty => "empty",
             MonthStatus::Failed => "failed",
             MonthStatus::Cancelled => "cancelled",
         }
@@ -181,11 +184,13 @@ pub fn current_month(now: DateTime<Utc>, tz: chrono_tz::Tz) -> NaiveDate {
 
 /// Parses `YYYY-MM` (four-digit year) into the month's first day.
 pub fn parse_month(s: &str) -> Result<NaiveDate> {
-    crate::layout::parse_month_dir(s.trim()).ok_or_else(|| {
-        Error::Invalid(format!(
-            "invalid month {s:?}: expected YYYY-MM with a four-digit year, e.g. 2024-03"
-        ))
-    })
+    crate::layout::parse_month_dir(s.trim())
+        .filter(|m| m.year() >= 1)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "invalid month {s:?}: expected YYYY-MM with a four-digit year, e.g. 2024-03"
+            ))
+        })
 }
 
 /// Errors unless the month starting on `first` has closed in `tz` (its daily files
@@ -419,9 +424,7 @@ fn write_month(
     opts: &CompactOptions,
     out: &mut MonthOutcome,
 ) -> Result<Vec<Absorbed>> {
-    let name = month_dir_name(first);
-    let month_dir = output_dir.join(&name);
-    let target = month_path(output_dir, first);
+    let month_dir = output_dir.join(month_dir_name(first));
     match fs.metadata(output_dir) {
         Ok(m) if m.is_dir() => {}
         Err(e) if crate::fs::is_refusal(&e) => return Err(Error::io(output_dir, e)),
@@ -439,6 +442,28 @@ fn write_month(
     };
     fs.create_dir_all(&month_dir)
         .map_err(|e| Error::io(&month_dir, e))?;
+    let written = write_month_in(fs, output_dir, first, storage, opts, out, created);
+    if written.is_err() && created {
+        // A failed first compaction leaves no empty month folder behind (removing
+        // it succeeds only if nothing is in it).
+        let _ = fs.remove_dir(&month_dir);
+    }
+    written
+}
+
+/// [`write_month`] once the month folder exists (`created`: by this call).
+fn write_month_in(
+    fs: &Fs,
+    output_dir: &Path,
+    first: NaiveDate,
+    storage: &StorageConfig,
+    opts: &CompactOptions,
+    out: &mut MonthOutcome,
+    created: bool,
+) -> Result<Vec<Absorbed>> {
+    let name = month_dir_name(first);
+    let month_dir = output_dir.join(&name);
+    let target = month_path(output_dir, first);
     // One compaction of a month at a time (a lock on the month folder itself, so
     // nothing is left behind): another one (a second collector, a sharded daemon,
     // prom_compact) is waited for, then what it left is taken in. Where the
@@ -467,6 +492,8 @@ fn write_month(
         }
         if fs.is_file(&target) {
             describe(fs, &target, out);
+        } else {
+            out.status = MonthStatus::Empty;
         }
         return Ok(vec![]);
     }

@@ -210,8 +210,9 @@ fn write_month(
     };
     let previous = st.head(&key)?;
     if dailies.is_empty() {
-        if let Some(meta) = &previous {
-            describe(st, meta, &at, out);
+        match &previous {
+            Some(meta) => describe(st, meta, &at, out),
+            None => out.status = MonthStatus::Empty,
         }
         return Ok(vec![]);
     }

@@ -15,8 +15,33 @@ pub(super) fn config(text: &str, source: &Path, guard: FileGuard) -> Result<Conf
     if text.trim().is_empty() {
         return Err(at.file("config file is empty"));
     }
-    let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| at.serde(e))?;
+    let raw: RawConfig = match with_merge_keys(text) {
+        Some(merged) => serde_yaml_ng::from_value(merged).map_err(|e| at.serde(e))?,
+        None => serde_yaml_ng::from_str(text).map_err(|e| at.serde(e))?,
+    };
     build(raw, source, guard).map_err(|e| at.key(e))
+}
+
+/// The document with YAML merge keys (`<<: *anchor`, which the Go tool's YAML
+/// library applies) merged in, if it has any; `None` otherwise, so that a document
+/// without them is parsed from its text, with every error at its line.
+fn with_merge_keys(text: &str) -> Option<serde_yaml_ng::Value> {
+    fn has_merge(v: &serde_yaml_ng::Value) -> bool {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) => m
+                .iter()
+                .any(|(k, v)| k.as_str() == Some("<<") || has_merge(v)),
+            serde_yaml_ng::Value::Sequence(s) => s.iter().any(has_merge),
+            serde_yaml_ng::Value::Tagged(t) => has_merge(&t.value),
+            _ => false,
+        }
+    }
+    let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).ok()?;
+    if !has_merge(&v) {
+        return None;
+    }
+    v.apply_merge().ok()?;
+    Some(v)
 }
 
 fn build(raw: RawConfig, source: &Path, guard: FileGuard) -> Result<Config, KeyError> {

@@ -183,11 +183,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<(NaiveDate, Vec<String>)>> {
-        let files = self.select(&Selection {
+        let files = match self.select(&Selection {
             from: Some(from),
             to: Some(to),
             proxies: None,
-        })?;
+        }) {
+            // An archive not created yet: every partition is missing.
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && !self.exists()? =>
+            {
+                vec![]
+            }
+            r => r?,
+        };
         let compacted: std::collections::HashSet<NaiveDate> = files
             .iter()
             .filter(|f| f.layout == crate::reader::Layout::Month)
