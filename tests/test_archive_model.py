@@ -211,13 +211,14 @@ class Model:
                 else:
                     self.daily[key] = new
 
-    def compact(self, replace: bool = False):
+    def compact(self):
+        """Every daily file promduck writes is its partition's whole state (merged from the
+        newest archived state when written, or replaced on purpose): compaction takes it in
+        whole, so a `replace` is never undone by a later compaction."""
         if self.month is None:
-            self.month = {k: dict(v) for k, v in self.daily.items()}
-        else:
-            for k, v in self.daily.items():
-                old = self.month.get(k)
-                self.month[k] = dict(v) if (replace or old is None) else merge(old, v)
+            self.month = {}
+        for k, v in self.daily.items():
+            self.month[k] = dict(v)
         self.daily = {}
 
 
@@ -292,7 +293,7 @@ def run_sequence(seq: int, fake: FakePrometheus, con, root: Path) -> None:
             assert r.returncode == 0, f"seed {SEED} sequence {seq}\n" + "\n".join(history) + "\n" + r.stderr
             model.collect(src, metrics, replace)
             if model.month is not None:  # the collector compacts a compacted month again
-                model.compact(replace)
+                model.compact()
         elif op.startswith("prom_collect"):
             replace = op.endswith("replace")
             con.execute("SELECT count(*) FROM prom_collect(config := ?, start_date := ?, end_date := ?, replace := ?)",

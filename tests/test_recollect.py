@@ -155,3 +155,34 @@ def test_a_metric_removed_from_the_config_keeps_its_rows_in_every_layout(servers
     assert rows(data) == archived, "error_count's rows stay"
     if not compacted:
         assert "error_count (" in log and "no rows of it in the new answer" in log, log
+
+
+def test_a_replace_on_a_compacted_day_is_not_undone_by_the_next_compaction(servers, tmp_path):
+    """prom_collect(replace := true) into a compacted month writes the day's files; the next
+    compaction takes them in whole (every daily file promduck writes is its partition's whole
+    state), so the rows the replace dropped do not come back from the month file."""
+    history, srv = servers
+    data = tmp_path / "data"
+    full = write_config(tmp_path / "full.yaml", srv["full"].url, PROXIES, METRICS, output_dir=data,
+                        storage_extra=FAST)
+    collect(full)
+    archived = rows(data)
+    r = run_collector("--config", full, "--compact", "--month", "2024-03")
+    assert r.returncode == 0, r.stderr
+    no_test = write_config(tmp_path / "no_test.yaml", srv["no_test"].url, PROXIES, METRICS, output_dir=data,
+                           storage_extra=FAST)
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    con.execute(f"LOAD '{EXTENSION}'")
+    con.execute("SELECT count(*) FROM prom_collect(config := ?, date := ?, replace := true)",
+                [str(no_test), DAY]).fetchall()
+    # Readers keep the month file's rows until the month is compacted again ...
+    assert rows(data) == archived
+    r = run_collector("--config", no_test, "--compact", "--month", "2024-03")
+    assert r.returncode == 0, r.stderr
+    # ... which takes the replaced day in whole: exactly what the server answers now.
+    assert rows(data) == [x for x in archived if x[2] != "test"]
+    # A plain re-collection afterwards keeps that state (nothing comes back from the month).
+    collect(no_test)
+    r = run_collector("--config", no_test, "--compact", "--month", "2024-03")
+    assert r.returncode == 0, r.stderr
+    assert rows(data) == [x for x in archived if x[2] != "test"]

@@ -1170,18 +1170,25 @@ impl MonthCursor {
 /// A (day, proxy)'s rows from the previous month file and from its daily file, by the
 /// re-collection rule ([`crate::recollect`]): the daily file's rows, plus the month
 /// file's rows whose (metric, labels, timestamp) it lacks — or the daily file alone
-/// with `replace`.
+/// when it is the partition's whole state ([`crate::layout::WHOLE_KEY`]: every
+/// file promduck writes) or compaction runs with `replace`.
 fn merge(
     old: Option<RecordBatch>,
     new: Option<RecordBatch>,
     replace: bool,
     path: &Path,
 ) -> Result<RecordBatch> {
+    let plain = |b: RecordBatch| {
+        // The partition schema without a daily file's `whole` mark.
+        RecordBatch::try_new(partition_schema(), b.columns().to_vec())
+            .map_err(|e| Error::parquet(path, e))
+    };
     Ok(match (old, new) {
         (None, None) => RecordBatch::new_empty(partition_schema()),
         (Some(o), None) => o,
-        (None, Some(n)) => n,
-        (Some(_), Some(n)) if replace => n,
+        (None, Some(n)) => plain(n)?,
+        // The partition's whole state (its file says so), or compacting with `replace`.
+        (Some(_), Some(n)) if replace || crate::schema::is_whole(&n) => plain(n)?,
         (Some(o), Some(n)) => {
             let (merged, kept) =
                 crate::recollect::merge(&o, &n).map_err(|e| Error::parquet(path, e))?;
@@ -1427,6 +1434,34 @@ mod tests {
         .unwrap();
     }
 
+    /// [`daily`] as another writer (the Go tool, an older promduck) writes it: no
+    /// [`crate::layout::WHOLE_KEY`] in its footer.
+    fn foreign_daily(dir: &Path, day: &str, proxy: &str, base: f64, metrics: &[&str]) {
+        daily(dir, day, proxy, base, metrics);
+        let path = crate::layout::partition_path(dir, d(day), proxy);
+        let rows = crate::reader::partition_rows(
+            crate::reader::PartitionReader::open(
+                &Fs::unconfined(),
+                &PartitionFile {
+                    day: d(day),
+                    proxy: proxy.to_string(),
+                    path: path.clone(),
+                    layout: Layout::Daily,
+                    filter: None,
+                    object: None,
+                },
+                &partition_spec(None),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let plain = RecordBatch::try_new(partition_schema(), rows.columns().to_vec()).unwrap();
+        let mut w =
+            ArrowWriter::try_new(File::create(&path).unwrap(), partition_schema(), None).unwrap();
+        w.write(&plain).unwrap();
+        w.close().unwrap();
+    }
+
     fn total(dir: &Path, sel: &Selection) -> (usize, f64) {
         let mut rows = 0;
         let mut sum = 0.0;
@@ -1570,7 +1605,7 @@ mod tests {
     }
 
     #[test]
-    fn recollected_days_win_metric_by_metric_or_whole_with_replace() {
+    fn daily_files_of_a_compacted_month_are_taken_whole_or_by_the_rule() {
         let dir = scratch("recollect");
         for p in ["a", "b"] {
             daily(&dir, "2024-02-10", p, 0.0, &["m", "n"]);
@@ -1585,8 +1620,9 @@ mod tests {
         );
         let all = Selection::default();
         assert_eq!(total(&dir, &all), (8, 4.0));
-        // Re-collected: `m` only, new values. Until compacted again, the month file wins.
-        daily(&dir, "2024-02-10", "a", 100.0, &["m"]);
+        // Re-collected by another writer: `m` only, new values. Until compacted again,
+        // the month file wins.
+        foreign_daily(&dir, "2024-02-10", "a", 100.0, &["m"]);
         assert_eq!(total(&dir, &all), (8, 4.0));
         assert_eq!(
             months_with_daily_files(&Fs::unconfined(), &dir, d("2024-03-01")).unwrap(),
@@ -1604,13 +1640,13 @@ mod tests {
             (o[0].status, o[0].daily_files, o[0].removed),
             (MonthStatus::Compacted, 1, 1)
         );
-        // a: m = 100 + 101 (new), n = 0 + 1 (kept); b unchanged.
+        // A foreign file is merged by the re-collection rule: a: m = 100 + 101 (new),
+        // n = 0 + 1 (kept); b unchanged.
         assert_eq!(total(&dir, &all), (8, 201.0 + 1.0 + 2.0));
-        // A new proxy's day in a compacted month is taken in.
-        daily(&dir, "2024-02-11", "new", 5.0, &["n"]);
+        // A foreign file with `replace`: taken whole, b: only n = 50 + 51.
         let mut o2 = opts();
         o2.replace_partitions = true;
-        daily(&dir, "2024-02-10", "b", 50.0, &["n"]);
+        foreign_daily(&dir, "2024-02-10", "b", 50.0, &["n"]);
         compact_months(
             &Fs::unconfined(),
             &dir,
@@ -1619,8 +1655,21 @@ mod tests {
             &o2,
             &|| false,
         );
-        // b with replace: only n = 50 + 51.
-        assert_eq!(total(&dir, &all), (8, 201.0 + 1.0 + 101.0 + 11.0));
+        assert_eq!(total(&dir, &all), (6, 201.0 + 1.0 + 101.0));
+        // promduck's own daily file is the partition's whole state (a collection merged
+        // it from the newest archived state, or replaced it): taken whole, a: only m.
+        daily(&dir, "2024-02-10", "a", 7.0, &["m"]);
+        // A new proxy's day in a compacted month is taken in.
+        daily(&dir, "2024-02-11", "new", 5.0, &["n"]);
+        compact_months(
+            &Fs::unconfined(),
+            &dir,
+            &[d("2024-02-01")],
+            &storage(&dir),
+            &opts(),
+            &|| false,
+        );
+        assert_eq!(total(&dir, &all), (6, 15.0 + 101.0 + 11.0));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

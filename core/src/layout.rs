@@ -103,6 +103,16 @@ pub fn decode_proxy(stem: &str) -> Option<String> {
 /// writes. The original Go tool's files do not have it.
 pub const CREATED_BY_KEY: &str = "created_by_promduck";
 
+/// The key-value metadata key of every daily partition promduck writes: the file is
+/// the partition's whole state. A collection writes either the archived partition
+/// merged with the new answer (the re-collection rule, applied to the newest state:
+/// a daily file written since the month's compaction, else the month file's rows) or,
+/// with `--replace`/`replace := true`, exactly the new answer. So compaction takes
+/// such a file in whole; a daily file without the key (the Go tool's, an older
+/// promduck's) is merged with the month file's rows by the re-collection rule. The
+/// file says what it is, whichever shell wrote it.
+pub const WHOLE_KEY: &str = "promduck_whole_partition";
+
 /// If `stem` is exactly what [`encode_proxy`] makes of some name *and* differs from
 /// that name (it holds `%XX`), that name. Such a stem is ambiguous: the original Go
 /// tool named files after the raw proxy name, so in its archives `a%2Fb.parquet`

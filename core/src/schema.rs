@@ -63,6 +63,27 @@ pub fn partition_schema() -> SchemaRef {
     .clone()
 }
 
+/// `batch` marked as a partition's whole state (read from a file whose footer has
+/// [`crate::layout::WHOLE_KEY`]): the mark travels in its schema's metadata from the
+/// reader to compaction.
+pub fn mark_whole(batch: RecordBatch) -> RecordBatch {
+    let schema = batch.schema().as_ref().clone().with_metadata(
+        [(crate::layout::WHOLE_KEY.to_string(), "true".to_string())]
+            .into_iter()
+            .collect::<std::collections::HashMap<String, String>>(),
+    );
+    // Same fields, only the metadata differs: cannot fail.
+    RecordBatch::try_new(Arc::new(schema), batch.columns().to_vec()).unwrap_or(batch)
+}
+
+/// Whether `batch` is marked by [`mark_whole`].
+pub fn is_whole(batch: &RecordBatch) -> bool {
+    batch
+        .schema_ref()
+        .metadata()
+        .contains_key(crate::layout::WHOLE_KEY)
+}
+
 /// Days since 1970-01-01, Arrow's `Date32`.
 pub fn date32(day: NaiveDate) -> i32 {
     (day - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32

@@ -216,10 +216,13 @@ struct PartitionFormat {
 fn base_properties(compression: Compression) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(parquet_compression(compression))
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            "created_by_promduck".to_string(),
-            crate::VERSION.to_string(),
-        )]))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(
+                crate::layout::CREATED_BY_KEY.to_string(),
+                crate::VERSION.to_string(),
+            ),
+            KeyValue::new(crate::layout::WHOLE_KEY.to_string(), "true".to_string()),
+        ]))
         .build()
 }
 

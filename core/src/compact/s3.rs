@@ -588,7 +588,8 @@ mod tests {
             (again[0].status, again[0].rows, again[0].row_groups),
             (MonthStatus::Unchanged, 900, 1)
         );
-        // Re-collected day: `m` only, new values; they win once compacted again.
+        // Re-collected day, written whole (promduck's daily files are a partition's whole
+        // state): `m` only, new values; it wins once compacted again, `n` gone with it.
         let (rows0, sum0) = total(&st);
         st.write_partition(
             d("2024-02-15"),
@@ -603,8 +604,11 @@ mod tests {
             (o[0].status, o[0].daily_files, o[0].removed),
             (MonthStatus::Compacted, 1, 1)
         );
-        // c's `m` on 02-15 was 20 + 0..49, now 1000 + 0..49.
-        assert_eq!(total(&st), (rows0, sum0 + 50.0 * 980.0));
+        // c's `m` on 02-15 was 20 + 0..49, now 1000 + 0..49; its `n` (20 + 0..49) is gone.
+        assert_eq!(
+            total(&st),
+            (rows0 - 50, sum0 + 50.0 * 980.0 - (50.0 * 20.0 + 1225.0))
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -204,6 +204,8 @@ pub struct PartitionReader {
     check_dates: bool,
     /// Whether each row's `api_proxy` must be checked against the file's proxy.
     check_proxy: bool,
+    /// The file is a partition's whole state ([`crate::layout::WHOLE_KEY`]).
+    whole: bool,
     /// A month file read for some days or proxies only: the rows to keep.
     rows: Option<RowFilter>,
     int_unit: TimeUnit,
@@ -229,6 +231,7 @@ enum Batches {
 struct Opened {
     check_dates: bool,
     check_proxy: bool,
+    whole: bool,
     rows: Option<RowFilter>,
     int_unit: TimeUnit,
     total_rows: usize,
@@ -327,6 +330,7 @@ impl PartitionReader {
         let opened = Opened {
             check_dates: false,
             check_proxy: false,
+            whole: false,
             rows: None,
             int_unit: TimeUnit::Millisecond,
             total_rows: 0,
@@ -341,6 +345,7 @@ impl PartitionReader {
             batches,
             check_dates: o.check_dates,
             check_proxy: o.check_proxy,
+            whole: o.whole,
             rows: o.rows,
             int_unit: o.int_unit,
             first_row: 0,
@@ -356,6 +361,12 @@ impl PartitionReader {
             }
             Batches::None => None,
         }
+    }
+
+    /// Whether the file is a partition's whole state (its footer says so:
+    /// [`crate::layout::WHOLE_KEY`]).
+    pub fn is_whole(&self) -> bool {
+        self.whole
     }
 
     /// Whether the partition was looked up by name and does not exist
@@ -548,6 +559,7 @@ fn prepare(
         Opened {
             check_dates,
             check_proxy,
+            whole: kv.is_some_and(|kv| kv.iter().any(|k| k.key == crate::layout::WHOLE_KEY)),
             rows,
             int_unit,
             total_rows,

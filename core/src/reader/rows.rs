@@ -33,13 +33,21 @@ pub fn partition_spec(metrics: Option<&[String]>) -> Arc<ReadSpec> {
 /// partition schema. A value the partition schema cannot hold exactly (a NULL
 /// metric, a sub-millisecond timestamp) is an error naming the file and column:
 /// rows are never carried over approximately.
+/// A file that is a partition's whole state gives a batch marked so
+/// ([`crate::schema::mark_whole`]).
 pub fn partition_rows(mut reader: PartitionReader) -> Result<RecordBatch> {
     let path = reader.file().path.clone();
     let mut batches = Vec::new();
     while let Some(b) = reader.next_batch()? {
         batches.push(to_partition_batch(b, &path)?);
     }
-    concat_batches(&partition_schema(), &batches).map_err(|e| Error::parquet(&path, e))
+    let rows =
+        concat_batches(&partition_schema(), &batches).map_err(|e| Error::parquet(&path, e))?;
+    Ok(if reader.is_whole() {
+        crate::schema::mark_whole(rows)
+    } else {
+        rows
+    })
 }
 
 fn to_partition_batch(b: ReadBatch, path: &Path) -> Result<RecordBatch> {
