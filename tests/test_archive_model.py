@@ -296,8 +296,11 @@ def run_sequence(seq: int, fake: FakePrometheus, con, root: Path) -> None:
                 model.compact()
         elif op.startswith("prom_collect"):
             replace = op.endswith("replace")
-            con.execute("SELECT count(*) FROM prom_collect(config := ?, start_date := ?, end_date := ?, replace := ?)",
-                        [str(cfg), DAYS[0], DAYS[-1], replace]).fetchall()
+            outcomes = con.execute("SELECT date, api_proxy, status, error FROM prom_collect(config := ?, "
+                                   "start_date := ?, end_date := ?, replace := ?)",
+                                   [str(cfg), DAYS[0], DAYS[-1], replace]).fetchall()
+            failed = [o for o in outcomes if o[2] not in ("written", "empty", "kept")]
+            assert not failed, f"seed {SEED} sequence {seq}\n" + "\n".join(history) + f"\n{failed}"
             model.collect(src, metrics, replace)
         elif data.exists():
             r = run_collector("--config", cfg, "--compact", "--month", "2024-03")
