@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,7 +119,10 @@ def make_archives(root: Path):
     four = root / "four" / DAY
     four.mkdir(parents=True)
     for p in ("p1", "p2", "p3", "p4"):
-        shutil.copyfile(one, four / f"{p}.parquet")
+        # The same rows as proxy p (a file holds its own proxy's rows only).
+        con.execute(f"COPY (SELECT * REPLACE ({lit(p)} AS api_proxy) FROM read_parquet({lit(one)})) "
+                    f"TO {lit(four / (p + '.parquet'))} (FORMAT parquet, COMPRESSION zstd, "
+                    "KV_METADATA {created_by_promduck: 'test'})")
     return root / "one", root / "four"
 
 

@@ -161,6 +161,10 @@ def test_each_partition_is_read_from_one_layout_and_compaction_takes_every_layou
         d, p = DAYS[0], PROXIES[0]
         write_hive(data, d, p, gen_rows(rnd, d), 1)
         assert archive(con, data) == expected(want), f"seed {seed}: a Hive file beside a month file was read"
+        # Compacting again takes nothing from Hive files a month file shadows.
+        r = run_collector("--config", compact_config(tmp_path / f"s{seed}", data), "--compact", "--month", "2024-03")
+        assert r.returncode == 0 and 'status="unchanged"' in r.stderr, f"seed {seed}: {r.stderr}"
+        assert archive(con, data) == expected(want), f"seed {seed}: re-compaction took a shadowed Hive file in"
 
 
 def test_a_file_holding_another_proxys_rows_is_an_error_naming_it(tmp_path, prometheus, history):

@@ -280,9 +280,11 @@ fn hive_months(fs: &Fs, output_dir: &Path) -> Vec<NaiveDate> {
             })
         })
     };
+    // A compacted month's Hive files are shadowed by its month file (its first
+    // compaction took them in): nothing to compact there.
     hive_month_dirs(fs, output_dir)
         .into_iter()
-        .filter(|(_, dir)| has_file(dir))
+        .filter(|(first, dir)| !is_compacted(fs, output_dir, *first) && has_file(dir))
         .map(|(first, _)| first)
         .collect()
 }

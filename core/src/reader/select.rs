@@ -171,8 +171,9 @@ pub fn select_files(fs: &Fs, data_dir: &Path, sel: &Selection) -> Result<Vec<Par
 }
 
 /// The daily partitions inside `sel` (daily files, else the Go tool's Hive files),
-/// whether or not their month is compacted: in a compacted month, those a
-/// collection wrote since (see `Storage::select_pending`).
+/// whether or not their month is compacted: in a compacted month, the daily files a
+/// collection wrote since (see `Storage::select_pending`); Hive files there are
+/// shadowed by the month file (its first compaction took them in).
 pub fn select_daily_files(fs: &Fs, data_dir: &Path, sel: &Selection) -> Result<Vec<PartitionFile>> {
     Ok(select(fs, data_dir, sel, false)?
         .into_iter()
@@ -272,53 +273,56 @@ fn select(
             e.usable(fs)?;
         }
     }
-    if month_files {
-        for e in entries.iter().filter(|e| e.is_dir) {
-            let Some(first) = parse_month_dir(&e.name) else {
-                continue;
-            };
-            if !sel.day_ok_any(first, month_end(first)) {
-                continue;
-            }
-            let file_name = month_file_name(first);
-            let path = e.path.join(&file_name);
-            if !fs.is_file(&path) {
-                continue;
-            }
-            compacted.insert(first);
-            let from = sel.from.filter(|f| *f > first);
-            let to = sel.to.filter(|t| *t < month_end(first));
-            let filter = (from.is_some() || to.is_some() || sel.proxies.is_some()).then(|| {
-                Arc::new(Selection {
-                    from,
-                    to,
-                    proxies: sel.proxies.clone(),
-                })
-            });
-            let real = root.child(fs, e);
-            let file_real = Real {
-                path: real.path.join(&file_name),
-                direct: real.direct,
-            };
-            found.push(
-                PartitionFile {
-                    day: first,
-                    proxy: String::new(),
-                    path,
-                    layout: Layout::Month,
-                    filter,
-                    object: None,
-                },
-                file_real,
-            );
+    // (Without `month_files`, compacted months are still found: the Go tool's Hive
+    // files in them are shadowed, as for every reader, while daily files are listed.)
+    for e in entries.iter().filter(|e| e.is_dir) {
+        let Some(first) = parse_month_dir(&e.name) else {
+            continue;
+        };
+        if !sel.day_ok_any(first, month_end(first)) {
+            continue;
         }
+        let file_name = month_file_name(first);
+        let path = e.path.join(&file_name);
+        if !fs.is_file(&path) {
+            continue;
+        }
+        compacted.insert(first);
+        if !month_files {
+            continue;
+        }
+        let from = sel.from.filter(|f| *f > first);
+        let to = sel.to.filter(|t| *t < month_end(first));
+        let filter = (from.is_some() || to.is_some() || sel.proxies.is_some()).then(|| {
+            Arc::new(Selection {
+                from,
+                to,
+                proxies: sel.proxies.clone(),
+            })
+        });
+        let real = root.child(fs, e);
+        let file_real = Real {
+            path: real.path.join(&file_name),
+            direct: real.direct,
+        };
+        found.push(
+            PartitionFile {
+                day: first,
+                proxy: String::new(),
+                path,
+                layout: Layout::Month,
+                filter,
+                object: None,
+            },
+            file_real,
+        );
     }
     for e in entries {
         if !e.is_dir {
             continue;
         }
         if let Some(day) = parse_day_dir(&e.name) {
-            if sel.day_ok(day) && !compacted.contains(&month_of(day)) {
+            if sel.day_ok(day) && !(month_files && compacted.contains(&month_of(day))) {
                 let real = root.child(fs, &e);
                 if root.path.starts_with(&real.path) {
                     continue; // a day folder linked to the data dir or above it

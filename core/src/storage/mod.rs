@@ -120,23 +120,28 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
             to: Some(day),
             proxies: Some(vec![proxy.to_string()]),
         };
-        let missing_archive = |e: &Error| matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        // An archive not created yet holds nothing. (Asked first: a partition written
+        // meanwhile by the same run creates it, and must not make this one an error.)
+        if !self.exists()? {
+            return Ok(None);
+        }
         let spec = crate::reader::partition_spec(metrics);
         let mut parts = Vec::new();
-        // A daily partition written since its month was compacted is the newest
-        // state of the partition; else the one every reader resolves it to.
+        // A daily partition (a daily file, else Hive files) is the newest state of the
+        // partition (in a compacted month: written since, merged from the month file's
+        // rows); else the month file's rows.
         for pending in [true, false] {
             let listed = if pending {
                 self.select_pending(&sel)
             } else {
                 self.select(&sel)
             };
-            let files = match listed {
-                // An archive not created yet holds nothing.
-                Err(e) if missing_archive(&e) && !self.exists()? => return Ok(None),
-                r => r?,
-            };
-            for f in &files {
+            let files = listed?;
+            // The second pass only adds a month file: daily and Hive files were the first's.
+            for f in files
+                .iter()
+                .filter(|f| pending || f.layout == crate::reader::Layout::Month)
+            {
                 let reader = self.open_listed(f, &spec)?;
                 if !reader.is_absent() {
                     parts.push(crate::reader::partition_rows(reader)?);
@@ -183,18 +188,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<(NaiveDate, Vec<String>)>> {
-        let files = match self.select(&Selection {
-            from: Some(from),
-            to: Some(to),
-            proxies: None,
-        }) {
-            // An archive not created yet: every partition is missing.
-            Err(Error::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound && !self.exists()? =>
-            {
-                vec![]
-            }
-            r => r?,
+        let files = if self.exists()? {
+            self.select(&Selection {
+                from: Some(from),
+                to: Some(to),
+                proxies: None,
+            })?
+        } else {
+            vec![] // an archive not created yet: every partition is missing
         };
         let compacted: std::collections::HashSet<NaiveDate> = files
             .iter()

@@ -4,7 +4,9 @@
 -- month file visible first and removes the daily files only removeDailyAfter (30 s) later,
 -- so a query that lists, then reads within that time, reads each row once. Then:
 --   SELECT ... FROM read_parquet(getvariable('promduck_files'));
--- (DuckDB 1.1 or later.)
+-- (DuckDB 1.1 or later.) The original Go tool's Hive files (data/year=*/month=*/day=*/app=*/)
+-- are not in this listing: prom_metrics reads them (a daily file of the same day and proxy
+-- shadows them, a month file shadows both), and compacting their month takes them in.
 SET VARIABLE promduck_files = (
     WITH listed AS MATERIALIZED (
         SELECT file,
