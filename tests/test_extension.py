@@ -601,6 +601,59 @@ def test_a_list_of_expressions_is_one_table_with_a_query_column(con, prometheus,
     assert cols == ["query", "metric_name", "labels", "timestamp", "value", "x"]
 
 
+def test_expressions_run_concurrently_within_one_timeout():
+    """A server that answers no query before three are waiting at once: a list of three
+    expressions gets its rows only if they run concurrently (sequentially, the first would wait
+    for the others forever). An expression the server never answers ends the call at the
+    whole call's `timeout`, named."""
+    import json
+    import threading
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler
+
+    from helpers import serve_http
+
+    barrier = threading.Barrier(3)
+
+    class Server(BaseHTTPRequestHandler):
+        def do_POST(self):
+            form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            query = form["query"][0]
+            if query == "hang":
+                threading.Event().wait(60)
+                return
+            try:
+                if query != "vector(0)":  # answered at once
+                    barrier.wait(timeout=30)
+                status, body = 200, {"status": "success", "data": {"resultType": "vector", "result": [
+                    {"metric": {"q": query}, "value": [1709251200, query.removeprefix("vector(").rstrip(")")]}]}}
+            except threading.BrokenBarrierError:
+                status, body = 400, {"status": "error", "errorType": "bad_data", "error": "not concurrent"}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = serve_http(Server)
+    try:
+        con = connect()
+        rows = q(con, "SELECT query, q, value FROM prom_query(['vector(1)', 'vector(2)', 'vector(3)'], url := ?, "
+                      "labels := ['q'], timeout := '60s')", [server.url])
+        assert sorted(rows) == [(f"vector({i})", f"vector({i})", float(i)) for i in (1, 2, 3)]
+        with pytest.raises(duckdb.Error) as e:
+            q(con, "SELECT * FROM prom_query(['vector(0)', 'hang'], url := ?, timeout := '1s')", [server.url])
+        assert str(e.value).startswith(f"Invalid Input Error: query 2 of 2 (\"hang\"): Prometheus at {server.url}/ "
+                                       "gave no complete answer within the timeout of 1s for the whole call"), str(e.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def prom_metadata_http(server, params=None, auth=None):
     """/api/v1/metadata straight from the server, as prom_metadata's rows."""
     import base64
