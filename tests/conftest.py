@@ -9,6 +9,9 @@ Fixtures (all documented below):
                      (credentials in ``PROMETHEUS_AUTH``), session wide
   start_prometheus   factory: start_prometheus(history, basic_auth=None) ->
                      started PrometheusServer, stopped at the end of the test
+  prometheus_metadata  PrometheusServer over ``history`` that scrapes a loopback
+                     exporter of EXPORTER_TEXT (so /api/v1/metadata has entries),
+                     session wide, once the first scrape's metadata is there
   con                an in-process DuckDB connection with the built extension
                      LOADed, closed at the end of the test
   moto_s3, s3s_fs, s3_bucket   S3-protocol servers (see below)
@@ -87,6 +90,75 @@ def start_prometheus(prometheus_bin, tmp_path_factory):
     yield start
     for server in servers:
         server.stop()
+
+
+#: What the loopback exporter serves (OpenMetrics, so that UNIT reaches Prometheus).
+EXPORTER_TEXT = """# TYPE promduck_test_duration_seconds gauge
+# UNIT promduck_test_duration_seconds seconds
+# HELP promduck_test_duration_seconds How long a \\"thing\\" took, in seconds.
+promduck_test_duration_seconds 1.5
+# TYPE promduck_test_events counter
+# HELP promduck_test_events Events seen.
+promduck_test_events_total 7
+# TYPE promduck_test_info gauge
+promduck_test_info{kind="x"} 1
+# EOF
+"""
+
+
+def exporter_metadata() -> list[tuple[str, str, str, str]]:
+    """(metric family, type, help, unit) of EXPORTER_TEXT, read from the text itself."""
+    fams: dict[str, dict] = {}
+    for line in EXPORTER_TEXT.splitlines():
+        parts = line.split(" ", 3)
+        if line.startswith("# ") and parts[1] in ("TYPE", "HELP", "UNIT"):
+            text = parts[3] if len(parts) > 3 else ""
+            if parts[1] == "HELP":
+                text = text.replace('\\"', '"').replace("\\\\", "\\")
+            fams.setdefault(parts[2], {"TYPE": "", "HELP": "", "UNIT": ""})[parts[1]] = text
+    return sorted((name, f["TYPE"], f["HELP"], f["UNIT"]) for name, f in fams.items())
+
+
+@pytest.fixture(scope="session")
+def prometheus_metadata(history, prometheus_bin, tmp_path_factory):
+    import json
+    import time
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler
+
+    from helpers import serve_http
+
+    class Exporter(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = EXPORTER_TEXT.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    exporter = serve_http(Exporter)
+    server = PrometheusServer(history.path, tmp_path_factory.mktemp("prometheus-metadata"), bin_dir=prometheus_bin,
+                              scrape_targets=[exporter.url.removeprefix("http://")])
+    server.start()
+    try:
+        # Metadata exists once a scrape happened (every second): wait for all of it.
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(server.url + "/api/v1/metadata", timeout=10) as r:
+                data = json.load(r)["data"]
+            if len(data) == len(exporter_metadata()):
+                break
+            assert time.monotonic() < deadline, f"no metadata after 30 s: {data}"
+            time.sleep(0.2)
+        yield server
+    finally:
+        server.stop()
+        exporter.shutdown()
+        exporter.server_close()
 
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,8 @@ values of every DuckDB type a parameter can receive, each batch run in a child D
 
 What it generates (the same seed gives the same statements):
 - calls of prom_metrics, prom_partitions, prom_collect, prom_compact, prom_query,
-  prom_query_range, prom_labels, prom_label_values, prom_series and timestamp_ms, with
+  prom_query_range, prom_labels, prom_label_values, prom_series, prom_metadata and timestamp_ms
+  (lists of expressions as the query, `labels := [...]` columns), with
   positional and named parameters drawn from the names the extension declares (and a few it
   does not), each either a plausible value for that parameter or a value from a type zoo:
   NULL, NULLs inside lists, nested lists, maps, structs, unions, arrays, huge strings,
@@ -298,6 +299,14 @@ METRICS = ["'request_count'", "['request_count', 'latency_ms']", "'nope'", "[]",
            "[['request_count']]", "1", "''"]
 PROMQL = ["'up'", "'sum(rate(x[5m]))'", "'{__name__=~\".+\"}'", "'invalid(('", "''", "'time()'", "'vector(1)'",
           f"repeat('x', {HUGE_N})", "'up' || chr(0)", "'\\u00ff'", "repeat('(', 10000)", "'scalar(1)'", "'\"string\"'"]
+#: lists of expressions as the query argument
+PROMQL_LISTS = ["['up', 'vector(1)']", "['up']", "[]", "[NULL]", "['up', NULL]", "['up', 'invalid((']", "[['up']]",
+                "['up', 'up', 'up', 'up', 'up', 'up', 'up', 'up', 'up', 'up', 'up', 'up']", "[1, 2]",
+                f"['up', repeat('x', {HUGE_N})]", "['up', '']", "list_value('up', 'time()')"]
+#: `labels := ...`: label columns
+LABEL_COLUMNS = ["['job']", "['apiproxy', 'environment']", "['__name__', 'job', 'nope']", "[]", "[NULL]", "['job', NULL]",
+                 "['value']", "['Labels']", "['query']", "['job', 'JOB']", "['job', 'job']", "['']", "'job'", "1",
+                 "[['job']]", "['source']", "[repeat('l', 100000)]", "['💥']", "['a b', 'x\"y']"]
 LABELS = ["'job'", "'__name__'", "''", "'a/b'", "'../../api'", "'x?y=1'", "'%2e%2e'", "repeat('l', 100000)", "'💥'"]
 MATCHES = ["'up'", "['up', '{job=\"x\"}']", "[]", "[NULL]", "['up', NULL]", "'{'", "[['up']]", "1", "''", "[repeat('u', 100000)]"]
 #: loopback only; without one, s3:// goes to AWS_ENDPOINT_URL, which the child sets to loopback
@@ -325,8 +334,12 @@ COLUMN_WRAPS = {
     "prom_partitions": [("SELECT path FROM {}", 2), ("SELECT bytes, rowid FROM {}", 2)],
     "prom_query": [("SELECT value FROM {}", 2), ("SELECT labels, timestamp FROM {}", 2)],
     "prom_query_range": [("SELECT value FROM {}", 2), ("SELECT labels, timestamp FROM {}", 2)],
-    "prom_series": [("SELECT labels FROM {}", 2)],
+    "prom_series": [("SELECT labels FROM {}", 2), ("SELECT job, rowid FROM {}", 1)],
+    "prom_metadata": [("SELECT help FROM {}", 2), ("SELECT type, unit, rowid FROM {}", 1)],
 }
+# label columns (when asked for; an error otherwise, which is a survivor too)
+for _f in ("prom_query", "prom_query_range", "prom_metrics"):
+    COLUMN_WRAPS[_f] = COLUMN_WRAPS[_f] + [("SELECT job, environment FROM {}", 1), ("SELECT query FROM {}", 1)]
 
 
 def data_dirs() -> list:
@@ -390,8 +403,8 @@ class Gen:
         self._vars = []
         f = r.choices(
             ["prom_metrics", "prom_partitions", "prom_collect", "prom_compact", "prom_query", "prom_query_range",
-             "prom_labels", "prom_label_values", "prom_series", "timestamp_ms"],
-            weights=[16, 12, 8, 5, 10, 10, 5, 6, 7, 5])[0]
+             "prom_labels", "prom_label_values", "prom_series", "prom_metadata", "timestamp_ms"],
+            weights=[16, 12, 8, 5, 10, 10, 5, 6, 7, 5, 5])[0]
         s = getattr(self, f)()
         s.func = f
         if not s.scalar:
@@ -485,7 +498,8 @@ class Gen:
                                ("s3_access_key_id", ["'AKIAFUZZ'", "''"], 0.04),
                                ("s3_url_style", ["'path'", "'sideways'", "'PATH'"], 0.04),
                                ("s3_use_ssl", ["false", "true", "'maybe'"], 0.04),
-                               ("source", ["true", "false", "'yes'"], 0.15 if allow_source else 0.01)]:
+                               ("source", ["true", "false", "'yes'"], 0.15 if allow_source else 0.01),
+                               ("labels", LABEL_COLUMNS, 0.15 if allow_source else 0.01)]:
             if r.random() < p:
                 # S3 endpoints only on loopback, never from the zoo (a host name would leave the machine)
                 named.append((name, Frag(r.choice(S3_ENDPOINTS)) if plaus is None else self.pick(plaus)))
@@ -555,18 +569,27 @@ class Gen:
             named.append((r.choice(["at", "\"time\""]), self.pick(TIMES)))
         if r.random() < 0.05:
             named.append(("at", self.pick(TIMES)))
-        pos = [self.pick(PROMQL)] if r.random() < 0.97 else []
+        if r.random() < 0.2:
+            named.append(("labels", self.pick(LABEL_COLUMNS)))
+        pos = [self.query_arg()] if r.random() < 0.97 else []
         return Stmt("prom_query", pos, named)
+
+    def query_arg(self) -> Frag:
+        """An expression, or (a quarter of the time) a list of them."""
+        return self.pick(PROMQL_LISTS) if self.rng.random() < 0.25 else self.pick(PROMQL)
 
     def prom_query_range(self):
         r = self.rng
-        pos = [self.pick(PROMQL), self.pick(TIMES), self.pick(TIMES), self.pick(STEPS)]
+        pos = [self.query_arg(), self.pick(TIMES), self.pick(TIMES), self.pick(STEPS)]
         if r.random() < 0.5:  # a plausible window
             pos[1], pos[2] = Frag("TIMESTAMPTZ '2024-03-01 00:00:00+00'"), Frag(r.choice(
                 ["TIMESTAMPTZ '2024-03-01 01:00:00+00'", "TIMESTAMPTZ '2024-03-02 00:00:00+00'", "'infinity'::TIMESTAMPTZ"]))
         if r.random() < 0.04:
             pos = pos[:r.randrange(4)]
-        return Stmt("prom_query_range", pos, self.connection(True))
+        named = self.connection(True)
+        if r.random() < 0.2:
+            named.append(("labels", self.pick(LABEL_COLUMNS)))
+        return Stmt("prom_query_range", pos, named)
 
     def prom_labels(self):
         pos = [self.zoo()] if self.rng.random() < 0.04 else []
@@ -578,7 +601,22 @@ class Gen:
 
     def prom_series(self):
         pos = [self.pick(MATCHES)] if self.rng.random() < 0.97 else []
-        return Stmt("prom_series", pos, self.connection(False))
+        named = self.connection(False)
+        if self.rng.random() < 0.25:
+            named.append(("labels", self.pick(LABEL_COLUMNS)))
+        return Stmt("prom_series", pos, named)
+
+    def prom_metadata(self):
+        r = self.rng
+        named = self.connection(False)
+        if r.random() < 0.4:
+            named.append(("metric", self.pick(["'up'", "'prometheus_http_requests_total'", "''", "'a&b=c'", "'💥'",
+                                               f"repeat('m', {HUGE_N})", "['up']"])))
+        if r.random() < 0.4:
+            named.append(("\"limit\"", self.pick(["1", "3", "0", "-1", "'2'", "9223372036854775807",
+                                                  "340282366920938463463374607431768211455::UHUGEINT", "1.5"])))
+        pos = [self.zoo()] if r.random() < 0.04 else []
+        return Stmt("prom_metadata", pos, named)
 
     def timestamp_ms(self):
         r = self.rng
@@ -663,10 +701,14 @@ class OddServer:
         values = endpoint.startswith("label/")
         series = endpoint == "series"
         rng = endpoint == "query_range"
+        meta = endpoint == "metadata"
 
         def vec(metric, v="1", ts=t):
             if labels or values:
                 return ["job", "instance"]
+            if meta:  # the labels (however odd) as the help text
+                return {"up": [{"type": "gauge", "help": json.dumps(metric), "unit": ""}],
+                        "x_total": [{"type": "counter", "help": v, "unit": "seconds"}]}
             if series:
                 return [metric]
             if rng:
@@ -676,7 +718,8 @@ class OddServer:
         if mode == "ok":
             return ok(vec({"__name__": "up", "job": "x", "apiproxy": "api-proxy-1", "environment": "prod"}))
         if mode == "empty":
-            return ok([] if (labels or values or series) else {"resultType": "matrix" if rng else "vector", "result": []})
+            return ok([] if (labels or values or series) else {} if meta else
+                      {"resultType": "matrix" if rng else "vector", "result": []})
         if mode == "badjson":
             return 200, {}, b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":'
         if mode == "truncated":

@@ -377,6 +377,7 @@ def test_live_functions_take_the_connection_from_promduck_prometheus_variables(p
     day = history.days_list[1]
     at = datetime.fromtimestamp(day_end_ms(day) / 1000, tz=timezone.utc)
     daily = "sum(increase(apigee_request_count[1d])) by (apiproxy, environment)"
+    daily_errors = "sum(increase(apigee_error_count[1d])) by (apiproxy, environment)"
     want_daily = sorted([p, e, history.expected[(day, p, e, "request_count")]]
                         for p in history.proxies for e in history.environments)
     start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
@@ -393,6 +394,10 @@ def test_live_functions_take_the_connection_from_promduck_prometheus_variables(p
         "values": "SELECT * FROM prom_label_values('environment') ORDER BY 1",
         "series": "SELECT metric_name, labels['apiproxy'] FROM prom_series('apigee_error_count{environment=\"test\"}') "
                   "ORDER BY 2",
+        "list": f"SELECT query, apiproxy, environment, value FROM prom_query(['{daily}', '{daily_errors}'], "
+                f"at := TIMESTAMPTZ '{at.isoformat()}', labels := ['apiproxy', 'environment']) ORDER BY ALL",
+        # this server scrapes nothing: no metadata, but the call is made with the same connection
+        "metadata": "SELECT * FROM prom_metadata()",
     }
     want = {
         "query": want_daily,
@@ -400,6 +405,10 @@ def test_live_functions_take_the_connection_from_promduck_prometheus_variables(p
         "labels": [["__name__"], ["apiproxy"], ["environment"]],
         "values": [[e] for e in sorted(history.environments)],
         "series": [["apigee_error_count", p] for p in sorted(history.proxies)],
+        "list": sorted([q, p, e, history.expected[(day, p, e, m)]] for q, m in ((daily, "request_count"),
+                                                                                (daily_errors, "error_count"))
+                       for p in history.proxies for e in history.environments),
+        "metadata": [],
     }
     assert live({"PROMDUCK_PROMETHEUS_URL": prometheus.url}, calls, tmp_path) == want
 
@@ -408,8 +417,10 @@ def test_live_functions_take_the_connection_from_promduck_prometheus_variables(p
     env = {"PROMDUCK_PROMETHEUS_URL": prometheus_auth.url, "PROMDUCK_PROMETHEUS_USERNAME": user,
            "PROMDUCK_PROMETHEUS_PASSWORD": password}
     assert live(env, calls, tmp_path) == want
-    refused = live({"PROMDUCK_PROMETHEUS_URL": prometheus_auth.url}, {"values": calls["values"]}, tmp_path)
-    assert refused["values"].startswith("error: ") and "401" in refused["values"], refused
+    refused = live({"PROMDUCK_PROMETHEUS_URL": prometheus_auth.url}, {k: calls[k] for k in ("values", "metadata")},
+                   tmp_path)
+    for k in ("values", "metadata"):
+        assert refused[k].startswith("error: ") and "401" in refused[k], refused
 
     # A bearer token from _BEARER_TOKEN, checked by the fault proxy in front of Prometheus.
     token = "tok-PROMDUCK-env-4711"

@@ -528,6 +528,170 @@ def test_labels_values_series(con, prometheus, history):
     assert series == [("apigee_error_count", {"apiproxy": p, "environment": "prod"}) for p in sorted(history.proxies)]
 
 
+def test_label_columns(con, prometheus, history, data):
+    """labels := [...]: one VARCHAR column per label after the fixed ones, NULL where a series lacks it."""
+    d = history.days_list[1]
+    at = datetime.fromtimestamp(day_end_ms(d) / 1000, tz=timezone.utc)
+    rows = q(con, "SELECT * FROM prom_query('sum(increase(apigee_request_count[1d])) by (apiproxy, environment)', "
+                  "url := ?, at := ?, labels := ['environment', 'apiproxy', 'missing', '__name__'])", [prometheus.url, at])
+    assert sorted(rows, key=str) == sorted(((None, {"apiproxy": p, "environment": e}, at,
+                                             history.expected[(d, p, e, "request_count")], e, p, None, None)
+                                            for p in history.proxies for e in history.environments), key=str)
+    start = datetime(d.year, d.month, d.day, 12, tzinfo=timezone.utc)
+    rows = q(con, "SELECT environment, __name__, epoch(timestamp)::BIGINT, value FROM prom_query_range("
+                  "'apigee_latency_ms{apiproxy=\"api-proxy-1\"}', ?, ?, '1m', url := ?, labels := ['environment', '__name__'])",
+             [start, start + timedelta(minutes=2), prometheus.url])
+    s0 = int(start.timestamp())
+    assert sorted(rows) == sorted((e, "apigee_latency_ms", t, dict(history.gauge_samples[("api-proxy-1", e)])[t])
+                                  for e in history.environments for t in (s0, s0 + 60, s0 + 120))
+    rows = q(con, "SELECT apiproxy, environment, metric_name FROM prom_series('apigee_error_count', url := ?, "
+                  "labels := ['apiproxy', 'environment'])", [prometheus.url])
+    assert sorted(rows) == sorted((p, e, "apigee_error_count") for p in history.proxies for e in history.environments)
+    # the archive: the keys of its labels map
+    rows = q(con, "SELECT api_proxy, environment, apiproxy, nope, value FROM prom_metrics(data_dir := ?, date := ?, "
+                  "metric := 'request_count', labels := ['environment', 'apiproxy', 'nope'])", [str(data), d])
+    assert sorted(rows) == sorted((p, e, p, None, history.expected[(d, p, e, "request_count")])
+                                  for p in history.proxies for e in history.environments)
+    # only a label column projected (the labels map is read for it), after `source`
+    rows = q(con, "SELECT environment, count(*) FROM prom_metrics(data_dir := ?, date := ?, source := true, "
+                  "labels := ['environment']) GROUP BY 1 ORDER BY 1", [str(data), d])
+    assert rows == duckdb.connect().execute("SELECT labels['environment'], count(*) FROM read_parquet(?) GROUP BY 1 "
+                                            "ORDER BY 1", [str(data / str(d) / "*.parquet")]).fetchall()
+    assert [r[0] for r in rows] == sorted(history.environments)
+    cols = [r[0] for r in q(con, "DESCRIBE SELECT * FROM prom_metrics(data_dir := ?, source := true, labels := ['b', 'a'])",
+                            [str(data)])]
+    assert cols == ["timestamp", "date", "api_proxy", "metric_name", "value", "labels", "source", "b", "a"]
+
+
+def test_a_list_of_expressions_is_one_table_with_a_query_column(con, prometheus, history):
+    d = history.days_list[2]
+    at = datetime.fromtimestamp(day_end_ms(d) / 1000, tz=timezone.utc)
+    queries = ['sum(increase(apigee_request_count[1d])) by (apiproxy, environment)',
+               'sum(increase(apigee_error_count[1d])) by (apiproxy, environment)']
+    rows = q(con, "SELECT query, apiproxy, environment, value FROM prom_query(?, url := ?, at := ?, "
+                  "labels := ['apiproxy', 'environment'])", [queries, prometheus.url, at])
+    assert sorted(rows) == sorted((qq, p, e, history.expected[(d, p, e, m)])
+                                  for qq, m in zip(queries, ("request_count", "error_count"))
+                                  for p in history.proxies for e in history.environments)
+    start = datetime(d.year, d.month, d.day, 6, tzinfo=timezone.utc)
+    sel = ['apigee_latency_ms{apiproxy="api-proxy-2",environment="prod"}',
+           'apigee_latency_ms{apiproxy="api-proxy-3",environment="test"}']
+    rows = q(con, "SELECT query, epoch(timestamp)::BIGINT, value FROM prom_query_range(?, ?, ?, INTERVAL 1 MINUTE, url := ?)",
+             [sel, start, start + timedelta(hours=1), prometheus.url])
+    s0 = int(start.timestamp())
+    assert sorted(rows) == sorted((qq, t, dict(history.gauge_samples[key])[t])
+                                  for qq, key in zip(sel, [("api-proxy-2", "prod"), ("api-proxy-3", "test")])
+                                  for t in range(s0, s0 + 3601, 60))
+    # max_samples bounds the whole call: each expression alone fits, both together do not
+    n = 61 * len(history.environments)  # one proxy's two series, 61 steps
+    one = 'apigee_latency_ms{apiproxy="api-proxy-1"}'
+    args = [start, start + timedelta(hours=1), prometheus.url]
+    assert q(con, "SELECT count(*) FROM prom_query_range(?, ?, ?, '1m', url := ?, max_samples := ?)", [one, *args, n]) == [(n,)]
+    with pytest.raises(duckdb.Error) as e:
+        q(con, "SELECT count(*) FROM prom_query_range(?, ?, ?, '1m', url := ?, max_samples := ?)",
+          [[one, one], *args, 2 * n - 1])
+    assert f"the call's queries have more than {2 * n - 1} samples together" in str(e.value)
+    assert q(con, "SELECT count(*) FROM prom_query_range(?, ?, ?, '1m', url := ?, max_samples := ?)",
+             [[one, one], *args, 2 * n]) == [(2 * n,)]
+    # a failing expression fails the call, named
+    with pytest.raises(duckdb.Error) as e:
+        q(con, "SELECT * FROM prom_query(['up', 'sum(up'], url := ?)", [prometheus.url])
+    assert 'query 2 of 2 ("sum(up"): Prometheus returned HTTP 400 (bad_data)' in str(e.value)
+    cols = [r[0] for r in q(con, "DESCRIBE SELECT * FROM prom_query(['up'], labels := ['x'])")]
+    assert cols == ["query", "metric_name", "labels", "timestamp", "value", "x"]
+
+
+def test_expressions_run_concurrently_within_one_timeout():
+    """A server that answers no query before three are waiting at once: a list of three
+    expressions gets its rows only if they run concurrently (sequentially, the first would wait
+    for the others forever). An expression the server never answers ends the call at the
+    whole call's `timeout`, named."""
+    import json
+    import threading
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler
+
+    from helpers import serve_http
+
+    barrier = threading.Barrier(3)
+
+    class Server(BaseHTTPRequestHandler):
+        def do_POST(self):
+            form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            query = form["query"][0]
+            if query == "hang":
+                threading.Event().wait(60)
+                return
+            try:
+                if query != "vector(0)":  # answered at once
+                    barrier.wait(timeout=30)
+                status, body = 200, {"status": "success", "data": {"resultType": "vector", "result": [
+                    {"metric": {"q": query}, "value": [1709251200, query.removeprefix("vector(").rstrip(")")]}]}}
+            except threading.BrokenBarrierError:
+                status, body = 400, {"status": "error", "errorType": "bad_data", "error": "not concurrent"}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = serve_http(Server)
+    try:
+        con = connect()
+        rows = q(con, "SELECT query, q, value FROM prom_query(['vector(1)', 'vector(2)', 'vector(3)'], url := ?, "
+                      "labels := ['q'], timeout := '60s')", [server.url])
+        assert sorted(rows) == [(f"vector({i})", f"vector({i})", float(i)) for i in (1, 2, 3)]
+        with pytest.raises(duckdb.Error) as e:
+            q(con, "SELECT * FROM prom_query(['vector(0)', 'hang'], url := ?, timeout := '1s')", [server.url])
+        assert str(e.value).startswith(f"Invalid Input Error: query 2 of 2 (\"hang\"): Prometheus at {server.url}/ "
+                                       "gave no complete answer within the timeout of 1s for the whole call"), str(e.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def prom_metadata_http(server, params=None, auth=None):
+    """/api/v1/metadata straight from the server, as prom_metadata's rows."""
+    import base64
+    import json
+    import urllib.parse
+    import urllib.request
+    url = server.url + "/api/v1/metadata" + ("?" + urllib.parse.urlencode(params) if params else "")
+    req = urllib.request.Request(url)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        data = json.load(r)["data"]
+    return sorted((name, m["type"], m["help"], m["unit"]) for name, ms in data.items() for m in ms)
+
+
+def test_prom_metadata(con, prometheus_metadata, prometheus_auth):
+    from conftest import exporter_metadata
+    want = exporter_metadata()
+    assert prom_metadata_http(prometheus_metadata) == want
+    assert q(con, "SELECT * FROM prom_metadata(url := ?) ORDER BY ALL", [prometheus_metadata.url]) == want
+    assert q(con, "SELECT * FROM prom_metadata(url := ?, metric := 'promduck_test_duration_seconds')",
+             [prometheus_metadata.url]) == [w for w in want if w[0] == "promduck_test_duration_seconds"]
+    assert q(con, "SELECT * FROM prom_metadata(url := ?, metric := 'no_such_metric')", [prometheus_metadata.url]) == []
+    two = q(con, "SELECT * FROM prom_metadata(url := ?, \"limit\" := 2)", [prometheus_metadata.url])
+    assert len(two) == 2 and set(two) <= set(want)
+    # the same credentials as the other live functions (this server has no metadata: nothing scraped)
+    user, password = prometheus_auth.basic_auth
+    assert q(con, "SELECT * FROM prom_metadata(url := ?, username := ?, password := ?)",
+             [prometheus_auth.url, user, password]) == prom_metadata_http(prometheus_auth, auth=(user, password)) == []
+    secret = "wrong-secret-271828"
+    with pytest.raises(duckdb.Error) as e:
+        q(con, "SELECT * FROM prom_metadata(url := ?, username := ?, password := ?)", [prometheus_auth.url, user, secret])
+    assert "401" in str(e.value) and secret not in str(e.value)
+    with pytest.raises(duckdb.Error) as e:
+        q(con, "SELECT * FROM prom_metadata(url := ?, max_response_bytes := 10)", [prometheus_metadata.url])
+    assert "larger than the limit of 10 bytes" in str(e.value)
+
+
 def test_connection_from_config_and_environment(prometheus, history, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
     con = connect()
@@ -587,6 +751,21 @@ MISUSE = [
     ("SELECT * FROM prom_query_range('up', '2024-03-02', '2024-03-01', '1m', url := '{url}')", "is after end"),
     ("SELECT * FROM prom_query_range('up', '2024-03-01', '2024-03-02', 'often', url := '{url}')", ("step: invalid", "`often`")),
     ("SELECT * FROM prom_query_range('up', '2024-03-01', '2024-03-02', 'often')", ("step: invalid", "`often`")),
+    ("SELECT * FROM prom_query('up', url := '{url}', labels := ['env', 'value'])",
+     'labels: "value" would be a second column named "value"'),
+    ("SELECT * FROM prom_query(['up'], url := '{url}', labels := ['Query'])", 'labels: "Query" would be a second column named "query"'),
+    ("SELECT * FROM prom_series('up', url := '{url}', labels := ['env', 'env'])", 'labels: "env" is named twice'),
+    ("SELECT * FROM prom_query_range('up', '2024-03-01', '2024-03-02', '1h', url := '{url}', labels := 42)",
+     "labels must be a list of label names (VARCHAR[]), got INTEGER"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', labels := ['METRIC_NAME'])",
+     'labels: "METRIC_NAME" would be a second column named "metric_name"'),
+    ("SELECT * FROM prom_query([], url := '{url}')", "query: the list of expressions is empty"),
+    ("SELECT * FROM prom_query(['up', NULL], url := '{url}')", "query 2 of the list must not be NULL"),
+    ("SELECT * FROM prom_query_range(['up', 'sum(up'], '2024-03-01', '2024-03-02', '1h', url := '{url}')",
+     'query 2 of 2 ("sum(up"): Prometheus returned HTTP 400'),
+    ("SELECT * FROM prom_metadata(url := '{url}', \"limit\" := 0)", "limit must be a positive whole number of metrics"),
+    ("SELECT * FROM prom_metadata(url := '{url}', metric := 42)", "metric must be a metric name (VARCHAR), got INTEGER"),
+    ("SELECT * FROM prom_metadata()", "no Prometheus URL"),
     # prom_collect without config: depends on the working directory and $PROMDUCK_CONFIG,
     # see tests/test_claims_extension.py::test_prom_collect_config_defaults_to_promduck_config.
     ("SELECT * FROM prom_collect(config := '/nonexistent/c.yaml')", "/nonexistent/c.yaml: cannot read config file"),

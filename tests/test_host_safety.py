@@ -143,6 +143,23 @@ NULL_STATEMENTS = [
     # item 9: a TIMESTAMPTZ names no day without the session's zone, which promduck cannot read.
     ("SELECT * FROM prom_metrics(data_dir := '{data}', date := TIMESTAMPTZ '2024-03-01 23:30:00+00')", None,
      "date: a TIMESTAMP WITH TIME ZONE names no day by itself"),
+    # label columns and lists of expressions: a NULL or a wrong shape at any depth
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', labels := ['env', NULL])", None,
+     "labels: item 2 of the list is NULL; give label names"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', labels := ?)", [[None]], "labels: item 1 of the list is NULL"),
+    ("SELECT * FROM prom_metrics(data_dir := '{data}', labels := [['env']])", None,
+     "labels must be a list of label names (VARCHAR[]), got VARCHAR[][]"),
+    ("SELECT * FROM prom_query(?, url := 'http://127.0.0.1:9')", [["up", None]], "query 2 of the list must not be NULL"),
+    ("SELECT * FROM prom_query([['up']], url := 'http://127.0.0.1:9')", None,
+     "query 1 of the list must be a PromQL expression (VARCHAR), got VARCHAR[]"),
+    ("SELECT * FROM prom_query_range([NULL::VARCHAR], TIMESTAMPTZ '2024-03-01 00:00:00+00', "
+     "TIMESTAMPTZ '2024-03-01 01:00:00+00', '1m', url := 'http://127.0.0.1:9')", None,
+     "query 1 of the list must not be NULL"),
+    ("SELECT * FROM prom_series('up', url := 'http://127.0.0.1:9', labels := [NULL::VARCHAR[]])", None,
+     "labels: item 1 of the list is NULL"),
+    ("SELECT * FROM prom_metadata(url := 'http://127.0.0.1:9', "
+     "\"limit\" := 340282366920938463463374607431768211455::UHUGEINT)",
+     None, "limit must be a positive whole number of metrics, got UHUGEINT"),
 ]
 
 
@@ -152,10 +169,13 @@ def test_nulls_and_wrong_shapes_inside_arguments_are_errors_naming_the_parameter
     # The same values that are valid still read the archive's row.
     stmts.append([f"SELECT api_proxy, value FROM prom_metrics(data_dir := '{archive}/data', "
                   "date_range := ['2024-03-01', '2024-03-01'], proxy := [NULL, 'p1'])", None])
+    stmts.append([f"SELECT api_proxy, env, nope IS NULL FROM prom_metrics(data_dir := '{archive}/data', "
+                  "labels := ['env', 'nope'])", None])
     out = run_statements(host, stmts, archive)
     for (sql, _, want), got in zip(NULL_STATEMENTS, out):
         assert want in err(got), (sql, got)
-    assert out[-1] == {"rows": [["p1", "7.5"]]}
+    assert out[-2] == {"rows": [["p1", "7.5"]]}
+    assert out[-1] == {"rows": [["p1", "prod", "True"]]}
 
 
 # --- item 2: out of memory, and files without end -------------------------------------------

@@ -5,8 +5,9 @@ the tests' own venv (duckdb 2.0.1) and the DuckDB CLI (duckdb-cli 1.5.6).
 In each Python host: LOAD by path (the file stamped for the platform the host reports: DuckDB
 1.2's Linux wheels say `linux_amd64_gcc4`), INSTALL by name from `build/repository` as a folder
 and served over HTTP, and every function with exact values (prom_metrics, prom_partitions,
-timestamp_ms, prom_collect with and without `config :=`, prom_query, prom_query_range,
-prom_labels, prom_label_values, prom_series) against the test Prometheus and its generator."""
+timestamp_ms, prom_collect with and without `config :=`, prom_query, prom_query_range (each
+also with a list of expressions and `labels := [...]` columns), prom_labels, prom_label_values,
+prom_series, prom_metadata) against the test Prometheus and its generator."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def err(f):
 """
 
 LOAD_AND_ANSWER = COMMON + r"""
-build, data, day, prom, cfg, start, end = sys.argv[1:8]
+build, data, day, prom, cfg, start, end, prom_meta = sys.argv[1:9]
 out = {'version': duckdb.__version__}
 con = connect()
 out['platform'] = platform = con.execute('PRAGMA platform').fetchone()[0]
@@ -103,6 +104,18 @@ out['query'] = [[r[0], labels(r[1]), r[2], r[3]] for r in Q(
 out['range'] = Q("SELECT epoch_ms(timestamp), value FROM prom_query_range("
     "'apigee_latency_ms{apiproxy=\"api-proxy-3\",environment=\"test\"}', ?::TIMESTAMPTZ, ?::TIMESTAMPTZ + INTERVAL 3 HOUR, "
     "INTERVAL 1 SECOND, url := ?) ORDER BY 1", [start, start, prom])
+out['query_list'] = Q("SELECT query, apiproxy, environment, value FROM prom_query(["
+    "'sum(increase(apigee_request_count{apiproxy=\"api-proxy-2\"}[1d])) by (apiproxy, environment)', "
+    "'sum(increase(apigee_error_count{apiproxy=\"api-proxy-2\"}[1d])) by (apiproxy, environment)'], "
+    "url := ?, at := ?::TIMESTAMPTZ, labels := ['apiproxy', 'environment']) ORDER BY ALL", [prom, end])
+out['range_list'] = Q("SELECT query, environment, epoch_ms(timestamp), value FROM prom_query_range(?, ?::TIMESTAMPTZ, "
+    "?::TIMESTAMPTZ + INTERVAL 10 MINUTE, '1m', url := ?, labels := ['environment']) ORDER BY ALL",
+    [['apigee_latency_ms{apiproxy="api-proxy-1"}', 'apigee_latency_ms{apiproxy="api-proxy-3"}'], start, start, prom])
+out['series_labels'] = Q("SELECT apiproxy, environment FROM prom_series('apigee_error_count', url := ?, "
+    "labels := ['apiproxy', 'environment']) ORDER BY ALL", [prom])
+out['archive_labels'] = Q("SELECT metric_name, environment, value FROM prom_metrics(data_dir := ?, date := ?, "
+    "proxy := 'api-proxy-1', labels := ['environment']) ORDER BY ALL", [data, day])
+out['metadata'] = Q("SELECT * FROM prom_metadata(url := ?) ORDER BY ALL", [prom_meta])
 out['labels'] = [r[0] for r in Q("SELECT * FROM prom_labels(url := ?) ORDER BY 1", [prom])]
 out['label_values'] = [r[0] for r in Q("SELECT * FROM prom_label_values('apiproxy', url := ?) ORDER BY 1", [prom])]
 out['series'] = sorted(([r[0], labels(r[1])] for r in Q(
@@ -164,7 +177,8 @@ def total_requests(history, day, proxies=None):
 
 
 @pytest.mark.parametrize("host", [*HOSTS, "venv"])
-def test_load_by_path_and_every_function_answers_exactly(collected, history, prometheus, tmp_path, host):
+def test_load_by_path_and_every_function_answers_exactly(collected, history, prometheus, prometheus_metadata, tmp_path,
+                                                          host):
     data, day = collected
     end = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
     start = end - timedelta(hours=10)  # 14:00 of the day: 3 h at 1 s = 10,801 points (one request)
@@ -172,8 +186,8 @@ def test_load_by_path_and_every_function_answers_exactly(collected, history, pro
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-3"], output_dir=tmp_path / "out")
     (tmp_path / "config").mkdir()
     write_config(tmp_path / "config" / "config.yaml", prometheus.url, ["api-proxy-2"], output_dir=tmp_path / "out-default")
-    out = run_host(host, LOAD_AND_ANSWER, [BUILD, data, day, prometheus.url, cfg, start.isoformat(), end.isoformat()],
-                   cwd=tmp_path)
+    out = run_host(host, LOAD_AND_ANSWER, [BUILD, data, day, prometheus.url, cfg, start.isoformat(), end.isoformat(),
+                                           prometheus_metadata.url], cwd=tmp_path)
 
     minor = ".".join(out["version"].split(".")[:2])
     assert out["version"] == (HOSTS[host] if host != "venv" else "2.0.1")
@@ -201,6 +215,20 @@ def test_load_by_path_and_every_function_answers_exactly(collected, history, pro
     samples = dict(history.gauge_samples[("api-proxy-3", "test")])
     s0 = int(start.timestamp())
     assert [tuple(r) for r in out["range"]] == [(t * 1000, samples[t - (t - s0) % 60]) for t in range(s0, s0 + 3 * 3600 + 1)]
+    queries = ['sum(increase(apigee_request_count{apiproxy="api-proxy-2"}[1d])) by (apiproxy, environment)',
+               'sum(increase(apigee_error_count{apiproxy="api-proxy-2"}[1d])) by (apiproxy, environment)']
+    assert [tuple(r) for r in out["query_list"]] == sorted(
+        (qq, "api-proxy-2", e, history.expected[(day, "api-proxy-2", e, m)])
+        for qq, m in zip(queries, ("request_count", "error_count")) for e in history.environments)
+    assert [tuple(r) for r in out["range_list"]] == sorted(
+        (f'apigee_latency_ms{{apiproxy="{p}"}}', e, t * 1000, dict(history.gauge_samples[(p, e)])[t])
+        for p in ("api-proxy-1", "api-proxy-3") for e in history.environments for t in range(s0, s0 + 601, 60))
+    assert [tuple(r) for r in out["series_labels"]] == sorted((p, e) for p in history.proxies for e in history.environments)
+    assert [tuple(r) for r in out["archive_labels"]] == sorted(
+        (m, e, history.expected[(day, "api-proxy-1", e, m)]) for m in ("error_count", "request_count")
+        for e in history.environments)
+    from conftest import exporter_metadata
+    assert [tuple(r) for r in out["metadata"]] == exporter_metadata()
     assert out["labels"] == ["__name__", "apiproxy", "environment"]
     assert out["label_values"] == sorted(history.proxies)
     assert out["series"] == [["apigee_error_count", {"apiproxy": p, "environment": "prod"}] for p in sorted(history.proxies)]
@@ -275,6 +303,29 @@ def test_extension_loads_in_the_cli(collected, history, tmp_path):
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.strip().splitlines()[-1]) == total_requests(history, day)
     assert (tmp_path / "ext" / "v1.5.6" / PLATFORM / "promduck.duckdb_extension").is_file()
+
+
+def test_lists_label_columns_and_metadata_in_the_cli(prometheus, prometheus_metadata, history):
+    """The DuckDB CLI: a list of expressions with label columns, and prom_metadata."""
+    from conftest import exporter_metadata
+    day = history.days_list[1]
+    end = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
+    sql = (f"LOAD '{EXTENSION}'; SELECT query, environment, value FROM prom_query(["
+           "'sum(increase(apigee_request_count{apiproxy=\"api-proxy-1\"}[1d])) by (environment)', "
+           "'sum(increase(apigee_error_count{apiproxy=\"api-proxy-1\"}[1d])) by (environment)'], "
+           f"url := '{prometheus.url}', at := '{end.isoformat()}', labels := ['environment']) ORDER BY ALL; "
+           f"SELECT metric_name, type, unit FROM prom_metadata(url := '{prometheus_metadata.url}') ORDER BY ALL;")
+    r = subprocess.run([str(DUCKDB_CLI), "-unsigned", "-csv", "-noheader", "-c", sql], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    import csv
+    rows = list(csv.reader(r.stdout.splitlines()))
+    n = 2 * len(history.environments)
+    assert [(a, b, float(c)) for a, b, c in rows[:n]] == sorted(
+        (f'sum(increase(apigee_{m}{{apiproxy="api-proxy-1"}}[1d])) by (environment)', e,
+         history.expected[(day, "api-proxy-1", e, m)]) for m in ("request_count", "error_count")
+        for e in history.environments)
+    assert [tuple(r) for r in rows[n:]] == [(m[0], m[1], m[3]) for m in exporter_metadata()]
 
 
 @pytest.mark.parametrize("host", [*HOSTS, "venv"])

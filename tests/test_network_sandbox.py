@@ -170,6 +170,8 @@ out["http"] = {
     "prom_labels": run(http, f"SELECT * FROM prom_labels(url := '{trap}')"),
     "prom_label_values": run(http, f"SELECT * FROM prom_label_values('job', url := '{trap}')"),
     "prom_series": run(http, f"SELECT * FROM prom_series('up', url := '{trap}')"),
+    "prom_metadata": run(http, f"SELECT * FROM prom_metadata(url := '{trap}')"),
+    "prom_query_list": run(http, f"SELECT * FROM prom_query(['up', 'sum(up)'], url := '{trap}')"),
     "prom_query_range": run(http, f"SELECT * FROM prom_query_range('up', TIMESTAMPTZ '2024-03-01 00:00:00+00', "
                                   f"TIMESTAMPTZ '2024-03-01 01:00:00+00', INTERVAL 1 HOUR, url := '{trap}')"),
     "prom_collect": run(http, f"SELECT * FROM prom_collect(config := '{http_cfg}', date := '2024-03-01')"),

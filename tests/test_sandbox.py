@@ -57,6 +57,9 @@ refused = {
     "prom_labels": f"SELECT * FROM prom_labels(url := '{trap}')",
     "prom_label_values": f"SELECT * FROM prom_label_values('job', url := '{trap}')",
     "prom_series": f"SELECT * FROM prom_series('up', url := '{trap}')",
+    "prom_query_list": f"SELECT * FROM prom_query(['up', 'sum(up)'], url := '{trap}', labels := ['job'])",
+    "prom_metadata": f"SELECT * FROM prom_metadata(url := '{trap}')",
+    "prom_metadata_config": f"SELECT * FROM prom_metadata(config := '{cfg}')",
 }
 out["refused"] = {k: err(locked, sql) for k, sql in refused.items()}
 out["alive"] = locked.execute("SELECT 42").fetchone()[0]

@@ -40,12 +40,14 @@ def test_every_function_and_kind_of_value_is_generated():
     stmts = sqlfuzz.generate(SEED, STATEMENTS)
     funcs = {s.func for s in stmts}
     assert funcs == {"prom_metrics", "prom_partitions", "prom_collect", "prom_compact", "prom_query",
-                     "prom_query_range", "prom_labels", "prom_label_values", "prom_series", "timestamp_ms"}
+                     "prom_query_range", "prom_labels", "prom_label_values", "prom_series", "prom_metadata",
+                     "timestamp_ms"}
     text = "\n".join(s.text() for s in stmts)
     for needle in ["[NULL", "NULL]", "MAP {", "{'", "HUGEINT", "repeat('x', 10000000)", "INTERVAL", "TIMESTAMPTZ",
                    "::BLOB", "::UUID", "ENUM(", "memory_limit", "-- bound:", "s3_secret_access_key := ",
                    "s3_session_token := ", "password := ", "http://fuzzuser:", "@FIFO@", "/dev/zero", "@CLOSED@",
-                   "/m/hugelabel", "'infinity'::", "rowid", "fzm(", "getvariable('fzv"]:
+                   "/m/hugelabel", "'infinity'::", "rowid", "fzm(", "getvariable('fzv", "labels := [",
+                   "prom_query(['up', ", "\"limit\" := ", "metric := "]:
         assert needle in text, f"no statement of {STATEMENTS} has {needle!r}"
 
 

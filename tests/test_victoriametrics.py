@@ -8,7 +8,9 @@ only (see test_series_api_defaults_to_the_last_day), and prom_series sends neith
 
 Checked with the generator's exact values: the collector (every day, every proxy, counters and
 a gauge, batched and one proxy per query), prom_collect, and the live functions prom_query,
-prom_query_range (split past 11,000 points), prom_labels, prom_label_values and prom_series."""
+prom_query_range (split past 11,000 points), prom_labels, prom_label_values and prom_series, with
+`labels := [...]` columns and lists of expressions; prom_metadata against the server's own answer
+(VictoriaMetrics 1.79 keeps no metric metadata: see test_metadata_is_empty)."""
 
 from __future__ import annotations
 
@@ -238,6 +240,44 @@ def test_labels_label_values_series(vm, vm_history):
                          "'apigee_request_count{apiproxy=\"api-proxy-3\"}'], url := ?) ORDER BY ALL", [vm.url]).fetchall()
     assert series == [("apigee_latency_ms", {"apiproxy": "api-proxy-1", "environment": e}) for e in sorted(h.environments)] + [
         ("apigee_request_count", {"apiproxy": "api-proxy-3", "environment": e}) for e in sorted(h.environments)]
+
+
+def test_label_columns_and_lists_of_expressions(vm, vm_history):
+    h = vm_history
+    con = connect()
+    queries = ['sum(increase(apigee_request_count[1d])) by (apiproxy, environment)',
+               'sum(increase(apigee_error_count[1d])) by (apiproxy, environment)']
+    day = h.days_list[1]
+    at = datetime.fromtimestamp(day_end_ms(day) / 1000, tz=timezone.utc)
+    rows = con.execute("SELECT query, apiproxy, environment, value FROM prom_query(?, url := ?, at := ?, "
+                       "labels := ['apiproxy', 'environment'])", [queries, vm.url, at]).fetchall()
+    assert sorted(rows) == sorted((q, p, e, h.expected[(day, p, e, m)])
+                                  for q, m in zip(queries, ("request_count", "error_count"))
+                                  for p in h.proxies for e in h.environments)
+    start = datetime.fromtimestamp(h.start_ts + 2 * 86400 + 5 * 3600, tz=timezone.utc)
+    sel = ['apigee_latency_ms{apiproxy="api-proxy-2"}', 'apigee_latency_ms{apiproxy="api-proxy-3"}']
+    rows = con.execute("SELECT query, environment, epoch(timestamp)::BIGINT, value FROM prom_query_range(?, ?, ?, '1m', "
+                       "url := ?, labels := ['environment'])", [sel, start, start + timedelta(minutes=30), vm.url]).fetchall()
+    s0 = int(start.timestamp())
+    assert sorted(rows) == sorted((q, e, t, dict(h.gauge_samples[(p, e)])[t])
+                                  for q, p in zip(sel, ("api-proxy-2", "api-proxy-3")) for e in h.environments
+                                  for t in range(s0, s0 + 1801, 60))
+    rows = con.execute("SELECT apiproxy, environment FROM prom_series('apigee_request_count', url := ?, "
+                       "labels := ['apiproxy', 'environment'])", [vm.url]).fetchall()
+    assert sorted(rows) == sorted((p, e) for p in h.proxies for e in h.environments)
+    with pytest.raises(duckdb.Error) as e:
+        con.execute("SELECT * FROM prom_query(['up', 'sum(up'], url := ?)", [vm.url]).fetchall()
+    assert 'query 2 of 2 ("sum(up")' in str(e.value)
+
+
+def test_metadata_is_empty(vm):
+    """VictoriaMetrics 1.79 answers /api/v1/metadata with no metadata (it stores none): prom_metadata
+    returns what the server says, no rows."""
+    assert vm.api("/api/v1/metadata", {}) == {}
+    con = connect()
+    assert con.execute("SELECT * FROM prom_metadata(url := ?)", [vm.url]).fetchall() == []
+    assert con.execute("SELECT * FROM prom_metadata(url := ?, metric := 'apigee_request_count', \"limit\" := 5)",
+                       [vm.url]).fetchall() == []
 
 
 # --- what a user must know (the README's notes) ------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! A client for the Prometheus HTTP API (`/api/v1/query`, `query_range`, `labels`,
-//! `label/<name>/values`, `series`), for Prometheus and compatible servers.
+//! `label/<name>/values`, `series`, `metadata`), for Prometheus and compatible servers.
 //!
 //! Requests are POSTed as forms (long batched queries fit; every compatible server
 //! accepts it), bounded by a semaphore, and retried with exponential backoff when
@@ -1829,6 +1829,61 @@ pub struct AnswerLimits {
     pub max_samples: u64,
 }
 
+/// Samples counted over several queries of one call, so that one `max_samples`
+/// bounds their sum (SQL's list of expressions, run concurrently). Cheap to clone;
+/// clones share the count. A query decodes at most what is left of the limit when
+/// its answer arrives, and the count is checked after each answer, so the sum of
+/// the answers kept is never above the limit.
+#[derive(Debug, Clone, Default)]
+pub struct SampleTally(Arc<std::sync::atomic::AtomicU64>);
+
+impl SampleTally {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The samples counted so far.
+    pub fn counted(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// What is left of `limit`.
+    fn left(&self, limit: u64) -> u64 {
+        limit.saturating_sub(self.counted())
+    }
+
+    /// Counts `n` more samples; an error once the sum passes `limit`.
+    fn add(&self, n: u64, limit: u64) -> Result<(), PromError> {
+        let total = self
+            .0
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst)
+            .saturating_add(n);
+        if total > limit {
+            return Err(shared_limit_error(limit));
+        }
+        Ok(())
+    }
+}
+
+fn shared_limit_error(limit: u64) -> PromError {
+    PromError::TooManySamples {
+        limit,
+        what: format!("the call's queries have more than {limit} samples together"),
+    }
+}
+
+/// One metric's metadata as `/api/v1/metadata` gives it (a server may hold several
+/// for one name, when its targets disagree).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MetricMetadata {
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub help: String,
+    #[serde(default)]
+    pub unit: String,
+}
+
 /// The envelope's `data` on success, Prometheus's error otherwise.
 fn decode_envelope<T: for<'de> Deserialize<'de>>(
     body: &[u8],
@@ -2016,6 +2071,8 @@ pub struct PromClient {
     /// Every call ends by then (see [`PromClient::with_overall_timeout`]).
     deadline: Option<(Instant, Duration)>,
     cancel: Option<Cancel>,
+    /// Samples counted with other clients' queries (see [`PromClient::with_sample_tally`]).
+    tally: Option<SampleTally>,
     stats: Arc<RequestStats>,
 }
 
@@ -2117,6 +2174,7 @@ impl PromClient {
             redactor: Arc::new(redactor),
             deadline: None,
             cancel: None,
+            tally: None,
             stats: Arc::default(),
         })
     }
@@ -2138,6 +2196,35 @@ impl PromClient {
         let mut c = self.clone();
         c.cancel = Some(cancel.clone());
         c
+    }
+
+    /// This client counting the samples of its queries in `tally`: `max_samples`
+    /// then bounds the sum over every client (and query) sharing the tally, not
+    /// each query alone.
+    pub fn with_sample_tally(&self, tally: &SampleTally) -> PromClient {
+        let mut c = self.clone();
+        c.tally = Some(tally.clone());
+        c
+    }
+
+    /// What one more answer may hold of `limit`: all of it, or what the shared
+    /// tally has left.
+    fn samples_left(&self, limit: u64) -> u64 {
+        self.tally.as_ref().map_or(limit, |t| t.left(limit))
+    }
+
+    /// Counts an answer's `n` samples in the shared tally (if any).
+    fn count_samples(&self, n: u64, limit: u64) -> Result<(), PromError> {
+        self.tally.as_ref().map_or(Ok(()), |t| t.add(n, limit))
+    }
+
+    /// A sample-limit error as the caller should read it: with a shared tally the
+    /// limit is the call's, not this answer's.
+    fn shared_limit(&self, e: PromError, limit: u64) -> PromError {
+        match e {
+            PromError::TooManySamples { .. } if self.tally.is_some() => shared_limit_error(limit),
+            e => e,
+        }
     }
 
     /// The credential scrubber every error of this client has been through;
@@ -2179,11 +2266,14 @@ impl PromClient {
             ("timeout", self.server_timeout()),
         ];
         let limit = limits.max_samples.max(1);
-        self.request_limited("query", &form, limits.max_bytes, |b| {
-            decode_answer(b, &self.redactor, limit, limit)
-        })
-        .await
-        .map(|(a, _)| a)
+        let (answer, n) = self
+            .request_limited("query", &form, limits.max_bytes, |b| {
+                decode_answer(b, &self.redactor, self.samples_left(limit), limit)
+            })
+            .await
+            .map_err(|e| self.shared_limit(e, limit))?;
+        self.count_samples(n, limit)?;
+        Ok(answer)
     }
 
     /// Range query over `[start_ms, end_ms]` at `step_ms`, split into requests of at
@@ -2244,9 +2334,11 @@ impl PromClient {
             let left = limit - used;
             let (answer, n) = self
                 .request_limited("query_range", &form, limits.max_bytes, |b| {
-                    decode_answer(b, &self.redactor, left, limit)
+                    decode_answer(b, &self.redactor, left.min(self.samples_left(limit)), limit)
                 })
-                .await?;
+                .await
+                .map_err(|e| self.shared_limit(e, limit))?;
+            self.count_samples(n, limit)?;
             used += n;
             chunks.push(answer);
             match chunk_end.checked_add(step_ms) {
@@ -2284,6 +2376,38 @@ impl PromClient {
         }
         self.request("series", &form, |b| decode_envelope(b, &self.redactor))
             .await
+    }
+
+    /// Metric metadata (`/api/v1/metadata`): of one metric name, or of all; at most
+    /// `limit` metrics. Sorted by name. The endpoint takes GET only (Prometheus
+    /// registers no POST for it), so its parameters go in the URL.
+    pub async fn metadata(
+        &self,
+        metric: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<Vec<(String, MetricMetadata)>, PromError> {
+        let mut url = self.cfg.url.api("metadata");
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(m) = metric {
+                q.append_pair("metric", m);
+            }
+            if let Some(n) = limit {
+                q.append_pair("limit", &n.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let by_name: BTreeMap<String, Vec<MetricMetadata>> = self
+            .request_url("metadata", url, &[], self.cfg.max_response_bytes, |b| {
+                decode_envelope(b, &self.redactor)
+            })
+            .await?;
+        Ok(by_name
+            .into_iter()
+            .flat_map(|(name, entries)| entries.into_iter().map(move |m| (name.clone(), m)))
+            .collect())
     }
 
     /// The time of the oldest sample the server holds (epoch ms), from Prometheus's own
@@ -2356,6 +2480,19 @@ impl PromClient {
         decode: impl Fn(&[u8]) -> Result<T, PromError>,
     ) -> Result<T, PromError> {
         let url = self.cfg.url.api(endpoint);
+        self.request_url(endpoint, url, form, max_bytes, decode)
+            .await
+    }
+
+    /// [`PromClient::request_limited`] of a whole URL (an endpoint with URL parameters).
+    async fn request_url<T>(
+        &self,
+        endpoint: &str,
+        url: reqwest::Url,
+        form: &[(&str, String)],
+        max_bytes: u64,
+        decode: impl Fn(&[u8]) -> Result<T, PromError>,
+    ) -> Result<T, PromError> {
         // The exact request, at trace level (`PROMDUCK_LOG=promduck_core::prometheus=trace`):
         // the benchmark replays a run's requests with a plain HTTP client from it.
         if tracing::enabled!(tracing::Level::TRACE) {
@@ -3570,6 +3707,94 @@ prometheus_tsdb_lowest_timestamp_seconds 1.7092944e+09\n";
             .range("up", i64::MIN / 2, i64::MAX / 2, i64::MAX / 4)
             .await
             .is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shared_tally_bounds_the_sum_of_concurrent_queries() {
+        // Every instant query answers one series of 600 samples (a matrix selector).
+        let (url, _count) = serve(|s, _| {
+            let pts: Vec<String> = (0..600).map(|i| format!("[{i},\"1\"]")).collect();
+            respond(
+                s,
+                "200 OK",
+                &format!(
+                    "{MATRIX_START}{{\"metric\":{{\"a\":\"b\"}},\"values\":[{}]}}]}}}}",
+                    pts.join(",")
+                ),
+            );
+        });
+        let c = client_for(&url, |c| c.max_samples = 1000);
+        // Alone, each query is within the limit.
+        assert_eq!(c.instant("up[10m]", 0).await.unwrap()[0].points.len(), 600);
+        // Two sharing a tally are not: whichever answer comes second fails.
+        let tally = SampleTally::new();
+        let t = c.with_sample_tally(&tally);
+        let (a, b) = tokio::join!(t.instant("up[10m]", 0), t.instant("up[10m]", 0));
+        let e = a.err().or(b.err()).expect("one of the two fails");
+        assert_eq!(
+            e.to_string(),
+            "too many samples: the call's queries have more than 1000 samples together, more than the limit of 1000; \
+             narrow the query or the time range, use a larger step, or raise the limit (prometheus.maxSamples in the \
+             config file, max_samples := ... in SQL)"
+        );
+        // A range query counts in the same tally.
+        let tally = SampleTally::new();
+        let t = c.with_sample_tally(&tally);
+        t.instant("up[10m]", 0).await.unwrap();
+        assert_eq!(tally.counted(), 600);
+        let e = t.range("up", 0, 599_000, 1000).await.unwrap_err();
+        assert!(
+            matches!(e, PromError::TooManySamples { limit: 1000, .. }),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metadata_is_a_get_with_url_parameters() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let heads = seen.clone();
+        let (url, _) = serve(move |s, req| {
+            heads
+                .lock()
+                .unwrap()
+                .push(req.head.lines().next().unwrap_or("").to_string());
+            respond(
+                s,
+                "200 OK",
+                r#"{"status":"success","data":{"b_total":[{"type":"counter","help":"B.","unit":""}],
+                    "a":[{"type":"gauge","help":"A one.","unit":"seconds"},{"type":"gauge","help":"A two.","unit":""}]}}"#,
+            );
+        });
+        let c = client_for(&url, |_| {});
+        let m = c.metadata(Some("a b&c"), Some(5)).await.unwrap();
+        let g = |help: &str, unit: &str| MetricMetadata {
+            kind: "gauge".into(),
+            help: help.into(),
+            unit: unit.into(),
+        };
+        assert_eq!(
+            m,
+            vec![
+                ("a".to_string(), g("A one.", "seconds")),
+                ("a".to_string(), g("A two.", "")),
+                (
+                    "b_total".to_string(),
+                    MetricMetadata {
+                        kind: "counter".into(),
+                        help: "B.".into(),
+                        unit: "".into()
+                    }
+                ),
+            ]
+        );
+        c.metadata(None, None).await.unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                "GET /api/v1/metadata?metric=a+b%26c&limit=5 HTTP/1.1".to_string(),
+                "GET /api/v1/metadata HTTP/1.1".to_string()
+            ]
+        );
     }
 
     const USER: &str = "bob";

@@ -4,7 +4,7 @@
 //! - `prom_partitions(...)`: which partitions exist, from the folder listing alone;
 //! - `prom_collect(...)`: a collection run from SQL (same code as the collector binary);
 //! - `prom_query`, `prom_query_range`, `prom_labels`, `prom_label_values`,
-//!   `prom_series`: live PromQL;
+//!   `prom_series`, `prom_metadata`: live PromQL;
 //! - `timestamp_ms(BIGINT)`: the function the original README's SQL calls.
 //!
 //! Every callback's panics are caught by duckdb-rs and become DuckDB errors; the
@@ -16,6 +16,7 @@ mod compact;
 mod config_arg;
 mod deferred;
 mod guard;
+mod label_columns;
 mod live;
 mod metrics;
 mod paging;
@@ -66,6 +67,7 @@ fn register(con: &Connection) -> Result<(), Box<dyn Error>> {
         &sb,
     )?;
     con.register_table_function_with_extra_info::<live::PromSeries, _>("prom_series", &sb)?;
+    con.register_table_function_with_extra_info::<live::PromMetadata, _>("prom_metadata", &sb)?;
     con.register_scalar_function::<scalar::TimestampMs>("timestamp_ms")?;
     if std::env::var("PROMDUCK_TEST_PANIC").as_deref() == Ok("1") {
         con.register_table_function_with_extra_info::<testing::PanicTest, _>(

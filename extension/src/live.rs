@@ -1,7 +1,14 @@
 //! Live PromQL from SQL: `prom_query`, `prom_query_range`, `prom_labels`,
-//! `prom_label_values`, `prom_series`. The request runs on the first `func` call
-//! (never in `bind`, which DuckDB may call more than once or alone for DESCRIBE);
-//! its rows are then handed out chunk by chunk.
+//! `prom_label_values`, `prom_series`, `prom_metadata`. The request runs on the first
+//! `func` call (never in `bind`, which DuckDB may call more than once or alone for
+//! DESCRIBE); its rows are then handed out chunk by chunk.
+//!
+//! The query argument of `prom_query` and `prom_query_range` is declared ANY, so one
+//! function takes an expression or a list of them (the C API has no overloads, but an
+//! ANY parameter takes either type, `?` parameters included, in every host): a list
+//! adds a `query` column first, saying which expression each row came from. The
+//! expressions run concurrently, within the call's bounds. `labels := [...]` adds
+//! one VARCHAR column per named label after the fixed ones (`label_columns.rs`).
 //!
 //! Bounds, so that a query can neither hang a session nor exhaust its memory:
 //! - `timeout` (default 30s) is the deadline for the whole call: every attempt,
@@ -12,17 +19,22 @@
 //!   time for retries after an attempt that hangs.
 //! - `max_response_bytes` (default 256MiB; bytes or `'64MiB'`, `'1GB'`) bounds each
 //!   answer's size; a larger one is an error, read no further than the limit.
-//! - `max_samples` (default 5,000,000) bounds the samples of one query over all its
-//!   requests; more is an error naming the limit.
+//! - `max_samples` (default 5,000,000) bounds the samples of one call over all its
+//!   requests (all its expressions, when given a list); more is an error naming the limit.
 
+use crate::label_columns;
 use crate::paging::{PageRows, Pages};
-use crate::params::{err, named, named_string, parse_step, positional, timestamp_value, BoxError};
+use crate::params::{
+    err, named, named_string, parse_step, positional, timestamp_value, Arg, BoxError,
+};
 use crate::runtime::block_on;
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::config::{parse_byte_size, Config, PromUrl, PrometheusConfig, Secret};
-use promduck_core::prometheus::{ClientOptions, HopGuard, PromClient, Series};
+use promduck_core::prometheus::{
+    ClientOptions, HopGuard, MetricMetadata, PromClient, PromError, SampleTally, Series,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -53,6 +65,14 @@ fn connection_params() -> Vec<(String, LogicalTypeHandle)> {
 fn samples_param() -> (String, LogicalTypeHandle) {
     (
         "max_samples".to_string(),
+        LogicalTypeHandle::from(LogicalTypeId::Any),
+    )
+}
+
+/// `labels := [...]`: label columns (ANY: a list or one name, read in `label_columns.rs`).
+fn labels_param() -> (String, LogicalTypeHandle) {
+    (
+        "labels".to_string(),
         LogicalTypeHandle::from(LogicalTypeId::Any),
     )
 }
@@ -164,11 +184,11 @@ fn client(cfg: &PrometheusConfig, hop_guard: &HopGuard) -> Result<PromClient, Bo
 /// What a live function asks Prometheus for.
 enum Request {
     Instant {
-        query: String,
+        queries: Queries,
         time_ms: i64,
     },
     Range {
-        query: String,
+        queries: Queries,
         start_ms: i64,
         end_ms: i64,
         step_ms: i64,
@@ -176,6 +196,16 @@ enum Request {
     Labels,
     LabelValues(String),
     Series(Vec<String>),
+    Metadata {
+        metric: Option<String>,
+        limit: Option<u64>,
+    },
+}
+
+/// The query argument: one expression, or a list of them (with a `query` column).
+struct Queries {
+    list: Vec<String>,
+    is_list: bool,
 }
 
 pub struct LiveBind {
@@ -185,6 +215,8 @@ pub struct LiveBind {
     /// The sandbox's check of every redirect hop.
     hop_guard: HopGuard,
     request: Request,
+    /// `labels := [...]`: the label columns after the fixed ones.
+    label_columns: Vec<String>,
 }
 
 impl LiveBind {
@@ -194,7 +226,13 @@ impl LiveBind {
             deadline: conn.1,
             hop_guard: conn.2,
             request,
+            label_columns: Vec::new(),
         }
+    }
+
+    fn with_label_columns(mut self, names: Vec<String>) -> Self {
+        self.label_columns = names;
+        self
     }
 }
 
@@ -203,8 +241,13 @@ impl LiveBind {
 /// and that text may hold a password or token.
 pub struct LiveBindResult(Result<LiveBind, String>);
 
-/// A series' metric name and other labels.
-type SeriesKey = (Option<String>, Vec<(String, String)>);
+/// A series: which expression of the call it came from, its metric name and its
+/// other labels (sorted by name).
+struct SeriesKey {
+    query: usize,
+    name: Option<String>,
+    labels: Vec<(String, String)>,
+}
 
 enum Rows {
     /// Each series' labels once, and its points as `(series index, ms, value)`:
@@ -215,6 +258,7 @@ enum Rows {
     },
     Strings(Vec<String>),
     SeriesList(Vec<SeriesKey>),
+    Metadata(Vec<(String, MetricMetadata)>),
 }
 
 impl PageRows for Rows {
@@ -223,6 +267,7 @@ impl PageRows for Rows {
             Rows::Samples { points, .. } => points.len(),
             Rows::Strings(v) => v.len(),
             Rows::SeriesList(v) => v.len(),
+            Rows::Metadata(v) => v.len(),
         }
     }
 }
@@ -232,17 +277,26 @@ pub struct LiveInit {
     pages: Pages<Rows>,
 }
 
-fn split_name(mut labels: BTreeMap<String, String>) -> SeriesKey {
+fn split_name(query: usize, mut labels: BTreeMap<String, String>) -> SeriesKey {
     let name = labels.remove("__name__");
-    (name, labels.into_iter().collect())
+    SeriesKey {
+        query,
+        name,
+        labels: labels.into_iter().collect(),
+    }
 }
 
-fn samples(series: Vec<Series>) -> Rows {
-    let mut keys = Vec::with_capacity(series.len());
-    let mut points = Vec::with_capacity(series.iter().map(|s| s.points.len()).sum());
-    for (i, s) in series.into_iter().enumerate() {
-        keys.push(split_name(s.labels));
-        points.extend(s.points.into_iter().map(|(ts, v)| (i, ts, v)));
+/// The answers of a call's expressions (in the order given) as rows.
+fn samples(answers: Vec<Vec<Series>>) -> Rows {
+    let n: usize = answers.iter().map(Vec::len).sum();
+    let mut keys = Vec::with_capacity(n);
+    let mut points = Vec::with_capacity(answers.iter().flatten().map(|s| s.points.len()).sum());
+    for (q, series) in answers.into_iter().enumerate() {
+        for s in series {
+            let i = keys.len();
+            keys.push(split_name(q, s.labels));
+            points.extend(s.points.into_iter().map(|(ts, v)| (i, ts, v)));
+        }
     }
     Rows::Samples {
         series: keys,
@@ -250,31 +304,67 @@ fn samples(series: Vec<Series>) -> Rows {
     }
 }
 
+/// Runs `run` for every expression concurrently (one client: one deadline, one
+/// connection limit; with a list, one sample tally). The first failure ends the
+/// call (the others are dropped, so stop) with an error naming its expression.
+async fn run_all<'a, F, Fut>(
+    client: &'a PromClient,
+    queries: &'a Queries,
+    scrub: &(dyn Fn(PromError) -> String + Sync),
+    run: F,
+) -> Result<Vec<Vec<Series>>, BoxError>
+where
+    F: Fn(PromClient, &'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Series>, PromError>> + 'a,
+{
+    if !queries.is_list {
+        let q = queries.list.first().map_or("", String::as_str);
+        return Ok(vec![run(client.clone(), q)
+            .await
+            .map_err(|e| err(scrub(e)))?]);
+    }
+    let tally = SampleTally::new();
+    let shared = client.with_sample_tally(&tally);
+    let total = queries.list.len();
+    let runs = queries.list.iter().enumerate().map(|(i, q)| {
+        let fut = run(shared.clone(), q.as_str());
+        async move {
+            fut.await
+                .map_err(|e| err(format!("query {} of {total} ({q:?}): {}", i + 1, scrub(e))))
+        }
+    });
+    futures::future::try_join_all(runs).await
+}
+
 fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
     // `timeout` bounds the whole call, retries and split requests included.
     let client = client(&bind.cfg, &bind.hop_guard)?.with_overall_timeout(bind.deadline);
-    let scrub = |e: promduck_core::prometheus::PromError| {
+    let scrub_text = |e: PromError| {
         let mut msg = e.to_string();
         for s in bind.cfg.secrets() {
             msg = msg.replace(s, "***");
         }
-        err(msg)
+        msg
     };
+    let scrub = |e: PromError| err(scrub_text(e));
     let rows = block_on(async {
         Ok::<Rows, BoxError>(match &bind.request {
-            Request::Instant { query, time_ms } => {
-                samples(client.instant(query, *time_ms).await.map_err(scrub)?)
-            }
+            Request::Instant { queries, time_ms } => samples(
+                run_all(&client, queries, &scrub_text, |c, q| async move {
+                    c.instant(q, *time_ms).await
+                })
+                .await?,
+            ),
             Request::Range {
-                query,
+                queries,
                 start_ms,
                 end_ms,
                 step_ms,
             } => samples(
-                client
-                    .range(query, *start_ms, *end_ms, *step_ms)
-                    .await
-                    .map_err(scrub)?,
+                run_all(&client, queries, &scrub_text, |c, q| async move {
+                    c.range(q, *start_ms, *end_ms, *step_ms).await
+                })
+                .await?,
             ),
             Request::Labels => Rows::Strings(client.labels().await.map_err(scrub)?),
             Request::LabelValues(l) => Rows::Strings(client.label_values(l).await.map_err(scrub)?),
@@ -284,8 +374,14 @@ fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
                     .await
                     .map_err(scrub)?
                     .into_iter()
-                    .map(split_name)
+                    .map(|l| split_name(0, l))
                     .collect(),
+            ),
+            Request::Metadata { metric, limit } => Rows::Metadata(
+                client
+                    .metadata(metric.as_deref(), *limit)
+                    .await
+                    .map_err(scrub)?,
             ),
         })
     })
@@ -293,41 +389,81 @@ fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
     Ok(rows)
 }
 
+/// Writes series columns for `rows` (each a series): `metric_name` and `labels` at
+/// `col`, then the label columns after `after`.
+fn write_series<'a>(
+    out: &DataChunkHandle,
+    col: usize,
+    after: usize,
+    label_columns: &[String],
+    rows: impl Iterator<Item = &'a SeriesKey> + Clone,
+) -> Result<(), BoxError> {
+    write_strings(out, col, rows.clone().map(|s| s.name.as_deref()))?;
+    write_maps(
+        out,
+        col + 1,
+        rows.clone()
+            .map(|s| Some(s.labels.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))),
+    )?;
+    for (j, name) in label_columns.iter().enumerate() {
+        write_strings(
+            out,
+            after + j,
+            rows.clone()
+                .map(|s| label_columns::value(name, s.name.as_deref(), &s.labels)),
+        )?;
+    }
+    Ok(())
+}
+
 /// Rows `r` of a result into the output chunk.
-fn emit(rows: &Rows, r: std::ops::Range<usize>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
+fn emit(
+    bind: &LiveBind,
+    rows: &Rows,
+    r: std::ops::Range<usize>,
+    out: &mut DataChunkHandle,
+) -> Result<(), BoxError> {
     match rows {
         Rows::Samples { series, points } => {
             let p = &points[r];
-            write_strings(out, 0, p.iter().map(|x| series[x.0].0.as_deref()))?;
-            write_maps(
+            // With a list of expressions, `query` comes first.
+            let list = match &bind.request {
+                Request::Instant { queries, .. } | Request::Range { queries, .. } => {
+                    Some(queries).filter(|q| q.is_list)
+                }
+                _ => None,
+            };
+            let base = usize::from(list.is_some());
+            if let Some(q) = list {
+                write_strings(
+                    out,
+                    0,
+                    p.iter()
+                        .map(|x| q.list.get(series[x.0].query).map(String::as_str)),
+                )?;
+            }
+            write_series(
                 out,
-                1,
-                p.iter().map(|x| {
-                    Some(
-                        series[x.0]
-                            .1
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), Some(v.as_str()))),
-                    )
-                }),
+                base,
+                base + 4,
+                &bind.label_columns,
+                p.iter().map(|x| &series[x.0]),
             )?;
             let micros = p
                 .iter()
                 .map(|x| timestamp_micros(x.1).map(Some))
                 .collect::<Result<Vec<_>, _>>()?;
-            write_values(out, 2, micros.into_iter());
-            write_values(out, 3, p.iter().map(|x| Some(x.2)));
+            write_values(out, base + 2, micros.into_iter());
+            write_values(out, base + 3, p.iter().map(|x| Some(x.2)));
         }
         Rows::Strings(v) => write_strings(out, 0, v[r].iter().map(|x| Some(x.as_str())))?,
-        Rows::SeriesList(v) => {
-            let s = &v[r];
-            write_strings(out, 0, s.iter().map(|x| x.0.as_deref()))?;
-            write_maps(
-                out,
-                1,
-                s.iter()
-                    .map(|x| Some(x.1.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))),
-            )?;
+        Rows::SeriesList(v) => write_series(out, 0, 2, &bind.label_columns, v[r].iter())?,
+        Rows::Metadata(v) => {
+            let m = &v[r];
+            write_strings(out, 0, m.iter().map(|x| Some(x.0.as_str())))?;
+            write_strings(out, 1, m.iter().map(|x| Some(x.1.kind.as_str())))?;
+            write_strings(out, 2, m.iter().map(|x| Some(x.1.help.as_str())))?;
+            write_strings(out, 3, m.iter().map(|x| Some(x.1.unit.as_str())))?;
         }
     }
     Ok(())
@@ -357,10 +493,24 @@ fn live_func(
     out: &mut DataChunkHandle,
 ) -> Result<(), BoxError> {
     let bind = bind.0.as_ref().map_err(|e| err(e.clone()))?;
-    init.pages.emit(out, || execute(bind), emit)
+    init.pages.emit(
+        out,
+        || execute(bind),
+        |rows, r, out| emit(bind, rows, r, out),
+    )
 }
 
-fn sample_columns(bind: &BindInfo) {
+/// The fixed columns of a function returning samples.
+const SAMPLE_COLUMNS: [&str; 4] = ["metric_name", "labels", "timestamp", "value"];
+
+/// Declares the sample columns (`query` first when given a list) and reads the
+/// query argument; the label columns follow once `labels :=` is read.
+fn sample_columns(bind: &BindInfo) -> Result<(Queries, Vec<String>), BoxError> {
+    let arg = positional(bind, 0);
+    let is_list = matches!(arg, Arg::List(_));
+    if is_list {
+        bind.add_result_column("query", varchar());
+    }
     bind.add_result_column("metric_name", varchar());
     bind.add_result_column("labels", labels_type());
     bind.add_result_column(
@@ -368,18 +518,62 @@ fn sample_columns(bind: &BindInfo) {
         LogicalTypeHandle::from(LogicalTypeId::TimestampTZ),
     );
     bind.add_result_column("value", LogicalTypeHandle::from(LogicalTypeId::Double));
+    let queries = query_arg(&arg)?;
+    let mut fixed = Vec::from(SAMPLE_COLUMNS);
+    if is_list {
+        fixed.push("query");
+    }
+    let labels = label_columns_arg(bind, &fixed)?;
+    Ok((queries, labels))
 }
 
-fn query_arg(bind: &BindInfo) -> Result<String, BoxError> {
-    let v = positional(bind, 0);
-    if v.is_null() {
-        return Err(err("query must not be NULL"));
+/// `labels := [...]`, checked against the `fixed` columns and declared as columns.
+fn label_columns_arg(bind: &BindInfo, fixed: &[&str]) -> Result<Vec<String>, BoxError> {
+    let names = label_columns::names(named(bind, "labels").as_ref(), fixed)?;
+    label_columns::add_columns(bind, &names);
+    Ok(names)
+}
+
+/// The query argument: an expression, or a non-empty list of them.
+fn query_arg(v: &Arg) -> Result<Queries, BoxError> {
+    let one = |q: &Arg, what: &str| -> Result<String, BoxError> {
+        let text = match q {
+            Arg::Null => return Err(err(format!("{what} must not be NULL"))),
+            Arg::List(_) => {
+                return Err(err(format!(
+                    "{what} must be a PromQL expression (VARCHAR), got {}",
+                    q.type_name()
+                )))
+            }
+            // A number's text is an expression too (`prom_query(1)`).
+            Arg::Scalar { .. } => q.render(),
+        };
+        crate::params::check_not_macro_parameter(&text, "query")?;
+        if text.trim().is_empty() {
+            return Err(err(format!("{what} is empty")));
+        }
+        Ok(text)
+    };
+    match v {
+        Arg::List(items) => {
+            if items.is_empty() {
+                return Err(err("query: the list of expressions is empty"));
+            }
+            let list = items
+                .iter()
+                .enumerate()
+                .map(|(i, q)| one(q, &format!("query {} of the list", i + 1)))
+                .collect::<Result<_, _>>()?;
+            Ok(Queries {
+                list,
+                is_list: true,
+            })
+        }
+        other => Ok(Queries {
+            list: vec![one(other, "query")?],
+            is_list: false,
+        }),
     }
-    let q = v.render();
-    if q.trim().is_empty() {
-        return Err(err("query is empty"));
-    }
-    Ok(q)
 }
 
 macro_rules! live_vtab {
@@ -422,8 +616,7 @@ fn tstz() -> LogicalTypeHandle {
 live_vtab!(
     PromQuery,
     |bind| {
-        sample_columns(bind);
-        let query = query_arg(bind)?;
+        let (queries, labels) = sample_columns(bind)?;
         // `time` is a keyword in DuckDB's grammar (write `"time" := ...`), so `at` is offered too.
         let time_ms = match (named(bind, "time"), named(bind, "at")) {
             (Some(_), Some(_)) => {
@@ -435,10 +628,12 @@ live_vtab!(
         };
         Ok(LiveBind::new(
             connection(bind, "prom_query")?,
-            Request::Instant { query, time_ms },
-        ))
+            Request::Instant { queries, time_ms },
+        )
+        .with_label_columns(labels))
     },
-    vec![varchar()],
+    // ANY: an expression or a list of them.
+    vec![LogicalTypeHandle::from(LogicalTypeId::Any)],
     vec![
         // ANY: a value DuckDB could not cast to a typed parameter would fail in bind,
         // echoing the statement with any secret in it (see `deferred.rs`).
@@ -450,15 +645,15 @@ live_vtab!(
             "at".to_string(),
             LogicalTypeHandle::from(LogicalTypeId::Any)
         ),
-        samples_param()
+        samples_param(),
+        labels_param()
     ]
 );
 
 live_vtab!(
     PromQueryRange,
     |bind| {
-        sample_columns(bind);
-        let query = query_arg(bind)?;
+        let (queries, labels) = sample_columns(bind)?;
         let start = positional(bind, 1);
         let end = positional(bind, 2);
         let step = positional(bind, 3);
@@ -482,20 +677,21 @@ live_vtab!(
         Ok(LiveBind::new(
             connection(bind, "prom_query_range")?,
             Request::Range {
-                query,
+                queries,
                 start_ms,
                 end_ms,
                 step_ms,
             },
-        ))
+        )
+        .with_label_columns(labels))
     },
     vec![
-        varchar(),
+        LogicalTypeHandle::from(LogicalTypeId::Any),
         tstz(),
         tstz(),
         LogicalTypeHandle::from(LogicalTypeId::Any)
     ],
-    vec![samples_param()]
+    vec![samples_param(), labels_param()]
 );
 
 live_vtab!(
@@ -533,6 +729,7 @@ live_vtab!(
     |bind| {
         bind.add_result_column("metric_name", varchar());
         bind.add_result_column("labels", labels_type());
+        let labels = label_columns_arg(bind, &SAMPLE_COLUMNS[..2])?;
         let v = positional(bind, 0);
         if v.is_null() {
             return Err(err("match must not be NULL"));
@@ -543,11 +740,63 @@ live_vtab!(
                 "match: give at least one series selector (a list of only NULLs selects no series)",
             ));
         }
-        Ok(LiveBind::new(
-            connection(bind, "prom_series")?,
-            Request::Series(matchers),
-        ))
+        Ok(
+            LiveBind::new(connection(bind, "prom_series")?, Request::Series(matchers))
+                .with_label_columns(labels),
+        )
     },
     vec![LogicalTypeHandle::from(LogicalTypeId::Any)],
-    vec![]
+    vec![labels_param()]
+);
+
+live_vtab!(
+    PromMetadata,
+    |bind| {
+        for c in ["metric_name", "type", "help", "unit"] {
+            bind.add_result_column(c, varchar());
+        }
+        let metric = match named(bind, "metric") {
+            None => None,
+            Some(v) => match v.varchar() {
+                Some(m) => {
+                    crate::params::check_not_macro_parameter(m, "metric")?;
+                    Some(m.to_string())
+                }
+                None => {
+                    return Err(err(format!(
+                        "metric must be a metric name (VARCHAR), got {}",
+                        v.type_name()
+                    )))
+                }
+            },
+        };
+        let limit = match named(bind, "limit") {
+            None => None,
+            Some(v) => match v.integer() {
+                Some(n) if n > 0 => Some(u64::try_from(n).unwrap_or(u64::MAX)),
+                _ => {
+                    return Err(err(format!(
+                        "limit must be a positive whole number of metrics, got {} {}",
+                        v.type_name(),
+                        v.render()
+                    )))
+                }
+            },
+        };
+        Ok(LiveBind::new(
+            connection(bind, "prom_metadata")?,
+            Request::Metadata { metric, limit },
+        ))
+    },
+    vec![],
+    vec![
+        (
+            "metric".to_string(),
+            LogicalTypeHandle::from(LogicalTypeId::Any)
+        ),
+        (
+            "limit".to_string(),
+            LogicalTypeHandle::from(LogicalTypeId::Any)
+        )
+    ]
 );

@@ -14,7 +14,9 @@
 //! with the same selection: only the row groups that may hold the selected days
 //! and proxies, then only their rows. A daily file listed at bind that compaction
 //! removed before it was opened is read from the month file that took it in.
-//! `source := true` adds a `source` column: the file each row came from.
+//! `source := true` adds a `source` column: the file each row came from;
+//! `labels := ['environment', ...]` adds one VARCHAR column per named key of the
+//! `labels` map, after those (`label_columns.rs`).
 
 use crate::deferred::Deferred;
 use crate::paging::{Cursor, CHUNK_ROWS};
@@ -34,10 +36,11 @@ pub struct MetricsBind {
     storage: Arc<dyn Storage>,
     files: Vec<PartitionFile>,
     metrics: Option<Vec<String>>,
+    /// Whether the `source` column was declared (right after `Column::ALL`).
+    source: bool,
+    /// `labels := [...]`: the label columns, declared after `source`.
+    label_columns: Vec<String>,
 }
-
-/// The output position of the optional `source` column (after `Column::ALL`).
-const SOURCE_INDEX: u64 = Column::ALL.len() as u64;
 
 /// Opens a selected file; a daily file that compaction removed after the listing
 /// is read from the month file that took its rows in (`Storage::open_listed`).
@@ -57,6 +60,8 @@ pub struct MetricsInit {
     columns: Vec<Option<Column>>,
     /// The output position of the `source` column, if asked for and projected.
     source: Option<usize>,
+    /// `(output position, label name)` of each projected label column.
+    label_columns: Vec<(usize, String)>,
     spec: Arc<ReadSpec>,
     /// The next file nobody has opened yet.
     next_file: AtomicUsize,
@@ -259,9 +264,16 @@ impl<const N: usize> PromMetrics<N> {
             selection: sel,
             metrics,
         } = bind_selection(bind, N)?;
-        if named_string(bind, "source").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        let source = named_string(bind, "source").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if source {
             bind.add_result_column("source", varchar());
         }
+        let mut fixed: Vec<&str> = Column::ALL.iter().map(|c| c.name()).collect();
+        if source {
+            fixed.push("source");
+        }
+        let label_columns = crate::label_columns::names(named(bind, "labels").as_ref(), &fixed)?;
+        crate::label_columns::add_columns(bind, &label_columns);
         let storage = open_archive(bind, "prom_metrics", &data_dir)?;
         // Listing is read-only, so it may happen here; it also gives DuckDB a
         // cardinality estimate.
@@ -273,6 +285,8 @@ impl<const N: usize> PromMetrics<N> {
             storage,
             files,
             metrics,
+            source,
+            label_columns,
         })
     }
 
@@ -282,15 +296,34 @@ impl<const N: usize> PromMetrics<N> {
             .iter()
             .map(|&i| Column::ALL.get(i as usize).copied())
             .collect();
-        let source = indices.iter().position(|&i| i == SOURCE_INDEX);
         // SAFETY: init runs only after a successful `bind`, whose `Deferred<MetricsBind>`
         // duckdb-rs stored as this call's bind data; DuckDB keeps it alive until the
         // query ends, and nothing mutates it after bind.
         let bind = unsafe { &*init.get_bind_data::<Deferred<MetricsBind>>() }.get()?;
+        // After `Column::ALL`: `source` (if declared), then the label columns.
+        let source_index = Column::ALL.len();
+        let source = indices
+            .iter()
+            .position(|&i| bind.source && i as usize == source_index);
+        let labels_start = source_index + usize::from(bind.source);
+        let label_columns: Vec<(usize, String)> = indices
+            .iter()
+            .enumerate()
+            .filter_map(|(pos, &i)| {
+                let name = bind
+                    .label_columns
+                    .get((i as usize).checked_sub(labels_start)?)?;
+                Some((pos, name.clone()))
+            })
+            .collect();
         init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
         // Object storage: fetch the files ahead of the threads that will open them.
         bind.storage.prefetch(&bind.files);
-        let want: Vec<Column> = columns.iter().flatten().copied().collect();
+        let mut want: Vec<Column> = columns.iter().flatten().copied().collect();
+        // The label columns are read from the `labels` map.
+        if !label_columns.is_empty() && !want.contains(&Column::Labels) {
+            want.push(Column::Labels);
+        }
         let spec = Arc::new(ReadSpec {
             want,
             metrics: bind.metrics.clone(),
@@ -300,6 +333,7 @@ impl<const N: usize> PromMetrics<N> {
         Ok(MetricsInit {
             columns,
             source,
+            label_columns,
             spec,
             next_file: AtomicUsize::new(0),
             open: Mutex::new(Vec::new()),
@@ -347,6 +381,7 @@ impl<const N: usize> PromMetrics<N> {
                 init.open_readers()?.push(reader);
             }
             write_batch(output, &init.columns, &batch)?;
+            write_label_columns(output, &init.label_columns, &batch)?;
             return Ok(());
         }
     }
@@ -381,6 +416,7 @@ fn metrics_named_parameters() -> Vec<(String, LogicalTypeHandle)> {
         "proxy",
         "metric",
         "source",
+        "labels",
     ]
     .into_iter()
     .map(|n| (n.to_string(), LogicalTypeHandle::from(LogicalTypeId::Any)))
@@ -437,6 +473,34 @@ fn write_repeated_strings<'a>(
     }
     for i in nulls {
         v.set_null(i);
+    }
+    Ok(())
+}
+
+/// The label columns of a batch: each row's value of the named key of its `labels`
+/// map, NULL where the map has no such key (or is NULL).
+fn write_label_columns(
+    out: &DataChunkHandle,
+    columns: &[(usize, String)],
+    b: &ReadBatch,
+) -> Result<(), BoxError> {
+    let Some(l) = &b.labels else {
+        return Ok(());
+    };
+    use arrow::array::Array;
+    let offs = l.offsets.as_ref();
+    for (pos, name) in columns {
+        let rows = (0..b.len).map(|r| {
+            if l.nulls.as_ref().is_some_and(|nb| nb.is_null(r)) {
+                return None;
+            }
+            let (s, e) = (offs[r] as usize, offs[r + 1] as usize);
+            (s..e)
+                .find(|&j| l.keys.value(j) == name.as_str())
+                .filter(|&j| !l.values.is_null(j))
+                .map(|j| l.values.value(j))
+        });
+        write_repeated_strings(out, *pos, rows)?;
     }
     Ok(())
 }
@@ -554,6 +618,8 @@ fn partitions_bind(bind: &BindInfo) -> Result<MetricsBind, BoxError> {
         storage,
         files,
         metrics: None,
+        source: false,
+        label_columns: Vec::new(),
     })
 }
 
@@ -624,7 +690,10 @@ impl VTab for PromPartitions {
     }
 
     fn named_parameters() -> Option<Vec<(String, LogicalTypeHandle)>> {
-        Some(metrics_named_parameters())
-            .map(|v| v.into_iter().filter(|(n, _)| n != "source").collect())
+        Some(metrics_named_parameters()).map(|v| {
+            v.into_iter()
+                .filter(|(n, _)| n != "source" && n != "labels")
+                .collect()
+        })
     }
 }
