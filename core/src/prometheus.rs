@@ -2307,9 +2307,8 @@ impl PromClient {
 
     /// Checks that the server answers the query API (used by `--check`).
     pub async fn ping(&self) -> Result<(), PromError> {
-        self.instant("1", chrono::Utc::now().timestamp_millis())
-            .await
-            .map(|_| ())
+        let now = crate::clock::now().map_err(|e| PromError::Setup(e.to_string()))?;
+        self.instant("1", now.timestamp_millis()).await.map(|_| ())
     }
 
     fn server_timeout(&self) -> String {
