@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import COLLECTOR, EXTENSION, REPO_ROOT, run_collector, write_config
+from helpers import COLLECTOR, EXTENSION, REPO_ROOT, now_env, run_collector, utc, write_config
 
 TRIALS = int(os.environ.get("PROMDUCK_COMPACT_TRIALS", "30"))
 SEED = int(os.environ.get("PROMDUCK_SEED", "20241125"))
@@ -179,10 +179,12 @@ def test_compact_two_months_from_the_cli(archive, tmp_path):
     # Nothing left: a further run has nothing to do.
     r = run_collector("--config", cfg, "--compact")
     assert r.returncode == 0 and "nothing to compact" in r.stderr, r.stderr
-    # The current month is refused (its days are still being collected).
-    this_month = date.today().strftime("%Y-%m")
-    r = run_collector("--config", cfg, "--compact", "--month", this_month)
+    # The current month is refused (its days are still being collected) until the next one
+    # begins in the config's zone (UTC); "now" fixed on both sides of that midnight.
+    r = run_collector("--config", cfg, "--compact", "--month", "2024-03", env=now_env(utc(2024, 3, 31, 23, 59, 59)))
     assert r.returncode == 2 and "has not closed yet" in r.stderr, r.stderr
+    r = run_collector("--config", cfg, "--compact", "--month", "2024-03", env=now_env(utc(2024, 4, 1)))
+    assert r.returncode == 0 and 'month="2024-03" status="unchanged"' in r.stderr, r.stderr
     r = run_collector("--config", cfg, "--compact", "--month", "24-01")
     assert r.returncode == 2 and "four-digit year" in r.stderr, r.stderr
 
@@ -329,7 +331,7 @@ def test_seed_queries_over_the_archive_return_every_row_once(archive, tmp_path):
     assert totals_recipe(con, data) == base["totals"]
 
 
-def test_prom_compact_from_sql(archive, tmp_path):
+def test_prom_compact_from_sql(archive, tmp_path, monkeypatch):
     data, base = archive
     cfg = config(tmp_path, data)
     con = connect()
@@ -344,8 +346,17 @@ def test_prom_compact_from_sql(archive, tmp_path):
     r = con.execute("SELECT month, status, rows FROM prom_compact(config := ?, month := '2024-01')", [str(cfg)]).fetchall()
     assert r == [("2024-01", "unchanged", 2232)]
     assert totals_glob(con, data) == base["totals"]
+    # The extension takes "now" from PROMDUCK_NOW too (read at each call).
+    monkeypatch.setenv("PROMDUCK_NOW", "2024-03-31T23:59:59Z")
     with pytest.raises(duckdb.Error, match="has not closed yet"):
-        con.execute("SELECT * FROM prom_compact(config := ?, month := ?)", [str(cfg), date.today().strftime("%Y-%m")])
+        con.execute("SELECT * FROM prom_compact(config := ?, month := '2024-03')", [str(cfg)])
+    monkeypatch.setenv("PROMDUCK_NOW", "2024-04-01T00:00:00Z")
+    r = con.execute("SELECT month, status FROM prom_compact(config := ?, month := '2024-03')", [str(cfg)]).fetchall()
+    assert r == [("2024-03", "unchanged")]
+    monkeypatch.setenv("PROMDUCK_NOW", "soon")
+    with pytest.raises(duckdb.Error, match='PROMDUCK_NOW="soon" is not an RFC 3339 time'):
+        con.execute("SELECT * FROM prom_compact(config := ?, month := '2024-03')", [str(cfg)])
+    monkeypatch.delenv("PROMDUCK_NOW")
     with pytest.raises(duckdb.Error, match="four-digit year"):
         con.execute("SELECT * FROM prom_compact(config := ?, month := '24-1')", [str(cfg)])
     assert con.execute("SELECT 42").fetchone() == (42,)
