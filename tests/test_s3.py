@@ -12,7 +12,6 @@ import io
 import os
 import signal
 import subprocess
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import COLLECTOR, DUCKDB_CLI, EXTENSION, expected_rows, normalise, run_collector
+from helpers import COLLECTOR, DUCKDB_CLI, EXTENSION, expected_rows, normalise, run_collector, wait_until
 from s3fixture import child_env, write_s3_config
 
 PREFIX = "metrics/prod"
@@ -271,9 +270,7 @@ def test_sigkill_during_an_s3_collection_leaves_no_partial_object(prometheus, hi
     first, last = history.days_list[0], history.days_list[-1]
     p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--from", str(first), "--to", str(last)],
                          cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(moto_s3.list_keys(s3_bucket)) < 2:
-        time.sleep(0.05)
+    wait_until(lambda: len(moto_s3.list_keys(s3_bucket)) >= 2, "two objects written", proc=p)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     keys = moto_s3.list_keys(s3_bucket)

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -211,12 +210,11 @@ def test_fault_reset(moto_s3, s3_bucket):
 
 
 def test_fault_hang(moto_s3, s3_bucket):
-    moto_s3.add_fault("hang", kind="LIST", hang_seconds=20)
+    # The hang outlasts any test: only the client's read timeout (1 s) ends the call.
+    moto_s3.add_fault("hang", kind="LIST", hang_seconds=600)
     c = moto_s3.client(via_proxy=True, read_timeout=1)
-    t = time.monotonic()
     with pytest.raises(ReadTimeoutError):
         c.list_objects_v2(Bucket=s3_bucket)
-    assert time.monotonic() - t < 10
     assert [(r.kind, r.action, r.status) for r in moto_s3.requests()] == [("LIST", "hang", None)]
 
 
