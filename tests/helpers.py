@@ -43,6 +43,18 @@ def wait_until(check, what: str, timeout: float = HANG_GUARD_S, interval: float 
         time.sleep(interval)
 
 
+def tool(name: str, package: str) -> str:
+    """The path of the program ``name``; fails (never skips) when it is missing: `make test`
+    installs Debian's ``package`` (the Makefile's `tools` target)."""
+    import shutil
+
+    import pytest
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: install Debian's package (apt-get install -y {package}; `make test` does)")
+    return path
+
+
 class Daemon:
     """The collector as a daemon (``args`` after ``--config``), its stderr in a file;
     ``env`` is added to the environment (e.g. now_env(...))."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -29,14 +28,7 @@ import pytest
 
 from faultproxy import FaultProxy, label_matchers, promql_skeleton, regex_literal_alternatives
 from helpers import COLLECTOR, LATENCY_Q, Daemon, day_end_ms, expected_rows, normalise, now_env, partition_files, \
-    read_rows, run_collector, utc, write_config, yesterday
-
-
-def tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: install Debian's package (apt-get install -y {package}; `make test` does)")
-    return path
+    read_rows, run_collector, tool, utc, write_config, yesterday
 
 
 @pytest.fixture
