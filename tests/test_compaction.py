@@ -234,7 +234,10 @@ def test_row_groups_never_split_a_proxy_day_and_a_point_query_reads_one(tmp_path
     cfg = config(tmp_path, data)
     assert run_collector("--config", cfg, "--compact", "--month", "2023-12").returncode == 0
     md = pq.ParquetFile(data / "2023-12" / "2023-12.parquet").metadata
-    assert md.num_row_groups >= 4
+    # Row groups of at most 122,880 rows that end at a (proxy, day) boundary: a proxy's day
+    # has 2 x 2 + 2 x 2000 = 4,004 rows, 30 of its 31 days fill one group, the 31st another.
+    sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    assert sizes == [30 * 4004, 4004] * 4, sizes
     names = [md.row_group(0).column(i).path_in_schema for i in range(md.num_columns)]
     pi, di = names.index("api_proxy"), names.index("date")
     groups = []
