@@ -412,7 +412,10 @@ def test_daemon_compacts_closed_months_after_days_only_when_configured(archive, 
         for compaction, expect in [({"removeDailyAfter": "0s"}, False), ({"afterDays": 0, "removeDailyAfter": "0s"}, True)]:
             cfg = write_config(tmp_path / "daemon.yaml", url, ["api-proxy-1"], output_dir=data,
                                storage_extra={"compaction": compaction})
-            p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "0"], stderr=subprocess.PIPE, text=True)
+            # "Now" fixed in January 2025: the 2024 months are closed, the current one (which
+            # yesterday's empty partition falls in) is not, whatever the real date.
+            p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "0"], stderr=subprocess.PIPE,
+                                 text=True, env={**os.environ, **now_env(utc(2025, 1, 10, 12))})
             lines = []
             deadline = time.time() + 60
             while time.time() < deadline:

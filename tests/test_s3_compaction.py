@@ -503,8 +503,9 @@ def test_the_daemon_compacts_a_bucket_after_days_when_configured(s3, bucket, tmp
         storage["compaction"] = {"afterDays": 0, "removeDailyAfter": "0s"}
         cfg = write_config(tmp_path / "daemon.yaml", f"http://127.0.0.1:{srv.server_address[1]}", ["api-proxy-1"],
                            storage_extra=storage)
-        p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "0"], env=collector_env(),
-                             stderr=subprocess.PIPE, text=True)
+        # "Now" fixed in January 2025: the 2024 months are closed, the current one is not.
+        p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "0"],
+                             env=collector_env(**now_env(utc(2025, 1, 10, 12))), stderr=subprocess.PIPE, text=True)
         lines = []
         deadline = time.time() + 90
         while time.time() < deadline:
