@@ -276,6 +276,23 @@ def test_once_collects_yesterday(prometheus, history, tmp_path, now, day):
     assert normalise(read_rows(tmp_path / "data")) == expected_rows(history, [day], ["api-proxy-1"])
 
 
+@pytest.mark.parametrize("now,day", [
+    # Midnight of the config's zone, 14 h ahead of UTC: 2024-03-03T10:00:00Z is 00:00 there.
+    (utc(2024, 3, 3, 9, 59, 59), date(2024, 3, 2)),
+    (utc(2024, 3, 3, 10, 0, 0), date(2024, 3, 3)),
+])
+def test_once_collects_yesterday_of_the_configured_zone(prometheus, tmp_path, now, day):
+    assert yesterday(now, "Pacific/Kiritimati") == day
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"], top_extra={"timezone": "Pacific/Kiritimati"})
+    r = run_collector("--config", cfg, "--once", cwd=tmp_path, env={**now_env(now), "TZ": "UTC"})
+    assert r.returncode == 0, r.stderr
+    assert partition_files(tmp_path / "data") == {f"{day}/api-proxy-1.parquet"}
+    # The zone's day ends at 10:00 UTC: every row is stamped with that instant.
+    end_ms = int(datetime(day.year, day.month, day.day, 10, tzinfo=timezone.utc).timestamp() * 1000)
+    rows = read_rows(tmp_path / "data")
+    assert rows and {r[0] for r in rows} == {end_ms}, rows
+
+
 def test_promduck_now_that_is_not_rfc3339_is_a_usage_error(prometheus, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
     for bad in ("2024-03-04", "yesterday", "2024-03-04 00:00:00"):
