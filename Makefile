@@ -113,11 +113,15 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium could not be installed (apt-get install chromium)"; exit 1; }
 
-## tools: Debian's strace for the tests that watch system calls (tests/test_claims_*.py), and
-## script (util-linux, always installed on Debian) for the progress bar on a terminal
+## tools: Debian's strace for the tests that watch system calls (tests/test_claims_*.py,
+## tests/test_deploy.py), systemd-analyze (Debian's systemd) for the unit checks of
+## tests/test_deploy.py, and script (util-linux, always installed on Debian) for the progress
+## bar on a terminal. The tests fail, never skip, when one is missing.
 tools:
 	@command -v strace >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; }
 	@command -v strace >/dev/null 2>&1 || { echo "strace could not be installed (apt-get install strace)"; exit 1; }
+	@command -v systemd-analyze >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null; }
+	@command -v systemd-analyze >/dev/null 2>&1 || { echo "systemd-analyze could not be installed (apt-get install systemd)"; exit 1; }
 	@command -v script >/dev/null 2>&1 || { echo "script not found (apt-get install bsdutils)"; exit 1; }
 
 ## s3s-fs: the S3 server that checks SigV4 signatures (crates.io `s3s-fs`, tests/s3fixture.py), built once

@@ -11,8 +11,9 @@ DAYS=${DEMO_DAYS:-7}
 $PY scripts/demo-prometheus.py --workdir .cache/demo --days "$DAYS" \
     --proxies api-proxy-1,api-proxy-2,api-proxy-3 --port 19090 start
 
-first=$(date -u -d "-$DAYS days" +%F)
-last=$(date -u -d "-1 day" +%F)
+# The generator's days (it read the clock once): no second reading that midnight could shift.
+first=$($PY -c 'import json; print(json.load(open(".cache/demo/history.json"))["start_day"])')
+last=$(date -u -d "$first + $((DAYS - 1)) days" +%F)
 echo
 echo "== collecting $first .. $last into ./data"
 build/promduck-collector --config config/demo.yaml --from "$first" --to "$last"

@@ -215,3 +215,54 @@ def con():
     c.execute(f"LOAD '{EXTENSION}'")
     yield c
     c.close()
+
+
+# ---------------------------------------------------------------------------
+# No silent skip: a skipped test is a claim nobody checked. The run fails on any skip,
+# xfail or xpass whose test is not in this reviewed list; the allowed ones are printed at
+# the end with their reasons, so a report always says what it did not check.
+
+ALLOWED_SKIPS = {
+    # test node id (parameters included or not) -> why skipping it may be acceptable
+    "tests/test_trust_collect.py::test_collectors_with_the_same_pid_never_share_a_temporary_file":
+        "needs PID namespaces (`unshare -pf --mount-proc`: root, or unprivileged user namespaces); "
+        "without them two collectors cannot be given the same PID",
+}
+
+_skips: list[tuple[str, str, bool]] = []  # (node id, outcome and reason, allowed)
+
+
+def _allowed(nodeid: str) -> bool:
+    return any(nodeid == k or nodeid.startswith(k + "[") for k in ALLOWED_SKIPS)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped or hasattr(report, "wasxfail"):
+        if hasattr(report, "wasxfail"):
+            what = ("xpass" if report.passed else "xfail") + f": {report.wasxfail}"
+        else:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            what = f"skip: {reason}"
+        _skips.append((report.nodeid, what, _allowed(report.nodeid)))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if any(not allowed for _, _, allowed in _skips) and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _skips:
+        return
+    tr = terminalreporter
+    bad = [(n, w) for n, w, ok in _skips if not ok]
+    ok = [(n, w) for n, w, ok in _skips if ok]
+    if ok:
+        tr.section("NOT CHECKED (allowed skips, tests/conftest.py ALLOWED_SKIPS)", sep="=", yellow=True, bold=True)
+        for n, w in ok:
+            tr.line(f"{n}: {w}\n    allowed because: {ALLOWED_SKIPS[n.split('[')[0]]}")
+    if bad:
+        tr.section("SKIPPED WITHOUT PERMISSION: the run fails (tests/conftest.py ALLOWED_SKIPS)", sep="=", red=True,
+                   bold=True)
+        for n, w in bad:
+            tr.line(f"{n}: {w}")

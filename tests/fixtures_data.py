@@ -102,11 +102,6 @@ def daily_stats(history, day, proxy, metric):
 
 
 # ---------------------------------------------------------------------------
-# a Prometheus with recent history (for "the last N days" relative to today)
-
-
-def today_utc() -> date:
-    return datetime.now(timezone.utc).date()
 
 
 def free_port() -> int:

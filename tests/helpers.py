@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -16,6 +18,111 @@ BUILD = Path(os.environ.get("PROMDUCK_BUILD") or REPO_ROOT / "build")
 COLLECTOR = BUILD / "promduck-collector"
 EXTENSION = BUILD / "promduck.duckdb_extension"
 DUCKDB_CLI = REPO_ROOT / ".venv" / "bin" / "duckdb"
+
+# A hung test is stopped after this long; no test asserts how long anything took (a loaded
+# machine makes everything slower): waits are for events, with this as the only deadline.
+HANG_GUARD_S = 120.0
+
+
+def wait_until(check, what: str, timeout: float = HANG_GUARD_S, interval: float = 0.05, proc=None):
+    """Polls ``check()`` until it returns something truthy and returns that. Fails when
+    ``proc`` (a Popen) exits first, or after ``timeout`` seconds: a deadline that only
+    stops a hung test, never a timing claim. ``what`` names the event in the failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            got = check()
+            if got:
+                return got
+            raise AssertionError(f"the process exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout:.0f} s (hung?)")
+        time.sleep(interval)
+
+
+def tool(name: str, package: str) -> str:
+    """The path of the program ``name``; fails (never skips) when it is missing: `make test`
+    installs Debian's ``package`` (the Makefile's `tools` target)."""
+    import shutil
+
+    import pytest
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: install Debian's package (apt-get install -y {package}; `make test` does)")
+    return path
+
+
+class Daemon:
+    """The collector as a daemon (``args`` after ``--config``), its stderr in a file;
+    ``env`` is added to the environment (e.g. now_env(...))."""
+
+    def __init__(self, cfg: Path, cwd: Path, *args, env=None):
+        self.err = Path(cwd) / "daemon.err"
+        self._f = open(self.err, "w")
+        self.proc = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), *map(str, args)], cwd=cwd,
+                                     env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                                     stderr=self._f, stdin=subprocess.DEVNULL)
+
+    def log(self) -> str:
+        return self.err.read_text()
+
+    def wait_for(self, what: str, count=1, timeout=HANG_GUARD_S):
+        """Until the log holds ``what`` ``count`` times (fails if the daemon exits first)."""
+        try:
+            wait_until(lambda: self.log().count(what) >= count, f"{what!r} x{count} in the log", timeout=timeout,
+                       proc=self.proc)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.log()[-3000:]}") from None
+
+    def stop(self, sig=None) -> int:
+        """Sends ``sig`` (SIGTERM), waits for the exit (a minute at most) and returns the code."""
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._f.close()
+        return code
+
+
+# "Now" under the test's control: the collector and the extension take the time from
+# PROMDUCK_NOW (RFC 3339; core/src/clock.rs) when it is set, so a test that depends on the
+# day sets it and derives "yesterday" from the same value instead of reading the clock
+# twice (once in the test, once in the product: a race at midnight, or a zone apart).
+def utc(*args) -> datetime:
+    """datetime(*args) in UTC: ``utc(2024, 3, 3, 12)``."""
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def now_env(now: datetime) -> dict:
+    """The environment that fixes the product's "now" to ``now`` (an aware datetime)."""
+    assert now.tzinfo is not None, "an aware datetime"
+    return {"PROMDUCK_NOW": now.isoformat()}
+
+
+def frozen_now() -> datetime:
+    """The real time, read once (to whole seconds), for tests that need a recent day (a
+    server with recent data): pass it to the product with now_env() and derive the days
+    from it with yesterday()."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def today(now: datetime, tz: str = "UTC") -> date:
+    """The day of ``now`` in the zone ``tz`` (the config's ``timezone``; UTC by default)."""
+    return now.astimezone(ZoneInfo(tz)).date()
+
+
+def yesterday(now: datetime, tz: str = "UTC") -> date:
+    """The last complete day at ``now`` in the zone ``tz``: what the collector collects."""
+    return today(now, tz) - timedelta(days=1)
+
 
 REQUEST_Q = 'sum(increase(apigee_request_count{apiproxy="%s"}[1d])) by (apiproxy, environment)'
 ERROR_Q = 'sum(increase(apigee_error_count{apiproxy="%s"}[1d])) by (apiproxy, environment)'

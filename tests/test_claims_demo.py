@@ -61,8 +61,10 @@ def test_make_demo_collects_a_week_and_answers_exactly_then_demo_stop_stops_it(t
     make = ["make", "--no-print-directory", "-o", "build", "-o", "venv", "-o", "prometheus"]
     pid_file = work / ".cache" / "demo" / "prometheus.pid"
     pid = None
+    before = datetime.now(timezone.utc).date()
     try:
         r = subprocess.run([*make, "demo"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        after = datetime.now(timezone.utc).date()
         if pid_file.exists():
             pid = int(pid_file.read_text())
         out = r.stdout
@@ -74,17 +76,18 @@ def test_make_demo_collects_a_week_and_answers_exactly_then_demo_stop_stops_it(t
     assert not pid_alive(pid), "make demo-stop must stop the demo Prometheus"
     assert port_is_free(DEMO_PORT)
 
-    # A week of history: the 7 days before today, three proxies.
-    today = datetime.now(timezone.utc).date()
-    days = [today - timedelta(days=i) for i in range(7, 0, -1)]
-    assert f"== collecting {days[0]} .. {days[-1]} into ./data" in out
-    assert partition_files(work / "data") == {f"{d}/{p}.parquet" for d in days for p in PROXIES}
-
+    # A week of history: the 7 days before today, three proxies. "Today" is the demo's (read
+    # once, by its generator): the day the run started or, across a midnight, ended.
     expected = defaultdict(float)  # (day, proxy, metric) -> sum over environments
     with open(work / ".cache" / "demo" / "expected.csv", newline="") as f:
         for row in csv.DictReader(f):
             expected[(date.fromisoformat(row["day"]), row["apiproxy"], row["metric"])] += float(row["value"])
-    assert {k[0] for k in expected} == set(days) and {k[1] for k in expected} == set(PROXIES)
+    days = sorted({k[0] for k in expected})
+    assert days[-1] + timedelta(days=1) in (before, after), (days, before, after)
+    assert days == [days[-1] - timedelta(days=i) for i in range(6, -1, -1)], days
+    assert {k[1] for k in expected} == set(PROXIES)
+    assert f"== collecting {days[0]} .. {days[-1]} into ./data" in out
+    assert partition_files(work / "data") == {f"{d}/{p}.parquet" for d in days for p in PROXIES}
 
     # The seed's aggregation by proxy for the last day, highest first.
     agg = box_rows(section(out, "Aggregation by API proxy"))

@@ -14,8 +14,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import (DEFAULT_METRICS, LATENCY_Q, REQUEST_Q, day_end_ms, expected_rows, normalise, partition_files,
-                     read_rows, run_cli_sql, run_collector, write_config)
+from helpers import (DEFAULT_METRICS, Daemon, LATENCY_Q, REQUEST_Q, day_end_ms, expected_rows, normalise, now_env,
+                     partition_files, read_rows, run_cli_sql, run_collector, utc, write_config,
+                     yesterday)
 
 WEIRD = 'we"ird/proxy'
 
@@ -260,15 +261,53 @@ def test_check_mode(prometheus, history, tmp_path):
     assert not (tmp_path / "data").exists(), "--check must not write data"
 
 
-def test_once_collects_yesterday(prometheus, tmp_path):
+@pytest.mark.parametrize("now,day", [
+    # The last second of 2024-03-03 and the first of 2024-03-04 (UTC), with the process in
+    # a zone 14 h ahead (its local date is irrelevant: days are the config's zone, UTC).
+    (utc(2024, 3, 3, 23, 59, 59), date(2024, 3, 2)),
+    (utc(2024, 3, 4, 0, 0, 0), date(2024, 3, 3)),
+])
+def test_once_collects_yesterday(prometheus, history, tmp_path, now, day):
+    assert yesterday(now) == day
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
-    r = run_collector("--config", cfg, "--once", cwd=tmp_path)
+    r = run_collector("--config", cfg, "--once", cwd=tmp_path, env={**now_env(now), "TZ": "Pacific/Kiritimati"})
     assert r.returncode == 0, r.stderr
-    from datetime import timedelta
-    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date()
-    assert partition_files(tmp_path / "data") == {f"{yesterday}/api-proxy-1.parquet"}
-    # The history is from 2024: Prometheus has nothing for yesterday.
-    assert read_rows(tmp_path / "data") == []
+    assert partition_files(tmp_path / "data") == {f"{day}/api-proxy-1.parquet"}
+    assert normalise(read_rows(tmp_path / "data")) == expected_rows(history, [day], ["api-proxy-1"])
+
+
+@pytest.mark.parametrize("now,day", [
+    # Midnight of the config's zone, 14 h ahead of UTC: 2024-03-03T10:00:00Z is 00:00 there.
+    (utc(2024, 3, 3, 9, 59, 59), date(2024, 3, 2)),
+    (utc(2024, 3, 3, 10, 0, 0), date(2024, 3, 3)),
+])
+def test_once_collects_yesterday_of_the_configured_zone(prometheus, tmp_path, now, day):
+    assert yesterday(now, "Pacific/Kiritimati") == day
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"], top_extra={"timezone": "Pacific/Kiritimati"})
+    r = run_collector("--config", cfg, "--once", cwd=tmp_path, env={**now_env(now), "TZ": "UTC"})
+    assert r.returncode == 0, r.stderr
+    assert partition_files(tmp_path / "data") == {f"{day}/api-proxy-1.parquet"}
+    # The zone's day ends at 10:00 UTC: every row is stamped with that instant.
+    end_ms = int(datetime(day.year, day.month, day.day, 10, tzinfo=timezone.utc).timestamp() * 1000)
+    rows = read_rows(tmp_path / "data")
+    assert rows and {r[0] for r in rows} == {end_ms}, rows
+
+
+def test_promduck_now_that_is_not_rfc3339_is_a_usage_error(prometheus, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
+    for bad in ("2024-03-04", "yesterday", "2024-03-04 00:00:00"):
+        r = run_collector("--config", cfg, "--once", cwd=tmp_path, env={"PROMDUCK_NOW": bad})
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith(f'error: PROMDUCK_NOW="{bad}" is not an RFC 3339 time'), r.stderr
+    assert not (tmp_path / "data").exists()
+    # Empty means unset: the real clock, after 2024-03-01.
+    r = run_collector("--config", cfg, "--date", "2024-03-01", cwd=tmp_path, env={"PROMDUCK_NOW": ""})
+    assert r.returncode == 0, r.stderr
+    assert partition_files(tmp_path / "data") == {"2024-03-01/api-proxy-1.parquet"}
+    # Set: 2024-03-01 has not ended at its own noon.
+    r = run_collector("--config", cfg, "--date", "2024-03-01", cwd=tmp_path,
+                      env=now_env(utc(2024, 3, 1, 12)))
+    assert r.returncode == 2 and "has not ended yet" in r.stderr, r.stderr
 
 
 def test_json_log_format(prometheus, history, tmp_path):
@@ -371,37 +410,40 @@ def test_batched_queries_equal_per_proxy_queries(prometheus, history, tmp_path):
                                 for d in history.days_list for p in history.proxies for e in history.environments)
 
 
-def test_daemon_catches_up_missed_days_then_stops_on_sigterm(prometheus, tmp_path):
+def test_daemon_catches_up_missed_days_then_stops_on_sigterm(prometheus, history, tmp_path):
     """Daemon mode: collects the last complete day plus every missing (day, proxy) of the
     --catch-up-days before it — holes behind a complete day too — then waits; SIGTERM
     stops it cleanly with exit 0."""
-    import signal
-    import subprocess
-    import time
     from datetime import timedelta
-    from helpers import COLLECTOR
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1", "api-proxy-2"])
-    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    # "Now" is fixed: yesterday is the history's last day, 2024-03-04.
+    now = utc(2024, 3, 5, 6)
+    last = yesterday(now)
+    env = now_env(now)
     # Day -3 is already complete on disk: it is left alone, the days on both sides are filled.
-    done_day = yesterday - timedelta(days=3)
-    r = run_collector("--config", cfg, "--date", done_day, cwd=tmp_path)
+    done_day = last - timedelta(days=3)
+    r = run_collector("--config", cfg, "--date", done_day, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / str(done_day)).iterdir()}
-    proc = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "7"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    want = {f"{d}/{p}.parquet" for d in (yesterday - timedelta(days=i) for i in range(8))
-            for p in ("api-proxy-1", "api-proxy-2")}
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not want <= partition_files(tmp_path / "data"):
-        time.sleep(0.1)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "started as a daemon" in err and "waiting for the next collection" in err and "stopped" in err
+    d = Daemon(cfg, tmp_path, "--catch-up-days", "7", env=env)
+    try:
+        # The first collection has ended when the daemon says it waits for the next one.
+        d.wait_for("waiting for the next collection")
+    finally:
+        code = d.stop()
+    err = d.log()
+    assert code == 0, err
+    assert "started as a daemon" in err and "stopped" in err
     # Yesterday and the seven days before it were collected; the complete day was not touched.
-    assert partition_files(tmp_path / "data") == want
+    days_ = [last - timedelta(days=i) for i in range(8)]
+    assert partition_files(tmp_path / "data") == {f"{d}/{p}.parquet" for d in days_
+                                                  for p in ("api-proxy-1", "api-proxy-2")}
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / str(done_day)).iterdir()} == before
+    # The history's four days with their exact rows; the days before it are empty files.
+    in_history = [d for d in days_ if d in history.days_list]
+    assert len(in_history) == 4
+    assert normalise(read_rows(tmp_path / "data")) == expected_rows(history, sorted(in_history),
+                                                                    ["api-proxy-1", "api-proxy-2"])
 
 
 def test_metrics_options_are_never_silently_ignored(prometheus, history, tmp_path):

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import COLLECTOR, EXTENSION, REPO_ROOT, run_collector, write_config
+from helpers import COLLECTOR, EXTENSION, REPO_ROOT, now_env, run_collector, utc, write_config
 
 TRIALS = int(os.environ.get("PROMDUCK_COMPACT_TRIALS", "30"))
 SEED = int(os.environ.get("PROMDUCK_SEED", "20241125"))
@@ -179,10 +179,12 @@ def test_compact_two_months_from_the_cli(archive, tmp_path):
     # Nothing left: a further run has nothing to do.
     r = run_collector("--config", cfg, "--compact")
     assert r.returncode == 0 and "nothing to compact" in r.stderr, r.stderr
-    # The current month is refused (its days are still being collected).
-    this_month = date.today().strftime("%Y-%m")
-    r = run_collector("--config", cfg, "--compact", "--month", this_month)
+    # The current month is refused (its days are still being collected) until the next one
+    # begins in the config's zone (UTC); "now" fixed on both sides of that midnight.
+    r = run_collector("--config", cfg, "--compact", "--month", "2024-03", env=now_env(utc(2024, 3, 31, 23, 59, 59)))
     assert r.returncode == 2 and "has not closed yet" in r.stderr, r.stderr
+    r = run_collector("--config", cfg, "--compact", "--month", "2024-03", env=now_env(utc(2024, 4, 1)))
+    assert r.returncode == 0 and 'month="2024-03" status="unchanged"' in r.stderr, r.stderr
     r = run_collector("--config", cfg, "--compact", "--month", "24-01")
     assert r.returncode == 2 and "four-digit year" in r.stderr, r.stderr
 
@@ -232,7 +234,10 @@ def test_row_groups_never_split_a_proxy_day_and_a_point_query_reads_one(tmp_path
     cfg = config(tmp_path, data)
     assert run_collector("--config", cfg, "--compact", "--month", "2023-12").returncode == 0
     md = pq.ParquetFile(data / "2023-12" / "2023-12.parquet").metadata
-    assert md.num_row_groups >= 4
+    # Row groups of at most 122,880 rows that end at a (proxy, day) boundary: a proxy's day
+    # has 2 x 2 + 2 x 2000 = 4,004 rows, 30 of its 31 days fill one group, the 31st another.
+    sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    assert sizes == [30 * 4004, 4004] * 4, sizes
     names = [md.row_group(0).column(i).path_in_schema for i in range(md.num_columns)]
     pi, di = names.index("api_proxy"), names.index("date")
     groups = []
@@ -329,7 +334,7 @@ def test_seed_queries_over_the_archive_return_every_row_once(archive, tmp_path):
     assert totals_recipe(con, data) == base["totals"]
 
 
-def test_prom_compact_from_sql(archive, tmp_path):
+def test_prom_compact_from_sql(archive, tmp_path, monkeypatch):
     data, base = archive
     cfg = config(tmp_path, data)
     con = connect()
@@ -344,8 +349,17 @@ def test_prom_compact_from_sql(archive, tmp_path):
     r = con.execute("SELECT month, status, rows FROM prom_compact(config := ?, month := '2024-01')", [str(cfg)]).fetchall()
     assert r == [("2024-01", "unchanged", 2232)]
     assert totals_glob(con, data) == base["totals"]
+    # The extension takes "now" from PROMDUCK_NOW too (read at each call).
+    monkeypatch.setenv("PROMDUCK_NOW", "2024-03-31T23:59:59Z")
     with pytest.raises(duckdb.Error, match="has not closed yet"):
-        con.execute("SELECT * FROM prom_compact(config := ?, month := ?)", [str(cfg), date.today().strftime("%Y-%m")])
+        con.execute("SELECT * FROM prom_compact(config := ?, month := '2024-03')", [str(cfg)])
+    monkeypatch.setenv("PROMDUCK_NOW", "2024-04-01T00:00:00Z")
+    r = con.execute("SELECT month, status FROM prom_compact(config := ?, month := '2024-03')", [str(cfg)]).fetchall()
+    assert r == [("2024-03", "unchanged")]
+    monkeypatch.setenv("PROMDUCK_NOW", "soon")
+    with pytest.raises(duckdb.Error, match='PROMDUCK_NOW="soon" is not an RFC 3339 time'):
+        con.execute("SELECT * FROM prom_compact(config := ?, month := '2024-03')", [str(cfg)])
+    monkeypatch.delenv("PROMDUCK_NOW")
     with pytest.raises(duckdb.Error, match="four-digit year"):
         con.execute("SELECT * FROM prom_compact(config := ?, month := '24-1')", [str(cfg)])
     assert con.execute("SELECT 42").fetchone() == (42,)
@@ -398,7 +412,10 @@ def test_daemon_compacts_closed_months_after_days_only_when_configured(archive, 
         for compaction, expect in [({"removeDailyAfter": "0s"}, False), ({"afterDays": 0, "removeDailyAfter": "0s"}, True)]:
             cfg = write_config(tmp_path / "daemon.yaml", url, ["api-proxy-1"], output_dir=data,
                                storage_extra={"compaction": compaction})
-            p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "0"], stderr=subprocess.PIPE, text=True)
+            # "Now" fixed in January 2025: the 2024 months are closed, the current one (which
+            # yesterday's empty partition falls in) is not, whatever the real date.
+            p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "0"], stderr=subprocess.PIPE,
+                                 text=True, env={**os.environ, **now_env(utc(2025, 1, 10, 12))})
             lines = []
             deadline = time.time() + 60
             while time.time() < deadline:

@@ -47,7 +47,7 @@ CHROMIUM = Path(os.environ.get("PROMDUCK_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WEIRD = 'we"ird/proxy'
-TIMEOUT_MS = 20_000
+TIMEOUT_MS = 60_000  # a hang guard only: every wait is for the page to reach a state
 METRICS = sorted((*COUNTERS, LATENCY))
 
 CHART = '[data-testid="stVegaLiteChart"]'
@@ -330,8 +330,8 @@ def assert_charts_drawn(page):
 def screenshot(page, name):
     OUTPUT.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1400, "height": 1900})
-    time.sleep(0.5)  # let Vega resize to the new viewport
-    assert_charts_drawn(page)
+    # Vega redraws for the new viewport: until every chart is drawn (no fixed pause).
+    settled(page, "the charts drawn at 1400 x 1900", lambda: assert_charts_drawn(page))
     page.screenshot(path=str(OUTPUT / name))
     page.set_viewport_size({"width": 1400, "height": 1000})
     from PIL import Image
@@ -639,17 +639,20 @@ def scale_screenshot(page, name):
 
     OUTPUT.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1400, "height": 1900})
-    time.sleep(0.5)  # let Vega resize to the new viewport
-    plots = page.locator(CHART)
-    infos = dd.vega_charts(page)
-    visible = [i for i in range(plots.count()) if plots.nth(i).is_visible()]
-    assert visible, "no chart visible"
+
+    def drawn_at_the_new_size():  # Vega redraws for the new viewport: polled, no fixed pause
+        plots = page.locator(CHART)
+        infos = dd.vega_charts(page)
+        visible = [i for i in range(plots.count()) if plots.nth(i).is_visible()]
+        assert visible, "no chart visible"
+        for i in visible:
+            img = Image.open(io.BytesIO(plots.nth(i).screenshot())).convert("RGB")
+            counts = {color: n for n, color in img.getcolors(img.width * img.height)}
+            drawn = {t["name"]: counts.get(rgb(t["color"]), 0) for t in infos[i]["traces"]}
+            other = [k for k in drawn if k.startswith("other")]
+            assert all(drawn[k] >= 100 for k in other), (infos[i]["title"], drawn)
+            assert any(v >= 100 for k, v in drawn.items() if k not in other), (infos[i]["title"], drawn)
+
+    settled(page, "the charts drawn at 1400 x 1900", drawn_at_the_new_size)
     page.screenshot(path=str(OUTPUT / name))
-    for i in visible:
-        img = Image.open(io.BytesIO(plots.nth(i).screenshot())).convert("RGB")
-        counts = {color: n for n, color in img.getcolors(img.width * img.height)}
-        drawn = {t["name"]: counts.get(rgb(t["color"]), 0) for t in infos[i]["traces"]}
-        other = [k for k in drawn if k.startswith("other")]
-        assert all(drawn[k] >= 100 for k in other), (infos[i]["title"], drawn)
-        assert any(v >= 100 for k, v in drawn.items() if k not in other), (infos[i]["title"], drawn)
     page.set_viewport_size({"width": 1400, "height": 1000})

@@ -342,9 +342,14 @@ def test_default_data_dir_from_environment(data, history):
     assert r.stdout.strip() == str(len(history.proxies))
 
 
-def test_last_days_is_relative_to_today(con, tmp_path):
-    """Partitions for recent days written with pyarrow in the collector's schema."""
-    today = datetime.now(timezone.utc).date()
+@pytest.mark.parametrize("now", ["2024-03-10T00:00:00Z", "2024-03-10T23:59:59Z", "2024-03-11T09:59:59+10:00"])
+def test_last_days_is_relative_to_today(con, tmp_path, monkeypatch, now):
+    """Partitions for recent days written with pyarrow in the collector's schema; "today"
+    is PROMDUCK_NOW's day in UTC (2024-03-10 at both ends of it, whatever the offset
+    written), not the process's zone (TZ set 14 h ahead)."""
+    monkeypatch.setenv("PROMDUCK_NOW", now)
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    today = date(2024, 3, 10)
     root = tmp_path / "data"
     for back in range(0, 10):
         day = today - timedelta(days=back)

@@ -344,9 +344,12 @@ rows = con.execute("SELECT timestamp, api_proxy, metric_name, value FROM prom_me
 print(json.dumps([[r[0].isoformat(), r[1], r[2], r[3]] for r in rows]))
 """
     out = run_host(host, script, [BUILD, data, day], REPO_ROOT)
-    end = f"{day + timedelta(days=1)}T00:00:00+00:00"
+    # The day's end, as an instant: a host shows it in the process's zone (TZ) or in UTC.
+    end = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
     want = sorted(history.expected[(day, "api-proxy-1", e, "request_count")] for e in history.environments)
-    assert out == [[end, "api-proxy-1", "request_count", v] for v in want]
+    assert [[datetime.fromisoformat(t), *rest] for t, *rest in out] == [[end, "api-proxy-1", "request_count", v]
+                                                                          for v in want], out
+    assert all(datetime.fromisoformat(t).utcoffset() is not None for t, *_ in out), out
 
 
 # --- description.yml: promduck's entry for DuckDB's community-extensions repository -------------------------------

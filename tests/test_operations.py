@@ -11,12 +11,12 @@ import os
 import signal
 import subprocess
 import textwrap
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from helpers import COLLECTOR, EXTENSION, REPO_ROOT, partition_files, run_collector, write_config
+from helpers import (COLLECTOR, EXTENSION, REPO_ROOT, Daemon, now_env, partition_files, run_collector, utc, write_config,
+                     yesterday)
 
 PY = REPO_ROOT / ".venv" / "bin" / "python"
 
@@ -39,7 +39,7 @@ def test_live_functions_and_prom_collect_work_in_a_forked_child(prometheus, hist
         if pid == 0:
             signal_ok = True
             import signal
-            signal.alarm(20)  # a hang in the child ends the child, and the test sees it
+            signal.alarm(100)  # a hang in the child ends the child (SIGALRM), and the test sees it
             child = duckdb.connect(config={{"allow_unsigned_extensions": "true"}})
             child.execute("LOAD '{EXTENSION}'")
             got = child.execute(q).fetchone()[0]
@@ -50,10 +50,8 @@ def test_live_functions_and_prom_collect_work_in_a_forked_child(prometheus, hist
         print("parent", parent, "child exit", os.waitstatus_to_exitcode(status), flush=True)
         sys.exit(os.waitstatus_to_exitcode(status))
     """)
-    started = time.monotonic()
-    r = subprocess.run([str(PY), "-c", script], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(PY), "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr[-2000:])
-    assert time.monotonic() - started < 20
     want = sum(v for (p, e), pts in history.gauge_samples.items() for ts, v in pts
                if ts == int(datetime.fromisoformat(at).timestamp()))
     assert f"child {want} [('written', {2 * len(history.environments)})]" in r.stdout
@@ -63,30 +61,30 @@ def test_live_functions_and_prom_collect_work_in_a_forked_child(prometheus, hist
 
 def test_check_lists_holes_and_the_daemon_fills_them(prometheus, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1", "api-proxy-2"])
-    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date()
-    d1, d2 = yesterday - timedelta(days=1), yesterday - timedelta(days=2)
+    now = utc(2024, 3, 5, 6)
+    env = now_env(now)
+    last = yesterday(now)
+    d1, d2 = last - timedelta(days=1), last - timedelta(days=2)
     # D-1 complete, D-2 has only api-proxy-2: a hole behind a complete day.
-    assert run_collector("--config", cfg, "--date", d1, cwd=tmp_path).returncode == 0
-    assert run_collector("--config", cfg, "--date", d2, cwd=tmp_path).returncode == 0
+    assert run_collector("--config", cfg, "--date", d1, cwd=tmp_path, env=env).returncode == 0
+    assert run_collector("--config", cfg, "--date", d2, cwd=tmp_path, env=env).returncode == 0
     (tmp_path / "data" / str(d2) / "api-proxy-1.parquet").unlink()
-    r = run_collector("--config", cfg, "--check", "--catch-up-days", "3", cwd=tmp_path)
+    r = run_collector("--config", cfg, "--check", "--catch-up-days", "3", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout
     gap_lines = [l for l in r.stdout.splitlines() if l.startswith("  ")]
-    d3 = yesterday - timedelta(days=3)
+    d3 = last - timedelta(days=3)
     assert gap_lines == [f"  {d3}: api-proxy-1, api-proxy-2", f"  {d2}: api-proxy-1"], r.stdout
 
-    proc = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "3"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    want = {f"{d}/{p}.parquet" for d in (yesterday, d1, d2, d3) for p in ("api-proxy-1", "api-proxy-2")}
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not want <= partition_files(tmp_path / "data"):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert partition_files(tmp_path / "data") == want
-    r = run_collector("--config", cfg, "--check", "--catch-up-days", "3", cwd=tmp_path)
-    assert "gaps: none in the 3 days before" in r.stdout, r.stdout
+    d = Daemon(cfg, tmp_path, "--catch-up-days", "3", env=env)
+    try:
+        d.wait_for("waiting for the next collection")
+    finally:
+        code = d.stop()
+    assert code == 0, d.log()
+    assert partition_files(tmp_path / "data") == {f"{day}/{p}.parquet" for day in (last, d1, d2, d3)
+                                                  for p in ("api-proxy-1", "api-proxy-2")}
+    r = run_collector("--config", cfg, "--check", "--catch-up-days", "3", cwd=tmp_path, env=env)
+    assert f"gaps: none in the 3 days before {last}" in r.stdout, r.stdout
 
 
 # --- 4. --check checks the output location ------------------------------------------------------------------
@@ -113,16 +111,15 @@ def test_check_fails_when_the_output_cannot_be_written(prometheus, tmp_path, whe
 
 def test_sighup_stops_the_daemon_cleanly_with_exit_0(prometheus, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
-    proc = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "0"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date()
-    while time.monotonic() < deadline and not (tmp_path / "data" / str(yesterday) / "api-proxy-1.parquet").exists():
-        time.sleep(0.1)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGHUP)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    now = utc(2024, 3, 5, 6)
+    d = Daemon(cfg, tmp_path, "--catch-up-days", "0", env=now_env(now))
+    try:
+        d.wait_for("waiting for the next collection")
+        assert (tmp_path / "data" / str(yesterday(now)) / "api-proxy-1.parquet").exists()
+    finally:
+        code = d.stop(signal.SIGHUP)
+    err = d.log()
+    assert code == 0, err
     assert "signal received" in err and "stopped" in err
     assert not [p for p in (tmp_path / "data").rglob("*") if ".promduck-tmp" in p.name]
 

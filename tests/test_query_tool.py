@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_data import (COUNTERS, LATENCY, collected_data, daily_stats, expected_rows, run, today_utc)
-from helpers import REPO_ROOT, run_collector, write_config
+from fixtures_data import (COUNTERS, LATENCY, collected_data, daily_stats, expected_rows, run)
+from helpers import REPO_ROOT, now_env, run_collector, today, utc, write_config
+
+# "Now" for --last-days (PROMDUCK_NOW, which the tool and the extension both honour).
+NOW = utc(2024, 5, 10, 0, 0, 0)  # the first second of 2024-05-10 (UTC)
 from promfixture import PrometheusServer, generate_history
 
 TOOL = REPO_ROOT / "examples" / "duckdb" / "query_metrics.py"
@@ -32,10 +35,10 @@ def data(prometheus, history, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def recent(prometheus_bin, tmp_path_factory):
-    """History of the 3 days before today, collected: for --last-days, which
-    counts back from the real today."""
+    """History of the 3 days before NOW's day, collected: for --last-days, which
+    counts back from today."""
     work = tmp_path_factory.mktemp("recent")
-    start = today_utc() - timedelta(days=3)
+    start = today(NOW) - timedelta(days=3)
     hist = generate_history(work / "history.om", start, 3, ["api-proxy-1", "api-proxy-2"], seed=7)
     server = PrometheusServer(hist.path, work / "prometheus", bin_dir=prometheus_bin)
     server.start()
@@ -190,15 +193,22 @@ def test_all_filters_together(data, history, tmp_path):
 def test_last_days_counts_back_from_today(recent, tmp_path):
     hist, data_dir = recent
     out = tmp_path / "last.csv"
+    day = today(NOW)
     for n in (1, 2, 5):
-        today = today_utc()
-        r = tool("--data-dir", data_dir, "--last-days", str(n), "--output", out)
+        r = tool("--data-dir", data_dir, "--last-days", str(n), "--output", out, env=now_env(NOW))
         assert r.returncode == 0, r.stderr
-        window = {today - timedelta(days=i) for i in range(1, n + 1)}
+        window = {day - timedelta(days=i) for i in range(1, n + 1)}
         days = [d for d in hist.days_list if d in window]
-        assert days, "the recent history must overlap the window"
+        assert days == hist.days_list[-n:], "the recent history must overlap the window"
         assert read_csv(out) == want_csv(hist, days=days, metrics=list(COUNTERS))
-        assert f"days {today - timedelta(days=n)}..{today - timedelta(days=1)}" in r.stdout
+        assert f"days {day - timedelta(days=n)}..{day - timedelta(days=1)}" in r.stdout
+    # A second earlier, 2024-05-09 has not ended: the window is a day earlier.
+    r = tool("--data-dir", data_dir, "--last-days", "1", "--output", out, env=now_env(NOW - timedelta(seconds=1)))
+    assert r.returncode == 0, r.stderr
+    assert "days 2024-05-08..2024-05-08" in r.stdout, r.stdout
+    assert read_csv(out) == want_csv(hist, days=[date(2024, 5, 8)], metrics=list(COUNTERS))
+    r = tool("--data-dir", data_dir, "--last-days", "1", env={"PROMDUCK_NOW": "soon"})
+    assert r.returncode == 2 and "PROMDUCK_NOW='soon' is not an RFC 3339 time" in r.stderr, r.stderr
 
 
 def test_data_dir_defaults(data, history, tmp_path):

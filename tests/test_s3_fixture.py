@@ -14,13 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-boto3 = pytest.importorskip("boto3")
+import boto3  # noqa: E402 - tests/requirements.txt
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError  # noqa: E402
 
 import s3fixture  # noqa: E402
@@ -211,12 +210,11 @@ def test_fault_reset(moto_s3, s3_bucket):
 
 
 def test_fault_hang(moto_s3, s3_bucket):
-    moto_s3.add_fault("hang", kind="LIST", hang_seconds=20)
+    # The hang outlasts any test: only the client's read timeout (1 s) ends the call.
+    moto_s3.add_fault("hang", kind="LIST", hang_seconds=600)
     c = moto_s3.client(via_proxy=True, read_timeout=1)
-    t = time.monotonic()
     with pytest.raises(ReadTimeoutError):
         c.list_objects_v2(Bucket=s3_bucket)
-    assert time.monotonic() - t < 10
     assert [(r.kind, r.action, r.status) for r in moto_s3.requests()] == [("LIST", "hang", None)]
 
 
@@ -351,8 +349,8 @@ def test_another_sigv4_client_parquet_through_the_proxy(s3s_fs, tmp_path):
     """pyarrow's S3 filesystem (the AWS SDK for C++, not boto3) writes and reads Parquet
     through the proxy on s3s-fs: the proxy keeps its signatures valid, its multipart
     upload and ranged reads are recorded, a wrong secret is refused."""
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from pyarrow import fs
 
     s3s_fs.reset()

@@ -21,16 +21,19 @@ import os
 import re
 import signal
 import subprocess
-import time
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from faultproxy import FaultProxy
-from helpers import COLLECTOR, day_end_ms, partition_files, read_rows, run_collector, write_config
+from helpers import (COLLECTOR, day_end_ms, now_env, partition_files, read_rows, run_collector, utc, wait_until,
+                     write_config, yesterday)
+
+# "Now" for --once and the daemon: yesterday is the history's last day, 2024-03-04.
+NOW = utc(2024, 3, 5, 6)
 
 TOKEN = "S3cr3t-ZZ9-plural-Z-alpha"
 WRONG_TOKEN = "S3cr3t-ZZ9-plural-Z-omega-wrong"
@@ -198,7 +201,7 @@ def test_modes_never_show_the_secret(prometheus_auth, bearer_proxy, history, tmp
     cfg, env, own_files = setup_config(tmp_path, cred, tgt)
     args, log_env = LOG_VARIANTS[log]
     for mode, margs in MODES.items():
-        r = run_collector("--config", cfg, *margs, *args, cwd=tmp_path, env={**env, **log_env})
+        r = run_collector("--config", cfg, *margs, *args, cwd=tmp_path, env={**env, **log_env, **now_env(NOW)})
         assert r.returncode == 0, f"{mode}: {r.stdout}{r.stderr}"
         assert_no_secret(tgt.secrets, r.stdout, r.stderr, where=f"in {mode} output")
         if log.startswith("trace"):
@@ -209,8 +212,8 @@ def test_modes_never_show_the_secret(prometheus_auth, bearer_proxy, history, tmp
     rows = [r for r in read_rows(tmp_path / "data") if r[4] == day and r[1] == "request_count"]
     assert sorted(r[2] for r in rows) == sorted(history.expected[(day, PROXY, e, "request_count")]
                                                 for e in history.environments)
-    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
-    assert partition_files(tmp_path / "data") == {f"{d}/{PROXY}.parquet" for d in ("2024-03-01", "2024-03-02", yesterday)}
+    assert partition_files(tmp_path / "data") == {f"{d}/{PROXY}.parquet"
+                                                  for d in ("2024-03-01", "2024-03-02", yesterday(NOW))}
     searched = assert_no_secret_in_files(tmp_path, tgt.secrets, skip=own_files)
     assert searched == len([p for p in tmp_path.rglob("*") if p.is_file()]) - len(own_files)
 
@@ -221,20 +224,15 @@ def test_daemon_never_shows_the_secret_and_stops_cleanly_on_sigterm(prometheus_a
     cfg, env, own_files = setup_config(tmp_path, cred, tgt)
     log_args = ["--log-format", "json"] if CREDS.index(cred) % 2 else []
     out, err = tmp_path / "daemon.out", tmp_path / "daemon.err"
-    started = time.monotonic()
     with open(out, "w") as fo, open(err, "w") as fe:
         proc = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "1", *log_args],
-                                cwd=tmp_path, env={**os.environ, **env, "PROMDUCK_LOG": "trace"},
+                                cwd=tmp_path, env={**os.environ, **env, "PROMDUCK_LOG": "trace", **now_env(NOW)},
                                 stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
         try:
-            deadline = started + 15
-            while time.monotonic() < deadline and "waiting for the next collection" not in err.read_text():
-                assert proc.poll() is None, err.read_text()[-3000:]
-                time.sleep(0.05)
-            assert "waiting for the next collection" in err.read_text(), err.read_text()[-3000:]
-            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+            wait_until(lambda: "waiting for the next collection" in err.read_text(),
+                       "'waiting for the next collection'", proc=proc)
             proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=10)
+            code = proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -243,7 +241,7 @@ def test_daemon_never_shows_the_secret_and_stops_cleanly_on_sigterm(prometheus_a
     assert code == 0, stderr[-3000:]
     assert "stopped" in stderr
     assert_no_secret(tgt.secrets, out.read_text(), stderr, where="in daemon output")
-    assert len(partition_files(tmp_path / "data")) == 2  # yesterday and the day before
+    assert partition_files(tmp_path / "data") == {f"{d}/{PROXY}.parquet" for d in ("2024-03-03", "2024-03-04")}
     assert_no_secret_in_files(tmp_path, tgt.secrets, skip=own_files)
 
 

@@ -214,8 +214,10 @@ def test_collector_endless_answer_fails_the_partition_within_bounded_memory(faul
     lines = failure_lines(r.stderr, day)
     assert any(DEFAULT_LIMIT_TEXT in l and RAISE_HINT in l for l in lines), log
     assert rule.fired == 1, "a too-large answer must not be retried\n" + log
+    # The answer never ends: the limit's error (not the 5 s timeout's, nor a run killed by the
+    # 60 s hang guard) shows that the client stopped reading at the limit.
     assert r.peak_rss_mb < RSS_BOUND_MB, log
-    assert r.elapsed < 20, log
+    assert not any("did not answer within" in l for l in lines), log
     assert partition_files(tmp_path / "data") == {f"{day}/api-proxy-1.parquet"}, log
     assert normalise(read_rows(tmp_path / "data")) == expected_rows(history, [day], ["api-proxy-1"])
 
@@ -231,7 +233,7 @@ def test_collector_max_response_bytes_is_configurable(fault_proxy, history, tmp_
     assert any("larger than the limit of 4194304 bytes (4MiB)" in l for l in failure_lines(r.stderr, day)), log
     assert rule.fired == 1, log
     assert r.peak_rss_mb < 150, log
-    assert r.elapsed < 10, log
+    assert "did not answer within" not in r.stderr, log
     # A normal answer is far below 4 MiB: everything else was collected exactly.
     assert normalise(read_rows(tmp_path / "data")) == expected_rows(history, [day], ["api-proxy-1"])
 
@@ -262,9 +264,10 @@ def test_collector_trickling_body_ends_at_the_timeout(fault_proxy, history, tmp_
     assert r.killed is None and r.code == 1, log
     assert any("did not answer within 2s" in l for l in failure_lines(r.stderr, day)), log
     assert rule.fired == 2, log
+    # The body never ends: only the timeout ends an attempt (else the 60 s hang guard kills
+    # the run). The retry came at least the timeout and the backoff after the first attempt.
     attempts = [q for q in fault_proxy.snapshot() if q.rule is rule]
-    assert 1.9 <= attempts[1].time - attempts[0].time < 3.0, log
-    assert r.elapsed < 8, log
+    assert attempts[1].time - attempts[0].time >= 2.2, log
     assert normalise(read_rows(tmp_path / "data")) == expected_rows(history, [day], ["api-proxy-1"])
 
 
@@ -317,7 +320,7 @@ def test_prom_query_endless_answer_cli_bounded_memory(fault_proxy, tmp_path):
     assert DEFAULT_LIMIT_TEXT in r.stderr and RAISE_HINT in r.stderr, r.log()
     assert r.stdout.strip().splitlines()[-1] == "42", r.log()
     assert r.peak_rss_mb < RSS_BOUND_MB, r.log()
-    assert r.elapsed < 20, r.log()
+    assert "within the timeout of 8s" not in r.stderr, r.log()
     assert "panicked" not in r.stderr
     assert len(fault_proxy.snapshot()) == 1, fault_proxy.summary()
 
@@ -326,10 +329,8 @@ def test_prom_query_endless_answer_cli_bounded_memory(fault_proxy, tmp_path):
                                          ("'1000kB'", "1000000 bytes")])
 def test_prom_query_max_response_bytes_parameter(con, fault_proxy, value, shown):
     fault_proxy.add_rule("endless", times=None)
-    t = time.monotonic()
     msg = duck_error(con, f"SELECT * FROM prom_query('up', url := ?, max_response_bytes := {value})", [fault_proxy.url])
     assert f"Prometheus's answer is larger than the limit of {shown}; " in msg, msg
-    assert time.monotonic() - t < 5
     msg = duck_error(con, f"SELECT * FROM prom_labels(url := ?, max_response_bytes := {value})", [fault_proxy.url])
     assert f"larger than the limit of {shown}" in msg, msg
     assert con.execute("SELECT 41 + 1").fetchall() == [(42,)]
@@ -384,7 +385,8 @@ def test_live_call_to_a_stuck_server_ends_at_its_timeout(fault_proxy, tmp_path, 
     fault_proxy.add_rule(action, times=None, **options)
     out, r = run_python_duckdb(sql, [fault_proxy.url], tmp_path)
     assert "gave no complete answer within the timeout of 2s for the whole call" in out.get("error", ""), out
-    assert 1.9 <= out["elapsed"] < 4.5, out
+    # Not before the timeout (a lower bound only; the hang is 120 s, the trickle endless).
+    assert out["elapsed"] >= 1.9, out
     assert out["after"] == 42
     assert len(fault_proxy.snapshot()) == 1, fault_proxy.summary()
 
@@ -398,8 +400,10 @@ def test_live_range_split_requests_share_the_deadline(fault_proxy, history, tmp_
                                "?::TIMESTAMPTZ, '1s', url := ?, timeout := '2s')",
                                [start.isoformat(), end.isoformat(), fault_proxy.url], tmp_path)
     assert "gave no complete answer within the timeout of 2s for the whole call" in out.get("error", ""), out
-    assert 1.9 <= out["elapsed"] < 4.0, out
-    assert len(fault_proxy.snapshot()) == 2, fault_proxy.summary()
+    assert out["elapsed"] >= 1.9, out
+    # Requests start at 0 and >= 1.5 s: a third cannot start within the 2 s (two on an idle
+    # machine, one on a busy one).
+    assert len(fault_proxy.snapshot()) in (1, 2), fault_proxy.summary()
 
 
 def test_live_call_retries_within_the_deadline_still_succeed(con, fault_proxy, history):
@@ -415,9 +419,10 @@ def test_live_call_retries_within_the_deadline_still_succeed(con, fault_proxy, h
 
 def test_attempt_timeout_leaves_time_to_retry_a_hung_attempt(con, fault_proxy, history):
     """`attempt_timeout` bounds each attempt inside the call's `timeout`: a first attempt
-    that hangs is given up after 1 s and retried, and the call still succeeds."""
+    that hangs (longer than the call's 5 s) is given up after 1 s and retried, and the call
+    still succeeds: without attempt_timeout it would end at the 5 s deadline."""
     day = history.days_list[1]
-    rule = fault_proxy.add_rule("hang", path="/api/v1/query", times=1, hang_seconds=4)
+    rule = fault_proxy.add_rule("hang", path="/api/v1/query", times=1, hang_seconds=600)
     t = time.monotonic()
     rows = con.execute("SELECT labels['environment'], value FROM prom_query(?, url := ?, at := ?, timeout := '5s', "
                        "attempt_timeout := '1s')",
@@ -426,7 +431,7 @@ def test_attempt_timeout_leaves_time_to_retry_a_hung_attempt(con, fault_proxy, h
     took = time.monotonic() - t
     assert dict(rows) == {e: history.expected[(day, "api-proxy-1", e, "request_count")] for e in history.environments}
     assert rule.fired == 1 and [r.action for r in fault_proxy.snapshot()] == ["hang", "forward"]
-    assert 1.0 <= took < 2.5, took
+    assert took >= 1.0, took  # not before the attempt timeout (a lower bound only)
     msg = duck_error(con, "SELECT * FROM prom_labels(url := 'http://127.0.0.1:9', attempt_timeout := 'soon')")
     assert "attempt_timeout: invalid duration `soon`" in msg, msg
 

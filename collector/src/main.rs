@@ -8,7 +8,7 @@
 //! partitions left uncollected.
 
 use anyhow::Context;
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use promduck_core::collect::{Cancel, Collector, PartitionOutcome, RunSummary, Status};
@@ -173,6 +173,11 @@ fn load_config(path: &std::path::Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| e.to_string())
 }
 
+/// The current time (`promduck_core::clock::now`: `PROMDUCK_NOW` when set), checked in `main`.
+fn current_time() -> DateTime<Utc> {
+    promduck_core::clock::now().unwrap_or_else(|e| unreachable!("checked at start: {e}"))
+}
+
 fn main() -> ExitCode {
     // An empty PROMDUCK_CONFIG= or PROMDUCK_SHARD= (common in templates) means unset.
     for var in ["PROMDUCK_CONFIG", "PROMDUCK_SHARD"] {
@@ -181,6 +186,11 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
+    // PROMDUCK_NOW (a testing aid) is checked once here; every later `current_time()` reads the same value.
+    if let Err(e) = promduck_core::clock::now() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let config = match load_config(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -249,7 +259,7 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     if cli.check {
         return Ok(check(&collector, cli.date, cli.catch_up_days).await);
     }
-    let now = Utc::now();
+    let now = current_time();
     let days: Option<Vec<NaiveDate>> = if let Some(d) = cli.date {
         Some(days_between(d, d, now, cfg.timezone)?)
     } else if let (Some(f), Some(t)) = (cli.from, cli.to) {
@@ -341,7 +351,7 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         tokio::spawn(serve_metrics(listener, metrics.shared()));
     }
     loop {
-        let last = last_complete_day(Utc::now(), cfg.timezone);
+        let last = last_complete_day(current_time(), cfg.timezone);
         let units = daemon_partitions(&collector, last, cli.catch_up_days);
         let units: Vec<(NaiveDate, &[String])> =
             units.iter().map(|(d, p)| (*d, p.as_slice())).collect();
@@ -356,8 +366,9 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         let days: Vec<NaiveDate> = units.iter().map(|u| u.0).collect();
         let mut months = recompact_months(&collector, &days);
         if let Some(after) = cfg.compaction.after_days {
-            let today = Utc::now().with_timezone(&cfg.timezone).date_naive();
-            let current = promduck_core::compact::current_month(Utc::now(), cfg.timezone);
+            let now = current_time();
+            let today = now.with_timezone(&cfg.timezone).date_naive();
+            let current = promduck_core::compact::current_month(now, cfg.timezone);
             match collector.storage().months_with_daily_files(current) {
                 Ok(closed) => months.extend(closed.into_iter().filter(|m| {
                     let closes = promduck_core::layout::month_end(*m)
@@ -750,7 +761,7 @@ impl SelfMetrics {
         took: std::time::Duration,
         (requests, retries): (u64, u64),
     ) -> bool {
-        let now = Utc::now().timestamp_millis() as f64 / 1000.0;
+        let now = current_time().timestamp_millis() as f64 / 1000.0;
         if s.failed == 0 && s.cancelled == 0 && s.aborted.is_none() {
             self.last_success = Some(now);
         }
@@ -917,7 +928,7 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
     }
     println!("output {}: ok (writable)", collector.storage().url());
     // Holes the daemon will fill (within its catch-up window), listed for the operator.
-    let last = last_complete_day(Utc::now(), cfg.timezone);
+    let last = last_complete_day(current_time(), cfg.timezone);
     let holes = gaps(
         collector,
         last.pred_opt().unwrap_or(last),
@@ -937,7 +948,7 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
         return ExitCode::from(1);
     }
     println!("prometheus {}: ok", collector.client().url());
-    let day = day.unwrap_or_else(|| last_complete_day(Utc::now(), cfg.timezone));
+    let day = day.unwrap_or_else(|| last_complete_day(current_time(), cfg.timezone));
     let sample = check_sample(&cfg.api_proxies);
     if sample.len() < cfg.api_proxies.len() {
         println!(

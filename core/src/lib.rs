@@ -6,6 +6,7 @@
 //! [`collect`] drives the first half for a set of days; both shells call it, so a
 //! collection run from SQL and one from cron behave identically.
 
+pub mod clock;
 pub mod collect;
 pub mod compact;
 pub mod config;

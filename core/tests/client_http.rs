@@ -7,7 +7,10 @@
 //! its head arrived, so request counts and parameters are exact and waits are
 //! measured where they matter: between two arrivals at the server. The client's
 //! own backoff (200 ms, doubling) is used as it ships; a wait is checked to be at
-//! least its value and less than its value plus [`SLACK`].
+//! least its value (a timer never fires early), never against an upper bound: a
+//! loaded machine makes any gap longer. Which wait the client picks (doubling,
+//! `Retry-After`, the cap) is checked exactly by `retry_waits_double_honour_retry_after_and_are_capped`
+//! in core/src/prometheus.rs.
 
 use promduck_core::collect::is_fatal;
 use promduck_core::config::{PromUrl, PrometheusConfig};
@@ -19,10 +22,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 // --- the stub server ---------------------------------------------------------------------------
-
-/// How much longer than the intended wait a gap between two requests may be
-/// (the response, the client's decoding, a busy machine).
-const SLACK: Duration = Duration::from_millis(100);
 
 /// One request as the server received it.
 #[derive(Debug, Clone)]
@@ -273,14 +272,12 @@ fn client(url: &str, f: impl FnOnce(&mut PrometheusConfig)) -> PromClient {
     PromClient::new(&cfg).unwrap()
 }
 
-/// `gap` is the intended `wait`, give or take [`SLACK`] (never shorter).
+/// `gap` is at least the intended wait (`wait_ms`): a timer never fires early. No upper
+/// bound: a busy machine makes any gap longer.
 #[track_caller]
-fn assert_wait(gap: Duration, wait_ms: u64) {
+fn assert_waited_at_least(gap: Duration, wait_ms: u64) {
     let wait = Duration::from_millis(wait_ms);
-    assert!(
-        gap >= wait && gap < wait + SLACK,
-        "waited {gap:?}, expected {wait:?}"
-    );
+    assert!(gap >= wait, "waited {gap:?}, at least {wait:?} expected");
 }
 
 /// Whether the collector stops the whole run on this error (its live rule).
@@ -380,9 +377,9 @@ async fn transient_failures_are_retried_with_a_doubling_backoff() {
         assert_eq!(r.form, reqs[0].form);
     }
     let gaps = stub.gaps();
-    assert_wait(gaps[0], 200);
-    assert_wait(gaps[1], 400);
-    assert_wait(gaps[2], 800);
+    assert_waited_at_least(gaps[0], 200);
+    assert_waited_at_least(gaps[1], 400);
+    assert_waited_at_least(gaps[2], 800);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,9 +429,9 @@ async fn retry_after_lengthens_the_wait_and_never_shortens_it() {
     c.instant("up", 0).await.unwrap();
     assert_eq!(stub.count(), 4);
     let gaps = stub.gaps();
-    assert_wait(gaps[0], 1000);
-    assert_wait(gaps[1], 400);
-    assert_wait(gaps[2], 800);
+    assert_waited_at_least(gaps[0], 1000);
+    assert_waited_at_least(gaps[1], 400);
+    assert_waited_at_least(gaps[2], 800);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,8 +450,8 @@ async fn api_errors_in_a_200_are_retried_only_when_prometheus_says_transient() {
     assert_eq!(c.instant("up", 0).await.unwrap().len(), 1);
     assert_eq!(stub.count(), 3);
     let gaps = stub.gaps();
-    assert_wait(gaps[0], 200);
-    assert_wait(gaps[1], 400);
+    assert_waited_at_least(gaps[0], 200);
+    assert_waited_at_least(gaps[1], 400);
 
     // `execution` is the query's own failure: one request.
     let stub = Stub::start(|_, _| {
@@ -492,7 +489,7 @@ async fn a_body_that_is_not_the_api_json_is_retried() {
     let c = client(&stub.url, |c| c.retries = 1);
     assert_eq!(c.instant("up", 0).await.unwrap().len(), 1);
     assert_eq!(stub.count(), 2);
-    assert_wait(stub.gaps()[0], 200);
+    assert_waited_at_least(stub.gaps()[0], 200);
 
     let stub = Stub::start(|_, _| text(200, "<html>proxy error page</html>")).await;
     let c = client(&stub.url, |c| c.retries = 1);
@@ -577,7 +574,7 @@ async fn connection_refused_is_retried_then_fatal() {
     let c = client(&format!("http://127.0.0.1:{port}"), |c| c.retries = 2);
     let t = Instant::now();
     let e = c.instant("up", 0).await.unwrap_err();
-    assert_wait(t.elapsed(), 200 + 400);
+    assert_waited_at_least(t.elapsed(), 200 + 400);
     assert_eq!(c.stats(), (3, 2));
     match &e {
         PromError::Transport { url, message } => {

@@ -35,7 +35,7 @@ MAX_LAST_DAYS = 36600
 SELECT_SQL = """
 CREATE TEMP TABLE selected AS
 SELECT epoch_ms(timestamp) AS ts_ms, date, api_proxy, metric_name, value, labels
-FROM prom_metrics(data_dir := $data_dir, date := $date, last_days := $last_days,
+FROM prom_metrics(data_dir := $data_dir, date := $date, start_date := $start_date, end_date := $end_date,
                   proxy := $proxy, metric := $metric)
 ORDER BY date, api_proxy, metric_name, ts_ms, CAST(labels AS VARCHAR)
 """
@@ -146,12 +146,29 @@ def table(headers, rows, numeric=()) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-def describe(args) -> str:
+def utc_today() -> date:
+    """Today in UTC, read once per run: the query and the description use the same days.
+    ``PROMDUCK_NOW`` (RFC 3339), the collector's and the extension's testing aid, fixes it."""
+    fixed = os.environ.get("PROMDUCK_NOW")
+    if fixed:
+        try:
+            return datetime.fromisoformat(fixed).astimezone(timezone.utc).date()
+        except ValueError:
+            raise UserError(f"PROMDUCK_NOW={fixed!r} is not an RFC 3339 time") from None
+    return datetime.now(timezone.utc).date()
+
+
+def last_days_window(n: int) -> tuple[date, date]:
+    """The N complete days before today (UTC)."""
+    today = utc_today()
+    return today - timedelta(days=n), today - timedelta(days=1)
+
+
+def describe(args, window=None) -> str:
     if args.date:
         days = f"day {args.date}"
-    elif args.last_days:
-        today = datetime.now(timezone.utc).date()
-        days = f"days {today - timedelta(days=args.last_days)}..{today - timedelta(days=1)}"
+    elif window:
+        days = f"days {window[0]}..{window[1]}"
     else:
         days = "all days"
     proxies = ", ".join(args.api_proxy) if args.api_proxy else "all"
@@ -235,10 +252,12 @@ def run(args) -> int:
     if not os.path.isdir(data_dir):
         raise UserError(f"not a directory: {data_dir} (--data-dir must name the collector's output directory)")
     con, db_error = connect(extension)
+    window = last_days_window(args.last_days) if args.last_days else None
     params = {
         "data_dir": data_dir,
         "date": args.date.isoformat() if args.date else None,
-        "last_days": args.last_days,
+        "start_date": window[0].isoformat() if window else None,
+        "end_date": window[1].isoformat() if window else None,
         "proxy": args.api_proxy,
         "metric": args.metric,
     }
@@ -248,11 +267,11 @@ def run(args) -> int:
         n = con.execute("SELECT count(*) FROM selected").fetchone()[0]
         written = write_csv(con, args.output) if args.output else None
         if n == 0:
-            print(f"No data found in {data_dir} for {describe(args)}.", file=sys.stderr)
+            print(f"No data found in {data_dir} for {describe(args, window)}.", file=sys.stderr)
             if written is not None:
                 print(f"Wrote only the CSV header to {args.output}.", file=sys.stderr)
             return 1
-        print(f"Found {n} rows in {data_dir} ({describe(args)}).")
+        print(f"Found {n} rows in {data_dir} ({describe(args, window)}).")
 
         per_proxy = con.execute(PER_PROXY_SQL).fetchall()
         print("\nTotals per API proxy and metric")

@@ -13,7 +13,6 @@ use crate::paging::CHUNK_ROWS;
 use crate::params::{date_value, err, named, BoxError};
 use crate::runtime::spawn;
 use crate::vectors::{varchar, write_strings, write_values};
-use chrono::Utc;
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::collect::{Cancel, Collector, PartitionOutcome};
@@ -81,7 +80,7 @@ impl VTab for PromCollect {
         {
             policy.check_path("prom_collect", "read", f).map_err(err)?;
         }
-        let now = Utc::now();
+        let now = crate::params::now()?;
         let date = named(bind, "date")
             .map(|v| date_value(&v, "date"))
             .transpose()?;

@@ -9,7 +9,6 @@
 use crate::paging::Pages;
 use crate::params::{err, named, named_string, BoxError};
 use crate::vectors::{varchar, write_strings, write_values};
-use chrono::Utc;
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::compact::{
@@ -59,7 +58,8 @@ impl VTab for PromCompact {
             Some(m) => {
                 crate::params::check_not_macro_parameter(&m, "month")?;
                 let first = parse_month(&m).map_err(|e| err(e.to_string()))?;
-                check_closed(first, Utc::now(), config.timezone).map_err(|e| err(e.to_string()))?;
+                check_closed(first, crate::params::now()?, config.timezone)
+                    .map_err(|e| err(e.to_string()))?;
                 Some(vec![first])
             }
             None => None,
@@ -121,7 +121,7 @@ fn compact(bind: &CompactBind) -> Result<Vec<MonthOutcome>, BoxError> {
     let months = match &bind.months {
         Some(m) => m.clone(),
         None => archive
-            .months_with_daily_files(current_month(Utc::now(), bind.config.timezone))
+            .months_with_daily_files(current_month(crate::params::now()?, bind.config.timezone))
             .map_err(|e| err(crate::sandbox::core_error("prom_compact", "read", &e)))?,
     };
     Ok(archive.compact(&months, &bind.config.storage, &bind.opts, &|| false))

@@ -624,7 +624,7 @@ live_vtab!(
             }
             (Some(v), None) => timestamp_value(&v, "time")?.timestamp_millis(),
             (None, Some(v)) => timestamp_value(&v, "at")?.timestamp_millis(),
-            (None, None) => chrono::Utc::now().timestamp_millis(),
+            (None, None) => crate::params::now()?.timestamp_millis(),
         };
         Ok(LiveBind::new(
             connection(bind, "prom_query")?,

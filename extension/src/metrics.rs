@@ -24,7 +24,6 @@ use crate::params::{err, named, named_string, Arg, BoxError, StringArg};
 use crate::sandbox::core_error;
 use crate::selection::{resolve, DateArg, Resolved, SelectionArgs};
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
-use chrono::Utc;
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::reader::{Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec};
@@ -222,7 +221,10 @@ fn date_arg(v: &Arg, param: &str) -> Result<DateArg, BoxError> {
 }
 
 fn bind_selection(bind: &BindInfo, positional: usize) -> Result<Resolved, BoxError> {
-    resolve(&selection_args(bind, positional)?, Utc::now().date_naive())
+    resolve(
+        &selection_args(bind, positional)?,
+        crate::params::now()?.date_naive(),
+    )
 }
 
 impl<const N: usize> VTab for PromMetrics<N> {

@@ -8,6 +8,11 @@ use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error>;
 
+/// The current time (`promduck_core::clock::now`: `PROMDUCK_NOW` when set, for tests).
+pub fn now() -> Result<DateTime<Utc>, BoxError> {
+    promduck_core::clock::now().map_err(|e| err(e.to_string()))
+}
+
 pub fn err(msg: impl Into<String>) -> BoxError {
     msg.into().into()
 }

@@ -1885,7 +1885,7 @@ impl ObjectStorage {
                     let stale = match &holder {
                         Some(h) => h.stale(),
                         // Not ours to read: stale once it is older than a TTL.
-                        None => (chrono::Utc::now() - meta.last_modified)
+                        None => (crate::clock::system_now() - meta.last_modified)
                             .to_std()
                             .is_ok_and(|age| age > ttl),
                     };
