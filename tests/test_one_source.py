@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import EXTENSION, run_collector, write_config
+from helpers import EXTENSION, now_env, run_collector, utc, write_config, yesterday
 
 DAYS = [date(2024, 3, d) for d in range(1, 5)]
 PROXIES = ["p1", "p2", "p3"]
@@ -243,10 +243,11 @@ def test_the_hole_finder_counts_hive_partitions_as_present(tmp_path):
     (day, proxy) pairs no layout holds; a Hive-only partition is present."""
     data = tmp_path / "data"
     rnd = random.Random(5)
-    today = datetime.now(timezone.utc).date()
+    now = utc(2026, 3, 20, 0, 30)  # the product's "now", fixed (PROMDUCK_NOW)
+    last = yesterday(now)
     held = {}
     for i in range(-12, 3):
-        d = today + timedelta(days=i)
+        d = last + timedelta(days=i)
         for p in PROXIES:
             kind = rnd.choice([None, "daily", "hive", "hive"])
             held[(d, p)] = kind
@@ -255,10 +256,8 @@ def test_the_hole_finder_counts_hive_partitions_as_present(tmp_path):
             elif kind == "hive":
                 write_hive(data, d, p, gen_rows(rnd, d), 1)
     cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9", PROXIES, output_dir=data)
-    r = run_collector("--config", cfg, "--check")
-    m = re.search(r"in the 7 days before (\d{4}-\d{2}-\d{2})", r.stdout)
-    assert m, r.stdout
-    last = date.fromisoformat(m.group(1))
+    r = run_collector("--config", cfg, "--check", env=now_env(now))
+    assert f"in the 7 days before {last}" in r.stdout, r.stdout
     window = [last - timedelta(days=k) for k in range(7, 0, -1)]
     want = {d: [p for p in PROXIES if held.get((d, p)) is None] for d in window}
     want = {d: ps for d, ps in want.items() if ps}
