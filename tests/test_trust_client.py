@@ -265,9 +265,11 @@ def test_collector_trickling_body_ends_at_the_timeout(fault_proxy, history, tmp_
     assert any("did not answer within 2s" in l for l in failure_lines(r.stderr, day)), log
     assert rule.fired == 2, log
     # The body never ends: only the timeout ends an attempt (else the 60 s hang guard kills
-    # the run). The retry came at least the timeout and the backoff after the first attempt.
+    # the run). The retry came after the first attempt's timeout. (Only that lower bound: the
+    # proxy stamps arrivals, and the first request's connection set-up delays its stamp more
+    # than the retry's, by up to the backoff's length on a loaded machine.)
     attempts = [q for q in fault_proxy.snapshot() if q.rule is rule]
-    assert attempts[1].time - attempts[0].time >= 2.2, log
+    assert attempts[1].time - attempts[0].time >= 2.0, log
     assert normalise(read_rows(tmp_path / "data")) == expected_rows(history, [day], ["api-proxy-1"])
 
 
