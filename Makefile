@@ -23,10 +23,14 @@ endif
 HOST_DUCKDB ?= 1.2.2 1.3.2 1.4.5 1.5.6 2.0.1
 HOST_VENVS  := $(foreach v,$(HOST_DUCKDB),.cache/duckdb-$(basename $(v))/.installed-$(v))
 
-.PHONY: all build test lint test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools \
+.PHONY: all help build test lint test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools \
         hosts victoria-metrics notebook spark
 
 all: build
+
+## help: these targets, each with what it does (from the `## target:` comments of this file)
+help:
+	@awk '/^## [a-z0-9-]+:/ { sub(/^## /, ""); printf "\n  %s\n", $$0; next } /^## / { sub(/^## /, ""); print "      " $$0 }' $(firstword $(MAKEFILE_LIST))
 
 ## build: release binaries into build/ (collector, stamped extension, extension repository)
 build:

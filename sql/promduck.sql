@@ -122,7 +122,8 @@ ORDER BY date, api_proxy;
 
 -- Days x proxies without data: every day from start_day to end_day (default:
 -- the first and last day with data) for every proxy seen anywhere in the data,
--- minus the (day, proxy) pairs that have rows (of the metric, if given).
+-- minus the (day, proxy) pairs that have rows (of the metric, if given). Days from
+-- today on are never gaps: the collector collects a day only once it has closed.
 CREATE OR REPLACE TEMP MACRO promduck_gaps(start_day := NULL, end_day := NULL, metric := NULL) AS TABLE
 WITH present AS (
     SELECT DISTINCT date, api_proxy, metric_name FROM promduck_metrics
@@ -131,7 +132,7 @@ WITH present AS (
 ), days AS (
     SELECT CAST(d AS DATE) AS date
     FROM span, generate_series(CAST(coalesce(CAST(start_day AS DATE), lo) AS TIMESTAMP),
-                               CAST(coalesce(CAST(end_day AS DATE), hi) AS TIMESTAMP),
+                               CAST(least(coalesce(CAST(end_day AS DATE), hi), current_date - 1) AS TIMESTAMP),
                                INTERVAL 1 DAY) AS g(d)
 ), proxies AS (
     SELECT DISTINCT api_proxy FROM present

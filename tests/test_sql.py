@@ -432,6 +432,13 @@ def test_gaps(data, history, tmp_path):
     want = sorted([(before, p) for p in history.proxies] + missing + [(after, p) for p in history.proxies])
     assert [tuple(r) for r in rows] == [(d.isoformat(), p) for d, p in want]
 
+    # days from today on are never gaps (the collector collects closed days only), whatever
+    # end_day says: compared with DuckDB's own current_date, read in the same statement
+    _, rows = duckdb_cli(holey, read_setup=True, sql=(
+        f"SELECT count(*) FILTER (WHERE date >= current_date), max(date) = current_date - 1 "
+        f"FROM promduck_gaps('{before}', current_date + 3)"))
+    assert rows == [["0", "true"]], rows
+
     # every partition holds every metric; a metric nobody has is missing everywhere
     _, rows = duckdb_cli(holey, read_setup=True, sql="SELECT * FROM promduck_gaps(metric := 'latency_ms')")
     assert [tuple(r) for r in rows] == [(d.isoformat(), p) for d, p in missing]

@@ -51,3 +51,32 @@ storage:
     cfg.write_text(text.replace("      name: m2", "      name: m2\n      stepp: 1h"))
     r = run_collector("--config", cfg, "--check", cwd=tmp_path)
     assert r.returncode != 0 and "unknown field `stepp`" in r.stderr, r.stderr
+
+
+def test_durations_take_promql_days(tmp_path):
+    """`step: 1d` (the unit of the `[1d]` beside it) and `interval: 1d` are a day of 24 hours;
+    a unit neither Go nor PromQL has is an error naming it and the valid ones."""
+    cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9", ["a"], output_dir=tmp_path / "data",
+                       metrics=[{"name": "m", "query": 'sum(increase(x{apiproxy="%s"}[1d]))', "step": "1d"}],
+                       top_extra={"interval": "1d"})
+    r = run_collector("--config", cfg, "--check")
+    assert "ok (1 proxies, 1 metrics" in r.stdout, r.stdout + r.stderr
+    cfg.write_text(cfg.read_text().replace('"step": "1d"', '"step": "1y"'))
+    r = run_collector("--config", cfg, "--check")
+    assert r.returncode != 0 and "unknown unit `y` in duration `1y` (valid units: ns, us, ms, s, m, h, d)" in r.stderr, r.stderr
+
+
+def test_make_help_lists_every_documented_target():
+    """`make help` prints each `## target:` comment of the Makefile, and every target it
+    names is one make knows."""
+    import re
+    import subprocess
+
+    from helpers import REPO_ROOT
+    text = (REPO_ROOT / "Makefile").read_text()
+    documented = re.findall(r"^## ([a-z0-9-]+):", text, re.M)
+    out = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "help"], capture_output=True, text=True, check=True).stdout
+    listed = re.findall(r"^  ([a-z0-9-]+): ", out, re.M)
+    assert listed == documented and {"help", "build", "test", "demo"} <= set(listed), out
+    for target in listed:
+        assert re.search(rf"^{re.escape(target)}:", text, re.M), f"`make help` names {target}, which the Makefile lacks"

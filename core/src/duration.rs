@@ -45,10 +45,10 @@ pub enum DurationError {
     )]
     ExpectedNumber { input: String },
     /// A number without a unit (`30`).
-    #[error("missing unit in duration `{input}` (valid units: ns, us, ms, s, m, h)")]
+    #[error("missing unit in duration `{input}` (valid units: ns, us, ms, s, m, h, d)")]
     MissingUnit { input: String },
-    /// A unit Go does not know (`1d`).
-    #[error("unknown unit `{unit}` in duration `{input}` (valid units: ns, us, ms, s, m, h)")]
+    /// A unit neither Go nor PromQL's day knows (`1y`).
+    #[error("unknown unit `{unit}` in duration `{input}` (valid units: ns, us, ms, s, m, h, d)")]
     UnknownUnit { unit: String, input: String },
     /// A number that does not parse.
     #[error("invalid number `{number}` in duration `{input}`")]
@@ -100,6 +100,9 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
+            // Not Go's (its durations stop at `h`), but PromQL's, and the unit the
+            // queries beside a `step` use (`[1d]`): a day of 24 hours.
+            "d" => 86_400e9,
             "" => return Err(DurationError::MissingUnit { input: owned() }),
             other => {
                 return Err(DurationError::UnknownUnit {
@@ -211,14 +214,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_forms() {
-        for bad in ["", "30", "abc", "5x", "-5s", "1..5s", "s", "h1", "1d"] {
+        for bad in ["", "30", "abc", "5x", "-5s", "1..5s", "s", "h1", "1y"] {
             assert!(parse_go_duration(bad).is_err(), "{bad} should fail");
         }
         assert_eq!(
-            parse_go_duration("1d").unwrap_err(),
+            parse_go_duration("1y").unwrap_err(),
             DurationError::UnknownUnit {
-                unit: "d".into(),
-                input: "1d".into()
+                unit: "y".into(),
+                input: "1y".into()
             }
         );
     }
@@ -239,13 +242,21 @@ mod tests {
         );
         assert_eq!(
             msg("30"),
-            "missing unit in duration `30` (valid units: ns, us, ms, s, m, h)"
+            "missing unit in duration `30` (valid units: ns, us, ms, s, m, h, d)"
         );
         assert_eq!(
             msg("5x"),
-            "unknown unit `x` in duration `5x` (valid units: ns, us, ms, s, m, h)"
+            "unknown unit `x` in duration `5x` (valid units: ns, us, ms, s, m, h, d)"
         );
         assert_eq!(msg("9999999h"), "duration `9999999h` is too large");
+        assert_eq!(
+            parse_go_duration("1d").unwrap(),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            parse_go_duration("1d12h").unwrap(),
+            Duration::from_secs(129_600)
+        );
         assert!(matches!(
             parse_go_duration(".s"),
             Err(DurationError::ExpectedNumber { input }) if input == ".s"

@@ -714,13 +714,13 @@ mod tests {
             (
                 "5x",
                 format!(
-                    "step: invalid step \"5x\" (unknown unit `x` in duration `5x` (valid units: ns, us, ms, s, m, h)); {hint}"
+                    "step: invalid step \"5x\" (unknown unit `x` in duration `5x` (valid units: ns, us, ms, s, m, h, d)); {hint}"
                 ),
             ),
             (
-                "1d",
+                "1y",
                 format!(
-                    "step: invalid step \"1d\" (unknown unit `d` in duration `1d` (valid units: ns, us, ms, s, m, h)); {hint}"
+                    "step: invalid step \"1y\" (unknown unit `y` in duration `1y` (valid units: ns, us, ms, s, m, h, d)); {hint}"
                 ),
             ),
         ] {
