@@ -306,3 +306,31 @@ def test_missing_extension(data, tmp_path):
 def test_unwritable_output(data, history, tmp_path):
     r = tool("--data-dir", data, "--output", tmp_path / "no" / "such" / "dir.csv")
     assert_one_line_error(r, "cannot write")
+
+
+def test_a_bucket_archive_reads_as_the_folder_does(data, history, prometheus, moto_s3, s3_bucket, tmp_path):
+    """`--data-dir s3://…`: the same rows as from the folder (prom_metrics reads both); the
+    credentials come from the AWS_* environment, as for prom_metrics."""
+    from s3fixture import child_env, write_s3_config
+    day = history.days_list[1]
+    cfg = write_s3_config(tmp_path / "c.yaml", prometheus.url, history.proxies, moto_s3, s3_bucket, "qt")
+    r = run_collector("--config", cfg, "--date", day, cwd=tmp_path, env=child_env())
+    assert r.returncode == 0, r.stderr
+    env = child_env(moto_s3)
+    s3_csv, disk_csv = tmp_path / "s3.csv", tmp_path / "disk.csv"
+    sel = ["--date", day.isoformat(), *[a for m in COUNTERS for a in ("--metric", m)]]  # the S3 config's metrics
+    r = run([sys.executable, TOOL, "--data-dir", f"s3://{s3_bucket}/qt", *sel, "--output", s3_csv],
+            cwd=REPO_ROOT, env=env)
+    assert r.returncode == 0, r.stderr
+    assert tool("--data-dir", data, *sel, "--output", disk_csv).returncode == 0
+    assert read_csv(s3_csv) == read_csv(disk_csv) == want_csv(history, days=[day], metrics=COUNTERS)
+
+
+def test_a_reader_that_goes_away_is_no_error(data):
+    """`query_metrics.py … | head -3`: the tool stops quietly (exit 0, no traceback)."""
+    import subprocess
+    r = subprocess.run(["bash", "-c", f'"{sys.executable}" "{TOOL}" --data-dir "{data}" | head -3; '
+                                      'echo "tool exit ${PIPESTATUS[0]}" >&2'],
+                       capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert len(r.stdout.splitlines()) == 3
+    assert "Traceback" not in r.stderr and "tool exit 0" in r.stderr, r.stderr

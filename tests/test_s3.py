@@ -307,7 +307,25 @@ def test_named_parameters_instead_of_the_environment(archive, history, moto_s3, 
         history.environments)
     r = cli(f"SELECT count(*) FROM prom_metrics(data_dir := 's3://{bucket}/{PREFIX}')", child_env(), tmp_path)
     assert r.returncode != 0
-    assert "no S3 credentials" in r.stderr
+    assert "no S3 credentials" in r.stderr and "in SQL: s3_access_key_id := and s3_secret_access_key :=" in r.stderr
+
+
+def test_a_plain_http_endpoint_not_allowed_says_where_to_allow_it(prometheus, moto_s3, tmp_path):
+    """An http:// endpoint without allowHttp (config) or s3_use_ssl := false (SQL) is refused
+    before any request, naming the endpoint and both settings (object_store alone says
+    `builder error`)."""
+    cfg = write_s3_config(tmp_path / "config.yaml", prometheus.url, ["p1"], moto_s3, "b", PREFIX, allow_http=None)
+    r = run_collector("--config", cfg, "--date", "2024-03-01", cwd=tmp_path, env=child_env())
+    want = (f"the S3 endpoint {moto_s3.endpoint} is plain HTTP, which is refused unless allowed: set "
+            "storage.s3.allowHttp: true in the config (in SQL: s3_use_ssl := false)")
+    assert r.returncode != 0 and want in r.stderr, r.stderr
+    moto_s3.reset_requests()
+    # In SQL an http:// endpoint allows plain HTTP by itself, unless s3_use_ssl says otherwise.
+    r = cli(f"SELECT count(*) FROM prom_metrics(data_dir := 's3://b/{PREFIX}', s3_endpoint := '{moto_s3.endpoint}', "
+            f"s3_use_ssl := true, s3_access_key_id := 'k', s3_secret_access_key := 'secretvalue')",
+            child_env(), tmp_path)
+    assert r.returncode != 0 and want in r.stderr, r.stderr
+    assert moto_s3.counts(bucket="b") == {}
 
 
 def test_prom_collect_writes_to_the_bucket_from_sql(prometheus, history, moto_s3, s3_bucket, tmp_path):

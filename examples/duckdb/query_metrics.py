@@ -247,9 +247,10 @@ def write_csv(con, path: str) -> int:
 def run(args) -> int:
     data_dir = args.data_dir
     extension = Path(os.environ.get("PROMDUCK_EXTENSION") or DEFAULT_EXTENSION)
-    if not os.path.exists(data_dir):
+    # A bucket (s3://…) is checked by prom_metrics itself, as any archive it reads.
+    if "://" not in data_dir and not os.path.exists(data_dir):
         raise UserError(f"data directory not found: {data_dir} (use --data-dir or set PROMDUCK_DATA_DIR)")
-    if not os.path.isdir(data_dir):
+    if "://" not in data_dir and not os.path.isdir(data_dir):
         raise UserError(f"not a directory: {data_dir} (--data-dir must name the collector's output directory)")
     con, db_error = connect(extension)
     window = last_days_window(args.last_days) if args.last_days else None
@@ -310,6 +311,11 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): what it wanted was printed. Point stdout at
+        # /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

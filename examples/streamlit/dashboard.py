@@ -388,7 +388,7 @@ if not EXTENSION.is_file():
     st.error(f"The promduck DuckDB extension was not found at `{EXTENSION}`. "
              "Build it with `make build`, or set `PROMDUCK_EXTENSION` to the `.duckdb_extension` file.")
     st.stop()
-if not data_dir or not os.path.isdir(data_dir):
+if not data_dir or ("://" not in data_dir and not os.path.isdir(data_dir)):  # s3://: prom_metrics checks it
     st.warning(f"No data directory at `{data_dir or '(empty)'}`.")
     st.markdown(
         "Enter the collector's output directory in the sidebar, or start the dashboard with "

@@ -212,8 +212,23 @@ impl ObjectStorage {
         if !have_credentials {
             return Err(Error::Invalid(format!(
                 "{url}: no S3 credentials: set storage.s3.accessKeyId and secretAccessKey in \
-                 the config, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
+                 the config (in SQL: s3_access_key_id := and s3_secret_access_key :=), or \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
             )));
+        }
+        // object_store refuses a plain-HTTP endpoint with "builder error" when the
+        // request is sent; say where the fix is before anything is asked.
+        if let Some(e) = cfg.endpoint.as_deref().filter(|e| {
+            e.get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        }) {
+            if cfg.allow_http != Some(true) {
+                return Err(Error::Invalid(format!(
+                    "{url}: the S3 endpoint {e} is plain HTTP, which is refused unless allowed: \
+                     set storage.s3.allowHttp: true in the config (in SQL: s3_use_ssl := false), \
+                     or use an https:// endpoint"
+                )));
+            }
         }
         let mut secrets = Vec::new();
         if let Some(id) = &cfg.access_key_id {
