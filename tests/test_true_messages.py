@@ -80,3 +80,26 @@ def test_make_help_lists_every_documented_target():
     assert listed == documented and {"help", "build", "test", "demo"} <= set(listed), out
     for target in listed:
         assert re.search(rf"^{re.escape(target)}:", text, re.M), f"`make help` names {target}, which the Makefile lacks"
+
+
+def test_check_speaks_json_lines_and_says_a_missing_folder_can_be_created(prometheus, history, tmp_path):
+    """`--check --log-format json` prints one JSON object per line (a cron job appends it to
+    a JSON-lines log); a folder that does not exist yet is "can be created", not "writable"."""
+    import json as _json
+
+    from helpers import DEFAULT_METRICS
+    data = tmp_path / "not-yet"
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, history.proxies[:2], DEFAULT_METRICS, output_dir=data)
+    text = run_collector("--config", cfg, "--check", "--date", history.days_list[0])
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert f"output {data}: ok (does not exist yet; can be created)" in text.stdout, text.stdout
+    assert not data.exists(), "--check creates nothing"
+    r = run_collector("--config", cfg, "--check", "--date", history.days_list[0], "--log-format", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [_json.loads(line) for line in r.stdout.splitlines()]
+    # The same findings as the text form, each a record.
+    assert [x["message"] for x in lines] == text.stdout.splitlines()
+    assert [x["check"] for x in lines if x["check"] != "gaps"][:4] == ["config", "output", "prometheus", "day"]
+    metrics = [x for x in lines if x["check"] == "metric"]
+    assert [x["status"] for x in metrics] == ["ok"] * len(DEFAULT_METRICS)
+    assert all(x["message"].startswith(f"metric {m['name']}: ok (") for x, m in zip(metrics, DEFAULT_METRICS))

@@ -257,7 +257,10 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     spawn_signal_handler(cancel.clone());
 
     if cli.check {
-        return Ok(check(&collector, cli.date, cli.catch_up_days).await);
+        let report = CheckReport {
+            json: cli.log_format == LogFormat::Json,
+        };
+        return Ok(check(&collector, cli.date, cli.catch_up_days, report).await);
     }
     let now = current_time();
     let days: Option<Vec<NaiveDate>> = if let Some(d) = cli.date {
@@ -913,20 +916,60 @@ async fn serve_metrics(
     }
 }
 
-async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> ExitCode {
+/// What `--check` prints: a line of text per finding, or with `--log-format json` one
+/// JSON object per line (`check`, `status`, `message`), so that a cron job appending its
+/// output to a JSON-lines log keeps it parseable.
+struct CheckReport {
+    json: bool,
+}
+
+impl CheckReport {
+    fn line(&self, check: &str, status: &str, message: String) {
+        if self.json {
+            let v = serde_json::json!({"check": check, "status": status, "message": message});
+            println!("{v}");
+        } else {
+            println!("{message}");
+        }
+    }
+}
+
+async fn check(
+    collector: &Collector,
+    day: Option<NaiveDate>,
+    catch_up: u32,
+    report: CheckReport,
+) -> ExitCode {
     let cfg = collector.config();
-    println!(
-        "config {}: ok ({} proxies, {} metrics, output {})",
-        cfg.source.display(),
-        cfg.api_proxies.len(),
-        cfg.metrics.len(),
-        cfg.storage.output_dir.display()
+    report.line(
+        "config",
+        "ok",
+        format!(
+            "config {}: ok ({} proxies, {} metrics, output {})",
+            cfg.source.display(),
+            cfg.api_proxies.len(),
+            cfg.metrics.len(),
+            cfg.storage.output_dir.display()
+        ),
     );
-    if let Err(e) = collector.storage().check_writable() {
-        println!("output {}: FAILED: {e}", collector.storage().url());
+    let storage = collector.storage();
+    if let Err(e) = storage.check_writable() {
+        report.line(
+            "output",
+            "failed",
+            format!("output {}: FAILED: {e}", storage.url()),
+        );
         return ExitCode::from(1);
     }
-    println!("output {}: ok (writable)", collector.storage().url());
+    let how = match storage.exists() {
+        Ok(false) => "does not exist yet; can be created",
+        _ => "writable",
+    };
+    report.line(
+        "output",
+        "ok",
+        format!("output {}: ok ({how})", storage.url()),
+    );
     // Holes the daemon will fill (within its catch-up window), listed for the operator.
     let last = last_complete_day(current_time(), cfg.timezone);
     let holes = gaps(
@@ -935,28 +978,48 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
         catch_up.saturating_sub(1),
     );
     if holes.is_empty() {
-        println!("gaps: none in the {catch_up} days before {last}");
+        report.line(
+            "gaps",
+            "ok",
+            format!("gaps: none in the {catch_up} days before {last}"),
+        );
     } else {
         let n: usize = holes.iter().map(|h| h.1.len()).sum();
-        println!("gaps: {n} missing partitions in the {catch_up} days before {last}:");
+        report.line(
+            "gaps",
+            "warning",
+            format!("gaps: {n} missing partitions in the {catch_up} days before {last}:"),
+        );
         for (d, ps) in &holes {
-            println!("  {d}: {}", ps.join(", "));
+            report.line("gaps", "warning", format!("  {d}: {}", ps.join(", ")));
         }
     }
     if let Err(e) = collector.client().ping().await {
-        println!("prometheus {}: FAILED: {e}", collector.client().url());
+        report.line(
+            "prometheus",
+            "failed",
+            format!("prometheus {}: FAILED: {e}", collector.client().url()),
+        );
         return ExitCode::from(1);
     }
-    println!("prometheus {}: ok", collector.client().url());
+    report.line(
+        "prometheus",
+        "ok",
+        format!("prometheus {}: ok", collector.client().url()),
+    );
     let day = day.unwrap_or_else(|| last_complete_day(current_time(), cfg.timezone));
     let sample = check_sample(&cfg.api_proxies);
     if sample.len() < cfg.api_proxies.len() {
-        println!(
-            "proxies checked: {} of {}, spread over the list ({} … {})",
-            sample.len(),
-            cfg.api_proxies.len(),
-            sample[0],
-            sample[sample.len() - 1]
+        report.line(
+            "proxies",
+            "note",
+            format!(
+                "proxies checked: {} of {}, spread over the list ({} … {})",
+                sample.len(),
+                cfg.api_proxies.len(),
+                sample[0],
+                sample[sample.len() - 1]
+            ),
         );
     }
     let mut ok = true;
@@ -964,16 +1027,20 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
     // checks on its answer (series that would collide once labels are dropped).
     let window = collector.plan().window(day);
     let hours = window.length_ms() as f64 / 3_600_000.0;
-    println!(
-        "day {day} ({}): {} .. {} ({hours} h){}",
-        cfg.timezone,
-        window.start.to_rfc3339(),
-        window.end.to_rfc3339(),
-        if window.length_ms() != 86_400_000 {
-            "; ranges of exactly one day in instant queries span this day's length"
-        } else {
-            ""
-        }
+    report.line(
+        "day",
+        "note",
+        format!(
+            "day {day} ({}): {} .. {} ({hours} h){}",
+            cfg.timezone,
+            window.start.to_rfc3339(),
+            window.end.to_rfc3339(),
+            if window.length_ms() != 86_400_000 {
+                "; ranges of exactly one day in instant queries span this day's length"
+            } else {
+                ""
+            }
+        ),
     );
     for m in &collector.plan().metrics {
         let mut series = 0usize;
@@ -996,7 +1063,11 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
             }
         }
         if let Some(e) = failed {
-            println!("metric {}: FAILED: {e}", m.config.name);
+            report.line(
+                "metric",
+                "failed",
+                format!("metric {}: FAILED: {e}", m.config.name),
+            );
             ok = false;
             continue;
         }
@@ -1009,27 +1080,39 @@ async fn check(collector: &Collector, day: Option<NaiveDate>, catch_up: u32) -> 
         };
         if series == 0 {
             // Not "ok": nothing was checked but that the query runs.
-            println!(
-                "metric {}: WARNING: no series for any of the {} proxies checked on {day} ({how}; query {}): \
-                 a collection would write nothing for it (another day: --date)",
-                m.config.name,
-                sample.len(),
-                request.query
+            report.line(
+                "metric",
+                "warning",
+                format!(
+                    "metric {}: WARNING: no series for any of the {} proxies checked on {day} ({how}; query {}): \
+                     a collection would write nothing for it (another day: --date)",
+                    m.config.name,
+                    sample.len(),
+                    request.query
+                ),
             );
             continue;
         }
-        println!(
-            "metric {}: ok ({series} series over {} proxies on {day}; {how}; query {})",
-            m.config.name,
-            sample.len(),
-            request.query
+        report.line(
+            "metric",
+            "ok",
+            format!(
+                "metric {}: ok ({series} series over {} proxies on {day}; {how}; query {})",
+                m.config.name,
+                sample.len(),
+                request.query
+            ),
         );
         if !without.is_empty() {
-            println!(
-                "metric {}: note: no series for {} of them: {}",
-                m.config.name,
-                without.len(),
-                without.join(", ")
+            report.line(
+                "metric",
+                "note",
+                format!(
+                    "metric {}: note: no series for {} of them: {}",
+                    m.config.name,
+                    without.len(),
+                    without.join(", ")
+                ),
             );
         }
     }
