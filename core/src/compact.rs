@@ -346,19 +346,17 @@ pub fn compact_months(
         out.seconds = started.elapsed().as_secs_f64();
         outcomes.push(out);
     }
+    let mut waited = 0.0;
     if let Some(since) = visible_since {
-        let until = since + opts.remove_daily_after;
-        while SystemTime::now() < until {
-            if cancelled() {
-                return outcomes;
-            }
-            let left = until.duration_since(SystemTime::now()).unwrap_or_default();
-            std::thread::sleep(left.min(Duration::from_millis(50)));
+        match wait_before_removal(since, opts, cancelled) {
+            Some(w) => waited = w,
+            None => return outcomes,
         }
     }
     for (i, absorbed) in pending {
         let started = Instant::now();
         let out = &mut outcomes[i];
+        out.seconds += waited;
         match remove_absorbed(fs, output_dir, out.month, &absorbed) {
             Ok(n) => {
                 out.removed = n;
@@ -374,6 +372,37 @@ pub fn compact_months(
         out.seconds += started.elapsed().as_secs_f64();
     }
     outcomes
+}
+
+/// Waits until `remove_daily_after` has passed since the month files became visible
+/// (`since`), so that a query that listed the daily files just before can still open
+/// them; says so first when there is a wait at all (30 s by default, which a user
+/// would otherwise take for a hang). Returns the seconds waited, or `None` when
+/// `cancelled` said stop.
+pub(crate) fn wait_before_removal(
+    since: SystemTime,
+    opts: &CompactOptions,
+    cancelled: &dyn Fn() -> bool,
+) -> Option<f64> {
+    let started = Instant::now();
+    let until = since + opts.remove_daily_after;
+    if let Ok(left) = until.duration_since(SystemTime::now()) {
+        if !left.is_zero() {
+            tracing::info!(
+                wait = format!("{:.1}s", left.as_secs_f64()),
+                "month file visible; removing the daily files it took in once removeDailyAfter \
+                 has passed (a query that listed them can still read them meanwhile)"
+            );
+        }
+    }
+    while SystemTime::now() < until {
+        if cancelled() {
+            return None;
+        }
+        let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    Some(started.elapsed().as_secs_f64())
 }
 
 /// A daily file taken into a month file, as it was when read.

@@ -47,7 +47,7 @@ use object_store::path::Path as ObjectPath;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 /// The months before `before` that have daily objects (a day prefix at the
 /// archive's top level), oldest first.
@@ -132,19 +132,17 @@ pub(crate) fn compact_months(
         }
         out.seconds = started.elapsed().as_secs_f64();
     }
+    let mut waited = 0.0;
     if let Some(since) = visible_since {
-        let until = since + opts.remove_daily_after;
-        while SystemTime::now() < until {
-            if cancelled() {
-                return outcomes;
-            }
-            let left = until.duration_since(SystemTime::now()).unwrap_or_default();
-            std::thread::sleep(left.min(Duration::from_millis(50)));
+        match super::wait_before_removal(since, opts, cancelled) {
+            Some(w) => waited = w,
+            None => return outcomes,
         }
     }
     for (i, taken) in pending {
         let started = Instant::now();
         let out = &mut outcomes[i];
+        out.seconds += waited;
         if lock.lost() {
             out.status = MonthStatus::Failed;
             out.error = Some(
@@ -439,6 +437,7 @@ mod tests {
     use object_store::memory::InMemory;
     use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
     use std::sync::Arc;
+    use std::time::Duration;
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
