@@ -344,3 +344,19 @@ def test_progress_bar_on_a_terminal_for_multi_day_runs(fault_proxy, history, tmp
         assert code == 0, out
         assert not BAR.search(out), (args, pipe, out)
         assert "collection finished" in out, out
+
+
+def test_progress_always_off_a_terminal_keeps_every_partitions_line(prometheus, history, tmp_path):
+    """`--progress always` where no bar can be drawn (systemd, cron, `| cat`): the lines that
+    record what was written stay, one per partition, and the log says why there is no bar."""
+    proxies = history.proxies[:2]
+    cfg = write_config(tmp_path / "c.yaml", prometheus.url, proxies)
+    days = history.days_list
+    r = subprocess.run([str(COLLECTOR), "--config", str(cfg), "--from", str(days[0]), "--to", str(days[-1]),
+                        "--progress", "always"],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    written = set(re.findall(r"written day=(\S+) proxy=(\S+) ", r.stderr))
+    assert written == {(d.isoformat(), p) for d in days for p in proxies}, r.stderr
+    assert "stderr is not a terminal; one line per partition instead of a bar" in r.stderr
+    assert not BAR.search(r.stderr)

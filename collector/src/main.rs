@@ -573,6 +573,15 @@ async fn collect(
         );
         b
     });
+    // A bar that cannot be drawn (stderr is no terminal: systemd, cron, a pipe) would only
+    // hide the per-partition lines it replaces: the record of what was written.
+    let bar = match bar {
+        Some(b) if b.is_hidden() => {
+            tracing::info!("--progress always: stderr is not a terminal; one line per partition instead of a bar");
+            None
+        }
+        b => b,
+    };
     match (days.first(), days.last()) {
         (Some(f), Some(l)) if f == l => tracing::info!(day = %f, partitions = total, "collecting"),
         (Some(f), Some(l)) => {
