@@ -172,10 +172,11 @@ out['query'] = Q(con, "SELECT apiproxy, environment, epoch_ms(timestamp), value 
 own = duckdb.connect(config={'allow_unsigned_extensions': 'true'})
 assert promduck.load(own) is own
 out['own'] = Q(own, "SELECT count(*) FROM prom_metrics(data_dir := ?, date := ?)", [data, day])[0][0]
-try:
-    promduck.load(duckdb.connect())
-except RuntimeError as e:
-    out['unsigned'] = str(e)
+for key, f in (('unsigned', promduck.load), ('unsigned_install', promduck.install)):
+    try:
+        f(duckdb.connect())
+    except RuntimeError as e:
+        out[key] = str(e)
 
 # install(): into an extension directory, then a plain LOAD promduck in a new session
 cfg = {'allow_unsigned_extensions': 'true', 'extension_directory': extdir}
@@ -218,7 +219,9 @@ def test_connect_load_install_and_exact_values(venv, archive, history, prometheu
         for e in history.environments)
 
     assert out["own"] == 2 * len(history.proxies) * len(history.environments)
-    assert "allow_unsigned_extensions" in out["unsigned"]
+    assert out["unsigned"] == out["unsigned_install"] == (
+        "promduck is not signed by DuckDB: make the connection with duckdb.connect(config="
+        "{'allow_unsigned_extensions': 'true'}) (or use promduck.connect())")
     assert out["installed"] == [[True, "CUSTOM_PATH"]]
     assert out["installed_total"] == sum(out["totals"].values())
     assert [p.relative_to(tmp_path / "ext").as_posix() for p in (tmp_path / "ext").rglob("*.duckdb_extension")] == \

@@ -78,13 +78,17 @@ def _allows_unsigned(con) -> bool:
     return str(value).lower() in ("true", "1")
 
 
+def _require_unsigned(con):
+    if not _allows_unsigned(con):
+        raise RuntimeError("promduck is not signed by DuckDB: make the connection with "
+                           "duckdb.connect(config={'allow_unsigned_extensions': 'true'}) (or use promduck.connect())")
+
+
 def load(con):
     """LOADs promduck into ``con`` (made with ``config={"allow_unsigned_extensions": "true"}``:
     promduck is not signed by DuckDB) and returns ``con``."""
     path = extension_path(con)
-    if not _allows_unsigned(con):
-        raise RuntimeError("promduck is not signed by DuckDB: make the connection with "
-                           "duckdb.connect(config={'allow_unsigned_extensions': 'true'}) (or use promduck.connect())")
+    _require_unsigned(con)
     con.execute("LOAD '" + str(path).replace("'", "''") + "'")
     return con
 
@@ -94,6 +98,7 @@ def install(con):
     default ~/.duckdb/extensions/<version>/<platform>/), so that ``LOAD promduck`` works in later
     sessions of this DuckDB version, Python or CLI (``duckdb -unsigned``). Returns ``con``."""
     path = extension_path(con)
+    _require_unsigned(con)  # DuckDB checks signatures at INSTALL too, and every later LOAD needs it
     con.execute("INSTALL '" + str(path).replace("'", "''") + "'")
     return con
 
