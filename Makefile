@@ -24,7 +24,7 @@ HOST_DUCKDB ?= 1.2.2 1.3.2 1.4.5 1.5.6 2.0.1
 HOST_VENVS  := $(foreach v,$(HOST_DUCKDB),.cache/duckdb-$(basename $(v))/.installed-$(v))
 
 .PHONY: all help build test lint test-rust test-python demo demo-stop dashboard venv prometheus clean fuzz stress bench browser old-duckdb tools \
-        hosts victoria-metrics notebook spark
+        hosts victoria-metrics notebook spark wheel wheel-hosts
 
 all: build
 
@@ -57,6 +57,34 @@ endif
 	  done; \
 	done
 	@echo "built: $(BUILD)/promduck-collector $(BUILD)/promduck.duckdb_extension $(BUILD)/repository/"
+
+## wheel: dist/promduck-<version>-py3-none-manylinux_<glibc>_<arch>.whl from what `make build` built:
+## the extension for both Linux platform names, the collector as the script promduck-collector and the
+## Python module promduck (python/: hatchling with a build hook, see python/pyproject.toml), then
+## auditwheel confirms the manylinux tag the file name claims. `pip install dist/promduck-*.whl`.
+WHEEL_TOOLS := $(BUILD)/wheel-venvs/tools
+wheel: build $(WHEEL_TOOLS)/.installed
+	@rm -f dist/promduck-*.whl
+	cd python && $(CURDIR)/$(WHEEL_TOOLS)/bin/hatchling build -t wheel -d $(CURDIR)/dist
+	@w=$$(ls dist/promduck-*.whl); tag=$${w##*-}; tag=$${tag%.whl}; \
+	  out=$$($(WHEEL_TOOLS)/bin/auditwheel show $$w) || { echo "$$out"; exit 1; }; \
+	  echo "$$out" | tr '\n' ' ' | grep -q "consistent with the following platform tag: \"$$tag\"" \
+	    || { echo "$$out"; echo "auditwheel: $$w does not match its tag $$tag"; exit 1; }; \
+	  echo "built: $$w ($$(du -h $$w | cut -f1); auditwheel: consistent with $$tag)"
+
+$(WHEEL_TOOLS)/.installed: python/requirements-build.txt
+	rm -rf $(WHEEL_TOOLS) && $(PYTHON) -m venv $(WHEEL_TOOLS)
+	$(WHEEL_TOOLS)/bin/pip install --quiet --disable-pip-version-check -r python/requirements-build.txt
+	touch $@
+
+## wheel-hosts: the Python duckdb of each host (HOST_DUCKDB) and pytz as wheels in build/wheel-venvs/wheelhouse,
+## from which tests/test_wheel.py installs them offline, beside dist/'s wheel, into fresh venvs
+WHEELHOUSE := $(BUILD)/wheel-venvs/wheelhouse
+WHEEL_HOSTS := $(foreach v,$(HOST_DUCKDB),$(WHEELHOUSE)/.downloaded-$(v))
+$(WHEELHOUSE)/.downloaded-%: $(WHEEL_TOOLS)/.installed
+	$(WHEEL_TOOLS)/bin/pip download --quiet --disable-pip-version-check --only-binary=:all: -d $(WHEELHOUSE) "duckdb==$*" pytz
+	touch $@
+wheel-hosts: $(WHEEL_HOSTS)
 
 $(VENV)/.installed: tests/requirements.txt tests/requirements-dashboard.txt tests/requirements-notebook.txt \
                    examples/requirements.txt
@@ -147,7 +175,7 @@ $(S3S_FS_STAMP):
 
 ## test: every test — Rust unit tests, then end-to-end tests against a real
 ## Prometheus and the real DuckDB CLI and Python package
-test: lint build venv spark prometheus victoria-metrics browser hosts tools s3s-fs test-rust test-python
+test: lint build wheel venv spark prometheus victoria-metrics browser hosts wheel-hosts tools s3s-fs test-rust test-python
 
 ## lint: rustfmt and clippy as CI enforces them (warnings are errors)
 lint:
@@ -157,7 +185,7 @@ lint:
 test-rust:
 	$(CARGO) test --release --workspace
 
-test-python: build venv spark prometheus victoria-metrics browser hosts tools s3s-fs
+test-python: build wheel venv spark prometheus victoria-metrics browser hosts wheel-hosts tools s3s-fs
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 ## fuzz: the property-based fuzz targets with a million cases each (CI runs a few hundred)
@@ -203,4 +231,4 @@ demo-stop:
 	$(PY) scripts/demo-prometheus.py --workdir .cache/demo stop
 
 clean:
-	rm -rf $(BUILD) .cache/demo
+	rm -rf $(BUILD) dist .cache/demo

@@ -283,6 +283,17 @@ def test_time_series_show_every_proxy_with_exact_values(page, history):
     assert shown.startswith(f"{history.days_list[0]}") and shown.endswith(f"{history.days_list[-1]}"), shown
 
 
+
+def test_no_deploy_button_and_no_developer_menu(page):
+    """examples/streamlit/.streamlit/config.toml (client.toolbarMode = "minimal"): the page, loaded
+    on 127.0.0.1 where Streamlit would show them, has neither Streamlit's "Deploy" button nor its
+    menu (rerun, clear cache, settings)."""
+    page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.wait_for()
+    page.locator('[data-testid="stHeader"]').wait_for(state="attached")
+    assert page.locator('[data-testid="stAppDeployButton"]').count() == 0
+    assert page.locator('[data-testid="stMainMenu"]').count() == 0
+    assert page.get_by_role("button", name="Deploy").count() == 0
+
 def test_aggregates_bars_and_table(page, history):
     page.get_by_role("tab", name="Aggregates by API proxy").click()
 

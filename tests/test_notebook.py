@@ -1,6 +1,7 @@
 """examples/notebook/promduck.ipynb executed headless (nbclient, a real ipykernel) on the test
 data, as `make notebook` runs it: from examples/notebook, with PROMDUCK_DATA_DIR and
-PROMDUCK_PROMETHEUS_URL set. No cell may error, and the numbers in its outputs are the
+PROMDUCK_PROMETHEUS_URL set, on the wheel (dist/'s, installed with `pip install --target` into a
+folder on the kernel's PYTHONPATH: the notebook imports `promduck` and loads its file). No cell may error, and the numbers in its outputs are the
 generator's (promfixture.History), computed here independently of the notebook's SQL."""
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+import subprocess
+import sys
+
 from helpers import BUILD, EXTENSION, REPO_ROOT, run_collector, write_config
+from test_wheel import the_wheel
 
 NOTEBOOK = REPO_ROOT / "examples" / "notebook" / "promduck.ipynb"
 
@@ -24,13 +29,19 @@ def executed(prometheus, history, tmp_path_factory):
     r = run_collector("--config", cfg, "--from", history.days_list[0], "--to", history.days_list[-1], cwd=work)
     assert r.returncode == 0, r.stderr
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    env = {"PROMDUCK_DATA_DIR": str(work / "data"), "PROMDUCK_PROMETHEUS_URL": prometheus.url}
-    if BUILD != REPO_ROOT / "build":  # else the notebook's own default, the repository's build/
+    site = work / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-cache-dir",
+                        "--disable-pip-version-check", "--target", str(site), str(the_wheel())],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = {"PROMDUCK_DATA_DIR": str(work / "data"), "PROMDUCK_PROMETHEUS_URL": prometheus.url,
+           "PYTHONPATH": str(site)}
+    if BUILD != REPO_ROOT / "build":  # else the notebook's own default, the wheel's file
         env["PROMDUCK_EXTENSION"] = str(EXTENSION)
     saved = dict(os.environ)
     for k in list(os.environ):
         # MPLBACKEND: importing streamlit (tests/test_dashboard.py) sets it to Agg in this process
-        if k.startswith("PROMDUCK_") or k == "MPLBACKEND":
+        if k.startswith("PROMDUCK_") or k in ("MPLBACKEND", "PYTHONPATH"):
             del os.environ[k]
     os.environ.update(env)
     try:
@@ -39,6 +50,7 @@ def executed(prometheus, history, tmp_path_factory):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    nb.metadata["promduck_site"] = str(site)
     return nb
 
 
@@ -88,9 +100,12 @@ def test_no_cell_errors(executed):
 
 
 def test_loads_the_extension_and_finds_the_days(executed, history):
-    assert f"promduck from {EXTENSION}" in text(cell(executed, "setup"))
+    wheel_file = f"{executed.metadata['promduck_site']}/promduck/extension/linux_amd64/promduck.duckdb_extension"
+    want = wheel_file if BUILD == REPO_ROOT / "build" else EXTENSION
+    assert f"promduck from {want}" in text(cell(executed, "setup"))
     last = history.days_list[-1]
-    assert f"{history.days} days; the day shown below: {last}" in text(cell(executed, "partitions"))
+    assert (f"{history.days} days; the day shown below: {last}; the proxy: {sorted(history.proxies)[0]}"
+            in text(cell(executed, "partitions")))
     assert [r[:2] for r in table(cell(executed, "partitions"))] == [[str(d), str(len(history.proxies))]
                                                                    for d in history.days_list]
 
@@ -102,17 +117,17 @@ def requests(history, day, proxy):
 def test_seed_queries(executed, history):
     day = history.days_list[-1]
     end = f"{day + timedelta(days=1)} 00:00:00"
+    first = sorted(history.proxies)[0]  # the day's first proxy by name, from prom_partitions
     got = table(cell(executed, "seed-basic"))
     assert sorted((r[0], r[1], num(r[2]), r[3], r[4]) for r in got) == sorted(
-        (end, m, history.expected[(day, "api-proxy-1", e, m)], "api-proxy-1", str(day))
+        (end, m, history.expected[(day, first, e, m)], first, str(day))
         for m in ("request_count", "error_count") for e in history.environments)
     got = table(cell(executed, "seed-aggregation"))
     want = sorted(((p, requests(history, day, p)) for p in history.proxies), key=lambda x: -x[1])
     assert [(r[0], num(r[1])) for r in got] == want
     got = table(cell(executed, "seed-time-series"))
-    plain = sorted(p for p in history.proxies if p.startswith("api-proxy-"))  # the glob api-proxy-*.parquet
     assert [(r[0], r[1], num(r[2])) for r in got] == [(str(d), p, requests(history, d, p))
-                                                      for d in history.days_list for p in plain]
+                                                      for d in history.days_list for p in sorted(history.proxies)]
 
 
 def test_chart_and_daily_totals(executed, history):
