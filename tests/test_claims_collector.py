@@ -271,7 +271,9 @@ def test_daemon_repeats_every_interval(fault_proxy, history, tmp_path):
 
 
 def test_daemon_defaults_24h_and_7_catch_up_days_and_debug_means_1_minute(prometheus, tmp_path):
-    # Defaults: every 24 h; yesterday and the 7 days before it (none earlier).
+    # Defaults: yesterday and the 7 days before it (none earlier), then again just after the
+    # day closes: at 2024-03-05 06:00 UTC the next run is 2024-03-06 00:30 UTC (18.5 h), not
+    # 24 h later.
     work = tmp_path / "default"
     work.mkdir()
     cfg = write_config(work / "c.yaml", prometheus.url, ["api-proxy-1"])
@@ -281,7 +283,8 @@ def test_daemon_defaults_24h_and_7_catch_up_days_and_debug_means_1_minute(promet
     finally:
         assert d.stop() == 0, d.log()[-3000:]
     log = d.log()
-    assert "interval=86400s" in log and "next_in=86400s" in log, log
+    assert "interval=86400s" in log and "next_in=66600s" in log, log
+    assert 'next_run="2024-03-06 00:30:00 UTC"' in log or "next_run=2024-03-06 00:30:00 UTC" in log, log
     assert " DEBUG " not in log
     assert partition_files(work / "data") == {f"{YESTERDAY - timedelta(days=i)}/api-proxy-1.parquet" for i in range(8)}
 

@@ -100,10 +100,10 @@ def test_check_fails_when_the_output_cannot_be_written(prometheus, tmp_path, whe
     r = run_collector("--config", cfg, "--check", cwd=tmp_path)
     assert r.returncode == 1, r.stdout
     assert f"output {out}: FAILED" in r.stdout, r.stdout
-    # And a writable one is said to be, without creating anything.
+    # And one that does not exist yet is said to be creatable, without creating anything.
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"], output_dir=tmp_path / "new" / "data")
     r = run_collector("--config", cfg, "--check", cwd=tmp_path)
-    assert r.returncode == 0 and "(writable)" in r.stdout, r.stdout
+    assert r.returncode == 0 and "ok (does not exist yet; can be created)" in r.stdout, r.stdout
     assert not (tmp_path / "new").exists()
 
 

@@ -27,7 +27,9 @@ use std::time::Instant;
     long_about = "Collect Prometheus metrics per API proxy and day into Parquet partitions \
                   (<outputDir>/<YYYY-MM-DD>/<proxy>.parquet).\n\n\
                   Without a mode flag it runs as a daemon: it collects the last complete day, \
-                  catches up days it missed, then repeats every 24 h (every minute with debug: true).",
+                  catches up days it missed, then runs again just after each day closes in the \
+                  config's timezone (00:30), or every `interval` if that is sooner (debug: true: \
+                  every minute); it logs when the next run is.",
     after_help = "Exit status: 0 everything collected (a daemon stopped by SIGTERM/SIGINT/SIGHUP \
                   also exits 0), 1 some (day, proxy, metric) failed (everything else was written), \
                   2 bad configuration or usage, 130 a one-shot run stopped by a signal before \
@@ -390,9 +392,16 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
                 break;
             }
         }
-        tracing::info!(next_in = ?cfg.interval, "waiting for the next collection");
+        let now = current_time();
+        let next = promduck_core::plan::next_run(now, cfg.timezone, cfg.interval);
+        let wait = (next - now).to_std().unwrap_or_default();
+        tracing::info!(
+            next_run = %next.with_timezone(&cfg.timezone).format("%Y-%m-%d %H:%M:%S %Z"),
+            next_in = ?wait,
+            "waiting for the next collection (just after the day closes, or `interval` if sooner)"
+        );
         tokio::select! {
-            _ = tokio::time::sleep(cfg.interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => break,
         }
     }

@@ -122,6 +122,24 @@ pub fn last_complete_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
     today.pred_opt().unwrap_or(today)
 }
 
+/// How long after a day closes (midnight in the configured zone) the daemon collects it:
+/// the last scrapes of the day have been ingested by then.
+pub const DAY_CLOSE_GRACE: chrono::Duration = chrono::Duration::minutes(30);
+
+/// When a daemon that ran at `now` runs next: `interval` later, or just after the
+/// current day closes in `tz` ([`DAY_CLOSE_GRACE`] past midnight) if that comes first —
+/// so a daemon started at 15:00 collects yesterday at once and today at 00:30, not at
+/// 15:00 tomorrow.
+pub fn next_run(now: DateTime<Utc>, tz: Tz, interval: std::time::Duration) -> DateTime<Utc> {
+    let today = now.with_timezone(&tz).date_naive();
+    let close = day_window(today, tz).end + DAY_CLOSE_GRACE;
+    let every = chrono::Duration::from_std(interval)
+        .ok()
+        .and_then(|i| now.checked_add_signed(i))
+        .unwrap_or(close);
+    every.min(close)
+}
+
 /// The inclusive list of days `from..=to`. Errors when `from` is after `to`, a day
 /// has not ended yet at `now`, or the range is absurdly long.
 pub fn days_between(
@@ -728,6 +746,41 @@ mod tests {
         // America/Santiago skipped from 00:00 to 01:00 on 2022-09-11.
         let w = day_window(d("2022-09-11"), chrono_tz::America::Santiago);
         assert_eq!(w.start.to_rfc3339(), "2022-09-11T04:00:00+00:00");
+    }
+
+    #[test]
+    fn the_daemon_runs_just_after_the_day_closes_in_its_zone() {
+        let day = std::time::Duration::from_secs(86_400);
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // Started at 15:00 UTC: next at 00:30 UTC, not 15:00 tomorrow.
+        assert_eq!(
+            next_run(at("2024-03-01T15:00:00Z"), chrono_tz::UTC, day),
+            at("2024-03-02T00:30:00Z")
+        );
+        // Then every day at 00:30.
+        assert_eq!(
+            next_run(at("2024-03-02T00:30:05Z"), chrono_tz::UTC, day),
+            at("2024-03-03T00:30:00Z")
+        );
+        // In New York, 00:30 local (05:30 UTC in winter, 04:30 UTC after the spring change).
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(
+            next_run(at("2024-03-09T12:00:00Z"), ny, day),
+            at("2024-03-10T05:30:00Z")
+        );
+        assert_eq!(
+            next_run(at("2024-03-10T05:30:00Z"), ny, day),
+            at("2024-03-11T04:30:00Z")
+        );
+        // A short interval (debug: 1 minute) comes first.
+        assert_eq!(
+            next_run(
+                at("2024-03-01T15:00:00Z"),
+                chrono_tz::UTC,
+                std::time::Duration::from_secs(60)
+            ),
+            at("2024-03-01T15:01:00Z")
+        );
     }
 
     #[test]
