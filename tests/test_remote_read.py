@@ -1,0 +1,222 @@
+"""Prometheus reads the archive (issue 28): ``promduck-collector --serve`` answers
+Prometheus's remote read, and a second, real Prometheus with an empty TSDB and a
+``remote_read`` block evaluates PromQL over archived days.
+
+Every expected value comes from ``prom_metrics`` in DuckDB over the same archive
+(exact floats: Prometheus's JSON prints the shortest string that reads back as the
+same double), never from the server's own output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from fixtures_data import LATENCY, METRICS, collected_data
+from helpers import COLLECTOR, HANG_GUARD_S, wait_until, write_config
+from promfixture import PrometheusServer, free_port
+
+AUTH = ("reader", "s3cret-pw")
+
+
+@pytest.fixture(scope="module")
+def data(prometheus, history, tmp_path_factory) -> Path:
+    return collected_data(prometheus, history, tmp_path_factory)
+
+
+class ArchiveServer:
+    """``promduck-collector --serve`` on a free loopback port."""
+
+    def __init__(self, workdir: Path, prometheus_url: str, proxies, data: Path, serve=None):
+        workdir.mkdir(parents=True, exist_ok=True)
+        top = {"serve": serve} if serve else None
+        self.config = write_config(workdir / "serve.yaml", prometheus_url, proxies, metrics=METRICS,
+                                   output_dir=data, top_extra=top)
+        self.port = free_port()
+        self.log = workdir / "serve.log"
+        self.proc = subprocess.Popen(
+            [str(COLLECTOR), "--config", str(self.config), "--serve", f"127.0.0.1:{self.port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"), cwd=workdir)
+        wait_until(self._metrics_or_none, "the remote-read server answering /metrics", proc=self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _metrics_or_none(self):
+        try:
+            with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    def counter(self, name: str) -> float:
+        text = self._metrics_or_none() or ""
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        assert m, f"{name} not in /metrics:\n{text}"
+        return float(m.group(1))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=HANG_GUARD_S)
+
+
+class ReaderPrometheus(PrometheusServer):
+    """A real Prometheus with an empty TSDB whose only data is the archive, read
+    through its ``remote_read`` block."""
+
+    def __init__(self, workdir: Path, bin_dir, read_url: str, auth=None):
+        super().__init__(workdir / "no-history", workdir, bin_dir=bin_dir)
+        self.read_url = read_url
+        self.read_auth = auth
+
+    def backfill(self) -> None:
+        self.tsdb_dir.mkdir(parents=True, exist_ok=True)
+
+    def _write_configs(self) -> list[str]:
+        cfg = self.workdir / "prometheus.yml"
+        block = {"url": self.read_url, "read_recent": True}
+        if self.read_auth:
+            block["basic_auth"] = {"username": self.read_auth[0], "password": self.read_auth[1]}
+        cfg.write_text(json.dumps({
+            "global": {"scrape_interval": "1h", "evaluation_interval": "1h"},
+            "scrape_configs": [],
+            "remote_read": [block],
+        }, indent=2))
+        return [f"--config.file={cfg}"]
+
+
+@pytest.fixture(scope="module")
+def server(prometheus, history, data, tmp_path_factory):
+    s = ArchiveServer(tmp_path_factory.mktemp("serve"), prometheus.url, history.proxies, data)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def reader(server, prometheus_bin, tmp_path_factory):
+    p = ReaderPrometheus(tmp_path_factory.mktemp("reader"), prometheus_bin, server.url + "/api/v1/read")
+    p.start()
+    yield p
+    p.stop()
+
+
+def day_end(day) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() + 86400
+
+
+def stored(con, data: Path, metric: str, day, proxy=None) -> list[tuple[dict, int, float]]:
+    """(labels, epoch ms, value) of ``metric`` on ``day`` as ``prom_metrics`` returns them."""
+    sql = ("SELECT map_keys(labels), map_values(labels), epoch_ms(timestamp), value "
+           "FROM prom_metrics(data_dir := ?, metric := ?) WHERE date = ?")
+    args = [str(data), metric, day]
+    if proxy is not None:
+        sql += " AND api_proxy = ?"
+        args.append(proxy)
+    rows = con.execute(sql, args).fetchall()
+    assert rows, f"no {metric} rows on {day}"
+    return [(dict(zip(k, v)), ts, value) for k, v, ts, value in rows]
+
+
+def test_last_over_time_at_a_day_end_is_the_archived_daily_value(reader, data, history, con):
+    for day in history.days_list:
+        got = reader.query_values("last_over_time(request_count[1d])", time=day_end(day))
+        # Prometheus 2.x's last_over_time keeps the metric name.
+        want = {frozenset({**labels, "__name__": "request_count"}.items()): value
+                for labels, _, value in stored(con, data, "request_count", day)}
+        assert got == want, day
+
+
+def test_sum_by_proxy_equals_the_archive(reader, data, history, con):
+    day = history.days_list[1]
+    got = reader.query_values("sum by (apiproxy) (last_over_time(request_count[1d]))", time=day_end(day))
+    want: dict = {}
+    for labels, _, value in stored(con, data, "request_count", day):
+        key = frozenset({"apiproxy": labels["apiproxy"]}.items())
+        want[key] = want[key] + value if key in want else value
+    assert got == want
+
+
+def test_range_query_over_the_hourly_metric_is_every_stored_point(reader, data, history, con):
+    day = history.days_list[2]
+    proxy = history.proxies[0]
+    start, end = day_end(day) - 86400 + 3600, day_end(day)
+    status, body = reader.request("/api/v1/query_range", {
+        "query": f'{LATENCY}{{apiproxy="{proxy}"}}', "start": start, "end": end, "step": 3600})
+    assert status == 200, body
+    got = {frozenset(r["metric"].items()): [(int(t * 1000), float(v)) for t, v in r["values"]]
+           for r in json.loads(body)["data"]["result"]}
+    want: dict = {}
+    for labels, ts, value in stored(con, data, LATENCY, day, proxy):
+        want.setdefault(frozenset({**labels, "__name__": LATENCY}.items()), []).append((ts, value))
+    assert got == {k: sorted(v) for k, v in want.items()}
+    assert all(len(v) == 24 for v in got.values())
+
+
+def test_one_proxy_one_day_reads_one_partition(reader, server, history):
+    day = history.days_list[1]
+    before = server.counter("promduck_serve_files_read_total")
+    noon = day_end(day) - 43200
+    got = reader.query_values(f'{LATENCY}{{apiproxy="{history.proxies[1]}"}}', time=noon)
+    assert got, "no series answered"
+    assert server.counter("promduck_serve_files_read_total") - before == 1
+
+
+def post_read(url: str, headers=None) -> int:
+    req = urllib.request.Request(url + "/api/v1/read", data=b"", method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_auth_refuses_requests_without_the_credentials(prometheus, history, data, prometheus_bin,
+                                                       tmp_path):
+    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, data,
+                      serve={"username": AUTH[0], "password": AUTH[1]})
+    try:
+        assert post_read(s.url) == 401
+        wrong = base64.b64encode(f"{AUTH[0]}:nope".encode()).decode()
+        assert post_read(s.url, {"Authorization": f"Basic {wrong}"}) == 401
+        assert s.counter('promduck_serve_read_requests_total{outcome="unauthorized"}') == 2
+        p = ReaderPrometheus(tmp_path / "reader", prometheus_bin, s.url + "/api/v1/read", auth=AUTH)
+        p.start()
+        try:
+            day = history.days_list[0]
+            assert p.query_values("last_over_time(request_count[1d])", time=day_end(day))
+        finally:
+            p.stop()
+        assert AUTH[1] not in s.log.read_text()
+    finally:
+        assert s.stop() == 0
+
+
+def test_a_request_past_max_samples_is_a_clear_error(prometheus, history, data, prometheus_bin, tmp_path):
+    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, data, serve={"maxSamples": 5})
+    try:
+        p = ReaderPrometheus(tmp_path / "reader", prometheus_bin, s.url + "/api/v1/read")
+        p.start()
+        try:
+            status, body = p.request("/api/v1/query", {
+                "query": f"{LATENCY}[1d]", "time": day_end(history.days_list[0])})
+            assert b"serve.maxSamples" in body, (status, body[:500])
+        finally:
+            p.stop()
+    finally:
+        assert s.stop() == 0
+
+
+def test_sigterm_stops_the_server_with_exit_0(prometheus, history, data, tmp_path):
+    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, data)
+    assert s.stop() == 0
