@@ -36,16 +36,19 @@ def data(prometheus, history, tmp_path_factory) -> Path:
 class ArchiveServer:
     """``promduck-collector --serve`` on a free loopback port."""
 
-    def __init__(self, workdir: Path, prometheus_url: str, proxies, data: Path, serve=None):
+    def __init__(self, workdir: Path, prometheus_url: str, proxies, data: Path, serve=None, config=None,
+                 env=None):
+        """Serves ``data`` (a folder), or what ``config`` (a config file) says with ``env``."""
         workdir.mkdir(parents=True, exist_ok=True)
         top = {"serve": serve} if serve else None
-        self.config = write_config(workdir / "serve.yaml", prometheus_url, proxies, metrics=METRICS,
-                                   output_dir=data, top_extra=top)
+        self.config = config or write_config(workdir / "serve.yaml", prometheus_url, proxies, metrics=METRICS,
+                                             output_dir=data, top_extra=top)
         self.port = free_port()
         self.log = workdir / "serve.log"
-        self.proc = subprocess.Popen(
-            [str(COLLECTOR), "--config", str(self.config), "--serve", f"127.0.0.1:{self.port}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"), cwd=workdir)
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(COLLECTOR), "--config", str(self.config), "--serve", f"127.0.0.1:{self.port}"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=workdir, env=env)
         wait_until(self._metrics_or_none, "the remote-read server answering /metrics", proc=self.proc)
 
     @property
@@ -220,3 +223,55 @@ def test_a_request_past_max_samples_is_a_clear_error(prometheus, history, data, 
 def test_sigterm_stops_the_server_with_exit_0(prometheus, history, data, tmp_path):
     s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, data)
     assert s.stop() == 0
+
+
+def test_a_bucket_is_served_as_a_folder(prometheus, history, data, moto_s3, prometheus_bin, con, tmp_path):
+    from s3fixture import child_env, write_s3_config
+
+    bucket = moto_s3.create_bucket()
+    for f in sorted(data.rglob("*.parquet")):
+        moto_s3.put(bucket, f"archive/{f.relative_to(data).as_posix()}", f.read_bytes())
+    cfg = write_s3_config(tmp_path / "serve.yaml", prometheus.url, history.proxies, moto_s3, bucket, "archive",
+                          metrics=METRICS)
+    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, data, config=cfg,
+                      env=child_env(moto_s3))
+    try:
+        p = ReaderPrometheus(tmp_path / "reader", prometheus_bin, s.url + "/api/v1/read")
+        p.start()
+        try:
+            day = history.days_list[-1]
+            got = p.query_values("last_over_time(request_count[1d])", time=day_end(day))
+            want = {frozenset({**labels, "__name__": "request_count"}.items()): value
+                    for labels, _, value in stored(con, data, "request_count", day)}
+            assert got == want
+            before = s.counter("promduck_serve_files_read_total")
+            assert p.query_values(f'{LATENCY}{{apiproxy="{history.proxies[2]}"}}', time=day_end(day) - 43200)
+            assert s.counter("promduck_serve_files_read_total") - before == 1
+        finally:
+            p.stop()
+    finally:
+        assert s.stop() == 0
+        moto_s3.delete_bucket(bucket)
+
+
+def test_a_damaged_file_is_an_error_naming_it(prometheus, history, data, prometheus_bin, tmp_path):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    day, proxy = history.days_list[0], history.proxies[0]
+    bad = copy / day.isoformat() / f"{proxy}.parquet"
+    bad.write_bytes(b"PAR1 not a parquet file PAR1")
+    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, copy)
+    try:
+        p = ReaderPrometheus(tmp_path / "reader", prometheus_bin, s.url + "/api/v1/read")
+        p.start()
+        try:
+            status, body = p.request("/api/v1/query", {
+                "query": f'{LATENCY}{{apiproxy="{proxy}"}}', "time": day_end(day) - 43200})
+            assert str(bad).encode() in body, (status, body[:500])
+        finally:
+            p.stop()
+        assert s.counter('promduck_serve_read_requests_total{outcome="server_error"}') == 1
+    finally:
+        assert s.stop() == 0
