@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import signal
 import subprocess
 import urllib.error
@@ -23,7 +24,7 @@ import pytest
 
 from fixtures_data import LATENCY, METRICS, collected_data
 from helpers import COLLECTOR, HANG_GUARD_S, wait_until, write_config
-from promfixture import PrometheusServer, free_port
+from promfixture import PrometheusServer, escape_label_value, free_port
 
 AUTH = ("reader", "s3cret-pw")
 
@@ -78,17 +79,22 @@ class ReaderPrometheus(PrometheusServer):
     """A real Prometheus with an empty TSDB whose only data is the archive, read
     through its ``remote_read`` block."""
 
-    def __init__(self, workdir: Path, bin_dir, read_url: str, auth=None):
-        super().__init__(workdir / "no-history", workdir, bin_dir=bin_dir)
+    def __init__(self, workdir: Path, bin_dir, read_url: str, auth=None, local=None, read_recent=True):
+        """``local``: an OpenMetrics file backfilled into its own TSDB (default: empty)."""
+        super().__init__(local or workdir / "no-history", workdir, bin_dir=bin_dir)
         self.read_url = read_url
         self.read_auth = auth
+        self.local = local
+        self.read_recent = read_recent
 
     def backfill(self) -> None:
+        if self.local:
+            super().backfill()
         self.tsdb_dir.mkdir(parents=True, exist_ok=True)
 
     def _write_configs(self) -> list[str]:
         cfg = self.workdir / "prometheus.yml"
-        block = {"url": self.read_url, "read_recent": True}
+        block = {"url": self.read_url, "read_recent": self.read_recent}
         if self.read_auth:
             block["basic_auth"] = {"username": self.read_auth[0], "password": self.read_auth[1]}
         cfg.write_text(json.dumps({
@@ -255,8 +261,6 @@ def test_a_bucket_is_served_as_a_folder(prometheus, history, data, moto_s3, prom
 
 
 def test_a_damaged_file_is_an_error_naming_it(prometheus, history, data, prometheus_bin, tmp_path):
-    import shutil
-
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
     day, proxy = history.days_list[0], history.proxies[0]
@@ -273,5 +277,50 @@ def test_a_damaged_file_is_an_error_naming_it(prometheus, history, data, prometh
         finally:
             p.stop()
         assert s.counter('promduck_serve_read_requests_total{outcome="server_error"}') == 1
+    finally:
+        assert s.stop() == 0
+
+
+def test_tiered_recent_days_local_older_days_from_the_archive(prometheus, history, data, prometheus_bin,
+                                                             con, tmp_path):
+    """``read_recent: false``: the last two days are only in the Prometheus's own TSDB, the
+    first two only in the archive; a range query over the four is one seamless answer."""
+    days = history.days_list
+    old, recent = days[:2], days[2:]
+    archive = shutil.copytree(data, tmp_path / "data")
+    for day in recent:
+        shutil.rmtree(archive / day.isoformat())
+    lines = ["# TYPE request_count gauge"]
+    want: dict = {}
+    for day in days:
+        for labels, ts, value in stored(con, data, "request_count", day):
+            key = frozenset({**labels, "__name__": "request_count"}.items())
+            want.setdefault(key, []).append((int(day_end(day)) * 1000, value))
+            if day in recent:
+                text = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(labels.items()))
+                lines.append(f"request_count{{{text}}} {value!r} {ts / 1000}")
+    local = tmp_path / "recent.om"
+    local.write_text("\n".join(lines) + "\n# EOF\n")
+    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, archive)
+    try:
+        p = ReaderPrometheus(tmp_path / "reader", prometheus_bin, s.url + "/api/v1/read", local=local,
+                             read_recent=False)
+        p.start()
+        try:
+            status, body = p.request("/api/v1/query_range", {
+                "query": "last_over_time(request_count[1d])",
+                "start": day_end(days[0]), "end": day_end(days[-1]), "step": 86400})
+            assert status == 200, body
+            got = {frozenset(r["metric"].items()): [(int(t * 1000), float(v)) for t, v in r["values"]]
+                   for r in json.loads(body)["data"]["result"]}
+            assert got == want
+            # the archive answered the old days; a range after the TSDB's first sample is
+            # the TSDB's alone (read_recent: false)
+            assert s.counter("promduck_serve_samples_total") > 0
+            before = s.counter('promduck_serve_read_requests_total{outcome="ok"}')
+            assert p.query_values("last_over_time(request_count[1h])", time=day_end(days[-1]))
+            assert s.counter('promduck_serve_read_requests_total{outcome="ok"}') == before
+        finally:
+            p.stop()
     finally:
         assert s.stop() == 0
