@@ -24,7 +24,7 @@ import pytest
 
 from fixtures_data import LATENCY, METRICS, collected_data
 from helpers import COLLECTOR, HANG_GUARD_S, wait_until, write_config
-from promfixture import PrometheusServer, escape_label_value, free_port
+from promfixture import PrometheusServer, escape_label_value, free_port, promql_quote
 
 AUTH = ("reader", "s3cret-pw")
 
@@ -172,6 +172,34 @@ def test_range_query_over_the_hourly_metric_is_every_stored_point(reader, data, 
     assert all(len(v) == 24 for v in got.values())
 
 
+def test_max_over_time_over_the_hourly_metric(reader, data, history, con):
+    """A range function over a step metric, at a step that is not the metric's own."""
+    day = history.days_list[3]
+    proxy = history.proxies[3]
+    start, end, step, window = day_end(day) - 86400 + 5400, day_end(day), 7200, 6 * 3600
+    status, body = reader.request("/api/v1/query_range", {
+        "query": f"max_over_time({LATENCY}{{apiproxy={promql_quote(proxy)}}}[6h])", "start": start, "end": end, "step": step})
+    assert status == 200, body
+    got = {frozenset(r["metric"].items()): [(int(t), float(v)) for t, v in r["values"]]
+           for r in json.loads(body)["data"]["result"]}
+    # the window reaches into the day before
+    points: dict = {}
+    for d in history.days_list[2:4]:
+        for labels, ts, value in stored(con, data, LATENCY, d, proxy):
+            points.setdefault(frozenset(labels.items()), []).append((ts / 1000, value))
+    want = {}
+    for key, pts in points.items():
+        series = []
+        t = start
+        while t <= end:
+            inside = [v for ts, v in pts if t - window <= ts <= t]
+            if inside:
+                series.append((int(t), max(inside)))
+            t += step
+        want[key] = series
+    assert got == want
+
+
 def test_one_proxy_one_day_reads_one_partition(reader, server, history):
     day = history.days_list[1]
     before = server.counter("promduck_serve_files_read_total")
@@ -211,15 +239,17 @@ def test_auth_refuses_requests_without_the_credentials(prometheus, history, data
         assert s.stop() == 0
 
 
-def test_a_request_past_max_samples_is_a_clear_error(prometheus, history, data, prometheus_bin, tmp_path):
-    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, data, serve={"maxSamples": 5})
+@pytest.mark.parametrize("key,value", [("maxSamples", 5), ("maxResponseBytes", 1000)])
+def test_a_request_past_a_limit_is_a_clear_error(prometheus, history, data, prometheus_bin, tmp_path, key, value):
+    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, data, serve={key: value})
     try:
         p = ReaderPrometheus(tmp_path / "reader", prometheus_bin, s.url + "/api/v1/read")
         p.start()
         try:
             status, body = p.request("/api/v1/query", {
                 "query": f"{LATENCY}[1d]", "time": day_end(history.days_list[0])})
-            assert b"serve.maxSamples" in body, (status, body[:500])
+            assert f"serve.{key}".encode() in body, (status, body[:500])
+            assert s.counter('promduck_serve_read_requests_total{outcome="client_error"}') == 1
         finally:
             p.stop()
     finally:

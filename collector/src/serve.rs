@@ -43,6 +43,7 @@ pub async fn run(config: &Config, addr: SocketAddr, cancel: Cancel) -> anyhow::R
         auth: Auth::new(&config.serve),
         limits: Limits {
             max_samples: config.serve.max_samples,
+            max_bytes: config.serve.max_response_bytes,
         },
         slots: Semaphore::new(config.serve.max_concurrent_requests.max(1)),
         slot_count: config.serve.max_concurrent_requests.max(1) as u32,
@@ -318,7 +319,7 @@ impl State {
         let c = &self.counters;
         c.files.fetch_add(stats.files, Ordering::Relaxed);
         let results = result.map_err(|e| match e {
-            QueryError::TooManySamples { .. } => {
+            QueryError::TooManySamples { .. } | QueryError::TooManyBytes { .. } => {
                 Failure(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             e if e.is_client_error() => bad(e.to_string()),

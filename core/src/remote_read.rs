@@ -124,6 +124,8 @@ pub struct Series {
 pub struct Limits {
     /// Samples one request may return (all its queries together).
     pub max_samples: u64,
+    /// Bytes the encoded answer may take, counted from above (see [`ReadStats::bytes`]).
+    pub max_bytes: u64,
 }
 
 /// What answering cost, for the server's own metrics.
@@ -133,7 +135,17 @@ pub struct ReadStats {
     pub files: u64,
     /// Samples returned.
     pub samples: u64,
+    /// An upper bound of the answer's size as protobuf: [`SAMPLE_BYTES`] per sample,
+    /// [`LABEL_BYTES`] plus the name and value per label, [`SERIES_BYTES`] per series.
+    pub bytes: u64,
 }
+
+/// Protobuf bytes of one sample at most (tag and length, a double, a varint timestamp).
+pub const SAMPLE_BYTES: u64 = 2 + 9 + 11;
+/// Protobuf bytes of one label besides its name and value (tags and lengths of at most 2^21).
+pub const LABEL_BYTES: u64 = 2 + 2 * 4;
+/// Protobuf bytes of one series besides its labels and samples (tag and length).
+pub const SERIES_BYTES: u64 = 1 + 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -150,6 +162,11 @@ pub enum QueryError {
          narrow its time range or matchers"
     )]
     TooManySamples { limit: u64 },
+    #[error(
+        "the answer would exceed {limit} bytes (serve.maxResponseBytes): \
+         narrow its time range or matchers"
+    )]
+    TooManyBytes { limit: u64 },
     #[error(transparent)]
     Archive(#[from] crate::Error),
 }
@@ -341,6 +358,11 @@ impl<'a> Accumulator<'a> {
                     });
                     let slot = accepted.then_some(self.series.len());
                     if accepted {
+                        stats.bytes += SERIES_BYTES
+                            + labels
+                                .iter()
+                                .map(|(k, v)| LABEL_BYTES + (k.len() + v.len()) as u64)
+                                .sum::<u64>();
                         self.series.push(Series {
                             labels: labels.clone(),
                             samples: Vec::new(),
@@ -357,6 +379,12 @@ impl<'a> Accumulator<'a> {
                 });
             }
             stats.samples += 1;
+            stats.bytes += SAMPLE_BYTES;
+            if stats.bytes > limits.max_bytes {
+                return Err(QueryError::TooManyBytes {
+                    limit: limits.max_bytes,
+                });
+            }
             self.series[s].samples.push((t, values.value(i)));
         }
         Ok(())

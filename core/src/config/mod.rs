@@ -220,10 +220,14 @@ pub struct ServeConfig {
     pub max_samples: u64,
     /// Read requests answered at once; others wait their turn.
     pub max_concurrent_requests: usize,
+    /// The largest answer one read request may build (uncompressed protobuf, counted
+    /// from above as series and samples are added).
+    pub max_response_bytes: u64,
 }
 
 pub const DEFAULT_SERVE_MAX_SAMPLES: u64 = 50_000_000;
 pub const DEFAULT_SERVE_CONCURRENCY: usize = 10;
+pub const DEFAULT_SERVE_MAX_RESPONSE_BYTES: u64 = 1 << 30;
 
 /// `storage.compaction`: one Parquet file per closed month (see `compact.rs`).
 #[derive(Clone, Debug, PartialEq)]

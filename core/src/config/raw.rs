@@ -202,6 +202,8 @@ pub(super) struct RawServe {
     pub max_samples: Option<u64>,
     #[serde(default, deserialize_with = "positive_u64")]
     pub max_concurrent_requests: Option<u64>,
+    #[serde(default)]
+    pub max_response_bytes: Option<ByteSize>,
 }
 
 #[derive(Deserialize)]

@@ -155,6 +155,9 @@ fn serve(r: RawServe, base_dir: &Path, guard: FileGuard) -> Result<ServeConfig, 
         password,
         bearer_token,
         max_samples: r.max_samples.unwrap_or(DEFAULT_SERVE_MAX_SAMPLES),
+        max_response_bytes: r
+            .max_response_bytes
+            .map_or(DEFAULT_SERVE_MAX_RESPONSE_BYTES, |b| b.0),
         max_concurrent_requests: r
             .max_concurrent_requests
             .map_or(DEFAULT_SERVE_CONCURRENCY, |n| {
