@@ -506,4 +506,167 @@ mod tests {
             (d("2024-03-02"), d("2024-03-03"))
         );
     }
+
+    /// A small archive: proxy `a`'s series has its proxy label, NaN and ±Inf and a
+    /// name Prometheus refuses; proxy `b`'s has no proxy label.
+    fn archive(name: &str) -> (Archive, std::path::PathBuf) {
+        use crate::prometheus::Series as PromSeries;
+        let root = std::env::temp_dir().join(format!("promduck-rr-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let storage = crate::storage::local::LocalStorage::new(&root);
+        let cfg = crate::config::StorageConfig {
+            output_dir: root.clone(),
+            durable: false,
+            ..Default::default()
+        };
+        let day = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        let t0 = 1_709_251_200_000;
+        for (proxy, labels) in [
+            (
+                "a",
+                vec![("apiproxy", "a"), ("bad-name", "x"), ("empty", "")],
+            ),
+            ("b", vec![("environment", "prod")]),
+        ] {
+            let mut b = crate::schema::PartitionBuilder::new();
+            let series = PromSeries {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                points: vec![
+                    (t0 + 3_600_000, f64::NAN),
+                    (t0 + 7_200_000, f64::INFINITY),
+                    (t0 + 10_800_000, f64::NEG_INFINITY),
+                    (t0 + 86_400_000, 1.5),
+                ],
+            };
+            b.push_series("m", &series, &[]);
+            storage
+                .write_partition(day, proxy, &b.finish(proxy, day), &cfg)
+                .unwrap();
+        }
+        let archive = Archive {
+            storage: Arc::new(storage),
+            timezone: chrono_tz::UTC,
+            proxy_labels: vec![PROXY_LABEL.into(), "apiproxy".into()],
+        };
+        (archive, root)
+    }
+
+    fn query(start_ms: i64, end_ms: i64, matchers: &[(&str, MatchOp, &str)]) -> Query {
+        Query {
+            start_ms,
+            end_ms,
+            matchers: matchers
+                .iter()
+                .map(|(n, op, v)| Matcher::new(n, *op, v).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn series_are_the_stored_samples_pruned_by_proxy_and_time() {
+        let (archive, root) = archive("series");
+        let t0 = 1_709_251_200_000;
+        let limits = Limits {
+            max_samples: 100,
+            max_bytes: 1 << 20,
+        };
+        let mut stats = ReadStats::default();
+        let q = query(
+            t0,
+            t0 + 86_400_000,
+            &[
+                (NAME_LABEL, MatchOp::Equal, "m"),
+                ("apiproxy", MatchOp::Equal, "a"),
+            ],
+        );
+        let got = archive.read(&[q], &limits, &mut stats).unwrap();
+        assert_eq!(stats.files, 1, "one proxy, one day: one file");
+        let [series] = got[0].as_slice() else {
+            panic!("{got:?}")
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            series.labels,
+            pairs(&[("__name__", "m"), ("apiproxy", "a"), ("bad_name", "x")])
+        );
+        let bits: Vec<(i64, u64)> = series
+            .samples
+            .iter()
+            .map(|(t, v)| (*t, v.to_bits()))
+            .collect();
+        assert_eq!(
+            bits,
+            vec![
+                (t0 + 3_600_000, f64::NAN.to_bits()),
+                (t0 + 7_200_000, f64::INFINITY.to_bits()),
+                (t0 + 10_800_000, f64::NEG_INFINITY.to_bits()),
+                (t0 + 86_400_000, 1.5f64.to_bits()),
+            ]
+        );
+
+        // No proxy label stored: api_proxy is added, and matchers see it.
+        let mut stats = ReadStats::default();
+        let q = query(
+            t0 + 7_200_000,
+            t0 + 10_800_000,
+            &[
+                (NAME_LABEL, MatchOp::Regex, "m|n"),
+                (PROXY_LABEL, MatchOp::Regex, "b|c"),
+            ],
+        );
+        let got = archive.read(&[q], &limits, &mut stats).unwrap();
+        assert_eq!(stats.files, 1, "the file of proxy a is never opened");
+        assert_eq!(got[0].len(), 1);
+        assert_eq!(
+            got[0][0].labels,
+            pairs(&[
+                ("__name__", "m"),
+                ("api_proxy", "b"),
+                ("environment", "prod")
+            ])
+        );
+        assert_eq!(got[0][0].samples.len(), 2, "only the samples in the range");
+
+        // A matcher an absent label satisfies prunes nothing, and still applies.
+        let mut stats = ReadStats::default();
+        let q = query(t0, t0 + 86_400_000, &[("apiproxy", MatchOp::NotEqual, "a")]);
+        let got = archive.read(&[q], &limits, &mut stats).unwrap();
+        assert_eq!(stats.files, 2);
+        assert_eq!(got[0].len(), 1);
+        assert_eq!(got[0][0].labels[1], ("api_proxy".into(), "b".into()));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn limits_are_errors_naming_them() {
+        let (archive, root) = archive("limits");
+        let q = query(i64::MIN, i64::MAX, &[(NAME_LABEL, MatchOp::Equal, "m")]);
+        let small = |max_samples, max_bytes| Limits {
+            max_samples,
+            max_bytes,
+        };
+        let e = archive
+            .read(
+                std::slice::from_ref(&q),
+                &small(7, 1 << 20),
+                &mut ReadStats::default(),
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("serve.maxSamples") && e.is_client_error(),
+            "{e}"
+        );
+        let e = archive
+            .read(&[q], &small(100, 100), &mut ReadStats::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("serve.maxResponseBytes"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
