@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_data import LATENCY, METRICS, collected_data
-from helpers import COLLECTOR, HANG_GUARD_S, wait_until, write_config
+from helpers import COLLECTOR, HANG_GUARD_S, run_collector, wait_until, write_config
 from promfixture import PrometheusServer, escape_label_value, free_port, promql_quote
 
 AUTH = ("reader", "s3cret-pw")
@@ -350,6 +350,35 @@ def test_tiered_recent_days_local_older_days_from_the_archive(prometheus, histor
             before = s.counter('promduck_serve_read_requests_total{outcome="ok"}')
             assert p.query_values("last_over_time(request_count[1h])", time=day_end(days[-1]))
             assert s.counter('promduck_serve_read_requests_total{outcome="ok"}') == before
+        finally:
+            p.stop()
+    finally:
+        assert s.stop() == 0
+
+
+def test_a_compacted_month_is_served_as_its_days(prometheus, history, data, prometheus_bin, con, tmp_path):
+    """After ``--compact`` the month is one file: the same answers, and a one-proxy one-day
+    query still opens one file (the month file, read for that proxy's row groups)."""
+    copy = shutil.copytree(data, tmp_path / "data")
+    cfg = write_config(tmp_path / "compact.yaml", prometheus.url, history.proxies, metrics=METRICS, output_dir=copy)
+    month = history.days_list[0].strftime("%Y-%m")
+    r = run_collector("--config", cfg, "--compact", "--month", month, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (copy / month / f"{month}.parquet").is_file()
+    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, copy)
+    try:
+        p = ReaderPrometheus(tmp_path / "reader", prometheus_bin, s.url + "/api/v1/read")
+        p.start()
+        try:
+            for day in history.days_list:
+                got = p.query_values("last_over_time(request_count[1d])", time=day_end(day))
+                want = {frozenset({**labels, "__name__": "request_count"}.items()): value
+                        for labels, _, value in stored(con, data, "request_count", day)}
+                assert got == want, day
+            before = s.counter("promduck_serve_files_read_total")
+            day = history.days_list[1]
+            assert p.query_values(f'{LATENCY}{{apiproxy="{history.proxies[0]}"}}', time=day_end(day) - 43200)
+            assert s.counter("promduck_serve_files_read_total") - before == 1
         finally:
             p.stop()
     finally:

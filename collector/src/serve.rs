@@ -27,6 +27,8 @@ use tokio::sync::Semaphore;
 
 /// The largest compressed request body read (Prometheus's requests are a few hundred bytes).
 const MAX_BODY: usize = 1 << 20;
+/// How long a connection may take to send a request head.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The largest request once decompressed.
 const MAX_DECODED: usize = 8 << 20;
 
@@ -67,7 +69,11 @@ pub async fn run(config: &Config, addr: SocketAddr, cancel: Cancel) -> anyhow::R
                         async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
                     });
                     let io = hyper_util::rt::TokioIo::new(sock);
+                    // A client that never finishes its request head does not hold a
+                    // connection for ever.
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
                         .serve_connection(io, svc)
                         .await;
                 });
