@@ -209,6 +209,18 @@ def test_one_proxy_one_day_reads_one_partition(reader, server, history):
     assert server.counter("promduck_serve_files_read_total") - before == 1
 
 
+def test_each_selector_reads_its_own_days(reader, server, history):
+    """Two selectors a day and two days apart: Prometheus asks each for the whole query's
+    range, and its hints narrow each to its own day, as its TSDB reads them."""
+    day = history.days_list[3]
+    sel = f'last_over_time({LATENCY}{{apiproxy="{history.proxies[0]}"}}[1h])'
+    before = server.counter("promduck_serve_files_read_total")
+    earlier = sel.replace("[1h]", "[1h] offset 2d")
+    got = reader.query_values(f"{sel} + {earlier}", time=day_end(day) - 43200)
+    assert got, "no series answered"
+    assert server.counter("promduck_serve_files_read_total") - before == 2
+
+
 def post_read(url: str, headers=None) -> int:
     req = urllib.request.Request(url + "/api/v1/read", data=b"", method="POST", headers=headers or {})
     try:

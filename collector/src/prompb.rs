@@ -98,8 +98,8 @@ pub enum MatcherType {
     Nre = 3,
 }
 
-/// `prometheus.ReadHints` (decoded so that a request carrying them parses; the
-/// server reads the query's own time range).
+/// `prometheus.ReadHints`: the server narrows a query to its selector's
+/// `start_ms..=end_ms` (see `serve::query_of`); the other hints are not used.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ReadHints {
     #[prost(int64, tag = "1")]

@@ -377,9 +377,23 @@ fn query_of(q: &prompb::Query) -> Result<Query, QueryError> {
             Matcher::new(&m.name, op, &m.value)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // The selector's own range (its range and offset applied) within the query's, as
+    // Prometheus's TSDB reads it: a query with several selectors asks each for the
+    // whole query's range. Hints of zero are absent ones.
+    let (mut start_ms, mut end_ms) = (q.start_timestamp_ms, q.end_timestamp_ms);
+    if let Some(h) = q
+        .hints
+        .as_ref()
+        .filter(|h| h.start_ms != 0 || h.end_ms != 0)
+    {
+        let (s, e) = (start_ms.max(h.start_ms), end_ms.min(h.end_ms));
+        if s <= e {
+            (start_ms, end_ms) = (s, e);
+        }
+    }
     Ok(Query {
-        start_ms: q.start_timestamp_ms,
-        end_ms: q.end_timestamp_ms,
+        start_ms,
+        end_ms,
         matchers,
     })
 }
