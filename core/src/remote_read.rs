@@ -227,7 +227,11 @@ impl Archive {
     /// The files `q` needs, pruned by its time range and proxy matchers, and what to read of them.
     pub fn plan(&self, q: &Query) -> Result<(Vec<PartitionFile>, Arc<ReadSpec>), QueryError> {
         let (from, to) = self.days(q.start_ms, q.end_ms);
-        if q.end_ms < q.start_ms || from.zip(to).is_some_and(|(f, t)| f > t) {
+        // An archive not created yet (no collection has run) holds no series.
+        if q.end_ms < q.start_ms
+            || from.zip(to).is_some_and(|(f, t)| f > t)
+            || !self.storage.exists()?
+        {
             return Ok((Vec::new(), Arc::new(read_spec(None))));
         }
         // Matchers an absent label cannot satisfy: a series they accept carries the
@@ -642,6 +646,26 @@ mod tests {
         assert_eq!(got[0].len(), 1);
         assert_eq!(got[0][0].labels[1], ("api_proxy".into(), "b".into()));
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn an_archive_not_created_yet_holds_no_series() {
+        let archive = Archive {
+            storage: Arc::new(crate::storage::local::LocalStorage::new(
+                std::env::temp_dir().join(format!("promduck-rr-none-{}", std::process::id())),
+            )),
+            timezone: chrono_tz::UTC,
+            proxy_labels: vec![PROXY_LABEL.into()],
+        };
+        let q = query(0, i64::MAX, &[(NAME_LABEL, MatchOp::Equal, "m")]);
+        let limits = Limits {
+            max_samples: 1,
+            max_bytes: 1,
+        };
+        let got = archive
+            .read(&[q], &limits, &mut ReadStats::default())
+            .unwrap();
+        assert_eq!(got, vec![Vec::new()]);
     }
 
     #[test]
