@@ -38,7 +38,8 @@ use std::time::Instant;
                   Examples:\n  promduck-collector --config config/config.yaml --once\n  \
                   promduck-collector --config config/config.yaml --from 2024-03-01 --to 2024-03-31\n  \
                   promduck-collector --config config/config.yaml --check\n  \
-                  promduck-collector --config config/config.yaml --compact --month 2024-03"
+                  promduck-collector --config config/config.yaml --compact --month 2024-03\n  \
+                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201   # Prometheus remote_read"
 )]
 struct Cli {
     /// YAML configuration file (the original tool's format); `-` reads it from standard input.

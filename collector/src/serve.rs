@@ -57,6 +57,12 @@ pub async fn run(config: &Config, addr: SocketAddr, cancel: Cancel) -> anyhow::R
         auth = state.auth.kind(),
         "serving the archive over Prometheus remote read on POST /api/v1/read"
     );
+    if !bound.ip().is_loopback() && state.auth.kind() == "none" {
+        tracing::warn!(
+            addr = %bound,
+            "serving beyond loopback without authentication: set serve.username/password or serve.bearerToken"
+        );
+    }
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
