@@ -7,6 +7,9 @@
 //! written), 2 bad config or usage, 130 a one-shot run stopped by a signal with
 //! partitions left uncollected.
 
+mod prompb;
+mod serve;
+
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, ValueEnum};
@@ -37,7 +40,8 @@ use std::time::Instant;
                   Examples:\n  promduck-collector --config config/config.yaml --once\n  \
                   promduck-collector --config config/config.yaml --from 2024-03-01 --to 2024-03-31\n  \
                   promduck-collector --config config/config.yaml --check\n  \
-                  promduck-collector --config config/config.yaml --compact --month 2024-03"
+                  promduck-collector --config config/config.yaml --compact --month 2024-03\n  \
+                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201   # Prometheus remote_read"
 )]
 struct Cli {
     /// YAML configuration file (the original tool's format); `-` reads it from standard input.
@@ -108,6 +112,13 @@ struct Cli {
     /// files into one file, <outputDir>/<YYYY-MM>/<YYYY-MM>.parquet, and exit.
     #[arg(long, conflicts_with_all = ["once", "date", "from", "to", "check"])]
     compact: bool,
+
+    /// Serve the archive (storage.outputDir) to Prometheus's remote_read on
+    /// POST http://ADDR/api/v1/read, with the server's own metrics on /metrics, until
+    /// SIGTERM/SIGINT (exit 0). ADDR is required; give a loopback address (e.g.
+    /// 127.0.0.1:9201) unless other hosts must reach it. Auth and limits: `serve` in the config.
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["once", "date", "from", "check", "compact", "metrics_listen", "shard"])]
+    serve: Option<std::net::SocketAddr>,
 
     /// With --compact: only this month (YYYY-MM).
     #[arg(long, value_parser = parse_month_arg, requires = "compact", value_name = "YYYY-MM")]
@@ -236,6 +247,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = cli.serve {
+        let cancel = Cancel::new();
+        spawn_signal_handler(cancel.clone());
+        return serve::run(&config, addr, cancel).await;
+    }
     if let Some(shard) = cli.shard {
         let all = config.api_proxies.len();
         config.api_proxies.retain(|p| shard.owns(p));

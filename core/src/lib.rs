@@ -19,6 +19,7 @@ pub mod prometheus;
 pub mod promql;
 pub mod reader;
 pub mod recollect;
+pub mod remote_read;
 pub mod schema;
 pub mod storage;
 pub mod writer;

@@ -208,6 +208,27 @@ impl Default for StorageConfig {
     }
 }
 
+/// `serve`: the remote-read endpoint of `promduck-collector --serve` (see
+/// `remote_read.rs`). Credentials follow `prometheus`'s keys (`password`,
+/// `passwordFile`, `passwordEnv`, `bearerToken`, ...): a request must then carry them.
+#[derive(Clone, Debug, Default)]
+pub struct ServeConfig {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub bearer_token: Option<Secret>,
+    /// Samples one read request may return (Prometheus's own remote-read limit by default).
+    pub max_samples: u64,
+    /// Read requests answered at once; others wait their turn.
+    pub max_concurrent_requests: usize,
+    /// The largest answer one read request may build (uncompressed protobuf, counted
+    /// from above as series and samples are added).
+    pub max_response_bytes: u64,
+}
+
+pub const DEFAULT_SERVE_MAX_SAMPLES: u64 = 50_000_000;
+pub const DEFAULT_SERVE_CONCURRENCY: usize = 10;
+pub const DEFAULT_SERVE_MAX_RESPONSE_BYTES: u64 = 1 << 30;
+
 /// `storage.compaction`: one Parquet file per closed month (see `compact.rs`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompactionConfig {
@@ -246,6 +267,7 @@ pub struct Config {
     pub timezone: chrono_tz::Tz,
     /// Daemon period: `interval`, else 24 h (1 min in debug mode, as the original).
     pub interval: Duration,
+    pub serve: ServeConfig,
 }
 
 /// Asked before the configuration reads a file (the config itself, `passwordFile`,

@@ -176,6 +176,34 @@ pub(super) struct RawConfig {
     pub timezone: Option<TimeZone>,
     #[serde(default, deserialize_with = "positive_duration")]
     pub interval: Option<GoDuration>,
+    #[serde(default)]
+    pub serve: RawServe,
+}
+
+/// `serve`: the remote-read endpoint (`--serve`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawServe {
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+    #[serde(default, deserialize_with = "positive_u64")]
+    pub max_samples: Option<u64>,
+    #[serde(default, deserialize_with = "positive_u64")]
+    pub max_concurrent_requests: Option<u64>,
+    #[serde(default)]
+    pub max_response_bytes: Option<ByteSize>,
 }
 
 #[derive(Deserialize)]

@@ -299,3 +299,43 @@ fn templates_are_checked_against_every_proxy() {
     // The seed's quoted placeholder takes any storable name.
     assert!(parse(&SEED.replace("\"api-proxy-2\"", "\"we\\\"ird`/ $name\"")).is_ok());
 }
+
+#[test]
+fn serve_section() {
+    let c = parse(SEED).unwrap();
+    assert!(
+        c.serve.username.is_none() && c.serve.password.is_none() && c.serve.bearer_token.is_none()
+    );
+    assert_eq!(c.serve.max_samples, DEFAULT_SERVE_MAX_SAMPLES);
+    assert_eq!(c.serve.max_concurrent_requests, DEFAULT_SERVE_CONCURRENCY);
+    assert_eq!(c.serve.max_response_bytes, DEFAULT_SERVE_MAX_RESPONSE_BYTES);
+    let with = |serve: &str| parse(&format!("{SEED}serve:\n{serve}"));
+    let c = with("  username: r\n  password: p\n  maxSamples: 7\n  maxResponseBytes: 1MiB\n  maxConcurrentRequests: 2\n").unwrap();
+    assert_eq!(c.serve.username.as_deref(), Some("r"));
+    assert_eq!(c.serve.password.as_ref().map(Secret::expose), Some("p"));
+    assert_eq!(
+        (
+            c.serve.max_samples,
+            c.serve.max_response_bytes,
+            c.serve.max_concurrent_requests
+        ),
+        (7, 1 << 20, 2)
+    );
+    let c = with("  bearerToken: t\n").unwrap();
+    assert_eq!(c.serve.bearer_token.as_ref().map(Secret::expose), Some("t"));
+    let e = with("  username: r\n").unwrap_err().to_string();
+    assert!(
+        e.contains("serve: set username and password together"),
+        "{e}"
+    );
+    let e = with("  username: r\n  password: p\n  bearerToken: t\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not both"), "{e}");
+    let e = with("  password: p\n  passwordEnv: X\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("serve.password"), "{e}");
+    let e = with("  maxSampels: 3\n").unwrap_err().to_string();
+    assert!(e.contains("unknown field"), "{e}");
+}

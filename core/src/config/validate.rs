@@ -4,7 +4,7 @@
 //! [`KeyError`]; the key's line is found in the text once, at the end.
 
 use super::error::{KeyError, Locator};
-use super::raw::{RawConfig, RawMetric, RawPrometheus, RawS3, RawStorage, RawTls};
+use super::raw::{RawConfig, RawMetric, RawPrometheus, RawS3, RawServe, RawStorage, RawTls};
 use super::secret::{resolve_secret, SecretSources};
 use super::*;
 use std::collections::HashSet;
@@ -58,6 +58,7 @@ fn build(raw: RawConfig, source: &Path, guard: FileGuard) -> Result<Config, KeyE
     check_headers(&p.headers)?;
     check_templates(&p.metrics, &raw.api_proxies)?;
     let (storage, compaction) = storage(raw.storage, base_dir, guard)?;
+    let serve = serve(raw.serve, base_dir, guard)?;
 
     let metrics = p
         .metrics
@@ -107,6 +108,61 @@ fn build(raw: RawConfig, source: &Path, guard: FileGuard) -> Result<Config, KeyE
             },
             |i| i.0,
         ),
+        serve,
+    })
+}
+
+/// `serve`: basic auth (username and password together) or a bearer token, and limits.
+fn serve(r: RawServe, base_dir: &Path, guard: FileGuard) -> Result<ServeConfig, KeyError> {
+    let password = resolve_secret(
+        "serve.password",
+        SecretSources {
+            value: r.password,
+            file: r.password_file,
+            env: r.password_env,
+        },
+        base_dir,
+        guard,
+    )?;
+    let bearer_token = resolve_secret(
+        "serve.bearerToken",
+        SecretSources {
+            value: r.bearer_token,
+            file: r.bearer_token_file,
+            env: r.bearer_token_env,
+        },
+        base_dir,
+        guard,
+    )?;
+    if password.is_some() != r.username.is_some() {
+        return Err(KeyError::new(
+            if password.is_some() {
+                "password"
+            } else {
+                "username"
+            },
+            "serve: set username and password together",
+        ));
+    }
+    if bearer_token.is_some() && password.is_some() {
+        return Err(KeyError::new(
+            "bearerToken",
+            "serve: set either username/password or bearerToken, not both",
+        ));
+    }
+    Ok(ServeConfig {
+        username: r.username,
+        password,
+        bearer_token,
+        max_samples: r.max_samples.unwrap_or(DEFAULT_SERVE_MAX_SAMPLES),
+        max_response_bytes: r
+            .max_response_bytes
+            .map_or(DEFAULT_SERVE_MAX_RESPONSE_BYTES, |b| b.0),
+        max_concurrent_requests: r
+            .max_concurrent_requests
+            .map_or(DEFAULT_SERVE_CONCURRENCY, |n| {
+                n.min(MAX_CONCURRENCY as u64) as usize
+            }),
     })
 }
 
