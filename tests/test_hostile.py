@@ -128,7 +128,7 @@ BAD_CONFIGS = [
     ("batchSize-word", after(7, "  batchSize: ten"), {}, 8, ["batchSize"]),
     ("rowGroupSize-zero", after(16, "  rowGroupSize: 0"), {}, 17, ["rowGroupSize"]),
     ("rowGroupSize-negative", after(16, "  rowGroupSize: -5"), {}, 17, ["rowGroupSize"]),
-    ("timeout-bad-unit", edit(6, "  timeout: 1d"), {}, 6, ["timeout"]),
+    ("timeout-bad-unit", edit(6, "  timeout: 1y"), {}, 6, ["timeout"]),
     ("timeout-negative", edit(6, "  timeout: -5s"), {}, 6, ["timeout"]),
     ("timeout-too-large", edit(6, "  timeout: 99999999999h"), {}, 6, ["timeout"]),
     ("timeout-zero", edit(6, "  timeout: 0s"), {}, 6, ["timeout"]),
