@@ -6,8 +6,8 @@ its own $HOME, so `INSTALL` stays out of the developer's), against the demo's Pr
 started by the demo's own script (`scripts/demo-prometheus.py`: three proxies, a history
 of days before "now" and "now"'s day in full) and an archive collected from it with
 `config/demo.yaml`. A block is left out only when the line before its fence says why:
-`<!-- readme-test: skip: <reason> -->` (each reason names where that example is tested);
-the list of skipped blocks is checked below, so a new skip is a reviewed change.
+`<!-- readme-test: skip: <reason> -->`, and the reason must name the test that runs that
+example instead (`tests/test_<name>.py`) or the make target that is it.
 
 The demo's Prometheus holds the week before the real now (what `make demo` starts: live
 examples at DuckDB's `now()` find samples) and, backfilled beside it (`--also`), the
