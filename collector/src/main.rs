@@ -7,6 +7,7 @@
 //! written), 2 bad config or usage, 130 a one-shot run stopped by a signal with
 //! partitions left uncollected.
 
+mod chunkenc;
 mod prompb;
 mod serve;
 
@@ -249,7 +250,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     if let Some(addr) = cli.serve {
         let cancel = Cancel::new();
-        spawn_signal_handler(cancel.clone());
+        spawn_signal_handler(
+            cancel.clone(),
+            "signal received: stopping the remote-read server: no new connections, \
+             reads in progress finish (signal again to exit now)",
+        );
         return serve::run(&config, addr, cancel).await;
     }
     if let Some(shard) = cli.shard {
@@ -272,7 +277,10 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     let mut metrics = SelfMetrics::new(cli.metrics_file.clone(), cli.shard);
     let cfg = collector.config().clone();
     let cancel = Cancel::new();
-    spawn_signal_handler(cancel.clone());
+    spawn_signal_handler(
+        cancel.clone(),
+        "signal received: finishing files in progress, starting no new ones (signal again to exit now)",
+    );
 
     if cli.check {
         let report = CheckReport {
@@ -1174,7 +1182,9 @@ fn check_sample(proxies: &[String]) -> Vec<String> {
 /// Proxies `--check` queries at most (each metric once per proxy).
 const CHECK_PROXIES: usize = 20;
 
-fn spawn_signal_handler(cancel: Cancel) {
+/// On SIGINT/SIGTERM/SIGHUP: logs `message` (what this mode does on stopping) and
+/// cancels; a second signal exits at once (130).
+fn spawn_signal_handler(cancel: Cancel, message: &'static str) {
     tokio::spawn(async move {
         let term = async {
             #[cfg(unix)]
@@ -1209,7 +1219,7 @@ fn spawn_signal_handler(cancel: Cancel) {
             _ = term => {}
             _ = hup => {}
         }
-        tracing::warn!("signal received: finishing files in progress, starting no new ones (signal again to exit now)");
+        tracing::warn!("{message}");
         cancel.cancel();
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);

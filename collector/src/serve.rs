@@ -1,8 +1,11 @@
 //! `--serve ADDR`: the archive over Prometheus's remote-read protocol.
 //!
-//! `POST /api/v1/read` takes a snappy-compressed protobuf `ReadRequest` and answers a
-//! snappy-compressed `ReadResponse` of `SAMPLES` (the chunked `STREAMED_XOR_CHUNKS`
-//! response is not offered: a client that accepts only it gets a 400). The query
+//! `POST /api/v1/read` takes a snappy-compressed protobuf `ReadRequest` and answers
+//! in the first response type the client accepts (none listed: `SAMPLES`): a
+//! snappy-compressed `ReadResponse` of `SAMPLES`, or `STREAMED_XOR_CHUNKS`, frames of
+//! `ChunkedReadResponse` each preceded by its size (uvarint) and CRC-32C (big endian),
+//! holding XOR chunks of at most 120 samples ([`crate::chunkenc`]). The frames are
+//! built from the whole answer, bounded like a `SAMPLES` one, then sent. The query
 //! itself (matchers, pruning, exact samples) is `promduck_core::remote_read`; this
 //! is the HTTP shell: authentication (`serve` in the config), bounded request size
 //! and concurrency, errors as plain-text statuses (never a panic reaching a
@@ -233,18 +236,24 @@ impl State {
                     return r;
                 }
                 match self.clone().read(req).await {
-                    Ok(body) => {
+                    Ok((body, kind)) => {
                         c.read_ok.fetch_add(1, Ordering::Relaxed);
                         c.bytes_sent.fetch_add(body.len() as u64, Ordering::Relaxed);
                         let mut r = Response::new(Full::new(body));
                         let h = r.headers_mut();
+                        let content_type = match kind {
+                            prompb::ResponseType::Samples => {
+                                h.insert(
+                                    hyper::header::CONTENT_ENCODING,
+                                    hyper::header::HeaderValue::from_static("snappy"),
+                                );
+                                "application/x-protobuf"
+                            }
+                            prompb::ResponseType::StreamedXorChunks => STREAMED_CONTENT_TYPE,
+                        };
                         h.insert(
                             hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static("application/x-protobuf"),
-                        );
-                        h.insert(
-                            hyper::header::CONTENT_ENCODING,
-                            hyper::header::HeaderValue::from_static("snappy"),
+                            hyper::header::HeaderValue::from_static(content_type),
                         );
                         r
                     }
@@ -268,8 +277,11 @@ impl State {
         }
     }
 
-    /// One remote-read request, from its body to the compressed answer.
-    async fn read(self: Arc<Self>, req: Request<Incoming>) -> Result<Bytes, Failure> {
+    /// One remote-read request, from its body to the answer and its response type.
+    async fn read(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<(Bytes, prompb::ResponseType), Failure> {
         let bad = |m: String| Failure(StatusCode::BAD_REQUEST, m);
         let body = Limited::new(req.into_body(), MAX_BODY)
             .collect()
@@ -293,15 +305,21 @@ impl State {
             .map_err(|e| bad(format!("the body is not snappy-compressed: {e}")))?;
         let request = <prompb::ReadRequest as prost::Message>::decode(raw.as_slice())
             .map_err(|e| bad(format!("not a protobuf ReadRequest: {e}")))?;
-        let samples_ok = request.accepted_response_types.is_empty()
-            || request
-                .accepted_response_types
-                .contains(&(prompb::ResponseType::Samples as i32));
-        if !samples_ok {
-            return Err(bad(
-                "this server answers only the SAMPLES response type".into()
-            ));
+        // The first type the client accepts that this server answers, as Prometheus's
+        // own server negotiates.
+        let kind = match request.accepted_response_types.as_slice() {
+            [] => Some(prompb::ResponseType::Samples),
+            accepted => accepted
+                .iter()
+                .find_map(|t| prompb::ResponseType::try_from(*t).ok()),
         }
+        .ok_or_else(|| {
+            bad(format!(
+                "none of the accepted response types {:?} is answered here \
+                 (SAMPLES = 0, STREAMED_XOR_CHUNKS = 1)",
+                request.accepted_response_types
+            ))
+        })?;
         let queries = request
             .queries
             .iter()
@@ -339,28 +357,86 @@ impl State {
         })?;
         c.queries.fetch_add(n as u64, Ordering::Relaxed);
         c.samples.fetch_add(stats.samples, Ordering::Relaxed);
-        let response = prompb::ReadResponse {
-            results: results
-                .into_iter()
-                .map(|series| {
-                    c.series.fetch_add(series.len() as u64, Ordering::Relaxed);
-                    prompb::QueryResult {
-                        timeseries: series.into_iter().map(timeseries).collect(),
-                    }
-                })
-                .collect(),
+        for series in &results {
+            c.series.fetch_add(series.len() as u64, Ordering::Relaxed);
+        }
+        let body = match kind {
+            prompb::ResponseType::Samples => {
+                let response = prompb::ReadResponse {
+                    results: results
+                        .into_iter()
+                        .map(|series| prompb::QueryResult {
+                            timeseries: series.into_iter().map(timeseries).collect(),
+                        })
+                        .collect(),
+                };
+                let encoded = prost::Message::encode_to_vec(&response);
+                snap::raw::Encoder::new()
+                    .compress_vec(&encoded)
+                    .map_err(|e| {
+                        Failure(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("cannot compress the answer: {e}"),
+                        )
+                    })?
+            }
+            prompb::ResponseType::StreamedXorChunks => streamed_frames(results),
         };
-        let encoded = prost::Message::encode_to_vec(&response);
-        snap::raw::Encoder::new()
-            .compress_vec(&encoded)
-            .map(Bytes::from)
-            .map_err(|e| {
-                Failure(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot compress the answer: {e}"),
-                )
-            })
+        Ok((Bytes::from(body), kind))
     }
+}
+
+/// The `Content-Type` of a `STREAMED_XOR_CHUNKS` answer, as Prometheus sends it.
+const STREAMED_CONTENT_TYPE: &str =
+    "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse";
+
+/// Chunks per frame at most: a frame stays well under Prometheus's 1 MiB (a chunk of
+/// 120 samples is at most about 2.2 kB).
+const CHUNKS_PER_FRAME: usize = 256;
+
+/// The `STREAMED_XOR_CHUNKS` body of `results` (one list of series per query): per
+/// series, frames of at most [`CHUNKS_PER_FRAME`] chunks, in query then series order.
+fn streamed_frames(results: Vec<Vec<Series>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, series) in results.into_iter().enumerate() {
+        for s in series {
+            let labels: Vec<prompb::Label> = s
+                .labels
+                .into_iter()
+                .map(|(name, value)| prompb::Label { name, value })
+                .collect();
+            let chunks: Vec<prompb::Chunk> = s
+                .samples
+                .chunks(crate::chunkenc::MAX_SAMPLES_PER_CHUNK)
+                .map(|part| prompb::Chunk {
+                    min_time_ms: part.first().map_or(0, |p| p.0),
+                    max_time_ms: part.last().map_or(0, |p| p.0),
+                    r#type: prompb::ChunkEncoding::Xor as i32,
+                    data: crate::chunkenc::xor_chunk(part),
+                })
+                .collect();
+            for group in chunks.chunks(CHUNKS_PER_FRAME) {
+                let frame = prompb::ChunkedReadResponse {
+                    chunked_series: vec![prompb::ChunkedSeries {
+                        labels: labels.clone(),
+                        chunks: group.to_vec(),
+                    }],
+                    query_index: index as i64,
+                };
+                let msg = prost::Message::encode_to_vec(&frame);
+                let mut size = msg.len() as u64;
+                while size >= 0x80 {
+                    out.push((size as u8) | 0x80);
+                    size >>= 7;
+                }
+                out.push(size as u8);
+                let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &msg) as u32;
+                out.extend_from_slice(&crc.to_be_bytes());
+                out.extend_from_slice(&msg);
+            }
+        }
+    }
+    out
 }
 
 fn query_of(q: &prompb::Query) -> Result<Query, QueryError> {
