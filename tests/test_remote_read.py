@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_data import LATENCY, METRICS, collected_data
-from helpers import COLLECTOR, HANG_GUARD_S, run_collector, wait_until, write_config
+from helpers import COLLECTOR, HANG_GUARD_S, now_env, run_collector, utc, wait_until, write_config
 from promfixture import PrometheusServer, escape_label_value, free_port, promql_quote
 
 AUTH = ("reader", "s3cret-pw")
@@ -41,8 +42,9 @@ class ArchiveServer:
     """``promduck-collector --serve`` on a free loopback port."""
 
     def __init__(self, workdir: Path, prometheus_url: str, proxies, data: Path, serve=None, config=None,
-                 env=None):
-        """Serves ``data`` (a folder), or what ``config`` (a config file) says with ``env``."""
+                 env=None, args=()):
+        """Serves ``data`` (a folder), or what ``config`` (a config file) says with ``env``;
+        ``args``: more arguments (``--daemon``)."""
         workdir.mkdir(parents=True, exist_ok=True)
         top = {"serve": serve} if serve else None
         self.config = config or write_config(workdir / "serve.yaml", prometheus_url, proxies, metrics=METRICS,
@@ -51,7 +53,7 @@ class ArchiveServer:
         self.log = workdir / "serve.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [str(COLLECTOR), "--config", str(self.config), "--serve", f"127.0.0.1:{self.port}"],
+                [str(COLLECTOR), "--config", str(self.config), "--serve", f"127.0.0.1:{self.port}", *args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=workdir, env=env)
         wait_until(self._metrics_or_none, "the remote-read server answering /metrics", proc=self.proc)
 
@@ -381,8 +383,12 @@ def test_a_request_past_a_limit_is_a_clear_error(prometheus, history, data, prom
 
 
 def test_sigterm_stops_the_server_with_exit_0(prometheus, history, data, tmp_path):
+    """It logs what it does on the signal (no collector's "finishing files" line)."""
     s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, data)
     assert s.stop() == 0
+    log = s.log.read_text()
+    assert "stopping the remote-read server" in log and "remote-read server stopped" in log, log
+    assert "finishing files" not in log, log
 
 
 def test_a_bucket_is_served_as_a_folder(prometheus, history, data, moto_s3, prometheus_bin, con, tmp_path):
@@ -794,3 +800,30 @@ def test_a_slow_s3_read_does_not_block_another_request(prometheus, history, data
     finally:
         release.set()
         assert s.stop() == 0
+
+
+def test_the_daemon_serves_what_it_collects(prometheus, history, data, con, tmp_path):
+    """``--serve ADDR --daemon``: one process collects (as the daemon does) and serves the
+    archive it writes; the collected day answers as prom_metrics reads it; a signal stops
+    both (exit 0), each saying so."""
+    out = tmp_path / "out"
+    day = history.days_list[1]
+    now = utc(day.year, day.month, day.day, 12) + timedelta(days=1)  # the day after: day is the last complete one
+    env = {**os.environ, **now_env(now)}
+    s = ArchiveServer(tmp_path / "serve", prometheus.url, history.proxies, out, env=env,
+                      args=("--daemon", "--catch-up-days", "0"))
+    try:
+        wait_until(lambda: "waiting for the next collection" in s.log.read_text(),
+                   "the daemon finishing its first collection", proc=s.proc)
+        assert (out / day.isoformat()).is_dir(), s.log.read_text()
+        end = int(day_end(day) * 1000)
+        _, frames = streamed_read(s.url, [(end - 86_400_000 + 1, end, [(EQ, "__name__", "request_count")])])
+        got = {frozenset(labels.items()): samples for _, labels, samples in frames}
+        want = {frozenset({**labels, "__name__": "request_count"}.items()):
+                [(t, struct.unpack("<Q", struct.pack("<d", v))[0])]
+                for labels, t, v in stored(con, out, "request_count", day)}
+        assert got == want
+    finally:
+        assert s.stop() == 0
+    log = s.log.read_text()
+    assert "finishing files in progress" in log and "remote-read server stopped" in log, log

@@ -121,6 +121,12 @@ struct Cli {
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["once", "date", "from", "check", "compact", "metrics_listen", "shard"])]
     serve: Option<std::net::SocketAddr>,
 
+    /// With --serve: also run the daemon (collect as without a mode flag) in the same
+    /// process, so the archive is served while it is collected. A signal stops both:
+    /// files in progress are finished, reads in progress answered (exit 0).
+    #[arg(long, requires = "serve")]
+    daemon: bool,
+
     /// With --compact: only this month (YYYY-MM).
     #[arg(long, value_parser = parse_month_arg, requires = "compact", value_name = "YYYY-MM")]
     month: Option<NaiveDate>,
@@ -248,7 +254,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
-    if let Some(addr) = cli.serve {
+    // With --daemon the server is bound now (a bad address fails at start) and runs
+    // beside the daemon below.
+    let mut server = None;
+    if let Some(addr) = cli.serve.filter(|_| cli.daemon) {
+        server = Some(serve::bind(&config, addr).await?);
+    } else if let Some(addr) = cli.serve {
         let cancel = Cancel::new();
         spawn_signal_handler(
             cancel.clone(),
@@ -279,8 +290,14 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     let cancel = Cancel::new();
     spawn_signal_handler(
         cancel.clone(),
-        "signal received: finishing files in progress, starting no new ones (signal again to exit now)",
+        match server {
+            None => "signal received: finishing files in progress, starting no new ones (signal again to exit now)",
+            Some(_) => "signal received: finishing files in progress, starting no new ones; \
+                        the remote-read server takes no new connections, answers reads in progress \
+                        (signal again to exit now)",
+        },
     );
+    let server = server.map(|s| tokio::spawn(s.serve(cancel.clone())));
 
     if cli.check {
         let report = CheckReport {
@@ -431,6 +448,9 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     }
     // A requested stop is a normal end for a service (systemd, Kubernetes): exit 0.
     // Failures of earlier ticks were logged when they happened.
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -37,12 +37,23 @@ const MAX_DECODED: usize = 8 << 20;
 
 /// Serves `config`'s archive on `addr` until `cancel` (a signal), then returns 0.
 pub async fn run(config: &Config, addr: SocketAddr, cancel: Cancel) -> anyhow::Result<ExitCode> {
+    Ok(bind(config, addr).await?.serve(cancel).await)
+}
+
+/// A bound server, not answering yet: binding first lets `--serve --daemon` fail at
+/// start (an address in use) rather than after a collection.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+}
+
+/// Opens `config`'s archive and binds `addr`.
+pub async fn bind(config: &Config, addr: SocketAddr) -> anyhow::Result<Server> {
     let storage = promduck_core::storage::for_config(&config.storage)
         .with_context(|| format!("storage.outputDir {}", config.storage.output_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("--serve {addr}"))?;
-    let bound = listener.local_addr().unwrap_or(addr);
     let state = Arc::new(State {
         archive: Archive::new(storage, config),
         auth: Auth::new(&config.serve),
@@ -54,47 +65,58 @@ pub async fn run(config: &Config, addr: SocketAddr, cancel: Cancel) -> anyhow::R
         slot_count: config.serve.max_concurrent_requests.max(1) as u32,
         counters: Counters::default(),
     });
-    tracing::info!(
-        addr = %bound,
-        archive = %state.archive.storage.url(),
-        auth = state.auth.kind(),
-        "serving the archive over Prometheus remote read on POST /api/v1/read"
-    );
-    if !bound.ip().is_loopback() && state.auth.kind() == "none" {
-        tracing::warn!(
-            addr = %bound,
-            "serving beyond loopback without authentication: set serve.username/password or serve.bearerToken"
+    Ok(Server { listener, state })
+}
+
+impl Server {
+    /// Answers until `cancel`, then lets reads in progress finish; returns 0.
+    pub async fn serve(self, cancel: Cancel) -> ExitCode {
+        let Server { listener, state } = self;
+        let bound = listener.local_addr().ok();
+        tracing::info!(
+            addr = %bound.map_or_else(|| "?".to_string(), |a| a.to_string()),
+            archive = %state.archive.storage.url(),
+            auth = state.auth.kind(),
+            "serving the archive over Prometheus remote read on POST /api/v1/read"
         );
-    }
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => {
-                let Ok((sock, _)) = accepted else { continue };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(sock);
-                    // A client that never finishes its request head does not hold a
-                    // connection for ever.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .serve_connection(io, svc)
-                        .await;
-                });
+        if let Some(bound) = bound.filter(|b| !b.ip().is_loopback()) {
+            if state.auth.kind() == "none" {
+                tracing::warn!(
+                    addr = %bound,
+                    "serving beyond loopback without authentication: set serve.username/password or serve.bearerToken"
+                );
             }
         }
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = listener.accept() => {
+                    let Ok((sock, _)) = accepted else { continue };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let state = state.clone();
+                            async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
+                        });
+                        let io = hyper_util::rt::TokioIo::new(sock);
+                        // A client that never finishes its request head does not hold a
+                        // connection for ever.
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .serve_connection(io, svc)
+                            .await;
+                    });
+                }
+            }
+        }
+        // No new connection is accepted; reads in progress finish (their answers may
+        // still be sent) before the process exits.
+        drop(listener);
+        let _ = state.slots.acquire_many(state.slot_count).await;
+        tracing::info!("remote-read server stopped");
+        ExitCode::SUCCESS
     }
-    // No new connection is accepted; reads in progress finish (their answers may
-    // still be sent) before the process exits.
-    drop(listener);
-    let _ = state.slots.acquire_many(state.slot_count).await;
-    tracing::info!("remote-read server stopped");
-    Ok(ExitCode::SUCCESS)
 }
 
 struct State {
