@@ -483,7 +483,10 @@ fn query_of(q: &prompb::Query) -> Result<Query, QueryError> {
         .collect::<Result<Vec<_>, _>>()?;
     // The selector's own range (its range and offset applied) within the query's, as
     // Prometheus's TSDB reads it: a query with several selectors asks each for the
-    // whole query's range. Hints of zero are absent ones.
+    // whole query's range. Hints of zero are absent ones. `step_ms`, `range_ms` and
+    // `func` are not used: they do not say on which grid the selector is evaluated
+    // (inside a subquery, the subquery's, aligned to multiples of its step), so reading
+    // only the windows around steps could drop samples a window needs.
     let (mut start_ms, mut end_ms) = (q.start_timestamp_ms, q.end_timestamp_ms);
     if let Some(h) = q
         .hints
