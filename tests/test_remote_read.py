@@ -643,10 +643,9 @@ def xor_samples(chunk: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def streamed_read(url: str, queries, accepted=(1,)) -> tuple[str, list[tuple[int, dict, list]]]:
+def raw_read(url: str, queries, accepted=(1,)) -> tuple[str, bytes]:
     """POSTs a ReadRequest of ``queries`` (start ms, end ms, [(type, name, value)]) that
-    accepts ``accepted`` response types; returns the Content-Type and, per frame,
-    (query index, labels, [(t, value bits)])."""
+    accepts ``accepted`` response types; returns the Content-Type and the body."""
     request = b"".join(
         pb_bytes(1, pb_int(1, start) + pb_int(2, end) + b"".join(
             pb_bytes(3, pb_int(1, op) + pb_bytes(2, name) + pb_bytes(3, value)) for op, name, value in matchers))
@@ -654,7 +653,13 @@ def streamed_read(url: str, queries, accepted=(1,)) -> tuple[str, list[tuple[int
     req = urllib.request.Request(url + "/api/v1/read", data=snappy_literal(request), method="POST", headers={
         "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"})
     with urllib.request.urlopen(req, timeout=HANG_GUARD_S) as r:
-        content_type, body = r.headers["Content-Type"], r.read()
+        return r.headers["Content-Type"], r.read()
+
+
+def streamed_read(url: str, queries, accepted=(1,)) -> tuple[str, list[tuple[int, dict, list]]]:
+    """``raw_read``, the body parsed as frames: the Content-Type and, per frame,
+    (query index, labels, [(t, value bits)])."""
+    content_type, body = raw_read(url, queries, accepted)
     frames, i = [], 0
     while i < len(body):
         size, i = read_uvarint(body, i)
@@ -750,6 +755,19 @@ def test_streamed_xor_chunks_round_trip_every_sample(prometheus, history, data, 
         with pytest.raises(urllib.error.HTTPError) as e:
             streamed_read(s.url, [(0, 1, [(EQ, "__name__", "x")])], accepted=(7,))
         assert e.value.code == 400 and b"accepted response types [7]" in e.value.read()
+    finally:
+        assert s.stop() == 0
+    # One sample of one series: within serve.maxResponseBytes as SAMPLES (the reader's
+    # bound), not as a frame (size, CRC and chunk header around it): refused, naming it.
+    s = ArchiveServer(tmp_path / "serve-small", prometheus.url, [*history.proxies, "special"], copy,
+                      serve={"maxResponseBytes": 86})
+    try:
+        one = [(ts[0], ts[0], [(EQ, "__name__", "special_values")])]
+        content_type, _ = raw_read(s.url, one, accepted=(0,))
+        assert content_type == "application/x-protobuf"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            raw_read(s.url, one)
+        assert e.value.code == 422 and b"serve.maxResponseBytes" in e.value.read()
     finally:
         assert s.stop() == 0
 

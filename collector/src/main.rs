@@ -42,7 +42,8 @@ use std::time::Instant;
                   promduck-collector --config config/config.yaml --from 2024-03-01 --to 2024-03-31\n  \
                   promduck-collector --config config/config.yaml --check\n  \
                   promduck-collector --config config/config.yaml --compact --month 2024-03\n  \
-                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201   # Prometheus remote_read"
+                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201   # Prometheus remote_read\n  \
+                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201 --daemon   # collect and serve"
 )]
 struct Cli {
     /// YAML configuration file (the original tool's format); `-` reads it from standard input.

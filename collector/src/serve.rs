@@ -402,7 +402,21 @@ impl State {
                         )
                     })?
             }
-            prompb::ResponseType::StreamedXorChunks => streamed_frames(results),
+            prompb::ResponseType::StreamedXorChunks => {
+                // The reader's bound counts `SAMPLES` protobuf; frames and chunk headers
+                // may take more for series of very few samples, so their real size is checked.
+                let frames = streamed_frames(results);
+                if frames.len() as u64 > self.limits.max_bytes {
+                    return Err(Failure(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        QueryError::TooManyBytes {
+                            limit: self.limits.max_bytes,
+                        }
+                        .to_string(),
+                    ));
+                }
+                frames
+            }
         };
         Ok((Bytes::from(body), kind))
     }
