@@ -7,6 +7,7 @@
 //! written), 2 bad config or usage, 130 a one-shot run stopped by a signal with
 //! partitions left uncollected.
 
+mod chunkenc;
 mod inventory;
 mod prompb;
 mod serve;
@@ -42,7 +43,8 @@ use std::time::Instant;
                   promduck-collector --config config/config.yaml --from 2024-03-01 --to 2024-03-31\n  \
                   promduck-collector --config config/config.yaml --check\n  \
                   promduck-collector --config config/config.yaml --compact --month 2024-03\n  \
-                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201   # Prometheus remote_read"
+                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201   # Prometheus remote_read\n  \
+                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201 --daemon   # collect and serve"
 )]
 struct Cli {
     /// YAML configuration file (the original tool's format); `-` reads it from standard input.
@@ -128,6 +130,12 @@ struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "table",
           conflicts_with_all = ["once", "check", "compact", "serve", "metrics_listen", "replace"])]
     inventory: Option<inventory::Format>,
+
+    /// With --serve: also run the daemon (collect as without a mode flag) in the same
+    /// process, so the archive is served while it is collected. A signal stops both:
+    /// files in progress are finished, reads in progress answered (exit 0).
+    #[arg(long, requires = "serve")]
+    daemon: bool,
 
     /// With --compact: only this month (YYYY-MM).
     #[arg(long, value_parser = parse_month_arg, requires = "compact", value_name = "YYYY-MM")]
@@ -294,9 +302,18 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
         tokio::task::block_in_place(|| inventory::run(&config, from, to, last, format))?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(addr) = cli.serve {
+    // With --daemon the server is bound now (a bad address fails at start) and runs
+    // beside the daemon below.
+    let mut server = None;
+    if let Some(addr) = cli.serve.filter(|_| cli.daemon) {
+        server = Some(serve::bind(&config, addr).await?);
+    } else if let Some(addr) = cli.serve {
         let cancel = Cancel::new();
-        spawn_signal_handler(cancel.clone());
+        spawn_signal_handler(
+            cancel.clone(),
+            "signal received: stopping the remote-read server: no new connections, \
+             reads in progress finish (signal again to exit now)",
+        );
         return serve::run(&config, addr, cancel).await;
     }
     if let Some(shard) = cli.shard {
@@ -319,7 +336,16 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     let mut metrics = SelfMetrics::new(cli.metrics_file.clone(), cli.shard);
     let cfg = collector.config().clone();
     let cancel = Cancel::new();
-    spawn_signal_handler(cancel.clone());
+    spawn_signal_handler(
+        cancel.clone(),
+        match server {
+            None => "signal received: finishing files in progress, starting no new ones (signal again to exit now)",
+            Some(_) => "signal received: finishing files in progress, starting no new ones; \
+                        the remote-read server takes no new connections, answers reads in progress \
+                        (signal again to exit now)",
+        },
+    );
+    let server = server.map(|s| tokio::spawn(s.serve(cancel.clone())));
 
     if cli.check {
         let report = CheckReport {
@@ -470,6 +496,9 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     }
     // A requested stop is a normal end for a service (systemd, Kubernetes): exit 0.
     // Failures of earlier ticks were logged when they happened.
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -1241,7 +1270,9 @@ fn check_sample(proxies: &[String]) -> Vec<String> {
 /// Proxies `--check` queries at most (each metric once per proxy).
 const CHECK_PROXIES: usize = 20;
 
-fn spawn_signal_handler(cancel: Cancel) {
+/// On SIGINT/SIGTERM/SIGHUP: logs `message` (what this mode does on stopping) and
+/// cancels; a second signal exits at once (130).
+fn spawn_signal_handler(cancel: Cancel, message: &'static str) {
     tokio::spawn(async move {
         let term = async {
             #[cfg(unix)]
@@ -1276,7 +1307,7 @@ fn spawn_signal_handler(cancel: Cancel) {
             _ = term => {}
             _ = hup => {}
         }
-        tracing::warn!("signal received: finishing files in progress, starting no new ones (signal again to exit now)");
+        tracing::warn!("{message}");
         cancel.cancel();
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
