@@ -99,13 +99,18 @@ impl Pushed {
                 (Expr::Const(v), Expr::Col(c)) => self.compare(*c, op.flipped(), v),
                 _ => false,
             },
-            Expr::Between(x, lo, hi) => match (x.as_ref(), lo.as_ref(), hi.as_ref()) {
-                (Expr::Col(c), Expr::Const(lo), Expr::Const(hi)) => {
-                    // Both halves must hold; `&` (not `&&`): both always narrow.
-                    self.compare(*c, Op::Ge, lo) & self.compare(*c, Op::Le, hi)
+            Expr::Between(x, lo, hi) => {
+                // C API v2 (DuckDB 2.0.1) does not say whether a BETWEEN's bounds are
+                // inclusive, and the optimizer turns `d >= a AND d < b` into a BETWEEN
+                // with an exclusive upper bound: prune to the inclusive span, never accept.
+                if let (Expr::Col(c), Expr::Const(lo), Expr::Const(hi)) =
+                    (x.as_ref(), lo.as_ref(), hi.as_ref())
+                {
+                    self.compare(*c, Op::Ge, lo);
+                    self.compare(*c, Op::Le, hi);
                 }
-                _ => false,
-            },
+                false
+            }
             Expr::In(x, items) => {
                 let Expr::Col(c) = x.as_ref() else {
                     return false;
