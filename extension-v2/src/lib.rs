@@ -1,5 +1,5 @@
 //! promduck for DuckDB 2.0.x on C API v2: `prom_metrics` with `WHERE` pushed down
-//! into the archive's pruning. The function logic is the portable extension's own
+//! into the archive's pruning, and `timestamp_ms`. The function logic is the portable extension's own
 //! (`extension/src/`), included by path: the selection rules, the argument texts and
 //! the scan. This crate adds only the v2 layer: the entry point, reading DuckDB's
 //! values and predicates, and writing v2 vectors.
@@ -26,6 +26,7 @@ mod selection;
 mod api;
 mod metrics;
 mod pushdown;
+mod scalar;
 
 use libduckdb_sys::v2::*;
 
@@ -47,6 +48,7 @@ fn init(input: &duckdb_v2_extension_input) -> Result<bool, params::BoxError> {
         "reading the factory",
     )?;
     metrics::register(input.extension, factory)?;
+    scalar::register(input.extension, factory)?;
     Ok(true)
 }
 

@@ -187,3 +187,9 @@ pub fn core_error(who: &str, what: &str, e: &promduck_core::Error) -> String {
         _ => format!("{who}: {e}"),
     }
 }
+
+/// `timestamp_ms(BIGINT)`: milliseconds since the epoch as TIMESTAMP microseconds.
+pub fn timestamp_ms_micros(ms: i64) -> Result<i64, String> {
+    ms.checked_mul(1000)
+        .ok_or_else(|| format!("timestamp_ms: {ms} milliseconds is out of the TIMESTAMP range"))
+}
