@@ -7,6 +7,7 @@
 - Generated predicates (`=`, `IN`, `BETWEEN`, `<`, `>`, `<=`, `>=` and their ANDs on `date`,
   `api_proxy`, `metric_name`) over a generated archive: the WHERE form returns exactly the rows of
   the parameter form, and both exactly the generator's rows.
+- The positional short form `prom_metrics(date_range, proxy)` (C API v2 only).
 - EXPLAIN: an exact predicate leaves no FILTER above PROM_METRICS; one promduck cannot apply
   exactly stays a FILTER.
 - Pruning before anything is opened: the files of every other day are garbage, so opening one
@@ -249,6 +250,21 @@ def test_explain_shows_which_predicates_were_pushed(archive):
     portable = connect(EXTENSION).execute(
         f"EXPLAIN SELECT * FROM prom_metrics({d}) WHERE date = '2024-03-01'").fetchall()[0][1]
     assert "Filter" in portable, portable
+
+
+def test_the_positional_short_form(archive):
+    """`prom_metrics(date_range, proxy)` by position: the rows of the named form and of the model."""
+    data, rows = archive
+    con = connect()
+    d = f"data_dir := {sql_str(str(data))}"
+    a, b = FIRST + timedelta(days=1), FIRST + timedelta(days=2)
+    got = sorted(tuple(r) for r in con.execute(
+        f"SELECT {COLUMNS} FROM prom_metrics('{a}..{b}', ['z', 'api-proxy-2'], {d})").fetchall())
+    named = sorted(tuple(r) for r in con.execute(
+        f"SELECT {COLUMNS} FROM prom_metrics(date_range := '{a}..{b}', proxy := ['z', 'api-proxy-2'], {d})").fetchall())
+    assert got == named == sorted(r for r in rows if a <= r[0] <= b and r[1] in ("z", "api-proxy-2"))
+    assert con.execute(f"SELECT count(*) FROM prom_metrics('{a}', {d})").fetchone()[0] == sum(
+        1 for r in rows if r[0] == a)
 
 
 def test_where_opens_nothing_outside_the_selection(archive, tmp_path):

@@ -61,6 +61,18 @@ fn column_type(c: Column) -> &'static str {
     }
 }
 
+/// `date_range` and `proxy` may also be given by position (`prom_metrics('2024-03-01..2024-03-07',
+/// 'api-proxy-1')`, the short form): C API v2 signatures have parameters that are positional or
+/// named with a default, which C API v1 lacks (there the short form needs overloads).
+fn kind(name: &str) -> DUCKDB_V2_FUNCTION_PARAMETER_KIND {
+    match name {
+        "date_range" | "proxy" => {
+            DUCKDB_V2_FUNCTION_PARAMETER_KIND::DUCKDB_V2_FUNCTION_PARAMETER_KIND_STANDARD
+        }
+        _ => DUCKDB_V2_FUNCTION_PARAMETER_KIND::DUCKDB_V2_FUNCTION_PARAMETER_KIND_NAMED_ONLY,
+    }
+}
+
 /// Registers `prom_metrics` on the extension being loaded.
 pub fn register(
     extension: duckdb_v2_extension_handle,
@@ -117,7 +129,7 @@ fn configure(
                     &view(name),
                     any.0,
                     null.0,
-                    DUCKDB_V2_FUNCTION_PARAMETER_KIND::DUCKDB_V2_FUNCTION_PARAMETER_KIND_NAMED_ONLY,
+                    kind(name),
                     e,
                 )
             },
