@@ -267,6 +267,33 @@ def test_the_positional_short_form(archive):
         1 for r in rows if r[0] == a)
 
 
+def test_source_and_label_columns_equal_the_portable_builds(archive):
+    data, rows = archive
+    d = f"data_dir := {sql_str(str(data))}"
+    sql = (f"SELECT source, environment, apiproxy, date, api_proxy, value FROM prom_metrics({d}, source := true, "
+           f"labels := ['environment', 'apiproxy']) WHERE date = '2024-03-01' AND api_proxy = 'z'")
+    native = sorted(connect().execute(sql).fetchall())
+    assert native == sorted(connect(EXTENSION).execute(sql).fetchall())
+    want = sorted((str(data / "2024-03-01" / "z.parquet"), r[5], "z", r[0], "z", r[4]) for r in rows
+                  if r[0] == date(2024, 3, 1) and r[1] == "z")
+    assert native == want
+    with pytest.raises(duckdb.Error, match="would be a second column named"):
+        connect().execute(f"SELECT * FROM prom_metrics({d}, labels := ['Value'])").fetchall()
+
+
+def test_a_bind_error_never_echoes_a_secret(archive):
+    """DuckDB appends the statement to a bind error: a call that carries a secret fails at init
+    instead, with the same message (as the portable build does, deferred.rs)."""
+    con = connect()
+    with pytest.raises(duckdb.Error) as e:
+        con.execute("SELECT * FROM prom_metrics(date := 'nope', data_dir := 's3://b/p', "
+                    "s3_secret_access_key := 'TOPSECRET-1')").fetchall()
+    assert 'invalid date "nope"' in str(e.value) and "TOPSECRET" not in str(e.value)
+    with pytest.raises(duckdb.Error) as e:
+        con.execute("SELECT * FROM prom_metrics(date := 'nope', data_dir := '/nowhere')").fetchall()
+    assert 'invalid date "nope"' in str(e.value) and "LINE 1" in str(e.value)  # the check can fail
+
+
 def test_where_opens_nothing_outside_the_selection(archive, tmp_path):
     """Every file but one day's is replaced by garbage: a query that opened any of them would
     fail. The WHERE form answers exactly, like the parameter form."""

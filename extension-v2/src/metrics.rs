@@ -36,10 +36,16 @@ const NAMED: &[&str] = &[
     "last_days",
     "proxy",
     "metric",
+    "source",
+    "labels",
 ];
 
 struct Bind {
     resolved: Resolved,
+    /// Whether the `source` column was declared (right after `Column::ALL`).
+    source: bool,
+    /// `labels := [...]`: the label columns, declared after `source`.
+    labels: Vec<String>,
     s3: S3Config,
     /// What the `WHERE` predicates DuckDB offered select (set while the query is
     /// optimized, read at init).
@@ -267,6 +273,27 @@ fn date_arg(v: &Arg, param: &str) -> Result<DateArg, BoxError> {
     }
 }
 
+/// `labels := 'name'` or `['a', 'b']`: the names, checked by the portable build's rules.
+fn label_names(v: Option<&Arg>, fixed: &[&str]) -> Result<Vec<String>, BoxError> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    if let Arg::List(items) = v {
+        if let Some(i) = items.iter().position(|i| *i == Arg::Null) {
+            return Err(err(format!(
+                "labels: item {} of the list is NULL; give label names",
+                i + 1
+            )));
+        }
+    }
+    let items = match v.strings() {
+        Some(Ok(items)) => items,
+        _ => return Err(err("labels must be a list of label names (VARCHAR[])")),
+    };
+    let items: Vec<&str> = items.iter().map(String::as_str).collect();
+    crate::params::label_column_names(&items, fixed)
+}
+
 fn text(info: duckdb_v2_function_bind_info_handle, name: &str) -> Result<Option<String>, BoxError> {
     Ok(named(info, name)?.and_then(|v| v.render()))
 }
@@ -341,11 +368,45 @@ fn check_external_access(context: duckdb_v2_context_handle) -> Result<(), BoxErr
     ))
 }
 
+/// Whether the call names a secret (see the portable build's `deferred.rs`): its bind
+/// error is raised at init instead, because DuckDB echoes the statement with a bind error.
+fn carries_secret(info: duckdb_v2_function_bind_info_handle) -> bool {
+    let given = |p: &str| named(info, p).ok().flatten();
+    crate::params::SECRET_PARAMETERS
+        .iter()
+        .any(|p| given(p).is_some())
+        || ["s3_endpoint", "data_dir"]
+            .iter()
+            .filter_map(|p| given(p)?.render())
+            .any(|v| crate::params::has_userinfo(&v))
+}
+
+/// The bind, or the error it raises at init (a call that carries a secret).
+type Bound = Result<Bind, String>;
+
 fn bind_call(
     info: duckdb_v2_function_bind_info_handle,
     result: duckdb_v2_table_function_bind_info_handle,
     context: duckdb_v2_context_handle,
 ) -> Result<(), BoxError> {
+    let bound = match bind_checked(info, result, context) {
+        Ok(b) => Ok(b),
+        Err(e) if carries_secret(info) => Err(e.to_string()),
+        Err(e) => return Err(e),
+    };
+    let mut data = opaque::<Bound>(bound);
+    // SAFETY: DuckDB takes ownership of `data` and destroys it with the query.
+    call(
+        |e| unsafe { duckdb_v2_function_bind_set_bind_data(info, &mut data, e) },
+        "keeping the bind data",
+    )
+}
+
+fn bind_checked(
+    info: duckdb_v2_function_bind_info_handle,
+    result: duckdb_v2_table_function_bind_info_handle,
+    context: duckdb_v2_context_handle,
+) -> Result<Bind, BoxError> {
     let mut factory: duckdb_v2_factory_handle = null_mut();
     // SAFETY: `context` is the callback's.
     call(
@@ -363,6 +424,26 @@ fn bind_call(
         )?;
     }
     let resolved = resolve(&selection_args(info)?, crate::params::now()?.date_naive())?;
+    let source = text(info, "source")?.is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut fixed: Vec<&str> = Column::ALL.iter().map(|c| c.name()).collect();
+    if source {
+        fixed.push("source");
+    }
+    let labels = label_names(named(info, "labels")?.as_ref(), &fixed)?;
+    let extra = source
+        .then_some("source")
+        .into_iter()
+        .chain(labels.iter().map(String::as_str));
+    for name in extra {
+        let t = LogicalType::parse(factory, "VARCHAR")?;
+        // SAFETY: `result` is the bind's; DuckDB copies the name and the type.
+        call(
+            |e| unsafe {
+                duckdb_v2_table_function_bind_add_result_column(result, &view(name), t.0, e)
+            },
+            "declaring a column",
+        )?;
+    }
     promduck_core::storage::Location::parse(&resolved.data_dir)
         .map_err(|e| err(format!("prom_metrics: data_dir: {e}")))?;
     check_external_access(context)?;
@@ -376,16 +457,13 @@ fn bind_call(
         text(info, "s3_use_ssl")?.map(|v| v.eq_ignore_ascii_case("true")),
     )
     .map_err(err)?;
-    let mut data = opaque(Bind {
+    Ok(Bind {
         resolved,
+        source,
+        labels,
         s3,
         pushed: Mutex::new(Pushed::default()),
-    });
-    // SAFETY: DuckDB takes ownership of `data` and destroys it with the query.
-    call(
-        |e| unsafe { duckdb_v2_function_bind_set_bind_data(info, &mut data, e) },
-        "keeping the bind data",
-    )
+    })
 }
 
 unsafe extern "C" fn bind(
@@ -530,8 +608,11 @@ fn pushdown_call(
         |e| unsafe { duckdb_v2_table_function_filter_pushdown_get_bind_data(info, &mut data, e) },
         "reading the bind data",
     )?;
-    // SAFETY: set by `bind_call` as a boxed `Bind`.
-    let bind = unsafe { &*data.cast::<Bind>() };
+    // SAFETY: set by `bind_call` as a boxed `Bound`.
+    let Ok(bind) = (unsafe { &*data.cast::<Bound>() }) else {
+        // A deferred bind error: init raises it; nothing to push.
+        return Ok(());
+    };
     let mut n: idx_t = 0;
     call(
         |e| unsafe { duckdb_v2_table_function_filter_pushdown_get_filter_count(info, &mut n, e) },
@@ -574,8 +655,10 @@ fn init_call(info: duckdb_v2_table_function_init_global_info_handle) -> Result<(
         |e| unsafe { duckdb_v2_table_function_init_global_get_bind_data(info, &mut data, e) },
         "reading the bind data",
     )?;
-    // SAFETY: set by `bind_call` as a boxed `Bind`, alive for the query.
-    let bind = unsafe { &*data.cast::<Bind>() };
+    // SAFETY: set by `bind_call` as a boxed `Bound`, alive for the query.
+    let bind = unsafe { &*data.cast::<Bound>() }
+        .as_ref()
+        .map_err(|e| err(e.clone()))?;
     let pushed = bind
         .pushed
         .lock()
@@ -631,7 +714,7 @@ fn init_call(info: duckdb_v2_table_function_init_global_info_handle) -> Result<(
         },
         "setting threads",
     )?;
-    let scan = Scan::new(&files, &indices, false, &[], core_error);
+    let scan = Scan::new(&files, &indices, bind.source, &bind.labels, core_error);
     let mut state = opaque(Global { files, scan });
     // SAFETY: DuckDB takes ownership of `state` and destroys it with the query.
     call(

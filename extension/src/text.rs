@@ -193,3 +193,51 @@ pub fn timestamp_ms_micros(ms: i64) -> Result<i64, String> {
     ms.checked_mul(1000)
         .ok_or_else(|| format!("timestamp_ms: {ms} milliseconds is out of the TIMESTAMP range"))
 }
+
+/// `labels := [...]`'s names, checked against the function's `fixed` column names
+/// (see `label_columns.rs` for why).
+pub fn label_column_names(items: &[&str], fixed: &[&str]) -> Result<Vec<String>, BoxError> {
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for &name in items {
+        check_not_macro_parameter(name, "labels")?;
+        if name.is_empty() {
+            return Err(err("labels: a label name is empty"));
+        }
+        if let Some(c) = fixed.iter().find(|c| c.eq_ignore_ascii_case(name)) {
+            return Err(err(format!(
+                "labels: {name:?} would be a second column named {c:?} (the function's own); \
+                 read it from the labels map instead: labels[{name:?}]"
+            )));
+        }
+        if let Some(prev) = out.iter().find(|p| p.eq_ignore_ascii_case(name)) {
+            let what = if prev == name {
+                format!("labels: {name:?} is named twice")
+            } else {
+                format!(
+                    "labels: {prev:?} and {name:?} would be two columns of the same name \
+                     (DuckDB's column names ignore case)"
+                )
+            };
+            return Err(err(what));
+        }
+        out.push(name.to_string());
+    }
+    Ok(out)
+}
+
+/// The named parameters whose values are secrets.
+pub const SECRET_PARAMETERS: &[&str] = &[
+    "s3_secret_access_key",
+    "s3_session_token",
+    "password",
+    "bearer_token",
+];
+
+/// `scheme://user[:password]@host…`.
+pub fn has_userinfo(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(_, rest)| {
+        rest.split(['/', '?', '#'])
+            .next()
+            .is_some_and(|authority| authority.contains('@'))
+    })
+}
