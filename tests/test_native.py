@@ -294,6 +294,23 @@ def test_a_bind_error_never_echoes_a_secret(archive):
     assert 'invalid date "nope"' in str(e.value) and "LINE 1" in str(e.value)  # the check can fail
 
 
+def test_duckdbs_own_file_system_rules_refuse_a_local_archive(archive):
+    """`disabled_filesystems = 'LocalFileSystem'` refuses prom_metrics as it refuses read_parquet
+    (asked of DuckDB's own file system); with external access off the native build refuses (the
+    portable build confines its reads instead)."""
+    data, _ = archive
+    con = connect()
+    sql = f"SELECT count(*) FROM prom_metrics(data_dir := {sql_str(str(data))})"
+    assert con.execute(sql).fetchone()[0] > 0
+    con.execute("SET disabled_filesystems = 'LocalFileSystem'")
+    with pytest.raises(duckdb.Error, match="LocalFileSystem has been disabled"):
+        con.execute(sql).fetchall()
+    con = connect()
+    con.execute("SET enable_external_access = false")
+    with pytest.raises(duckdb.Error, match="Permission Error: prom_metrics .*enable_external_access is false"):
+        con.execute(sql).fetchall()
+
+
 def test_where_opens_nothing_outside_the_selection(archive, tmp_path):
     """Every file but one day's is replaced by garbage: a query that opened any of them would
     fail. The WHERE form answers exactly, like the parameter form."""

@@ -402,6 +402,33 @@ fn bind_call(
     )
 }
 
+/// Asks DuckDB's own file system about the archive's folder first, so that its rules
+/// (`disabled_filesystems` naming `LocalFileSystem`) refuse the call as they would
+/// refuse `read_parquet` on it. (The files below are then read by promduck itself.)
+fn check_local_file_system(
+    context: duckdb_v2_context_handle,
+    data_dir: &str,
+) -> Result<(), BoxError> {
+    let mut fs: duckdb_v2_file_system_handle = null_mut();
+    // SAFETY: `context` is the callback's; the file system is borrowed from it.
+    call(
+        |e| unsafe { duckdb_v2_context_get_file_system(context, &mut fs, e) },
+        "reading DuckDB's file system",
+    )?;
+    let mut exists = false;
+    call(
+        |e| unsafe { duckdb_v2_file_system_path_exists(fs, &view(data_dir), &mut exists, e) },
+        "DuckDB's file system",
+    )
+    .map_err(|e| {
+        let text = e.to_string();
+        let why = text.split_once("): ").map_or(text.as_str(), |(_, w)| w);
+        err(format!(
+            "Permission Error: prom_metrics cannot read {data_dir:?}: {why}"
+        ))
+    })
+}
+
 fn bind_checked(
     info: duckdb_v2_function_bind_info_handle,
     result: duckdb_v2_table_function_bind_info_handle,
@@ -447,6 +474,11 @@ fn bind_checked(
     promduck_core::storage::Location::parse(&resolved.data_dir)
         .map_err(|e| err(format!("prom_metrics: data_dir: {e}")))?;
     check_external_access(context)?;
+    if let promduck_core::storage::Location::Local(_) =
+        promduck_core::storage::Location::parse(&resolved.data_dir).map_err(err)?
+    {
+        check_local_file_system(context, &resolved.data_dir)?;
+    }
     let s3 = s3_config(
         text(info, "s3_endpoint")?,
         text(info, "s3_region")?,
