@@ -262,6 +262,13 @@ impl Value {
     }
 }
 
+/// A type's SQL name as DuckDB's id spells it (`INTEGER`, `TIMESTAMP_TZ`).
+pub fn type_name(ty: DUCKDB_V2_LOGICAL_TYPE_ID) -> String {
+    format!("{ty:?}")
+        .trim_start_matches("DUCKDB_V2_LOGICAL_TYPE_ID_")
+        .to_string()
+}
+
 impl Arg {
     /// The texts of a string or a list of strings (NULL items skipped); another type
     /// is `Err(type name)`.
@@ -270,14 +277,17 @@ impl Arg {
         match self {
             Arg::Null => None,
             Arg::Scalar { ty, text } if *ty == VARCHAR => Some(Ok(vec![text.clone()])),
-            Arg::Scalar { ty, .. } => Some(Err(format!("{ty:?}"))),
+            Arg::Scalar { ty, .. } => Some(Err(type_name(*ty))),
             Arg::List(items) => {
                 let mut out = Vec::new();
                 for i in items {
                     match i {
                         Arg::Null => {}
                         Arg::Scalar { ty, text } if *ty == VARCHAR => out.push(text.clone()),
-                        _ => return Some(Err("a list of non-strings".into())),
+                        Arg::Scalar { ty, .. } => {
+                            return Some(Err(format!("{}[]", type_name(*ty))))
+                        }
+                        Arg::List(_) => return Some(Err("a nested list".into())),
                     }
                 }
                 Some(Ok(out))
