@@ -13,6 +13,12 @@ PLATFORM := $(shell uname -s | tr A-Z a-z)_$(shell uname -m | sed -e s/x86_64/am
 DUCKDB_VERSIONS ?= v1.2.0 v1.2.1 v1.2.2 v1.3.0 v1.3.1 v1.3.2 v1.4.0 v1.4.1 v1.4.2 v1.4.3 v1.4.4 v1.4.5 \
                    v1.5.0 v1.5.1 v1.5.2 v1.5.3 v1.5.4 v1.5.5 v1.5.6 v2.0.0 v2.0.1 v2.0.2
 
+# The DuckDB release whose C API v2 the native build (extension-v2/) is built on: the version of
+# its libduckdb-sys bindings. C API v2 is unstable, so the file loads in that exact release only;
+# the repository gives it to that release and the portable build to every other.
+NATIVE_DUCKDB := v2.0.1
+V2_MANIFEST   := extension-v2/Cargo.toml
+
 # DuckDB 1.2's Python wheels for Linux call their platform <platform>_gcc4 (1.3 and later say
 # <platform>) and refuse a file stamped <platform>: `make build` stamps the same library a second time for them.
 ifeq ($(shell uname -s),Linux)
@@ -34,7 +40,7 @@ all: build
 help:
 	@awk '/^## [a-z0-9-]+:/ { sub(/^## /, ""); printf "\n  %s\n", $$0; next } /^## / { sub(/^## /, ""); print "      " $$0 }' $(firstword $(MAKEFILE_LIST))
 
-## build: release binaries into build/ (collector, stamped extension, extension repository)
+## build: release binaries into build/ (collector, stamped extension: portable and DuckDB 2.0.1 native, extension repository)
 build:
 	$(CARGO) build --release --workspace
 	@mkdir -p $(BUILD)
@@ -46,19 +52,30 @@ ifdef GCC4_PLATFORM
 	$(RELEASE)/promduck-stamp $(RELEASE)/libpromduck_extension.so $(BUILD)/$(GCC4_PLATFORM)/promduck.duckdb_extension \
 	  --platform $(GCC4_PLATFORM)
 endif
+	@# The native build for DuckDB $(NATIVE_DUCKDB) (C API v2, its own workspace: see extension-v2/Cargo.toml),
+	@# into the same target/ so the dependencies it shares with the workspace are built once.
+	$(CARGO) build --release --manifest-path $(V2_MANIFEST) --target-dir target
+	@mkdir -p $(BUILD)/native/$(NATIVE_DUCKDB)
+	$(RELEASE)/promduck-stamp $(RELEASE)/libpromduck_extension_v2.so $(BUILD)/native/$(NATIVE_DUCKDB)/promduck.duckdb_extension \
+	  --abi C_STRUCT_UNSTABLE --duckdb-version $(NATIVE_DUCKDB)
 	@# A local extension repository for `INSTALL promduck FROM 'build/repository'` (or the same
 	@# folder served over HTTP, where DuckDB fetches <file>.gz): DuckDB looks in
-	@# <repo>/<its version>/<its platform>/; one binary per platform serves every version.
+	@# <repo>/<its version>/<its platform>/. $(NATIVE_DUCKDB) on $(PLATFORM) gets the native build,
+	@# every other version and platform the portable one.
 	@for p in $(PLATFORM) $(GCC4_PLATFORM); do \
-	  f=$(BUILD)/promduck.duckdb_extension; [ $$p = $(PLATFORM) ] || f=$(BUILD)/$$p/promduck.duckdb_extension; \
-	  [ $$f.gz -nt $$f ] || { gzip -c $$f > $$f.gz.tmp$$$$ && mv -f $$f.gz.tmp$$$$ $$f.gz; }; \
+	  portable=$(BUILD)/promduck.duckdb_extension; [ $$p = $(PLATFORM) ] || portable=$(BUILD)/$$p/promduck.duckdb_extension; \
+	  native=$(BUILD)/native/$(NATIVE_DUCKDB)/promduck.duckdb_extension; \
+	  for f in $$portable $$native; do \
+	    [ $$f.gz -nt $$f ] || { gzip -c $$f > $$f.gz.tmp$$$$ && mv -f $$f.gz.tmp$$$$ $$f.gz; }; \
+	  done; \
 	  for v in $(DUCKDB_VERSIONS); do \
+	    f=$$portable; [ $$v = $(NATIVE_DUCKDB) ] && [ $$p = $(PLATFORM) ] && f=$$native; \
 	    mkdir -p $(BUILD)/repository/$$v/$$p; \
 	    ln -f $$f $(BUILD)/repository/$$v/$$p/promduck.duckdb_extension; \
 	    ln -f $$f.gz $(BUILD)/repository/$$v/$$p/promduck.duckdb_extension.gz; \
 	  done; \
 	done
-	@echo "built: $(BUILD)/promduck-collector $(BUILD)/promduck.duckdb_extension $(BUILD)/repository/"
+	@echo "built: $(BUILD)/promduck-collector $(BUILD)/promduck.duckdb_extension $(BUILD)/native/$(NATIVE_DUCKDB)/ $(BUILD)/repository/"
 
 ## wheel: dist/promduck-<version>-py3-none-manylinux_<glibc>_<arch>.whl from what `make build` built:
 ## the extension for both Linux platform names, the collector as the script promduck-collector and the
@@ -183,9 +200,12 @@ test: lint build wheel venv spark prometheus victoria-metrics browser hosts whee
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) fmt --manifest-path $(V2_MANIFEST) -- --check
+	$(CARGO) clippy --release --manifest-path $(V2_MANIFEST) --target-dir target --all-targets -- -D warnings
 
 test-rust:
 	$(CARGO) test --release --workspace
+	$(CARGO) test --release --manifest-path $(V2_MANIFEST) --target-dir target
 
 test-python: build wheel venv spark prometheus victoria-metrics browser hosts wheel-hosts tools s3s-fs
 	$(PY) -m pytest tests -q -p no:cacheprovider
@@ -221,7 +241,7 @@ bench: build venv prometheus browser
 
 # What `make build` reads: the demo, the dashboard and the notebook rebuild only when one of
 # these is newer than the last build (`make build` itself always asks cargo).
-BUILD_INPUTS := Cargo.toml Cargo.lock Makefile $(shell find core collector extension tools -name '*.rs' -o -name Cargo.toml 2>/dev/null)
+BUILD_INPUTS := Cargo.toml Cargo.lock Makefile $(shell find core collector extension extension-v2 tools -name '*.rs' -o -name Cargo.toml 2>/dev/null)
 $(BUILD)/.built: $(BUILD_INPUTS)
 	$(MAKE) build
 	@touch $@

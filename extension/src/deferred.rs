@@ -10,16 +10,8 @@
 //! cannot change: SECURITY.md says to pass secrets as `?` parameters, through the
 //! environment or a config file instead.) The live functions defer every bind error.
 
-use crate::params::{err, named, BoxError};
+use crate::params::{err, has_userinfo, named, BoxError, SECRET_PARAMETERS};
 use duckdb::vtab::BindInfo;
-
-/// The named parameters whose values are secrets.
-pub const SECRET_PARAMETERS: &[&str] = &[
-    "s3_secret_access_key",
-    "s3_session_token",
-    "password",
-    "bearer_token",
-];
 
 /// Whether the call names a secret: one of [`SECRET_PARAMETERS`], or a `url` or
 /// `s3_endpoint` with credentials in it.
@@ -29,15 +21,6 @@ pub fn carries_secret(bind: &BindInfo) -> bool {
             .iter()
             .filter_map(|p| named(bind, p))
             .any(|v| has_userinfo(&v.render()))
-}
-
-/// `scheme://user[:password]@host…`.
-fn has_userinfo(url: &str) -> bool {
-    url.split_once("://").is_some_and(|(_, rest)| {
-        rest.split(['/', '?', '#'])
-            .next()
-            .is_some_and(|authority| authority.contains('@'))
-    })
 }
 
 /// A bind's result, or the error it will raise at `init`.

@@ -6,7 +6,7 @@
 //! like a fixed column (`value`, `Labels`) or named twice (`env`, `ENV`) would give a
 //! table with two columns DuckDB cannot tell apart; such a name is an error naming it.
 
-use crate::params::{check_not_macro_parameter, err, Arg, BoxError};
+use crate::params::{err, Arg, BoxError};
 use crate::vectors::varchar;
 use duckdb::vtab::BindInfo;
 
@@ -43,32 +43,7 @@ pub fn names(v: Option<&Arg>, fixed: &[&str]) -> Result<Vec<String>, BoxError> {
             }
         },
     };
-    let mut out: Vec<String> = Vec::with_capacity(items.len());
-    for name in items {
-        check_not_macro_parameter(name, "labels")?;
-        if name.is_empty() {
-            return Err(err("labels: a label name is empty"));
-        }
-        if let Some(c) = fixed.iter().find(|c| c.eq_ignore_ascii_case(name)) {
-            return Err(err(format!(
-                "labels: {name:?} would be a second column named {c:?} (the function's own); \
-                 read it from the labels map instead: labels[{name:?}]"
-            )));
-        }
-        if let Some(prev) = out.iter().find(|p| p.eq_ignore_ascii_case(name)) {
-            let what = if prev == name {
-                format!("labels: {name:?} is named twice")
-            } else {
-                format!(
-                    "labels: {prev:?} and {name:?} would be two columns of the same name \
-                     (DuckDB's column names ignore case)"
-                )
-            };
-            return Err(err(what));
-        }
-        out.push(name.to_string());
-    }
-    Ok(out)
+    crate::text::label_column_names(&items, fixed)
 }
 
 /// Declares the label columns (after the fixed ones).

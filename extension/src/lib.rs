@@ -24,9 +24,11 @@ mod params;
 mod runtime;
 mod sandbox;
 mod scalar;
+mod scan;
 mod selection;
 mod sigpipe;
 mod testing;
+mod text;
 mod value;
 mod vectors;
 

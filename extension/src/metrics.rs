@@ -3,12 +3,9 @@
 //! come from arguments), with projection pushdown and a parallel scan: DuckDB's
 //! threads take files from a shared cursor.
 //!
-//! Files are streamed, never read whole: a file is an open [`PartitionReader`]
-//! that returns one batch (at most one output chunk) per call. A call takes an
-//! open reader from a small pool (or opens the next file when the pool is empty),
-//! reads one batch and puts the reader back unless the file is done; so at most
-//! one reader per thread exists, each holding its current Parquet pages and one
-//! batch, and a `LIMIT` that stops calling stops the reading.
+//! The scan itself (files, columns, batches) is `scan.rs`, shared with the DuckDB
+//! 2.0 native build; this file is its C API v1 face: parameters, bind, and a
+//! [`Sink`] over duckdb-rs's output chunk.
 //!
 //! Compacted months are read from their month file (see `promduck_core::compact`)
 //! with the same selection: only the row groups that may hold the selected days
@@ -19,63 +16,24 @@
 //! `labels` map, after those (`label_columns.rs`).
 
 use crate::deferred::Deferred;
-use crate::paging::{Cursor, CHUNK_ROWS};
+use crate::paging::Cursor;
 use crate::params::{err, named, named_string, Arg, BoxError, StringArg};
 use crate::sandbox::core_error;
+use crate::scan::{Files, Scan, Sink};
 use crate::selection::{resolve, DateArg, Resolved, SelectionArgs};
 use crate::vectors::{labels_type, varchar, write_maps, write_strings, write_values};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
-use promduck_core::reader::{Column, Layout, PartitionFile, PartitionReader, ReadBatch, ReadSpec};
+use promduck_core::reader::{Column, Layout, PartitionFile};
 use promduck_core::storage::Storage;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub struct MetricsBind {
-    storage: Arc<dyn Storage>,
-    files: Vec<PartitionFile>,
-    metrics: Option<Vec<String>>,
+    files: Files,
     /// Whether the `source` column was declared (right after `Column::ALL`).
     source: bool,
     /// `labels := [...]`: the label columns, declared after `source`.
     label_columns: Vec<String>,
-}
-
-/// Opens a selected file; a daily file that compaction removed after the listing
-/// is read from the month file that took its rows in (`Storage::open_listed`).
-fn open_file(
-    storage: &dyn Storage,
-    file: &PartitionFile,
-    spec: &Arc<ReadSpec>,
-) -> Result<PartitionReader, BoxError> {
-    storage
-        .open_listed(file, spec)
-        .map_err(|e| err(core_error("prom_metrics", "read", &e)))
-}
-
-pub struct MetricsInit {
-    /// Output column i shows this column (`None`: a column DuckDB asked for that we
-    /// do not fill, e.g. a row id for `count(*)`).
-    columns: Vec<Option<Column>>,
-    /// The output position of the `source` column, if asked for and projected.
-    source: Option<usize>,
-    /// `(output position, label name)` of each projected label column.
-    label_columns: Vec<(usize, String)>,
-    spec: Arc<ReadSpec>,
-    /// The next file nobody has opened yet.
-    next_file: AtomicUsize,
-    /// Files opened and not finished, each waiting for a call to read its next
-    /// batch. A call holds at most one, and opens a file only when this is empty,
-    /// so there are never more than DuckDB's threads.
-    open: Mutex<Vec<PartitionReader>>,
-}
-
-impl MetricsInit {
-    fn open_readers(&self) -> Result<std::sync::MutexGuard<'_, Vec<PartitionReader>>, BoxError> {
-        self.open
-            .lock()
-            .map_err(|_| err("prom_metrics: internal lock poisoned"))
-    }
 }
 
 /// `prom_metrics` with `N` positional arguments: 0 (named only), 1 (date range) or
@@ -229,7 +187,7 @@ fn bind_selection(bind: &BindInfo, positional: usize) -> Result<Resolved, BoxErr
 
 impl<const N: usize> VTab for PromMetrics<N> {
     type BindData = Deferred<MetricsBind>;
-    type InitData = MetricsInit;
+    type InitData = Scan;
 
     fn bind(bind: &BindInfo) -> Result<Self::BindData, BoxError> {
         for c in Column::ALL {
@@ -243,7 +201,8 @@ impl<const N: usize> VTab for PromMetrics<N> {
     }
 
     fn func(func: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> Result<(), BoxError> {
-        Self::scan(func.get_bind_data().get()?, func.get_init_data(), output)
+        let bind = func.get_bind_data().get()?;
+        func.get_init_data().next(&bind.files, &mut V1Sink(output))
     }
 
     fn supports_pushdown() -> bool {
@@ -284,108 +243,29 @@ impl<const N: usize> PromMetrics<N> {
             .map_err(|e| err(core_error("prom_metrics", "read", &e)))?;
         bind.set_cardinality((files.len() as u64) * 8, false);
         Ok(MetricsBind {
-            storage,
-            files,
-            metrics,
+            files: Files {
+                storage,
+                files,
+                metrics,
+            },
             source,
             label_columns,
         })
     }
 
-    fn init_scan(init: &InitInfo) -> Result<MetricsInit, BoxError> {
-        let indices = init.get_column_indices();
-        let columns: Vec<Option<Column>> = indices
-            .iter()
-            .map(|&i| Column::ALL.get(i as usize).copied())
-            .collect();
+    fn init_scan(init: &InitInfo) -> Result<Scan, BoxError> {
         // SAFETY: init runs only after a successful `bind`, whose `Deferred<MetricsBind>`
         // duckdb-rs stored as this call's bind data; DuckDB keeps it alive until the
         // query ends, and nothing mutates it after bind.
         let bind = unsafe { &*init.get_bind_data::<Deferred<MetricsBind>>() }.get()?;
-        // After `Column::ALL`: `source` (if declared), then the label columns.
-        let source_index = Column::ALL.len();
-        let source = indices
-            .iter()
-            .position(|&i| bind.source && i as usize == source_index);
-        let labels_start = source_index + usize::from(bind.source);
-        let label_columns: Vec<(usize, String)> = indices
-            .iter()
-            .enumerate()
-            .filter_map(|(pos, &i)| {
-                let name = bind
-                    .label_columns
-                    .get((i as usize).checked_sub(labels_start)?)?;
-                Some((pos, name.clone()))
-            })
-            .collect();
-        init.set_max_threads(bind.files.len().clamp(1, 64) as u64);
-        // Object storage: fetch the files ahead of the threads that will open them.
-        bind.storage.prefetch(&bind.files);
-        let mut want: Vec<Column> = columns.iter().flatten().copied().collect();
-        // The label columns are read from the `labels` map.
-        if !label_columns.is_empty() && !want.contains(&Column::Labels) {
-            want.push(Column::Labels);
-        }
-        let spec = Arc::new(ReadSpec {
-            want,
-            metrics: bind.metrics.clone(),
-            // One read batch fills at most one output chunk.
-            batch_rows: CHUNK_ROWS,
-        });
-        Ok(MetricsInit {
-            columns,
-            source,
-            label_columns,
-            spec,
-            next_file: AtomicUsize::new(0),
-            open: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn scan(
-        bind: &MetricsBind,
-        init: &MetricsInit,
-        output: &mut DataChunkHandle,
-    ) -> Result<(), BoxError> {
-        loop {
-            // A file another call left open first (finishing files keeps few open),
-            // else the next file. Opening and reading happen outside the lock.
-            let taken = init.open_readers()?.pop();
-            let mut reader = match taken {
-                Some(r) => r,
-                None => {
-                    let i = init.next_file.fetch_add(1, Ordering::Relaxed);
-                    let Some(file) = bind.files.get(i) else {
-                        // Files still open are finished by the calls holding them:
-                        // a call that puts one back returned rows and is called again.
-                        output.set_len(0);
-                        return Ok(());
-                    };
-                    open_file(bind.storage.as_ref(), file, &init.spec)?
-                }
-            };
-            let Some(batch) = reader
-                .next_batch()
-                .map_err(|e| err(core_error("prom_metrics", "read", &e)))?
-            else {
-                continue;
-            };
-            if let Some(col) = init.source {
-                let path = reader.file().path.display().to_string();
-                write_repeated_strings(
-                    output,
-                    col,
-                    std::iter::repeat_n(Some(path.as_str()), batch.len),
-                )?;
-            }
-            // A small file is done after its first batch and is closed right away.
-            if !reader.is_exhausted() {
-                init.open_readers()?.push(reader);
-            }
-            write_batch(output, &init.columns, &batch)?;
-            write_label_columns(output, &init.label_columns, &batch)?;
-            return Ok(());
-        }
+        init.set_max_threads(Scan::max_threads(&bind.files));
+        Ok(Scan::new(
+            &bind.files,
+            &init.get_column_indices(),
+            bind.source,
+            &bind.label_columns,
+            core_error,
+        ))
     }
 
     fn positional_parameters() -> Option<Vec<LogicalTypeHandle>> {
@@ -479,90 +359,57 @@ fn write_repeated_strings<'a>(
     Ok(())
 }
 
-/// The label columns of a batch: each row's value of the named key of its `labels`
-/// map, NULL where the map has no such key (or is NULL).
-fn write_label_columns(
-    out: &DataChunkHandle,
-    columns: &[(usize, String)],
-    b: &ReadBatch,
-) -> Result<(), BoxError> {
-    let Some(l) = &b.labels else {
-        return Ok(());
-    };
-    use arrow::array::Array;
-    let offs = l.offsets.as_ref();
-    for (pos, name) in columns {
-        let rows = (0..b.len).map(|r| {
-            if l.nulls.as_ref().is_some_and(|nb| nb.is_null(r)) {
-                return None;
-            }
-            let (s, e) = (offs[r] as usize, offs[r + 1] as usize);
-            (s..e)
-                .find(|&j| l.keys.value(j) == name.as_str())
-                .filter(|&j| !l.values.is_null(j))
-                .map(|j| l.values.value(j))
-        });
-        write_repeated_strings(out, *pos, rows)?;
-    }
-    Ok(())
-}
+/// [`Sink`] over duckdb-rs's output chunk.
+struct V1Sink<'a>(&'a mut DataChunkHandle);
 
-fn write_batch(
-    out: &mut DataChunkHandle,
-    columns: &[Option<Column>],
-    b: &ReadBatch,
-) -> Result<(), BoxError> {
-    let n = b.len;
-    for (i, c) in columns.iter().enumerate() {
-        match c {
-            Some(Column::Timestamp) => {
-                // Microseconds, range-checked by the reader.
-                if let Some(a) = &b.timestamp_us {
-                    write_values(out, i, a.iter());
-                }
-            }
-            Some(Column::Date) => {
-                if let Some(a) = &b.date {
-                    write_values(out, i, a.iter());
-                }
-            }
-            Some(Column::Proxy) => {
-                if let Some(a) = &b.proxy {
-                    write_repeated_strings(out, i, a.iter())?;
-                }
-            }
-            Some(Column::Metric) => {
-                if let Some(a) = &b.metric {
-                    write_repeated_strings(out, i, a.iter())?;
-                }
-            }
-            Some(Column::Value) => {
-                if let Some(a) = &b.value {
-                    write_values(out, i, a.iter());
-                }
-            }
-            Some(Column::Labels) => {
-                if let Some(l) = &b.labels {
-                    let offs = l.offsets.as_ref();
-                    let rows = (0..n).map(|r| {
-                        if l.nulls.as_ref().is_some_and(|nb| nb.is_null(r)) {
-                            return None;
-                        }
-                        let (s, e) = (offs[r] as usize, offs[r + 1] as usize);
-                        Some((s..e).map(move |j| {
-                            use arrow::array::Array;
-                            let v = (!l.values.is_null(j)).then(|| l.values.value(j));
-                            (l.keys.value(j), v)
-                        }))
-                    });
-                    write_maps(out, i, rows)?;
-                }
-            }
-            None => {}
-        }
+impl Sink for V1Sink<'_> {
+    fn i64s(
+        &mut self,
+        col: usize,
+        rows: impl Iterator<Item = Option<i64>>,
+    ) -> Result<(), BoxError> {
+        write_values(self.0, col, rows);
+        Ok(())
     }
-    out.set_len(n);
-    Ok(())
+
+    fn i32s(
+        &mut self,
+        col: usize,
+        rows: impl Iterator<Item = Option<i32>>,
+    ) -> Result<(), BoxError> {
+        write_values(self.0, col, rows);
+        Ok(())
+    }
+
+    fn f64s(
+        &mut self,
+        col: usize,
+        rows: impl Iterator<Item = Option<f64>>,
+    ) -> Result<(), BoxError> {
+        write_values(self.0, col, rows);
+        Ok(())
+    }
+
+    fn strings<'a>(
+        &mut self,
+        col: usize,
+        rows: impl Iterator<Item = Option<&'a str>>,
+    ) -> Result<(), BoxError> {
+        write_repeated_strings(self.0, col, rows)
+    }
+
+    fn maps<'a, I, E>(&mut self, col: usize, rows: I) -> Result<(), BoxError>
+    where
+        I: Iterator<Item = Option<E>> + Clone,
+        E: Iterator<Item = (&'a str, Option<&'a str>)> + Clone,
+    {
+        write_maps(self.0, col, rows)
+    }
+
+    fn set_len(&mut self, n: usize) -> Result<(), BoxError> {
+        self.0.set_len(n);
+        Ok(())
+    }
 }
 
 /// `prom_partitions(...)`: which partitions exist, from the folder listing
@@ -617,9 +464,11 @@ fn partitions_bind(bind: &BindInfo) -> Result<MetricsBind, BoxError> {
     }
     bind.set_cardinality(files.len() as u64, true);
     Ok(MetricsBind {
-        storage,
-        files,
-        metrics: None,
+        files: Files {
+            storage,
+            files,
+            metrics: None,
+        },
         source: false,
         label_columns: Vec::new(),
     })
@@ -648,7 +497,7 @@ impl VTab for PromPartitions {
     }
 
     fn func(func: &TableFunctionInfo<Self>, out: &mut DataChunkHandle) -> Result<(), BoxError> {
-        let files = &func.get_bind_data().get()?.files;
+        let files = &func.get_bind_data().get()?.files.files;
         let init = func.get_init_data();
         let slice = &files[init.cursor.take(files.len())?];
         for (i, column) in init.columns.iter().enumerate() {

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 /// DuckDB's vector size: the most rows one output chunk holds.
-pub const CHUNK_ROWS: usize = 2048;
+pub use crate::scan::CHUNK_ROWS;
 
 /// The page after the first `offset` of `len` rows: at most [`CHUNK_ROWS`] rows,
 /// empty once every row was handed out.

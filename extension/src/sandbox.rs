@@ -501,20 +501,7 @@ fn url_within(url: &str, allowed: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
 }
 
-/// A library error as `who` reports it: a confined file system's refusal as DuckDB
-/// words its own (`Permission Error: prom_metrics cannot read "…": …`), anything
-/// else prefixed with the function's name.
-pub fn core_error(who: &str, what: &str, e: &promduck_core::Error) -> String {
-    match e {
-        promduck_core::Error::Io { path, source } if promduck_core::fs::is_refusal(source) => {
-            format!(
-                "Permission Error: {who} cannot {what} {:?}: {source}",
-                path.display().to_string()
-            )
-        }
-        _ => format!("{who}: {e}"),
-    }
-}
+pub use crate::text::core_error;
 
 /// Config errors shown to a SQL user name the file, the line and column and the
 /// keys, never the file's values: quoted text and any backticked word that is not a

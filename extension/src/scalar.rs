@@ -33,12 +33,7 @@ impl VScalar for TimestampMs {
                     nulls.push(i);
                     continue;
                 }
-                dst[i] = ms[i].checked_mul(1000).ok_or_else(|| {
-                    format!(
-                        "timestamp_ms: {} milliseconds is out of the TIMESTAMP range",
-                        ms[i]
-                    )
-                })?;
+                dst[i] = crate::text::timestamp_ms_micros(ms[i])?;
             }
         }
         for i in nulls {

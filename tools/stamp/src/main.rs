@@ -1,4 +1,7 @@
-//! `promduck-stamp IN OUT [--version v0.1.0] [--duckdb-version v1.2.0] [--platform P]`
+//! `promduck-stamp IN OUT [--version v0.1.0] [--duckdb-version v1.2.0] [--platform P] [--abi C_STRUCT]`
+//!
+//! `--abi C_STRUCT_UNSTABLE --duckdb-version v2.0.1`: a build on DuckDB's unstable C API
+//! (v2 in DuckDB 2.0), which DuckDB loads only in the exact version named.
 //!
 //! Appends DuckDB's extension metadata footer to a shared library, producing a file
 //! DuckDB's `LOAD` accepts. The footer is 512 bytes: eight 32-byte NUL-padded fields
@@ -36,18 +39,14 @@ fn default_platform() -> String {
 }
 
 /// Builds the 512-byte footer.
-pub fn footer(ext_version: &str, capi_version: &str, platform: &str) -> Result<Vec<u8>, String> {
+pub fn footer(
+    abi: &str,
+    ext_version: &str,
+    capi_version: &str,
+    platform: &str,
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(512);
-    for value in [
-        "",
-        "",
-        "",
-        "C_STRUCT",
-        ext_version,
-        capi_version,
-        platform,
-        "4",
-    ] {
+    for value in ["", "", "", abi, ext_version, capi_version, platform, "4"] {
         out.extend_from_slice(&field(value)?);
     }
     out.extend_from_slice(&[0u8; 256]);
@@ -86,13 +85,22 @@ fn run() -> Result<(), String> {
     let mut version = format!("v{}", env!("CARGO_PKG_VERSION"));
     let mut capi = "v1.2.0".to_string();
     let mut platform = default_platform();
+    let mut abi = "C_STRUCT".to_string();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--version" => version = args.next().ok_or("--version needs a value")?,
             "--duckdb-version" => capi = args.next().ok_or("--duckdb-version needs a value")?,
             "--platform" => platform = args.next().ok_or("--platform needs a value")?,
+            "--abi" => {
+                abi = args.next().ok_or("--abi needs a value")?;
+                if abi != "C_STRUCT" && abi != "C_STRUCT_UNSTABLE" {
+                    return Err(format!(
+                        "--abi: {abi:?} is neither C_STRUCT nor C_STRUCT_UNSTABLE"
+                    ));
+                }
+            }
             "-h" | "--help" => {
-                println!("usage: promduck-stamp IN.so OUT.duckdb_extension [--version vX.Y.Z] [--duckdb-version v1.2.0] [--platform {}]", default_platform());
+                println!("usage: promduck-stamp IN.so OUT.duckdb_extension [--version vX.Y.Z] [--duckdb-version v1.2.0] [--platform {}] [--abi C_STRUCT|C_STRUCT_UNSTABLE]", default_platform());
                 return Ok(());
             }
             _ => positional.push(a),
@@ -114,13 +122,13 @@ fn run() -> Result<(), String> {
         eprintln!("{input}: replacing its footer ({old})");
         bytes.truncate(bytes.len() - FOOTER);
     }
-    bytes.extend(footer(&version, &capi, &platform)?);
+    bytes.extend(footer(&abi, &version, &capi, &platform)?);
     // A name of this process's own: two builds stamping the same file at once (parallel
     // `make build`s) must not rename each other's half-written file.
     let tmp = format!("{output}.tmp{}", std::process::id());
     std::fs::write(&tmp, &bytes).map_err(|e| format!("{tmp}: {e}"))?;
     std::fs::rename(&tmp, output).map_err(|e| format!("{output}: {e}"))?;
-    eprintln!("stamped {output} ({platform}, extension {version}, C API {capi})");
+    eprintln!("stamped {output} ({platform}, extension {version}, {abi} {capi})");
     Ok(())
 }
 
@@ -140,7 +148,7 @@ mod tests {
 
     #[test]
     fn footer_layout() {
-        let f = footer("v0.1.0", "v1.2.0", "linux_amd64").unwrap();
+        let f = footer("C_STRUCT", "v0.1.0", "v1.2.0", "linux_amd64").unwrap();
         assert_eq!(f.len(), 512);
         assert_eq!(&f[96..104], b"C_STRUCT");
         assert_eq!(&f[128..134], b"v0.1.0");
@@ -148,7 +156,7 @@ mod tests {
         assert_eq!(&f[192..203], b"linux_amd64");
         assert_eq!(f[224], b'4');
         assert!(f[225..].iter().all(|&b| b == 0));
-        assert!(footer(&"x".repeat(33), "v", "p").is_err());
+        assert!(footer("C_STRUCT", &"x".repeat(33), "v", "p").is_err());
     }
 
     #[test]
@@ -156,7 +164,7 @@ mod tests {
         let mut lib = b"\x7fELF".to_vec();
         lib.extend([7u8; 600]);
         assert_eq!(existing_footer(&lib), None);
-        lib.extend(footer("v0.1.0", "v1.2.0", "linux_amd64").unwrap());
+        lib.extend(footer("C_STRUCT", "v0.1.0", "v1.2.0", "linux_amd64").unwrap());
         assert_eq!(
             existing_footer(&lib).as_deref(),
             Some("linux_amd64, extension v0.1.0, C API v1.2.0")
