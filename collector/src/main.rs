@@ -14,7 +14,8 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use promduck_core::collect::{Cancel, Collector, PartitionOutcome, RunSummary, Status};
+use promduck_core::cancel::Cancel;
+use promduck_core::collect::{Collector, PartitionOutcome, RunSummary, Status};
 use promduck_core::config::Config;
 use promduck_core::plan::{days_between, last_complete_day, parse_date, Shard};
 use std::io::IsTerminal;
@@ -469,17 +470,16 @@ async fn compact(
         .collect();
     tracing::info!(months = %names.join(", "), remove_daily_after = ?opts.remove_daily_after, "compacting");
     let started = Instant::now();
-    let outcomes = match tokio::task::spawn_blocking(move || {
-        archive.compact(&months, &storage, &opts, &|| stop.is_cancelled())
-    })
-    .await
-    {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::error!(error = %e, "compaction stopped unexpectedly");
-            return Vec::new();
-        }
-    };
+    let outcomes =
+        match tokio::task::spawn_blocking(move || archive.compact(&months, &storage, &opts, &stop))
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "compaction stopped unexpectedly");
+                return Vec::new();
+            }
+        };
     for o in &outcomes {
         let month = o.month_name();
         match o.status {

@@ -46,6 +46,7 @@
 
 pub(crate) mod s3;
 
+use crate::cancel::Cancel;
 use crate::config::{Config, StorageConfig};
 use crate::error::{Error, Result};
 use crate::fs::Fs;
@@ -308,7 +309,7 @@ fn remove_empty_hive_dirs(fs: &Fs, output_dir: &Path, first: NaiveDate) {
 
 /// Compacts the given months (each must have closed: see [`check_closed`]): every
 /// month file is written first, then, after one wait of `remove_daily_after`, the
-/// daily files are removed. `cancelled` is asked between months and while waiting;
+/// daily files are removed. `cancel` is asked between months and while waiting;
 /// a month already written stays written (its daily files go at the next run).
 pub fn compact_months(
     fs: &Fs,
@@ -316,7 +317,7 @@ pub fn compact_months(
     months: &[NaiveDate],
     storage: &StorageConfig,
     opts: &CompactOptions,
-    cancelled: &dyn Fn() -> bool,
+    cancel: &Cancel,
 ) -> Vec<MonthOutcome> {
     let mut outcomes = Vec::new();
     let mut pending: Vec<(usize, Vec<Absorbed>)> = Vec::new();
@@ -324,7 +325,7 @@ pub fn compact_months(
     for &m in months {
         let first = month_of(m);
         let mut out = MonthOutcome::new(first, month_path(output_dir, first));
-        if cancelled() {
+        if cancel.is_cancelled() {
             out.status = MonthStatus::Cancelled;
             outcomes.push(out);
             continue;
@@ -348,7 +349,7 @@ pub fn compact_months(
     }
     let mut waited = 0.0;
     if let Some(since) = visible_since {
-        match wait_before_removal(since, opts, cancelled) {
+        match wait_before_removal(since, opts, cancel) {
             Some(w) => waited = w,
             None => return outcomes,
         }
@@ -378,11 +379,11 @@ pub fn compact_months(
 /// (`since`), so that a query that listed the daily files just before can still open
 /// them; says so first when there is a wait at all (30 s by default, which a user
 /// would otherwise take for a hang). Returns the seconds waited, or `None` when
-/// `cancelled` said stop.
+/// `cancel` said stop.
 pub(crate) fn wait_before_removal(
     since: SystemTime,
     opts: &CompactOptions,
-    cancelled: &dyn Fn() -> bool,
+    cancel: &Cancel,
 ) -> Option<f64> {
     let started = Instant::now();
     let until = since + opts.remove_daily_after;
@@ -396,7 +397,7 @@ pub(crate) fn wait_before_removal(
         }
     }
     while SystemTime::now() < until {
-        if cancelled() {
+        if cancel.is_cancelled() {
             return None;
         }
         let left = until.duration_since(SystemTime::now()).unwrap_or_default();
@@ -1400,9 +1401,9 @@ mod tests {
     use super::*;
     use crate::config::Compression;
     use crate::fs::Fs;
-    use crate::prometheus::Series;
     use crate::reader::{read_partition, select_files, Column, Layout, Selection};
     use crate::schema::PartitionBuilder;
+    use crate::series::Series;
     use std::fs::File;
 
     fn d(s: &str) -> NaiveDate {
@@ -1525,7 +1526,7 @@ mod tests {
             &[d("2024-02-01")],
             &storage(&dir),
             &opts(),
-            &|| false,
+            &Cancel::new(),
         );
         assert_eq!(out.len(), 1);
         let o = &out[0];
@@ -1628,7 +1629,7 @@ mod tests {
             &[d("2024-02-01")],
             &storage(&dir),
             &opts(),
-            &|| false,
+            &Cancel::new(),
         );
         assert_eq!(again[0].status, MonthStatus::Unchanged);
         assert_eq!(again[0].rows, 36);
@@ -1647,7 +1648,7 @@ mod tests {
             &[d("2024-02-01")],
             &storage(&dir),
             &opts(),
-            &|| false,
+            &Cancel::new(),
         );
         let all = Selection::default();
         assert_eq!(total(&dir, &all), (8, 4.0));
@@ -1665,7 +1666,7 @@ mod tests {
             &[d("2024-02-01")],
             &storage(&dir),
             &opts(),
-            &|| false,
+            &Cancel::new(),
         );
         assert_eq!(
             (o[0].status, o[0].daily_files, o[0].removed),
@@ -1684,7 +1685,7 @@ mod tests {
             &[d("2024-02-01")],
             &storage(&dir),
             &o2,
-            &|| false,
+            &Cancel::new(),
         );
         assert_eq!(total(&dir, &all), (6, 201.0 + 1.0 + 101.0));
         // promduck's own daily file is the partition's whole state (a collection merged
@@ -1698,7 +1699,7 @@ mod tests {
             &[d("2024-02-01")],
             &storage(&dir),
             &opts(),
-            &|| false,
+            &Cancel::new(),
         );
         assert_eq!(total(&dir, &all), (6, 15.0 + 101.0 + 11.0));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1725,7 +1726,7 @@ mod tests {
             &[d("2024-01-01")],
             &storage(&dir),
             &o,
-            &|| false,
+            &Cancel::new(),
         );
         assert_eq!(out[0].rows, 70);
         let f = File::open(month_path(&dir, d("2024-01-01"))).unwrap();
@@ -1804,7 +1805,7 @@ mod tests {
             &[d("2024-02-01")],
             &storage(&dir),
             &opts(),
-            &|| false,
+            &Cancel::new(),
         );
         assert_eq!((out[0].daily_files, out[0].removed, out[0].rows), (1, 1, 2));
         assert!(!hidden.exists());
@@ -1824,7 +1825,7 @@ mod tests {
             &[d("2024-02-01")],
             &storage(&dir),
             &opts(),
-            &|| false,
+            &Cancel::new(),
         );
         assert!(!listed[0].path.exists());
         let fb = crate::reader::month_fallback(&Fs::unconfined(), &listed[1]).unwrap();

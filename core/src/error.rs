@@ -44,6 +44,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether no further request can succeed: Prometheus cannot be used at all
+    /// ([`crate::prometheus::PromError::is_fatal`]) or the archive cannot
+    /// ([`Error::ArchiveUnusable`]). A collection run stops at the first.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::Prometheus(e) => e.is_fatal(),
+            Error::ArchiveUnusable { .. } => true,
+            _ => false,
+        }
+    }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
@@ -56,4 +66,19 @@ impl Error {
             message: message.to_string(),
         }
     }
+}
+
+/// An error and its causes on one line ("connection refused" is usually a cause).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
 }

@@ -6,6 +6,7 @@
 //! [`collect`] drives the first half for a set of days; both shells call it, so a
 //! collection run from SQL and one from cron behave identically.
 
+pub mod cancel;
 pub mod clock;
 pub mod collect;
 pub mod compact;
@@ -21,6 +22,7 @@ pub mod reader;
 pub mod recollect;
 pub mod remote_read;
 pub mod schema;
+pub mod series;
 pub mod storage;
 pub mod writer;
 

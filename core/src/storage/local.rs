@@ -6,6 +6,7 @@
 //! module is the [`Storage`] face of them.
 
 use super::Storage;
+use crate::cancel::Cancel;
 use crate::config::StorageConfig;
 use crate::error::Result;
 use crate::fs::Fs;
@@ -134,8 +135,8 @@ impl Storage for LocalStorage {
         months: &[NaiveDate],
         cfg: &StorageConfig,
         opts: &crate::compact::CompactOptions,
-        cancelled: &dyn Fn() -> bool,
+        cancel: &Cancel,
     ) -> Vec<crate::compact::MonthOutcome> {
-        crate::compact::compact_months(&self.fs, &self.root, months, cfg, opts, cancelled)
+        crate::compact::compact_months(&self.fs, &self.root, months, cfg, opts, cancel)
     }
 }

@@ -21,6 +21,7 @@
 //!   an error (S3's `SignatureDoesNotMatch` body echoes the signed headers).
 
 use super::Storage;
+use crate::cancel::Cancel;
 use crate::config::{S3Config, StorageConfig};
 use crate::error::{Error, Result};
 use crate::layout::{
@@ -1137,9 +1138,9 @@ impl Storage for ObjectStorage {
         months: &[NaiveDate],
         cfg: &StorageConfig,
         opts: &crate::compact::CompactOptions,
-        cancelled: &dyn Fn() -> bool,
+        cancel: &Cancel,
     ) -> Vec<crate::compact::MonthOutcome> {
-        crate::compact::s3::compact_months(self, months, cfg, opts, cancelled)
+        crate::compact::s3::compact_months(self, months, cfg, opts, cancel)
     }
 }
 
@@ -1856,8 +1857,8 @@ impl ObjectStorage {
     }
 
     /// Takes the archive's compaction lock (see [`CompactionLock`]), waiting for
-    /// a live holder; `cancelled` is asked while waiting.
-    pub(crate) fn lock_compaction(&self, cancelled: &dyn Fn() -> bool) -> Result<CompactionLock> {
+    /// a live holder; `cancel` is asked while waiting.
+    pub(crate) fn lock_compaction(&self, cancel: &Cancel) -> Result<CompactionLock> {
         use object_store::{PutMode, PutOptions, UpdateVersion};
         let key = self.key(".promduck-compact.lock");
         let ttl = lock_ttl();
@@ -1909,7 +1910,7 @@ impl ObjectStorage {
                             tracing::info!(lock = %self.display(&key).display(), holder = %holder.as_ref().map(LockBody::describe).unwrap_or_default(), "another compaction of this archive is running: waiting for it");
                             said = true;
                         }
-                        if cancelled() {
+                        if cancel.is_cancelled() {
                             return Err(Error::Invalid(format!(
                                 "stopped while waiting for the compaction lock {}",
                                 self.display(&key).display()
@@ -2036,7 +2037,7 @@ mod tests {
 
     fn batch(proxy: &str, day: NaiveDate, rows: usize) -> RecordBatch {
         let mut b = crate::schema::PartitionBuilder::new();
-        let s = crate::prometheus::Series {
+        let s = crate::series::Series {
             labels: [("environment".to_string(), "prod".to_string())]
                 .into_iter()
                 .collect(),
