@@ -16,6 +16,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use promduck_core::cancel::Cancel;
 use promduck_core::collect::{Collector, PartitionOutcome, RunSummary, Status};
+use promduck_core::compact::Compact;
 use promduck_core::config::Config;
 use promduck_core::plan::{days_between, last_complete_day, parse_date, Shard};
 use std::io::IsTerminal;
@@ -291,12 +292,7 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let local_root = collector.storage().local_root().map(|p| p.to_path_buf());
-    let swept = local_root.as_deref().map_or(0, |root| {
-        let fs = promduck_core::fs::Fs::unconfined();
-        promduck_core::writer::remove_stale_temp_files_everywhere(&fs, root)
-            + promduck_core::compact::remove_stale_temp_files_in_month_dirs(&fs, root)
-    });
+    let swept = collector.storage().remove_stale_temp_files();
     if swept > 0 {
         tracing::info!(
             removed = swept,

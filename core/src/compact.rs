@@ -46,6 +46,76 @@
 
 pub(crate) mod s3;
 
+/// Compaction of an archive, whichever backend holds it: what the collector's
+/// `--compact` and `prom_compact` call. A trait over every [`Storage`] (not methods
+/// of it) so that storage stays the bottom layer: it knows nothing of compaction.
+pub trait Compact {
+    /// The months before `before` (a month's first day) that still have daily
+    /// partitions, oldest first: what `--compact` compacts.
+    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>>;
+
+    /// Whether `day`'s month is compacted (its month file exists): its (day,
+    /// proxy) partitions count as present.
+    fn is_compacted(&self, day: NaiveDate) -> Result<bool>;
+
+    /// Compacts `months` (each closed): every month file is made visible first,
+    /// then, `opts.remove_daily_after` later, the daily partitions it took in are
+    /// removed. Disk: a lock per month folder; a bucket: one compaction of the
+    /// archive at a time, under a lock object (see `compact/s3.rs`). `cancel` is
+    /// asked between months and while waiting.
+    fn compact(
+        &self,
+        months: &[NaiveDate],
+        cfg: &StorageConfig,
+        opts: &CompactOptions,
+        cancel: &Cancel,
+    ) -> Vec<MonthOutcome>;
+
+    /// Removes the temporary files crashed writers and compactions left anywhere in
+    /// the archive (day and month folders alike), held by no live process; returns
+    /// how many. A bucket has none (an interrupted put leaves nothing).
+    fn remove_stale_temp_files(&self) -> usize;
+}
+
+impl<S: Storage + ?Sized> Compact for S {
+    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>> {
+        match self.backend() {
+            Backend::Local(l) => months_with_daily_files(l.fs(), l.root(), before),
+            Backend::Object(o) => s3::months_with_daily_objects(o, before),
+        }
+    }
+
+    fn is_compacted(&self, day: NaiveDate) -> Result<bool> {
+        match self.backend() {
+            Backend::Local(l) => Ok(is_compacted(l.fs(), l.root(), day)),
+            Backend::Object(o) => s3::is_compacted(o, day),
+        }
+    }
+
+    fn compact(
+        &self,
+        months: &[NaiveDate],
+        cfg: &StorageConfig,
+        opts: &CompactOptions,
+        cancel: &Cancel,
+    ) -> Vec<MonthOutcome> {
+        match self.backend() {
+            Backend::Local(l) => compact_months(l.fs(), l.root(), months, cfg, opts, cancel),
+            Backend::Object(o) => s3::compact_months(o, months, cfg, opts, cancel),
+        }
+    }
+
+    fn remove_stale_temp_files(&self) -> usize {
+        match self.backend() {
+            Backend::Local(l) => {
+                crate::writer::remove_stale_temp_files_everywhere(l.fs(), l.root())
+                    + remove_stale_temp_files_in_month_dirs(l.fs(), l.root())
+            }
+            Backend::Object(_) => 0,
+        }
+    }
+}
+
 use crate::cancel::Cancel;
 use crate::config::{Config, StorageConfig};
 use crate::error::{Error, Result};
@@ -58,6 +128,7 @@ use crate::reader::{
     daily_files_of_month, partition_rows, partition_spec, Layout, PartitionFile, PartitionReader,
 };
 use crate::schema::{date32, partition_schema, COL_DATE, COL_METRIC, COL_PROXY, COL_TIMESTAMP};
+use crate::storage::{Backend, Storage};
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{cast_with_options, concat_batches, take_record_batch, CastOptions};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};

@@ -702,20 +702,8 @@ impl Storage for FailingSync {
     fn check_writable(&self) -> promduck_core::Result<()> {
         self.inner.check_writable()
     }
-    fn months_with_daily_files(&self, before: NaiveDate) -> promduck_core::Result<Vec<NaiveDate>> {
-        self.inner.months_with_daily_files(before)
-    }
-    fn is_compacted(&self, day: NaiveDate) -> promduck_core::Result<bool> {
-        self.inner.is_compacted(day)
-    }
-    fn compact(
-        &self,
-        months: &[NaiveDate],
-        cfg: &StorageConfig,
-        opts: &promduck_core::compact::CompactOptions,
-        cancel: &Cancel,
-    ) -> Vec<promduck_core::compact::MonthOutcome> {
-        self.inner.compact(months, cfg, opts, cancel)
+    fn backend(&self) -> promduck_core::storage::Backend<'_> {
+        self.inner.backend()
     }
 }
 

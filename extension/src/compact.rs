@@ -12,6 +12,7 @@ use crate::vectors::{varchar, write_strings, write_values};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use promduck_core::cancel::Cancel;
+use promduck_core::compact::Compact;
 use promduck_core::compact::{
     check_closed, current_month, parse_month, CompactOptions, MonthOutcome,
 };

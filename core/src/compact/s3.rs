@@ -430,6 +430,7 @@ fn remove_taken(st: &ObjectStorage, taken: &[Taken]) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compact::Compact;
     use crate::config::Compression;
     use crate::reader::{Column, ReadSpec, Selection};
     use crate::schema::PartitionBuilder;

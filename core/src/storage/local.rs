@@ -6,7 +6,6 @@
 //! module is the [`Storage`] face of them.
 
 use super::Storage;
-use crate::cancel::Cancel;
 use crate::config::StorageConfig;
 use crate::error::Result;
 use crate::fs::Fs;
@@ -42,6 +41,11 @@ impl LocalStorage {
     /// The file-system handle its operations go through.
     pub fn fs(&self) -> &Fs {
         &self.fs
+    }
+
+    /// The archive's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 }
 
@@ -122,21 +126,7 @@ impl Storage for LocalStorage {
         writer::check_writable(&self.fs, &self.root)
     }
 
-    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>> {
-        crate::compact::months_with_daily_files(&self.fs, &self.root, before)
-    }
-
-    fn is_compacted(&self, day: NaiveDate) -> Result<bool> {
-        Ok(crate::compact::is_compacted(&self.fs, &self.root, day))
-    }
-
-    fn compact(
-        &self,
-        months: &[NaiveDate],
-        cfg: &StorageConfig,
-        opts: &crate::compact::CompactOptions,
-        cancel: &Cancel,
-    ) -> Vec<crate::compact::MonthOutcome> {
-        crate::compact::compact_months(&self.fs, &self.root, months, cfg, opts, cancel)
+    fn backend(&self) -> super::Backend<'_> {
+        super::Backend::Local(self)
     }
 }

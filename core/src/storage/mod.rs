@@ -21,8 +21,6 @@ pub mod local;
 pub mod object;
 mod s3_http;
 
-use crate::cancel::Cancel;
-use crate::compact::{CompactOptions, MonthOutcome};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
 pub use crate::layout::{Location, LocationError};
@@ -31,6 +29,13 @@ use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Which backend an archive is: what a layer above storage matches on where a folder
+/// and a bucket need different code (compaction's locks and its month writer).
+pub enum Backend<'a> {
+    Local(&'a local::LocalStorage),
+    Object(&'a object::ObjectStorage),
+}
 
 /// An archive: list partitions, read one, write one atomically, delete.
 pub trait Storage: Send + Sync + std::fmt::Debug {
@@ -232,26 +237,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Whether partitions can be written, checked without leaving anything behind.
     fn check_writable(&self) -> Result<()>;
 
-    /// The months before `before` (a month's first day) that still have daily
-    /// partitions, oldest first: what `--compact` compacts (see `compact.rs`).
-    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>>;
-
-    /// Whether `day`'s month is compacted (its month file exists): its (day,
-    /// proxy) partitions count as present.
-    fn is_compacted(&self, day: NaiveDate) -> Result<bool>;
-
-    /// Compacts `months` (each closed): every month file is made visible first,
-    /// then, `opts.remove_daily_after` later, the daily partitions it took in are
-    /// removed. Disk: a lock per month folder; a bucket: one compaction of the
-    /// archive at a time, under a lock object (see `compact/s3.rs`). `cancelled` is
-    /// asked between months and while waiting.
-    fn compact(
-        &self,
-        months: &[NaiveDate],
-        cfg: &StorageConfig,
-        opts: &CompactOptions,
-        cancel: &Cancel,
-    ) -> Vec<MonthOutcome>;
+    /// The backend behind this archive, for the layers above storage that work
+    /// differently on a folder and in a bucket (compaction: `compact.rs`).
+    fn backend(&self) -> Backend<'_>;
 }
 
 /// Opens the archive `location` names (`storage.s3` settings for an `s3://` one).

@@ -1125,22 +1125,8 @@ impl Storage for ObjectStorage {
             .map(drop)
             .map_err(|e| self.err("list the archive", &root, e))
     }
-    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>> {
-        crate::compact::s3::months_with_daily_objects(self, before)
-    }
-
-    fn is_compacted(&self, day: NaiveDate) -> Result<bool> {
-        crate::compact::s3::is_compacted(self, day)
-    }
-
-    fn compact(
-        &self,
-        months: &[NaiveDate],
-        cfg: &StorageConfig,
-        opts: &crate::compact::CompactOptions,
-        cancel: &Cancel,
-    ) -> Vec<crate::compact::MonthOutcome> {
-        crate::compact::s3::compact_months(self, months, cfg, opts, cancel)
+    fn backend(&self) -> super::Backend<'_> {
+        super::Backend::Object(self)
     }
 }
 
