@@ -281,7 +281,8 @@ impl Collector {
     pub fn new_with_fs(cfg: Config, fs: &crate::fs::Fs) -> Result<Self> {
         let client = PromClient::new(&cfg.prometheus)?;
         let plan = Arc::new(Plan::new(&cfg));
-        plan.check_steps().map_err(Error::Invalid)?;
+        plan.check_steps()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         let storage = crate::storage::for_config_with(&cfg.storage, fs)?;
         Ok(Collector {
             cfg: Arc::new(cfg),

@@ -32,6 +32,11 @@ pub enum Error {
     #[error("{path}: {message}")]
     Parquet { path: PathBuf, message: String },
 
+    /// An object-storage request failed (S3 and compatibles): what was being done,
+    /// the server's answer with credentials scrubbed, and a hint where one helps.
+    #[error("{path}: {message}")]
+    Storage { path: PathBuf, message: String },
+
     /// The archive cannot be used at all: its bucket does not exist, or the server
     /// refuses the credentials. No later write can succeed, so a run stops at the first
     /// (as for an unreachable Prometheus).
@@ -66,19 +71,4 @@ impl Error {
             message: message.to_string(),
         }
     }
-}
-
-/// An error and its causes on one line ("connection refused" is usually a cause).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
-    s
 }

@@ -7,6 +7,7 @@
 //! collection run from SQL and one from cron behave identically.
 
 pub mod cancel;
+pub mod chain;
 pub mod clock;
 pub mod collect;
 pub mod compact;

@@ -48,7 +48,7 @@ use object_store::path::Path as ObjectPath;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// The months before `before` that have daily objects (a day prefix at the
 /// archive's top level), oldest first.
@@ -75,6 +75,42 @@ pub(crate) fn is_compacted(st: &ObjectStorage, day: NaiveDate) -> Result<bool> {
 struct Taken {
     key: ObjectPath,
     e_tag: Option<String>,
+}
+
+/// A bucket's side of compaction: everything under the archive's one lock.
+struct BucketMonths<'a> {
+    st: &'a ObjectStorage,
+    lock: &'a CompactionLock,
+}
+
+impl super::MonthCompactor for BucketMonths<'_> {
+    type Taken = Taken;
+
+    fn write_month(
+        &self,
+        first: NaiveDate,
+        storage: &StorageConfig,
+        opts: &CompactOptions,
+        out: &mut MonthOutcome,
+    ) -> Result<Vec<Taken>> {
+        write_month(self.st, first, storage, opts, self.lock, out)
+    }
+
+    fn removal_refused(&self) -> Option<String> {
+        self.lock.lost().then(|| {
+            "the month file is complete, but another compactor took the lock over: \
+             its daily files are left to it"
+                .to_string()
+        })
+    }
+
+    fn remove(&self, first: NaiveDate, taken: &[Taken]) -> Result<usize> {
+        let started = Instant::now();
+        let removed = remove_taken(self.st, taken);
+        let n = removed.as_ref().map_or(0, |n| *n);
+        tracing::debug!(month = %month_dir_name(first), removed = n, seconds = started.elapsed().as_secs_f64(), "daily objects removed");
+        removed
+    }
 }
 
 /// Compacts `months` of the archive in `st` (see the module docs): the lock, then
@@ -110,64 +146,13 @@ pub(crate) fn compact_months(
             return outcomes;
         }
     };
-    let mut pending: Vec<(usize, Vec<Taken>)> = Vec::new();
-    let mut visible_since: Option<SystemTime> = None;
-    for (i, out) in outcomes.iter_mut().enumerate() {
-        if cancel.is_cancelled() {
-            out.status = MonthStatus::Cancelled;
-            continue;
-        }
-        let started = Instant::now();
-        match write_month(st, out.month, storage, opts, &lock, out) {
-            Ok(taken) => {
-                if !taken.is_empty() {
-                    out.status = MonthStatus::Written;
-                    visible_since = Some(SystemTime::now());
-                    pending.push((i, taken));
-                }
-            }
-            Err(e) => {
-                out.status = MonthStatus::Failed;
-                out.error = Some(e.to_string());
-            }
-        }
-        out.seconds = started.elapsed().as_secs_f64();
-    }
-    let mut waited = 0.0;
-    if let Some(since) = visible_since {
-        match super::wait_before_removal(since, opts, cancel) {
-            Some(w) => waited = w,
-            None => return outcomes,
-        }
-    }
-    for (i, taken) in pending {
-        let started = Instant::now();
-        let out = &mut outcomes[i];
-        out.seconds += waited;
-        if lock.lost() {
-            out.status = MonthStatus::Failed;
-            out.error = Some(
-                "the month file is complete, but another compactor took the lock over: \
-                 its daily files are left to it"
-                    .into(),
-            );
-            continue;
-        }
-        match remove_taken(st, &taken) {
-            Ok(n) => {
-                out.removed = n;
-                out.status = MonthStatus::Compacted;
-            }
-            Err(e) => {
-                out.status = MonthStatus::Failed;
-                out.error = Some(format!(
-                    "the month file is complete, but removing its daily files failed: {e}"
-                ));
-            }
-        }
-        tracing::debug!(month = %month_dir_name(out.month), removed = out.removed, seconds = started.elapsed().as_secs_f64(), "daily objects removed");
-        out.seconds += started.elapsed().as_secs_f64();
-    }
+    let outcomes = super::drive(
+        &BucketMonths { st, lock: &lock },
+        outcomes,
+        storage,
+        opts,
+        cancel,
+    );
     drop(lock);
     outcomes
 }

@@ -14,7 +14,7 @@ mod error;
 mod redact;
 mod retry;
 
-pub use crate::error::error_chain;
+pub use crate::chain::error_chain;
 pub use crate::series::Series;
 pub use answer::{Answer, AnswerLimits, MetricMetadata, SampleTally};
 pub use client::{
