@@ -35,7 +35,7 @@ use chrono::NaiveDate;
 use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, UpdateVersion};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -102,7 +102,7 @@ pub struct ObjectStorage {
     /// The version (ETag, version id) of each month file `select` found, by key:
     /// its ranged reads ask for that version only, so a month file replaced by a
     /// compaction while it is read is an error, never a mix of two files.
-    pins: std::sync::Mutex<std::collections::HashMap<String, Pin>>,
+    pins: std::sync::Mutex<std::collections::HashMap<String, UpdateVersion>>,
     /// Month files that arrived whole when `select` looked for them, by key (read
     /// from here by `open`, never fetched again).
     probed: std::sync::Mutex<std::collections::HashMap<String, Bytes>>,
@@ -115,29 +115,31 @@ pub struct ObjectStorage {
     part_size: usize,
 }
 
-/// The version of an object a read asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Pin {
-    pub e_tag: Option<String>,
-    pub version: Option<String>,
+/// The version of `meta`'s object, as a read asks for it (object_store's own
+/// compare-and-swap type: an ETag and, on a versioned bucket, a version id).
+pub(crate) fn version_of(meta: &object_store::ObjectMeta) -> UpdateVersion {
+    UpdateVersion {
+        e_tag: meta.e_tag.clone(),
+        version: meta.version.clone(),
+    }
 }
 
-impl Pin {
-    fn of(meta: &object_store::ObjectMeta) -> Pin {
-        Pin {
-            e_tag: meta.e_tag.clone(),
-            version: meta.version.clone(),
-        }
+/// No version asked for: whatever the object is when read (a month file `select`
+/// did not see, or a test's).
+pub(crate) fn any_version() -> UpdateVersion {
+    UpdateVersion {
+        e_tag: None,
+        version: None,
     }
+}
 
-    /// Options asking for this version: by version id on a versioned bucket (the
-    /// old version stays readable), else by ETag (a replaced object is a 412).
-    fn options(&self) -> object_store::GetOptions {
-        object_store::GetOptions {
-            if_match: self.version.is_none().then(|| self.e_tag.clone()).flatten(),
-            version: self.version.clone(),
-            ..Default::default()
-        }
+/// Options asking for `v`: by version id on a versioned bucket (the old version
+/// stays readable), else by ETag (a replaced object is a 412).
+fn get_options(v: &UpdateVersion) -> object_store::GetOptions {
+    object_store::GetOptions {
+        if_match: v.version.is_none().then(|| v.e_tag.clone()).flatten(),
+        version: v.version.clone(),
+        ..Default::default()
     }
 }
 
@@ -513,7 +515,7 @@ impl Storage for ObjectStorage {
                     .lock()
                     .ok()
                     .and_then(|p| p.get(&obj.key).cloned())
-                    .unwrap_or_default();
+                    .unwrap_or_else(any_version);
                 // Taken, not cloned: held only until the month is opened.
                 let tail = self.tails.lock().ok().and_then(|mut t| t.remove(&obj.key));
                 let mut reader = RangeReader::new(self.store.clone(), key, size, pin);
@@ -752,7 +754,7 @@ impl ObjectStorage {
             self.store.clone(),
             meta.location.clone(),
             meta.size,
-            Pin::of(meta),
+            version_of(meta),
         );
         parquet::arrow::async_reader::SpawnedReader::new(reader, runtime().handle().clone())
     }

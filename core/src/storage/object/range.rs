@@ -7,7 +7,7 @@ use super::*;
 /// footer with one suffix request (64 KiB, enough for a month file's metadata),
 /// then the column chunks of the projected columns and selected row groups
 /// (nearby ranges merged into one request). Every request asks for one version
-/// of the object (see [`Pin`]): the one `select` saw, or, if a compaction replaced
+/// of the object (an [`UpdateVersion`]): the one `select` saw, or, if a compaction replaced
 /// it before its footer was read, the new one (a later month file holds every row
 /// of the month too); replaced after that, reading it is an error.
 #[derive(Debug, Clone)]
@@ -23,10 +23,10 @@ pub(crate) struct RangeReader {
 /// The object version a [`RangeReader`] reads, and the bytes of its end already
 /// fetched (by `select`'s month probe), which serve the footer and any range inside
 /// them without a request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(super) struct Version {
     pub(super) size: u64,
-    pub(super) pin: Pin,
+    pub(super) pin: UpdateVersion,
     /// `(offset, bytes)`: the object's bytes from `offset` to its end.
     pub(super) tail: Option<(u64, Bytes)>,
 }
@@ -50,7 +50,7 @@ impl RangeReader {
         store: Arc<dyn ObjectStore>,
         key: ObjectPath,
         size: u64,
-        pin: Pin,
+        pin: UpdateVersion,
     ) -> RangeReader {
         RangeReader {
             store,
@@ -84,12 +84,12 @@ impl RangeReader {
     pub(super) async fn fetch(
         store: Arc<dyn ObjectStore>,
         key: ObjectPath,
-        pin: Pin,
+        pin: UpdateVersion,
         range: std::ops::Range<u64>,
     ) -> std::result::Result<Bytes, object_store::Error> {
         let opts = object_store::GetOptions {
             range: Some(object_store::GetRange::Bounded(range)),
-            ..pin.options()
+            ..get_options(&pin)
         };
         store.get_opts(&key, opts).await?.bytes().await
     }
@@ -177,7 +177,7 @@ impl parquet::arrow::async_reader::AsyncFileReader for RangeReader {
                             // A new version: the tail fetched belongs to the old one.
                             *v = Version {
                                 size: meta.size,
-                                pin: Pin::of(&meta),
+                                pin: version_of(&meta),
                                 tail: None,
                             };
                         }

@@ -50,7 +50,7 @@ impl ObjectStorage {
             .map(|(k, r)| match r {
                 Ok((meta, tail)) => {
                     if let Ok(mut pins) = self.pins.lock() {
-                        pins.insert(k.to_string(), Pin::of(&meta));
+                        pins.insert(k.to_string(), version_of(&meta));
                     }
                     match tail {
                         Some(bytes) if bytes.len() as u64 == meta.size => {

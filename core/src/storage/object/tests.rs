@@ -196,12 +196,12 @@ fn ranged_reads_ask_for_one_version_of_a_month_file() {
     let seen = head();
     // Replaced before its footer was read: the new version is read, whole.
     put(encode(20));
-    let r = RangeReader::new(store.clone(), key.clone(), seen.size, Pin::of(&seen));
+    let r = RangeReader::new(store.clone(), key.clone(), seen.size, version_of(&seen));
     assert_eq!(rows_of(r), Ok(20));
     // Replaced after its footer was read: an error, never rows of two files.
     let seen = head();
     let reader = parquet::arrow::async_reader::SpawnedReader::new(
-        RangeReader::new(store.clone(), key.clone(), seen.size, Pin::of(&seen)),
+        RangeReader::new(store.clone(), key.clone(), seen.size, version_of(&seen)),
         runtime().handle().clone(),
     );
     let mut stream = futures::executor::block_on(ParquetRecordBatchStreamBuilder::new(reader))
@@ -267,7 +267,7 @@ fn a_tail_at_hand_serves_the_footer_and_the_ranges_inside_it() {
     let size = bytes.len() as u64;
     assert!(size > 2 * 64 * 1024, "{size}");
     let reader = |tail: Bytes| {
-        RangeReader::new(store.clone(), key.clone(), size, Pin::default()).with_tail(tail)
+        RangeReader::new(store.clone(), key.clone(), size, any_version()).with_tail(tail)
     };
     // The store is empty: whatever is read comes from the tail, or fails.
     // The whole file at hand: every row, no request.
