@@ -24,12 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _run():
-    """bench/run.py's helpers (imported late: run.py imports this module)."""
-    import run
-
-    return run
+import common  # noqa: E402  (bench/common.py)
 
 FULL = "SELECT api_proxy, metric_name, sum(value) FROM {} GROUP BY ALL ORDER BY ALL"
 POINT = "SELECT count(*), sum(value) FROM {}"
@@ -49,12 +44,12 @@ def files(data: Path) -> int:
 
 
 def compact(cfg: Path, cwd: Path, *extra) -> tuple[float, float]:
-    r = _run()
+    r = common
     return r.peak_rss_mib([str(r.COLLECTOR), "--config", str(cfg), "--compact", *extra], cwd)
 
 
 def bench_compaction(tmp: Path, results: dict | None = None):
-    r = _run()
+    r = common
     GEN, connect, log, timed = r.GEN, r.connect, r.log, r.timed
     log("\n## Compaction: a year in twelve files")
     year = tmp / "compaction" / "data"
@@ -153,7 +148,7 @@ def main():
     ap.add_argument("--workdir", help="keep data here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
-    r = _run()
+    r = common
     RESULTS = r.RESULTS
     for f in (r.COLLECTOR, r.EXTENSION, r.GEN):
         if not f.exists():

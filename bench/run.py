@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -50,9 +49,9 @@ import promfixture  # noqa: E402
 import scale  # noqa: E402  (bench/scale.py)
 from scale import query_requests  # noqa: E402  (Prometheus's own count of query requests)
 import compaction  # noqa: E402  (bench/compaction.py)
+from common import GEN, RESULTS, connect, log, machine, peak_rss_mib, timed  # noqa: E402
 from helpers import COLLECTOR, EXTENSION, LATENCY_Q, write_config  # noqa: E402
 
-GEN = REPO / "target" / "release" / "examples" / "gen_partitions"
 REQUEST_Q = 'sum(increase(apigee_request_count{apiproxy="%s"}[1d])) by (apiproxy, environment)'
 ERROR_Q = 'sum(increase(apigee_error_count{apiproxy="%s"}[1d])) by (apiproxy, environment)'
 METRICS3 = [
@@ -60,28 +59,7 @@ METRICS3 = [
     {"name": "error_count", "query": ERROR_Q, "labels": ["apiproxy", "environment"]},
     {"name": "latency_ms", "query": LATENCY_Q, "labels": ["apiproxy", "environment"], "step": "1h"},
 ]
-RESULTS: dict = {}
 REMOTE_DELAY_MS = 2
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def machine():
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal"):
-                mem = int(line.split()[1]) // 1024
-    cpu = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cores": os.cpu_count(), "memory_mib": mem, "cpu": cpu, "kernel": platform.release(),
-            "duckdb_python": duckdb.__version__}
 
 
 def start_prometheus(work: Path, days: int, proxies: int, envs, interval: int, counters=None, gauges=None,
@@ -270,26 +248,6 @@ class LatencyProxy:
         self.server.server_close()
 
 
-def cpu_self() -> float:
-    """CPU time (user + system) of this process so far: DuckDB's threads run in it."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def timed(con, sql, params=(), repeat=3):
-    """(best wall time, result, least CPU time) over ``repeat`` runs. CPU time varies far
-    less than wall time when the machine is shared."""
-    best = cpu = None
-    result = None
-    for _ in range(repeat):
-        c, t = cpu_self(), time.perf_counter()
-        result = con.execute(sql, list(params)).fetchall()
-        e, c = time.perf_counter() - t, cpu_self() - c
-        best = e if best is None else min(best, e)
-        cpu = c if cpu is None else min(cpu, c)
-    return best, result, cpu
-
-
 def make_year(tmp: Path) -> Path:
     data = tmp / "year"
     if not data.exists():
@@ -297,12 +255,6 @@ def make_year(tmp: Path) -> Path:
         subprocess.run([str(GEN), str(data), "365", "200", "2024-01-01"], check=True, capture_output=True)
         log(f"  generated 365 x 200 = 73,000 partitions with promduck's writer in {time.perf_counter() - t:.1f} s")
     return data
-
-
-def connect():
-    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-    con.execute(f"LOAD '{EXTENSION}'")
-    return con
 
 
 def bench_storage(tmp: Path):
@@ -327,18 +279,6 @@ def bench_storage(tmp: Path):
         f"CPU {cpu_base:.2f} s vs {cpu_new:.2f} s")
     log(f"  one day, one proxy:   read_parquet glob + WHERE {pr_base:.3f} s, prom_metrics {pr_new * 1000:.2f} ms "
         f"-> ratio {pr_base / pr_new:.0f}x")
-
-
-def peak_rss_mib(args, cwd) -> tuple[float, float]:
-    code = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-            "r = subprocess.run(sys.argv[1:], capture_output=True); "
-            "sys.exit(r.returncode) if r.returncode else None; "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t)")
-    r = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(f"collector failed: {r.stderr[-2000:]}")
-    kib, secs = r.stdout.split()
-    return int(kib) / 1024, float(secs)
 
 
 def bench_memory(tmp: Path):

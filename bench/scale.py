@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import promfixture  # noqa: E402
+from common import log  # noqa: E402  (bench/common.py)
 from helpers import COLLECTOR, write_config  # noqa: E402
 
 PROXIES = 10_000
@@ -49,10 +50,6 @@ DAY = date(2024, 1, 1)
 INTERVAL = 300
 STEP_S = 300
 CONCURRENCY = 8  # promduck's default, and the floor's parallelism
-
-
-def log(msg):
-    print(msg, flush=True)
 
 
 def metrics(window: str, step: str | None):

@@ -12,6 +12,8 @@ import io
 import os
 import signal
 import subprocess
+import sys
+import textwrap
 from datetime import timedelta
 from pathlib import Path
 
@@ -81,6 +83,37 @@ def test_collector_writes_the_seed_layout_into_the_bucket(archive, history, moto
     assert counts["PUT"] == n, counts
     assert not (work / "data").exists()
     assert normalise(bucket_rows(moto_s3, bucket)) == expected_rows(history)
+
+
+def test_a_forked_child_reads_the_bucket(archive, history, moto_s3):
+    """The parent reads the bucket first (the object-store runtime starts), then forks,
+    as multiprocessing, gunicorn --preload and Celery do; the child's reads must answer
+    (on the parent's runtime they would wait forever for threads the child lacks)."""
+    _, bucket, _, _, _ = archive
+    url = f"s3://{bucket}/{PREFIX}"
+    script = textwrap.dedent(f"""
+        import os, signal, sys, duckdb
+        q = "SELECT count(*), sum(value) FROM prom_metrics(data_dir := '{url}', metric := 'request_count')"
+        con = duckdb.connect(config={{"allow_unsigned_extensions": "true"}})
+        con.execute("LOAD '{EXTENSION}'")
+        parent = con.execute(q).fetchone()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(100)  # a hang in the child ends the child (SIGALRM), and the test sees it
+            child = duckdb.connect(config={{"allow_unsigned_extensions": "true"}})
+            child.execute("LOAD '{EXTENSION}'")
+            got = child.execute(q).fetchone()
+            print("child", got, flush=True)
+            os._exit(0 if got == parent else 3)
+        _, status = os.waitpid(pid, 0)
+        print("parent", parent, flush=True)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    r = subprocess.run([sys.executable, "-c", script], env=sql_env(moto_s3), capture_output=True, text=True,
+                       timeout=150)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr[-2000:])
+    n = len(history.days_list) * len(history.proxies) * len(history.environments)
+    assert f"child ({n}, " in r.stdout, r.stdout
 
 
 def test_prom_metrics_reads_the_bucket_in_the_cli_and_python(archive, history, moto_s3, tmp_path):

@@ -16,7 +16,9 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use promduck_core::collect::{Cancel, Collector, PartitionOutcome, RunSummary, Status};
+use promduck_core::cancel::Cancel;
+use promduck_core::collect::{Collector, PartitionOutcome, RunSummary, Status};
+use promduck_core::compact::Compact;
 use promduck_core::config::Config;
 use promduck_core::plan::{days_between, last_complete_day, parse_date, Shard};
 use std::io::IsTerminal;
@@ -363,12 +365,7 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let local_root = collector.storage().local_root().map(|p| p.to_path_buf());
-    let swept = local_root.as_deref().map_or(0, |root| {
-        let fs = promduck_core::fs::Fs::unconfined();
-        promduck_core::writer::remove_stale_temp_files_everywhere(&fs, root)
-            + promduck_core::compact::remove_stale_temp_files_in_month_dirs(&fs, root)
-    });
+    let swept = collector.storage().remove_stale_temp_files();
     if swept > 0 {
         tracing::info!(
             removed = swept,
@@ -545,17 +542,16 @@ async fn compact(
         .collect();
     tracing::info!(months = %names.join(", "), remove_daily_after = ?opts.remove_daily_after, "compacting");
     let started = Instant::now();
-    let outcomes = match tokio::task::spawn_blocking(move || {
-        archive.compact(&months, &storage, &opts, &|| stop.is_cancelled())
-    })
-    .await
-    {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::error!(error = %e, "compaction stopped unexpectedly");
-            return Vec::new();
-        }
-    };
+    let outcomes =
+        match tokio::task::spawn_blocking(move || archive.compact(&months, &storage, &opts, &stop))
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "compaction stopped unexpectedly");
+                return Vec::new();
+            }
+        };
     for o in &outcomes {
         let month = o.month_name();
         match o.status {

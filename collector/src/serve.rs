@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use promduck_core::collect::Cancel;
+use promduck_core::cancel::Cancel;
 use promduck_core::config::{Config, ServeConfig};
 use promduck_core::remote_read::{
     Archive, Limits, MatchOp, Matcher, Query, QueryError, ReadStats, Series,

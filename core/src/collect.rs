@@ -21,6 +21,7 @@
 //! configured limits apply: batching never changes the result, and the memory one
 //! answer takes does not grow with the batch.
 
+use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::plan::{Eval, MetricPlan, MetricRequests, Plan, Request};
@@ -30,40 +31,13 @@ use crate::storage::Storage;
 use crate::writer::StagedPartition;
 use chrono::NaiveDate;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::Notify;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// One series of an answer, as the partition builder takes it: metric name, the
 /// range of its kept labels in the shared label list, timestamps, values.
 type SeriesPart<'a> = (&'a str, std::ops::Range<usize>, &'a [i64], &'a [f64]);
-
-/// A cancellation signal shared by a run's tasks (SIGTERM, Ctrl-C).
-#[derive(Clone, Default)]
-pub struct Cancel(Arc<(AtomicBool, Notify)>);
-
-impl Cancel {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn cancel(&self) {
-        self.0 .0.store(true, Ordering::SeqCst);
-        self.0 .1.notify_waiters();
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0 .0.load(Ordering::SeqCst)
-    }
-    /// Resolves once [`Cancel::cancel`] has been called.
-    pub async fn cancelled(&self) {
-        let notified = self.0 .1.notified();
-        if self.is_cancelled() {
-            return;
-        }
-        notified.await;
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -101,24 +75,6 @@ pub struct MetricFailure {
     /// The failure says Prometheus cannot be used at all (unreachable, refusing
     /// our credentials, TLS failing), not that this query failed: the run stops.
     pub fatal: bool,
-}
-
-/// Whether an error means no further request can succeed (see [`MetricFailure::fatal`]).
-pub fn is_fatal(e: &Error) -> bool {
-    use crate::prometheus::PromError;
-    matches!(e, Error::ArchiveUnusable { .. })
-        || matches!(
-            e,
-            Error::Prometheus(
-                PromError::Transport { .. }
-                    | PromError::Setup(_)
-                    | PromError::Redirect(_)
-                    | PromError::Http {
-                        status: 401 | 403,
-                        ..
-                    }
-            )
-        )
 }
 
 /// What happened to one (day, proxy) partition.
@@ -256,7 +212,7 @@ fn record_write(outcome: &mut PartitionOutcome, r: Result<()>) {
         Err(e) => outcome.failures.push(MetricFailure {
             metric: "(write)".into(),
             error: e.to_string(),
-            fatal: is_fatal(&e),
+            fatal: e.is_fatal(),
         }),
     }
 }
@@ -325,7 +281,8 @@ impl Collector {
     pub fn new_with_fs(cfg: Config, fs: &crate::fs::Fs) -> Result<Self> {
         let client = PromClient::new(&cfg.prometheus)?;
         let plan = Arc::new(Plan::new(&cfg));
-        plan.check_steps().map_err(Error::Invalid)?;
+        plan.check_steps()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         let storage = crate::storage::for_config_with(&cfg.storage, fs)?;
         Ok(Collector {
             cfg: Arc::new(cfg),
@@ -774,7 +731,7 @@ impl Collector {
                 Err(e) => failures.push(MetricFailure {
                     metric: metric.name.clone(),
                     error: e.to_string(),
-                    fatal: is_fatal(&e),
+                    fatal: e.is_fatal(),
                 }),
             }
         }
@@ -830,7 +787,7 @@ impl Collector {
             Err(e) => {
                 outcome.failures.push(MetricFailure {
                     metric: "(existing file)".into(),
-                    fatal: is_fatal(&e),
+                    fatal: e.is_fatal(),
                     error: format!(
                         "{e}; it is needed to keep the archived rows the new answer lacks; \
                          the file was left untouched (replace to overwrite it)"
@@ -944,7 +901,7 @@ impl Collector {
                     }
                     // Prometheus cannot be used at all: asking again per proxy only
                     // repeats the same failure (and its retries) many times over.
-                    Err(Error::Prometheus(e)) if is_fatal(&Error::Prometheus(e.clone())) => {
+                    Err(Error::Prometheus(e)) if e.is_fatal() => {
                         return proxies
                             .iter()
                             .map(|_| Err(Error::Prometheus(e.clone())))

@@ -32,6 +32,11 @@ pub enum Error {
     #[error("{path}: {message}")]
     Parquet { path: PathBuf, message: String },
 
+    /// An object-storage request failed (S3 and compatibles): what was being done,
+    /// the server's answer with credentials scrubbed, and a hint where one helps.
+    #[error("{path}: {message}")]
+    Storage { path: PathBuf, message: String },
+
     /// The archive cannot be used at all: its bucket does not exist, or the server
     /// refuses the credentials. No later write can succeed, so a run stops at the first
     /// (as for an unreachable Prometheus).
@@ -44,6 +49,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether no further request can succeed: Prometheus cannot be used at all
+    /// ([`crate::prometheus::PromError::is_fatal`]) or the archive cannot
+    /// ([`Error::ArchiveUnusable`]). A collection run stops at the first.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::Prometheus(e) => e.is_fatal(),
+            Error::ArchiveUnusable { .. } => true,
+            _ => false,
+        }
+    }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -283,6 +283,74 @@ pub fn is_temp_file(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(TMP_MARKER)
 }
 
+/// Where an archive is, as `storage.outputDir` or `data_dir` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A folder: a plain path or a `file://` URL.
+    Local(PathBuf),
+    /// `s3://bucket/prefix` (the prefix may be empty).
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    /// Parses a plain path, `file:///abs/path` or `s3://bucket[/prefix]`; another
+    /// scheme is an error naming it.
+    pub fn parse(text: &str) -> Result<Location, LocationError> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let rest = rest.trim_end_matches('/');
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(LocationError::NoBucket(text.to_string()));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix
+                .split('/')
+                .any(|p| p == "." || p == ".." || (p.is_empty() && !prefix.is_empty()))
+            {
+                return Err(LocationError::BadPrefix(text.to_string()));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+            });
+        }
+        if let Some(rest) = text.strip_prefix("file://") {
+            let path = rest.strip_prefix("localhost").unwrap_or(rest);
+            if !path.starts_with('/') {
+                return Err(LocationError::RelativeFileUrl(text.to_string()));
+            }
+            return Ok(Location::Local(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = text.split_once("://") {
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            {
+                return Err(LocationError::UnsupportedScheme {
+                    text: text.to_string(),
+                    scheme: scheme.to_string(),
+                });
+            }
+        }
+        Ok(Location::Local(PathBuf::from(text)))
+    }
+}
+
+/// Why a text names no archive (each message quotes the text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocationError {
+    #[error("{0:?} names no bucket (s3://bucket/prefix)")]
+    NoBucket(String),
+    #[error("{0:?}: the prefix must not contain empty, `.` or `..` parts")]
+    BadPrefix(String),
+    #[error("{0:?}: a file:// URL names an absolute path (file:///data/metrics)")]
+    RelativeFileUrl(String),
+    #[error("{text:?}: unsupported scheme {scheme}:// (use a path, file:// or s3://)")]
+    UnsupportedScheme { text: String, scheme: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,5 +665,51 @@ mod tests {
                 proptest::prop_assert!(decode_proxy(&stem).is_none());
             }
         }
+    }
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("./data").unwrap(),
+            Location::Local("./data".into())
+        );
+        assert_eq!(
+            Location::parse("file:///srv/m").unwrap(),
+            Location::Local("/srv/m".into())
+        );
+        assert_eq!(
+            Location::parse("file://localhost/srv/m").unwrap(),
+            Location::Local("/srv/m".into())
+        );
+        assert_eq!(
+            Location::parse("s3://b").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("s3://b/metrics/prod/").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "metrics/prod".into()
+            }
+        );
+        for bad in [
+            "s3://",
+            "s3:///x",
+            "s3://b/a//c",
+            "s3://b/../c",
+            "file://rel",
+            "gs://b/x",
+        ] {
+            let e = Location::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        // A colon in a folder name is still a folder.
+        assert_eq!(
+            Location::parse("data:2024").unwrap(),
+            Location::Local("data:2024".into())
+        );
     }
 }

@@ -5,7 +5,22 @@
 //! a folder or a bucket) → [`reader`] (DuckDB).
 //! [`collect`] drives the first half for a set of days; both shells call it, so a
 //! collection run from SQL and one from cron behave identically.
+//!
+//! Layers, bottom first (a module imports only modules of its layer or below):
+//! 1. model and leaves: [`cancel`], [`chain`], [`clock`], [`duration`], [`series`],
+//!    [`fs`], [`promql`];
+//! 2. [`layout`] (paths, proxy-name codec, [`layout::Location`]), then [`config`] and
+//!    [`plan`];
+//! 3. [`schema`], [`recollect`], [`reader`], [`writer`];
+//! 4. [`storage`]: the archive's primitives, a folder or a bucket;
+//! 5. [`compact`]: compaction and housekeeping over any [`storage::Storage`];
+//! 6. [`prometheus`]: the HTTP API client (model types and config only);
+//! 7. [`collect`] and [`remote_read`], which use all of the above.
+//!
+//! [`error`] is the crate's error type, wrapping each layer's own.
 
+pub mod cancel;
+pub mod chain;
 pub mod clock;
 pub mod collect;
 pub mod compact;
@@ -22,6 +37,7 @@ pub mod reader;
 pub mod recollect;
 pub mod remote_read;
 pub mod schema;
+pub mod series;
 pub mod storage;
 pub mod writer;
 

@@ -241,6 +241,22 @@ pub struct Plan {
     pub batch_size: usize,
 }
 
+/// A metric's `step` that does not divide every day of the time zone.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "metric {metric}: step {step} does not divide the {day_hours} h days of {timezone} (e.g. {day}); \
+     choose a step that divides every day of the time zone (e.g. {fitting})"
+)]
+pub struct StepError {
+    pub metric: String,
+    pub step: String,
+    pub day_hours: f64,
+    pub timezone: String,
+    pub day: NaiveDate,
+    /// A step that fits every day and the metric's grid.
+    pub fitting: String,
+}
+
 impl Plan {
     pub fn new(cfg: &Config) -> Plan {
         let batch_size = cfg.prometheus.batch_size.max(1);
@@ -271,7 +287,7 @@ impl Plan {
     /// not fit a day (1 h on Lord Howe's 24.5-hour days) would put its first point's
     /// range into the day before, so such a step is refused, naming the metric, the
     /// day length and a day that has it.
-    pub fn check_steps(&self) -> std::result::Result<(), String> {
+    pub fn check_steps(&self) -> std::result::Result<(), StepError> {
         let steps: Vec<(&str, i64)> = self
             .metrics
             .iter()
@@ -286,14 +302,14 @@ impl Plan {
         let lengths = day_lengths(self.timezone);
         for (name, step) in steps {
             if let Some((len, day)) = lengths.iter().find(|(len, _)| **len % step.max(1) != 0) {
-                return Err(format!(
-                    "metric {name}: step {} does not divide the {} h days of {} (e.g. {day}); \
-                     choose a step that divides every day of the time zone (e.g. {})",
-                    fmt_ms(step),
-                    *len as f64 / 3_600_000.0,
-                    self.timezone,
-                    fmt_ms(gcd(lengths.keys().copied().fold(0, gcd), step))
-                ));
+                return Err(StepError {
+                    metric: name.to_string(),
+                    step: fmt_ms(step),
+                    day_hours: *len as f64 / 3_600_000.0,
+                    timezone: self.timezone.to_string(),
+                    day: *day,
+                    fitting: fmt_ms(gcd(lengths.keys().copied().fold(0, gcd), step)),
+                });
             }
         }
         Ok(())
@@ -489,7 +505,8 @@ mod tests {
         );
         let e = super::Plan::new(&cfg("Australia/Lord_Howe", "1h"))
             .check_steps()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with(
                 "metric m: step 1h does not divide the 23.5 h days of Australia/Lord_Howe (e.g. "

@@ -2,7 +2,7 @@
 //! expects: `timestamp` (BIGINT epoch milliseconds), `metric_name`, `value`,
 //! `api_proxy`, `date`, plus `labels` (MAP(VARCHAR, VARCHAR)) for the series labels.
 
-use crate::prometheus::Series;
+use crate::series::Series;
 use arrow::array::{
     ArrayRef, Date32Array, Float64Array, Int64Array, MapArray, MapFieldNames, StringArray,
     StructArray,

@@ -384,8 +384,8 @@ pub fn remove_stale_temp_files(fs: &Fs, dir: &Path) -> usize {
 mod tests {
     use super::*;
     use crate::fs::Fs;
-    use crate::prometheus::Series;
     use crate::schema::PartitionBuilder;
+    use crate::series::Series;
     use chrono::NaiveDate;
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use std::fs::File;

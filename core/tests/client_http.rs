@@ -12,259 +12,19 @@
 //! `Retry-After`, the cap) is checked exactly by `retry_waits_double_honour_retry_after_and_are_capped`
 //! in core/src/prometheus.rs.
 
-use promduck_core::collect::is_fatal;
 use promduck_core::config::{PromUrl, PrometheusConfig};
 use promduck_core::prometheus::{ApiErrorType, PromClient, PromError, MAX_POINTS};
 use promduck_core::Error;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
 
-// --- the stub server ---------------------------------------------------------------------------
+// --- the stub server (promduck-test-support) ---------------------------------------------------
 
-/// One request as the server received it.
-#[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    /// The path without the query string.
-    path: String,
-    /// The form fields (POST body, or the query string of a GET), in order.
-    form: Vec<(String, String)>,
-    at: Instant,
-}
-
-impl Received {
-    fn field(&self, name: &str) -> &str {
-        let mut values = self.form.iter().filter(|(k, _)| k == name);
-        let v = values
-            .next()
-            .unwrap_or_else(|| panic!("no {name} in {:?}", self.form));
-        assert!(values.next().is_none(), "{name} twice in {:?}", self.form);
-        &v.1
-    }
-
-    /// The form's field names, in order.
-    fn names(&self) -> Vec<&str> {
-        self.form.iter().map(|(k, _)| k.as_str()).collect()
-    }
-}
-
-/// What the stub answers.
-enum Reply {
-    /// A complete answer with `Content-Length`.
-    Full {
-        status: u16,
-        headers: Vec<(&'static str, String)>,
-        body: Vec<u8>,
-    },
-    /// `Transfer-Encoding: chunked`, the body in these pieces (no `Content-Length`).
-    Chunked { status: u16, pieces: Vec<Vec<u8>> },
-}
-
-fn json(status: u16, body: impl Into<String>) -> Reply {
-    Reply::Full {
-        status,
-        headers: vec![("Content-Type", "application/json".into())],
-        body: body.into().into_bytes(),
-    }
-}
-
-fn text(status: u16, body: &str) -> Reply {
-    Reply::Full {
-        status,
-        headers: vec![("Content-Type", "text/plain".into())],
-        body: body.as_bytes().to_vec(),
-    }
-}
-
-fn with_header(reply: Reply, name: &'static str, value: &str) -> Reply {
-    match reply {
-        Reply::Full {
-            status,
-            mut headers,
-            body,
-        } => {
-            headers.push((name, value.to_string()));
-            Reply::Full {
-                status,
-                headers,
-                body,
-            }
-        }
-        chunked => chunked,
-    }
-}
-
-fn api_error(error_type: &str, message: &str) -> String {
-    format!(r#"{{"status":"error","errorType":"{error_type}","error":"{message}"}}"#)
-}
+use promduck_test_support::{api_error, json, text, with_header, Reply, Request as Received, Stub};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 const ONE_SAMPLE: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"p"},"value":[1709251200.5,"1"]}]}}"#;
-
-type Handler = dyn Fn(usize, &Received) -> Reply + Send + Sync;
-
-struct Stub {
-    url: String,
-    log: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Stub {
-    /// Serves every request with `handler(index, request)`, `index` counting from 0
-    /// over all connections.
-    async fn start(handler: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let log: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let handler: Arc<Handler> = Arc::new(handler);
-        let l = log.clone();
-        tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(conn, handler.clone(), l.clone()));
-            }
-        });
-        Stub { url, log }
-    }
-
-    /// Answers the `replies` in order, then 500s.
-    async fn script(replies: Vec<Reply>) -> Stub {
-        let replies = Mutex::new(replies.into_iter().map(Some).collect::<Vec<_>>());
-        Stub::start(move |i, _| {
-            replies
-                .lock()
-                .unwrap()
-                .get_mut(i)
-                .and_then(Option::take)
-                .unwrap_or_else(|| text(500, "the script has no more replies"))
-        })
-        .await
-    }
-
-    fn requests(&self) -> Vec<Received> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn count(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-
-    /// The gaps between consecutive request arrivals.
-    fn gaps(&self) -> Vec<Duration> {
-        self.requests()
-            .windows(2)
-            .map(|w| w[1].at - w[0].at)
-            .collect()
-    }
-}
-
-async fn serve_connection(conn: TcpStream, handler: Arc<Handler>, log: Arc<Mutex<Vec<Received>>>) {
-    let mut conn = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_string();
-        let target = parts.next().unwrap_or_default().to_string();
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if conn.read_line(&mut h).await.unwrap_or(0) == 0 {
-                return;
-            }
-            if h == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if conn.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-        let form_text = if method == "GET" {
-            query.to_string()
-        } else {
-            String::from_utf8(body).unwrap()
-        };
-        let req = Received {
-            method,
-            path: path.to_string(),
-            form: decode_form(&form_text),
-            at: Instant::now(),
-        };
-        let index = {
-            let mut log = log.lock().unwrap();
-            log.push(req.clone());
-            log.len() - 1
-        };
-        let bytes = match handler(index, &req) {
-            Reply::Full {
-                status,
-                headers,
-                body,
-            } => {
-                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
-                for (k, v) in headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let mut out = head.into_bytes();
-                out.extend_from_slice(&body);
-                out
-            }
-            Reply::Chunked { status, pieces } => {
-                let mut out = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-                )
-                .into_bytes();
-                for p in pieces {
-                    out.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
-                    out.extend_from_slice(&p);
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b"0\r\n\r\n");
-                out
-            }
-        };
-        if conn.get_mut().write_all(&bytes).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// `application/x-www-form-urlencoded` to pairs.
-fn decode_form(s: &str) -> Vec<(String, String)> {
-    let decode = |t: &str| {
-        let b = t.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' => {
-                    out.push(u8::from_str_radix(&t[i + 1..i + 3], 16).unwrap());
-                    i += 2;
-                }
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8(out).unwrap()
-    };
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
 
 fn client(url: &str, f: impl FnOnce(&mut PrometheusConfig)) -> PromClient {
     let mut cfg = PrometheusConfig::new(PromUrl::parse(url).unwrap());
@@ -282,7 +42,7 @@ fn assert_waited_at_least(gap: Duration, wait_ms: u64) {
 
 /// Whether the collector stops the whole run on this error (its live rule).
 fn stops_the_run(e: &PromError) -> bool {
-    is_fatal(&Error::Prometheus(e.clone()))
+    Error::Prometheus(e.clone()).is_fatal()
 }
 
 // --- what is sent ------------------------------------------------------------------------------

@@ -11,18 +11,18 @@
 //! against a value computed here.
 
 use chrono::NaiveDate;
-use promduck_core::collect::{Cancel, Collector, PartitionOutcome, RunSummary, Status};
+use promduck_core::cancel::Cancel;
+use promduck_core::collect::{Collector, PartitionOutcome, RunSummary, Status};
 use promduck_core::config::{Config, StorageConfig};
 use promduck_core::fs::Fs;
 use promduck_core::reader::{read_partition, select_files, Column, PartitionFile, Selection};
 use promduck_core::storage::local::LocalStorage;
 use promduck_core::storage::Storage;
 use promduck_core::Error;
+use promduck_test_support as support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
 
 // --- the stub Prometheus -------------------------------------------------------------------
 
@@ -45,26 +45,35 @@ enum Reply {
     Error(u16, &'static str, &'static str),
 }
 
-type Handler = dyn Fn(&Query) -> Reply + Send + Sync;
-
+/// The stub Prometheus: the shared fake server (promduck-test-support) answering
+/// instant queries, with a log of the queries it understood.
 struct Stub {
     url: String,
     log: Arc<Mutex<Vec<Query>>>,
+    _server: support::Stub,
 }
 
 impl Stub {
     async fn start(handler: impl Fn(&Query) -> Reply + Send + Sync + 'static) -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let log: Arc<Mutex<Vec<Query>>> = Arc::default();
-        let handler: Arc<Handler> = Arc::new(handler);
         let l = log.clone();
-        tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(serve(conn, handler.clone(), l.clone()));
-            }
-        });
-        Stub { url, log }
+        let server = support::Stub::start(move |_, req| {
+            assert_eq!(
+                (req.method.as_str(), req.path.as_str()),
+                ("POST", "/api/v1/query"),
+                "{}",
+                req.head
+            );
+            let query = parse_query(req.field("query"));
+            l.lock().unwrap().push(query.clone());
+            answer(handler(&query), req.field("time"))
+        })
+        .await;
+        Stub {
+            url: server.url.clone(),
+            log,
+            _server: server,
+        }
     }
 
     /// The queries received so far, sorted (their order depends on scheduling).
@@ -98,107 +107,36 @@ fn parse_query(q: &str) -> Query {
     }
 }
 
-async fn serve(conn: TcpStream, handler: Arc<Handler>, log: Arc<Mutex<Vec<Query>>>) {
-    let mut conn = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if conn.read_line(&mut h).await.unwrap_or(0) == 0 {
-                return;
-            }
-            if h == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if conn.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        assert!(line.starts_with("POST /api/v1/query "), "{line}");
-        let form = decode_form(&String::from_utf8(body).unwrap());
-        let field = |n: &str| form.iter().find(|(k, _)| k == n).unwrap().1.clone();
-        let query = parse_query(&field("query"));
-        log.lock().unwrap().push(query.clone());
-        let (status, content_type, body) = match handler(&query) {
-            Reply::Series(series) => {
-                let time = field("time");
-                let result: Vec<String> = series
-                    .iter()
-                    .map(|(labels, v)| {
-                        let labels: Vec<String> = labels
-                            .iter()
-                            .map(|(k, v)| format!("\"{k}\":\"{v}\""))
-                            .collect();
-                        format!(
-                            r#"{{"metric":{{{}}},"value":[{time},"{v}"]}}"#,
-                            labels.join(",")
-                        )
-                    })
-                    .collect();
-                (
-                    200,
-                    "application/json",
+/// The HTTP answer to one query evaluated at `time`.
+fn answer(reply: Reply, time: &str) -> support::Reply {
+    match reply {
+        Reply::Series(series) => {
+            let result: Vec<String> = series
+                .iter()
+                .map(|(labels, v)| {
+                    let labels: Vec<String> = labels
+                        .iter()
+                        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
+                        .collect();
                     format!(
-                        r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
-                        result.join(",")
-                    ),
-                )
-            }
-            Reply::Error(status, kind, message) if status == 401 => {
-                let _ = kind;
-                (status, "text/plain", message.to_string())
-            }
-            Reply::Error(status, kind, message) => (
-                status,
-                "application/json",
-                format!(r#"{{"status":"error","errorType":"{kind}","error":"{message}"}}"#),
-            ),
-        };
-        let out = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if conn.get_mut().write_all(out.as_bytes()).await.is_err() {
-            return;
+                        r#"{{"metric":{{{}}},"value":[{time},"{v}"]}}"#,
+                        labels.join(",")
+                    )
+                })
+                .collect();
+            support::json(
+                200,
+                format!(
+                    r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+                    result.join(",")
+                ),
+            )
+        }
+        Reply::Error(401, _, message) => support::text(401, message),
+        Reply::Error(status, kind, message) => {
+            support::json(status, support::api_error(kind, message))
         }
     }
-}
-
-fn decode_form(s: &str) -> Vec<(String, String)> {
-    let decode = |t: &str| {
-        let b = t.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' => {
-                    out.push(u8::from_str_radix(&t[i + 1..i + 3], 16).unwrap());
-                    i += 2;
-                }
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8(out).unwrap()
-    };
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
 }
 
 // --- the data ------------------------------------------------------------------------------
@@ -764,20 +702,8 @@ impl Storage for FailingSync {
     fn check_writable(&self) -> promduck_core::Result<()> {
         self.inner.check_writable()
     }
-    fn months_with_daily_files(&self, before: NaiveDate) -> promduck_core::Result<Vec<NaiveDate>> {
-        self.inner.months_with_daily_files(before)
-    }
-    fn is_compacted(&self, day: NaiveDate) -> promduck_core::Result<bool> {
-        self.inner.is_compacted(day)
-    }
-    fn compact(
-        &self,
-        months: &[NaiveDate],
-        cfg: &StorageConfig,
-        opts: &promduck_core::compact::CompactOptions,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Vec<promduck_core::compact::MonthOutcome> {
-        self.inner.compact(months, cfg, opts, cancelled)
+    fn backend(&self) -> promduck_core::storage::Backend<'_> {
+        self.inner.backend()
     }
 }
 

@@ -471,12 +471,10 @@ fn bind_checked(
             "declaring a column",
         )?;
     }
-    promduck_core::storage::Location::parse(&resolved.data_dir)
+    let location = promduck_core::storage::Location::parse(&resolved.data_dir)
         .map_err(|e| err(format!("prom_metrics: data_dir: {e}")))?;
     check_external_access(context)?;
-    if let promduck_core::storage::Location::Local(_) =
-        promduck_core::storage::Location::parse(&resolved.data_dir).map_err(err)?
-    {
+    if let promduck_core::storage::Location::Local(_) = location {
         check_local_file_system(context, &resolved.data_dir)?;
     }
     let s3 = s3_config(

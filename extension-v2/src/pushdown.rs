@@ -255,7 +255,9 @@ mod tests {
             (p.from, p.to),
             (Some(d("2024-03-02")), Some(d("2024-03-10")))
         );
-        assert!(p.constrain(&Expr::Between(
+        // A BETWEEN prunes to its inclusive span but is never accepted (DuckDB keeps its
+        // FILTER): C API v2 does not say whether its bounds are inclusive.
+        assert!(!p.constrain(&Expr::Between(
             col(Column::Date),
             date("2024-03-05"),
             date("2024-03-20")

@@ -11,6 +11,8 @@ use crate::params::{err, named, named_string, BoxError};
 use crate::vectors::{varchar, write_strings, write_values};
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
+use promduck_core::cancel::Cancel;
+use promduck_core::compact::Compact;
 use promduck_core::compact::{
     check_closed, current_month, parse_month, CompactOptions, MonthOutcome,
 };
@@ -124,7 +126,7 @@ fn compact(bind: &CompactBind) -> Result<Vec<MonthOutcome>, BoxError> {
             .months_with_daily_files(current_month(crate::params::now()?, bind.config.timezone))
             .map_err(|e| err(crate::sandbox::core_error("prom_compact", "read", &e)))?,
     };
-    Ok(archive.compact(&months, &bind.config.storage, &bind.opts, &|| false))
+    Ok(archive.compact(&months, &bind.config.storage, &bind.opts, &Cancel::new()))
 }
 
 /// Outcomes into the output chunk, one row each.

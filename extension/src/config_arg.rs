@@ -22,7 +22,7 @@ pub fn load(bind: &BindInfo, policy: &Policy, who: &str) -> Result<Config, BoxEr
     let config = Config::load_guarded(Path::new(&path), &|p| policy.check_path(who, "read", p))
         .map_err(|e| err(crate::sandbox::redact_config_error(&e)))?;
     let out = config.storage.output_dir.to_string_lossy().into_owned();
-    match Location::parse(&out).map_err(err)? {
+    match Location::parse(&out).map_err(|e| err(e.to_string()))? {
         Location::Local(dir) => policy.check_dir(who, "write", &dir).map_err(err)?,
         Location::S3 { .. } => policy.check_url(who, &out).map_err(err)?,
     }

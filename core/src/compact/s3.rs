@@ -34,6 +34,7 @@ use super::{
     key_columns, month_keys_from, plan_keys, write_partitions, BatchIter, Batched, CompactOptions,
     DailySource, MonthCursor, MonthOutcome, MonthStatus,
 };
+use crate::cancel::Cancel;
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
 use crate::layout::{month_dir_name, month_end, month_of};
@@ -47,7 +48,7 @@ use object_store::path::Path as ObjectPath;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// The months before `before` that have daily objects (a day prefix at the
 /// archive's top level), oldest first.
@@ -76,6 +77,42 @@ struct Taken {
     e_tag: Option<String>,
 }
 
+/// A bucket's side of compaction: everything under the archive's one lock.
+struct BucketMonths<'a> {
+    st: &'a ObjectStorage,
+    lock: &'a CompactionLock,
+}
+
+impl super::MonthCompactor for BucketMonths<'_> {
+    type Taken = Taken;
+
+    fn write_month(
+        &self,
+        first: NaiveDate,
+        storage: &StorageConfig,
+        opts: &CompactOptions,
+        out: &mut MonthOutcome,
+    ) -> Result<Vec<Taken>> {
+        write_month(self.st, first, storage, opts, self.lock, out)
+    }
+
+    fn removal_refused(&self) -> Option<String> {
+        self.lock.lost().then(|| {
+            "the month file is complete, but another compactor took the lock over: \
+             its daily files are left to it"
+                .to_string()
+        })
+    }
+
+    fn remove(&self, first: NaiveDate, taken: &[Taken]) -> Result<usize> {
+        let started = Instant::now();
+        let removed = remove_taken(self.st, taken);
+        let n = removed.as_ref().map_or(0, |n| *n);
+        tracing::debug!(month = %month_dir_name(first), removed = n, seconds = started.elapsed().as_secs_f64(), "daily objects removed");
+        removed
+    }
+}
+
 /// Compacts `months` of the archive in `st` (see the module docs): the lock, then
 /// every month object, then one wait of `remove_daily_after`, then the deletions.
 pub(crate) fn compact_months(
@@ -83,7 +120,7 @@ pub(crate) fn compact_months(
     months: &[NaiveDate],
     storage: &StorageConfig,
     opts: &CompactOptions,
-    cancelled: &dyn Fn() -> bool,
+    cancel: &Cancel,
 ) -> Vec<MonthOutcome> {
     let mut outcomes: Vec<MonthOutcome> = months
         .iter()
@@ -95,11 +132,11 @@ pub(crate) fn compact_months(
     if months.is_empty() {
         return outcomes;
     }
-    let lock = match st.lock_compaction(cancelled) {
+    let lock = match st.lock_compaction(cancel) {
         Ok(l) => l,
         Err(e) => {
             for out in &mut outcomes {
-                if cancelled() {
+                if cancel.is_cancelled() {
                     out.status = MonthStatus::Cancelled;
                 } else {
                     out.status = MonthStatus::Failed;
@@ -109,64 +146,13 @@ pub(crate) fn compact_months(
             return outcomes;
         }
     };
-    let mut pending: Vec<(usize, Vec<Taken>)> = Vec::new();
-    let mut visible_since: Option<SystemTime> = None;
-    for (i, out) in outcomes.iter_mut().enumerate() {
-        if cancelled() {
-            out.status = MonthStatus::Cancelled;
-            continue;
-        }
-        let started = Instant::now();
-        match write_month(st, out.month, storage, opts, &lock, out) {
-            Ok(taken) => {
-                if !taken.is_empty() {
-                    out.status = MonthStatus::Written;
-                    visible_since = Some(SystemTime::now());
-                    pending.push((i, taken));
-                }
-            }
-            Err(e) => {
-                out.status = MonthStatus::Failed;
-                out.error = Some(e.to_string());
-            }
-        }
-        out.seconds = started.elapsed().as_secs_f64();
-    }
-    let mut waited = 0.0;
-    if let Some(since) = visible_since {
-        match super::wait_before_removal(since, opts, cancelled) {
-            Some(w) => waited = w,
-            None => return outcomes,
-        }
-    }
-    for (i, taken) in pending {
-        let started = Instant::now();
-        let out = &mut outcomes[i];
-        out.seconds += waited;
-        if lock.lost() {
-            out.status = MonthStatus::Failed;
-            out.error = Some(
-                "the month file is complete, but another compactor took the lock over: \
-                 its daily files are left to it"
-                    .into(),
-            );
-            continue;
-        }
-        match remove_taken(st, &taken) {
-            Ok(n) => {
-                out.removed = n;
-                out.status = MonthStatus::Compacted;
-            }
-            Err(e) => {
-                out.status = MonthStatus::Failed;
-                out.error = Some(format!(
-                    "the month file is complete, but removing its daily files failed: {e}"
-                ));
-            }
-        }
-        tracing::debug!(month = %month_dir_name(out.month), removed = out.removed, seconds = started.elapsed().as_secs_f64(), "daily objects removed");
-        out.seconds += started.elapsed().as_secs_f64();
-    }
+    let outcomes = super::drive(
+        &BucketMonths { st, lock: &lock },
+        outcomes,
+        storage,
+        opts,
+        cancel,
+    );
     drop(lock);
     outcomes
 }
@@ -429,10 +415,11 @@ fn remove_taken(st: &ObjectStorage, taken: &[Taken]) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compact::Compact;
     use crate::config::Compression;
-    use crate::prometheus::Series;
     use crate::reader::{Column, ReadSpec, Selection};
     use crate::schema::PartitionBuilder;
+    use crate::series::Series;
     use crate::storage::Storage;
     use object_store::memory::InMemory;
     use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -537,7 +524,7 @@ mod tests {
             vec![d("2024-02-01")]
         );
         assert!(!st.is_compacted(d("2024-02-10")).unwrap());
-        let out = st.compact(&[d("2024-02-01")], &cfg(), &opts(), &|| false);
+        let out = st.compact(&[d("2024-02-01")], &cfg(), &opts(), &Cancel::new());
         let o = &out[0];
         assert_eq!(
             (o.status, o.daily_files, o.removed, o.partitions, o.rows),
@@ -562,7 +549,7 @@ mod tests {
             ]
         );
         // Byte for byte the file compaction writes on disk from the same partitions.
-        let on_disk = local.compact(&[d("2024-02-01")], &cfg(), &opts(), &|| false);
+        let on_disk = local.compact(&[d("2024-02-01")], &cfg(), &opts(), &Cancel::new());
         assert_eq!(on_disk[0].rows, 900);
         let disk_bytes = std::fs::read(dir.join("2024-02/2024-02.parquet")).unwrap();
         let m = mem.clone();
@@ -582,7 +569,7 @@ mod tests {
         assert_eq!(parts.len(), 9);
         assert_eq!(parts[0], (d("2024-02-01"), "a/x".to_string()));
         // Nothing new: unchanged, described from the object's footer.
-        let again = st.compact(&[d("2024-02-01")], &cfg(), &opts(), &|| false);
+        let again = st.compact(&[d("2024-02-01")], &cfg(), &opts(), &Cancel::new());
         assert_eq!(
             (again[0].status, again[0].rows, again[0].row_groups),
             (MonthStatus::Unchanged, 900, 1)
@@ -598,7 +585,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(total(&st), (rows0, sum0), "the month object still wins");
-        let o = st.compact(&[d("2024-02-01")], &cfg(), &opts(), &|| false);
+        let o = st.compact(&[d("2024-02-01")], &cfg(), &opts(), &Cancel::new());
         assert_eq!(
             (o[0].status, o[0].daily_files, o[0].removed),
             (MonthStatus::Compacted, 1, 1)
@@ -642,21 +629,25 @@ mod tests {
     fn the_lock_is_waited_for_taken_over_when_stale_and_removed() {
         let mem = Arc::new(InMemory::new());
         let st = ObjectStorage::with_store(mem.clone(), "b", "p");
-        let lock = st.lock_compaction(&|| false).unwrap();
+        let lock = st.lock_compaction(&Cancel::new()).unwrap();
         assert_eq!(keys(&mem), ["p/.promduck-compact.lock"]);
-        // Held by a live process (this one): a second compactor waits (here: gives up).
-        let asked = std::sync::atomic::AtomicUsize::new(0);
+        // Held by a live process (this one): a second compactor waits, until cancelled.
+        let cancel = Cancel::new();
         let started = Instant::now();
-        let e = st
-            .lock_compaction(&|| asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2)
-            .err()
-            .unwrap();
+        let canceller = std::thread::spawn({
+            let cancel = cancel.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(1000));
+                cancel.cancel();
+            }
+        });
+        let e = st.lock_compaction(&cancel).err().unwrap();
+        canceller.join().unwrap();
         assert!(
             e.to_string().contains("waiting for the compaction lock"),
             "{e}"
         );
-        // Asked three times, with a 500 ms wait after each of the first two (never shorter).
-        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // It waited for the cancel (never took the live holder's lock meanwhile).
         assert!(started.elapsed() >= Duration::from_millis(1000));
         drop(lock);
         assert!(keys(&mem).is_empty(), "released");
@@ -676,15 +667,10 @@ mod tests {
             .await
             .unwrap()
         });
-        // At once: without a single wait, where `cancelled` is asked.
-        let asked = std::sync::atomic::AtomicUsize::new(0);
-        let lock = st
-            .lock_compaction(&|| {
-                asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                false
-            })
-            .unwrap();
-        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // At once: without a single wait (a wait would end at once, cancelled).
+        let cancelled = Cancel::new();
+        cancelled.cancel();
+        let lock = st.lock_compaction(&cancelled).unwrap();
         assert!(!lock.lost());
         drop(lock);
         assert!(keys(&mem).is_empty());

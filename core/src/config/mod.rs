@@ -26,7 +26,7 @@ mod validate;
 pub use error::ConfigError;
 pub use raw::{QueryTemplate, TimeZone};
 pub use secret::Secret;
-pub use size::{format_byte_size, parse_byte_size};
+pub use size::{format_byte_size, parse_byte_size, SizeError};
 pub use url::PromUrl;
 
 use error::Locator;
@@ -77,19 +77,22 @@ pub enum Compression {
 }
 
 impl Compression {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, UnknownCompression> {
         match s.to_ascii_lowercase().as_str() {
             "snappy" => Ok(Compression::Snappy),
             "gzip" => Ok(Compression::Gzip),
             "lz4" => Ok(Compression::Lz4),
             "zstd" => Ok(Compression::Zstd),
             "none" | "uncompressed" => Ok(Compression::None),
-            _ => Err(format!(
-                "unknown compression `{s}`, expected one of snappy, gzip, lz4, zstd, none"
-            )),
+            _ => Err(UnknownCompression(s.to_string())),
         }
     }
 }
+
+/// A compression name Parquet does not know here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown compression `{0}`, expected one of snappy, gzip, lz4, zstd, none")]
+pub struct UnknownCompression(pub String);
 
 /// How to reach Prometheus. Built from the config file, or directly by the
 /// extension's live-PromQL functions.

@@ -16,19 +16,20 @@ use std::path::PathBuf;
 /// Deserializes a string through `parse` inside the visitor, so that a rejected
 /// value is reported at its own line (an error raised after `String::deserialize`
 /// returns would point at the enclosing mapping instead).
-fn parse_str<'de, D, T>(
+fn parse_str<'de, D, T, P>(
     d: D,
     expecting: &'static str,
-    parse: fn(&str) -> Result<T, String>,
+    parse: fn(&str) -> Result<T, P>,
 ) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
+    P: fmt::Display,
 {
-    struct V<T> {
+    struct V<T, P> {
         expecting: &'static str,
-        parse: fn(&str) -> Result<T, String>,
+        parse: fn(&str) -> Result<T, P>,
     }
-    impl<T> serde::de::Visitor<'_> for V<T> {
+    impl<T, P: fmt::Display> serde::de::Visitor<'_> for V<T, P> {
         type Value = T;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str(self.expecting)
@@ -87,7 +88,7 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<GoDuratio
 fn nonempty_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     parse_str(d, "a non-empty string", |s| {
         if s.trim().is_empty() {
-            Err("must not be empty".into())
+            Err("must not be empty")
         } else {
             Ok(s.to_string())
         }

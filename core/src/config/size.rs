@@ -5,11 +5,9 @@
 /// `TiB`: powers of 1024; `K`, `M`, `G`, `T` alone are decimal). Units are
 /// case-insensitive, a space before the unit is allowed, fractions must come to
 /// whole bytes (`1.5KiB` is 1536). Zero is rejected.
-pub fn parse_byte_size(input: &str) -> Result<u64, String> {
+pub fn parse_byte_size(input: &str) -> Result<u64, SizeError> {
     let s = input.trim();
-    let bad = || {
-        format!("invalid size `{input}`; expected a number of bytes or a number with a unit such as 256MiB or 1GB")
-    };
+    let bad = || SizeError::Invalid(input.to_string());
     let num_len = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
@@ -44,16 +42,30 @@ pub fn parse_byte_size(input: &str) -> Result<u64, String> {
     let scale = 10u128.pow(frac.len() as u32);
     let frac_bytes = frac_num * mult;
     if !frac_bytes.is_multiple_of(scale) {
-        return Err(format!("size `{input}` is not a whole number of bytes"));
+        return Err(SizeError::NotWholeBytes(input.to_string()));
     }
     let total = int
         .checked_mul(mult)
         .and_then(|v| v.checked_add(frac_bytes / scale))
-        .ok_or_else(|| format!("size `{input}` is too large"))?;
+        .ok_or_else(|| SizeError::TooLarge(input.to_string()))?;
     if total == 0 {
-        return Err(format!("size `{input}` must be greater than zero"));
+        return Err(SizeError::Zero(input.to_string()));
     }
-    u64::try_from(total).map_err(|_| format!("size `{input}` is too large"))
+    u64::try_from(total).map_err(|_| SizeError::TooLarge(input.to_string()))
+}
+
+/// Why a text is not a size (each message quotes it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SizeError {
+    #[error("invalid size `{0}`; expected a number of bytes or a number with a unit such as 256MiB or 1GB")]
+    Invalid(String),
+    #[error("size `{0}` is not a whole number of bytes")]
+    NotWholeBytes(String),
+    #[error("size `{0}` is too large")]
+    TooLarge(String),
+    #[error("size `{0}` must be greater than zero")]
+    Zero(String),
 }
 
 /// A size for messages: `268435456 bytes (256MiB)`, or `1000 bytes`.
@@ -100,15 +112,17 @@ mod tests {
             assert!(parse_byte_size(bad).is_err(), "{bad:?} was accepted");
         }
         assert_eq!(
-            parse_byte_size("1.5").unwrap_err(),
+            parse_byte_size("1.5").unwrap_err().to_string(),
             "size `1.5` is not a whole number of bytes"
         );
         assert_eq!(
-            parse_byte_size("0").unwrap_err(),
+            parse_byte_size("0").unwrap_err().to_string(),
             "size `0` must be greater than zero"
         );
         assert_eq!(
-            parse_byte_size("99999999999999999999TiB").unwrap_err(),
+            parse_byte_size("99999999999999999999TiB")
+                .unwrap_err()
+                .to_string(),
             "size `99999999999999999999TiB` is too large"
         );
         assert_eq!(format_byte_size(256 << 20), "268435456 bytes (256MiB)");

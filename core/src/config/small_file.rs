@@ -20,28 +20,22 @@ pub const TLS_LIMIT: u64 = 4 << 20;
 
 /// The bytes of the regular file `path`, at most `limit` of them; `Err` says why not
 /// (without the path: callers name the file and the key that named it).
-pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, SmallFileError> {
     // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
+        .open(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(format!(
-            "not a regular file (a {})",
-            kind(&meta.file_type())
-        ));
+        return Err(SmallFileError::NotRegular(kind(&meta.file_type())));
     }
     if meta.len() > limit {
         return Err(too_large(meta.len(), limit));
     }
     let mut out = Vec::with_capacity(meta.len() as usize);
     // `take`: a file that grows while it is read still stops at the limit.
-    file.take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
+    file.take(limit + 1).read_to_end(&mut out)?;
     if out.len() as u64 > limit {
         return Err(too_large(out.len() as u64, limit));
     }
@@ -49,12 +43,27 @@ pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
 }
 
 /// [`read`] as UTF-8 text.
-pub fn read_text(path: &Path, limit: u64) -> Result<String, String> {
-    String::from_utf8(read(path, limit)?).map_err(|_| "not UTF-8 text".to_string())
+pub fn read_text(path: &Path, limit: u64) -> Result<String, SmallFileError> {
+    String::from_utf8(read(path, limit)?).map_err(|_| SmallFileError::NotUtf8)
 }
 
-fn too_large(len: u64, limit: u64) -> String {
-    format!("{len} bytes or more, larger than the limit of {limit} bytes for this file")
+fn too_large(len: u64, limit: u64) -> SmallFileError {
+    SmallFileError::TooLarge { len, limit }
+}
+
+/// Why a small file was not read; no message names the file (callers name it and
+/// the key that named it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SmallFileError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file (a {0})")]
+    NotRegular(&'static str),
+    #[error("{len} bytes or more, larger than the limit of {limit} bytes for this file")]
+    TooLarge { len: u64, limit: u64 },
+    #[error("not UTF-8 text")]
+    NotUtf8,
 }
 
 fn kind(t: &std::fs::FileType) -> &'static str {
@@ -80,11 +89,11 @@ mod tests {
 
     #[test]
     fn special_files_are_refused_and_sizes_limited() {
-        let e = read(Path::new("/dev/zero"), 10).unwrap_err();
+        let e = read(Path::new("/dev/zero"), 10).unwrap_err().to_string();
         assert_eq!(e, "not a regular file (a character device)");
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
-            read(dir.path(), 10).unwrap_err(),
+            read(dir.path(), 10).unwrap_err().to_string(),
             "not a regular file (a directory)"
         );
         let fifo = dir.path().join("fifo");
@@ -94,18 +103,22 @@ mod tests {
             .unwrap();
         assert!(made.success());
         // Returns at once (no writer needed), refused.
-        assert_eq!(read(&fifo, 10).unwrap_err(), "not a regular file (a FIFO)");
+        assert_eq!(
+            read(&fifo, 10).unwrap_err().to_string(),
+            "not a regular file (a FIFO)"
+        );
         let f = dir.path().join("f");
         std::fs::write(&f, b"0123456789").unwrap();
         assert_eq!(read(&f, 10).unwrap(), b"0123456789");
         assert_eq!(
-            read(&f, 9).unwrap_err(),
+            read(&f, 9).unwrap_err().to_string(),
             "10 bytes or more, larger than the limit of 9 bytes for this file"
         );
         assert!(read(&dir.path().join("missing"), 10)
             .unwrap_err()
+            .to_string()
             .contains("No such file"));
         std::fs::write(&f, [0xff, 0xfe]).unwrap();
-        assert_eq!(read_text(&f, 10).unwrap_err(), "not UTF-8 text");
+        assert_eq!(read_text(&f, 10).unwrap_err().to_string(), "not UTF-8 text");
     }
 }

@@ -12,23 +12,35 @@ pub struct PromUrl {
     pub password: Option<Secret>,
 }
 
+/// Why a text is not a Prometheus URL. No message quotes the text: it may carry a
+/// password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// The URL parser's reason (it never quotes the input).
+    #[error("invalid URL ({0}); expected something like http://prometheus:9090")]
+    Invalid(String),
+    #[error("URL scheme `{0}` is not supported, use http or https")]
+    Scheme(String),
+    #[error("URL has no host")]
+    NoHost,
+    #[error("URL must not have a query string or fragment")]
+    QueryOrFragment,
+}
+
 impl PromUrl {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let mut url = reqwest::Url::parse(s.trim()).map_err(|e| {
-            // Never echo the input: it may carry a password.
-            format!("invalid URL ({e}); expected something like http://prometheus:9090")
-        })?;
+    pub fn parse(s: &str) -> Result<Self, UrlError> {
+        // Never echo the input: it may carry a password.
+        let mut url =
+            reqwest::Url::parse(s.trim()).map_err(|e| UrlError::Invalid(e.to_string()))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(format!(
-                "URL scheme `{}` is not supported, use http or https",
-                url.scheme()
-            ));
+            return Err(UrlError::Scheme(url.scheme().to_string()));
         }
         if url.host_str().is_none_or(|h| h.is_empty()) {
-            return Err("URL has no host".into());
+            return Err(UrlError::NoHost);
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err("URL must not have a query string or fragment".into());
+            return Err(UrlError::QueryOrFragment);
         }
         // The URL keeps its user information percent-encoded.
         let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
@@ -80,7 +92,7 @@ mod tests {
             ("http://h/#f", "fragment"),
             ("s3cret", "invalid URL"),
         ] {
-            let e = PromUrl::parse(bad).unwrap_err();
+            let e = PromUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(needle) && !e.contains("s3cret"), "{bad}: {e}");
         }
     }

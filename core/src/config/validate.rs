@@ -353,9 +353,9 @@ fn storage(
     // `file:///x` is the folder `/x`; an `s3://` URL stays as written.
     let output_dir = match raw.output_dir.take() {
         None => None,
-        Some(dir) => match crate::storage::Location::parse(&dir.to_string_lossy()) {
-            Ok(crate::storage::Location::Local(path)) => Some(path),
-            Ok(crate::storage::Location::S3 { .. }) => Some(dir),
+        Some(dir) => match crate::layout::Location::parse(&dir.to_string_lossy()) {
+            Ok(crate::layout::Location::Local(path)) => Some(path),
+            Ok(crate::layout::Location::S3 { .. }) => Some(dir),
             Err(e) => {
                 return Err(KeyError::new(
                     "outputDir",

@@ -42,6 +42,11 @@ impl LocalStorage {
     pub fn fs(&self) -> &Fs {
         &self.fs
     }
+
+    /// The archive's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
 }
 
 impl Storage for LocalStorage {
@@ -121,21 +126,7 @@ impl Storage for LocalStorage {
         writer::check_writable(&self.fs, &self.root)
     }
 
-    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>> {
-        crate::compact::months_with_daily_files(&self.fs, &self.root, before)
-    }
-
-    fn is_compacted(&self, day: NaiveDate) -> Result<bool> {
-        Ok(crate::compact::is_compacted(&self.fs, &self.root, day))
-    }
-
-    fn compact(
-        &self,
-        months: &[NaiveDate],
-        cfg: &StorageConfig,
-        opts: &crate::compact::CompactOptions,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Vec<crate::compact::MonthOutcome> {
-        crate::compact::compact_months(&self.fs, &self.root, months, cfg, opts, cancelled)
+    fn backend(&self) -> super::Backend<'_> {
+        super::Backend::Local(self)
     }
 }

@@ -21,14 +21,21 @@ pub mod local;
 pub mod object;
 mod s3_http;
 
-use crate::compact::{CompactOptions, MonthOutcome};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
+pub use crate::layout::{Location, LocationError};
 use crate::reader::{PartitionFile, PartitionReader, ReadSpec, Selection};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Which backend an archive is: what a layer above storage matches on where a folder
+/// and a bucket need different code (compaction's locks and its month writer).
+pub enum Backend<'a> {
+    Local(&'a local::LocalStorage),
+    Object(&'a object::ObjectStorage),
+}
 
 /// An archive: list partitions, read one, write one atomically, delete.
 pub trait Storage: Send + Sync + std::fmt::Debug {
@@ -230,83 +237,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Whether partitions can be written, checked without leaving anything behind.
     fn check_writable(&self) -> Result<()>;
 
-    /// The months before `before` (a month's first day) that still have daily
-    /// partitions, oldest first: what `--compact` compacts (see `compact.rs`).
-    fn months_with_daily_files(&self, before: NaiveDate) -> Result<Vec<NaiveDate>>;
-
-    /// Whether `day`'s month is compacted (its month file exists): its (day,
-    /// proxy) partitions count as present.
-    fn is_compacted(&self, day: NaiveDate) -> Result<bool>;
-
-    /// Compacts `months` (each closed): every month file is made visible first,
-    /// then, `opts.remove_daily_after` later, the daily partitions it took in are
-    /// removed. Disk: a lock per month folder; a bucket: one compaction of the
-    /// archive at a time, under a lock object (see `compact/s3.rs`). `cancelled` is
-    /// asked between months and while waiting.
-    fn compact(
-        &self,
-        months: &[NaiveDate],
-        cfg: &StorageConfig,
-        opts: &CompactOptions,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Vec<MonthOutcome>;
-}
-
-/// Where an archive is, as `storage.outputDir` or `data_dir` name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A folder: a plain path or a `file://` URL.
-    Local(PathBuf),
-    /// `s3://bucket/prefix` (the prefix may be empty).
-    S3 { bucket: String, prefix: String },
-}
-
-impl Location {
-    /// Parses a plain path, `file:///abs/path` or `s3://bucket[/prefix]`; another
-    /// scheme is an error naming it.
-    pub fn parse(text: &str) -> std::result::Result<Location, String> {
-        if let Some(rest) = text.strip_prefix("s3://") {
-            let rest = rest.trim_end_matches('/');
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(format!("{text:?} names no bucket (s3://bucket/prefix)"));
-            }
-            let prefix = prefix.trim_matches('/');
-            if prefix
-                .split('/')
-                .any(|p| p == "." || p == ".." || (p.is_empty() && !prefix.is_empty()))
-            {
-                return Err(format!(
-                    "{text:?}: the prefix must not contain empty, `.` or `..` parts"
-                ));
-            }
-            return Ok(Location::S3 {
-                bucket: bucket.to_string(),
-                prefix: prefix.to_string(),
-            });
-        }
-        if let Some(rest) = text.strip_prefix("file://") {
-            let path = rest.strip_prefix("localhost").unwrap_or(rest);
-            if !path.starts_with('/') {
-                return Err(format!(
-                    "{text:?}: a file:// URL names an absolute path (file:///data/metrics)"
-                ));
-            }
-            return Ok(Location::Local(PathBuf::from(path)));
-        }
-        if let Some((scheme, _)) = text.split_once("://") {
-            if !scheme.is_empty()
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-            {
-                return Err(format!(
-                    "{text:?}: unsupported scheme {scheme}:// (use a path, file:// or s3://)"
-                ));
-            }
-        }
-        Ok(Location::Local(PathBuf::from(text)))
-    }
+    /// The backend behind this archive, for the layers above storage that work
+    /// differently on a folder and in a bucket (compaction: `compact.rs`).
+    fn backend(&self) -> Backend<'_>;
 }
 
 /// Opens the archive `location` names (`storage.s3` settings for an `s3://` one).
@@ -320,7 +253,7 @@ pub fn open_with(
     s3: &crate::config::S3Config,
     fs: &crate::fs::Fs,
 ) -> Result<Arc<dyn Storage>> {
-    match Location::parse(location).map_err(Error::Invalid)? {
+    match Location::parse(location).map_err(|e| Error::Invalid(e.to_string()))? {
         Location::Local(path) => Ok(Arc::new(local::LocalStorage::with_fs(path, fs.clone()))),
         Location::S3 { bucket, prefix } => {
             Ok(Arc::new(object::ObjectStorage::s3(&bucket, &prefix, s3)?))
@@ -336,55 +269,4 @@ pub fn for_config(cfg: &StorageConfig) -> Result<Arc<dyn Storage>> {
 /// [`for_config`], a folder's every file operation going through `fs`.
 pub fn for_config_with(cfg: &StorageConfig, fs: &crate::fs::Fs) -> Result<Arc<dyn Storage>> {
     open_with(&cfg.output_dir.to_string_lossy(), &cfg.s3, fs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locations() {
-        assert_eq!(
-            Location::parse("./data").unwrap(),
-            Location::Local("./data".into())
-        );
-        assert_eq!(
-            Location::parse("file:///srv/m").unwrap(),
-            Location::Local("/srv/m".into())
-        );
-        assert_eq!(
-            Location::parse("file://localhost/srv/m").unwrap(),
-            Location::Local("/srv/m".into())
-        );
-        assert_eq!(
-            Location::parse("s3://b").unwrap(),
-            Location::S3 {
-                bucket: "b".into(),
-                prefix: "".into()
-            }
-        );
-        assert_eq!(
-            Location::parse("s3://b/metrics/prod/").unwrap(),
-            Location::S3 {
-                bucket: "b".into(),
-                prefix: "metrics/prod".into()
-            }
-        );
-        for bad in [
-            "s3://",
-            "s3:///x",
-            "s3://b/a//c",
-            "s3://b/../c",
-            "file://rel",
-            "gs://b/x",
-        ] {
-            let e = Location::parse(bad).unwrap_err();
-            assert!(e.contains(bad), "{bad}: {e}");
-        }
-        // A colon in a folder name is still a folder.
-        assert_eq!(
-            Location::parse("data:2024").unwrap(),
-            Location::Local("data:2024".into())
-        );
-    }
 }

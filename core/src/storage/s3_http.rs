@@ -245,7 +245,7 @@ mod tests {
             .insert("x-amz-security-token", "t0k3n".parse().unwrap());
         match client.execute(req).await {
             Ok(r) => Ok(r.status().as_u16()),
-            Err(e) => Err(crate::prometheus::error_chain(&e)),
+            Err(e) => Err(crate::chain::error_chain(&e)),
         }
     }
 
