@@ -55,6 +55,11 @@ Actions (see ``ACTIONS``):
 ``delay``
     wait ``delay_seconds`` (default 0.2), then forward normally (for observing
     how many requests a client keeps in flight).
+``gate``
+    hold the request until the event ``gate=`` (a ``threading.Event``) is set
+    (``gate_seconds`` at most, default 300: only a hung test's guard), call
+    ``before(req)`` if given, then forward normally: a test acts at an exact
+    point of a client's run (e.g. replaces an object between two reads).
 ``s3_error``
     an S3-style XML error: ``status`` (default 503) with
     ``<Error><Code>SlowDown</Code><Message>...</Message>...</Error>``;
@@ -125,7 +130,7 @@ from typing import Callable, Optional
 ACTIONS = (
     "http_500", "http_502", "http_503", "http_429", "hang", "reset", "truncate", "malformed",
     "api_error", "wrong_type", "http_400", "http_422", "http_401", "empty", "delay", "endless", "trickle",
-    "echo_headers", "s3_error", "partial_body",
+    "echo_headers", "s3_error", "partial_body", "gate",
 )
 
 #: Hop-by-hop and framing headers that are not copied between client and upstream.
@@ -575,6 +580,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(req, status, body[: len(body) // 2])
         elif action == "delay":
             self.owner._stopping.wait(rule.options.get("delay_seconds", 0.2))
+            self._forward(req, strip_auth)
+        elif action == "gate":
+            gate = rule.options["gate"]
+            end = time.monotonic() + rule.options.get("gate_seconds", 300.0)
+            while not gate.is_set() and not self.owner._stopping.is_set() and time.monotonic() < end:
+                gate.wait(0.05)
+            if rule.options.get("before") is not None:
+                rule.options["before"](req)
             self._forward(req, strip_auth)
         elif action == "hang":
             self.owner._stopping.wait(rule.options.get("hang_seconds", 5.0))
