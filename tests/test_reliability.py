@@ -29,6 +29,7 @@ import pytest
 
 from faultproxy import FaultProxy
 from fixtures_data import day_start
+from test_compaction import encode_proxy
 from helpers import COLLECTOR, EXTENSION, LATENCY_Q, REPO_ROOT, read_rows, wait_until, write_config
 
 TRIALS = int(os.environ.get("PROMDUCK_CRASH_TRIALS", "50"))
@@ -78,7 +79,7 @@ def generated(history) -> dict:
                 samples = dict(history.gauge_samples[(proxy, env)])
                 rows += [(start_ms + m * 60_000, day, proxy, "latency_ms", labels,
                           samples[day_start(day) + m * 60]) for m in range(1, 1441)]
-            out[f"{day}/{proxy}.parquet"] = sorted(rows)
+            out[f"{day}/{encode_proxy(proxy)}.parquet"] = sorted(rows)
     return out
 
 
