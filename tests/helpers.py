@@ -101,6 +101,22 @@ def utc(*args) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
 
 
+def real_clock_env(base: dict | None = None) -> dict:
+    """``base`` (the environment) without libfaketime (its LD_PRELOAD entry and FAKETIME*
+    variables): for tools whose output another process checks by the real clock when the
+    suite runs under faketime (certificates Prometheus, a Go binary that libfaketime cannot
+    reach, validates with the real time)."""
+    env = dict(os.environ if base is None else base)
+    kept = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if "faketime" not in p]
+    if kept:
+        env["LD_PRELOAD"] = " ".join(kept)
+    else:
+        env.pop("LD_PRELOAD", None)
+    for k in [k for k in env if k.startswith("FAKETIME")]:
+        del env[k]
+    return env
+
+
 def now_env(now: datetime) -> dict:
     """The environment that fixes the product's "now" to ``now`` (an aware datetime)."""
     assert now.tzinfo is not None, "an aware datetime"

@@ -547,7 +547,7 @@ def test_sigkill_at_random_moments_during_compaction(pristine, tmp_path):
     readers = Readers(expected, wait)
     stats = {"trials": TRIALS, "seed": SEED, "clean_run_seconds": round(clean_s, 3), "remove_daily_after_s": wait,
              "killed_before_exit": 0, "left_month_file_and_daily_files": 0, "left_removal_files": 0,
-             "left_temp_files": 0, "killed_while_removing_daily_files": 0}
+             "left_temp_files": 0, "killed_while_removing_daily_files": 0, "reruns_equal_to_the_generator": 0}
     daily_counts = {m: sum(1 for _ in (seed_data / "data").glob(f"{m}-*/*.parquet")) for m in ("2024-01", "2024-02", "2024-03")}
     try:
         for trial in range(TRIALS):
@@ -595,6 +595,7 @@ def test_sigkill_at_random_moments_during_compaction(pristine, tmp_path):
             got = connect().execute("SELECT epoch_ms(timestamp), date, api_proxy, metric_name, map_entries(labels), value "
                                     "FROM prom_metrics(data_dir := ?)", [str(work / "data")]).fetchall()
             assert sorted((*r[:4], tuple(sorted((e["key"], e["value"]) for e in r[4])), r[5]) for r in got) == generated, trial
+            stats["reruns_equal_to_the_generator"] += 1
             shutil.rmtree(work)
     finally:
         readers.close()

@@ -100,3 +100,73 @@ def test_readme_memory_figure_is_the_benchmark_s():
     (n, bound), = stated("README.md", r"peaks (\d+) MiB above the host's own footprint \(the test's bound: (\d+) MiB")
     assert int(n) == round(above), above
     assert int(bound) << 20 == test_memory.RSS_MARGIN
+
+
+def _n(x) -> str:
+    return f"{x:,}"
+
+
+#: RELIABILITY.md's figures of each crash and reader suite, as sentences built from the record
+#: its test wrote (tests/output/<name>.json, kept as bench/reliability/<name>.json by the run
+#: the document cites): (record, [(column, template)]).
+RECORDS = {
+    "reliability-crash": [
+        "CI size, recorded in `bench/reliability/reliability-crash.json`: {trials} trials, seed {seed}; "
+        "{killed_before_exit} kills landed before the run ended, {trials_with_partial_dataset} left a partial data "
+        "set, {trials_with_temp_files} left temporary files",
+        "{corrupt_or_partial_files_seen} partial or corrupt files seen; {reruns_equal_to_the_generator} of {trials} "
+        "re-runs equal the generator's values exactly",
+    ],
+    "compaction-crash": [
+        "CI size, recorded in `bench/reliability/compaction-crash.json`: {trials} trials, seed {seed}; "
+        "{killed_before_exit} kills before the run ended: {left_temp_files} left temporary files, "
+        "{left_month_file_and_daily_files} a month file beside daily files, {killed_while_removing_daily_files} "
+        "landed while daily files were being removed ({left_removal_files} left a `.promduck-del` file); "
+        "{exact_reads} exact reads ({reads[prom_metrics]} `prom_metrics`, {reads[recipe]} recipe)",
+        "{wrong_reads} wrong or failed reads; {reruns_equal_to_the_generator} of {trials} re-runs completed to the "
+        "clean run's files and the generator's rows, no leftovers. The plain glob differed in "
+        "{plain_glob_reads_that_differed} of {reads[glob]} reads",
+    ],
+    "s3-compaction-crash": [
+        "CI size, recorded in `bench/reliability/s3-compaction-crash.json`: {kills} kills ({trials} archives), seed "
+        "{seed}, {killed_before_exit} before the run ended: {left_lock} left the lock object, "
+        "{left_unfinished_upload} an unfinished multipart upload, {left_month_object_and_daily_objects} a month "
+        "object beside daily objects, {killed_while_deleting_daily_objects} landed while daily objects were being "
+        "deleted; {exact_reads} exact reads ({reads[prom_metrics]} `prom_metrics`, {reads[prom_partitions]} "
+        "`prom_partitions`)",
+        "{wrong_reads} wrong or failed reads; every visible month object byte-identical to the clean run's (whose "
+        "rows are the generator's); {completing_runs_equal_to_the_generator} of {trials} completing runs left "
+        "exactly the clean run's two month objects and nothing else ({uploads_aborted_by_later_runs} unfinished "
+        "uploads aborted, no daily object, no lock)",
+    ],
+    "reliability-readers": [
+        "CI size, recorded in `bench/reliability/reliability-readers.json`: {exact_reads} reads "
+        "({reads[prom_metrics]} `prom_metrics`, {reads[read_parquet]} `read_parquet`) during {rewrite_runs} "
+        "complete rewrites",
+        "{read_errors} read errors, 0 partial results",
+    ],
+}
+
+
+class _Fmt(dict):
+    """A record's values for the templates: numbers with thousands separators."""
+
+    def __getitem__(self, k):
+        v = dict.__getitem__(self, k)
+        if k == "seed":
+            return v
+        return _Fmt(v) if isinstance(v, dict) else (_n(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+
+
+def record_sentences(name: str) -> list[str]:
+    rec = json.loads((REPO_ROOT / "bench" / "reliability" / f"{name}.json").read_text())
+    rec["exact_reads"] = sum(v for k, v in rec["reads"].items() if k != "glob") - rec.get("wrong_reads", 0)
+    values = _Fmt(rec)
+    return [t.format_map(values) for t in RECORDS[name]]
+
+
+@pytest.mark.parametrize("name", list(RECORDS))
+def test_reliability_figures_are_the_records(name):
+    text = re.sub(r"\s+", " ", DOCS["RELIABILITY.md"])
+    for sentence in record_sentences(name):
+        assert sentence in text, f"RELIABILITY.md does not say (from bench/reliability/{name}.json): {sentence}"

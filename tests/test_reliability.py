@@ -121,7 +121,7 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_file(setup, history):
     data = work / "data"
     stats = {"trials": TRIALS, "seed": SEED, "clean_run_seconds": round(clean_seconds, 3),
              "killed_before_exit": 0, "trials_with_partial_dataset": 0, "trials_with_temp_files": 0,
-             "corrupt_or_partial_files_seen": 0, "reruns_equal_to_clean": 0}
+             "corrupt_or_partial_files_seen": 0, "reruns_equal_to_the_generator": 0}
     for trial in range(TRIALS):
         # Half the trials rewrite an existing data set, half start from nothing.
         shutil.rmtree(data, ignore_errors=True)
@@ -151,7 +151,7 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_file(setup, history):
         assert r.returncode == 0, r.stderr
         assert snapshot(data) == clean, f"trial {trial}: re-run differs from the generator"
         assert temp_files(data) == [], f"trial {trial}: temporary files left after a complete run"
-        stats["reruns_equal_to_clean"] += 1
+        stats["reruns_equal_to_the_generator"] += 1
     OUTPUT.mkdir(parents=True, exist_ok=True)
     (OUTPUT / "reliability-crash.json").write_text(json.dumps(stats, indent=2))
     print("\ncrash safety:", json.dumps(stats))
