@@ -160,7 +160,8 @@ class _Fmt(dict):
 
 def record_sentences(name: str) -> list[str]:
     rec = json.loads((REPO_ROOT / "bench" / "reliability" / f"{name}.json").read_text())
-    rec["exact_reads"] = sum(v for k, v in rec["reads"].items() if k != "glob") - rec.get("wrong_reads", 0)
+    if "reads" in rec:
+        rec["exact_reads"] = sum(v for k, v in rec["reads"].items() if k != "glob") - rec.get("wrong_reads", 0)
     values = _Fmt(rec)
     return [t.format_map(values) for t in RECORDS[name]]
 

@@ -39,7 +39,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import COLLECTOR, EXTENSION, REPO_ROOT, day_end_ms, now_env, utc, wait_until, write_config
+from helpers import (COLLECTOR, EXTENSION, REPO_ROOT, day_end_ms, now_env, product_time, utc, wait_until,
+                     write_config)
 from s3fixture import MotoServer, child_env, s3_storage_config
 from test_compaction import ENVS, PROXIES, SCHEMA, TOTALS_RP, arrow_rows, encode_proxy, make_archive
 
@@ -326,7 +327,7 @@ def proc_start(pid: int) -> int:
 
 
 def lock_body(pid: int, start: int, *, host=None, expires_in=600):
-    now = int(time.time())
+    now = int(product_time())  # the collector compares the expiry with its own clock
     return json.dumps({"host": host or Path("/proc/sys/kernel/hostname").read_text().strip(),
                        "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
                        "pid": pid, "start": start, "token": "test", "acquired": now, "expires": now + expires_in})
@@ -366,7 +367,7 @@ def test_the_lock_object_live_holder_waited_for_dead_or_expired_taken_over(s3, b
     assert r.returncode == 0, r.stderr
     assert r.stderr.index("waiting for it") < r.stderr.index("took over a stale compaction lock"), r.stderr
     # Not before it expired (a lower bound only: the same machine's clock).
-    assert time.time() >= json.loads(body)["expires"]
+    assert product_time() >= json.loads(body)["expires"]
     assert 'month="2024-01" status="unchanged"' in r.stderr, r.stderr
     assert s3.stray(bucket) == []
     assert pm_totals(connect(), s3, f"s3://{bucket}/{P}") == expected
