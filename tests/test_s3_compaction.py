@@ -375,7 +375,7 @@ def test_the_lock_object_live_holder_waited_for_dead_or_expired_taken_over(s3, b
 
 def test_the_lock_heartbeat_and_a_holder_whose_lock_was_taken_over_stops(s3, bucket, tmp_path):
     """With a short lock lifetime (PROMDUCK_COMPACT_LOCK_TTL=3: a refresh every second), the
-    compactor held at its first part: the lock is refreshed (conditional PUTs with If-Match,
+    compactor held at its first daily object: the lock is refreshed (conditional PUTs with If-Match,
     the same token, a later expiry each time) while it works; another compactor then takes it
     over (a new body written in its place): the holder's next refresh finds it, logs it, and
     the month is not made visible (the upload aborted), no daily object deleted, the other
@@ -385,7 +385,10 @@ def test_the_lock_heartbeat_and_a_holder_whose_lock_was_taken_over_stops(s3, buc
     cfg = s3_config(tmp_path / "config.yaml", s3, bucket, P)
     lock = f"{P}/.promduck-compact.lock"
     gate = threading.Event()
-    s3.add_fault("gate", kind="UPLOAD_PART", key_contains=f"{P}/2024-01/", gate=gate)
+    # The first daily object read is held: the writer needs every one of them before it checks
+    # the lock and completes the upload (parts already sent go out in the background, so
+    # holding a part would not hold the writer).
+    s3.add_fault("gate", kind="GET", key_contains=f"{P}/2024-01-", gate=gate)
     err_file = tmp_path / "compact.err"
     with open(err_file, "w") as ef:
         p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--compact", "--month", "2024-01"],
@@ -402,7 +405,8 @@ def test_the_lock_heartbeat_and_a_holder_whose_lock_was_taken_over_stops(s3, buc
         assert [b["expires"] - b["acquired"] for b in bodies] == [3] * 4, bodies
         assert all(a["expires"] <= b["expires"] for a, b in zip(bodies, bodies[1:])), bodies
         assert bodies[-1]["expires"] > bodies[0]["expires"], bodies
-        assert s3.requests("UPLOAD_PART", bucket=bucket), "held at the first part"
+        assert [q.action for q in s3.requests("GET", bucket=bucket, key_contains=f"{P}/2024-01-")][:1] == ["gate"]
+        assert s3.counts(bucket=bucket)["COMPLETE_MULTIPART"] == 0
         # Another compactor takes the lock over (written directly, as after its expiry).
         other = lock_body(1, 1, host="elsewhere")
         s3.put(bucket, lock, other)
