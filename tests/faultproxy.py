@@ -56,6 +56,11 @@ Actions (see ``ACTIONS``):
     wait ``delay_seconds`` (default 0.2), or until the ``threading.Event`` given as
     ``until`` is set (a slow answer the test ends when it chooses), then forward
     normally (for observing how many requests a client keeps in flight).
+``gate``
+    hold the request until the event ``gate=`` (a ``threading.Event``) is set
+    (``gate_seconds`` at most, default 300: only a hung test's guard), call
+    ``before(req)`` if given, then forward normally: a test acts at an exact
+    point of a client's run (e.g. replaces an object between two reads).
 ``s3_error``
     an S3-style XML error: ``status`` (default 503) with
     ``<Error><Code>SlowDown</Code><Message>...</Message>...</Error>``;
@@ -126,7 +131,7 @@ from typing import Callable, Optional
 ACTIONS = (
     "http_500", "http_502", "http_503", "http_429", "hang", "reset", "truncate", "malformed",
     "api_error", "wrong_type", "http_400", "http_422", "http_401", "empty", "delay", "endless", "trickle",
-    "echo_headers", "s3_error", "partial_body",
+    "echo_headers", "s3_error", "partial_body", "gate",
 )
 
 #: Hop-by-hop and framing headers that are not copied between client and upstream.
@@ -581,6 +586,14 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 while not until.wait(0.05) and not self.owner._stopping.is_set():
                     pass
+            self._forward(req, strip_auth)
+        elif action == "gate":
+            gate = rule.options["gate"]
+            end = time.monotonic() + rule.options.get("gate_seconds", 300.0)
+            while not gate.is_set() and not self.owner._stopping.is_set() and time.monotonic() < end:
+                gate.wait(0.05)
+            if rule.options.get("before") is not None:
+                rule.options["before"](req)
             self._forward(req, strip_auth)
         elif action == "hang":
             self.owner._stopping.wait(rule.options.get("hang_seconds", 5.0))

@@ -19,6 +19,42 @@ COLLECTOR = BUILD / "promduck-collector"
 EXTENSION = BUILD / "promduck.duckdb_extension"
 DUCKDB_CLI = REPO_ROOT / ".venv" / "bin" / "duckdb"
 
+
+def _faked(binary: Path, offset: int) -> Path:
+    """``binary`` behind a script that runs it under libfaketime, its clock ``offset`` seconds
+    ahead of the real one: one advancing clock for every run of the suite. Only the product's
+    binaries: Python 3.11 under libfaketime hangs in every timed wait (a shifted monotonic clock) or fails every time.sleep with
+    EINVAL (FAKETIME_DONT_FAKE_MONOTONIC), and Prometheus (Go) ignores it. The test process
+    keeps the real clock, so a test that reads "today" itself instead of from PROMDUCK_NOW
+    disagrees with the product and fails."""
+    lib = os.environ.get("PROMDUCK_TEST_LIBFAKETIME", "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+    assert Path(lib).exists(), f"{lib}: apt-get install faketime"
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"promduck-faketime-{os.getpid()}"
+    folder.mkdir(exist_ok=True)
+    script = folder / binary.name
+    script.write_text(f'#!/bin/sh\nLD_PRELOAD="{lib}" FAKETIME="{offset:+d}" FAKETIME_DONT_FAKE_MONOTONIC=1 '
+                      f'exec "{binary}" "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+# PROMDUCK_TEST_FAKETIME="2026-12-08 23:59:00" (UTC): the collector and the DuckDB CLI run with
+# their clock started there (RELIABILITY.md, "Commands": the run started a minute before midnight).
+#: Seconds the product's clock is ahead of this process's (0 unless PROMDUCK_TEST_FAKETIME):
+#: what a test writes for the product to compare with its clock (a lock's expiry) uses it.
+PRODUCT_CLOCK_OFFSET = 0
+if os.environ.get("PROMDUCK_TEST_FAKETIME"):
+    PRODUCT_CLOCK_OFFSET = int(datetime.strptime(os.environ["PROMDUCK_TEST_FAKETIME"], "%Y-%m-%d %H:%M:%S")
+                               .replace(tzinfo=timezone.utc).timestamp() - time.time())
+    COLLECTOR = _faked(COLLECTOR, PRODUCT_CLOCK_OFFSET)
+    DUCKDB_CLI = _faked(DUCKDB_CLI, PRODUCT_CLOCK_OFFSET)
+
+
+def product_time() -> float:
+    """The product's clock (Unix seconds): this process's, plus PRODUCT_CLOCK_OFFSET."""
+    return time.time() + PRODUCT_CLOCK_OFFSET
+
+
 # A hung test is stopped after this long; no test asserts how long anything took (a loaded
 # machine makes everything slower): waits are for events, with this as the only deadline.
 HANG_GUARD_S = 120.0

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import (DUCKDB_CLI, EXTENSION, LATENCY_Q, day_end_ms, partition_files, run_cli_sql, run_collector,
-                     write_config)
+from helpers import (DUCKDB_CLI, EXTENSION, LATENCY_Q, REPO_ROOT, day_end_ms, partition_files, run_cli_sql,
+                     run_collector, write_config)
 
 WEIRD = 'we"ird/proxy'
 
@@ -337,7 +337,7 @@ def test_default_data_dir_from_environment(data, history):
     code = ("import duckdb; c = duckdb.connect(config={'allow_unsigned_extensions': 'true'}); "
             f"c.execute(\"LOAD '{EXTENSION}'\"); "
             "print(c.execute(\"SELECT count(DISTINCT api_proxy) FROM prom_metrics()\").fetchone()[0])")
-    r = subprocess.run([str(Path(DUCKDB_CLI).parent / "python"), "-c", code], env=env, capture_output=True, text=True)
+    r = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(len(history.proxies))
 
@@ -705,7 +705,7 @@ def test_connection_from_config_and_environment(prometheus, history, tmp_path):
     env = dict(os.environ, PROMDUCK_PROMETHEUS_URL=prometheus.url)
     code = ("import duckdb; c = duckdb.connect(config={'allow_unsigned_extensions': 'true'}); "
             f"c.execute(\"LOAD '{EXTENSION}'\"); print(len(c.execute('SELECT * FROM prom_labels()').fetchall()))")
-    r = subprocess.run([str(Path(DUCKDB_CLI).parent / "python"), "-c", code], env=env, capture_output=True, text=True)
+    r = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "3"
 
@@ -819,7 +819,7 @@ for stage in ['bind', 'init', 'func']:
     print('alive', con.execute('SELECT 40 + 2').fetchone()[0])
 """
     env = dict(os.environ, PROMDUCK_TEST_PANIC="1", RUST_BACKTRACE="0")
-    r = subprocess.run([str(Path(DUCKDB_CLI).parent / "python"), "-c", code], env=env, capture_output=True, text=True)
+    r = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines == [
@@ -828,6 +828,6 @@ for stage in ['bind', 'init', 'func']:
         "error func Invalid Input Error: Rust callback panicked: promduck_test_panic: deliberate panic in func", "alive 42",
     ]
     # Without the variable the test function does not exist.
-    r = subprocess.run([str(Path(DUCKDB_CLI).parent / "python"), "-c", code],
+    r = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "python"), "-c", code],
                        env={k: v for k, v in os.environ.items() if k != "PROMDUCK_TEST_PANIC"}, capture_output=True, text=True)
     assert "error bind Catalog Error: Table Function with name promduck_test_panic does not exist" in r.stdout

@@ -109,7 +109,9 @@ def test_check_fails_when_the_output_cannot_be_written(prometheus, tmp_path, whe
 
 # --- 5. signals and exit codes ------------------------------------------------------------------------------
 
-def test_sighup_stops_the_daemon_cleanly_with_exit_0(prometheus, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_signal_stops_the_daemon_cleanly_with_exit_0(prometheus, tmp_path, sig):
+    """SIGHUP, SIGTERM and SIGINT (Ctrl-C) alike: a waiting daemon stops with 0."""
     cfg = write_config(tmp_path / "c.yaml", prometheus.url, ["api-proxy-1"])
     now = utc(2024, 3, 5, 6)
     d = Daemon(cfg, tmp_path, "--catch-up-days", "0", env=now_env(now))
@@ -117,7 +119,7 @@ def test_sighup_stops_the_daemon_cleanly_with_exit_0(prometheus, tmp_path):
         d.wait_for("waiting for the next collection")
         assert (tmp_path / "data" / str(yesterday(now)) / "api-proxy-1.parquet").exists()
     finally:
-        code = d.stop(signal.SIGHUP)
+        code = d.stop(sig)
     err = d.log()
     assert code == 0, err
     assert "signal received" in err and "stopped" in err

@@ -35,12 +35,14 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import COLLECTOR, EXTENSION, REPO_ROOT, now_env, utc, wait_until, write_config
+from helpers import (COLLECTOR, EXTENSION, REPO_ROOT, day_end_ms, now_env, product_time, utc, wait_until,
+                     write_config)
 from s3fixture import MotoServer, child_env, s3_storage_config
-from test_compaction import PROXIES, TOTALS_RP, encode_proxy, make_archive
+from test_compaction import ENVS, PROXIES, SCHEMA, TOTALS_RP, arrow_rows, encode_proxy, make_archive
 
 TRIALS = int(os.environ.get("PROMDUCK_S3_COMPACT_TRIALS", "10"))
 SEED = int(os.environ.get("PROMDUCK_SEED", "20241125"))
@@ -325,7 +327,7 @@ def proc_start(pid: int) -> int:
 
 
 def lock_body(pid: int, start: int, *, host=None, expires_in=600):
-    now = int(time.time())
+    now = int(product_time())  # the collector compares the expiry with its own clock
     return json.dumps({"host": host or Path("/proc/sys/kernel/hostname").read_text().strip(),
                        "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
                        "pid": pid, "start": start, "token": "test", "acquired": now, "expires": now + expires_in})
@@ -365,10 +367,189 @@ def test_the_lock_object_live_holder_waited_for_dead_or_expired_taken_over(s3, b
     assert r.returncode == 0, r.stderr
     assert r.stderr.index("waiting for it") < r.stderr.index("took over a stale compaction lock"), r.stderr
     # Not before it expired (a lower bound only: the same machine's clock).
-    assert time.time() >= json.loads(body)["expires"]
+    assert product_time() >= json.loads(body)["expires"]
     assert 'month="2024-01" status="unchanged"' in r.stderr, r.stderr
     assert s3.stray(bucket) == []
     assert pm_totals(connect(), s3, f"s3://{bucket}/{P}") == expected
+
+
+def test_the_lock_heartbeat_and_a_holder_whose_lock_was_taken_over_stops(s3, bucket, tmp_path):
+    """With a short lock lifetime (PROMDUCK_COMPACT_LOCK_TTL=3: a refresh every second), the
+    compactor held at its first daily object: the lock is refreshed (conditional PUTs with If-Match,
+    the same token, a later expiry each time) while it works; another compactor then takes it
+    over (a new body written in its place): the holder's next refresh finds it, logs it, and
+    the month is not made visible (the upload aborted), no daily object deleted, the other
+    holder's lock left as it is, and the run fails saying why."""
+    data, expected = small_archive(tmp_path, proxies=PROXIES[:2])
+    keys = upload(s3, bucket, data, P)
+    cfg = s3_config(tmp_path / "config.yaml", s3, bucket, P)
+    lock = f"{P}/.promduck-compact.lock"
+    gate = threading.Event()
+    # The first daily object read is held: the writer needs every one of them before it checks
+    # the lock and completes the upload (parts already sent go out in the background, so
+    # holding a part would not hold the writer).
+    s3.add_fault("gate", kind="GET", key_contains=f"{P}/2024-01-", gate=gate)
+    err_file = tmp_path / "compact.err"
+    with open(err_file, "w") as ef:
+        p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--compact", "--month", "2024-01"],
+                             env=collector_env(PROMDUCK_COMPACT_LOCK_TTL=3), stderr=ef, text=True)
+    try:
+        refreshes = lambda: [q for q in s3.requests("PUT", bucket=bucket, key_contains=lock)  # noqa: E731
+                             if "if-match" in q.raw.headers]
+        wait_until(lambda: len(refreshes()) >= 3, "three refreshes of the lock", proc=p)
+        puts = s3.requests("PUT", bucket=bucket, key_contains=lock)
+        # The first PUT creates it (If-None-Match: *), every later one refreshes it.
+        assert puts[0].raw.headers.get("if-none-match") == "*", puts[0].raw.headers
+        bodies = [json.loads(q.raw.body) for q in puts[:4]]
+        assert len({b["token"] for b in bodies}) == 1 and {b["pid"] for b in bodies} == {p.pid}, bodies
+        assert [b["expires"] - b["acquired"] for b in bodies] == [3] * 4, bodies
+        assert all(a["expires"] <= b["expires"] for a, b in zip(bodies, bodies[1:])), bodies
+        assert bodies[-1]["expires"] > bodies[0]["expires"], bodies
+        assert [q.action for q in s3.requests("GET", bucket=bucket, key_contains=f"{P}/2024-01-")][:1] == ["gate"]
+        assert s3.counts(bucket=bucket)["COMPLETE_MULTIPART"] == 0
+        # Another compactor takes the lock over (written directly, as after its expiry).
+        other = lock_body(1, 1, host="elsewhere")
+        s3.put(bucket, lock, other)
+        wait_until(lambda: "the compaction lock was taken over by another compactor" in err_file.read_text(),
+                   "the holder noticing the takeover", proc=p)
+        gate.set()
+        assert p.wait(timeout=120) != 0
+    finally:
+        gate.set()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = err_file.read_text()
+    assert "another compactor took the compaction lock over: not written" in err, err
+    assert 'compaction failed; the month reads as before month="2024-01"' in err, err
+    # Nothing visible, nothing deleted, the new holder's lock untouched, no upload left.
+    assert s3.list_keys(bucket) == sorted(keys + [lock])
+    assert s3.get(bucket, lock) == other.encode()
+    assert s3.multipart_uploads(bucket) == []
+    assert s3.counts(bucket=bucket)["COMPLETE_MULTIPART"] == 0
+    assert not [q for q in s3.requests("DELETE", bucket=bucket) if q.key != lock]
+    assert pm_totals(connect(), s3, f"s3://{bucket}/{P}") == expected
+
+
+def random_month_file(root: Path, seed: int, days: int, per_day: int) -> tuple[bytes, list]:
+    """A month file of January 2024 (its last ``days`` days, 6 proxies, ``per_day`` points a
+    day per environment of random floats, which do not compress), compacted on disk by the
+    collector; and its rows as the daily files written here hold them (pyarrow)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    data = root / "data"
+    step = 86_400_000 // per_day
+    for d in range(32 - days, 32):
+        day = date(2024, 1, d)
+        end = day_end_ms(day)
+        for proxy in PROXIES:
+            n = per_day * len(ENVS)
+            ts = np.tile(end - np.arange(per_day - 1, -1, -1, dtype=np.int64) * step, len(ENVS))
+            table = pa.table({"timestamp": ts, "metric_name": ["latency_ms"] * n, "value": rng.random(n),
+                              "api_proxy": [proxy] * n, "date": [day] * n,
+                              "labels": [[("apiproxy", proxy), ("environment", e)] for e in ENVS for _ in range(per_day)]},
+                             schema=SCHEMA)
+            path = data / day.isoformat() / f"{encode_proxy(proxy)}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path, compression="zstd")
+    rows = sorted_rows(pa.concat_tables(pq.read_table(p) for p in sorted(data.rglob("*.parquet"))))
+    cfg = write_config(root / "config.yaml", "http://127.0.0.1:1", ["api-proxy-1"], output_dir=data,
+                       storage_extra={"compaction": {"removeDailyAfter": "0s"}})
+    r = subprocess.run([str(COLLECTOR), "--config", str(cfg), "--compact", "--month", "2024-01"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    month = data / "2024-01" / "2024-01.parquet"
+    assert sorted_rows(pq.read_table(month)).equals(rows)
+    return month.read_bytes(), rows
+
+
+def sorted_rows(t: pa.Table) -> pa.Table:
+    """``t``'s rows as (ts_ms, date, api_proxy, metric_name, apiproxy and environment labels,
+    value), sorted: a table from pyarrow and one from DuckDB compare with ``equals``."""
+    import pyarrow.compute as pc
+
+    def label(name):
+        return pc.list_element(pc.map_lookup(t.column("labels"), pa.scalar(name), "all"), 0)
+
+    ts = t.column("timestamp")
+    if pa.types.is_timestamp(ts.type):
+        ts = ts.cast(pa.timestamp("ms", tz=ts.type.tz))
+    out = pa.table({"ts": ts.cast(pa.int64()), "date": t.column("date"),
+                    "api_proxy": t.column("api_proxy").cast(pa.string()),
+                    "metric_name": t.column("metric_name").cast(pa.string()),
+                    "apiproxy": label("apiproxy"), "environment": label("environment"),
+                    "n_labels": pa.chunked_array([pc.pairwise_diff(c.offsets)[1:] for c in t.column("labels").chunks],
+                                                 pa.int32()),
+                    "value": t.column("value")})
+    out = out.cast(pa.schema([f.with_nullable(True) for f in out.schema]))
+    return out.sort_by([(c, "ascending") for c in ("api_proxy", "environment", "ts", "metric_name")]).combine_chunks()
+
+
+#: The reader's sizes (core/src/storage/object.rs): a month object is looked up with a GET of
+#: its last MiB; one up to 8 MiB is then fetched whole with one GET, a larger one by range.
+PROBE_BYTES, WHOLE_MAX = 1 << 20, 8 << 20
+
+
+@pytest.mark.parametrize("size", ["fetched whole", "read by range"])
+def test_a_month_object_replaced_mid_read_is_never_a_mix_of_versions(s3, bucket, tmp_path, size):
+    """A compaction replaces a month object while prom_metrics reads it: the proxy swaps the
+    object just before forwarding the first request after the look-up (the suffix GET that
+    gives the footer and the version). Fetched whole (1 to 8 MiB), that one GET is the new
+    version: the answer is the new file's rows exactly. Read by range (over 8 MiB), the ranges
+    ask for the version looked up (If-Match on its ETag): the server answers 412 and the query
+    fails, naming the object, returning nothing. Read again, the answer is the new file's rows
+    exactly. Never a mix of the two files."""
+    days, per_day = (7, 1440) if size == "fetched whole" else (31, 2880)
+    old, old_rows = random_month_file(tmp_path / "old", 1, days, per_day)
+    new, new_rows = random_month_file(tmp_path / "new", 2, days, per_day)
+    if size == "fetched whole":
+        assert PROBE_BYTES < len(old) <= WHOLE_MAX and PROBE_BYTES < len(new) <= WHOLE_MAX, (len(old), len(new))
+    else:
+        assert len(old) > WHOLE_MAX and len(new) > WHOLE_MAX, (len(old), len(new))
+    assert not old_rows.equals(new_rows) and old_rows.num_rows == new_rows.num_rows
+    key = f"{P}/2024-01/2024-01.parquet"
+    s3.put(bucket, key, old)
+    url = f"s3://{bucket}/{P}"
+    query = f"SELECT * FROM prom_metrics(data_dir := '{url}', {s3_params(s3)})"
+
+    def rows(con):
+        return sorted_rows(con.sql(query).to_arrow_table())
+
+    assert rows(connect()).equals(old_rows)
+    s3.reset_requests()
+    swapped = threading.Event()
+    opened = threading.Event()
+    opened.set()
+
+    def swap(req):
+        s3.put(bucket, key, new)
+        swapped.set()
+
+    s3.add_fault("gate", kind=("GET", "GET_RANGE"), key_contains=key, gate=opened, before=swap,
+                 match=lambda r: not (r.range or "").startswith("bytes=-"))
+    reads = lambda: [(q.kind, q.range, q.status) for q in s3.requests(("GET", "GET_RANGE"), key_contains=key)]  # noqa: E731
+    if size == "fetched whole":
+        got = rows(connect())
+        assert swapped.is_set()
+        # The look-up (the suffix GET; a run was seen to send it twice), then the one GET, swapped.
+        *lookups, whole = reads()
+        assert lookups and set(lookups) == {("GET_RANGE", f"bytes=-{PROBE_BYTES}", 206)}, reads()
+        assert whole == ("GET", None, 200), reads()
+        assert got.equals(new_rows)
+    else:
+        with pytest.raises(duckdb.Error) as e:
+            connect().execute(query).fetchall()
+        assert swapped.is_set()
+        msg = str(e.value)
+        assert key in msg and ("412" in msg or "precondition" in msg.lower()), msg
+        seen = reads()
+        assert seen[0] == ("GET_RANGE", f"bytes=-{PROBE_BYTES}", 206), seen
+        assert [q for q in s3.requests(("GET", "GET_RANGE"), key_contains=key)[1:]
+                if "if-match" not in q.raw.headers] == [], "every range asks for the version looked up"
+        assert 412 in [s for _, _, s in seen[1:]] and 200 not in [s for _, _, s in seen[1:]], seen
+    assert s3.get(bucket, key) == new
+    assert rows(connect()).equals(new_rows)
 
 
 def test_two_compactors_at_once_take_turns(s3, bucket, tmp_path):
@@ -609,7 +790,8 @@ def test_sigkill_at_random_moments_during_an_s3_compaction(s3, bucket, tmp_path)
     """Each trial: a fresh prefix; KILLS_PER_TRIAL compactions in a row, each SIGKILLed at a seeded
     random moment (anywhere; while a month object is uploaded; while daily objects are deleted),
     the readers reading all along; then a compaction that must complete to exactly the clean run's
-    objects, with nothing left (no daily object, lock or unfinished upload)."""
+    objects (whose rows are the generator's), with nothing left (no daily object, lock or
+    unfinished upload)."""
     rng = random.Random(SEED)
     data, expected = small_archive(tmp_path)
     wait = 0.3
@@ -627,6 +809,10 @@ def test_sigkill_at_random_moments_during_an_s3_compaction(s3, bucket, tmp_path)
     assert r.returncode == 0, r.stderr
     clean_counts = s3.counts(bucket=bucket)
     clean_bytes = {m: s3.get(bucket, k) for m, k in zip(("2024-01", "2024-02"), final("clean"))}
+    # The clean run's month objects hold exactly the generator's rows (the daily files
+    # make_archive wrote, read by pyarrow): every trial's are compared with them byte for byte.
+    s3.download(bucket, tmp_path / "clean-months", "clean/")
+    assert arrow_rows(tmp_path / "clean-months") == arrow_rows(data)
     # The parts are the two month objects (enough of them, 6 or more, to kill uploads mid-way).
     part_sizes = [len(q.raw.body) for q in s3.requests("UPLOAD_PART", bucket=bucket)]
     assert sum(part_sizes) == sum(map(len, clean_bytes.values())), part_sizes
@@ -636,7 +822,7 @@ def test_sigkill_at_random_moments_during_an_s3_compaction(s3, bucket, tmp_path)
              "remove_daily_after_s": wait, "clean_run_requests": dict(clean_counts), "kills": 0,
              "killed_before_exit": 0, "left_lock": 0, "left_unfinished_upload": 0,
              "left_month_object_and_daily_objects": 0, "killed_while_deleting_daily_objects": 0,
-             "uploads_aborted_by_later_runs": 0}
+             "uploads_aborted_by_later_runs": 0, "completing_runs_equal_to_the_generator": 0}
     started = time.perf_counter()
     try:
         for trial in range(TRIALS):
@@ -683,6 +869,7 @@ def test_sigkill_at_random_moments_during_an_s3_compaction(s3, bucket, tmp_path)
             assert s3.stray(bucket, prefix + "/") == [], trial
             for m, x in zip(("2024-01", "2024-02"), final(prefix)):
                 assert s3.get(bucket, x) == clean_bytes[m], (trial, m)
+            stats["completing_runs_equal_to_the_generator"] += 1
             assert not readers.wrong, readers.wrong[:5]
     finally:
         readers.close()

@@ -26,9 +26,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from faultproxy import FaultProxy
+from s3fixture import child_env, s3_storage_config
 from helpers import (COLLECTOR, day_end_ms, now_env, partition_files, read_rows, run_collector, utc, wait_until,
                      write_config, yesterday)
 
@@ -405,3 +407,120 @@ def test_extension_bind_errors_never_show_the_secret(con, prometheus_auth):
         assert needle in msg, f"{sql}\n{msg}"
         assert_no_secret(secrets, msg, where=f"in the error of {sql!r}")
         assert con.execute("SELECT 1").fetchall() == [(1,)]
+
+
+# --- the values of every Parquet file --------------------------------------------------------------------------------
+
+S3_SECRET_KEY = "S3-secret-ZZ9-plural-Z-gamma/7f3a9c+q"
+S3_SESSION_TOKEN = "S3-session-ZZ9-plural-Z-delta-token-0123456789"
+
+
+def parquet_texts(path: Path) -> list[str]:
+    """Everything a Parquet file holds, decoded (pyarrow): the schema's field names and
+    key-value metadata, the footer's key-value metadata and created_by, and every value of
+    every column (map keys and values, list items, each as text). A search of the file's
+    bytes cannot see what compression hides; this can."""
+    f = pq.ParquetFile(path)
+    md = f.metadata
+    out = [str(md.created_by), str(f.schema_arrow)]
+    for k, v in (md.metadata or {}).items():
+        out += [k.decode(errors="replace"), v.decode(errors="replace")]
+    for k, v in (f.schema_arrow.metadata or {}).items():
+        out += [k.decode(errors="replace"), v.decode(errors="replace")]
+    table = f.read()
+    for name in table.column_names:
+        out.append(name)
+        for value in table.column(name).to_pylist():
+            if isinstance(value, list):  # a map: [(key, value), ...]
+                out += [str(x) for pair in value for x in (pair if isinstance(pair, tuple) else (pair,))]
+            else:
+                out.append(str(value))
+    return out
+
+
+def assert_no_secret_in_parquet(files, secrets) -> int:
+    """Every decoded value of every file (see ``parquet_texts``); returns the values searched."""
+    searched = 0
+    for p in files:
+        texts = parquet_texts(p)
+        assert len(texts) > 10, p
+        for text in texts:
+            for s in secrets:
+                assert s not in text, f"secret form {s!r} in the decoded values of {p}: {text[:200]!r}"
+        searched += len(texts)
+    return searched
+
+
+def test_the_parquet_search_sees_what_compression_hides(tmp_path):
+    """The control: a secret in a label's value of a zstd file is not in the file's bytes, and
+    the decoded search finds it (in a value, and in the footer's key-value metadata)."""
+    import pyarrow as pa
+
+    secret = "control-" + TOKEN
+    # Every prefix of the secret as a label value: compressed, each is a back-reference to the
+    # one before and a character, so the whole secret is nowhere in the file's bytes.
+    values = [secret[:i] for i in range(1, len(secret) + 1)] * 20
+    n = len(values)
+    table = pa.table({"value": [float(i) for i in range(n)],
+                      "labels": [[("environment", v)] for v in values]},
+                     schema=pa.schema([pa.field("value", pa.float64()),
+                                       pa.field("labels", pa.map_(pa.string(), pa.string()))]))
+    p = tmp_path / "control.parquet"
+    pq.write_table(table, p, compression="zstd", write_statistics=False)  # statistics are not compressed
+    assert not any(s.encode() in p.read_bytes() for s in forms(None, secret) if len(s) >= len(secret)), \
+        "compressed: the bytes hide the whole secret"
+    with pytest.raises(AssertionError, match="in the decoded values"):
+        assert_no_secret_in_parquet([p], forms(None, secret))
+    q = tmp_path / "footer.parquet"
+    pq.write_table(table.replace_schema_metadata({"note": base64.b64encode(secret.encode()).decode()}), q)
+    with pytest.raises(AssertionError, match="in the decoded values"):
+        assert_no_secret_in_parquet([q], forms(None, secret))
+
+
+@pytest.mark.parametrize("cred", CREDS, ids=repr)
+def test_no_secret_in_any_value_of_any_parquet_file_on_disk_or_in_s3(prometheus_auth, bearer_proxy, history, moto_s3,
+                                                                   tmp_path, cred):
+    """Each way of giving a Prometheus secret, with S3 credentials holding a secret key and a
+    session token: the daily files written on disk and in a bucket (moto), then the month
+    files compaction writes from them (disk and bucket), are decoded column by column and
+    every value, name and metadata entry searched for every form of every secret (plain,
+    halves, percent-encoded, base64 of user:pass, the bearer token)."""
+    tgt = make_target(cred, prometheus_auth, bearer_proxy)
+    secrets = tgt.secrets + forms(None, S3_SECRET_KEY) + forms(None, S3_SESSION_TOKEN)
+    days = ["--from", str(history.days_list[0]), "--to", str(history.days_list[-1])]
+    month = history.days_list[0].strftime("%Y-%m")
+    # On disk.
+    cfg, env, _ = setup_config(tmp_path, cred, tgt)
+    cfg.write_text(cfg.read_text().replace('"storage": {', '"storage": {"compaction": {"removeDailyAfter": "0s"}, ', 1))
+    assert '"removeDailyAfter": "0s"' in cfg.read_text()
+    r = run_collector("--config", cfg, *days, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    daily = sorted((tmp_path / "data").rglob("*.parquet"))
+    assert len(daily) == len(history.days_list)
+    searched = assert_no_secret_in_parquet(daily, secrets)
+    r = run_collector("--config", cfg, "--compact", "--month", month, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    monthly = sorted((tmp_path / "data").rglob("*.parquet"))
+    assert [p.relative_to(tmp_path / "data").as_posix() for p in monthly] == [f"{month}/{month}.parquet"]
+    searched += assert_no_secret_in_parquet(monthly, secrets)
+    # In a bucket, written with S3 credentials of their own.
+    bucket = moto_s3.create_bucket()
+    work = tmp_path / "s3"
+    work.mkdir()
+    url0, extra, env, _ = cred.setup(work, tgt.url, tgt.user, tgt.secret)
+    storage = s3_storage_config(moto_s3, bucket, "archive", secret_key=S3_SECRET_KEY, session_token=S3_SESSION_TOKEN)
+    storage["compaction"] = {"removeDailyAfter": "0s"}
+    s3cfg = write_config(work / "c.yaml", url0, [PROXY], prometheus_extra={**extra, "retries": 1, "timeout": "5s"},
+                         storage_extra=storage)
+    r = run_collector("--config", s3cfg, *days, cwd=work, env={**child_env(), **env})
+    assert r.returncode == 0, r.stderr
+    got = moto_s3.download(bucket, work / "daily", "archive/")
+    assert len(got) == len(history.days_list), got
+    searched += assert_no_secret_in_parquet(got, secrets)
+    r = run_collector("--config", s3cfg, "--compact", "--month", month, cwd=work, env={**child_env(), **env})
+    assert r.returncode == 0, r.stderr
+    got = moto_s3.download(bucket, work / "month", "archive/")
+    assert [p.relative_to(work / "month").as_posix() for p in got] == [f"archive/{month}/{month}.parquet"]
+    searched += assert_no_secret_in_parquet(got, secrets)
+    # Every row is there to be searched: the daily files' rows, twice over (disk and bucket, daily and month).
+    assert searched > 4 * len(history.days_list) * len(history.environments) * 3

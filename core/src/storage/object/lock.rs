@@ -306,8 +306,9 @@ pub(super) fn heartbeat(
             }
             Err(object_store::Error::Precondition { .. })
             | Err(object_store::Error::NotFound { .. }) => {
-                tracing::error!(lock = %key, "the compaction lock was taken over by another compactor: stopping");
+                // The flag first: once the log says so, compaction has stopped.
                 state.lost.store(true, Ordering::SeqCst);
+                tracing::error!(lock = %key, "the compaction lock was taken over by another compactor: stopping");
                 return;
             }
             Err(e) => {
