@@ -13,13 +13,15 @@ PLATFORM := $(shell uname -s | tr A-Z a-z)_$(shell uname -m | sed -e s/x86_64/am
 DUCKDB_VERSIONS ?= v1.2.0 v1.2.1 v1.2.2 v1.3.0 v1.3.1 v1.3.2 v1.4.0 v1.4.1 v1.4.2 v1.4.3 v1.4.4 v1.4.5 \
                    v1.5.0 v1.5.1 v1.5.2 v1.5.3 v1.5.4 v1.5.5 v1.5.6 v2.0.0 v2.0.1 v2.0.2
 
-# DuckDB 1.2 and 1.3 Python wheels for Linux call their platform <platform>_gcc4 and refuse a
-# file stamped <platform>: `make build` stamps the same library a second time for them.
+# DuckDB 1.2's Python wheels for Linux call their platform <platform>_gcc4 (1.3 and later say
+# <platform>) and refuse a file stamped <platform>: `make build` stamps the same library a second time for them.
 ifeq ($(shell uname -s),Linux)
 GCC4_PLATFORM := $(PLATFORM)_gcc4
 endif
 # The Python DuckDB hosts the tests load the extension in: the newest patch of each minor
 # release, each in its own venv .cache/duckdb-<minor> (`make hosts`).
+# The demo Prometheus's port on 127.0.0.1 (`make demo DEMO_PORT=29090`).
+DEMO_PORT ?= 19090
 HOST_DUCKDB ?= 1.2.2 1.3.2 1.4.5 1.5.6 2.0.1
 HOST_VENVS  := $(foreach v,$(HOST_DUCKDB),.cache/duckdb-$(basename $(v))/.installed-$(v))
 
@@ -130,13 +132,13 @@ $(VENV)/.installed-spark: $(VENV)/.installed tests/requirements-spark.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements-spark.txt
 	touch $@
 
-## notebook: Jupyter on http://127.0.0.1:8888 with examples/notebook/promduck.ipynb (over ./data or PROMDUCK_DATA_DIR)
-notebook: build venv
+## notebook: Jupyter on http://127.0.0.1:8888 (PORT=) with examples/notebook/promduck.ipynb (over ./data or PROMDUCK_DATA_DIR)
+notebook: $(BUILD)/.built venv
 	@# Jupyter's web front end only here: `make test` runs the notebook headless without it.
 	@$(VENV)/bin/python -c "import notebook" 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check notebook
 	cd examples/notebook && PROMDUCK_EXTENSION=$${PROMDUCK_EXTENSION:-$(CURDIR)/$(BUILD)/promduck.duckdb_extension} \
 	  PROMDUCK_DATA_DIR=$${PROMDUCK_DATA_DIR:-$(CURDIR)/data} \
-	  PROMDUCK_PROMETHEUS_URL=$${PROMDUCK_PROMETHEUS_URL:-http://127.0.0.1:19090} \
+	  PROMDUCK_PROMETHEUS_URL=$${PROMDUCK_PROMETHEUS_URL:-http://127.0.0.1:$(DEMO_PORT)} \
 	  $(CURDIR)/$(VENV)/bin/jupyter notebook --ip 127.0.0.1 --port $${PORT:-8888} --no-browser \
 	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) promduck.ipynb
 
@@ -217,13 +219,20 @@ bench: build venv prometheus browser
 	$(PY) bench/s3.py --json bench/s3.json
 	$(PY) bench/dashboard_bench.py $(DASHBOARD_BENCH_ARGS)
 
-## demo: a local Prometheus with a week of history → collector → ./data → the
-## original README's queries in the DuckDB CLI
-demo: build venv prometheus
-	bash scripts/demo.sh
+# What `make build` reads: the demo, the dashboard and the notebook rebuild only when one of
+# these is newer than the last build (`make build` itself always asks cargo).
+BUILD_INPUTS := Cargo.toml Cargo.lock Makefile $(shell find core collector extension tools -name '*.rs' -o -name Cargo.toml 2>/dev/null)
+$(BUILD)/.built: $(BUILD_INPUTS)
+	$(MAKE) build
+	@touch $@
 
-## dashboard: the Streamlit dashboard on http://127.0.0.1:8501 over ./data (or PROMDUCK_DATA_DIR)
-dashboard: build venv
+## demo: a local Prometheus with a week of history → collector → ./data → the
+## original README's queries in the DuckDB CLI. DEMO_PORT=19090 (its port on 127.0.0.1)
+demo: $(BUILD)/.built venv prometheus
+	DEMO_PORT=$(DEMO_PORT) bash scripts/demo.sh
+
+## dashboard: the Streamlit dashboard on http://127.0.0.1:8501 (PORT=) over ./data (or PROMDUCK_DATA_DIR)
+dashboard: $(BUILD)/.built venv
 	PROMDUCK_DATA_DIR=$${PROMDUCK_DATA_DIR:-$(CURDIR)/data} $(VENV)/bin/streamlit run examples/streamlit/dashboard.py \
 	  --server.address 127.0.0.1 --server.port $${PORT:-8501} --server.headless true --browser.gatherUsageStats false
 

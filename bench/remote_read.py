@@ -5,7 +5,8 @@ writer: ``gen_partitions``), served by ``promduck-collector --serve``; a Prometh
 TSDB reads it through ``remote_read``. The query: 30 days of
 ``sum by (apiproxy) (last_over_time(request_count[1d]))`` at a daily step (a Grafana panel of
 daily totals per proxy), timed through Prometheus's HTTP API; the server's own counters give
-the files it opened and the bytes it sent. The baseline is the same 6,000 numbers from
+the files it opened and the bytes it sent (and, for comparison, the bytes of the same selector
+as one ``STREAMED_XOR_CHUNKS`` request of the tests' own client). The baseline is the same 6,000 numbers from
 ``prom_metrics`` in DuckDB; both answers are compared, value for value.
 
     .venv/bin/python bench/remote_read.py [--workdir DIR] [--json bench/remote_read.json]
@@ -31,7 +32,7 @@ import duckdb  # noqa: E402
 
 import promfixture  # noqa: E402
 from helpers import EXTENSION  # noqa: E402
-from test_remote_read import ArchiveServer, ReaderPrometheus  # noqa: E402
+from test_remote_read import EQ, ArchiveServer, ReaderPrometheus, streamed_read  # noqa: E402
 
 GEN = REPO / "target" / "release" / "examples" / "gen_partitions"
 FIRST = date(2024, 1, 1)
@@ -97,6 +98,14 @@ def run(tmp: Path, json_out: str | None):
             want = {(p[0] if isinstance(p, list) else p, ts): v for p, ts, v in rows}
         assert got == want, "the answers differ"
         assert len(got) == QUERY_DAYS * PROXIES
+        # The same selector's range as one STREAMED_XOR_CHUNKS request (the test's own
+        # client: Prometheus 2.42 asks only for SAMPLES): the bytes it takes instead.
+        b0 = server.counter("promduck_serve_response_bytes_total")
+        start_ms = (day_end(QUERY_FIRST) - 86400) * 1000
+        _, frames = streamed_read(server.url, [(start_ms, day_end(last) * 1000,
+                                                [(EQ, "__name__", "request_count")])])
+        chunked_bytes = server.counter("promduck_serve_response_bytes_total") - b0
+        chunked_samples = sum(len(x) for _, _, x in frames)
         figures = {
             "archive": f"{DAYS} days x {PROXIES} proxies = {DAYS * PROXIES} daily partitions",
             "query": f"{QUERY}, {QUERY_DAYS} days from {QUERY_FIRST} at a 1d step",
@@ -105,6 +114,8 @@ def run(tmp: Path, json_out: str | None):
             "prometheus_remote_read_s": round(min(walls), 3),
             "files_read": files,
             "response_bytes": bytes_sent,
+            "streamed_xor_chunks_bytes": chunked_bytes,
+            "streamed_xor_chunks_samples": chunked_samples,
             "prom_metrics_s": round(min(dwalls), 4),
             "ratio": round(min(walls) / min(dwalls), 1),
             "machine": {"cores": os.cpu_count(), "load_average_end": round(os.getloadavg()[0], 2)},

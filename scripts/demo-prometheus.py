@@ -4,8 +4,9 @@
     python scripts/demo-prometheus.py [--workdir .cache/demo] [--days 7]
         [--proxies api-proxy-1,api-proxy-2,api-proxy-3] [--port 19090] start|stop|status
 
-start   generate ``--days`` complete days of history ending today 00:00 UTC,
-        backfill it and start Prometheus detached (it keeps running after this
+start   generate ``--days`` complete days of history before today (UTC), and
+        today in full (so a live query at "now" finds samples; PROMDUCK_NOW, when
+        set, is "now"), backfill it and start Prometheus detached (it keeps running after this
         script exits).  Prints the URL and writes it to WORKDIR/url; the pid is
         in WORKDIR/prometheus.pid, the exact expected daily increases in
         WORKDIR/expected.csv.  A no-op (printing the URL) if already running.
@@ -18,10 +19,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
+import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,10 +64,22 @@ def running(workdir: Path) -> tuple[int, str] | None:
     return (pid, url) if is_ready(url) else None
 
 
+def now_utc() -> datetime:
+    """The product's "now": PROMDUCK_NOW (RFC 3339, the collector's testing aid) when set,
+    so a test's demo covers the days its collector and extension call recent."""
+    fixed = os.environ.get("PROMDUCK_NOW", "")
+    if fixed:
+        return datetime.fromisoformat(fixed.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.now(timezone.utc)
+
+
 def cmd_start(args, workdir: Path) -> int:
-    today = datetime.now(timezone.utc).date()
+    today = now_utc().date()
     start_day = today - timedelta(days=args.days)
     params = {
+        # ``days`` complete days, then today in full: live queries at "now" find samples.
+        "history": "complete days and today",
+        "also": args.also,
         "start_day": start_day.isoformat(),
         "days": args.days,
         "proxies": args.proxies,
@@ -102,21 +117,44 @@ def cmd_start(args, workdir: Path) -> int:
         log(f"generating {args.days} days of history from {start_day} for {len(args.proxies)} proxies")
         params_file.unlink(missing_ok=True)
         hist = promfixture.generate_history(
-            history_file, start_day, args.days, args.proxies, args.environments, seed=args.seed)
+            history_file, start_day, args.days + 1, args.proxies, args.environments, seed=args.seed)
         with open(workdir / "expected.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["day", "apiproxy", "environment", "metric", "value"])
             for (day, proxy, env, metric), value in sorted(hist.expected.items()):
-                w.writerow([day.isoformat(), proxy, env, metric, value])
+                if day < today:  # today is not complete: nothing collects it yet
+                    w.writerow([day.isoformat(), proxy, env, metric, value])
+        if args.also:
+            first, n = args.also.split(":")
+            promfixture.generate_history(workdir / "also.om", date.fromisoformat(first), int(n),
+                                         args.proxies, args.environments, seed=args.seed)
         params_file.write_text(json.dumps(params, indent=1) + "\n")
 
-    server = promfixture.PrometheusServer(history_file, workdir, port=args.port)
+    files = [history_file] + ([workdir / "also.om"] if args.also else [])
+    # It scrapes itself too, so `up`, Prometheus's own metrics and their metadata
+    # (`prom_metadata`) exist at "now" as on any real server.
+    server = promfixture.PrometheusServer(files, workdir, port=args.port,
+                                          scrape_targets=[f"127.0.0.1:{args.port}"])
     log("backfilling and starting Prometheus (log: %s)" % server.log_path)
     try:
         server.start(detach=True)
     except RuntimeError as e:
         log(f"error: {e}")
         return 1
+    # Its first scrape of itself (within a second or two): `up` and the metadata are there
+    # before the URL is handed out.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(server.url + "/api/v1/metadata?metric=prometheus_http_requests_total",
+                                        timeout=5) as resp:
+                if json.load(resp).get("data"):
+                    break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    else:
+        log("warning: Prometheus has not scraped itself yet (no `up`, no metadata for a while)")
     (workdir / "url").write_text(server.url + "\n")
     log(f"running, pid {server.proc.pid}")
     print(server.url)
@@ -156,6 +194,8 @@ def main(argv=None) -> int:
                    help="comma separated environment label values")
     p.add_argument("--port", type=int, default=19090, help="port on 127.0.0.1 (default 19090)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--also", default="", metavar="YYYY-MM-DD:DAYS",
+                   help="a second stretch of history, DAYS days from that day (tests: the README's 2024 days)")
     p.add_argument("command", choices=["start", "stop", "status"])
     args = p.parse_args(argv)
     args.proxies = [x for x in args.proxies.split(",") if x]

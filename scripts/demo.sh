@@ -7,16 +7,23 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 DUCKDB=.venv/bin/duckdb
 DAYS=${DEMO_DAYS:-7}
+PORT=${DEMO_PORT:-19090}
 
 $PY scripts/demo-prometheus.py --workdir .cache/demo --days "$DAYS" \
-    --proxies api-proxy-1,api-proxy-2,api-proxy-3 --port 19090 start
+    --proxies api-proxy-1,api-proxy-2,api-proxy-3 --port "$PORT" start
+# config/demo.yaml names the default port; another port gets a copy that names it.
+CONFIG=config/demo.yaml
+if [ "$PORT" != 19090 ]; then
+    CONFIG=.cache/demo/demo.yaml
+    sed "s|http://127.0.0.1:19090|http://127.0.0.1:$PORT|" config/demo.yaml > "$CONFIG"
+fi
 
 # The generator's days (it read the clock once): no second reading that midnight could shift.
 first=$($PY -c 'import json; print(json.load(open(".cache/demo/history.json"))["start_day"])')
 last=$(date -u -d "$first + $((DAYS - 1)) days" +%F)
 echo
 echo "== collecting $first .. $last into ./data"
-build/promduck-collector --config config/demo.yaml --from "$first" --to "$last"
+build/promduck-collector --config "$CONFIG" --from "$first" --to "$last"
 
 run_sql() {
     local title=$1 file=$2

@@ -53,8 +53,9 @@ Actions (see ``ACTIONS``):
     200 with a successful, empty answer (an empty vector; an empty matrix for
     ``query_range``; an empty list elsewhere).
 ``delay``
-    wait ``delay_seconds`` (default 0.2), then forward normally (for observing
-    how many requests a client keeps in flight).
+    wait ``delay_seconds`` (default 0.2), or until the ``threading.Event`` given as
+    ``until`` is set (a slow answer the test ends when it chooses), then forward
+    normally (for observing how many requests a client keeps in flight).
 ``s3_error``
     an S3-style XML error: ``status`` (default 503) with
     ``<Error><Code>SlowDown</Code><Message>...</Message>...</Error>``;
@@ -574,7 +575,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send(req, status, body[: len(body) // 2])
         elif action == "delay":
-            self.owner._stopping.wait(rule.options.get("delay_seconds", 0.2))
+            until = rule.options.get("until")
+            if until is None:
+                self.owner._stopping.wait(rule.options.get("delay_seconds", 0.2))
+            else:
+                while not until.wait(0.05) and not self.owner._stopping.is_set():
+                    pass
             self._forward(req, strip_auth)
         elif action == "hang":
             self.owner._stopping.wait(rule.options.get("hang_seconds", 5.0))

@@ -330,7 +330,11 @@ class PrometheusServer:
         """``tls``: serve HTTPS with ``{"cert", "key"}`` (PEM paths), requiring client
         certificates signed by ``"client_ca"`` if given; ``"ca"`` (and optionally
         ``"client_cert"``/``"client_key"``) are what this fixture itself connects with."""
-        self.history_file = Path(history_file).resolve()
+        #: One OpenMetrics file, or several (each backfilled into the same TSDB: stretches
+        #: of history far apart, e.g. the README's 2024 days beside the demo's recent ones).
+        files = history_file if isinstance(history_file, (list, tuple)) else [history_file]
+        self.history_files = [Path(f).resolve() for f in files]
+        self.history_file = self.history_files[0]
         self.workdir = Path(workdir).resolve()
         self.basic_auth = tuple(basic_auth) if basic_auth else None
         self.tls = dict(tls) if tls else None
@@ -368,8 +372,11 @@ class PrometheusServer:
 
     # -- setup ---------------------------------------------------------------
     def _history_id(self) -> str:
-        st = self.history_file.stat()
-        return f"{self.history_file}\n{st.st_size}\n{st.st_mtime_ns}\n"
+        ids = []
+        for f in self.history_files:
+            st = f.stat()
+            ids.append(f"{f}\n{st.st_size}\n{st.st_mtime_ns}\n")
+        return "".join(ids)
 
     def backfill(self) -> None:
         """Create the TSDB blocks from the history file (skipped if done)."""
@@ -380,15 +387,16 @@ class PrometheusServer:
         marker.unlink(missing_ok=True)
         shutil.rmtree(self.tsdb_dir, ignore_errors=True)
         self.tsdb_dir.mkdir(parents=True)
-        cmd = [self._bin("promtool"), "tsdb", "create-blocks-from", "openmetrics",
-               "--max-block-duration=162h", str(self.history_file), str(self.tsdb_dir)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            out = (proc.stdout + proc.stderr).splitlines()
-            raise RuntimeError(
-                f"promtool backfill failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                + "\n".join(out[-40:])
-            )
+        for history_file in self.history_files:
+            cmd = [self._bin("promtool"), "tsdb", "create-blocks-from", "openmetrics",
+                   "--max-block-duration=162h", str(history_file), str(self.tsdb_dir)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            if proc.returncode != 0:
+                out = (proc.stdout + proc.stderr).splitlines()
+                raise RuntimeError(
+                    f"promtool backfill failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                    + "\n".join(out[-40:])
+                )
         marker.write_text(hid)
 
     def _write_configs(self) -> list[str]:

@@ -22,9 +22,9 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from helpers import REPO_ROOT, partition_files
-from promfixture import pid_alive, port_is_free
+from promfixture import free_port, pid_alive, port_is_free
 
-DEMO_PORT = 19090  # config/demo.yaml
+DEMO_PORT = 19090  # config/demo.yaml's; the test runs the demo on another (DEMO_PORT=)
 PROXIES = ["api-proxy-1", "api-proxy-2", "api-proxy-3"]
 
 
@@ -46,8 +46,7 @@ def section(out: str, title: str) -> str:
 
 
 def test_make_demo_collects_a_week_and_answers_exactly_then_demo_stop_stops_it(tmp_path):
-    if not port_is_free(DEMO_PORT):
-        pytest.fail(f"127.0.0.1:{DEMO_PORT} is in use: is a demo Prometheus running? (make demo-stop)")
+    port = free_port()  # not 19090: a developer's own demo may be running there
     work = tmp_path / "checkout"
     work.mkdir()
     for name in ("build", ".venv", "config", "sql", "tests"):
@@ -58,12 +57,12 @@ def test_make_demo_collects_a_week_and_answers_exactly_then_demo_stop_stops_it(t
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMDUCK_")}
     env["HOME"] = str(home)
-    make = ["make", "--no-print-directory", "-o", "build", "-o", "venv", "-o", "prometheus"]
+    make = ["make", "--no-print-directory", "-o", "build", "-o", "build/.built", "-o", "venv", "-o", "prometheus"]
     pid_file = work / ".cache" / "demo" / "prometheus.pid"
     pid = None
     before = datetime.now(timezone.utc).date()
     try:
-        r = subprocess.run([*make, "demo"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        r = subprocess.run([*make, "demo", f"DEMO_PORT={port}"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
         after = datetime.now(timezone.utc).date()
         if pid_file.exists():
             pid = int(pid_file.read_text())
@@ -74,7 +73,7 @@ def test_make_demo_collects_a_week_and_answers_exactly_then_demo_stop_stops_it(t
         stop = subprocess.run([*make, "demo-stop"], cwd=work, env=env, capture_output=True, text=True, timeout=60)
     assert stop.returncode == 0, stop.stderr
     assert not pid_alive(pid), "make demo-stop must stop the demo Prometheus"
-    assert port_is_free(DEMO_PORT)
+    assert port_is_free(port)
 
     # A week of history: the 7 days before today, three proxies. "Today" is the demo's (read
     # once, by its generator): the day the run started or, across a midnight, ended.
@@ -112,4 +111,23 @@ def test_make_demo_collects_a_week_and_answers_exactly_then_demo_stop_stops_it(t
     assert week[0] == ["api_proxy", "requests"]
     assert [(r[0], float(r[1])) for r in week[2:]] == [
         (p, sum(expected[(d, p, "request_count")] for d in days)) for p in PROXIES]
-    assert re.search(r"Prometheus keeps running at http://127\.0\.0\.1:19090", out), out[-1000:]
+    assert f"Prometheus keeps running at http://127.0.0.1:{port}" in out, out[-1000:]
+    # The collector ran on a copy of config/demo.yaml that names the port.
+    assert f"http://127.0.0.1:{port}" in (work / ".cache" / "demo" / "demo.yaml").read_text()
+
+
+def test_demo_dashboard_and_notebook_rebuild_only_when_a_source_changed():
+    """`make demo` (and the dashboard, the notebook) build through build/.built, whose
+    prerequisites are the workspace's sources: current, no cargo runs; a source newer, it does."""
+    r = subprocess.run(["make", "--no-print-directory", "build/.built"], cwd=REPO_ROOT, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for target in ("demo", "dashboard", "notebook"):
+        dry = subprocess.run(["make", "--no-print-directory", "-n", target], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=60)
+        assert dry.returncode == 0, dry.stderr
+        assert "cargo" not in dry.stdout and "make build" not in dry.stdout.replace("$(MAKE)", "make"), dry.stdout
+        # -W: as if this source had just been edited
+        dry = subprocess.run(["make", "--no-print-directory", "-n", "-W", "core/src/lib.rs", target], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert re.search(r"^make .*build$", dry.stdout, re.M), dry.stdout

@@ -308,7 +308,8 @@ def seed_queries(data: Path):
     out = {}
     for f in ("basic.sql", "aggregation_by_proxy.sql", "time_series.sql"):
         sql = (ARCHIVE_SQL / f).read_text().replace("'data/*/*.parquet'", f"'{data}/*/*.parquet'")
-        sql = sql.replace("DATE '2023-04-01'", "DATE '2024-02-29'")
+        if "getvariable('promduck_day')" in sql:
+            sql = "SET VARIABLE promduck_day = DATE '2024-02-29';\n" + sql
         out[f] = sql
     return out
 

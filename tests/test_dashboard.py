@@ -196,7 +196,15 @@ def ts_iso(ts: int) -> str:
 COMBINERS = {"sum": sum, "average": lambda vs: sum(vs) / len(vs), "maximum": max, "minimum": min}
 
 
-def expected_series(history, proxies, split_env=False, combine="sum"):
+def combiner(combine: str, metric: str):
+    """The sidebar's choice; "auto" (its default): sum for the daily counters, maximum for
+    latency, sampled hourly within the day."""
+    if combine == "auto":
+        combine = "maximum" if metric == LATENCY else "sum"
+    return COMBINERS[combine]
+
+
+def expected_series(history, proxies, split_env=False, combine="auto"):
     """{metric: {trace name: [(x, y), ...]}} for the time series charts: one line per
     proxy (or proxy and environment), the environments' values at an instant combined
     by ``combine`` (the sidebar's "Combine the other series by")."""
@@ -215,7 +223,7 @@ def expected_series(history, proxies, split_env=False, combine="sum"):
                 acc = series.setdefault(name, {})
                 for ts, v in pts:
                     acc.setdefault(ts, []).append(v)
-        out[m] = {name: [(ts_iso(ts), COMBINERS[combine](vs)) for ts, vs in sorted(acc.items())]
+        out[m] = {name: [(ts_iso(ts), combiner(combine, m)(vs)) for ts, vs in sorted(acc.items())]
                   for name, acc in series.items()}
     return out
 
@@ -298,14 +306,22 @@ def test_aggregates_bars_and_table(page, history):
     page.get_by_role("tab", name="Aggregates by API proxy").click()
 
     def check_bars():
-        bars = {k.split(":")[0]: v for k, v in charts(page).items() if k.endswith("daily total per API proxy")}
-        assert sorted(bars) == METRICS
+        titles = {k.split(":")[0]: k.split(": ")[1] for k in charts(page) if k.endswith("per API proxy")}
+        # auto: the counters' daily totals, latency's daily maximum (a sum of a gauge means nothing)
+        assert titles == {m: "daily maximum per API proxy" if m == LATENCY else "daily total per API proxy"
+                          for m in METRICS}, titles
+        bars = {k.split(":")[0]: v for k, v in charts(page).items() if k.endswith("per API proxy")}
         for m in COUNTERS:
             assert [t["name"] for t in bars[m]] == sorted(history.proxies)
             for t in bars[m]:
                 assert t["type"] == "bar"
                 assert list(zip(t["x"], t["y"])) == [(d.isoformat(), daily_total(history, d, t["name"], m))
                                                      for d in history.days_list]
+        assert [t["name"] for t in bars[LATENCY]] == sorted(history.proxies)
+        for t in bars[LATENCY]:
+            assert list(zip(t["x"], t["y"])) == [
+                (d.isoformat(), max(v for e in history.environments for _, v in latency_points(history, d, t["name"], e)))
+                for d in history.days_list]
 
     settled(page, "the bar charts", check_bars)
     settled(page, "the aggregates tables",
@@ -364,7 +380,7 @@ def test_other_ways_of_combining_environments(page, history):
     """Latency is a gauge: its lines per proxy combine the environments by maximum,
     average or minimum exactly as chosen (and counters too)."""
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Combine the other series by")
-    for combine in ("maximum", "average", "minimum", "sum"):
+    for combine in ("maximum", "average", "minimum", "sum", "auto"):
         box.click()
         page.get_by_role("option", name=combine, exact=True).click()
         want = expected_series(history, history.proxies, combine=combine)
@@ -610,7 +626,9 @@ def test_scale_one_day_of_10000_proxies(playwright, scale_data, tmp_path_factory
     proxy selector holds 10,000 names, none picked (= all), and finds one by typing."""
     import dashboard_data as dd
 
-    with scale_page(playwright, scale_data, "wide", tmp_path_factory) as pg:
+    # Summed, as wide_want computes (the default "auto" takes the hourly metrics' maximum);
+    # the link's ?combine= chooses it.
+    with scale_page(playwright, scale_data, "wide", tmp_path_factory, query="?combine=sum") as pg:
         want = wide_want()
         wait_for(pg, "the ten charts", lambda: assert_scale_charts(charts(pg), want) or True, timeout=SCALE_TIMEOUT)
         no_exception(pg)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_data import (COUNTERS, LATENCY, collected_data, daily_stats, expected_rows, run)
+from test_hosts import HOSTS, host_python
 from helpers import REPO_ROOT, now_env, run_collector, today, utc, write_config
 
 # "Now" for --last-days (PROMDUCK_NOW, which the tool and the extension both honour).
@@ -51,10 +52,10 @@ def recent(prometheus_bin, tmp_path_factory):
     return hist, work / "data"
 
 
-def tool(*args, cwd=None, env=None):
+def tool(*args, cwd=None, env=None, python=None):
     full_env = {k: v for k, v in os.environ.items() if k not in ("PROMDUCK_DATA_DIR", "PROMDUCK_EXTENSION")}
     full_env.update(env or {})
-    return run([sys.executable, TOOL, *args], cwd=cwd or REPO_ROOT, env=full_env)
+    return run([str(python or sys.executable), TOOL, *args], cwd=cwd or REPO_ROOT, env=full_env)
 
 
 def iso(ts_seconds: int) -> str:
@@ -334,3 +335,15 @@ def test_a_reader_that_goes_away_is_no_error(data):
                        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert len(r.stdout.splitlines()) == 3
     assert "Traceback" not in r.stderr and "tool exit 0" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_the_tool_runs_in_every_duckdb_host(data, history, tmp_path, host):
+    """examples/requirements.txt says duckdb>=1.2: the tool picks the file stamped for the host's
+    platform (1.2's Linux wheels say linux_amd64_gcc4) and answers exactly in each."""
+    day = history.days_list[0]
+    out = tmp_path / "f.csv"
+    r = tool("--data-dir", data, "--date", day.isoformat(), "--api-proxy", "api-proxy-1",
+             "--metric", "request_count", "--output", out, python=host_python(host))
+    assert r.returncode == 0, r.stderr
+    assert read_csv(out) == want_csv(history, days=[day], proxies=["api-proxy-1"], metrics=["request_count"])

@@ -41,11 +41,14 @@ WRONG_PASSWORD = "Wr0ng-ZZ9-plural-Z-beta pa:ss"
 PROXY = "api-proxy-1"
 ENV_VAR = "PROMDUCK_TEST_SECRET_VALUE"
 
+# Every library's trace lines too: PROMDUCK_LOG=trace alone keeps the HTTP libraries at info.
+TRACE_ALL = "trace,hyper=trace,hyper_util=trace,reqwest=trace,h2=trace,rustls=trace,tower=trace,tokio_util=trace"
+
 LOG_VARIANTS = {
     "text": ([], {}),
     "json": (["--log-format", "json"], {}),
-    "trace-text": ([], {"PROMDUCK_LOG": "trace"}),
-    "trace-json": (["--log-format", "json"], {"PROMDUCK_LOG": "trace"}),
+    "trace-text": ([], {"PROMDUCK_LOG": TRACE_ALL}),
+    "trace-json": (["--log-format", "json"], {"PROMDUCK_LOG": TRACE_ALL}),
 }
 
 
@@ -226,7 +229,7 @@ def test_daemon_never_shows_the_secret_and_stops_cleanly_on_sigterm(prometheus_a
     out, err = tmp_path / "daemon.out", tmp_path / "daemon.err"
     with open(out, "w") as fo, open(err, "w") as fe:
         proc = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--catch-up-days", "1", *log_args],
-                                cwd=tmp_path, env={**os.environ, **env, "PROMDUCK_LOG": "trace", **now_env(NOW)},
+                                cwd=tmp_path, env={**os.environ, **env, "PROMDUCK_LOG": TRACE_ALL, **now_env(NOW)},
                                 stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
         try:
             wait_until(lambda: "waiting for the next collection" in err.read_text(),

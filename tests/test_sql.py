@@ -461,10 +461,21 @@ def test_seed_queries_for_compacted_archives(data, history, tmp_path):
     day = history.days_list[1]
     (tmp_path / "seed").mkdir()
     (tmp_path / "archive").mkdir()
+    (tmp_path / "newest").mkdir()
     for name in ("basic.sql", "aggregation_by_proxy.sql", "time_series.sql"):
         seed, archive = SQL_DIR / "seed" / name, SQL_DIR / "seed" / "archive" / name
         if name != "time_series.sql":
-            seed, archive = with_day(seed, day, tmp_path / "seed"), with_day(archive, day, tmp_path / "archive")
+            seed = with_day(seed, day, tmp_path / "seed")
+            text = archive.read_text()
+            assert SEED_DAY not in text and "getvariable('promduck_day')" in text, name
+            # The day as a variable; without it, the archive's newest day.
+            newest = with_day(SQL_DIR / "seed" / name, history.days_list[-1], tmp_path / "newest")
+            default = tmp_path / "archive" / ("default-" + name)
+            default.write_text(text)
+            want, got = duckdb_cli(data, file=newest), duckdb_cli(data, file=default)
+            assert got[0] == want[0] and sorted(got[1]) == sorted(want[1]) and got[1], name
+            archive = tmp_path / "archive" / name
+            archive.write_text(f"SET VARIABLE promduck_day = DATE '{day}';\n" + text)
         want, got = duckdb_cli(data, file=seed), duckdb_cli(data, file=archive)
         assert got[0] == want[0] and sorted(got[1]) == sorted(want[1]) and got[1], name
     listing = tmp_path / "files.sql"

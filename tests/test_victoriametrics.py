@@ -4,7 +4,8 @@ unpacked by scripts/get-victoria-metrics.sh, `make victoria-metrics`).
 It holds the history of promfixture.generate_history (the generator of every other test),
 imported through its Prometheus text import API with millisecond timestamps. The history ends
 today at 00:00 UTC: VictoriaMetrics answers /api/v1/series without start/end for the last day
-only (see test_series_api_defaults_to_the_last_day), and prom_series sends neither.
+only (see test_series_api_defaults_to_the_last_day); prom_series sends neither unless given
+`start`/`"end"`.
 
 Checked with the generator's exact values: the collector (every day, every proxy, counters and
 a gauge, batched and one proxy per query), prom_collect, and the live functions prom_query,
@@ -282,11 +283,18 @@ def test_metadata_is_empty(vm):
 
 def test_series_api_defaults_to_the_last_day(vm, vm_history):
     """/api/v1/series without start/end: Prometheus searches all time, VictoriaMetrics only the
-    last day. prom_series sends neither, so a series without recent samples is not found."""
+    last day. prom_series without start/"end" sends neither, so a series without recent samples
+    is found only with a range."""
     con = connect()
     assert con.execute(f"SELECT count(*) FROM prom_series('{OLD_SERIES}', url := ?)", [vm.url]).fetchall() == [(0,)]
     assert vm.api("/api/v1/series", {"match[]": OLD_SERIES, "start": vm_history.start_ts - 8 * 86400}) == [
         {"__name__": OLD_SERIES, "x": "1"}]
+    # With a range that holds its samples, prom_series finds it (start and "end", or start alone).
+    t0 = datetime.fromtimestamp(vm_history.start_ts - 8 * 86400, tz=timezone.utc)
+    assert con.execute(f"SELECT metric_name, labels FROM prom_series('{OLD_SERIES}', url := ?, start := ?, \"end\" := ?)",
+                       [vm.url, t0, t0 + timedelta(days=2)]).fetchall() == [(OLD_SERIES, {"x": "1"})]
+    assert con.execute(f"SELECT metric_name FROM prom_series('{OLD_SERIES}', url := ?, start := ?)",
+                       [vm.url, t0]).fetchall() == [(OLD_SERIES,)]
     # its samples are there for queries
     t = datetime.fromtimestamp(vm_history.start_ts - 7 * 86400 + 60, tz=timezone.utc)
     assert con.execute(f"SELECT value FROM prom_query('{OLD_SERIES}', url := ?, at := ?)", [vm.url, t]).fetchall() == [(2.0,)]

@@ -7,6 +7,8 @@
 //! written), 2 bad config or usage, 130 a one-shot run stopped by a signal with
 //! partitions left uncollected.
 
+mod chunkenc;
+mod inventory;
 mod prompb;
 mod serve;
 
@@ -43,7 +45,8 @@ use std::time::Instant;
                   promduck-collector --config config/config.yaml --from 2024-03-01 --to 2024-03-31\n  \
                   promduck-collector --config config/config.yaml --check\n  \
                   promduck-collector --config config/config.yaml --compact --month 2024-03\n  \
-                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201   # Prometheus remote_read"
+                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201   # Prometheus remote_read\n  \
+                  promduck-collector --config config/config.yaml --serve 127.0.0.1:9201 --daemon   # collect and serve"
 )]
 struct Cli {
     /// YAML configuration file (the original tool's format); `-` reads it from standard input.
@@ -122,6 +125,20 @@ struct Cli {
     #[arg(long, value_name = "ADDR", conflicts_with_all = ["once", "date", "from", "check", "compact", "metrics_listen", "shard"])]
     serve: Option<std::net::SocketAddr>,
 
+    /// Print what the archive (storage.outputDir, disk or S3) holds and exit: its days,
+    /// proxies, metrics, rows, bytes, compacted months and holes (the config's proxies
+    /// missing up to the last complete day), as a table or JSON. --date or --from/--to
+    /// bound the days read.
+    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "table",
+          conflicts_with_all = ["once", "check", "compact", "serve", "metrics_listen", "replace"])]
+    inventory: Option<inventory::Format>,
+
+    /// With --serve: also run the daemon (collect as without a mode flag) in the same
+    /// process, so the archive is served while it is collected. A signal stops both:
+    /// files in progress are finished, reads in progress answered (exit 0).
+    #[arg(long, requires = "serve")]
+    daemon: bool,
+
     /// With --compact: only this month (YYYY-MM).
     #[arg(long, value_parser = parse_month_arg, requires = "compact", value_name = "YYYY-MM")]
     month: Option<NaiveDate>,
@@ -154,11 +171,15 @@ fn parse_day(s: &str) -> Result<NaiveDate, String> {
 
 fn init_logging(format: LogFormat, debug: bool) {
     let default = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PROMDUCK_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "promduck={default},promduck_core={default},promduck_collector={default},warn"
-        ))
-    });
+    let filter = std::env::var("PROMDUCK_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(quiet_libraries(&v)).ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "promduck={default},promduck_core={default},promduck_collector={default},warn"
+            ))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -166,6 +187,31 @@ fn init_logging(format: LogFormat, debug: bool) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
+}
+
+/// The HTTP and TLS libraries under the client log every connection and frame at
+/// debug level; `PROMDUCK_LOG=debug` means promduck's own debug lines, so those stay
+/// at `info` unless the filter names them (`PROMDUCK_LOG=debug,hyper=debug`).
+fn quiet_libraries(filter: &str) -> String {
+    const NOISY: [&str; 7] = [
+        "hyper",
+        "hyper_util",
+        "reqwest",
+        "h2",
+        "rustls",
+        "tower",
+        "tokio_util",
+    ];
+    let named = |c: &str| {
+        filter
+            .split(',')
+            .any(|d| d.trim().split(['=', '[', ':']).next() == Some(c))
+    };
+    let mut out = filter.to_string();
+    for c in NOISY.iter().filter(|c| !named(c)) {
+        out.push_str(&format!(",{c}=info"));
+    }
+    out
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, String> {
@@ -249,9 +295,27 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
-    if let Some(addr) = cli.serve {
+    if let Some(format) = cli.inventory {
+        let (from, to) = match (cli.date, cli.from, cli.to) {
+            (Some(d), _, _) => (Some(d), Some(d)),
+            (None, f, t) => (f, t),
+        };
+        let last = last_complete_day(current_time(), config.timezone);
+        tokio::task::block_in_place(|| inventory::run(&config, from, to, last, format))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // With --daemon the server is bound now (a bad address fails at start) and runs
+    // beside the daemon below.
+    let mut server = None;
+    if let Some(addr) = cli.serve.filter(|_| cli.daemon) {
+        server = Some(serve::bind(&config, addr).await?);
+    } else if let Some(addr) = cli.serve {
         let cancel = Cancel::new();
-        spawn_signal_handler(cancel.clone());
+        spawn_signal_handler(
+            cancel.clone(),
+            "signal received: stopping the remote-read server: no new connections, \
+             reads in progress finish (signal again to exit now)",
+        );
         return serve::run(&config, addr, cancel).await;
     }
     if let Some(shard) = cli.shard {
@@ -274,7 +338,16 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     let mut metrics = SelfMetrics::new(cli.metrics_file.clone(), cli.shard);
     let cfg = collector.config().clone();
     let cancel = Cancel::new();
-    spawn_signal_handler(cancel.clone());
+    spawn_signal_handler(
+        cancel.clone(),
+        match server {
+            None => "signal received: finishing files in progress, starting no new ones (signal again to exit now)",
+            Some(_) => "signal received: finishing files in progress, starting no new ones; \
+                        the remote-read server takes no new connections, answers reads in progress \
+                        (signal again to exit now)",
+        },
+    );
+    let server = server.map(|s| tokio::spawn(s.serve(cancel.clone())));
 
     if cli.check {
         let report = CheckReport {
@@ -420,6 +493,9 @@ async fn run(cli: Cli, mut config: Config) -> anyhow::Result<ExitCode> {
     }
     // A requested stop is a normal end for a service (systemd, Kubernetes): exit 0.
     // Failures of earlier ticks were logged when they happened.
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -710,6 +786,9 @@ impl Reporter {
             }
         }
         if let Some(reason) = &summary.aborted {
+            if let Some(hint) = unresolved_host_hint(reason, url) {
+                tracing::error!("{hint}");
+            }
             tracing::error!(
                 url,
                 failed = self.fatal,
@@ -726,6 +805,19 @@ impl Reporter {
             );
         }
     }
+}
+
+/// A hint for the first thing a new user meets: the sample config's `prometheus.url`
+/// (`http://prometheus:9090`, a Kubernetes service name) does not resolve on a laptop.
+/// `None` unless the failure is a host name that did not resolve.
+fn unresolved_host_hint(reason: &str, url: &str) -> Option<String> {
+    reason.contains("dns error").then(|| {
+        format!(
+            "hint: the host of prometheus.url ({url}) does not resolve: set `prometheus.url` in the config \
+             to your Prometheus (config/config.yaml is a sample; `make demo` starts a local Prometheus \
+             and collects with --config config/demo.yaml)"
+        )
+    })
 }
 
 /// An error with PromQL parse positions (`1:41:`) blanked: the same mistake in a
@@ -1025,11 +1117,15 @@ async fn check(
         }
     }
     if let Err(e) = collector.client().ping().await {
+        let url = collector.client().url();
         report.line(
             "prometheus",
             "failed",
-            format!("prometheus {}: FAILED: {e}", collector.client().url()),
+            format!("prometheus {url}: FAILED: {e}"),
         );
+        if let Some(hint) = unresolved_host_hint(&e.to_string(), url) {
+            report.line("prometheus", "failed", hint);
+        }
         return ExitCode::from(1);
     }
     report.line(
@@ -1170,7 +1266,9 @@ fn check_sample(proxies: &[String]) -> Vec<String> {
 /// Proxies `--check` queries at most (each metric once per proxy).
 const CHECK_PROXIES: usize = 20;
 
-fn spawn_signal_handler(cancel: Cancel) {
+/// On SIGINT/SIGTERM/SIGHUP: logs `message` (what this mode does on stopping) and
+/// cancels; a second signal exits at once (130).
+fn spawn_signal_handler(cancel: Cancel, message: &'static str) {
     tokio::spawn(async move {
         let term = async {
             #[cfg(unix)]
@@ -1205,9 +1303,53 @@ fn spawn_signal_handler(cancel: Cancel) {
             _ = term => {}
             _ = hup => {}
         }
-        tracing::warn!("signal received: finishing files in progress, starting no new ones (signal again to exit now)");
+        tracing::warn!("{message}");
         cancel.cancel();
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The failure of the sample config on a laptop, as the collector printed it.
+    const UNRESOLVED: &str = "cannot reach Prometheus at http://prometheus:9090/: error sending request for url \
+        (http://prometheus:9090/api/v1/query): client error (Connect): dns error: failed to lookup address \
+        information: Name or service not known";
+
+    #[test]
+    fn an_unresolved_host_points_at_the_config_and_the_demo() {
+        let hint = unresolved_host_hint(UNRESOLVED, "http://prometheus:9090/").unwrap();
+        assert!(
+            hint.contains("(http://prometheus:9090/) does not resolve"),
+            "{hint}"
+        );
+        assert!(hint.contains("--config config/demo.yaml"), "{hint}");
+        let refused = "cannot reach Prometheus at http://127.0.0.1:9/: error sending request for url \
+            (http://127.0.0.1:9/api/v1/query): client error (Connect): tcp connect error: Connection refused";
+        assert_eq!(unresolved_host_hint(refused, "http://127.0.0.1:9/"), None);
+    }
+
+    #[test]
+    fn debug_is_promduck_s_own_unless_a_library_is_named() {
+        assert_eq!(
+            quiet_libraries("debug"),
+            "debug,hyper=info,hyper_util=info,reqwest=info,h2=info,rustls=info,tower=info,tokio_util=info"
+        );
+        let named = quiet_libraries("trace,hyper_util=debug,reqwest[span]=trace");
+        assert!(named.starts_with("trace,hyper_util=debug,reqwest[span]=trace,hyper=info,h2=info"));
+        assert!(
+            !named.contains("hyper_util=info") && !named.contains("reqwest=info"),
+            "{named}"
+        );
+        // Every result is a filter tracing accepts.
+        for f in ["debug", "info,promduck_core=trace", "warn,h2=trace"] {
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(quiet_libraries(f)).is_ok(),
+                "{f}"
+            );
+        }
+    }
 }

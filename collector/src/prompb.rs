@@ -2,8 +2,8 @@
 //! `prompb/remote.proto` and `prompb/types.proto` of prometheus/prometheus (v2.42;
 //! these messages have not changed since 2.x): same field numbers, types and enum
 //! values. Derived rather than generated with prost-build so that building needs no
-//! `protoc`; fields the server never reads or writes (exemplars, native histograms,
-//! the chunked response) are left out, and decoding skips them as unknown fields.
+//! `protoc`; fields the server never reads or writes (exemplars, native histograms)
+//! are left out, and decoding skips them as unknown fields.
 
 /// `prometheus.ReadRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -99,7 +99,7 @@ pub enum MatcherType {
 }
 
 /// `prometheus.ReadHints`: the server narrows a query to its selector's
-/// `start_ms..=end_ms` (see `serve::query_of`); the other hints are not used.
+/// `start_ms..=end_ms` (see `serve::query_of`); the other hints are not used (see there).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ReadHints {
     #[prost(int64, tag = "1")]
@@ -116,4 +116,44 @@ pub struct ReadHints {
     pub by: bool,
     #[prost(int64, tag = "7")]
     pub range_ms: i64,
+}
+
+/// `prometheus.ChunkedReadResponse`: one frame of a `STREAMED_XOR_CHUNKS` answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkedReadResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub chunked_series: Vec<ChunkedSeries>,
+    /// The index in `ReadRequest.queries` of the query these series answer.
+    #[prost(int64, tag = "2")]
+    pub query_index: i64,
+}
+
+/// `prometheus.ChunkedSeries`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkedSeries {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    pub chunks: Vec<Chunk>,
+}
+
+/// `prometheus.Chunk`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Chunk {
+    #[prost(int64, tag = "1")]
+    pub min_time_ms: i64,
+    #[prost(int64, tag = "2")]
+    pub max_time_ms: i64,
+    #[prost(enumeration = "ChunkEncoding", tag = "3")]
+    pub r#type: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub data: Vec<u8>,
+}
+
+/// `prometheus.Chunk.Encoding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ChunkEncoding {
+    Unknown = 0,
+    Xor = 1,
 }

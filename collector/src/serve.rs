@@ -1,8 +1,11 @@
 //! `--serve ADDR`: the archive over Prometheus's remote-read protocol.
 //!
-//! `POST /api/v1/read` takes a snappy-compressed protobuf `ReadRequest` and answers a
-//! snappy-compressed `ReadResponse` of `SAMPLES` (the chunked `STREAMED_XOR_CHUNKS`
-//! response is not offered: a client that accepts only it gets a 400). The query
+//! `POST /api/v1/read` takes a snappy-compressed protobuf `ReadRequest` and answers
+//! in the first response type the client accepts (none listed: `SAMPLES`): a
+//! snappy-compressed `ReadResponse` of `SAMPLES`, or `STREAMED_XOR_CHUNKS`, frames of
+//! `ChunkedReadResponse` each preceded by its size (uvarint) and CRC-32C (big endian),
+//! holding XOR chunks of at most 120 samples ([`crate::chunkenc`]). The frames are
+//! built from the whole answer, bounded like a `SAMPLES` one, then sent. The query
 //! itself (matchers, pruning, exact samples) is `promduck_core::remote_read`; this
 //! is the HTTP shell: authentication (`serve` in the config), bounded request size
 //! and concurrency, errors as plain-text statuses (never a panic reaching a
@@ -34,12 +37,23 @@ const MAX_DECODED: usize = 8 << 20;
 
 /// Serves `config`'s archive on `addr` until `cancel` (a signal), then returns 0.
 pub async fn run(config: &Config, addr: SocketAddr, cancel: Cancel) -> anyhow::Result<ExitCode> {
+    Ok(bind(config, addr).await?.serve(cancel).await)
+}
+
+/// A bound server, not answering yet: binding first lets `--serve --daemon` fail at
+/// start (an address in use) rather than after a collection.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+}
+
+/// Opens `config`'s archive and binds `addr`.
+pub async fn bind(config: &Config, addr: SocketAddr) -> anyhow::Result<Server> {
     let storage = promduck_core::storage::for_config(&config.storage)
         .with_context(|| format!("storage.outputDir {}", config.storage.output_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("--serve {addr}"))?;
-    let bound = listener.local_addr().unwrap_or(addr);
     let state = Arc::new(State {
         archive: Archive::new(storage, config),
         auth: Auth::new(&config.serve),
@@ -51,47 +65,58 @@ pub async fn run(config: &Config, addr: SocketAddr, cancel: Cancel) -> anyhow::R
         slot_count: config.serve.max_concurrent_requests.max(1) as u32,
         counters: Counters::default(),
     });
-    tracing::info!(
-        addr = %bound,
-        archive = %state.archive.storage.url(),
-        auth = state.auth.kind(),
-        "serving the archive over Prometheus remote read on POST /api/v1/read"
-    );
-    if !bound.ip().is_loopback() && state.auth.kind() == "none" {
-        tracing::warn!(
-            addr = %bound,
-            "serving beyond loopback without authentication: set serve.username/password or serve.bearerToken"
+    Ok(Server { listener, state })
+}
+
+impl Server {
+    /// Answers until `cancel`, then lets reads in progress finish; returns 0.
+    pub async fn serve(self, cancel: Cancel) -> ExitCode {
+        let Server { listener, state } = self;
+        let bound = listener.local_addr().ok();
+        tracing::info!(
+            addr = %bound.map_or_else(|| "?".to_string(), |a| a.to_string()),
+            archive = %state.archive.storage.url(),
+            auth = state.auth.kind(),
+            "serving the archive over Prometheus remote read on POST /api/v1/read"
         );
-    }
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => {
-                let Ok((sock, _)) = accepted else { continue };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(sock);
-                    // A client that never finishes its request head does not hold a
-                    // connection for ever.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .serve_connection(io, svc)
-                        .await;
-                });
+        if let Some(bound) = bound.filter(|b| !b.ip().is_loopback()) {
+            if state.auth.kind() == "none" {
+                tracing::warn!(
+                    addr = %bound,
+                    "serving beyond loopback without authentication: set serve.username/password or serve.bearerToken"
+                );
             }
         }
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = listener.accept() => {
+                    let Ok((sock, _)) = accepted else { continue };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let state = state.clone();
+                            async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
+                        });
+                        let io = hyper_util::rt::TokioIo::new(sock);
+                        // A client that never finishes its request head does not hold a
+                        // connection for ever.
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .serve_connection(io, svc)
+                            .await;
+                    });
+                }
+            }
+        }
+        // No new connection is accepted; reads in progress finish (their answers may
+        // still be sent) before the process exits.
+        drop(listener);
+        let _ = state.slots.acquire_many(state.slot_count).await;
+        tracing::info!("remote-read server stopped");
+        ExitCode::SUCCESS
     }
-    // No new connection is accepted; reads in progress finish (their answers may
-    // still be sent) before the process exits.
-    drop(listener);
-    let _ = state.slots.acquire_many(state.slot_count).await;
-    tracing::info!("remote-read server stopped");
-    Ok(ExitCode::SUCCESS)
 }
 
 struct State {
@@ -233,18 +258,24 @@ impl State {
                     return r;
                 }
                 match self.clone().read(req).await {
-                    Ok(body) => {
+                    Ok((body, kind)) => {
                         c.read_ok.fetch_add(1, Ordering::Relaxed);
                         c.bytes_sent.fetch_add(body.len() as u64, Ordering::Relaxed);
                         let mut r = Response::new(Full::new(body));
                         let h = r.headers_mut();
+                        let content_type = match kind {
+                            prompb::ResponseType::Samples => {
+                                h.insert(
+                                    hyper::header::CONTENT_ENCODING,
+                                    hyper::header::HeaderValue::from_static("snappy"),
+                                );
+                                "application/x-protobuf"
+                            }
+                            prompb::ResponseType::StreamedXorChunks => STREAMED_CONTENT_TYPE,
+                        };
                         h.insert(
                             hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static("application/x-protobuf"),
-                        );
-                        h.insert(
-                            hyper::header::CONTENT_ENCODING,
-                            hyper::header::HeaderValue::from_static("snappy"),
+                            hyper::header::HeaderValue::from_static(content_type),
                         );
                         r
                     }
@@ -268,8 +299,11 @@ impl State {
         }
     }
 
-    /// One remote-read request, from its body to the compressed answer.
-    async fn read(self: Arc<Self>, req: Request<Incoming>) -> Result<Bytes, Failure> {
+    /// One remote-read request, from its body to the answer and its response type.
+    async fn read(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<(Bytes, prompb::ResponseType), Failure> {
         let bad = |m: String| Failure(StatusCode::BAD_REQUEST, m);
         let body = Limited::new(req.into_body(), MAX_BODY)
             .collect()
@@ -293,15 +327,21 @@ impl State {
             .map_err(|e| bad(format!("the body is not snappy-compressed: {e}")))?;
         let request = <prompb::ReadRequest as prost::Message>::decode(raw.as_slice())
             .map_err(|e| bad(format!("not a protobuf ReadRequest: {e}")))?;
-        let samples_ok = request.accepted_response_types.is_empty()
-            || request
-                .accepted_response_types
-                .contains(&(prompb::ResponseType::Samples as i32));
-        if !samples_ok {
-            return Err(bad(
-                "this server answers only the SAMPLES response type".into()
-            ));
+        // The first type the client accepts that this server answers, as Prometheus's
+        // own server negotiates.
+        let kind = match request.accepted_response_types.as_slice() {
+            [] => Some(prompb::ResponseType::Samples),
+            accepted => accepted
+                .iter()
+                .find_map(|t| prompb::ResponseType::try_from(*t).ok()),
         }
+        .ok_or_else(|| {
+            bad(format!(
+                "none of the accepted response types {:?} is answered here \
+                 (SAMPLES = 0, STREAMED_XOR_CHUNKS = 1)",
+                request.accepted_response_types
+            ))
+        })?;
         let queries = request
             .queries
             .iter()
@@ -339,28 +379,100 @@ impl State {
         })?;
         c.queries.fetch_add(n as u64, Ordering::Relaxed);
         c.samples.fetch_add(stats.samples, Ordering::Relaxed);
-        let response = prompb::ReadResponse {
-            results: results
-                .into_iter()
-                .map(|series| {
-                    c.series.fetch_add(series.len() as u64, Ordering::Relaxed);
-                    prompb::QueryResult {
-                        timeseries: series.into_iter().map(timeseries).collect(),
-                    }
-                })
-                .collect(),
+        for series in &results {
+            c.series.fetch_add(series.len() as u64, Ordering::Relaxed);
+        }
+        let body = match kind {
+            prompb::ResponseType::Samples => {
+                let response = prompb::ReadResponse {
+                    results: results
+                        .into_iter()
+                        .map(|series| prompb::QueryResult {
+                            timeseries: series.into_iter().map(timeseries).collect(),
+                        })
+                        .collect(),
+                };
+                let encoded = prost::Message::encode_to_vec(&response);
+                snap::raw::Encoder::new()
+                    .compress_vec(&encoded)
+                    .map_err(|e| {
+                        Failure(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("cannot compress the answer: {e}"),
+                        )
+                    })?
+            }
+            prompb::ResponseType::StreamedXorChunks => {
+                // The reader's bound counts `SAMPLES` protobuf; frames and chunk headers
+                // may take more for series of very few samples, so their real size is checked.
+                let frames = streamed_frames(results);
+                if frames.len() as u64 > self.limits.max_bytes {
+                    return Err(Failure(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        QueryError::TooManyBytes {
+                            limit: self.limits.max_bytes,
+                        }
+                        .to_string(),
+                    ));
+                }
+                frames
+            }
         };
-        let encoded = prost::Message::encode_to_vec(&response);
-        snap::raw::Encoder::new()
-            .compress_vec(&encoded)
-            .map(Bytes::from)
-            .map_err(|e| {
-                Failure(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot compress the answer: {e}"),
-                )
-            })
+        Ok((Bytes::from(body), kind))
     }
+}
+
+/// The `Content-Type` of a `STREAMED_XOR_CHUNKS` answer, as Prometheus sends it.
+const STREAMED_CONTENT_TYPE: &str =
+    "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse";
+
+/// Chunks per frame at most: a frame stays well under Prometheus's 1 MiB (a chunk of
+/// 120 samples is at most about 2.2 kB).
+const CHUNKS_PER_FRAME: usize = 256;
+
+/// The `STREAMED_XOR_CHUNKS` body of `results` (one list of series per query): per
+/// series, frames of at most [`CHUNKS_PER_FRAME`] chunks, in query then series order.
+fn streamed_frames(results: Vec<Vec<Series>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, series) in results.into_iter().enumerate() {
+        for s in series {
+            let labels: Vec<prompb::Label> = s
+                .labels
+                .into_iter()
+                .map(|(name, value)| prompb::Label { name, value })
+                .collect();
+            let chunks: Vec<prompb::Chunk> = s
+                .samples
+                .chunks(crate::chunkenc::MAX_SAMPLES_PER_CHUNK)
+                .map(|part| prompb::Chunk {
+                    min_time_ms: part.first().map_or(0, |p| p.0),
+                    max_time_ms: part.last().map_or(0, |p| p.0),
+                    r#type: prompb::ChunkEncoding::Xor as i32,
+                    data: crate::chunkenc::xor_chunk(part),
+                })
+                .collect();
+            for group in chunks.chunks(CHUNKS_PER_FRAME) {
+                let frame = prompb::ChunkedReadResponse {
+                    chunked_series: vec![prompb::ChunkedSeries {
+                        labels: labels.clone(),
+                        chunks: group.to_vec(),
+                    }],
+                    query_index: index as i64,
+                };
+                let msg = prost::Message::encode_to_vec(&frame);
+                let mut size = msg.len() as u64;
+                while size >= 0x80 {
+                    out.push((size as u8) | 0x80);
+                    size >>= 7;
+                }
+                out.push(size as u8);
+                let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &msg) as u32;
+                out.extend_from_slice(&crc.to_be_bytes());
+                out.extend_from_slice(&msg);
+            }
+        }
+    }
+    out
 }
 
 fn query_of(q: &prompb::Query) -> Result<Query, QueryError> {
@@ -385,7 +497,10 @@ fn query_of(q: &prompb::Query) -> Result<Query, QueryError> {
         .collect::<Result<Vec<_>, _>>()?;
     // The selector's own range (its range and offset applied) within the query's, as
     // Prometheus's TSDB reads it: a query with several selectors asks each for the
-    // whole query's range. Hints of zero are absent ones.
+    // whole query's range. Hints of zero are absent ones. `step_ms`, `range_ms` and
+    // `func` are not used: they do not say on which grid the selector is evaluated
+    // (inside a subquery, the subquery's, aligned to multiples of its step), so reading
+    // only the windows around steps could drop samples a window needs.
     let (mut start_ms, mut end_ms) = (q.start_timestamp_ms, q.end_timestamp_ms);
     if let Some(h) = q
         .hints

@@ -28,6 +28,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod fs;
+pub mod inventory;
 pub mod layout;
 pub mod plan;
 pub mod prometheus;

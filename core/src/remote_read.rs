@@ -12,8 +12,8 @@
 //! (Prometheus treats an empty label as an absent one).
 //!
 //! Pruning happens before anything is read: the time range selects days (a day's
-//! partition holds `(midnight, next midnight]` of the configured zone, both ends
-//! taken to be safe), matchers on a proxy label that an absent label cannot satisfy
+//! partition holds `(midnight, next midnight]` of the configured zone, so a range
+//! ending at a midnight reads the day before it, not the one after), matchers on a proxy label that an absent label cannot satisfy
 //! select proxies (a daily file of another proxy is never opened; a compacted month
 //! reads only that proxy's row groups for `=`), and `__name__="x"` (or `=~"x|y"`)
 //! becomes the reader's metric filter. Every matcher is then applied exactly to each
@@ -206,22 +206,24 @@ impl Archive {
         }
     }
 
-    /// The days that may hold samples of `start_ms..=end_ms`.
+    /// The days whose samples may fall in `start_ms..=end_ms`: exactly those whose
+    /// `(midnight, next midnight]` meets the range. Every writer stamps a day's samples
+    /// inside it (a daily value at the next midnight, a step grid's points after the
+    /// day's midnight up to the next one), so a range that starts at a midnight needs
+    /// the day ending there, and one that ends at a midnight does not need the day
+    /// starting there.
     pub fn days(&self, start_ms: i64, end_ms: i64) -> (Option<NaiveDate>, Option<NaiveDate>) {
+        // The day holding instant `ms`: the local date, or the day before at midnight.
         let day_of = |ms: i64| {
-            chrono::DateTime::from_timestamp_millis(ms)
-                .map(|t| t.with_timezone(&self.timezone).date_naive())
+            chrono::DateTime::from_timestamp_millis(ms).map(|t| {
+                let d = t.with_timezone(&self.timezone).date_naive();
+                match local_midnight(d, self.timezone).timestamp_millis() == ms {
+                    true => d.checked_sub_days(Days::new(1)).unwrap_or(d),
+                    false => d,
+                }
+            })
         };
-        // A day ends at the next midnight, inclusive: the day before a range that
-        // starts exactly at midnight holds that instant.
-        let from = day_of(start_ms).map(|d| {
-            let at_midnight = local_midnight(d, self.timezone).timestamp_millis() == start_ms;
-            match at_midnight {
-                true => d.checked_sub_days(Days::new(1)).unwrap_or(d),
-                false => d,
-            }
-        });
-        (from, day_of(end_ms))
+        (day_of(start_ms), day_of(end_ms))
     }
 
     /// The files `q` needs, pruned by its time range and proxy matchers, and what to read of them.
@@ -489,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn days_cover_the_range_and_the_day_ending_at_its_start() {
+    fn days_are_those_whose_samples_can_fall_in_the_range() {
         let archive = Archive {
             storage: Arc::new(crate::storage::local::LocalStorage::new("/nonexistent")),
             timezone: chrono_tz::UTC,
@@ -505,9 +507,29 @@ mod tests {
             archive.days(ms("2024-03-02T00:00:00Z"), ms("2024-03-02T12:00:00Z")),
             (d("2024-03-01"), d("2024-03-02"))
         );
+        // Ends at a midnight: the day that starts there holds nothing of it.
         assert_eq!(
             archive.days(ms("2024-03-02T06:00:00Z"), ms("2024-03-03T00:00:00Z")),
-            (d("2024-03-02"), d("2024-03-03"))
+            (d("2024-03-02"), d("2024-03-02"))
+        );
+        // A daily value's window (Prometheus 2's `[1d]` includes both ends): the day
+        // it closes and the day before, whose value sits at its start.
+        assert_eq!(
+            archive.days(ms("2024-03-02T00:00:00Z"), ms("2024-03-03T00:00:00Z")),
+            (d("2024-03-01"), d("2024-03-02"))
+        );
+        // Just past a midnight: that day only.
+        assert_eq!(
+            archive.days(
+                ms("2024-03-02T00:00:00.001Z"),
+                ms("2024-03-02T00:00:00.001Z")
+            ),
+            (d("2024-03-02"), d("2024-03-02"))
+        );
+        // Exactly a midnight: the day it closes.
+        assert_eq!(
+            archive.days(ms("2024-03-02T00:00:00Z"), ms("2024-03-02T00:00:00Z")),
+            (d("2024-03-01"), d("2024-03-01"))
         );
     }
 

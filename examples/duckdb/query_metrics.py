@@ -188,6 +188,13 @@ def connect(extension: Path):
         raise UserError(f"promduck extension not found: {extension} (run `make build`, "
                         "or set PROMDUCK_EXTENSION to the .duckdb_extension file)")
     con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    if extension == DEFAULT_EXTENSION:
+        # DuckDB 1.2's Linux wheels call their platform linux_amd64_gcc4 and refuse the file
+        # stamped linux_amd64: `make build` stamps a copy per such platform.
+        platform = con.execute("PRAGMA platform").fetchone()[0]
+        own = DEFAULT_EXTENSION.parent / platform / DEFAULT_EXTENSION.name
+        if own.is_file():
+            extension = own
     try:
         con.load_extension(str(extension))
     except duckdb.Error as e:

@@ -73,8 +73,12 @@ MAX_POINTS = 5_000          # points per line; a finer bucket is coarsened to st
 # How the rows that fall on one point of a line (environments, instants of a bucket,
 # proxies of "other") are combined, as SQL over the cached aggregates; SCORE is the same
 # measure over a proxy's whole range, which ranks the proxies.
-COMBINE = {"sum": "sum(s)", "average": "sum(s) / sum(n)", "maximum": "max(hi)", "minimum": "min(lo)"}
-SCORE = {"sum": "s", "average": "s / n", "maximum": "hi", "minimum": "lo"}
+# "auto" (the default) sums a metric stored once per day (a counter's daily increase) and takes
+# the maximum of one sampled within the day (a gauge such as latency, which no sum describes).
+COMBINE = {"auto": "CASE WHEN any_value(once_a_day) THEN sum(s) ELSE max(hi) END", "sum": "sum(s)",
+           "average": "sum(s) / sum(n)", "maximum": "max(hi)", "minimum": "min(lo)"}
+SCORE = {"auto": "CASE WHEN once_a_day THEN s ELSE hi END", "sum": "s", "average": "s / n", "maximum": "hi",
+         "minimum": "lo"}
 
 # Every user choice reaches DuckDB as a bound parameter of these fixed texts.
 INVENTORY_SQL = """
@@ -101,7 +105,8 @@ def selection_sql(proxy_filter: bool, width_ms, split: bool) -> str:
     return f"""
 CREATE TABLE sel AS
 SELECT metric_name, api_proxy, date, {ts} AS ts, {label} AS label,
-       sum(value) AS s, count(*) AS n, min(value) AS lo, max(value) AS hi, {at_day_end} AS at_day_end
+       sum(value) AS s, count(*) AS n, min(value) AS lo, max(value) AS hi, {at_day_end} AS at_day_end,
+       count(DISTINCT timestamp) AS instants
 FROM prom_metrics(data_dir := $data_dir, start_date := $start, end_date := $end{proxies})
 GROUP BY ALL;
 """
@@ -111,8 +116,14 @@ SUMMARY_SQL = """
 CREATE TABLE scores AS
 SELECT metric_name, api_proxy, sum(s) AS s, sum(n) AS n, min(lo) AS lo, max(hi) AS hi FROM sel GROUP BY ALL;
 CREATE TABLE info AS
-SELECT metric_name, bool_and(at_day_end) AS daily, count(*) AS proxies, sum(n) AS rows FROM scores
+SELECT metric_name, bool_and(at_day_end) AS daily, any_value(once_a_day) AS once_a_day, count(*) AS proxies,
+       sum(n) AS rows FROM scores
 JOIN (SELECT metric_name, bool_and(at_day_end) AS at_day_end FROM sel GROUP BY ALL) USING (metric_name)
+-- Stored once a day (a daily increase) or sampled within it (a gauge), whatever the bucket:
+-- one instant per series' day. Buckets split a day's instants, never share one.
+JOIN (SELECT metric_name, bool_and(k = 1) AS once_a_day
+      FROM (SELECT metric_name, api_proxy, date, label, sum(instants) AS k FROM sel GROUP BY ALL)
+      GROUP BY ALL) USING (metric_name)
 GROUP BY ALL;
 """
 
@@ -121,7 +132,7 @@ RANKS_SQL = """
 ranks AS (
   SELECT metric_name AS rank_metric, api_proxy,
          row_number() OVER (PARTITION BY metric_name ORDER BY {score} DESC, api_proxy) AS rk
-  FROM scores WHERE list_contains($metrics, metric_name)),
+  FROM scores JOIN info USING (metric_name) WHERE list_contains($metrics, metric_name)),
 top AS (SELECT rank_metric, api_proxy FROM ranks WHERE rk <= $top)
 """
 # The selected rows of `sel`, each marked shown (its proxy drawn) or not (in "other").
@@ -158,7 +169,7 @@ def counts_sql(combine: str) -> str:
     return f"""
 WITH {RANKS_SQL.format(score=SCORE[combine])}
 SELECT i.metric_name, any_value(i.proxies) AS proxies, any_value(i.rows) AS rows, any_value(i.daily) AS daily,
-       count(t.api_proxy) AS shown
+       any_value(i.once_a_day) AS once_a_day, count(t.api_proxy) AS shown
 FROM info i JOIN scores sc USING (metric_name)
 LEFT JOIN top t ON t.rank_metric = coalesce($rank_metric, i.metric_name) AND t.api_proxy = sc.api_proxy
 WHERE list_contains($metrics, i.metric_name) GROUP BY i.metric_name
@@ -170,8 +181,8 @@ def bars_sql(week: bool, combine: str) -> str:
     return f"""
 WITH {RANKS_SQL.format(score=SCORE[combine])}, {MARKED_SQL}
 SELECT metric_name, CASE WHEN shown THEN api_proxy END AS series, strftime({bucket}, '%Y-%m-%d') AS x,
-       sum(s) AS y
-FROM g WHERE shown OR $others
+       {COMBINE["auto"] if combine == "auto" else "sum(s)"} AS y
+FROM g JOIN info USING (metric_name) WHERE shown OR $others
 GROUP BY ALL ORDER BY metric_name, series NULLS LAST, x
 """
 
@@ -485,10 +496,14 @@ if st.session_state.get("split") not in split_options:
 split = sb.selectbox("Lines per", split_options, key="split",
                      help="One line per proxy, or per proxy and the value of a label")
 split_key = None if split == "API proxy" else split.removeprefix("API proxy and ")
-combine = sb.selectbox("Combine the other series by", list(COMBINE), index=0,
+asked_combine = st.query_params.get("combine", "auto")  # a link may choose it: ?combine=sum
+combine = sb.selectbox("Combine the other series by", list(COMBINE),
+                       index=list(COMBINE).index(asked_combine) if asked_combine in COMBINE else 0,
                        help="The rows that fall on one point of a line (one per environment, every instant "
                             "of a time bucket, every proxy of \"other\") are combined this way; sum suits "
                             "counters such as request_count, average or maximum gauges such as latency. "
+                            "auto: sum for a metric stored once a day (a daily increase), maximum for one "
+                            "sampled within the day (a gauge); the bars then show its daily maximum. "
                             "Proxies are ranked by the same measure over the whole range.")
 top = int(sb.number_input("Top API proxies per chart", min_value=1, max_value=MAX_TOP, value=DEFAULT_TOP, step=1,
                           help="Each chart draws the N proxies ranked highest by its metric (combined as above "
@@ -554,12 +569,19 @@ else:
     is_open = lambda t: True  # noqa: E731
 
 
+def combine_of(metric: str) -> str:
+    """The way of combining chosen, "auto" resolved for ``metric``."""
+    if combine != "auto":
+        return combine
+    return "sum" if counts[metric]["once_a_day"] else "maximum"
+
+
 def chart_note(metric: str, kind: str, right: bool, points: str) -> str:
     """The subtitle: which proxies are drawn, where the rest went, what a point is."""
     total, shown = int(counts[metric]["proxies"]), int(counts[metric]["shown"])
     if shown >= total:
         return f"all {total:,} API proxies · {points}"
-    by = f"{combine} of {rank_metric or metric}"
+    by = f"{combine_of(rank_metric or metric)} of {rank_metric or metric}"
     if others:
         rest = f"the other {total - shown:,} as one grey {kind}" + (" (right axis)" if right else "")
     else:
@@ -803,7 +825,8 @@ with tab_ts:
                 kind, axis = "line", time_axis_for(daily)
             spec = chart(metric, rows, kind, title=metric,
                          subtitle=lambda right: chart_note(metric, kind, right, points), x_title=x_title,
-                         y_title=f"{metric} ({combine})", legend_title=split, time_axis=axis, parts=parts)
+                         y_title=f"{metric} ({combine_of(metric)})", legend_title=split, time_axis=axis,
+                         parts=parts)
             st.vega_lite_chart(spec, key=f"ts-{metric}")
 
 with tab_agg:
@@ -822,9 +845,10 @@ with tab_agg:
                 continue
             st.subheader(metric)
             parts = partial_weeks(week)
-            spec = chart(metric, rows, "bar", title=f"{metric}: {per} total per API proxy",
+            measure = "maximum" if combine == "auto" and combine_of(metric) == "maximum" else "total"
+            spec = chart(metric, rows, "bar", title=f"{metric}: {per} {measure} per API proxy",
                          subtitle=lambda right: chart_note(metric, "bar", right, per),
-                         x_title="week from" if week else "day", y_title=f"{per} total",
+                         x_title="week from" if week else "day", y_title=f"{per} {measure}",
                          legend_title="API proxy", time_axis=None, parts=parts)
             st.vega_lite_chart(spec, key=f"agg-{metric}")
             t = tables.get(metric, [])

@@ -195,7 +195,8 @@ enum Request {
     },
     Labels,
     LabelValues(String),
-    Series(Vec<String>),
+    /// Selectors, and the `[start, end]` range in epoch ms (none: Prometheus's default).
+    Series(Vec<String>, Option<(i64, i64)>),
     Metadata {
         metric: Option<String>,
         limit: Option<u64>,
@@ -368,9 +369,9 @@ fn execute(bind: &LiveBind) -> Result<Rows, BoxError> {
             ),
             Request::Labels => Rows::Strings(client.labels().await.map_err(scrub)?),
             Request::LabelValues(l) => Rows::Strings(client.label_values(l).await.map_err(scrub)?),
-            Request::Series(m) => Rows::SeriesList(
+            Request::Series(m, range_ms) => Rows::SeriesList(
                 client
-                    .series(m, None)
+                    .series(m, *range_ms)
                     .await
                     .map_err(scrub)?
                     .into_iter()
@@ -740,14 +741,56 @@ live_vtab!(
                 "match: give at least one series selector (a list of only NULLs selects no series)",
             ));
         }
-        Ok(
-            LiveBind::new(connection(bind, "prom_series")?, Request::Series(matchers))
-                .with_label_columns(labels),
+        let range_ms = series_range(bind)?;
+        Ok(LiveBind::new(
+            connection(bind, "prom_series")?,
+            Request::Series(matchers, range_ms),
         )
+        .with_label_columns(labels))
     },
     vec![LogicalTypeHandle::from(LogicalTypeId::Any)],
-    vec![labels_param()]
+    vec![
+        labels_param(),
+        // ANY, as `at`: a value DuckDB could not cast would fail in bind, echoing the statement.
+        (
+            "start".to_string(),
+            LogicalTypeHandle::from(LogicalTypeId::Any)
+        ),
+        (
+            "end".to_string(),
+            LogicalTypeHandle::from(LogicalTypeId::Any)
+        )
+    ]
 );
+
+/// `prom_series`' `start`/`end`. Without either, Prometheus's own default applies
+/// (Prometheus: everything it holds; VictoriaMetrics: only the last day), so a range
+/// reaches older series there. A missing end is now, a missing start the epoch.
+fn series_range(bind: &BindInfo) -> Result<Option<(i64, i64)>, BoxError> {
+    let start = named(bind, "start");
+    let end = named(bind, "end");
+    if start.is_none() && end.is_none() {
+        return Ok(None);
+    }
+    let start_ms = match &start {
+        Some(v) => timestamp_value(v, "start")?.timestamp_millis(),
+        None => 0,
+    };
+    let end_ms = match &end {
+        Some(v) => timestamp_value(v, "end")?.timestamp_millis(),
+        None => crate::params::now()?.timestamp_millis(),
+    };
+    if start_ms > end_ms {
+        return Err(err(format!(
+            "start {} is after end {}",
+            start
+                .map(|v| v.render())
+                .unwrap_or_else(|| "(the epoch)".into()),
+            end.map(|v| v.render()).unwrap_or_else(|| "(now)".into())
+        )));
+    }
+    Ok(Some((start_ms, end_ms)))
+}
 
 live_vtab!(
     PromMetadata,

@@ -270,7 +270,8 @@ impl Sandbox {
             .0
             .lock()
             .map_err(|_| "promduck: internal lock poisoned".to_string())?;
-        let mut literal = path.display().to_string().replace('\'', "''");
+        let folder = path.display().to_string();
+        let mut literal = folder.replace('\'', "''");
         // A folder is asked about through a name inside it, the way DuckDB sees the
         // files it reads there (recent DuckDB refuses the folder's own path even when
         // it is an allowed directory). The name is not expected to exist: at most a
@@ -279,7 +280,7 @@ impl Sandbox {
             if !literal.ends_with('/') {
                 literal.push('/');
             }
-            literal.push_str(".promduck-sandbox-probe");
+            literal.push_str(PROBE);
         }
         match setting(
             &guard.con,
@@ -287,15 +288,23 @@ impl Sandbox {
         ) {
             Ok(_) => Ok(()),
             // DuckDB's own sentence, without the echo of promduck's probe query.
+            // The probe's name is promduck's, not the user's: the folder is named instead.
             Err(e) => Err(e
                 .lines()
                 .next()
                 .unwrap_or_default()
                 .trim_start_matches("Permission Error: ")
-                .to_string()),
+                .replace(
+                    &format!("file \"{}/{PROBE}\"", folder.trim_end_matches('/')),
+                    &format!("directory \"{}\"", folder.trim_end_matches('/')),
+                )
+                .replace(&format!("/{PROBE}"), "")),
         }
     }
 }
+
+/// The name inside a folder through which DuckDB is asked about the folder.
+const PROBE: &str = ".promduck-sandbox-probe";
 
 /// `path` made absolute and with `.`/`..` resolved lexically (no file is touched).
 fn lexical(path: &Path) -> PathBuf {

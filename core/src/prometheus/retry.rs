@@ -54,6 +54,7 @@ impl PromClient {
             tracing::trace!(endpoint, body = %body.join("&"), "request");
         }
         let mut attempt: u32 = 0;
+        let started = Instant::now();
         loop {
             self.stats
                 .requests
@@ -68,7 +69,16 @@ impl PromClient {
                 .await
                 .map_err(|e| e.redacted(&self.redactor));
             match result {
-                Ok(body) => return Ok(body),
+                Ok(body) => {
+                    // What `PROMDUCK_LOG=debug` is for: each request, how long it took.
+                    tracing::debug!(
+                        endpoint,
+                        attempts = attempt + 1,
+                        ms = started.elapsed().as_millis() as u64,
+                        "Prometheus answered"
+                    );
+                    return Ok(body);
+                }
                 Err(e) if e.is_transient() && attempt < self.cfg.retries => {
                     let retry_after = match &e {
                         PromError::Http { retry_after, .. } => *retry_after,
@@ -87,7 +97,10 @@ impl PromClient {
                     }
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(endpoint, attempts = attempt + 1, ms = started.elapsed().as_millis() as u64, error = %e, "Prometheus request failed");
+                    return Err(e);
+                }
             }
         }
     }

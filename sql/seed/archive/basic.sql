@@ -1,5 +1,7 @@
 -- The original README's "Basic Query" on the whole archive (compacted months and daily
 -- files): the day and the proxy are chosen by their columns, not by a file's path.
+-- The day: `SET VARIABLE promduck_day = DATE '2024-03-01';` first; without it, the archive's
+-- newest day (never a day with no data, which would answer nothing).
 SELECT
     epoch_ms(timestamp) as timestamp,
     metric_name,
@@ -7,5 +9,5 @@ SELECT
     api_proxy,
     date
 FROM read_parquet('data/*/*.parquet')
-WHERE date = DATE '2023-04-01' AND api_proxy = 'api-proxy-1'
+WHERE date = coalesce(getvariable('promduck_day'), (SELECT max(date) FROM read_parquet('data/*/*.parquet'))) AND api_proxy = 'api-proxy-1'
 ORDER BY timestamp;
