@@ -60,22 +60,22 @@ endif
 	  --abi C_STRUCT_UNSTABLE --duckdb-version $(NATIVE_DUCKDB)
 	@# A local extension repository for `INSTALL promduck FROM 'build/repository'` (or the same
 	@# folder served over HTTP, where DuckDB fetches <file>.gz): DuckDB looks in
-	@# <repo>/<its version>/<its platform>/. $(NATIVE_DUCKDB) on $(PLATFORM) gets the native build,
-	@# every other version and platform the portable one.
+	@# <repo>/<its version>/<its platform>/; the portable build serves every version and platform.
+	@# The native build has only prom_metrics and timestamp_ms, so it is opt-in, from a repository
+	@# of its own: `INSTALL promduck FROM 'build/repository-native'` in DuckDB $(NATIVE_DUCKDB).
 	@for p in $(PLATFORM) $(GCC4_PLATFORM); do \
-	  portable=$(BUILD)/promduck.duckdb_extension; [ $$p = $(PLATFORM) ] || portable=$(BUILD)/$$p/promduck.duckdb_extension; \
-	  native=$(BUILD)/native/$(NATIVE_DUCKDB)/promduck.duckdb_extension; \
-	  for f in $$portable $$native; do \
-	    [ $$f.gz -nt $$f ] || { gzip -c $$f > $$f.gz.tmp$$$$ && mv -f $$f.gz.tmp$$$$ $$f.gz; }; \
-	  done; \
+	  f=$(BUILD)/promduck.duckdb_extension; [ $$p = $(PLATFORM) ] || f=$(BUILD)/$$p/promduck.duckdb_extension; \
+	  [ $$f.gz -nt $$f ] || { gzip -c $$f > $$f.gz.tmp$$$$ && mv -f $$f.gz.tmp$$$$ $$f.gz; }; \
 	  for v in $(DUCKDB_VERSIONS); do \
-	    f=$$portable; [ $$v = $(NATIVE_DUCKDB) ] && [ $$p = $(PLATFORM) ] && f=$$native; \
 	    mkdir -p $(BUILD)/repository/$$v/$$p; \
 	    ln -f $$f $(BUILD)/repository/$$v/$$p/promduck.duckdb_extension; \
 	    ln -f $$f.gz $(BUILD)/repository/$$v/$$p/promduck.duckdb_extension.gz; \
 	  done; \
 	done
-	@echo "built: $(BUILD)/promduck-collector $(BUILD)/promduck.duckdb_extension $(BUILD)/native/$(NATIVE_DUCKDB)/ $(BUILD)/repository/"
+	@f=$(BUILD)/native/$(NATIVE_DUCKDB)/promduck.duckdb_extension; d=$(BUILD)/repository-native/$(NATIVE_DUCKDB)/$(PLATFORM); \
+	  [ $$f.gz -nt $$f ] || { gzip -c $$f > $$f.gz.tmp$$$$ && mv -f $$f.gz.tmp$$$$ $$f.gz; }; \
+	  mkdir -p $$d && ln -f $$f $$d/promduck.duckdb_extension && ln -f $$f.gz $$d/promduck.duckdb_extension.gz
+	@echo "built: $(BUILD)/promduck-collector $(BUILD)/promduck.duckdb_extension $(BUILD)/repository/ $(BUILD)/native/$(NATIVE_DUCKDB)/ $(BUILD)/repository-native/"
 
 ## wheel: dist/promduck-<version>-py3-none-manylinux_<glibc>_<arch>.whl from what `make build` built:
 ## the extension for both Linux platform names, the collector as the script promduck-collector and the

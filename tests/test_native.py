@@ -2,7 +2,8 @@
 
 - Each host gets its build: the native one loads in DuckDB 2.0.1 (its footer names that exact
   version) and is refused elsewhere; the portable one still loads by path in 2.0.1 (the fallback);
-  `INSTALL promduck FROM 'build/repository'` installs the native file in 2.0.1 and the portable
+  `INSTALL promduck FROM 'build/repository-native'` installs the native file in 2.0.1 (and
+  `build/repository` the portable one everywhere, 2.0.1 included); the portable
   file in 1.2 … 1.5.
 - Generated predicates (`=`, `IN`, `BETWEEN`, `<`, `>`, `<=`, `>=` and their ANDs on `date`,
   `api_proxy`, `metric_name`) over a generated archive: the WHERE form returns exactly the rows of
@@ -421,7 +422,11 @@ def test_each_host_gets_its_build(archive, tmp_path, host):
     data, rows = archive
     python = REPO_ROOT / ".cache" / f"duckdb-{host}" / "bin" / "python"
     assert python.exists(), f"{python} missing: run `make hosts`"
-    folder = "build/repository" if BUILD == REPO_ROOT / "build" else str(BUILD / "repository")
+    # build/repository gives every host the portable build (the native one has only
+    # prom_metrics and timestamp_ms); build/repository-native gives DuckDB 2.0.1 the native one.
+    native_host = HOSTS[host] == NATIVE_VERSION
+    name = "repository-native" if native_host else "repository"
+    folder = f"build/{name}" if BUILD == REPO_ROOT / "build" else str(BUILD / name)
     gcc4 = BUILD / "linux_amd64_gcc4" / "promduck.duckdb_extension"
     r = subprocess.run([str(python), "-c", HOST_SCRIPT, str(NATIVE), str(EXTENSION), str(gcc4), folder,
                         str(tmp_path / "ext"), str(data)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
@@ -442,3 +447,18 @@ def test_each_host_gets_its_build(archive, tmp_path, host):
                "built specifically for DuckDB version 'v2.0.1'" in out["native"], out["native"]
         assert installed == portable.read_bytes()
         assert "FILTER" in out["installed_plan"].upper(), out["installed_plan"]
+
+
+
+def test_the_default_repository_gives_every_version_the_portable_build():
+    """INSTALL promduck FROM 'build/repository' never takes a function away: every version's
+    folder holds the portable build, 2.0.1's too; the native one is opt-in."""
+    repo = BUILD / "repository"
+    files = sorted(repo.glob("v*/*/promduck.duckdb_extension"))
+    assert len(files) >= 22 * 2, files
+    for f in files:
+        want = BUILD / f.parent.name / "promduck.duckdb_extension" if f.parent.name.endswith("_gcc4") else EXTENSION
+        assert f.read_bytes() == want.read_bytes(), f
+    native = BUILD / "repository-native" / f"v{NATIVE_VERSION}" / "linux_amd64" / "promduck.duckdb_extension"
+    assert native.read_bytes() == NATIVE.read_bytes()
+    assert sorted(p.name for p in (BUILD / "repository-native").iterdir()) == [f"v{NATIVE_VERSION}"]

@@ -431,6 +431,50 @@ def test_the_lock_heartbeat_and_a_holder_whose_lock_was_taken_over_stops(s3, buc
     assert pm_totals(connect(), s3, f"s3://{bucket}/{P}") == expected
 
 
+
+def test_a_lock_taken_over_while_the_last_parts_upload_never_makes_the_month_visible(s3, bucket, tmp_path):
+    """The window between the compactor's last look at its lock and the request that makes
+    the month visible: the writer has written everything and found its lock held, then waits
+    for the parts still uploading. A takeover there must stop it too: the lock is asked again
+    just before CompleteMultipartUpload, so the upload is aborted and nothing appears."""
+    data, expected = small_archive(tmp_path, proxies=PROXIES[:2])
+    # The same month compacted once in a bucket of its own: how many parts it takes.
+    probe = s3.create_bucket()
+    upload(s3, probe, data, P)
+    r = compact(s3_config(tmp_path / "probe.yaml", s3, probe, P), "--month", "2024-01")
+    assert r.returncode == 0, r.stderr
+    last = max(int(q.params["partNumber"]) for q in s3.requests("UPLOAD_PART", bucket=probe))
+    assert last >= 2, last
+    keys = upload(s3, bucket, data, P)
+    cfg = s3_config(tmp_path / "config.yaml", s3, bucket, P)
+    lock = f"{P}/.promduck-compact.lock"
+    gate = threading.Event()
+    # The last part is sent when the writer finishes, after its look at the lock: hold it.
+    held = s3.add_fault("gate", kind="UPLOAD_PART", bucket=bucket, gate=gate,
+                        match=lambda q: q.params.get("partNumber") == str(last))
+    err_file = tmp_path / "compact.err"
+    with open(err_file, "w") as ef:
+        p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--compact", "--month", "2024-01"],
+                             env=collector_env(PROMDUCK_COMPACT_LOCK_TTL=3), stderr=ef, text=True)
+    try:
+        wait_until(lambda: held.fired >= 1, "the last part held", proc=p)
+        s3.put(bucket, lock, lock_body(1, 1, host="elsewhere"))
+        wait_until(lambda: "the compaction lock was taken over by another compactor" in err_file.read_text(),
+                   "the holder noticing the takeover", proc=p)
+        gate.set()
+        assert p.wait(timeout=120) != 0
+    finally:
+        gate.set()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = err_file.read_text()
+    assert "another compactor took the compaction lock over: not written" in err, err
+    assert s3.counts(bucket=bucket)["COMPLETE_MULTIPART"] == 0
+    assert s3.multipart_uploads(bucket) == []
+    assert s3.list_keys(bucket) == sorted(keys + [lock])
+    assert pm_totals(connect(), s3, f"s3://{bucket}/{P}") == expected
+
 def random_month_file(root: Path, seed: int, days: int, per_day: int) -> tuple[bytes, list]:
     """A month file of January 2024 (its last ``days`` days, 6 proxies, ``per_day`` points a
     day per environment of random floats, which do not compress), compacted on disk by the

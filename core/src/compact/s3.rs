@@ -241,13 +241,18 @@ fn write_month(
     };
     drop(source);
     drop(cursor);
-    if lock.lost() {
-        return Err(Error::Invalid(format!(
+    let lost = || {
+        Error::Invalid(format!(
             "{}: another compactor took the compaction lock over: not written",
             at.display()
-        )));
+        ))
+    };
+    if lock.lost() {
+        return Err(lost());
     }
-    let (bytes, parts) = upload.finish()?;
+    // Asked again once every part is uploaded, just before the request that makes the
+    // month visible: parts take their time, and a takeover during them must stop it too.
+    let (bytes, parts) = upload.finish_if(|| if lock.lost() { Err(lost()) } else { Ok(()) })?;
     out.bytes = bytes;
     tracing::debug!(month = %name, bytes, parts, seconds = started.elapsed().as_secs_f64(), "month file visible");
     // A retried request may have started a second upload: none may be left.

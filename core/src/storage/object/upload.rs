@@ -83,16 +83,40 @@ impl MonthUpload {
         }
     }
 
-    /// Makes the object visible, whole; returns its size and the parts it took (0: one PUT).
-    pub(crate) fn finish(mut self) -> Result<(u64, usize)> {
-        let r = self.finish_inner();
+    /// Makes the object visible, whole; returns its size and the parts it took (0: one
+    /// PUT). `go` is asked once every part has been uploaded, just before the one request
+    /// that makes the object visible (the PUT or CompleteMultipartUpload):
+    /// an error from it aborts the upload, so nothing appears. Compaction asks whether it
+    /// still holds its lock there: parts take their time, and a lock lost while they upload
+    /// must not let the month appear.
+    pub(crate) fn finish_if(mut self, go: impl FnOnce() -> Result<()>) -> Result<(u64, usize)> {
+        let storage_err = |at: &std::path::Path, e: std::io::Error| Error::Storage {
+            path: at.to_path_buf(),
+            message: e.to_string(),
+        };
+        let r = match self.flush_parts() {
+            Err(e) => Err(storage_err(&self.at, e)),
+            Ok(()) => go().and_then(|()| self.finish_inner().map_err(|e| storage_err(&self.at, e))),
+        };
         if r.is_err() {
             self.abort();
         }
-        r.map_err(|e| Error::Storage {
-            path: self.at.clone(),
-            message: e.to_string(),
-        })
+        r
+    }
+
+    /// Sends the last part and waits for every part in flight (a single-PUT object has
+    /// none: its bytes wait in the buffer).
+    fn flush_parts(&mut self) -> std::io::Result<()> {
+        if self.upload.is_none() {
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            self.send_part()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_one()?;
+        }
+        Ok(())
     }
 
     pub(super) fn finish_inner(&mut self) -> std::io::Result<(u64, usize)> {
