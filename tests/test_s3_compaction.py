@@ -373,6 +373,32 @@ def test_the_lock_object_live_holder_waited_for_dead_or_expired_taken_over(s3, b
     assert pm_totals(connect(), s3, f"s3://{bucket}/{P}") == expected
 
 
+def compact_taken_over(s3, bucket, cfg, lock, other: str, gate, tmp_path, while_held) -> str:
+    """Runs a compaction of January with a 3 s lock lifetime; once ``while_held(proc)`` has
+    seen it reach the point the test holds it at (behind ``gate``), another compactor takes
+    the lock over (``other`` written in its place). The holder must notice and fail; returns
+    its log."""
+    err_file = tmp_path / "compact.err"
+    with open(err_file, "w") as ef:
+        p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--compact", "--month", "2024-01"],
+                             env=collector_env(PROMDUCK_COMPACT_LOCK_TTL=3), stderr=ef, text=True)
+    try:
+        while_held(p)
+        s3.put(bucket, lock, other)
+        wait_until(lambda: "the compaction lock was taken over by another compactor" in err_file.read_text(),
+                   "the holder noticing the takeover", proc=p)
+        gate.set()
+        assert p.wait(timeout=120) != 0
+    finally:
+        gate.set()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = err_file.read_text()
+    assert "another compactor took the compaction lock over: not written" in err, err
+    return err
+
+
 def test_the_lock_heartbeat_and_a_holder_whose_lock_was_taken_over_stops(s3, bucket, tmp_path):
     """With a short lock lifetime (PROMDUCK_COMPACT_LOCK_TTL=3: a refresh every second), the
     compactor held at its first daily object: the lock is refreshed (conditional PUTs with If-Match,
@@ -389,11 +415,9 @@ def test_the_lock_heartbeat_and_a_holder_whose_lock_was_taken_over_stops(s3, buc
     # the lock and completes the upload (parts already sent go out in the background, so
     # holding a part would not hold the writer).
     s3.add_fault("gate", kind="GET", key_contains=f"{P}/2024-01-", gate=gate)
-    err_file = tmp_path / "compact.err"
-    with open(err_file, "w") as ef:
-        p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--compact", "--month", "2024-01"],
-                             env=collector_env(PROMDUCK_COMPACT_LOCK_TTL=3), stderr=ef, text=True)
-    try:
+    other = lock_body(1, 1, host="elsewhere")
+
+    def while_held(p):
         refreshes = lambda: [q for q in s3.requests("PUT", bucket=bucket, key_contains=lock)  # noqa: E731
                              if "if-match" in q.raw.headers]
         wait_until(lambda: len(refreshes()) >= 3, "three refreshes of the lock", proc=p)
@@ -407,20 +431,8 @@ def test_the_lock_heartbeat_and_a_holder_whose_lock_was_taken_over_stops(s3, buc
         assert bodies[-1]["expires"] > bodies[0]["expires"], bodies
         assert [q.action for q in s3.requests("GET", bucket=bucket, key_contains=f"{P}/2024-01-")][:1] == ["gate"]
         assert s3.counts(bucket=bucket)["COMPLETE_MULTIPART"] == 0
-        # Another compactor takes the lock over (written directly, as after its expiry).
-        other = lock_body(1, 1, host="elsewhere")
-        s3.put(bucket, lock, other)
-        wait_until(lambda: "the compaction lock was taken over by another compactor" in err_file.read_text(),
-                   "the holder noticing the takeover", proc=p)
-        gate.set()
-        assert p.wait(timeout=120) != 0
-    finally:
-        gate.set()
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    err = err_file.read_text()
-    assert "another compactor took the compaction lock over: not written" in err, err
+
+    err = compact_taken_over(s3, bucket, cfg, lock, other, gate, tmp_path, while_held)
     assert 'compaction failed; the month reads as before month="2024-01"' in err, err
     # Nothing visible, nothing deleted, the new holder's lock untouched, no upload left.
     assert s3.list_keys(bucket) == sorted(keys + [lock])
@@ -429,7 +441,6 @@ def test_the_lock_heartbeat_and_a_holder_whose_lock_was_taken_over_stops(s3, buc
     assert s3.counts(bucket=bucket)["COMPLETE_MULTIPART"] == 0
     assert not [q for q in s3.requests("DELETE", bucket=bucket) if q.key != lock]
     assert pm_totals(connect(), s3, f"s3://{bucket}/{P}") == expected
-
 
 
 def test_a_lock_taken_over_while_the_last_parts_upload_never_makes_the_month_visible(s3, bucket, tmp_path):
@@ -452,24 +463,9 @@ def test_a_lock_taken_over_while_the_last_parts_upload_never_makes_the_month_vis
     # The last part is sent when the writer finishes, after its look at the lock: hold it.
     held = s3.add_fault("gate", kind="UPLOAD_PART", bucket=bucket, gate=gate,
                         match=lambda q: q.params.get("partNumber") == str(last))
-    err_file = tmp_path / "compact.err"
-    with open(err_file, "w") as ef:
-        p = subprocess.Popen([str(COLLECTOR), "--config", str(cfg), "--compact", "--month", "2024-01"],
-                             env=collector_env(PROMDUCK_COMPACT_LOCK_TTL=3), stderr=ef, text=True)
-    try:
-        wait_until(lambda: held.fired >= 1, "the last part held", proc=p)
-        s3.put(bucket, lock, lock_body(1, 1, host="elsewhere"))
-        wait_until(lambda: "the compaction lock was taken over by another compactor" in err_file.read_text(),
-                   "the holder noticing the takeover", proc=p)
-        gate.set()
-        assert p.wait(timeout=120) != 0
-    finally:
-        gate.set()
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    err = err_file.read_text()
-    assert "another compactor took the compaction lock over: not written" in err, err
+    err = compact_taken_over(s3, bucket, cfg, lock, lock_body(1, 1, host="elsewhere"), gate, tmp_path,
+                             lambda p: wait_until(lambda: held.fired >= 1, "the last part held", proc=p))
+    assert 'compaction failed; the month reads as before month="2024-01"' in err, err
     assert s3.counts(bucket=bucket)["COMPLETE_MULTIPART"] == 0
     assert s3.multipart_uploads(bucket) == []
     assert s3.list_keys(bucket) == sorted(keys + [lock])
