@@ -258,12 +258,15 @@ def test_s3s_fs_checks_signatures(s3s_fs):
     s3s_fs.reset()
     bucket = s3s_fs.create_bucket()
     for via_proxy in (False, True):  # the proxy forwards Host, so the signature still verifies
-        bad = s3s_fs.client(via_proxy=via_proxy, secret_key=S3S_SECRET_KEY + "x")
+        # A client per request: s3s-fs refuses a PUT before reading its body and closes that
+        # connection, which a reused client could pick up again (ConnectionClosedError).
+        def bad():
+            return s3s_fs.client(via_proxy=via_proxy, secret_key=S3S_SECRET_KEY + "x")
         with pytest.raises(ClientError) as e:
-            bad.put_object(Bucket=bucket, Key="k.parquet", Body=DATA)
+            bad().put_object(Bucket=bucket, Key="k.parquet", Body=DATA)
         assert error_code(e.value) == (403, "SignatureDoesNotMatch")
         with pytest.raises(ClientError) as e:
-            bad.list_objects_v2(Bucket=bucket)
+            bad().list_objects_v2(Bucket=bucket)
         assert error_code(e.value) == (403, "SignatureDoesNotMatch")
         with pytest.raises(ClientError) as e:
             s3s_fs.client(via_proxy=via_proxy, access_key="unknown-key").list_objects_v2(Bucket=bucket)
