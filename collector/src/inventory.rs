@@ -39,14 +39,11 @@ pub fn run(
         proxies: None,
     };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-    let mut inv = inventory::take(storage.as_ref(), &sel, None, threads)?;
-    // Holes up to the last complete day unless a range was given: an archive that stopped
-    // growing shows the days it missed since.
-    let first = from.or_else(|| inv.partitions.first().map(|p| p.date));
-    let last = to.unwrap_or(last_complete);
-    if let Some(first) = first.filter(|f| *f <= last) {
-        inv.holes = storage.holes(&config.api_proxies, first, last)?;
-    }
+    let expected = inventory::Expected {
+        proxies: &config.api_proxies,
+        until: last_complete,
+    };
+    let inv = inventory::take(storage.as_ref(), &sel, Some(expected), threads)?;
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&Report::of(&inv))? + "\n",
         Format::Table => table(&inv),

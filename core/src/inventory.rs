@@ -91,14 +91,20 @@ impl Inventory {
     }
 }
 
-/// Takes the inventory of `sel` (days and proxies as `prom_metrics` selects them).
-/// With `expected` proxies (the config's), the holes of every day from the first
-/// day (`sel.from`, else the first held) to the last (`sel.to`, else the last held)
-/// are listed too. Files are read on `threads` threads.
+/// Which partitions should exist, for the holes: the config's proxies, every day from
+/// the first asked (else the first held) to the last asked, else `until` (the last
+/// complete day: an archive that stopped growing shows the days it missed since).
+pub struct Expected<'a> {
+    pub proxies: &'a [String],
+    pub until: NaiveDate,
+}
+
+/// Takes the inventory of `sel` (days and proxies as `prom_metrics` selects them), with
+/// the holes against `expected` when given. Files are read on `threads` threads.
 pub fn take(
     storage: &dyn Storage,
     sel: &Selection,
-    expected: Option<&[String]>,
+    expected: Option<Expected<'_>>,
     threads: usize,
 ) -> Result<Inventory> {
     let files = if storage.exists()? {
@@ -166,11 +172,11 @@ pub fn take(
         .collect();
     let holes = match expected {
         None => vec![],
-        Some(proxies) => {
+        Some(e) => {
             let first = sel.from.or_else(|| partitions.first().map(|p| p.date));
-            let last = sel.to.or_else(|| partitions.last().map(|p| p.date));
-            match (first, last) {
-                (Some(a), Some(b)) if a <= b => storage.holes(proxies, a, b)?,
+            let last = sel.to.unwrap_or(e.until);
+            match first {
+                Some(a) if a <= last => storage.holes(e.proxies, a, last)?,
                 _ => vec![],
             }
         }
@@ -204,9 +210,7 @@ fn count_file(
             continue;
         };
         for i in 0..b.len {
-            let day = chrono::DateTime::from_timestamp(i64::from(date.value(i)) * 86_400, 0)
-                .map(|t| t.date_naive())
-                .unwrap_or(f.day);
+            let day = date.value_as_date(i).unwrap_or(f.day);
             *out.entry((day, proxy.value(i).to_string()))
                 .or_default()
                 .entry(metric.value(i).to_string())
